@@ -1,0 +1,54 @@
+"""Feature extraction: one interface over the two semantics of DESIGN §7.
+
+- ``kitsune``: the reference AfterImage behaviour, value-exact (100 features).
+- ``lego``: the Kitsune paper's definition built to split exactly (115 features).
+
+Both take :class:`~lego.ext.batch.PacketBatch` batches and keep their state
+between calls, so a trace can be fed in any batch sizes with the same result.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from lego.errors import ConfigError
+from lego.ext.batch import PacketBatch
+
+LAMBDAS = (5.0, 3.0, 1.0, 0.1, 0.01)
+SEMANTICS = ("kitsune", "lego")
+
+
+class Extractor(Protocol):
+    semantics: str
+    n_features: int
+
+    def feature_names(self) -> list[str]: ...
+
+    def process(self, batch: PacketBatch) -> np.ndarray:
+        """Update state with every packet of the batch in order; return the
+        float64 feature matrix of its non-mirror packets, one row each, in order."""
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """Monotonic counters: packets, mirrors, keys live, keys evicted, ..."""
+        ...
+
+
+def make_extractor(semantics: str, *, spec: bool = False, **options) -> Extractor:
+    """Build the extractor for ``semantics``; ``spec=True`` gives the pure-Python
+    specification instead of the Cython kernel (slow; for tests and baselines)."""
+    if semantics == "kitsune":
+        if spec:
+            from lego.ext.afterimage_spec import KitsuneSpecExtractor as cls
+        else:
+            from lego.ext.afterimage import KitsuneExtractor as cls
+    elif semantics == "lego":
+        if spec:
+            from lego.ext.legostats_spec import LegoSpecExtractor as cls
+        else:
+            from lego.ext.legostats import LegoExtractor as cls
+    else:
+        raise ConfigError(f"feature semantics: expected one of {SEMANTICS}, got {semantics!r}")
+    return cls(**options)

@@ -1,0 +1,5 @@
+import sys
+
+from lego.cli import main
+
+sys.exit(main())

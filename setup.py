@@ -1,0 +1,43 @@
+"""Build the Cython kernels in ext/ (every ``ext/_*.pyx`` becomes ``lego.ext._*``).
+
+Directives are set once here. ``LEGO_CYTHON_DEBUG=1`` turns bounds and wraparound
+checks back on; ``LEGO_CYTHON_ANNOTATE=1`` writes the HTML annotation next to each
+kernel. No ``-ffast-math``: the feature kernels must be bit-exact to their specs.
+"""
+
+import os
+from glob import glob
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("LEGO_CYTHON_DEBUG") == "1"
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+extensions = [
+    Extension(
+        "lego.ext." + os.path.splitext(os.path.basename(path))[0],
+        [path],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O2", "-g0"] if not DEBUG else ["-O0", "-g"],
+    )
+    for path in sorted(glob("ext/_*.pyx"))
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=directives,
+        annotate=os.environ.get("LEGO_CYTHON_ANNOTATE") == "1",
+    )
+)
