@@ -15,7 +15,7 @@ import sys
 from lego import __version__
 from lego.errors import LegoError
 
-COMMAND_MODULES = ("lego.cli_trace", "lego.cli_kitsune")
+COMMAND_MODULES = ("lego.cli_trace", "lego.cli_kitsune", "lego.cli_run")
 
 
 def build_parser() -> argparse.ArgumentParser:
