@@ -29,7 +29,7 @@ extensions = [
         [path],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O2", "-g0"] if not DEBUG else ["-O0", "-g"],
+        extra_compile_args=(["-O2", "-g0"] if not DEBUG else ["-O0", "-g"]) + ["-ffp-contract=off"],
     )
     for path in sorted(glob("ext/_*.pyx"))
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,41 +152,61 @@ class _Collected:
         return tuple(np.concatenate(x) for x in (self.seq, self.score, self.trained))
 
 
-def _score_stream(nf, args: argparse.Namespace, fit: tuple[str, float] | None) -> int:
+@dataclass
+class TraceScores:
+    seq: np.ndarray
+    score: np.ndarray
+    trained: np.ndarray
+    alert: np.ndarray
+    threshold: float
+    seconds: float
+
+
+def score_trace(nf, path: Path, quiet: bool, fit: tuple[str, float] | None) -> TraceScores:
+    """Stream a trace through the NF; fit the threshold when training ends (``fit``)."""
     collected = _Collected()
-    for batch in _batches(args.input, args.quiet):
+    start = time.perf_counter()
+    for batch in _batches(path, quiet):
         collected.add(nf.process(batch))
         if fit is not None and nf.trained and nf.kitnet.threshold is None:
             nf.fit_threshold(*fit)
+    seconds = time.perf_counter() - start
     seq, score, trained = collected.arrays()
     if nf.kitnet.threshold is None:
-        raise ConfigError(f"{args.input}: the trace ended before KitNET finished training "
+        raise ConfigError(f"{path}: the trace ended before KitNET finished training "
                           f"({nf.kitnet.n_trained} of {nf.kitnet.fm_grace + nf.kitnet.ad_grace + 1}"
                           " packets)")
     alert = trained & nf.kitnet.decide(score)
-    _write_outputs(args, seq, score, trained, alert)
-    _print_summary(args, seq, score, trained, alert, nf.kitnet.threshold)
-    return 0
+    return TraceScores(seq, score, trained, alert, nf.kitnet.threshold, seconds)
 
 
-def _write_outputs(args, seq, score, trained, alert) -> None:
-    if args.output:
-        table = np.column_stack([seq, score, trained, alert])
-        np.savetxt(args.output, table, fmt=["%d", "%.17g", "%d", "%d"], delimiter=",",
+def write_outputs(result: TraceScores, scores_csv: Path | None, alerts_jsonl: Path | None) -> None:
+    if scores_csv:
+        table = np.column_stack([result.seq, result.score, result.trained, result.alert])
+        np.savetxt(scores_csv, table, fmt=["%d", "%.17g", "%d", "%d"], delimiter=",",
                    header="seq,score,trained,alert", comments="")
-    if args.alerts:
-        with open(args.alerts, "w") as out:
-            for i in np.flatnonzero(alert):
-                out.write(json.dumps({"seq": int(seq[i]), "score": float(score[i])}) + "\n")
+    if alerts_jsonl:
+        with open(alerts_jsonl, "w") as out:
+            for i in np.flatnonzero(result.alert):
+                out.write(json.dumps({"seq": int(result.seq[i]),
+                                      "score": float(result.score[i])}) + "\n")
 
 
-def _print_summary(args, seq, score, trained, alert, threshold: float) -> None:
-    stderr.print(f"{len(seq)} packets scored, {int(trained.sum())} by the trained model, "
-                 f"{int(alert.sum())} alerts (threshold {threshold:.6g})")
+def detection(result: TraceScores, labels_file: Path) -> dict[str, float]:
+    """AUC and TPR at low FPR over the packets the trained model scored."""
+    n = int(result.seq.max()) + 1 if len(result.seq) else 0
+    labels = load_labels(labels_file, n)[result.seq.astype(np.int64)]
+    return detection_report(result.score[result.trained], labels[result.trained])
+
+
+def _report(args: argparse.Namespace, result: TraceScores) -> int:
+    write_outputs(result, args.output, args.alerts)
+    stderr.print(f"{len(result.seq)} packets scored, {int(result.trained.sum())} by the trained "
+                 f"model, {int(result.alert.sum())} alerts (threshold {result.threshold:.6g})")
     if args.labels:
-        labels = load_labels(args.labels, int(seq.max()) + 1 if len(seq) else 0)[seq.astype(np.int64)]
-        report = detection_report(score[trained], labels[trained])
+        report = detection(result, args.labels)
         stderr.print("  ".join(f"{k} = {v:.4f}" for k, v in report.items()))
+    return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -197,12 +218,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     nf = KitsuneNF(semantics, kitnet, keep_training_rows=False)
     if not nf.trained:
         raise ConfigError(f"{args.model}: the model is not trained")
-    return _score_stream(nf, args, fit=None)
+    return _report(args, score_trace(nf, args.input, args.quiet, fit=None))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     nf = _fresh_nf(args)
-    status = _score_stream(nf, args, fit=(args.threshold, args.p_value))
+    status = _report(args, score_trace(nf, args.input, args.quiet,
+                                       fit=(args.threshold, args.p_value)))
     if args.save_model:
         nf.kitnet.meta["semantics"] = args.semantics
         nf.kitnet.save(args.save_model)

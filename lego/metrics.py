@@ -24,7 +24,8 @@ def load_labels(path: str | Path, n: int | None = None) -> np.ndarray:
         raise ConfigError(f"labels file {path}: expected labels 0 or 1")
     if n is not None:
         if len(labels) < n:
-            raise ConfigError(f"labels file {path}: expected at least {n} labels, got {len(labels)}")
+            raise ConfigError(f"labels file {path}: expected at least {n} labels, "
+                              f"got {len(labels)}")
         labels = labels[:n]
     return labels
 

@@ -1,0 +1,559 @@
+"""KitNET, the anomaly detector of Kitsune: fast, batched, exact to the reference.
+
+:class:`KitNET` keeps the per-row semantics of the reference (``kitnet_spec.py``,
+DESIGN §7) for any batch split: ``process`` walks a batch through the phases
+('fm' -> 'ad' -> 'exec') row by row, but each run of rows within one phase goes
+to one call: the correlation update and the online training of the ensemble run
+in the Cython kernels of ``_kitnet.pyx``, execution runs batched in numpy.
+
+Execution multiplies whole blocks of rows by each autoencoder's weights
+(numpy, BLAS); blocks are padded so that a row's score does not depend on the
+batch it came in. Scores match the reference to float64 rounding.
+
+A model is saved as a versioned ``.npz`` (:meth:`KitNET.save`,
+:meth:`KitNET.load`), validated on load; a threshold fitted on benign scores
+(:meth:`KitNET.fit_threshold`) is stored with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lego.errors import ConfigError, ModelError
+from lego.ext import require_built
+from lego.ext.kitnet_spec import (
+    NORM_EPS,
+    cluster_features,
+    correlation_distance,
+    initial_weights,
+    n_hidden_for,
+)
+
+_k = require_built("_kitnet")
+
+#: Version of the ``.npz`` model format written by :meth:`KitNET.save`.
+FORMAT_VERSION = 1
+FORMAT_KIND = "lego.kitnet"
+#: Rows per block in batched execution (keeps the temporaries in cache).
+EXEC_BLOCK = 2048
+#: Blocks are padded to a multiple of this many rows (see KitNET._execute_blas).
+EXEC_PAD = 16
+EXEC_ENGINES = ("blas", "kernel")
+
+THRESHOLD_METHODS = ("lognormal", "max")
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ConfigError(f"KitNET.{name}: expected an int >= {minimum}, "
+                          f"got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ConfigError(f"KitNET.{name}: expected an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise ConfigError(f"KitNET.{name}: expected a positive number, "
+                          f"got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"KitNET.{name}: expected a positive finite number, got {value}")
+    return float(value)
+
+
+def _check_map(feature_map: Sequence[Sequence[int]], n_features: int) -> list[list[int]]:
+    clusters = [list(c) for c in feature_map]
+    if not clusters:
+        raise ConfigError("KitNET.feature_map: expected at least one cluster, got none")
+    for a, c in enumerate(clusters):
+        if not c:
+            raise ConfigError(f"KitNET.feature_map[{a}]: expected a non-empty cluster, got []")
+        for i in c:
+            is_int = isinstance(i, int | np.integer) and not isinstance(i, bool)
+            if not is_int or not 0 <= i < n_features:
+                raise ConfigError(f"KitNET.feature_map[{a}]: expected feature ids in "
+                                  f"[0, {n_features}), got {i!r}")
+    return [[int(i) for i in c] for c in clusters]
+
+
+class KitNET:
+    """An ensemble of small autoencoders over correlated feature clusters.
+
+    ``KitNET(n_features, max_ae, fm_grace, ad_grace, lr, hidden_ratio)`` as in
+    the reference: the first ``fm_grace + 1`` rows learn the feature map, the
+    next ``ad_grace`` rows train the autoencoders, and every later row is
+    scored. ``feature_map`` skips the first phase (then ``fm_grace + ad_grace
+    + 1`` rows train, as in the reference). One instance is not thread-safe
+    (the kernels release the GIL but update the model in place).
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        max_ae: int = 10,
+        fm_grace: int = 5000,
+        ad_grace: int = 50000,
+        lr: float = 0.1,
+        hidden_ratio: float = 0.75,
+        feature_map: Sequence[Sequence[int]] | None = None,
+    ):
+        self.n_features = _check_int("n_features", n_features, 1)
+        self.max_ae = _check_int("max_ae", max_ae, 1)
+        self.fm_grace = _check_int("fm_grace", fm_grace, 0)
+        self.ad_grace = _check_int("ad_grace", ad_grace, 0)
+        self.lr = _check_positive("lr", lr)
+        self.hidden_ratio = _check_positive("hidden_ratio", hidden_ratio)
+        self.n_trained = 0
+        self.n_executed = 0
+        self.threshold: float | None = None
+        self.threshold_method: str | None = None
+        # free-form strings saved with the model (e.g. the feature semantics)
+        self.meta: dict[str, str] = {}
+        self._map: list[list[int]] | None = None
+        n = self.n_features
+        # the correlation clusterer (phase 'fm' only)
+        self._c = np.zeros(n)
+        self._c_r = np.zeros(n)
+        self._c_rs = np.zeros(n)
+        self._C = np.zeros((n, n))
+        if feature_map is not None:
+            self._set_map(_check_map(feature_map, n))
+
+    # ------------------------------------------------------------------ model layout
+
+    def _set_map(self, clusters: list[list[int]]) -> None:
+        """Create the autoencoders for a feature map (fresh weights, empty norms)."""
+        self._map = clusters
+        k = len(clusters)
+        nv = [len(c) for c in clusters] + [k]
+        nh = [n_hidden_for(v, self.hidden_ratio) for v in nv]
+        self._nv, self._nh = nv, nh
+        self._vis_off = np.concatenate([[0], np.cumsum(nv)]).astype(np.int64)
+        self._hid_off = np.concatenate([[0], np.cumsum(nh)]).astype(np.int64)
+        self._w_off = np.concatenate([[0], np.cumsum([v * h for v, h in zip(nv, nh, strict=True)])]
+                                     ).astype(np.int64)
+        self._feat_idx = np.array([i for c in clusters for i in c], dtype=np.int64)
+        self._W = np.concatenate([initial_weights(v, h).ravel()
+                                  for v, h in zip(nv, nh, strict=True)])
+        self._hbias = np.zeros(int(self._hid_off[-1]))
+        self._vbias = np.zeros(int(self._vis_off[-1]))
+        self._norm_min = np.full(int(self._vis_off[-1]), np.inf)
+        self._norm_max = np.full(int(self._vis_off[-1]), -np.inf)
+        self._work = np.empty(4 * max(nv) + 2 * max(nh) + k)
+        # the clusterer is done with
+        self._c = self._c_r = self._c_rs = np.zeros(0)
+        self._C = np.zeros((0, 0))
+
+    def _ae_slices(self, a: int) -> tuple[slice, slice, slice]:
+        """Slices of autoencoder a into the visible, hidden and weight arrays."""
+        return (slice(int(self._vis_off[a]), int(self._vis_off[a + 1])),
+                slice(int(self._hid_off[a]), int(self._hid_off[a + 1])),
+                slice(int(self._w_off[a]), int(self._w_off[a + 1])))
+
+    def _W_of(self, a: int) -> np.ndarray:
+        """W of autoencoder a (n_visible x n_hidden), a view into the packed weights."""
+        return self._W[self._ae_slices(a)[2]].reshape(self._nv[a], self._nh[a])
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def phase(self) -> str:
+        """'fm' (learning the feature map), 'ad' (training) or 'exec' (scoring)."""
+        if self._map is None:
+            return "fm"
+        if self.n_trained <= self.fm_grace + self.ad_grace:
+            return "ad"
+        return "exec"
+
+    @property
+    def feature_map(self) -> list[list[int]] | None:
+        """The clusters of feature ids, one per autoencoder (None before it is built)."""
+        return None if self._map is None else [list(c) for c in self._map]
+
+    @property
+    def n_autoencoders(self) -> int:
+        return 0 if self._map is None else len(self._map)
+
+    # ------------------------------------------------------------------ input
+
+    def _rows(self, X: np.ndarray, who: str) -> np.ndarray:
+        """X as C-contiguous float64 rows x n_features (a 1-D X is one row)."""
+        arr = np.asarray(X)
+        if arr.ndim == 1:
+            arr = arr.reshape(1, -1)
+        if arr.ndim != 2 or arr.shape[1] != self.n_features:
+            raise ConfigError(f"KitNET.{who}: expected rows x {self.n_features} features, "
+                              f"got shape {np.shape(X)}")
+        return np.ascontiguousarray(arr, dtype=np.float64)
+
+    # ------------------------------------------------------------------ phases
+
+    def process(self, X: np.ndarray) -> np.ndarray:
+        """Train on or score each row, as the reference's ``process`` does per row.
+
+        Returns one score per row: 0.0 for the rows spent training, the output
+        layer's RMSE for the rows scored. Any split of the rows into batches
+        gives the same scores and the same model.
+        """
+        X = self._rows(X, "process")
+        scores = np.zeros(X.shape[0])
+        last_train = self.fm_grace + self.ad_grace  # n_trained of the last training row
+        train_rows = max(0, min(X.shape[0], last_train + 1 - self.n_trained))
+        if train_rows:
+            self._train(X[:train_rows])
+        if train_rows < X.shape[0]:
+            scores[train_rows:] = self.execute(X[train_rows:])
+        return scores
+
+    def train(self, X: np.ndarray) -> np.ndarray:
+        """Train on every row, whatever the phase (the reference's ``train``).
+
+        Rows that feed the correlation clusterer give 0.0; the others give the
+        output layer's reconstruction RMSE before its SGD step.
+        """
+        return self._train(self._rows(X, "train"))
+
+    def _train(self, X: np.ndarray) -> np.ndarray:
+        out = np.zeros(X.shape[0])
+        start = 0
+        if self._map is None:
+            fm_rows = min(X.shape[0], self.fm_grace + 1 - self.n_trained)
+            c_rt = np.empty(self.n_features)
+            _k.corr_update(X[:fm_rows], self._c, self._c_r, self._c_rs, self._C, c_rt,
+                           self.n_trained)
+            self.n_trained += fm_rows
+            start = fm_rows
+            if self.n_trained == self.fm_grace + 1:
+                D = correlation_distance(self._C, self._c_rs)
+                self._set_map(cluster_features(D, self.max_ae))
+        if start < X.shape[0]:
+            _k.train_rows(X[start:], self._feat_idx, self._vis_off, self._hid_off, self._w_off,
+                          self._W, self._hbias, self._vbias, self._norm_min, self._norm_max,
+                          self.lr, self._work, out[start:])
+            self.n_trained += X.shape[0] - start
+        return out
+
+    def execute(self, X: np.ndarray, engine: str = "blas") -> np.ndarray:
+        """Score every row with the current model (no learning).
+
+        ``engine="blas"``: batched numpy, one matrix product per autoencoder
+        over a block of rows (the fast path). ``engine="kernel"``: the Cython
+        kernel, one row at a time, each product summed first term to last.
+        Either way a row's score does not depend on the batch it comes in; the
+        two agree with each other and with the reference to float64 rounding.
+        """
+        X = self._rows(X, "execute")
+        if engine not in EXEC_ENGINES:
+            raise ConfigError(f"KitNET.execute.engine: expected one of {EXEC_ENGINES}, "
+                              f"got {engine!r}")
+        if self._map is None:
+            raise ModelError(f"KitNET.execute: no feature map yet (phase 'fm', "
+                             f"{self.n_trained} of {self.fm_grace + 1} rows seen)")
+        scores = np.empty(X.shape[0])
+        if engine == "kernel":
+            _k.execute_rows(X, self._feat_idx, self._vis_off, self._hid_off, self._w_off,
+                            self._W, self._hbias, self._vbias, self._norm_min, self._norm_max,
+                            self._work, scores)
+        else:
+            self._execute_blas(X, scores)
+        self.n_executed += X.shape[0]
+        return scores
+
+    def _execute_blas(self, X: np.ndarray, scores: np.ndarray) -> None:
+        """Batched execution with numpy matrix products (OUT: scores).
+
+        Each block is padded with zero rows to a multiple of EXEC_PAD rows:
+        BLAS rounds a lone row (gemv) and the odd last row of a product
+        differently from the others, so without the padding a row's score
+        would depend on where the batch was split.
+        """
+        assert self._map is not None
+        k = len(self._map)
+        layers = []
+        for a in range(k + 1):
+            vs, hs, _ = self._ae_slices(a)
+            nmin = self._norm_min[vs]
+            denom = self._norm_max[vs] - nmin + NORM_EPS
+            layers.append((self._feat_idx[vs], nmin, denom, self._W_of(a),
+                           self._hbias[hs], self._vbias[vs]))
+        for start in range(0, X.shape[0], EXEC_BLOCK):
+            block = X[start:start + EXEC_BLOCK]
+            rows = block.shape[0]
+            if rows % EXEC_PAD:
+                block = np.concatenate([block, np.zeros((-rows % EXEC_PAD, X.shape[1]))])
+            S = np.empty((block.shape[0], k))
+            for a in range(k):
+                idx, nmin, denom, W, hb, vb = layers[a]
+                S[:, a] = _rmse_rows(block[:, idx], nmin, denom, W, hb, vb)
+            _, nmin, denom, W, hb, vb = layers[k]
+            scores[start:start + rows] = _rmse_rows(S, nmin, denom, W, hb, vb)[:rows]
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to ``path`` (a versioned ``.npz``), atomically."""
+        arrays = _to_arrays(self)
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> KitNET:
+        """Read a model written by :meth:`save`; ModelError if it is not one."""
+        return _from_arrays(_read_npz(Path(path)), str(path))
+
+    # ------------------------------------------------------------------ threshold
+
+    def fit_threshold(self, benign_scores: np.ndarray, method: str = "lognormal",
+                      p_value: float = 1e-4) -> float:
+        """Fit and store the alert threshold from benign scores; returns it.
+
+        ``lognormal``: fit a normal distribution to log(scores) (mean and
+        standard deviation) and take the score whose survival probability is
+        ``p_value``. ``max``: the largest benign score.
+        """
+        self.threshold = fit_threshold(benign_scores, method, p_value)
+        self.threshold_method = method
+        return self.threshold
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """True for each score above the stored threshold (an alert)."""
+        if self.threshold is None:
+            raise ModelError("KitNET.decide: no threshold; call fit_threshold(benign_scores) first")
+        return np.asarray(scores, dtype=np.float64) > self.threshold
+
+
+# ---------------------------------------------------------------------- numpy helpers
+
+
+def _rmse_rows(X: np.ndarray, nmin: np.ndarray, denom: np.ndarray, W: np.ndarray,
+               hbias: np.ndarray, vbias: np.ndarray) -> np.ndarray:
+    """Reconstruction RMSE of each row of X by one autoencoder (the reference's ops)."""
+    xn = (X - nmin) / denom
+    y = xn @ W
+    y += hbias
+    _sigmoid(y)
+    z = y @ W.T
+    z += vbias
+    _sigmoid(z)
+    np.subtract(xn, z, out=z)
+    np.multiply(z, z, out=z)
+    return np.sqrt(z.mean(axis=1))
+
+
+def _sigmoid(v: np.ndarray) -> None:
+    """v = 1 / (1 + exp(-v)), in place (exp overflows to inf, giving 0, as intended)."""
+    np.negative(v, out=v)
+    with np.errstate(over="ignore"):
+        np.exp(v, out=v)
+    v += 1.0
+    np.divide(1.0, v, out=v)
+
+
+def fit_threshold(benign_scores: np.ndarray, method: str = "lognormal",
+                  p_value: float = 1e-4) -> float:
+    """The alert threshold for benign scores (see :meth:`KitNET.fit_threshold`)."""
+    scores = np.asarray(benign_scores, dtype=np.float64).ravel()
+    if method not in THRESHOLD_METHODS:
+        raise ConfigError(f"fit_threshold.method: expected one of {THRESHOLD_METHODS}, "
+                          f"got {method!r}")
+    if scores.size == 0:
+        raise ConfigError("fit_threshold.benign_scores: expected at least one score, got none")
+    if not np.isfinite(scores).all():
+        raise ConfigError(f"fit_threshold.benign_scores: expected finite scores, got "
+                          f"{int((~np.isfinite(scores)).sum())} non-finite")
+    if method == "max":
+        return float(scores.max())
+    if not 0.0 < p_value < 1.0:
+        raise ConfigError(f"fit_threshold.p_value: expected 0 < p_value < 1, got {p_value}")
+    if (scores <= 0).any():
+        raise ConfigError(f"fit_threshold.benign_scores: the lognormal fit needs scores > 0, got "
+                          f"{int((scores <= 0).sum())} <= 0 (leave out the training rows' 0.0)")
+    if scores.size < 2:
+        raise ConfigError("fit_threshold.benign_scores: the lognormal fit needs >= 2 scores, got 1")
+    from scipy.stats import norm
+
+    logs = np.log(scores)
+    return float(np.exp(norm.isf(p_value, loc=logs.mean(), scale=logs.std())))
+
+
+# ---------------------------------------------------------------------- model files
+
+_SCALARS = {  # name -> dtype kind of the 0-d array
+    "format_version": "i", "n_features": "i", "max_ae": "i", "fm_grace": "i", "ad_grace": "i",
+    "lr": "f", "hidden_ratio": "f", "n_trained": "i", "n_executed": "i",
+}
+_AE_FIELDS = ("W", "hbias", "vbias", "norm_min", "norm_max")
+
+
+def _ae_name(a: int, k: int) -> str:
+    return "out" if a == k else f"ae{a}"
+
+
+def _to_arrays(m: KitNET) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {
+        "kind": np.array(FORMAT_KIND),
+        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+        "n_features": np.array(m.n_features, dtype=np.int64),
+        "max_ae": np.array(m.max_ae, dtype=np.int64),
+        "fm_grace": np.array(m.fm_grace, dtype=np.int64),
+        "ad_grace": np.array(m.ad_grace, dtype=np.int64),
+        "lr": np.array(m.lr, dtype=np.float64),
+        "hidden_ratio": np.array(m.hidden_ratio, dtype=np.float64),
+        "n_trained": np.array(m.n_trained, dtype=np.int64),
+        "n_executed": np.array(m.n_executed, dtype=np.int64),
+    }
+    if m.threshold is not None:
+        arrays["threshold"] = np.array(m.threshold, dtype=np.float64)
+        arrays["threshold_method"] = np.array(m.threshold_method or "")
+    if m.meta:
+        arrays["meta_json"] = np.array(json.dumps(m.meta, sort_keys=True))
+    if m._map is None:
+        arrays.update(fm_c=m._c, fm_c_r=m._c_r, fm_c_rs=m._c_rs, fm_C=m._C)
+        return arrays
+    k = len(m._map)
+    arrays["map_features"] = m._feat_idx.copy()
+    arrays["map_sizes"] = np.array([len(c) for c in m._map], dtype=np.int64)
+    for a in range(k + 1):
+        vs, hs, _ = m._ae_slices(a)
+        name = _ae_name(a, k)
+        arrays[f"{name}_W"] = m._W_of(a).copy()
+        arrays[f"{name}_hbias"] = m._hbias[hs].copy()
+        arrays[f"{name}_vbias"] = m._vbias[vs].copy()
+        arrays[f"{name}_norm_min"] = m._norm_min[vs].copy()
+        arrays[f"{name}_norm_max"] = m._norm_max[vs].copy()
+    return arrays
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+    except FileNotFoundError as exc:
+        raise ModelError(f"{path}: no such model file") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"{path}: not a KitNET model file (.npz): {exc}") from exc
+
+
+class _Fields:
+    """Typed access to a model file's arrays; every error names the field."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], where: str):
+        self.arrays = arrays
+        self.where = where
+
+    def fail(self, name: str, expected: str, got: str) -> ModelError:
+        return ModelError(f"{self.where}: field '{name}': expected {expected}, got {got}")
+
+    def get(self, name: str) -> np.ndarray:
+        if name not in self.arrays:
+            raise self.fail(name, "an array (the format requires it)", "none (missing)")
+        return self.arrays[name]
+
+    def scalar(self, name: str, kind: str) -> int | float:
+        arr = self.get(name)
+        want = "an integer scalar" if kind == "i" else "a float scalar"
+        if arr.shape != () or arr.dtype.kind not in (("i", "u") if kind == "i" else ("f",)):
+            raise self.fail(name, want, f"dtype {arr.dtype} shape {arr.shape}")
+        value = arr.item()
+        if kind == "f" and not math.isfinite(value):
+            raise self.fail(name, "a finite value", repr(value))
+        return value
+
+    def array(self, name: str, shape: tuple[int, ...], allow_inf: bool = False) -> np.ndarray:
+        arr = self.get(name)
+        if arr.dtype != np.float64 or arr.shape != shape:
+            raise self.fail(name, f"float64 of shape {shape}", f"{arr.dtype} of shape {arr.shape}")
+        bad = np.isnan(arr) if allow_inf else ~np.isfinite(arr)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            what = "NaN" if allow_inf else "NaN or inf"
+            raise self.fail(name, f"no {what}", f"{int(bad.sum())} such values (first at {first})")
+        return np.ascontiguousarray(arr)
+
+
+def _read_meta(f: _Fields) -> dict[str, str]:
+    raw = f.get("meta_json")
+    try:
+        meta = json.loads(str(raw)) if raw.shape == () and raw.dtype.kind == "U" else None
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise f.fail("meta_json", "a JSON object of strings", repr(raw.tolist())[:80])
+    return meta
+
+
+def _from_arrays(arrays: dict[str, np.ndarray], where: str) -> KitNET:
+    f = _Fields(arrays, where)
+    kind = f.get("kind")
+    if kind.shape != () or kind.dtype.kind != "U" or str(kind) != FORMAT_KIND:
+        raise f.fail("kind", repr(FORMAT_KIND), repr(kind.tolist()))
+    version = f.scalar("format_version", "i")
+    if version != FORMAT_VERSION:
+        raise f.fail("format_version", str(FORMAT_VERSION), str(version))
+    v = {name: f.scalar(name, kind) for name, kind in _SCALARS.items() if name != "format_version"}
+    try:
+        m = KitNET(v["n_features"], v["max_ae"], v["fm_grace"], v["ad_grace"], v["lr"],
+                   v["hidden_ratio"])
+    except ConfigError as exc:
+        raise ModelError(f"{where}: hyper-parameters: {exc}") from exc
+    for name in ("n_trained", "n_executed"):
+        if v[name] < 0:
+            raise f.fail(name, "an int >= 0", str(v[name]))
+    m.n_trained, m.n_executed = v["n_trained"], v["n_executed"]
+    if "threshold" in arrays:
+        m.threshold = f.scalar("threshold", "f")
+        method = f.get("threshold_method")
+        if method.shape != () or str(method) not in THRESHOLD_METHODS:
+            raise f.fail("threshold_method", f"one of {THRESHOLD_METHODS}", repr(method.tolist()))
+        m.threshold_method = str(method)
+    if "meta_json" in arrays:
+        m.meta = _read_meta(f)
+    n = m.n_features
+    if "map_sizes" not in arrays:  # saved during phase 'fm'
+        if m.n_trained > m.fm_grace:
+            raise f.fail("map_sizes", f"a feature map (n_trained {m.n_trained} > fm_grace "
+                         f"{m.fm_grace})", "none (missing)")
+        m._c = f.array("fm_c", (n,))
+        m._c_r = f.array("fm_c_r", (n,))
+        m._c_rs = f.array("fm_c_rs", (n,))
+        m._C = f.array("fm_C", (n, n))
+        return m
+    sizes = f.get("map_sizes")
+    if sizes.ndim != 1 or sizes.dtype.kind not in "iu" or sizes.size == 0 or (sizes < 1).any():
+        raise f.fail("map_sizes", "1-D integers >= 1", f"{sizes.dtype} {sizes.tolist()!r}")
+    feats = f.get("map_features")
+    if feats.shape != (int(sizes.sum()),) or feats.dtype.kind not in "iu":
+        raise f.fail("map_features", f"integers of shape ({int(sizes.sum())},)",
+                     f"{feats.dtype} of shape {feats.shape}")
+    if feats.size and (feats.min() < 0 or feats.max() >= n):
+        raise f.fail("map_features", f"feature ids in [0, {n})",
+                     f"ids from {feats.min()} to {feats.max()}")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    m._set_map([feats[bounds[a]:bounds[a + 1]].tolist() for a in range(sizes.size)])
+    k = sizes.size
+    for a in range(k + 1):
+        vs, hs, ws = m._ae_slices(a)
+        nv, nh = m._nv[a], m._nh[a]
+        name = _ae_name(a, k)
+        m._W[ws] = f.array(f"{name}_W", (nv, nh)).ravel()
+        m._hbias[hs] = f.array(f"{name}_hbias", (nh,))
+        m._vbias[vs] = f.array(f"{name}_vbias", (nv,))
+        m._norm_min[vs] = f.array(f"{name}_norm_min", (nv,), allow_inf=True)
+        m._norm_max[vs] = f.array(f"{name}_norm_max", (nv,), allow_inf=True)
+    return m
