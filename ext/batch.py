@@ -111,8 +111,9 @@ class PacketBatch:
         return cls(**arrays)
 
     def take(self, index) -> PacketBatch:
-        """A new batch of the selected rows (slice, boolean mask or index array)."""
-        return PacketBatch(**{f.name: np.ascontiguousarray(getattr(self, f.name)[index])
+        """A new batch of copies of the selected rows (slice, boolean mask or index
+        array): writing to it never changes this batch."""
+        return PacketBatch(**{f.name: np.array(getattr(self, f.name)[index], order="C")
                               for f in fields(self)})
 
     @classmethod
