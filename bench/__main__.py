@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args(argv)
     console = Console()
+    if not console.is_terminal:  # a log or a pipe: do not wrap the table at 80 columns
+        console = Console(width=200)
     console.print(machine_line())
     rows: list[dict] = []
     failures: dict[str, str] = {}

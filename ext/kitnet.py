@@ -162,6 +162,16 @@ class KitNET:
         """W of autoencoder a (n_visible x n_hidden), a view into the packed weights."""
         return self._W[self._ae_slices(a)[2]].reshape(self._nv[a], self._nh[a])
 
+    def layer(self, a: int) -> dict[str, np.ndarray]:
+        """Copies of autoencoder ``a``'s parameters (``a == n_autoencoders``: the
+        output layer): W, hbias, vbias, norm_min, norm_max."""
+        if self._map is None or not 0 <= a <= len(self._map):
+            raise ConfigError(f"KitNET.layer: expected 0 <= a <= {self.n_autoencoders}, got {a}")
+        vs, hs, _ = self._ae_slices(a)
+        return {"W": self._W_of(a).copy(), "hbias": self._hbias[hs].copy(),
+                "vbias": self._vbias[vs].copy(), "norm_min": self._norm_min[vs].copy(),
+                "norm_max": self._norm_max[vs].copy()}
+
     # ------------------------------------------------------------------ properties
 
     @property

@@ -186,6 +186,17 @@ class KitNETSpec:
             self.feature_map = [list(c) for c in feature_map]
             self._create_autoencoders()
 
+    @classmethod
+    def from_model(cls, model) -> KitNETSpec:
+        """A spec instance with a trained :class:`lego.ext.kitnet.KitNET`'s parameters."""
+        spec = cls(model.n_features, model.max_ae, model.fm_grace, model.ad_grace, model.lr,
+                   model.hidden_ratio, feature_map=model.feature_map)
+        for a, ae in enumerate([*spec.ensemble, spec.output]):
+            for name, value in model.layer(a).items():
+                setattr(ae, name, value)
+        spec.n_trained, spec.n_executed = model.n_trained, model.n_executed
+        return spec
+
     def _create_autoencoders(self) -> None:
         assert self.feature_map is not None
         self.ensemble = [Autoencoder(len(c), self.hidden_ratio, self.lr) for c in self.feature_map]
