@@ -52,3 +52,37 @@ def make_extractor(semantics: str, *, spec: bool = False, **options) -> Extracto
     else:
         raise ConfigError(f"feature semantics: expected one of {SEMANTICS}, got {semantics!r}")
     return cls(**options)
+
+
+def state_groups(semantics: str) -> list:
+    """What each semantics' state is keyed by, declared for Algorithm 1
+    (:mod:`lego.control.granularity`). Header fields are the derived ones of DESIGN §7."""
+    from lego.control.granularity import StateGroup
+
+    names = make_extractor(semantics).feature_names()
+
+    def named(prefix: str, stats: tuple[str, ...] = ()) -> tuple[str, ...]:
+        return tuple(n for n in names if n.startswith(prefix)
+                     and (not stats or n.rsplit("_", 1)[1] in stats))
+
+    socket = {"src_ip", "dst_ip", "src_port", "dst_port", "proto"}
+    if semantics == "lego":
+        return [
+            StateGroup("MI", {"src_mac", "src_ip"}, features=named("MI_")),
+            StateGroup("H", {"src_ip"}, features=named("H_")),
+            StateGroup("jitter", {"src_ip", "dst_ip"}, features=named("jitter_")),
+            # 2-D statistics couple a directed stream with its reverse only
+            StateGroup("channel", {"src_ip", "dst_ip"}, symmetric=True,
+                       features=named("channel_")),
+            StateGroup("socket", socket, symmetric=True, features=named("socket_")),
+        ]
+    two_d = ("radius", "magnitude", "covariance", "pcc")
+    return [
+        StateGroup("MI", {"src_mac", "src_ip"}, features=named("MI_dir_")),
+        # every insert into a host's stream updates its pair with every peer it has
+        # met, and each pair reads (and decays) that peer's own outbound stream
+        StateGroup("HH", {"src_ip"}, peer_coupled=True, features=named("HH_L", two_d)),
+        StateGroup("HH_jit", {"src_ip", "dst_ip"}, features=named("HH_jit_")),
+        StateGroup("HpHp", {"src_ip", "src_port"}, peer_coupled=True,
+                   features=named("HpHp_", two_d)),
+    ]

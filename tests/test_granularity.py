@@ -104,3 +104,19 @@ def test_bad_declarations():
         algorithm1([H, StateGroup("SrcIP again", {"src_ip"})])
     with pytest.raises(ConfigError, match="unique"):
         algorithm1([H, StateGroup("SrcIP", {"dst_ip"})])
+
+
+def test_kitsune_semantics_declared():
+    from lego.ext.features import state_groups
+
+    lego = plan_split(state_groups("lego"))
+    assert lego.verdict is Verdict.SPLIT_AND_MIRROR
+    assert (lego.primary, lego.mirror) == (SplitGroup.SRC_IP, SplitGroup.DST_IP)
+    assert lego.maximal == ("H", "channel")
+
+    ref = plan_split(state_groups("kitsune"))
+    assert ref.verdict is Verdict.NO_EXACT_SPLIT
+    assert "'HH'" in ref.reason and "'HpHp'" in ref.reason
+    assert len(ref.affected_features) == 40  # 2 groups x 5 lambdas x 4 two-D statistics
+    assert all(f.rsplit("_", 1)[1] in ("radius", "magnitude", "covariance", "pcc")
+               for f in ref.affected_features)
