@@ -4,7 +4,7 @@
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.lego-installed
-RESULTS ?= results
+RESULTS ?= $(CURDIR)/results
 TRACE   ?=
 
 .PHONY: all setup build test bench run stop clean lint
@@ -28,7 +28,7 @@ bench: build
 	$(BIN)/python -m bench
 
 run: build
-	$(BIN)/lego demo --results $(RESULTS) $(if $(TRACE),--trace $(TRACE))
+	$(BIN)/lego run --results $(RESULTS) $(if $(TRACE),--trace $(TRACE))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
