@@ -15,7 +15,13 @@ import sys
 from lego import __version__
 from lego.errors import LegoError
 
-COMMAND_MODULES = ("lego.cli_trace", "lego.cli_kitsune", "lego.cli_run")
+COMMAND_MODULES = (
+    "lego.cli_trace",
+    "lego.cli_kitsune",
+    "lego.cli_run",
+    "lego.cli_experiment",
+    "lego.cli_switch",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
