@@ -31,11 +31,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from lego.control.experiment_split import grace_for, plot, table2, to_markdown, write_csv
+    from lego.control.experiment_split import (
+        algorithm1_lines,
+        grace_for,
+        plot,
+        table2,
+        to_markdown,
+        write_csv,
+    )
     from lego.ext.packets import read_trace
     from lego.metrics import load_labels
     from lego.topo.traffic_synth import default_trace, labels_path
 
+    args.out.mkdir(parents=True, exist_ok=True)
     trace = args.trace or default_trace(args.out)
     labels_file = args.labels or (labels_path(trace) if labels_path(trace).is_file() else None)
     batch = read_trace(trace)
@@ -46,12 +54,13 @@ def cmd_split(args: argparse.Namespace) -> int:
     rows = table2(batch, labels, args.replicas, fm, ad)
     title = (f"Table II: {trace.name}, {len(batch):,} packets, K = {args.replicas} replicas, "
              f"trained on the first {fm + ad + 1:,} (FM {fm}, AD {ad})")
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"table2_{trace.stem}_k{args.replicas}"
     stem.with_suffix(".md").write_text(to_markdown(rows, title))
     write_csv(rows, stem.with_suffix(".csv"))
     plot(rows, stem.with_suffix(".png"), title)
     _print(rows, title)
+    for line in algorithm1_lines():
+        Console().print(line)
     Console().print(f"wrote {stem}.md, .csv, .png")
     return 0
 
