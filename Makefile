@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.lego-installed
 RESULTS ?= $(CURDIR)/results
 TRACE   ?=
 
-.PHONY: all setup build test bench run stop clean lint
+.PHONY: all setup build test bench run stop clean lint p4
 
 all: build
 
@@ -29,6 +29,16 @@ bench: build
 
 run: build
 	$(BIN)/lego run --results $(RESULTS) $(if $(TRACE),--trace $(TRACE))
+
+# Compile lego.p4 for BMv2 (lego.json) and regenerate its p4info, where p4c exists.
+p4: $(STAMP)
+	@if command -v p4c >/dev/null 2>&1; then \
+	  p4c --target bmv2 --arch v1model -o p4src --p4runtime-files p4src/lego.p4info.txtpb \
+	      p4src/lego.p4 && $(BIN)/python -m lego.p4src.p4info --stamp; \
+	else \
+	  echo "make p4: p4c is not on PATH: the hand-kept p4src/lego.p4info.txtpb stays in use" \
+	       "(software target only; BMv2 mode needs p4c and simple_switch_grpc)"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

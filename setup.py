@@ -34,9 +34,26 @@ extensions = [
     for path in sorted(glob("ext/_*.pyx"))
 ]
 
+
+
+def _cython_include_path() -> str:
+    """A tree in which ``ext/`` is ``lego/ext/``: Cython finds a kernel's ``.pxd`` (and
+    other kernels' ``cimport lego.ext._x``) by the module's dotted name, and the
+    namespace maps ``lego.ext`` onto the top-level ``ext/`` folder."""
+    root = os.path.join("build", "cython-include")
+    pkg = os.path.join(root, "lego")
+    os.makedirs(pkg, exist_ok=True)
+    open(os.path.join(pkg, "__init__.pxd"), "a").close()
+    link = os.path.join(pkg, "ext")
+    if not os.path.islink(link):
+        os.symlink(os.path.abspath("ext"), link)
+    return root
+
+
 setup(
     ext_modules=cythonize(
         extensions,
+        include_path=[_cython_include_path()],
         compiler_directives=directives,
         annotate=os.environ.get("LEGO_CYTHON_ANNOTATE") == "1",
     )
