@@ -17,41 +17,13 @@ import time
 import numpy as np
 
 from bench.common import SHARED_DATA, Row, timed
-from lego.ext.batch import Family, PacketBatch, Proto
+from lego.ext.batch import PacketBatch
 from lego.ext.legostats import LegoExtractor
 from lego.ext.legostats_spec import LegoSpecExtractor
-from lego.testing import mixed_traffic
+from lego.testing import mixed_traffic, scan_batch
 
 TARGET_PPS = 300_000.0
 TRACE = SHARED_DATA / "kitsune_mirai_first38363.tsv"
-
-
-def scan_batch(n_dst: int, answered_every: int = 10, t0: float = 1_540_446_400.0,
-               gap: float = 1e-5) -> PacketBatch:
-    """One host (192.168.2.108) probing n_dst distinct IPv4 addresses on TCP/23,
-    every ``answered_every``-th probe answered; about 1.1 x n_dst packets."""
-    i = np.arange(n_dst)
-    probe = PacketBatch.empty(n_dst)
-    probe.ts[:] = t0 + i * gap
-    probe.frame_len[:] = 60
-    probe.eth_src[:] = 0x5CCF7F05F2C6
-    probe.eth_dst[:] = 0x4C09D4C6127B
-    probe.proto[:] = Proto.TCP
-    probe.src_family[:] = probe.dst_family[:] = Family.IPV4
-    probe.src_addr[:, :4] = (192, 168, 2, 108)
-    probe.dst_addr[:, 0] = 10
-    probe.dst_addr[:, 1] = i >> 16
-    probe.dst_addr[:, 2] = (i >> 8) & 0xFF
-    probe.dst_addr[:, 3] = i & 0xFF
-    probe.sport[:] = 40000 + i % 1000
-    probe.dport[:] = 23
-    ans = probe.take(i[::answered_every])
-    ans.ts += gap / 2
-    ans.eth_src, ans.eth_dst = ans.eth_dst.copy(), ans.eth_src.copy()
-    ans.src_addr, ans.dst_addr = ans.dst_addr.copy(), ans.src_addr.copy()
-    ans.sport, ans.dport = ans.dport.copy(), ans.sport.copy()
-    both = PacketBatch.concat([probe, ans])
-    return both.take(np.argsort(both.ts, kind="stable"))
 
 
 def _benign(quick: bool) -> tuple[str, PacketBatch]:

@@ -20,7 +20,7 @@ from lego.ext.batch import Family, PacketBatch, Proto
 from lego.ext.features import LAMBDAS, make_extractor
 from lego.ext.legostats import LegoExtractor
 from lego.ext.legostats_spec import N_FEATURES, LegoSpecExtractor, feature_names
-from lego.testing import mixed_traffic
+from lego.testing import mixed_traffic, scan_batch
 
 TRACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitsune_mirai_first38363.tsv"
 _ADDRS = [(4, bytes((10, 0, 0, i)) + bytes(12)) for i in range(4)] + [
@@ -80,33 +80,6 @@ def run_split(batch: PacketBatch, k: int, seed: int, chunk: int = 4000, **option
         out[prim_idx] = rows
         mirrors += ext.counters()["mirrors"]
     return out, mirrors
-
-
-def scan(n_dst: int, answered_every: int = 10, t0: float = 1_540_446_400.0) -> PacketBatch:
-    """One host probing n_dst distinct addresses (TCP to port 23), every
-    ``answered_every``-th probe answered."""
-    probe = PacketBatch.empty(n_dst)
-    probe.ts[:] = t0 + np.arange(n_dst) * 1e-5
-    probe.frame_len[:] = 60
-    probe.eth_src[:] = 0x5CCF7F05F2C6
-    probe.eth_dst[:] = 0x4C09D4C6127B
-    probe.proto[:] = Proto.TCP
-    probe.src_family[:] = probe.dst_family[:] = Family.IPV4
-    probe.src_addr[:, :4] = (192, 168, 2, 108)
-    i = np.arange(n_dst)
-    probe.dst_addr[:, 0] = 10
-    probe.dst_addr[:, 1] = i >> 16
-    probe.dst_addr[:, 2] = (i >> 8) & 0xFF
-    probe.dst_addr[:, 3] = i & 0xFF
-    probe.sport[:] = 40000 + i % 1000
-    probe.dport[:] = 23
-    ans = copy(probe, slice(0, n_dst, answered_every))
-    ans.ts += 5e-6
-    ans.eth_src, ans.eth_dst = ans.eth_dst.copy(), ans.eth_src.copy()
-    ans.src_addr, ans.dst_addr = ans.dst_addr.copy(), ans.src_addr.copy()
-    ans.sport, ans.dport = ans.dport.copy(), ans.sport.copy()
-    both = PacketBatch.concat([probe, ans])
-    return both.take(np.argsort(both.ts, kind="stable"))
 
 
 @pytest.fixture(scope="module")
@@ -375,7 +348,7 @@ def test_cost_per_packet_is_flat_under_a_scan():
     whatever the number of peers, and probes per lookup stay flat while a host
     scans 20k distinct destinations. Index growth is amortised: entries moved
     <= 2 x keys."""
-    b = scan(20_000)
+    b = scan_batch(20_000)
     ext = LegoExtractor(hash_seed=8)
     per_window = []
     prev = ext.counters()
@@ -402,7 +375,7 @@ def test_cost_per_packet_is_flat_under_a_scan():
 def test_eviction_under_a_scan_equals_spec():
     """Heavy churn (most keys freed in the background, the index shifting on
     every delete) must not lose or mix up a live key."""
-    b = scan(3000)
+    b = scan_batch(3000)
     b.ts[1::3] -= 2e-6  # uneven gaps
     b.ts.sort()
     for idle in (5e-5, 1e-3):
@@ -413,7 +386,7 @@ def test_eviction_under_a_scan_equals_spec():
 
 
 def test_eviction_bounds_memory_under_a_scan():
-    b = scan(20_000)  # 0.2 s of packet time
+    b = scan_batch(20_000)  # 0.2 s of packet time
     ext = LegoExtractor(hash_seed=8, evict_idle=0.01)
     ext.process(b)
     c = ext.counters()
