@@ -24,18 +24,7 @@ cdef extern from "arpa/inet.h" nogil:
 cdef extern from "sys/socket.h" nogil:
     int AF_INET6
 
-# Proto / Family codes: must equal lego.ext.batch.Proto / Family.
-cdef enum:
-    P_L2 = 0
-    P_ARP = 1
-    P_ICMP = 2
-    P_TCP = 3
-    P_UDP = 4
-    P_IP = 5
-    F_NONE = 0
-    F_MAC = 1
-    F_V4 = 4
-    F_V6 = 6
+from lego.ext._codes cimport F_MAC, F_NONE, F_V4, F_V6, P_ARP, P_ICMP, P_IP, P_L2, P_TCP, P_UDP
 
 # Per-frame flag bits (the wrapper turns them into counters).
 cdef enum:
