@@ -1,0 +1,250 @@
+"""What the controller wants on the switch, as data, and the difference to what is there.
+
+Pure logic, no I/O (the manager, :mod:`.switch_manager`, reads and writes):
+
+- :class:`SwitchPlan`: port roles (traffic-facing ports are split; NF-facing
+  replica ports; ports whose frames are forwarded, e.g. alerts; everything else
+  dropped by the table's default), the split groups (from Algorithm 1's
+  :class:`~lego.control.granularity.SplitPlan`) and the clone truncation;
+- :func:`desired_state`: a plan plus a bucket -> replica assignment -> a
+  :class:`SwitchState` (entries by P4Info name): ``bucket_owner`` and
+  ``mirror_owner`` written identically, one clone session per replica port
+  (session id = port + 1);
+- :func:`state_from_rows`: the same record from what a Read returned;
+- :func:`diff`: the :class:`Change` list that turns one state into the other,
+  ordered so that no frame can meet a half-made change: clone sessions first
+  (an owner never points at a missing session), then defaults, then both owner
+  tables bucket by bucket, then port roles, then deletions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lego.control.granularity import SplitGroup, SplitPlan, Verdict
+from lego.control.p4rt_entities import DELETE, INSERT, MODIFY, CloneSpec, Pairs, TableRow, pairs
+from lego.errors import ConfigError
+from lego.p4src import pipeline as pl
+
+MANAGED_TABLES = (pl.T_PORT_ROLE, pl.T_SPLIT_GROUP, pl.T_BUCKET_OWNER, pl.T_MIRROR_OWNER)
+MAX_PORT = 510  # 511 is BMv2's drop port
+
+GROUP_IDS = {SplitGroup.SRC_MAC_SRC_IP: pl.GROUP_SRCMAC_SRCIP, SplitGroup.SRC_IP: pl.GROUP_SRCIP,
+             SplitGroup.SRC_IP_DST_IP: pl.GROUP_SRCIP_DSTIP, SplitGroup.SOCKET: pl.GROUP_SOCKET,
+             SplitGroup.DST_IP: pl.GROUP_DSTIP}
+
+# the program's own defaults: what a table holds when nobody wrote its default
+INITIAL_DEFAULTS = {
+    pl.T_PORT_ROLE: (pl.A_ROLE_DROP, ()),
+    pl.T_BUCKET_OWNER: (pl.A_UNOWNED, ()),
+    pl.T_MIRROR_OWNER: (pl.A_MIRROR_UNOWNED, ()),
+}
+
+
+def split_groups(plan: SplitPlan) -> tuple[int, int]:
+    """(primary, mirror) group ids of ``lego.p4`` for Algorithm 1's plan."""
+    if plan.verdict is Verdict.NO_EXACT_SPLIT or plan.primary is None:
+        raise ConfigError(f"split plan: expected a plan the dataplane can install, got "
+                          f"{plan.describe()!r}; pass explicit groups instead")
+    mirror = pl.GROUP_NONE
+    if plan.verdict is Verdict.SPLIT_AND_MIRROR and plan.mirror is not None:
+        mirror = GROUP_IDS[plan.mirror]
+    return GROUP_IDS[plan.primary], mirror
+
+
+def _check_port(port: int, what: str) -> int:
+    if not isinstance(port, int | np.integer) or not 0 <= int(port) <= MAX_PORT:
+        raise ConfigError(f"switch plan: {what} must be a port in 0..{MAX_PORT}, got {port!r}")
+    return int(port)
+
+
+@dataclass(frozen=True)
+class SwitchPlan:
+    """Port roles, split groups and clone truncation (the assignment is separate).
+
+    ``traffic_ports``: frames are split over the replicas. ``replica_ports``:
+    NF-facing ports that own buckets (frames *from* them are dropped unless
+    ``forward`` names them). ``forward``: port -> port its frames go to unchanged.
+    ``groups``: (primary, mirror) ``lego.p4`` group ids. ``truncate``: clone
+    length in bytes (0: whole frames).
+    """
+
+    traffic_ports: tuple[int, ...]
+    replica_ports: tuple[int, ...]
+    groups: tuple[int, int] = (pl.GROUP_SRCIP, pl.GROUP_NONE)
+    forward: Mapping[int, int] = field(default_factory=dict)
+    truncate: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "traffic_ports", tuple(int(p) for p in self.traffic_ports))
+        object.__setattr__(self, "replica_ports", tuple(int(p) for p in self.replica_ports))
+        object.__setattr__(self, "forward", dict(self.forward))
+        for p in self.traffic_ports:
+            _check_port(p, "a traffic port")
+        for p in self.replica_ports:
+            _check_port(p, "a replica port")
+        for a, b in self.forward.items():
+            _check_port(a, "a forwarded port")
+            _check_port(b, f"the forward target of port {a}")
+        if not self.replica_ports:
+            raise ConfigError("switch plan: expected at least one replica port, got none")
+        if len(set(self.replica_ports)) != len(self.replica_ports):
+            raise ConfigError(f"switch plan: replica ports must be distinct, got "
+                              f"{list(self.replica_ports)}")
+        both = sorted(set(self.traffic_ports) & (set(self.replica_ports) | set(self.forward)))
+        if both:
+            raise ConfigError(f"switch plan: ports {both} are both traffic-facing and "
+                              "NF-facing/forwarded")
+        p, m = self.groups
+        if p not in pl.GROUP_NAMES or (m != pl.GROUP_NONE and m not in pl.GROUP_NAMES):
+            raise ConfigError(f"switch plan: groups must be lego.p4 group ids "
+                              f"{sorted(pl.GROUP_NAMES)} (mirror may be 0), got {self.groups}")
+        if not 0 <= self.truncate <= 0xFFFF:
+            raise ConfigError(f"switch plan: truncate must be in 0..65535 bytes, got "
+                              f"{self.truncate}")
+
+    @classmethod
+    def from_split(cls, split: SplitPlan, traffic_ports: Iterable[int],
+                   replica_ports: Iterable[int], **kw) -> SwitchPlan:
+        return cls(tuple(traffic_ports), tuple(replica_ports), split_groups(split), **kw)
+
+    def with_replicas(self, replica_ports: Iterable[int]) -> SwitchPlan:
+        return SwitchPlan(self.traffic_ports, tuple(replica_ports), self.groups,
+                          self.forward, self.truncate)
+
+
+@dataclass
+class SwitchState:
+    """Entries by P4Info name: (table, key) -> (action, params); table -> default;
+    session id -> clone session."""
+
+    entries: dict[tuple[str, Pairs], tuple[str, Pairs]] = field(default_factory=dict)
+    defaults: dict[str, tuple[str, Pairs]] = field(default_factory=dict)
+    clone_sessions: dict[int, CloneSpec] = field(default_factory=dict)
+
+    def owners(self, table: str = pl.T_BUCKET_OWNER) -> np.ndarray:
+        """int64[N_BUCKETS] replica port per bucket (-1: unowned) of an owner table."""
+        key = "meta.bucket" if table == pl.T_BUCKET_OWNER else "meta.mirror_bucket"
+        act = pl.A_TO_REPLICA if table == pl.T_BUCKET_OWNER else pl.A_MIRROR_TO
+        out = np.full(pl.N_BUCKETS, -1, dtype=np.int64)
+        for (t, k), (a, params) in self.entries.items():
+            if t == table and a == act and k and k[0][0] == key and 0 <= k[0][1] < pl.N_BUCKETS:
+                out[k[0][1]] = dict(params)["port"]
+        return out
+
+    def copy(self) -> SwitchState:
+        return SwitchState(dict(self.entries), dict(self.defaults), dict(self.clone_sessions))
+
+
+def check_owners(owners: np.ndarray, plan: SwitchPlan) -> np.ndarray:
+    owners = np.asarray(owners, dtype=np.int64)
+    if owners.shape != (pl.N_BUCKETS,):
+        raise ConfigError(f"bucket assignment: expected {pl.N_BUCKETS} owners, got shape "
+                          f"{owners.shape}")
+    stray = sorted(set(np.unique(owners).tolist()) - set(plan.replica_ports))
+    if stray:
+        raise ConfigError(f"bucket assignment: owners {stray} are not replica ports "
+                          f"{list(plan.replica_ports)}")
+    return owners
+
+
+def desired_state(plan: SwitchPlan, owners: np.ndarray) -> SwitchState:
+    owners = check_owners(owners, plan)
+    s = SwitchState()
+    for port in plan.traffic_ports:
+        s.entries[(pl.T_PORT_ROLE, pairs({"standard_metadata.ingress_port": port}))] = \
+            (pl.A_ROLE_TRAFFIC, ())
+    for port in plan.replica_ports:
+        if port not in plan.forward:
+            s.entries[(pl.T_PORT_ROLE, pairs({"standard_metadata.ingress_port": port}))] = \
+                (pl.A_ROLE_DROP, ())
+    for port, out in plan.forward.items():
+        s.entries[(pl.T_PORT_ROLE, pairs({"standard_metadata.ingress_port": port}))] = \
+            (pl.A_ROLE_FORWARD, pairs({"port": out}))
+    primary, mirror = plan.groups
+    s.defaults[pl.T_SPLIT_GROUP] = (pl.A_SET_GROUPS, pairs({"primary": primary,
+                                                            "mirror": mirror}))
+    s.defaults.update(INITIAL_DEFAULTS)
+    for b, port in enumerate(owners.tolist()):
+        s.entries[(pl.T_BUCKET_OWNER, (("meta.bucket", b),))] = \
+            (pl.A_TO_REPLICA, (("port", port),))
+        s.entries[(pl.T_MIRROR_OWNER, (("meta.mirror_bucket", b),))] = \
+            (pl.A_MIRROR_TO, (("port", port),))
+    for port in plan.replica_ports:
+        sid = port + pl.CLONE_SESSION_BASE
+        s.clone_sessions[sid] = CloneSpec(sid, (port,), plan.truncate)
+    return s
+
+
+def state_from_rows(rows: Iterable[TableRow], sessions: Mapping[int, CloneSpec]) -> SwitchState:
+    s = SwitchState(clone_sessions=dict(sessions))
+    for r in rows:
+        if r.table not in MANAGED_TABLES:
+            continue
+        if r.is_default:
+            s.defaults[r.table] = (r.action or "", r.params)
+        else:
+            s.entries[(r.table, r.key)] = (r.action or "", r.params)
+    return s
+
+
+@dataclass(frozen=True)
+class Change:
+    op: int  # INSERT / MODIFY / DELETE (p4.v1 Update.Type)
+    item: TableRow | CloneSpec
+
+
+_TABLE_ORDER = {t: i for i, t in enumerate((pl.T_BUCKET_OWNER, pl.T_MIRROR_OWNER))}
+
+
+def _owner_sort(k: tuple[str, Pairs]) -> tuple:
+    # bucket by bucket, bucket_owner before mirror_owner, so both tables agree
+    return (k[1][0][1] if k[1] else -1, _TABLE_ORDER.get(k[0], 9))
+
+
+def diff(current: SwitchState, desired: SwitchState) -> list[Change]:
+    """The changes that turn ``current`` into ``desired`` (nothing when they agree)."""
+    out: list[Change] = []
+    for sid, spec in sorted(desired.clone_sessions.items()):
+        have = current.clone_sessions.get(sid)
+        if have != spec:
+            out.append(Change(INSERT if have is None else MODIFY, spec))
+    for table, (action, params) in sorted(desired.defaults.items()):
+        have = current.defaults.get(table, INITIAL_DEFAULTS.get(table))
+        if have != (action, params):
+            out.append(Change(MODIFY, TableRow(table, (), action, params, is_default=True)))
+    owner_keys = sorted((k for k in desired.entries if k[0] in _TABLE_ORDER), key=_owner_sort)
+    other_keys = sorted(k for k in desired.entries if k[0] not in _TABLE_ORDER)
+    for key in owner_keys + other_keys:
+        want = desired.entries[key]
+        have = current.entries.get(key)
+        if have != want:
+            out.append(Change(INSERT if have is None else MODIFY,
+                              TableRow(key[0], key[1], want[0], want[1])))
+    for key in sorted(set(current.entries) - set(desired.entries), key=_owner_sort):
+        out.append(Change(DELETE, TableRow(key[0], key[1], None)))
+    for sid in sorted(set(current.clone_sessions) - set(desired.clone_sessions)):
+        out.append(Change(DELETE, current.clone_sessions[sid]))
+    return out
+
+
+def apply_changes(state: SwitchState, changes: Iterable[Change]) -> SwitchState:
+    """``state`` after ``changes`` (what the switch holds once a Write succeeded)."""
+    s = state.copy()
+    for c in changes:
+        item = c.item
+        if isinstance(item, CloneSpec):
+            if c.op == DELETE:
+                s.clone_sessions.pop(item.session_id, None)
+            else:
+                s.clone_sessions[item.session_id] = item
+        elif item.is_default:
+            s.defaults[item.table] = (item.action or "", item.params)
+        elif c.op == DELETE:
+            s.entries.pop((item.table, item.key), None)
+        else:
+            s.entries[(item.table, item.key)] = (item.action or "", item.params)
+    return s
