@@ -20,11 +20,16 @@ Exactness: every floating-point operation follows the spec in the same order
 No allocation happens inside the nogil loop: ``LegoState.process`` reserves room
 for a chunk of packets (one new key per table per packet at most) with the GIL,
 then runs the chunk without it, so a MemoryError leaves the state untouched.
+
+West-east state moves (``export_entries``, ``import_entries``, ``drop_entries``):
+every entry is owned by the switch bucket of the addresses in its key (MI, H,
+jitter: the source; channel, socket: both ends), ``crc32([family][16 address
+bytes]) % 1024`` (``owner_bucket``, the CRC-32 of zlib, table-driven here).
 """
 
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.math cimport fabs, pow, sqrt
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
 import numpy as np
@@ -60,6 +65,8 @@ ctypedef struct Table:
     uint64_t evicted
     uint64_t updates       # lookups
     uint64_t moved         # entries re-inserted by index growth
+    uint64_t imported      # entries inserted by import_entries
+    uint64_t dropped       # entries removed by drop_entries
 
 cdef double W_INIT = 1e-20
 cdef double[5] LAMBDA = [5.0, 3.0, 1.0, 0.1, 0.01]
@@ -79,6 +86,7 @@ cdef enum:
     T_SOCKET = 4
     PROTO_ARP = 1
     CHUNK = 4096
+    OWNER_BUCKETS = 1024
 
 TABLE_NAMES = ("MI", "H", "channel", "jitter", "socket")
 
@@ -115,6 +123,62 @@ cdef inline int _cmp_words(const uint64_t* a, const uint64_t* b, Py_ssize_t n) n
         if a[i] != b[i]:
             return -1 if a[i] < b[i] else 1
     return 0
+
+
+# ------------------------------------------------------------ owner bucket ----
+
+cdef uint32_t CRC32_TABLE[256]
+
+
+cdef void _crc32_init() noexcept nogil:
+    # CRC-32/ISO-HDLC (zlib.crc32): reflected polynomial 0xEDB88320
+    cdef uint32_t c
+    cdef int i, j
+    for i in range(256):
+        c = <uint32_t>i
+        for j in range(8):
+            c = (c >> 1) ^ 0xEDB88320U if c & 1 else c >> 1
+        CRC32_TABLE[i] = c
+
+
+_crc32_init()
+
+
+cdef inline uint32_t _crc_word(uint32_t c, uint64_t w) noexcept nogil:
+    """Feed the 8 bytes of w, most significant first."""
+    cdef int s
+    for s in range(56, -8, -8):
+        c = CRC32_TABLE[(c ^ <uint32_t>(w >> s)) & 0xFF] ^ (c >> 8)
+    return c
+
+
+cdef Py_ssize_t owner_bucket(uint8_t family, const uint8_t* addr) noexcept nogil:
+    cdef uint32_t c = CRC32_TABLE[(0xFFFFFFFFU ^ family) & 0xFF] ^ (0xFFFFFFFFU >> 8)
+    c = _crc_word(c, _be64(addr))
+    c = _crc_word(c, _be64(addr + 8))
+    return <Py_ssize_t>((c ^ 0xFFFFFFFFU) % OWNER_BUCKETS)
+
+
+cdef inline Py_ssize_t _word_bucket(const uint64_t* a) noexcept nogil:
+    """Owner bucket of an address held as key words [.. family, hi, lo]: the low
+    byte of a[0] is the family (MI and endpoints keep other fields above it)."""
+    cdef uint32_t c = CRC32_TABLE[(0xFFFFFFFFU ^ <uint32_t>(a[0] & 0xFF)) & 0xFF] \
+        ^ (0xFFFFFFFFU >> 8)
+    c = _crc_word(c, a[1])
+    c = _crc_word(c, a[2])
+    return <Py_ssize_t>((c ^ 0xFFFFFFFFU) % OWNER_BUCKETS)
+
+
+# key word offsets of the owner addresses, per table (MI, H, channel, jitter, socket)
+cdef Py_ssize_t[5] OWNERS_N = [1, 1, 2, 1, 2]
+cdef Py_ssize_t[5] OWNER_OFF_1 = [0, 0, 3, 0, 4]
+
+
+cdef inline bint _owned_in(const uint64_t* key, int tid, const uint8_t* mask) noexcept nogil:
+    """True when an owner bucket of the key is set in mask (uint8[OWNER_BUCKETS])."""
+    if mask[_word_bucket(key)]:
+        return True
+    return OWNERS_N[tid] == 2 and mask[_word_bucket(key + OWNER_OFF_1[tid])] != 0
 
 
 # ----------------------------------------------------------------- tables ----
@@ -230,6 +294,93 @@ cdef Py_ssize_t table_lookup(Table* T, const uint64_t* key, uint64_t h, double t
     T.created += 1
     fresh[0] = True
     return e
+
+
+cdef inline Py_ssize_t table_find(Table* T, const uint64_t* key, uint64_t h,
+                                   Py_ssize_t* slot) noexcept nogil:
+    """The entry of key or -1; ``slot``: its index slot, or the empty slot where it
+    would go. No counter changes (state moves are not lookups)."""
+    cdef Py_ssize_t i = <Py_ssize_t>(h & <uint64_t>T.imask)
+    cdef uint64_t tag = h >> 32
+    cdef uint64_t s
+    cdef Py_ssize_t e
+    while True:
+        s = T.index[i]
+        if s == 0:
+            slot[0] = i
+            return -1
+        if (s >> 32) == tag:
+            e = <Py_ssize_t>(s & 0xffffffffULL) - 1
+            if memcmp(T.keys + e * T.kw, key, T.kw * sizeof(uint64_t)) == 0:
+                slot[0] = i
+                return e
+        i = (i + 1) & T.imask
+
+
+cdef inline bint _same_entry(const Table* T, Py_ssize_t e, const double* vals,
+                             uint8_t flags) noexcept nogil:
+    """Entry e holds exactly (bitwise) these values; a pair's absent side is not
+    compared (its words are undefined in the table, zero in an export)."""
+    cdef const double* v = T.vals + e * T.vw
+    cdef int s
+    if T.flags[e] != flags:
+        return False
+    if T.vw != P_VW:
+        return memcmp(v, vals, T.vw * sizeof(double)) == 0
+    for s in range(2):
+        if flags & (1 << s) and memcmp(v + s * S1_VW, vals + s * S1_VW,
+                                       S1_VW * sizeof(double)) != 0:
+            return False
+    return memcmp(v + P_T3, vals + P_T3, (P_VW - P_T3) * sizeof(double)) == 0
+
+
+cdef void table_compact(Table* T, const uint8_t* keep) noexcept nogil:
+    """Keep the entries e with keep[e] (in order), free the spare capacity when
+    under a quarter is used, and rebuild the index."""
+    cdef Py_ssize_t e, j = 0, cap, isize
+    cdef void* p
+    for e in range(T.n):
+        if keep[e]:
+            if j != e:
+                memcpy(T.keys + j * T.kw, T.keys + e * T.kw, T.kw * sizeof(uint64_t))
+                memcpy(T.vals + j * T.vw, T.vals + e * T.vw, T.vw * sizeof(double))
+                T.hashes[j] = T.hashes[e]
+                T.flags[j] = T.flags[e]
+            j += 1
+    T.dropped += <uint64_t>(T.n - j)
+    T.n = j
+    T.sweep_pos = 0
+    if T.cap > 64 and 4 * T.n < T.cap:
+        cap = 64
+        while cap < 2 * T.n:
+            cap *= 2
+        # a shrinking realloc that fails leaves the larger block valid: every
+        # array holds at least ``cap`` entries either way
+        p = PyMem_RawRealloc(T.keys, cap * T.kw * sizeof(uint64_t))
+        if p != NULL:
+            T.keys = <uint64_t*>p
+        p = PyMem_RawRealloc(T.hashes, cap * sizeof(uint64_t))
+        if p != NULL:
+            T.hashes = <uint64_t*>p
+        p = PyMem_RawRealloc(T.vals, cap * T.vw * sizeof(double))
+        if p != NULL:
+            T.vals = <double*>p
+        p = PyMem_RawRealloc(T.flags, cap * sizeof(uint8_t))
+        if p != NULL:
+            T.flags = <uint8_t*>p
+        T.cap = cap
+        isize = 16
+        while isize < 2 * T.cap:
+            isize *= 2
+        if isize < T.imask + 1:
+            p = PyMem_RawMalloc(isize * sizeof(uint64_t))
+            if p != NULL:
+                PyMem_RawFree(T.index)
+                T.index = <uint64_t*>p
+                T.imask = isize - 1
+    memset(T.index, 0, (T.imask + 1) * sizeof(uint64_t))
+    for e in range(T.n):
+        _index_put(T, T.hashes[e], e)
 
 
 cdef inline Py_ssize_t _slot_of(Table* T, Py_ssize_t e) noexcept nogil:
@@ -406,6 +557,7 @@ ctypedef struct Ctx:
     uint64_t seed
     double evict_idle      # <= 0: off
     Py_ssize_t sweep_budget
+    bint sweep_paused      # while a state move holds packets (they run later, at earlier times)
     Decay decay
 
 
@@ -480,7 +632,7 @@ cdef void process_packet(Ctx* C, double t, double v, uint64_t mac_src, uint64_t 
     else:
         se[3] = sport
         de[3] = dport
-    if C.evict_idle > 0:
+    if C.evict_idle > 0 and not C.sweep_paused:
         for k in range(N_TABLES):
             table_sweep(&C.tables[k], t, C.evict_idle, C.sweep_budget)
     _pair_update(C, T_CHANNEL, sa, da, 3, v, t, row + COL_CHANNEL if row != NULL else NULL)
@@ -622,7 +774,8 @@ cdef class LegoState:
             self.packets += <uint64_t>(stop - start)
 
     def table_counters(self) -> dict:
-        """Per table: keys (live), created, evicted, updates, probes, moved."""
+        """Per table: keys (live), created, evicted, updates, probes, moved,
+        imported, dropped (live = created + imported - evicted - dropped)."""
         cdef int k
         cdef Table* T
         res = {}
@@ -630,7 +783,8 @@ cdef class LegoState:
             T = &self.tables[k]
             res[TABLE_NAMES[k]] = {"keys": T.n, "created": T.created, "evicted": T.evicted,
                                    "updates": T.updates, "probes": T.probes,
-                                   "moved": T.moved}
+                                   "moved": T.moved, "imported": T.imported,
+                                   "dropped": T.dropped}
         return res
 
     def table_arrays(self, str name):
@@ -649,3 +803,143 @@ cdef class LegoState:
             memcpy(&vv[0, 0], T.vals, T.n * T.vw * sizeof(double))
             memcpy(&fv[0], T.flags, T.n * sizeof(uint8_t))
         return keys, vals, flags
+
+    # ------------------------------------------------------- state moves ----
+    # The wrapper (legostats.py) turns these per-table arrays into a StateBlob.
+
+    @property
+    def sweep_paused(self) -> bool:
+        return self.ctx.sweep_paused
+
+    @sweep_paused.setter
+    def sweep_paused(self, bint paused) -> None:
+        self.ctx.sweep_paused = paused
+
+    cdef Table* _table(self, int k) except NULL:
+        if not 0 <= k < N_TABLES:
+            raise ValueError(f"table: expected 0..{N_TABLES - 1}, got {k}")
+        if self.busy:
+            raise RuntimeError("LegoState: a batch is running in another thread")
+        return &self.tables[k]
+
+    def export_entries(self, int k, const uint8_t[::1] select, const uint8_t[::1] exclude):
+        """Copies of the entries of table k with an owner bucket set in ``select``
+        and none set in ``exclude`` (both uint8[1024]): (keys uint64[n, kw], vals
+        float64[n, vw], flags uint8[n]) in slot order. A pair's absent side is zero."""
+        cdef Table* T = self._table(k)
+        cdef Py_ssize_t e, j = 0, cnt = 0, s
+        if select.shape[0] != OWNER_BUCKETS or exclude.shape[0] != OWNER_BUCKETS:
+            raise ValueError(f"select, exclude: expected uint8[{OWNER_BUCKETS}], got "
+                             f"{select.shape[0]}, {exclude.shape[0]}")
+        mark = np.zeros(T.n, dtype=np.uint8)
+        cdef uint8_t[::1] mv = mark
+        with nogil:
+            for e in range(T.n):
+                if _owned_in(T.keys + e * T.kw, k, &select[0]) \
+                        and not _owned_in(T.keys + e * T.kw, k, &exclude[0]):
+                    mv[e] = 1
+                    cnt += 1
+        keys = np.empty((cnt, T.kw), dtype=np.uint64)
+        vals = np.empty((cnt, T.vw), dtype=np.float64)
+        flags = np.empty(cnt, dtype=np.uint8)
+        cdef uint64_t[:, ::1] kv = keys
+        cdef double[:, ::1] vv = vals
+        cdef uint8_t[::1] fv = flags
+        with nogil:
+            for e in range(T.n):
+                if mv[e]:
+                    memcpy(&kv[j, 0], T.keys + e * T.kw, T.kw * sizeof(uint64_t))
+                    memcpy(&vv[j, 0], T.vals + e * T.vw, T.vw * sizeof(double))
+                    fv[j] = T.flags[e]
+                    if T.vw == P_VW:
+                        for s in range(2):
+                            if not (T.flags[e] & (1 << s)):
+                                memset(&vv[j, s * S1_VW], 0, S1_VW * sizeof(double))
+                    j += 1
+        return keys, vals, flags
+
+    def import_entries(self, int k, const uint64_t[:, ::1] keys, const double[:, ::1] vals,
+                       const uint8_t[::1] flags, bint apply):
+        """Insert the absent entries of table k (only when ``apply``); entries
+        already present are compared bitwise. Returns (absent, identical,
+        conflicting, index of the first conflict or -1). The wrapper checks every
+        table with apply=False first, so a conflict changes nothing."""
+        cdef Table* T = self._table(k)
+        cdef Py_ssize_t n = keys.shape[0]
+        cdef Py_ssize_t i, e, slot, absent = 0, same = 0, bad = 0, first = -1
+        cdef uint64_t h
+        if keys.shape[1] != T.kw or vals.shape[1] != T.vw or vals.shape[0] != n \
+                or flags.shape[0] != n:
+            raise ValueError(f"table {TABLE_NAMES[k]}: expected keys uint64[n, {T.kw}], "
+                             f"vals float64[n, {T.vw}], flags uint8[n]; got "
+                             f"[{n}, {keys.shape[1]}], [{vals.shape[0]}, {vals.shape[1]}], "
+                             f"[{flags.shape[0]}]")
+        if n == 0:
+            return 0, 0, 0, -1
+        if apply and table_reserve(T, T.n + n) != 0:
+            raise MemoryError(f"lego feature table {TABLE_NAMES[k]}: {T.n + n} keys")
+        with nogil:
+            for i in range(n):
+                h = hash_key(&keys[i, 0], T.kw, self.ctx.seed)
+                e = table_find(T, &keys[i, 0], h, &slot)
+                if e < 0:
+                    absent += 1
+                    if apply:
+                        e = T.n
+                        T.n += 1
+                        memcpy(T.keys + e * T.kw, &keys[i, 0], T.kw * sizeof(uint64_t))
+                        memcpy(T.vals + e * T.vw, &vals[i, 0], T.vw * sizeof(double))
+                        T.hashes[e] = h
+                        T.flags[e] = flags[i]
+                        T.index[slot] = ((h >> 32) << 32) | <uint64_t>(e + 1)
+                        T.imported += 1
+                elif _same_entry(T, e, &vals[i, 0], flags[i]):
+                    same += 1
+                else:
+                    bad += 1
+                    if first < 0:
+                        first = i
+        return absent, same, bad, first
+
+    def drop_entries(self, int k, const uint8_t[::1] keep) -> int:
+        """Forget the entries of table k none of whose owner buckets is set in
+        ``keep`` (uint8[1024]); spare memory is freed. Returns how many."""
+        cdef Table* T = self._table(k)
+        cdef Py_ssize_t e, n0 = T.n
+        if keep.shape[0] != OWNER_BUCKETS:
+            raise ValueError(f"keep: expected uint8[{OWNER_BUCKETS}], got {keep.shape[0]}")
+        mark = np.zeros(T.n, dtype=np.uint8)
+        cdef uint8_t[::1] mv = mark
+        cdef Py_ssize_t kept = 0
+        with nogil:
+            for e in range(T.n):
+                if _owned_in(T.keys + e * T.kw, k, &keep[0]):
+                    mv[e] = 1
+                    kept += 1
+            if kept < n0:
+                table_compact(T, &mv[0])
+        return n0 - kept
+
+    def memory_bytes(self) -> dict:
+        """Bytes allocated per table (entry store at capacity + index)."""
+        cdef int k
+        cdef Table* T
+        res = {}
+        for k in range(N_TABLES):
+            T = &self.tables[k]
+            res[TABLE_NAMES[k]] = (T.cap * (T.kw * 8 + 8 + T.vw * 8 + 1)
+                                   + (T.imask + 1) * 8)
+        return res
+
+
+def address_buckets(const uint8_t[::1] family, const uint8_t[:, ::1] addr,
+                    int64_t[::1] out) -> None:
+    """Owner bucket of each address: crc32([family][16 bytes]) % 1024 (OUT: out)."""
+    cdef Py_ssize_t i, n = family.shape[0]
+    if addr.shape[0] != n or addr.shape[1] != 16 or out.shape[0] != n:
+        raise ValueError(f"address_buckets: expected family uint8[{n}], addr uint8[{n}, 16], "
+                         f"out int64[{n}]; got addr [{addr.shape[0]}, {addr.shape[1]}], "
+                         f"out [{out.shape[0]}]")
+    with nogil:
+        for i in range(n):
+            out[i] = owner_bucket(family[i], &addr[i, 0])

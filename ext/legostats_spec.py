@@ -64,12 +64,35 @@ Choices where the paper leaves room:
   update (lastT of a stream; lastT3 of a pair) is more than ``evict_idle``
   seconds before the packet that looks it up starts afresh, as if new. The
   compiled kernel also frees such keys in the background; that is invisible when
-  timestamps do not decrease (switch ingress time), so splits stay exact.
+  timestamps do not decrease (switch ingress time), so splits stay exact, and a
+  replica that runs held packets late (a state move) pauses it (``pause_sweep``).
+
+State moves (west-east, between replicas; protocol in ``lego.control.state_move``):
+
+- The owner bucket of an address is the switch's: ``crc32([family][16 address
+  bytes]) % OWNER_BUCKETS``. An MI, H or jitter entry is owned by its source
+  address, a channel or socket pair by both ends (it is replicated, identically,
+  at the owner of each end).
+- ``export_state(buckets, exclude)``: every entry with an owner bucket in
+  ``buckets`` and none in ``exclude``, raw: its key as the kernel's uint64 words
+  (below) and its values in ``STATE_LAYOUT`` order, sorted by key. A stream is
+  ``[lastT, (CF1, CF2, w) per lambda]``; a pair is ``[side 0 stream, side 1
+  stream, lastT3, (CF3, w3, res0, res1) per lambda]`` with flags bit s set when
+  side s exists (an absent side's words are 0).
+- ``import_state(blob)``: absent entries are inserted; a present one must be
+  bitwise identical (a replicated pair), and is skipped; any difference raises
+  and imports nothing. ``drop_state(keep)``: forget the entries none of whose
+  owner buckets is in ``keep``.
+- Key words (their lexicographic order is the tuple order): address = ``[family,
+  addr[0:8], addr[8:16]]`` (big-endian), MI = ``[srcMAC << 8 | family, hi, lo]``,
+  endpoint = ``[proto << 8 | family, hi, lo, port]``; jitter, channel and socket
+  keys are their two parts' words in key order.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 
@@ -81,6 +104,9 @@ GROUPS = (("MI", 3), ("H", 3), ("channel", 7), ("jitter", 3), ("socket", 7))
 STATS_1D = ("w", "mean", "var")
 STATS_2D = ("w", "mean", "var", "radius", "magnitude", "cov", "pcc")
 N_FEATURES = sum(len(LAMBDAS) * k for _, k in GROUPS)  # 115
+OWNER_BUCKETS = 1024  # the switch's N_BUCKETS
+STATE_LAYOUT = {"MI": (3, 16), "H": (3, 16), "channel": (6, 53), "jitter": (6, 16),
+                "socket": (8, 53)}  # table: (key words, value words), in GROUPS order
 
 
 def feature_names() -> list[str]:
@@ -129,6 +155,16 @@ class Stream:
             out += [self.w[i], self.mean(i), self.var(i)]
         return out
 
+    def values(self) -> list[float]:
+        return [self.last_t] + [x for i in range(len(LAMBDAS))
+                                for x in (self.cf1[i], self.cf2[i], self.w[i])]
+
+    @classmethod
+    def from_values(cls, v) -> Stream:
+        s = cls(float(v[0]))
+        s.cf1, s.cf2, s.w = ([float(x) for x in v[1 + j::3]] for j in range(3))
+        return s
+
 
 class Pair:
     """The directed streams lo->hi (side 0) and hi->lo (side 1) and their
@@ -160,6 +196,26 @@ class Pair:
             self.w3[i] += 1.0
             self.res[a][i] = r
 
+    def values(self) -> list[float]:
+        out = []
+        for side in self.sides:
+            out += side.values() if side is not None else [0.0] * (1 + 3 * len(LAMBDAS))
+        out.append(self.last_t)
+        for i in range(len(LAMBDAS)):
+            out += [self.cf3[i], self.w3[i], self.res[0][i], self.res[1][i]]
+        return out
+
+    def flags(self) -> int:
+        return sum(1 << s for s, side in enumerate(self.sides) if side is not None)
+
+    @classmethod
+    def from_values(cls, v, flags: int) -> Pair:
+        p = cls(float(v[32]))
+        p.sides = [Stream.from_values(v[16 * s:16 * s + 16]) if flags & (1 << s) else None
+                   for s in range(2)]
+        p.cf3, p.w3, p.res[0], p.res[1] = ([float(x) for x in v[33 + j::4]] for j in range(4))
+        return p
+
     def stats(self, a: int, b: int) -> list[float]:
         sa, sb = self.sides[a], self.sides[b]
         out = []
@@ -175,6 +231,52 @@ class Pair:
         return out
 
 
+def address_bucket(addr: tuple[int, bytes]) -> int:
+    """The owner bucket of an address ``(family, 16 bytes)``, as the switch hashes it."""
+    return zlib.crc32(bytes((addr[0],)) + addr[1]) % OWNER_BUCKETS
+
+
+def _words(part) -> list[int]:
+    """Key words of an address (family, bytes) or an endpoint (proto, address, port)."""
+    if len(part) == 3:
+        proto, (fam, raw), port = part
+        return [proto << 8 | fam, *_words((0, raw))[1:], port]
+    fam, raw = part
+    return [fam, int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:], "big")]
+
+
+def _addr(w) -> tuple[int, bytes]:
+    return int(w[0]) & 0xFF, int(w[1]).to_bytes(8, "big") + int(w[2]).to_bytes(8, "big")
+
+
+def key_words(group: str, key) -> list[int]:
+    if group == "MI":
+        w = _words(key[1])
+        return [key[0] << 8 | w[0]] + w[1:]
+    return _words(key) if group == "H" else _words(key[0]) + _words(key[1])
+
+
+def key_tuple(group: str, w) -> tuple:
+    if group == "MI":
+        return int(w[0]) >> 8, _addr(w)
+    if group == "H":
+        return _addr(w)
+    if group == "socket":
+        return tuple((int(e[0]) >> 8, _addr(e), int(e[3])) for e in (w[:4], w[4:]))
+    return _addr(w[:3]), _addr(w[3:])
+
+
+def owners(group: str, key) -> list[tuple[int, bytes]]:
+    """The addresses whose buckets own an entry: the source, or both ends of a pair."""
+    if group == "MI":
+        return [key[1]]
+    if group == "H":
+        return [key]
+    if group == "jitter":
+        return [key[0]]
+    return [key[0][1], key[1][1]] if group == "socket" else [key[0], key[1]]
+
+
 class LegoSpecExtractor:
     """The ``lego`` semantics in plain Python (slow; the reference for tests)."""
 
@@ -187,7 +289,9 @@ class LegoSpecExtractor:
         # are accepted so both extractors take the same options.
         self.evict_idle = evict_idle
         self.tables: dict[str, dict] = {g: {} for g, _ in GROUPS}
-        self._counts = {"packets": 0, "mirrors": 0, "rows": 0, "keys_evicted": 0}
+        self._counts = {"packets": 0, "mirrors": 0, "rows": 0, "keys_evicted": 0,
+                        "state_exported": 0, "state_imported": 0, "state_skipped": 0,
+                        "state_dropped": 0, "state_conflicts": 0}
 
     def feature_names(self) -> list[str]:
         return feature_names()
@@ -244,3 +348,72 @@ class LegoSpecExtractor:
             rows.append(mi.stats() + h.stats() + channel + jit.stats() + socket)
         self._counts["rows"] += len(rows)
         return np.array(rows, dtype=np.float64).reshape(len(rows), N_FEATURES)
+
+    # ------------------------------------------------------------ state moves ----
+
+    def _owned(self, group: str, key, mask: np.ndarray) -> bool:
+        return any(mask[address_bucket(a)] for a in owners(group, key))
+
+    def export_state(self, buckets, exclude=()):
+        """The entries with an owner bucket in ``buckets`` and none in ``exclude``."""
+        from lego.ext.legostats import StateBlob, bucket_mask
+
+        sel, exc = bucket_mask(buckets), bucket_mask(exclude)
+        tables = {}
+        for group, (kw, vw) in STATE_LAYOUT.items():
+            rows = [(key_words(group, k), e.values(), e.flags() if group in ("channel", "socket")
+                     else 0) for k, e in self.tables[group].items()
+                    if self._owned(group, k, sel) and not self._owned(group, k, exc)]
+            tables[group] = (np.array([r[0] for r in rows], dtype=np.uint64).reshape(-1, kw),
+                             np.array([r[1] for r in rows], dtype=np.float64).reshape(-1, vw),
+                             np.array([r[2] for r in rows], dtype=np.uint8))
+        blob = StateBlob.build(sel, self.evict_idle or 0.0, tables)
+        self._counts["state_exported"] += blob.n_entries
+        return blob
+
+    def import_state(self, blob):
+        """Insert absent entries; skip identical ones; raise (importing nothing) if
+        one differs. Returns (imported, skipped)."""
+        from lego.ext.legostats import ImportResult, StateConflictError, check_blob
+
+        check_blob(blob, self.evict_idle)
+        new, skipped, conflicts = [], 0, []
+        for group, (keys, vals, flags) in blob.tables.items():
+            for w, v, f in zip(keys, vals, flags, strict=True):
+                key = key_tuple(group, w)
+                entry = self.tables[group].get(key)
+                if entry is None:
+                    new.append((group, key, v, int(f)))
+                elif (group in ("channel", "socket") and entry.flags() != f) or not np.array_equal(
+                        np.array(entry.values()).view(np.uint64), v.view(np.uint64)):
+                    conflicts.append((group, [int(x) for x in w]))
+                else:
+                    skipped += 1
+        if conflicts:
+            self._counts["state_conflicts"] += len(conflicts)
+            group, w = conflicts[0]
+            raise StateConflictError(f"import_state: {len(conflicts)} entries differ from this "
+                                     f"replica's (first: table {group}, key {w}); nothing "
+                                     "imported")
+        for group, key, v, f in new:
+            self.tables[group][key] = (Pair.from_values(v, f) if group in ("channel", "socket")
+                                       else Stream.from_values(v))
+        self._counts["state_imported"] += len(new)
+        self._counts["state_skipped"] += skipped
+        return ImportResult(len(new), skipped)
+
+    def pause_sweep(self, paused: bool = True) -> None:
+        """No background freeing here: nothing to pause."""
+
+    def drop_state(self, keep_buckets) -> int:
+        """Forget the entries none of whose owner buckets is in ``keep_buckets``."""
+        from lego.ext.legostats import bucket_mask
+
+        keep = bucket_mask(keep_buckets)
+        dropped = 0
+        for group, table in self.tables.items():
+            for key in [k for k in table if not self._owned(group, k, keep)]:
+                del table[key]
+                dropped += 1
+        self._counts["state_dropped"] += dropped
+        return dropped
