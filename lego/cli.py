@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "lego.cli_run",
     "lego.cli_experiment",
     "lego.cli_switch",
+    "lego.cli_bricks",
     "lego.cli_controller",
 )
 

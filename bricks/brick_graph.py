@@ -1,0 +1,313 @@
+"""Brick graph files (TOML): which bricks, how many replicas, edges, transport, CPUs.
+
+    [graph]
+    name = "kitsune"
+    transport = "ipc"        # ipc (one host) | tcp (across hosts: host + base_port)
+    hwm = 4                  # batches per queue (each link is bounded)
+    overflow = "block"       # block (backpressure) | drop (counted)
+
+    [params]                 # merged into every brick's options
+    semantics = "lego"
+    model = "model.npz"
+
+    [bricks.source]
+    type = "packet_batching"
+    options = { trace = "trace.pcap", batch = 8192 }
+    cpus = [0]
+
+    [bricks.uln]
+    type = "uln"
+    replicas = 2
+
+    [[edges]]
+    from = "source"
+    to = "fq"
+    route = "key"            # round_robin (default) | key
+
+Keys and types are declared as data and checked first (unknown keys, wrong
+types), then the domain rules (:func:`check_rules`); every error is a
+:class:`~lego.bricks.brick_errors.GraphError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lego.bricks.brick_errors import GraphError
+from lego.bricks.brick_routing import POLICIES
+from lego.bricks.brick_runtime import BrickSpec, OutletSpec
+from lego.bricks.brick_transport import OVERFLOWS, TRANSPORTS, addresses
+from lego.bricks.brick_types import BRICK_TYPES
+
+MAX_REPLICAS = 64
+
+# key -> (type(s), default); None default = required
+_GRAPH_KEYS: dict[str, tuple[Any, Any]] = {
+    "name": (str, "graph"), "transport": (str, "ipc"), "host": (str, "127.0.0.1"),
+    "base_port": (int, 0), "hwm": (int, 4), "overflow": (str, "block"),
+}
+_BRICK_KEYS: dict[str, tuple[Any, Any]] = {
+    "type": (str, None), "replicas": (int, 1), "options": (dict, {}), "cpus": (list, []),
+}
+_EDGE_KEYS: dict[str, tuple[Any, Any]] = {
+    "from": (str, None), "to": (str, None), "route": (str, "round_robin"),
+}
+_TOP_KEYS = ("graph", "params", "bricks", "edges")
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    type: str
+    replicas: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+    cpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Edge:
+    src: str
+    dst: str
+    route: str = "round_robin"
+
+
+@dataclass
+class Graph:
+    nodes: dict[str, Node]
+    edges: list[Edge]
+    name: str = "graph"
+    transport: str = "ipc"
+    host: str = "127.0.0.1"
+    base_port: int = 0
+    hwm: int = 4
+    overflow: str = "block"
+    params: dict[str, Any] = field(default_factory=dict)
+    where: str = "<graph>"
+
+    def upstream(self, node: str) -> list[Edge]:
+        return [e for e in self.edges if e.dst == node]
+
+    def downstream(self, node: str) -> list[Edge]:
+        return [e for e in self.edges if e.src == node]
+
+    def instances(self) -> list[tuple[str, int]]:
+        """(node, serial) of every brick replica, in topological order."""
+        return [(n, s) for n in topo_order(self) for s in range(self.nodes[n].replicas)]
+
+    def options(self, node: str) -> dict[str, Any]:
+        return {**self.params, **self.nodes[node].options}
+
+    def specs(self, workdir: Path, report: str) -> list[BrickSpec]:
+        """The spec of every replica: addresses assigned, edges resolved."""
+        port = self.base_port
+        inlet: dict[tuple[str, int], str] = {}
+        control: dict[tuple[str, int], str] = {}
+        for n, s in self.instances():
+            _, inlet[(n, s)] = addresses(self.transport, workdir, f"{n}-{s}", self.host, port)
+            _, control[(n, s)] = addresses(self.transport, workdir, f"{n}-{s}-ctl", self.host,
+                                           port + 1 if port else 0)
+            port = port + 2 if port else 0
+        specs = []
+        for n, s in self.instances():
+            node = self.nodes[n]
+            ups = sum(self.nodes[e.src].replicas for e in self.upstream(n))
+            outlets = [OutletSpec(e.dst, e.route,
+                                  [inlet[(e.dst, r)] for r in range(self.nodes[e.dst].replicas)])
+                       for e in self.downstream(n)]
+            is_source = BRICK_TYPES[node.type].role == "source"
+            specs.append(BrickSpec(node=n, type=node.type, serial=s, control=control[(n, s)],
+                                   report=report, inlet=None if is_source else inlet[(n, s)],
+                                   upstream=ups, outlets=outlets, hwm=self.hwm,
+                                   overflow=self.overflow, options=self.options(n),
+                                   cpus=list(node.cpus) or None))
+        return specs
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def load_graph(path: str | Path) -> Graph:
+    """Read and check a graph file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise GraphError(f"{path}: no such graph file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GraphError(f"{path}: not valid TOML: {exc}") from exc
+    base = path.parent
+    graph = graph_from_dict(data, str(path))
+    for node in graph.nodes.values():  # relative paths in options are relative to the file
+        for key in ("trace", "model", "out"):
+            value = node.options.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                node.options[key] = str(base / value)
+    for key in ("trace", "model", "out"):
+        value = graph.params.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            graph.params[key] = str(base / value)
+    return graph
+
+
+def _typed(where: str, table: Mapping[str, Any], keys: dict[str, tuple[Any, Any]]) -> dict:
+    unknown = sorted(set(table) - set(keys))
+    if unknown:
+        raise GraphError(f"{where}: unknown key {unknown[0]!r} (expected one of "
+                         f"{', '.join(sorted(keys))})")
+    out = {}
+    for key, (kind, default) in keys.items():
+        if key not in table:
+            if default is None:
+                raise GraphError(f"{where}: key {key!r} is required")
+            out[key] = default() if callable(default) else (
+                dict(default) if isinstance(default, dict) else default)
+            continue
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise GraphError(f"{where}.{key}: expected {kind.__name__}, got "
+                             f"{type(value).__name__} {value!r}")
+        out[key] = value
+    return out
+
+
+def graph_from_dict(data: Mapping[str, Any], where: str = "<graph>") -> Graph:
+    """A checked Graph from the parsed TOML (or an equivalent dict)."""
+    unknown = sorted(set(data) - set(_TOP_KEYS))
+    if unknown:
+        raise GraphError(f"{where}: unknown table {unknown[0]!r} (expected "
+                         f"{', '.join(_TOP_KEYS)})")
+    g = _typed(f"{where}: [graph]", data.get("graph", {}), _GRAPH_KEYS)
+    params = data.get("params", {})
+    if not isinstance(params, dict):
+        raise GraphError(f"{where}: [params]: expected a table, got {type(params).__name__}")
+    bricks = data.get("bricks", {})
+    if not isinstance(bricks, dict) or not bricks:
+        raise GraphError(f"{where}: [bricks]: expected at least one brick table, got none")
+    nodes = {}
+    for name, table in bricks.items():
+        if not isinstance(table, dict):
+            raise GraphError(f"{where}: bricks.{name}: expected a table, got "
+                             f"{type(table).__name__}")
+        b = _typed(f"{where}: bricks.{name}", table, _BRICK_KEYS)
+        cpus = b["cpus"]
+        if not all(isinstance(c, int) and not isinstance(c, bool) for c in cpus):
+            raise GraphError(f"{where}: bricks.{name}.cpus: expected a list of CPU numbers, "
+                             f"got {cpus!r}")
+        nodes[name] = Node(name, b["type"], b["replicas"], dict(b["options"]), tuple(cpus))
+    edges_raw = data.get("edges", [])
+    if not isinstance(edges_raw, list):
+        raise GraphError(f"{where}: edges: expected an array of tables ([[edges]]), got "
+                         f"{type(edges_raw).__name__}")
+    edges = []
+    for i, table in enumerate(edges_raw):
+        if not isinstance(table, dict):
+            raise GraphError(f"{where}: edges[{i}]: expected a table, got {type(table).__name__}")
+        e = _typed(f"{where}: edges[{i}]", table, _EDGE_KEYS)
+        edges.append(Edge(e["from"], e["to"], e["route"]))
+    graph = Graph(nodes, edges, g["name"], g["transport"], g["host"], g["base_port"], g["hwm"],
+                  g["overflow"], dict(params), where)
+    check_rules(graph)
+    return graph
+
+
+# ---------------------------------------------------------------- rules
+
+
+def topo_order(graph: Graph) -> list[str]:
+    """Nodes sources first; GraphError naming a cycle if there is one."""
+    indeg = {n: 0 for n in graph.nodes}
+    for e in graph.edges:
+        indeg[e.dst] += 1
+    order = [n for n, d in indeg.items() if d == 0]
+    i = 0
+    while i < len(order):
+        for e in graph.downstream(order[i]):
+            indeg[e.dst] -= 1
+            if indeg[e.dst] == 0:
+                order.append(e.dst)
+        i += 1
+    if len(order) != len(graph.nodes):
+        cyclic = sorted(n for n in graph.nodes if n not in order)
+        raise GraphError(f"{graph.where}: edges: the graph has a cycle through "
+                         f"{', '.join(cyclic)} (a brick graph must be acyclic)")
+    return order
+
+
+def check_rules(graph: Graph) -> None:
+    w = graph.where
+    if graph.transport not in TRANSPORTS:
+        raise GraphError(f"{w}: graph.transport: expected one of {TRANSPORTS}, "
+                         f"got {graph.transport!r}")
+    if graph.transport == "tcp" and not 0 < graph.base_port < 65536 - 2 * 256:
+        raise GraphError(f"{w}: graph.base_port: tcp needs a first port in 1..65023, "
+                         f"got {graph.base_port}")
+    if graph.hwm < 1:
+        raise GraphError(f"{w}: graph.hwm: expected an int >= 1, got {graph.hwm}")
+    if graph.overflow not in OVERFLOWS:
+        raise GraphError(f"{w}: graph.overflow: expected one of {OVERFLOWS}, "
+                         f"got {graph.overflow!r}")
+    allowed_cpus = os.sched_getaffinity(0)
+    for node in graph.nodes.values():
+        where = f"{w}: bricks.{node.name}"
+        if node.type not in BRICK_TYPES:
+            raise GraphError(f"{where}.type: unknown brick type {node.type!r} (expected one "
+                             f"of {', '.join(sorted(BRICK_TYPES))})")
+        if not 1 <= node.replicas <= MAX_REPLICAS:
+            raise GraphError(f"{where}.replicas: expected 1..{MAX_REPLICAS}, "
+                             f"got {node.replicas}")
+        bt = BRICK_TYPES[node.type]
+        if bt.replication == "single" and node.replicas != 1:
+            raise GraphError(f"{where}.replicas: a {node.type} brick runs as one replica, "
+                             f"got {node.replicas}")
+        bad = [c for c in node.cpus if c not in allowed_cpus]
+        if bad:
+            raise GraphError(f"{where}.cpus: CPU {bad[0]} is not available here (allowed: "
+                             f"{sorted(allowed_cpus)})")
+    seen = set()
+    for i, e in enumerate(graph.edges):
+        where = f"{w}: edges[{i}]"
+        for end, name in (("from", e.src), ("to", e.dst)):
+            if name not in graph.nodes:
+                raise GraphError(f"{where}.{end}: no brick named {name!r} (bricks: "
+                                 f"{', '.join(sorted(graph.nodes))})")
+        if e.route not in POLICIES:
+            raise GraphError(f"{where}.route: expected one of {POLICIES}, got {e.route!r}")
+        if (e.src, e.dst) in seen:
+            raise GraphError(f"{where}: duplicate edge {e.src} -> {e.dst}")
+        seen.add((e.src, e.dst))
+        if e.route == "key" and not BRICK_TYPES[graph.nodes[e.src].type].role == "source":
+            raise GraphError(f"{where}.route: key routing splits rows by address owner, which "
+                             f"only a packet source can do; {e.src} is a "
+                             f"{graph.nodes[e.src].type}")
+    topo_order(graph)
+    for node in graph.nodes.values():
+        where = f"{w}: bricks.{node.name}"
+        role = BRICK_TYPES[node.type].role
+        ins, outs = graph.upstream(node.name), graph.downstream(node.name)
+        if role == "source" and ins:
+            raise GraphError(f"{where}: a {node.type} brick is a source, but the edge from "
+                             f"{ins[0].src} leads into it")
+        if role != "source" and not ins:
+            raise GraphError(f"{where}: no edge leads into this {node.type} brick")
+        if role == "sink" and outs:
+            raise GraphError(f"{where}: a {node.type} brick is a sink, but has an edge to "
+                             f"{outs[0].dst}")
+        if role != "sink" and not outs:
+            raise GraphError(f"{where}: this {node.type} brick has no outgoing edge")
+        if BRICK_TYPES[node.type].replication == "keyed" and node.replicas > 1:
+            if any(e.route != "key" for e in ins):
+                raise GraphError(f"{where}.replicas: {node.replicas} replicas of a stateful "
+                                 f"{node.type} brick need key-routed input edges "
+                                 f"(route = \"key\"), got {[e.route for e in ins]}")
+            semantics = graph.options(node.name).get("semantics", "kitsune")
+            if semantics != "lego":
+                raise GraphError(f"{where}.replicas: the {semantics!r} feature semantics has "
+                                 f"no exact split (Algorithm 1), so it runs as one replica, "
+                                 f"got {node.replicas}")
+    if not any(BRICK_TYPES[n.type].role == "source" for n in graph.nodes.values()):
+        raise GraphError(f"{w}: bricks: expected at least one source brick, got none")

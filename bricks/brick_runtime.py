@@ -1,0 +1,353 @@
+"""The brick runtime: identity, queues, routing, northbound, lifecycle.
+
+A brick replica is one OS process running :class:`Brick`:
+
+- identifier :class:`BrickId` (graph node = brick type instance, serial = replica);
+- a bounded input queue (:class:`~lego.bricks.brick_transport.Inlet`) and a
+  control socket;
+- one routing table per outgoing edge (:class:`~lego.bricks.brick_routing.RoutingTable`);
+- a northbound client (:class:`~lego.bricks.brick_northbound.Northbound`);
+- its logic (a :class:`Logic`), which holds its state in a separate object
+  (``logic.state``) so that state can be exported and imported (:class:`StateIO`).
+
+Lifecycle, as in openNetVM's nflib: :meth:`Brick.init` (sockets, register),
+:meth:`Brick.run` (the loop, with the logic as handler), :meth:`Brick.stop`.
+
+Semantics of a run: a source brick waits for ``go`` from its agent, then emits
+batches and finally an ``end`` marker to every next-hop replica. Any other brick
+handles each batch in arrival order and finishes when it has an ``end`` from each
+of its upstream replicas (the agent sends ``upstream_dead`` for one that died,
+so a failure drains the graph instead of hanging it); it then flushes its logic
+and forwards ``end``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import zmq
+
+from lego.bricks.brick_northbound import HEARTBEAT_S, LoadReport, Northbound
+from lego.bricks.brick_routing import RoutingTable
+from lego.bricks.brick_transport import Control, Inlet, Outlet, rows_of
+from lego.bricks.brick_wire import Message
+
+log = logging.getLogger(__name__)
+
+HOLD_S = 30.0  # longest a finished brick waits for the agent's `exit`
+
+
+@dataclass(frozen=True)
+class BrickId:
+    """Type (graph node) + serial (replica index): ``"uln/1"``."""
+
+    node: str
+    serial: int
+
+    def __str__(self) -> str:
+        return f"{self.node}/{self.serial}"
+
+
+@dataclass
+class OutletSpec:
+    target: str
+    policy: str
+    addresses: list[str]
+
+
+@dataclass
+class BrickSpec:
+    """Everything a brick process needs, as JSON-able data (built by the agent)."""
+
+    node: str
+    type: str
+    serial: int
+    control: str
+    report: str
+    inlet: str | None = None
+    upstream: int = 0  # upstream replicas whose `end` this brick waits for
+    outlets: list[OutletSpec] = field(default_factory=list)
+    hwm: int = 8
+    overflow: str = "block"
+    options: dict[str, Any] = field(default_factory=dict)
+    cpus: list[int] | None = None
+
+    @property
+    def id(self) -> BrickId:
+        return BrickId(self.node, self.serial)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BrickSpec:
+        d = dict(d)
+        d["outlets"] = [OutletSpec(**o) for o in d.get("outlets", [])]
+        return cls(**d)
+
+
+class StateIO(Protocol):
+    """West-east interface: keyed state for a set of buckets, as arrays."""
+
+    def export_state(self, buckets: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def import_state(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+
+class Logic(Protocol):
+    """What a brick does; ``state`` is a separate object holding what it keeps."""
+
+    state: Any
+
+    def handle(self, msg: Message) -> list[Message]: ...
+
+    def finish(self, meta: dict[str, Any]) -> list[Message]: ...
+
+
+class SourceLogic(Logic, Protocol):
+    def produce(self) -> Iterator[Message]: ...
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
+class Brick:
+    """One brick replica: queues, routing tables and northbound around a logic."""
+
+    def __init__(self, spec: BrickSpec, logic: Logic, northbound: Northbound,
+                 ctx: zmq.Context | None = None) -> None:
+        self.spec = spec
+        self.id = spec.id
+        self.logic = logic
+        self.northbound = northbound
+        self.ctx = ctx or zmq.Context.instance()
+        self.inlet: Inlet | None = None
+        self.control: Control | None = None
+        self.outlets: dict[str, Outlet] = {}
+        self.started = False
+        self.stopping = False
+        self.exiting = False
+        self.ends = 0
+        self.dead_upstream: list[str] = []
+        self.end_meta: dict[str, Any] = {}
+        # load accounting
+        self.packets_in = 0
+        self.packets_out = 0
+        self.busy_s = 0.0
+        self._batches_since = 0
+        self._busy_since = 0.0
+        self._lat_sum = 0.0
+        self._lat_n = 0
+        self._last_report = 0.0
+        self._packets_at_report = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def init(self) -> None:
+        """Bind the queues, connect the next hops, register northbound."""
+        if self.spec.inlet:
+            self.inlet = Inlet(self.ctx, self.spec.inlet, self.spec.hwm)
+        self.control = Control(self.ctx, self.spec.control)
+        for o in self.spec.outlets:
+            table = RoutingTable(o.target, o.addresses, o.policy)
+            self.outlets[o.target] = Outlet(self.ctx, table, self.spec.hwm, self.spec.overflow)
+        self.northbound.register(str(self.id), os.getpid(), self.spec.inlet or "",
+                                 self.spec.control)
+        self._last_report = time.monotonic()
+        self._cpu0 = time.process_time()  # CPU from here on: not imports or model loading
+
+    def run(self, handler: Logic | None = None) -> None:
+        """Process until the input ends (or ``stop``); the logic is the handler."""
+        if handler is not None:
+            self.logic = handler
+        if hasattr(self.logic, "produce"):
+            self._run_source()
+        else:
+            self._run_worker()
+        self._report(final=True)
+        self.northbound.bye(str(self.id), "stopped" if self.stopping else "done",
+                            {"dead_upstream": self.dead_upstream})
+        self._hold()
+
+    def _hold(self) -> None:
+        """Keep the sockets open until the agent says ``exit`` (it does once every
+        next hop has exited): closing a PUSH socket early can lose the messages
+        still in flight at the receiver, whatever the linger."""
+        if not self.outlets or self.stopping:
+            return
+        deadline = time.monotonic() + HOLD_S
+        self.exiting = False
+        while not self.exiting and not self.stopping and time.monotonic() < deadline:
+            if self.control.sock.poll(int(HEARTBEAT_S * 1000)):
+                self._control(self.control.recv())
+        if not self.exiting and not self.stopping:
+            log.warning("%s: no exit from the agent within %.0f s; leaving", self.id, HOLD_S)
+
+    def stop(self) -> None:
+        """Leave the loop at the next batch boundary (no flush, no end marker)."""
+        self.stopping = True
+
+    def close(self) -> None:
+        for o in self.outlets.values():
+            o.close()
+        if self.inlet is not None:
+            self.inlet.close()
+        if self.control is not None:
+            self.control.close()
+        self.northbound.close()
+
+    # ------------------------------------------------------------ loops
+
+    def _run_source(self) -> None:
+        while not self.started and not self.stopping:
+            if self.control.sock.poll(1000):
+                self._control(self.control.recv())
+            self._maybe_report()
+        if self.stopping:
+            return
+        for msg in self.logic.produce():
+            self._serve_control()
+            if self.stopping:
+                return
+            if msg is None:  # nothing to send yet (a quiet interface)
+                self._maybe_report()
+                continue
+            self.packets_in += msg.n
+            self._emit([msg])
+            self._maybe_report()
+        meta = getattr(self.logic, "end_meta", lambda: {})()
+        self._emit(self.logic.finish(meta))
+        self._emit([Message(kind="end", src=str(self.id), meta=meta)])
+
+    def _run_worker(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.inlet.sock, zmq.POLLIN)
+        poller.register(self.control.sock, zmq.POLLIN)
+        while self.ends < self.spec.upstream and not self.stopping:
+            events = dict(poller.poll(int(HEARTBEAT_S * 1000)))
+            if self.control.sock in events:
+                self._control(self.control.recv())
+            if self.inlet.sock in events:
+                self._one(self.inlet.recv())
+            self._maybe_report()
+        if self.stopping:
+            return
+        self._emit(self.logic.finish(self.end_meta))
+        self._emit([Message(kind="end", src=str(self.id), meta=self.end_meta)])
+
+    def _one(self, msg: Message) -> None:
+        log.debug("%s: got %s batch %d part %d/%d from %s", self.id, msg.kind, msg.batch,
+                  msg.part, msg.parts, msg.src)
+        if msg.kind == "end":
+            self.ends += 1
+            log.info("%s: end from %s (%d of %d)", self.id, msg.src, self.ends, self.spec.upstream)
+            for k, v in msg.meta.items():
+                if isinstance(v, int | float) and k in self.end_meta and k != "batches":
+                    self.end_meta[k] = max(self.end_meta[k], v)
+                else:
+                    self.end_meta.setdefault(k, v)
+            return
+        t = time.perf_counter()
+        self.packets_in += rows_of(msg)
+        outs = self.logic.handle(msg)
+        dt = time.perf_counter() - t
+        self.busy_s += dt
+        self._busy_since += dt
+        self._batches_since += 1
+        if msg.t0:
+            self._lat_sum += time.time() - msg.t0
+            self._lat_n += 1
+        self._emit(outs)
+
+    def _emit(self, msgs: list[Message]) -> None:
+        split = getattr(self.logic, "split", None)
+        for msg in msgs:
+            if msg.kind == "data":
+                self.packets_out += msg.n
+            for outlet in self.outlets.values():
+                for index, part in outlet.table.route(msg, split):
+                    log.debug("%s: send %s batch %d part %d to %s/%d", self.id, part.kind,
+                              part.batch, part.part, outlet.table.target, index)
+                    outlet.send(index, part, self._serve_control)
+
+    # ------------------------------------------------------------ control
+
+    def _serve_control(self) -> None:
+        while self.control.sock.poll(0):
+            self._control(self.control.recv())
+
+    def _control(self, cmd: dict) -> None:
+        op = cmd.get("op")
+        if op == "go":
+            self.started = True
+        elif op == "exit":
+            self.exiting = True
+        elif op == "stop":
+            self.stopping = True
+        elif op == "remove_replica":
+            outlet = self.outlets.get(cmd.get("target", ""))
+            if outlet is not None:
+                log.warning("%s: next hop %s/%s removed", self.id, cmd["target"], cmd["index"])
+                outlet.kill(int(cmd["index"]))
+        elif op == "route":
+            outlet = self.outlets.get(cmd.get("target", ""))
+            if outlet is not None:
+                outlet.table.update(cmd.get("addresses"), cmd.get("owner"))
+                if cmd.get("addresses") is not None:
+                    outlet.rebuild()
+        elif op == "upstream_dead":
+            self.ends += 1
+            self.dead_upstream.append(cmd.get("brick", "?"))
+            log.warning("%s: upstream %s died; treating it as ended", self.id, cmd.get("brick"))
+        else:
+            log.warning("%s: unknown control op %r ignored", self.id, op)
+
+    # ------------------------------------------------------------ northbound
+
+    def _maybe_report(self) -> None:
+        if time.monotonic() - self._last_report >= HEARTBEAT_S:
+            self._report()
+
+    def load(self) -> LoadReport:
+        now = time.monotonic()
+        span = max(now - self._last_report, 1e-9)
+        return LoadReport(
+            brick=str(self.id), pid=os.getpid(), now=time.time(),
+            batches_in=self.inlet.received if self.inlet else 0,
+            packets_in=self.packets_in, packets_out=self.packets_out,
+            sent={t: list(o.sent) for t, o in self.outlets.items()},
+            dropped=sum(o.dropped for o in self.outlets.values()),
+            dropped_rows=sum(o.dropped_rows for o in self.outlets.values()),
+            cpu_s=time.process_time() - self._cpu0, busy_s=self.busy_s,
+            blocked_s=sum(o.blocked_s for o in self.outlets.values()),
+            pps=(self.packets_in - self._packets_at_report) / span,
+            batch_latency_ms=1e3 * self._busy_since / max(self._batches_since, 1),
+            e2e_latency_ms=1e3 * self._lat_sum / max(self._lat_n, 1),
+            rss_mb=_rss_mb())
+
+    def _report(self, final: bool = False) -> None:
+        report = self.load()
+        if final:
+            report.state = "done"
+        self.northbound.report(report)
+        self._last_report = time.monotonic()
+        self._packets_at_report = self.packets_in
+        self._batches_since = 0
+        self._busy_since = 0.0
+        self._lat_sum = 0.0
+        self._lat_n = 0
+
+
+def workdir_ok(path: Path) -> Path:
+    """The work directory for ipc sockets, created if needed."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path

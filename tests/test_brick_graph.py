@@ -1,0 +1,208 @@
+"""Graph files: every rule has a config that must fail (fast, no processes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lego.bricks.brick_errors import GraphError
+from lego.bricks.brick_graph import graph_from_dict, load_graph
+
+GOOD = """
+[graph]
+transport = "ipc"
+hwm = 4
+
+[params]
+semantics = "lego"
+model = "model.npz"
+
+[bricks.source]
+type = "packet_batching"
+options = { trace = "t.pcap", batch = 1024 }
+
+[bricks.fq]
+type = "feature_quantization"
+replicas = 2
+
+[bricks.uln]
+type = "uln"
+replicas = 3
+
+[bricks.decision]
+type = "decision"
+options = { out = "out" }
+
+[[edges]]
+from = "source"
+to = "fq"
+route = "key"
+
+[[edges]]
+from = "fq"
+to = "uln"
+
+[[edges]]
+from = "uln"
+to = "decision"
+"""
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "g.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_graph_loads_and_resolves_paths(tmp_path):
+    g = load_graph(_write(tmp_path, GOOD))
+    assert [n for n, _ in g.instances()][:3] == ["source", "fq", "fq"]
+    specs = {str(s.id): s for s in g.specs(tmp_path, "ipc://x")}
+    assert specs["decision/0"].upstream == 3 and specs["uln/1"].upstream == 2
+    assert specs["source/0"].inlet is None
+    assert specs["source/0"].outlets[0].policy == "key"
+    assert specs["fq/0"].options["model"] == str(tmp_path / "model.npz")
+
+
+def _base():
+    return {
+        "params": {"semantics": "lego", "model": "m.npz"},
+        "bricks": {"source": {"type": "packet_batching", "options": {"trace": "t"}},
+                   "uln": {"type": "uln"},
+                   "decision": {"type": "decision"}},
+        "edges": [{"from": "source", "to": "uln"}, {"from": "uln", "to": "decision"}],
+    }
+
+
+def _bad(mutate, match):
+    d = _base()
+    mutate(d)
+    with pytest.raises(GraphError, match=match):
+        graph_from_dict(d, "g.toml")
+
+
+def test_base_is_valid():
+    graph_from_dict(_base())
+
+
+def test_unknown_brick_type():
+    _bad(lambda d: d["bricks"]["uln"].update(type="autoencoder"), "unknown brick type")
+
+
+def test_edge_to_nowhere():
+    _bad(lambda d: d["edges"].append({"from": "uln", "to": "nowhere"}), "no brick named")
+
+
+def test_cycle():
+    def f(d):
+        d["bricks"]["relay"] = {"type": "uln"}
+        d["edges"] += [{"from": "uln", "to": "relay"}, {"from": "relay", "to": "uln"}]
+    _bad(f, "cycle")
+
+
+def test_bad_replica_count():
+    _bad(lambda d: d["bricks"]["uln"].update(replicas=0), "replicas: expected 1..64")
+
+
+def test_replica_count_wrong_type():
+    _bad(lambda d: d["bricks"]["uln"].update(replicas="2"), "replicas: expected int")
+
+
+def test_single_brick_replicated():
+    _bad(lambda d: d["bricks"]["decision"].update(replicas=2), "runs as one replica")
+
+
+def test_unknown_key():
+    _bad(lambda d: d["bricks"]["uln"].update(replica=2), "unknown key 'replica'")
+
+
+def test_unknown_table():
+    _bad(lambda d: d.update(nodes={}), "unknown table 'nodes'")
+
+
+def test_missing_type():
+    _bad(lambda d: d["bricks"]["uln"].pop("type"), "'type' is required")
+
+
+def test_bad_transport():
+    _bad(lambda d: d.update(graph={"transport": "udp"}), "transport: expected one of")
+
+
+def test_tcp_needs_port():
+    _bad(lambda d: d.update(graph={"transport": "tcp"}), "base_port")
+
+
+def test_bad_overflow():
+    _bad(lambda d: d.update(graph={"overflow": "grow"}), "overflow: expected one of")
+
+
+def test_bad_route():
+    _bad(lambda d: d["edges"][0].update(route="random"), "route: expected one of")
+
+
+def test_duplicate_edge():
+    _bad(lambda d: d["edges"].append({"from": "source", "to": "uln"}), "duplicate edge")
+
+
+def test_input_into_source():
+    def f(d):
+        d["bricks"]["s2"] = {"type": "packet_batching"}
+        d["edges"].append({"from": "uln", "to": "s2"})
+    _bad(f, "is a source")
+
+
+def test_dangling_worker():
+    _bad(lambda d: d["bricks"].update(fm={"type": "feature_mapping"}), "no edge leads into")
+
+
+def test_sink_with_output():
+    def f(d):
+        d["bricks"]["d2"] = {"type": "decision"}
+        d["edges"].append({"from": "decision", "to": "d2"})
+    _bad(f, "is a sink")
+
+
+def test_worker_without_output():
+    d = _base()
+    d["edges"] = [{"from": "source", "to": "uln"}]
+    with pytest.raises(GraphError, match="no edge leads into|no outgoing edge"):
+        graph_from_dict(d)
+
+
+def test_keyed_replicas_need_key_route():
+    def f(d):
+        d["bricks"]["fq"] = {"type": "feature_quantization", "replicas": 2}
+        d["edges"] = [{"from": "source", "to": "fq"}, {"from": "fq", "to": "uln"},
+                      {"from": "uln", "to": "decision"}]
+    _bad(f, "need key-routed input")
+
+
+def test_kitsune_semantics_cannot_split():
+    def f(d):
+        d["params"]["semantics"] = "kitsune"
+        d["bricks"]["fq"] = {"type": "feature_quantization", "replicas": 2}
+        d["edges"] = [{"from": "source", "to": "fq", "route": "key"},
+                      {"from": "fq", "to": "uln"}, {"from": "uln", "to": "decision"}]
+    _bad(f, "no exact split")
+
+
+def test_key_route_only_from_source():
+    _bad(lambda d: d["edges"][1].update(route="key"), "only a packet source")
+
+
+def test_cpu_not_available():
+    _bad(lambda d: d["bricks"]["uln"].update(cpus=[4096]), "CPU 4096 is not available")
+
+
+def test_no_bricks():
+    with pytest.raises(GraphError, match="at least one brick"):
+        graph_from_dict({"bricks": {}})
+
+
+def test_bad_toml(tmp_path):
+    with pytest.raises(GraphError, match="not valid TOML"):
+        load_graph(_write(tmp_path, "[graph\n"))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(GraphError, match="no such graph file"):
+        load_graph(tmp_path / "nope.toml")

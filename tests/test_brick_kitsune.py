@@ -1,0 +1,115 @@
+"""The Kitsune brick graph as OS processes over ZeroMQ ipc: exact against the
+monolith, and loud but lossless-in-accounting when a brick dies (~20 s)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from lego.bricks.brick_agent import BrickAgent
+from lego.bricks.kitsune_graph import kitsune_graph, monolith_scores, read_scores, train_model
+
+LIMIT = 6000
+BATCH = 512
+
+
+@pytest.fixture(scope="module")
+def models(shared_data, tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    trace = shared_data / "kitsune_mirai_first38363.tsv"
+    return trace, {s: train_model(trace, d / f"{s}.npz", s, fm=300, ad=2000)
+                   for s in ("lego", "kitsune")}
+
+
+def _run(graph, workdir, timeout=60.0):
+    agent = BrickAgent(graph, workdir)
+    try:
+        agent.start()
+        agent.go()
+        agent.wait(timeout)
+    finally:
+        agent.stop()
+    return agent
+
+
+@pytest.mark.parametrize("semantics,fq,uln", [
+    ("lego", 1, 1), ("lego", 2, 2), ("lego", 2, 3),
+    ("kitsune", 1, 1), ("kitsune", 1, 2), ("kitsune", 1, 3)])
+def test_brick_graph_scores_equal_monolith_bit_for_bit(models, tmp_path, semantics, fq, uln):
+    trace, model = models[0], models[1][semantics]
+    out = tmp_path / "out"
+    graph = kitsune_graph(trace, model, out, semantics=semantics, fq=fq, uln=uln,
+                          batch=BATCH, limit=LIMIT)
+    agent = _run(graph, tmp_path / "w")
+    assert set(agent.exit_codes().values()) == {0}, agent.events
+    seq, score = read_scores(out / "scores.csv")
+    want_seq, want_score = monolith_scores(trace, model, semantics, limit=LIMIT)
+    assert np.array_equal(seq, want_seq)
+    assert np.array_equal(score.view(np.uint64), want_score.view(np.uint64))  # bit for bit
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lost_batches"] == 0 and summary["rows"] == LIMIT
+
+
+def _covered(seq, summary):
+    """Seqs scored plus every seq inside a batch recorded as lost."""
+    have = set(seq.tolist())
+    for lost in summary["lost"]:
+        hi = lost["seq1"] if lost["seq1"] is not None else summary["source"]["seq_end"]
+        have.update(range(lost["seq0"], hi))
+    return have
+
+
+def test_crashing_brick_is_reported_with_its_exit_code_and_losses_counted(models, tmp_path):
+    trace, model = models[0], models[1]["lego"]
+    out = tmp_path / "out"
+    graph = kitsune_graph(trace, model, out, semantics="lego", uln=2, batch=BATCH, limit=LIMIT,
+                          window=4, uln_options={"fail_after": 2, "fail_serial": 1})
+    agent = _run(graph, tmp_path / "w")
+    died = [e for e in agent.events if e.kind == "died"]
+    assert [(e.brick, e.code) for e in died] == [("uln/1", 1)]
+    assert "failing on purpose" in died[0].detail["error"]
+    assert "Traceback" in agent.log_tail("uln/1")  # a dead worker makes noise
+    summary = json.loads((out / "summary.json").read_text())
+    seq, score = read_scores(out / "scores.csv")
+    assert summary["lost_batches"] >= 1  # uln/1 took a third batch and died with it
+    assert _covered(seq, summary) >= set(range(LIMIT))  # nothing lost silently
+    want_seq, want_score = monolith_scores(trace, model, "lego", limit=LIMIT)
+    pos = np.searchsorted(want_seq, seq)
+    assert np.array_equal(score, want_score[pos])  # what arrived is exact
+
+
+def test_killed_brick_reported_within_one_second_and_no_batch_silently_lost(models, tmp_path):
+    trace, model = models[0], models[1]["lego"]
+    out = tmp_path / "out"
+    graph = kitsune_graph(trace, model, out, semantics="lego", uln=2, batch=BATCH, limit=LIMIT,
+                          window=4, source_options={"pps": 4000})  # paced: ~1.5 s
+    agent = BrickAgent(graph, tmp_path / "w")
+    try:
+        agent.start()
+        agent.go()
+        deadline = time.monotonic() + 20
+        while agent.board.latest.get("decision/0", {}).get("packets_in", 0) == 0:
+            assert time.monotonic() < deadline, "no batch reached the decision"
+            agent.poll(0.05)
+        killed_at = time.monotonic()
+        os.kill(agent.pid("uln/1"), signal.SIGKILL)
+        while not any(e.kind == "died" for e in agent.events):
+            assert time.monotonic() - killed_at < 5, "death not reported"
+            agent.poll(0.05)
+        died = [e for e in agent.events if e.kind == "died"][0]
+        assert died.brick == "uln/1" and died.code == -signal.SIGKILL
+        assert died.t - killed_at < 1.0
+        agent.wait(30)
+    finally:
+        agent.stop()
+    summary = json.loads((out / "summary.json").read_text())
+    seq, _ = read_scores(out / "scores.csv")
+    assert summary["batches_total"] == -(-LIMIT // BATCH)
+    assert _covered(seq, summary) >= set(range(LIMIT))
+    codes = agent.exit_codes()
+    assert codes.pop("uln/1") == -signal.SIGKILL and set(codes.values()) == {0}

@@ -1,0 +1,152 @@
+"""Brick runtime pieces in process: wire format, routing, shim stripping, owner
+split, the decision's reorder window (fast, no processes)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lego.bricks.brick_errors import WireError
+from lego.bricks.brick_northbound import LoadBoard
+from lego.bricks.brick_routing import N_BUCKETS, RoutingTable, dealt_owners
+from lego.bricks.brick_wire import Message, decode, encode
+from lego.bricks.kitsune_bricks import (
+    PACKET_FIELDS,
+    Decision,
+    Frames,
+    address_buckets,
+    frames_to_batch,
+    split_by_owner,
+)
+from lego.ext.packets import open_trace
+
+
+def _bytes(frames):
+    return [bytes(f) if not isinstance(f, bytes) else f for f in frames]
+
+
+def test_wire_round_trip_is_exact_and_zero_copy_views():
+    x = np.random.default_rng(1).random((37, 115))
+    msg = Message(batch=3, part=1, parts=2, seq0=10, seq1=47, rows=37, src="fq/0", t0=1.5,
+                  meta={"k": 1}, arrays={"seq": np.arange(37, dtype=np.uint64), "x": x,
+                                         "empty": np.zeros((0, 16), np.uint8)})
+    back = decode(_bytes(encode(msg)))
+    assert back.header() == msg.header()
+    assert np.array_equal(back.arrays["x"], x) and back.arrays["x"].dtype == np.float64
+    assert back.arrays["seq"].dtype == np.uint64 and back.arrays["empty"].shape == (0, 16)
+    assert not back.arrays["x"].flags.writeable  # a view of the received frame
+
+
+def test_wire_rejects_bad_messages():
+    frames = _bytes(encode(Message(arrays={"a": np.zeros(4)})))
+    with pytest.raises(WireError, match="expected 32 bytes"):
+        decode([frames[0], frames[1][:8]])
+    with pytest.raises(WireError, match="lists 1 arrays"):
+        decode(frames[:1])
+    with pytest.raises(WireError, match="wire version"):
+        decode([json.dumps({"v": 99}).encode()])
+    with pytest.raises(WireError, match="expected JSON"):
+        decode([b"\xff"])
+
+
+def test_round_robin_skips_removed_replicas_and_updates():
+    t = RoutingTable("uln", ["a", "b", "c"])
+    m = Message()
+    assert [t.route(m)[0][0] for _ in range(4)] == [0, 1, 2, 0]
+    t.remove(1)
+    assert [t.route(m)[0][0] for _ in range(4)] == [2, 0, 2, 0]
+    assert [i for i, _ in t.route(Message(kind="end"))] == [0, 2]
+    t.update(["x", "y"])
+    assert t.n_live == 2 and [t.route(m)[0][0] for _ in range(3)] == [0, 1, 0]
+
+
+def _trace_message(shared_data, n=2000):
+    reader = open_trace(shared_data / "kitsune_mirai_first2000.pcap")
+    batch = next(reader.batches(n))
+    return batch, Message(batch=0, seq0=0, seq1=len(batch), rows=len(batch),
+                          arrays={k: getattr(batch, k) for k in PACKET_FIELDS})
+
+
+def test_owner_split_primary_to_source_owner_mirror_to_destination_owner(shared_data):
+    batch, msg = _trace_message(shared_data)
+    owner = dealt_owners(3)
+    parts = split_by_owner(msg, owner, 3)
+    src = owner[address_buckets(batch.src_family, batch.src_addr)]
+    dst = owner[address_buckets(batch.dst_family, batch.dst_addr)]
+    primaries = np.concatenate([p.arrays["seq"][p.arrays["mirror"] == 0] for p in parts])
+    assert sorted(primaries.tolist()) == list(range(len(batch)))  # each primary once
+    for r, p in enumerate(parts):
+        seq = p.arrays["seq"].astype(np.int64)
+        prim = p.arrays["mirror"] == 0
+        assert (src[seq[prim]] == r).all()
+        assert (dst[seq[~prim]] == r).all() and (src[seq[~prim]] != r).all()
+        assert p.part == r and p.parts == 3 and (np.diff(seq) > 0).all()
+    # same address, same bucket, as source or destination
+    assert np.array_equal(address_buckets(batch.src_family, batch.src_addr)[batch.proto == 0],
+                          address_buckets(batch.src_family, batch.src_addr)[batch.proto == 0])
+    assert address_buckets(batch.src_family, batch.src_addr).max() < N_BUCKETS
+
+
+def test_shim_stripped_into_mirror_seq_and_switch_time(shared_data):
+    from lego.p4src.pipeline import shim_header, strip_shim
+
+    reader = open_trace(shared_data / "kitsune_mirai_first2000.pcap")
+    raw = next(reader.raw_batches(300))
+    plain = [raw.frame(i) for i in range(len(raw))]
+    shimmed = []
+    for i, f in enumerate(plain):
+        hdr = shim_header(i % 2, 2, i % 1024, 1000 + i, 5_000_000 + i, len(f) + 7,
+                          int.from_bytes(f[12:14], "big"))
+        shimmed.append(f[:12] + b"\x88\xb5" + hdr + f[14:])
+    assert strip_shim(shimmed[5])[1] == plain[5]
+    lens = np.array([len(f) for f in shimmed], dtype=np.uint32)
+    offs = np.concatenate([[0], np.cumsum(lens[:-1])]).astype(np.int64)
+    frames = Frames(np.frombuffer(b"".join(shimmed), np.uint8), offs, lens, lens, raw.ts, 1,
+                    np.arange(len(lens), dtype=np.uint64))
+    got, ts_us = frames_to_batch(frames)
+    want, _ = frames_to_batch(Frames(raw.buffer, raw.offsets, raw.caplens, raw.origlens,
+                                     raw.ts, raw.linktypes, np.zeros(len(raw), np.uint64)))
+    for name in ("eth_src", "eth_dst", "proto", "src_addr", "dst_addr", "sport", "dport", "ts"):
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
+    assert np.array_equal(got.frame_len, want.frame_len + 7)  # the shim's orig_len
+    assert np.array_equal(got.seq, 1000 + np.arange(len(raw)))
+    assert np.array_equal(got.mirror, np.arange(len(raw)) % 2)
+    assert np.array_equal(ts_us, 5_000_000 + np.arange(len(raw)))
+    switch, _ = frames_to_batch(frames, timestamps="switch")
+    assert np.array_equal(switch.ts, (5_000_000 + np.arange(len(raw))) / 1e6)
+
+
+def _scores(batch, part, parts, seqs, rows):
+    seq = np.array(seqs, dtype=np.uint64)
+    return Message(batch=batch, part=part, parts=parts, seq0=batch * 10, seq1=batch * 10 + 10,
+                   rows=rows, arrays={"seq": seq, "score": seq / 100.0})
+
+
+def test_decision_merges_in_order_and_counts_lost(tmp_path):
+    d = Decision({"threshold": 0.5, "out": str(tmp_path), "window": 2}, "decision/0")
+    d.handle(_scores(1, 0, 1, [10, 11], 2))
+    d.handle(_scores(0, 1, 2, [3, 1], 4))
+    d.handle(_scores(0, 0, 2, [0, 2], 4))  # batch 0 complete -> 0, 1 released
+    assert d.state.next_batch == 2
+    d.handle(_scores(3, 0, 1, [30], 1))  # batch 2 missing
+    d.handle(_scores(4, 0, 2, [40], 2))  # window: 4 - 2 >= 2 -> batch 2 lost
+    assert d.state.next_batch == 4 and d.state.lost[0]["batch"] == 2
+    d.handle(_scores(0, 0, 2, [0], 4))  # late duplicate
+    d.finish({"batches": 6})
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["lost_batches"] == 3  # 2 (all), 4 (part 1 of 2), 5 (all)
+    assert [x["batch"] for x in summary["lost"]] == [2, 4, 5]
+    assert summary["lost"][1]["rows_lost"] == 1 and summary["duplicates"] == 1
+    table = np.loadtxt(tmp_path / "scores.csv", delimiter=",", skiprows=1)
+    assert table[:, 0].tolist() == [0, 1, 2, 3, 10, 11, 30, 40]
+    assert summary["alerts"] == 0
+
+
+def test_load_board_queue_depth():
+    board = LoadBoard()
+    board.update({"op": "load", "brick": "fm/0", "sent": {"uln": [5, 7]}, "batches_in": 9})
+    board.update({"op": "load", "brick": "uln/1", "batches_in": 4})
+    assert board.queue_depth("uln/1", "uln", 1) == 3
+    assert board.silent(now=1e9) == []
