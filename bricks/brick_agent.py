@@ -38,6 +38,7 @@ from lego.bricks.brick_errors import BrickError
 from lego.bricks.brick_graph import Graph
 from lego.bricks.brick_northbound import LoadBoard
 from lego.bricks.brick_runtime import BrickSpec
+from lego.bricks.brick_shm import run_id, unlink_run
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ class BrickAgent:
         self._ctl.clear()
         self._reports.close(0)
         self.ctx.term()
+        unlink_run(run_id(self.workdir))  # shared memory a crashed brick left behind
 
     def __enter__(self) -> BrickAgent:
         return self

@@ -3,7 +3,8 @@
     [graph]
     name = "kitsune"
     transport = "ipc"        # ipc (one host) | tcp (across hosts: host + base_port)
-    hwm = 4                  # batches per queue (each link is bounded)
+    shm = true               # ipc: arrays in shared-memory slots, headers on the socket
+    hwm = 4                  # batches per queue (each link is bounded; shm: slots per link)
     overflow = "block"       # block (backpressure) | drop (counted)
 
     [params]                 # merged into every brick's options
@@ -18,6 +19,7 @@
     [bricks.uln]
     type = "uln"
     replicas = 2
+    group = "scorer"         # bricks with one group run in one process (fusion)
 
     [[edges]]
     from = "source"
@@ -27,6 +29,14 @@
 Keys and types are declared as data and checked first (unknown keys, wrong
 types), then the domain rules (:func:`check_rules`); every error is a
 :class:`~lego.bricks.brick_errors.GraphError` naming the file and the key.
+
+Fusion (``group``): the bricks of a group form a chain ``a -> b -> c`` (each
+one's only input is the previous one, each one's only output the next; same
+number of replicas) and each replica of the group is one process running the
+chain as function calls (:mod:`lego.bricks.brick_chain`), with no queue or copy
+between them. The graph the agent runs (:func:`graph_from_dict`'s result) has
+one node per process: a group becomes a node of type ``chain``; the graph as
+written stays in ``Graph.logical``.
 """
 
 from __future__ import annotations
@@ -44,15 +54,18 @@ from lego.bricks.brick_runtime import BrickSpec, OutletSpec
 from lego.bricks.brick_transport import OVERFLOWS, TRANSPORTS, addresses
 from lego.bricks.brick_types import BRICK_TYPES
 
+CHAIN = "chain"  # the brick type of a fused group (lego.bricks.brick_chain)
+
 MAX_REPLICAS = 64
 
 # key -> (type(s), default); None default = required
 _GRAPH_KEYS: dict[str, tuple[Any, Any]] = {
     "name": (str, "graph"), "transport": (str, "ipc"), "host": (str, "127.0.0.1"),
-    "base_port": (int, 0), "hwm": (int, 4), "overflow": (str, "block"),
+    "base_port": (int, 0), "hwm": (int, 4), "overflow": (str, "block"), "shm": (bool, "auto"),
 }
 _BRICK_KEYS: dict[str, tuple[Any, Any]] = {
     "type": (str, None), "replicas": (int, 1), "options": (dict, {}), "cpus": (list, []),
+    "group": (str, ""),
 }
 _EDGE_KEYS: dict[str, tuple[Any, Any]] = {
     "from": (str, None), "to": (str, None), "route": (str, "round_robin"),
@@ -67,6 +80,7 @@ class Node:
     replicas: int = 1
     options: dict[str, Any] = field(default_factory=dict)
     cpus: tuple[int, ...] = ()
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,16 @@ class Graph:
     overflow: str = "block"
     params: dict[str, Any] = field(default_factory=dict)
     where: str = "<graph>"
+    shm: bool = True
+    logical: Graph | None = None  # the graph as written, when groups were fused
+
+    @property
+    def hop_transport(self) -> str:
+        """How batches travel between processes: shm, ipc or tcp."""
+        return "shm" if self.shm and self.transport == "ipc" else self.transport
+
+    def role(self, node: str) -> str:
+        return node_role(self.nodes[node])
 
     def upstream(self, node: str) -> list[Edge]:
         return [e for e in self.edges if e.dst == node]
@@ -108,7 +132,7 @@ class Graph:
         inlet: dict[tuple[str, int], str] = {}
         control: dict[tuple[str, int], str] = {}
         for n, s in self.instances():
-            _, inlet[(n, s)] = addresses(self.transport, workdir, f"{n}-{s}", self.host, port)
+            _, inlet[(n, s)] = addresses(self.hop_transport, workdir, f"{n}-{s}", self.host, port)
             _, control[(n, s)] = addresses(self.transport, workdir, f"{n}-{s}-ctl", self.host,
                                            port + 1 if port else 0)
             port = port + 2 if port else 0
@@ -119,7 +143,7 @@ class Graph:
             outlets = [OutletSpec(e.dst, e.route,
                                   [inlet[(e.dst, r)] for r in range(self.nodes[e.dst].replicas)])
                        for e in self.downstream(n)]
-            is_source = BRICK_TYPES[node.type].role == "source"
+            is_source = node_role(node) == "source"
             specs.append(BrickSpec(node=n, type=node.type, serial=s, control=control[(n, s)],
                                    report=report, inlet=None if is_source else inlet[(n, s)],
                                    upstream=ups, outlets=outlets, hwm=self.hwm,
@@ -168,7 +192,7 @@ def _typed(where: str, table: Mapping[str, Any], keys: dict[str, tuple[Any, Any]
                 dict(default) if isinstance(default, dict) else default)
             continue
         value = table[key]
-        if isinstance(value, bool) or not isinstance(value, kind):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             raise GraphError(f"{where}.{key}: expected {kind.__name__}, got "
                              f"{type(value).__name__} {value!r}")
         out[key] = value
@@ -198,7 +222,8 @@ def graph_from_dict(data: Mapping[str, Any], where: str = "<graph>") -> Graph:
         if not all(isinstance(c, int) and not isinstance(c, bool) for c in cpus):
             raise GraphError(f"{where}: bricks.{name}.cpus: expected a list of CPU numbers, "
                              f"got {cpus!r}")
-        nodes[name] = Node(name, b["type"], b["replicas"], dict(b["options"]), tuple(cpus))
+        nodes[name] = Node(name, b["type"], b["replicas"], dict(b["options"]), tuple(cpus),
+                           b["group"])
     edges_raw = data.get("edges", [])
     if not isinstance(edges_raw, list):
         raise GraphError(f"{where}: edges: expected an array of tables ([[edges]]), got "
@@ -209,10 +234,77 @@ def graph_from_dict(data: Mapping[str, Any], where: str = "<graph>") -> Graph:
             raise GraphError(f"{where}: edges[{i}]: expected a table, got {type(table).__name__}")
         e = _typed(f"{where}: edges[{i}]", table, _EDGE_KEYS)
         edges.append(Edge(e["from"], e["to"], e["route"]))
+    shm = g["transport"] == "ipc" if g["shm"] == "auto" else g["shm"]
+    if shm and g["transport"] != "ipc":
+        raise GraphError(f"{where}: graph.shm: shared memory carries same-host (ipc) hops only, "
+                         f"got shm = true with transport {g['transport']!r}")
     graph = Graph(nodes, edges, g["name"], g["transport"], g["host"], g["base_port"], g["hwm"],
-                  g["overflow"], dict(params), where)
+                  g["overflow"], dict(params), where, shm)
     check_rules(graph)
-    return graph
+    return fuse(graph)
+
+
+# ---------------------------------------------------------------- fusion
+
+
+def node_role(node: Node) -> str:
+    """source | worker | sink; a chain's from its first and last member."""
+    if node.type != CHAIN:
+        return BRICK_TYPES[node.type].role
+    members = node.options["members"]
+    head, tail = BRICK_TYPES[members[0]["type"]].role, BRICK_TYPES[members[-1]["type"]].role
+    return "source" if head == "source" else "sink" if tail == "sink" else "worker"
+
+
+def fuse(graph: Graph) -> Graph:
+    """The process graph: each group's chain becomes one node of type ``chain``
+    (checked: a chain, one input and one output per inner member, equal replicas)."""
+    groups: dict[str, list[str]] = {}
+    for name in topo_order(graph):
+        if graph.nodes[name].group:
+            groups.setdefault(graph.nodes[name].group, []).append(name)
+    if not groups:
+        return graph
+    w = graph.where
+    proc = {n: graph.nodes[n].group or n for n in graph.nodes}
+    nodes: dict[str, Node] = {}
+    for name in topo_order(graph):
+        node = graph.nodes[name]
+        if not node.group:
+            nodes[name] = node
+            continue
+        if node.group in graph.nodes:
+            raise GraphError(f"{w}: bricks.{name}.group: {node.group!r} is also a brick's name "
+                             "(a group names a process: pick another name)")
+        members = groups[node.group]
+        if name != members[0]:
+            continue
+        for prev, nxt in zip(members, members[1:], strict=False):
+            outs = [e.dst for e in graph.downstream(prev)]
+            ins = [e.src for e in graph.upstream(nxt)]
+            if outs != [nxt] or ins != [prev]:
+                raise GraphError(f"{w}: group {node.group!r}: its bricks must form a chain "
+                                 f"(each one's only output the next, each one's only input the "
+                                 f"previous); {prev} -> {outs}, {ins} -> {nxt}")
+            edge = next(e for e in graph.downstream(prev))
+            if edge.route != "round_robin":
+                raise GraphError(f"{w}: group {node.group!r}: the edge {prev} -> {nxt} inside "
+                                 f"it is a function call, so it cannot route by key")
+        replicas = {graph.nodes[m].replicas for m in members}
+        if len(replicas) != 1:
+            raise GraphError(f"{w}: group {node.group!r}: its bricks run as one process per "
+                             f"replica, so they need the same replicas, got "
+                             f"{ {m: graph.nodes[m].replicas for m in members} }")
+        cpus = sorted({c for m in members for c in graph.nodes[m].cpus})
+        spec = [{"node": m, "type": graph.nodes[m].type, "options": graph.options(m)}
+                for m in members]
+        nodes[node.group] = Node(node.group, CHAIN, replicas.pop(), {"members": spec},
+                                 tuple(cpus))
+    edges = [Edge(proc[e.src], proc[e.dst], e.route) for e in graph.edges
+             if proc[e.src] != proc[e.dst]]
+    return Graph(nodes, edges, graph.name, graph.transport, graph.host, graph.base_port,
+                 graph.hwm, graph.overflow, dict(graph.params), graph.where, graph.shm,
+                 logical=graph)
 
 
 # ---------------------------------------------------------------- rules
@@ -254,9 +346,9 @@ def check_rules(graph: Graph) -> None:
     allowed_cpus = os.sched_getaffinity(0)
     for node in graph.nodes.values():
         where = f"{w}: bricks.{node.name}"
-        if node.type not in BRICK_TYPES:
+        if node.type not in BRICK_TYPES or node.type == CHAIN:
             raise GraphError(f"{where}.type: unknown brick type {node.type!r} (expected one "
-                             f"of {', '.join(sorted(BRICK_TYPES))})")
+                             f"of {', '.join(sorted(set(BRICK_TYPES) - {CHAIN}))})")
         if not 1 <= node.replicas <= MAX_REPLICAS:
             raise GraphError(f"{where}.replicas: expected 1..{MAX_REPLICAS}, "
                              f"got {node.replicas}")

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import zmq
 
-HEARTBEAT_S = 0.5
+HEARTBEAT_S = 0.25  # a brick's load report period (doubles as its heartbeat)
 
 
 @dataclass
@@ -45,6 +45,8 @@ class LoadReport:
     e2e_latency_ms: float = 0.0  # mean source-to-here latency since the last report
     rss_mb: float = 0.0
     state: str = "running"  # running | done
+    ended_from: list[str] = field(default_factory=list)  # upstream bricks whose end arrived
+    extra: dict = field(default_factory=dict)  # the logic's own counters (``logic.report()``)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +60,11 @@ class Northbound(Protocol):
     def bye(self, brick: str, status: str, detail: dict | None = None) -> None: ...
 
     def close(self) -> None: ...
+
+
+def ack_message(brick: str, reply: dict) -> dict:
+    """A brick's answer to a control message that asked for one (``"id"``)."""
+    return {**reply, "op": "ack", "brick": brick}
 
 
 class LocalNorthbound:
@@ -76,6 +83,9 @@ class LocalNorthbound:
     def bye(self, brick: str, status: str, detail: dict | None = None) -> None:
         self.messages.append({"op": "bye", "brick": brick, "status": status,
                               "detail": detail or {}})
+
+    def ack(self, brick: str, reply: dict) -> None:
+        self.messages.append(ack_message(brick, reply))
 
     def close(self) -> None:
         pass
@@ -106,6 +116,9 @@ class ZmqNorthbound(LocalNorthbound):
 
     def bye(self, brick: str, status: str, detail: dict | None = None) -> None:
         self._send({"op": "bye", "brick": brick, "status": status, "detail": detail or {}})
+
+    def ack(self, brick: str, reply: dict) -> None:
+        self._send(ack_message(brick, reply))
 
     def close(self) -> None:
         self.sock.close(1000)

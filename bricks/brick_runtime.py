@@ -37,7 +37,7 @@ import zmq
 from lego.bricks.brick_northbound import HEARTBEAT_S, LoadReport, Northbound
 from lego.bricks.brick_routing import RoutingTable
 from lego.bricks.brick_transport import Control, Inlet, Outlet, rows_of
-from lego.bricks.brick_wire import Message
+from lego.bricks.brick_wire import Message, encode
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,11 @@ class Brick:
         self.started = False
         self.stopping = False
         self.exiting = False
+        self.draining = False
+        self._deferred: list[dict] = []
         self.ends = 0
         self.dead_upstream: list[str] = []
+        self.ended_from: list[str] = []
         self.end_meta: dict[str, Any] = {}
         # load accounting
         self.packets_in = 0
@@ -218,6 +221,8 @@ class Brick:
             self._serve_control()
             if self.stopping:
                 return
+            if self.draining:
+                break
             if msg is None:  # nothing to send yet (a quiet interface)
                 self._maybe_report()
                 continue
@@ -238,6 +243,7 @@ class Brick:
                 self._control(self.control.recv())
             if self.inlet.sock in events:
                 self._one(self.inlet.recv())
+            self._retry_deferred()
             self._maybe_report()
         if self.stopping:
             return
@@ -249,6 +255,7 @@ class Brick:
                   msg.part, msg.parts, msg.src)
         if msg.kind == "end":
             self.ends += 1
+            self.ended_from.append(msg.src)
             log.info("%s: end from %s (%d of %d)", self.id, msg.src, self.ends, self.spec.upstream)
             for k, v in msg.meta.items():
                 if isinstance(v, int | float) and k in self.end_meta and k != "batches":
@@ -287,12 +294,15 @@ class Brick:
 
     def _control(self, cmd: dict) -> None:
         op = cmd.get("op")
+        reply: dict | None = {"ok": True}
         if op == "go":
             self.started = True
         elif op == "exit":
             self.exiting = True
         elif op == "stop":
             self.stopping = True
+        elif op == "drain":  # a source: end the input now; the graph drains behind it
+            self.draining = True
         elif op == "remove_replica":
             outlet = self.outlets.get(cmd.get("target", ""))
             if outlet is not None:
@@ -301,15 +311,37 @@ class Brick:
         elif op == "route":
             outlet = self.outlets.get(cmd.get("target", ""))
             if outlet is not None:
-                outlet.table.update(cmd.get("addresses"), cmd.get("owner"))
                 if cmd.get("addresses") is not None:
-                    outlet.rebuild()
+                    reroute(outlet, cmd["addresses"], cmd.get("owner"),
+                            retire=cmd.get("retire", ()), src=str(self.id))
+                else:
+                    outlet.table.update(None, cmd.get("owner"))
+            else:
+                reply = {"ok": False, "error": f"no outlet to {cmd.get('target')!r}"}
+        elif op == "add_upstream":  # a replica added upstream: wait for its end too
+            self.spec.upstream += int(cmd.get("n", 1))
         elif op == "upstream_dead":
             self.ends += 1
             self.dead_upstream.append(cmd.get("brick", "?"))
             log.warning("%s: upstream %s died; treating it as ended", self.id, cmd.get("brick"))
+        elif hasattr(self.logic, "control"):
+            reply, outs = self.logic.control(cmd, self.packets_in)
+            if reply is None:  # not yet (e.g. an export waiting for its packets)
+                self._deferred.append(cmd)
+            self._emit(outs)
         else:
             log.warning("%s: unknown control op %r ignored", self.id, op)
+            reply = {"ok": False, "error": f"unknown op {op!r}"}
+        if reply is not None and "id" in cmd and hasattr(self.northbound, "ack"):
+            self.northbound.ack(str(self.id), {**reply, "id": cmd["id"], "command": op})
+
+    def _retry_deferred(self) -> None:
+        """Control messages the logic could not answer yet, tried after each batch."""
+        if not self._deferred:
+            return
+        waiting, self._deferred = self._deferred, []
+        for cmd in waiting:
+            self._control(cmd)
 
     # ------------------------------------------------------------ northbound
 
@@ -332,7 +364,8 @@ class Brick:
             pps=(self.packets_in - self._packets_at_report) / span,
             batch_latency_ms=1e3 * self._busy_since / max(self._batches_since, 1),
             e2e_latency_ms=1e3 * self._lat_sum / max(self._lat_n, 1),
-            rss_mb=_rss_mb())
+            rss_mb=_rss_mb(), ended_from=list(self.ended_from),
+            extra=getattr(self.logic, "report", dict)())
 
     def _report(self, final: bool = False) -> None:
         report = self.load()
@@ -345,6 +378,29 @@ class Brick:
         self._busy_since = 0.0
         self._lat_sum = 0.0
         self._lat_n = 0
+
+
+def reroute(outlet: Outlet, addresses: list[str], owner=None, retire=(), src: str = "") -> None:
+    """Replace an outlet's replica list without losing what is queued: sockets to
+    addresses that stay are kept (dead ones reconnected), new addresses are
+    connected, and a removed one is sent an ``end`` marker when it is in
+    ``retire`` (it finishes its queue and ends) and closed with linger."""
+    old = {a: (sock, sent) for a, sock, sent in
+           zip(outlet.table.addresses, outlet.socks, outlet.sent, strict=True)}
+    outlet.table.update(list(addresses), owner)
+    socks, sent = [], []
+    for a in addresses:
+        sock, n = old.pop(a, (None, 0))
+        socks.append(sock if sock is not None else outlet._connect(a))
+        sent.append(n)
+    outlet.socks, outlet.sent = socks, sent
+    for a, (sock, _) in old.items():
+        if sock is None:
+            continue
+        if a in retire:
+            for frame in [encode(Message(kind="end", src=src))]:
+                sock.send_multipart(frame, copy=False)
+        sock.close(2000)
 
 
 def workdir_ok(path: Path) -> Path:

@@ -1,6 +1,12 @@
-"""ZeroMQ transport between bricks: ``ipc://`` on one host, ``tcp://`` across hosts.
+"""Transport between bricks: shared memory or ``ipc://`` on one host, ``tcp://`` across.
 
-The same brick code runs on both; only the addresses differ (:func:`addresses`).
+The same brick code runs on all three; only the addresses differ (:func:`addresses`):
+
+- ``shm``: the arrays are written once into a shared-memory slot and only the
+  header travels over ZeroMQ ipc (:mod:`lego.bricks.brick_shm`); the receiver
+  views them in place. Address ``shm+ipc://PATH``.
+- ``ipc`` / ``tcp``: the header and the arrays travel as one ZeroMQ multipart
+  message (the kernel copies them; the receiver views the frames).
 
 - Each brick replica binds one PULL socket, its input queue (:class:`Inlet`), and
   one PULL socket for control (:class:`Control`).
@@ -27,11 +33,12 @@ import zmq
 
 from lego.bricks.brick_errors import BrickError
 from lego.bricks.brick_routing import RoutingTable
-from lego.bricks.brick_wire import Message, decode, encode, nbytes
+from lego.bricks.brick_shm import SCHEME, ShmLink, ShmReceiver, is_shm, socket_address
+from lego.bricks.brick_wire import Message, encode, nbytes
 
 log = logging.getLogger(__name__)
 
-TRANSPORTS = ("ipc", "tcp")
+TRANSPORTS = ("ipc", "tcp")  # a graph's choice; same-host hops may add shared memory (shm)
 OVERFLOWS = ("block", "drop")
 POLL_MS = 100  # longest a blocked sender goes without looking at its control socket
 
@@ -40,9 +47,14 @@ def addresses(transport: str, workdir: Path, name: str, host: str = "127.0.0.1",
               port: int = 0) -> tuple[str, str]:
     """(bind, connect) addresses for a socket called ``name``.
 
-    ``ipc``: a socket file in ``workdir``; ``tcp``: ``host:port`` (port 0 is not
-    allowed here: the graph assigns ports so that peers know them in advance).
+    ``ipc``: a socket file in ``workdir``; ``shm``: the same, prefixed ``shm+``
+    (payload in shared memory, header on the socket); ``tcp``: ``host:port``
+    (port 0 is not allowed here: the graph assigns ports so that peers know them
+    in advance).
     """
+    if transport == "shm":
+        bind, connect = addresses("ipc", workdir, name, host, port)
+        return SCHEME + bind, SCHEME + connect
     if transport == "ipc":
         path = Path(workdir) / f"{name.replace('/', '-')}.sock"
         if len(str(path)) > 100:
@@ -57,25 +69,67 @@ def addresses(transport: str, workdir: Path, name: str, host: str = "127.0.0.1",
 
 
 class Inlet:
-    """The bounded input queue of a brick replica (PULL, bound)."""
+    """The bounded input queue of a brick replica (PULL, bound). It takes plain
+    and shared-memory messages alike; a message's arrays are valid until the next
+    :meth:`recv` (which releases a shared-memory slot)."""
 
     def __init__(self, ctx: zmq.Context, address: str, hwm: int) -> None:
         self.sock = ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind(address)
+        self.sock.bind(socket_address(address))
         self.address = address
+        self.shared = ShmReceiver(ctx)
         self.received = 0
         self.bytes = 0
 
     def recv(self) -> Message:
-        msg = decode(self.sock.recv_multipart(copy=False))
+        msg = self.shared.decode(self.sock.recv_multipart(copy=False))
         self.received += 1
         self.bytes += nbytes(msg)
         return msg
 
     def close(self) -> None:
+        self.shared.close()
         self.sock.close(0)
+
+
+class SocketLink:
+    """A ZeroMQ PUSH socket to one next-hop replica, with :class:`ShmLink`'s
+    ``offer``/``wait`` face: every array travels in the message (copied by the
+    kernel), so the same brick code runs over ipc, tcp and shared memory."""
+
+    def __init__(self, ctx: zmq.Context, address: str, hwm: int) -> None:
+        self.sock = ctx.socket(zmq.PUSH)
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.connect(address)
+        self._frames: list | None = None
+
+    def send_multipart(self, frames: list, flags: int = 0, copy: bool = True) -> None:
+        self.sock.send_multipart(frames, flags=flags, copy=copy)
+
+    def poll(self, timeout: int, flags: int = zmq.POLLOUT) -> int:
+        return self.sock.poll(timeout, flags)
+
+    def offer(self, msg: Message) -> bool:
+        if self._frames is None:
+            self._frames = encode(msg)
+        try:
+            self.sock.send_multipart(self._frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        self._frames = None
+        return True
+
+    def abandon(self) -> None:
+        self._frames = None
+
+    def wait(self, timeout_ms: int) -> None:
+        self.sock.poll(timeout_ms, zmq.POLLOUT)
+
+    def close(self, linger_ms: int = 2000) -> None:
+        self.sock.close(linger_ms)
 
 
 class Control:
@@ -94,7 +148,9 @@ class Control:
 
 
 class Outlet:
-    """One outgoing edge: a routing table and a PUSH socket per next-hop replica."""
+    """One outgoing edge: a routing table and a link per next-hop replica
+    (:class:`SocketLink`, or :class:`~lego.bricks.brick_shm.ShmLink` for an
+    ``shm+`` address); ``socks`` is the list of links."""
 
     def __init__(self, ctx: zmq.Context, table: RoutingTable, hwm: int,
                  overflow: str = "block") -> None:
@@ -104,19 +160,18 @@ class Outlet:
         self.table = table
         self.hwm = hwm
         self.overflow = overflow
-        self.socks: list[zmq.Socket | None] = [self._connect(a) for a in table.addresses]
+        self.socks: list[SocketLink | ShmLink | None] = [self._connect(a)
+                                                         for a in table.addresses]
         self.sent = [0] * len(self.socks)
         self.dropped = 0  # batches (or pieces) not delivered: full queue or dead replica
         self.dropped_rows = 0
         self.blocked_s = 0.0
         self.bytes = 0
 
-    def _connect(self, address: str) -> zmq.Socket:
-        s = self.ctx.socket(zmq.PUSH)
-        s.setsockopt(zmq.SNDHWM, self.hwm)
-        s.setsockopt(zmq.LINGER, 2000)
-        s.connect(address)
-        return s
+    def _connect(self, address: str) -> SocketLink | ShmLink:
+        if is_shm(address):
+            return ShmLink(self.ctx, address, self.hwm)
+        return SocketLink(self.ctx, address, self.hwm)
 
     def rebuild(self) -> None:
         """Reconnect after :meth:`RoutingTable.update` replaced the addresses."""
@@ -138,24 +193,20 @@ class Outlet:
         sock = self.socks[index] if 0 <= index < len(self.socks) else None
         if sock is None or not self.table.live[index]:
             return self._drop(msg)
-        frames = encode(msg)
-        if self.overflow == "drop":
-            try:
-                sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return self._drop(msg)
-            return self._sent(index, msg)
         while True:
-            try:
-                sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            if sock.offer(msg):
                 return self._sent(index, msg)
-            except zmq.Again:
-                t = time.perf_counter()
-                sock.poll(POLL_MS, zmq.POLLOUT)
-                self.blocked_s += time.perf_counter() - t
-                serve_control()  # may kill this replica while we wait on it
-                sock = self.socks[index]
-                if sock is None:
+            if self.overflow == "drop":
+                sock.abandon()
+                return self._drop(msg)
+            t = time.perf_counter()
+            sock.wait(POLL_MS)
+            self.blocked_s += time.perf_counter() - t
+            serve_control()  # may kill or replace this replica while we wait on it
+            if index >= len(self.socks) or self.socks[index] is not sock:
+                sock.abandon()
+                sock = self.socks[index] if index < len(self.socks) else None
+                if sock is None or not self.table.live[index]:
                     return self._drop(msg)
 
     def _sent(self, index: int, msg: Message) -> bool:

@@ -34,6 +34,8 @@ class BrickType:
 BRICK_TYPES: dict[str, BrickType] = {t.name: t for t in (
     BrickType("packet_batching", "lego.bricks.kitsune_bricks:PacketBatching", "source",
               "single", "reads a trace or an interface in batches; strips the LEGO shim"),
+    BrickType("frame_feed", "lego.bricks.brick_feed:FrameFeed", "source", "single",
+              "packet_batching fed frames over ZeroMQ (a test playing the switch port)"),
     BrickType("feature_quantization", "lego.bricks.kitsune_bricks:FeatureQuantization",
               "worker", "keyed", "the damped-statistics feature extractor (stateful)"),
     BrickType("feature_mapping", "lego.bricks.kitsune_bricks:FeatureMapping", "worker",
@@ -42,6 +44,8 @@ BRICK_TYPES: dict[str, BrickType] = {t.name: t for t in (
               "stateless", "the autoencoder ensemble + output layer (inference)"),
     BrickType("decision", "lego.bricks.kitsune_bricks:Decision", "sink", "single",
               "merges scores in sequence order; alerts, scores, lost batches"),
+    BrickType("chain", "lego.bricks.brick_chain:make_chain", "worker", "stateless",
+              "bricks of one group fused into one process (graph key `group`)"),
     BrickType("noop_source", "lego.bricks.brick_noop:NoopSource", "source", "single",
               "replays pre-built batches (transport benchmark)"),
     BrickType("noop_relay", "lego.bricks.brick_noop:NoopRelay", "worker", "stateless",

@@ -19,6 +19,15 @@ Frame 0 is a small JSON header; frames 1..n are the raw bytes of n numpy arrays
 - ``kind = "end"``: the sender will send nothing more (``meta`` carries the
   source's totals); a brick finishes when every upstream sender has ended.
 
+Shared memory (same host, :mod:`lego.bricks.brick_shm`): the header is the same
+plus ``"shm": {"seg": NAME, "size": BYTES, "slot": K, "ack": ADDRESS}`` and each
+array spec gets a fourth item, its byte offset in that segment; the message is
+then the header frame alone and the receiver views the arrays in place
+(:func:`decode` with a ``segment`` resolver). Received arrays, shared or not,
+are read-only views valid until the receiver takes its next message: a logic
+that keeps input arrays longer copies them (the shm receiver detects one that
+does not and gives it the segment for good, see ``brick_shm``).
+
 Control messages (agent -> brick, on the brick's control socket) are one JSON
 frame: ``{"op": "go" | "stop" | "route" | "remove_replica" | "upstream_dead", ...}``.
 """
@@ -26,6 +35,7 @@ frame: ``{"op": "go" | "stop" | "route" | "remove_replica" | "upstream_dead", ..
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,23 +82,53 @@ class Message:
         return 0
 
 
-def encode(msg: Message) -> list:
-    """Frames for ``socket.send_multipart(frames, copy=False)``: the header, then
-    each array's buffer (contiguous arrays are not copied)."""
+def contiguous(msg: Message) -> list[tuple[str, np.ndarray]]:
+    """(name, C-contiguous array) of each array of a message, checked for travel."""
     if msg.kind not in KINDS:
         raise WireError(f"Message.kind: expected one of {KINDS}, got {msg.kind!r}")
-    specs = []
-    frames: list = [b""]
+    out = []
     for name, arr in msg.arrays.items():
         a = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
         if a.dtype.hasobject:
             raise WireError(f"Message.arrays[{name!r}]: object arrays cannot travel, "
                             f"got dtype {a.dtype}")
-        specs.append([name, a.dtype.str, list(a.shape)])
-        frames.append(a.reshape(-1).view(np.uint8) if a.size else b"")
+        out.append((name, a))
+    return out
+
+
+def header_frame(msg: Message, specs: list, shm: dict[str, Any] | None = None) -> bytes:
+    """The JSON header frame: the message's header, its array specs, and where the
+    arrays are when they travel in shared memory."""
     header = msg.header()
     header["arrays"] = specs
-    frames[0] = json.dumps(header, separators=(",", ":")).encode()
+    if shm is not None:
+        header["shm"] = shm
+    return json.dumps(header, separators=(",", ":")).encode()
+
+
+def _owns_shared(a: np.ndarray) -> bool:
+    """True when ``a`` views a shared-memory mapping (it must be copied before a
+    socket may send it without copying: the slot is reused once released)."""
+    import mmap
+
+    b = a.base
+    while isinstance(b, np.ndarray):
+        b = b.base
+    return isinstance(b, mmap.mmap)
+
+
+def encode(msg: Message) -> list:
+    """Frames for ``socket.send_multipart(frames, copy=False)``: the header, then
+    each array's buffer (contiguous arrays are not copied, unless they view a
+    shared-memory slot, which is reused once released)."""
+    specs = []
+    frames: list = [b""]
+    for name, a in contiguous(msg):
+        if a.size and _owns_shared(a):
+            a = a.copy()
+        specs.append([name, a.dtype.str, list(a.shape)])
+        frames.append(a.reshape(-1).view(np.uint8) if a.size else b"")
+    frames[0] = header_frame(msg, specs)
     return frames
 
 
@@ -98,8 +138,11 @@ def _buffer(frame) -> memoryview:
     return memoryview(frame)
 
 
-def decode(frames: list) -> Message:
-    """The message of a list of frames (bytes or ``zmq.Frame``); arrays are views."""
+def decode(frames: list, segment: Callable[[dict], np.ndarray] | None = None) -> Message:
+    """The message of a list of frames (bytes or ``zmq.Frame``); arrays are views.
+
+    ``segment(shm)``: for a header with an ``shm`` part, the bytes of that segment
+    (a uint8 array), in which each array spec gives its offset."""
     if not frames:
         raise WireError("message: expected at least a header frame, got none")
     try:
@@ -112,6 +155,9 @@ def decode(frames: list) -> Message:
                         f"got {h.get('v') if isinstance(h, dict) else h!r}")
     specs = h.pop("arrays", [])
     h.pop("v")
+    shm = h.pop("shm", None)
+    if shm is not None:
+        return _decode_shared(h, specs, shm, segment, len(frames))
     if len(specs) != len(frames) - 1:
         raise WireError(f"message: header lists {len(specs)} arrays, got {len(frames) - 1} "
                         "array frames")
@@ -125,6 +171,10 @@ def decode(frames: list) -> Message:
                             f"{shape}, got {buf.nbytes}")
         arrays[name] = np.frombuffer(buf, dtype=dt).reshape(shape) if want else \
             np.zeros(shape, dtype=dt)
+    return _message(h, arrays)
+
+
+def _message(h: dict, arrays: dict[str, np.ndarray]) -> Message:
     try:
         msg = Message(**h, arrays=arrays)
     except TypeError as exc:
@@ -132,6 +182,31 @@ def decode(frames: list) -> Message:
     if msg.kind not in KINDS:
         raise WireError(f"message header kind: expected one of {KINDS}, got {msg.kind!r}")
     return msg
+
+
+def _decode_shared(h: dict, specs: list, shm: Any, segment: Callable[[dict], np.ndarray] | None,
+                   n_frames: int) -> Message:
+    if segment is None:
+        raise WireError("message header: arrays in shared memory, but this receiver has no "
+                        "shared-memory segments (a tcp hop?)")
+    if n_frames != 1 or not isinstance(shm, dict):
+        raise WireError(f"message: shared-memory header expected alone with an shm table, got "
+                        f"{n_frames} frames, shm {shm!r}")
+    buf = segment(shm)
+    arrays = {}
+    for spec in specs:
+        if len(spec) != 4:
+            raise WireError(f"message array spec: expected [name, dtype, shape, offset] in "
+                            f"shared memory, got {spec!r}")
+        name, dtype, shape, off = spec
+        dt = np.dtype(dtype)
+        want = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        if off < 0 or off + want > buf.nbytes:
+            raise WireError(f"message array {name!r}: bytes {off}..{off + want} are outside "
+                            f"segment {shm.get('seg')!r} of {buf.nbytes} bytes")
+        arrays[name] = buf[off:off + want].view(dt).reshape(shape) if want else \
+            np.zeros(shape, dtype=dt)
+    return _message(h, arrays)
 
 
 def nbytes(msg: Message) -> int:

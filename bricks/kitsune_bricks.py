@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from lego.bricks import kitsune_moves
 from lego.bricks.brick_errors import BrickError, StateTransferError
 from lego.bricks.brick_routing import N_BUCKETS
 from lego.bricks.brick_wire import Message
@@ -185,7 +186,9 @@ class PacketBatching:
     timestamps shifted so time keeps increasing); ``pps`` (pace the replay);
     ``timestamps`` (``capture`` | ``switch``); ``flush_ms`` (interface: longest
     wait to fill a batch); ``idle_s`` (interface: end after this long without
-    packets)."""
+    packets); ``preload`` (trace: read and parse every pass before the run
+    starts, so a throughput run measures the NF and not the trace parser, as the
+    monolith's does)."""
 
     def __init__(self, options: dict[str, Any], brick_id: Any) -> None:
         self.trace = options.get("trace")
@@ -203,6 +206,10 @@ class PacketBatching:
         self.idle_s = options.get("idle_s")
         self.src = str(brick_id)
         self.state = SourceState()
+        self._preloaded = None
+        if options.get("preload") and self.trace:
+            self._preloaded = list(self._trace_batches())
+            self.state = SourceState(counters=self.state.counters)
 
     # the runtime asks a source for these
     def end_meta(self) -> dict[str, Any]:
@@ -219,7 +226,8 @@ class PacketBatching:
 
     def produce(self) -> Iterator[Message | None]:
         start = time.perf_counter()
-        source = self._interface_batches() if self.interface else self._trace_batches()
+        source = self._interface_batches() if self.interface else \
+            iter(self._preloaded) if self._preloaded is not None else self._trace_batches()
         for batch, ts_us in source:
             if batch is None:
                 yield None
@@ -328,8 +336,11 @@ class FeatureQuantization:
     def __init__(self, options: dict[str, Any], brick_id: Any) -> None:
         self.semantics = options.get("semantics", "kitsune")
         self.state = make_extractor(self.semantics)
+        self.moves = kitsune_moves.MoveState()  # state moves under way (controller)
 
     def handle(self, msg: Message) -> list[Message]:
+        if self.moves.holding:
+            return kitsune_moves.handle(self, msg)
         batch = PacketBatch(**{name: msg.arrays[name] for name in PACKET_FIELDS})
         x = self.state.process(batch)
         primary = batch.mirror == 0
@@ -339,6 +350,21 @@ class FeatureQuantization:
 
     def finish(self, meta: dict[str, Any]) -> list[Message]:
         return []
+
+    # west-east moves driven by the controller (lego.bricks.kitsune_moves)
+    def control(self, cmd: dict, packets_in: int) -> tuple[dict | None, list[Message]]:
+        return kitsune_moves.control(self, cmd, packets_in)
+
+    def rows(self, msg: Message, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(seq, x) of the primaries among rows ``idx`` of a batch (mirrors update state)."""
+        batch = PacketBatch(**{name: msg.arrays[name][idx] for name in PACKET_FIELDS})
+        if not len(batch):
+            return batch.seq[:0], np.zeros((0, len(self.state.feature_names())))
+        x = self.state.process(batch)
+        primary = batch.mirror == 0
+        if len(x) == len(batch) and not primary.all():
+            x = x[primary]
+        return batch.seq[primary], x
 
     def export_state(self, buckets: np.ndarray) -> dict[str, np.ndarray]:
         """West-east: the keyed state of ``buckets``. Needs kernel support in
@@ -467,6 +493,16 @@ class UnsupervisedLearningNetwork:
 # ---------------------------------------------------------------- decision
 
 
+def alert_lines(seq: np.ndarray, score: np.ndarray) -> str:
+    """``{"seq": N, "score": X}`` JSON lines, as ``json.dumps`` writes them (the
+    shortest repr of each float), about four times faster than one dumps each."""
+    if not np.isfinite(score).all():  # json's Infinity / NaN
+        return "".join([json.dumps({"seq": q, "score": x}) + "\n"
+                        for q, x in zip(seq.tolist(), score.tolist(), strict=True)])
+    return "".join([f'{{"seq": {q}, "score": {x!r}}}\n'
+                    for q, x in zip(seq.tolist(), score.tolist(), strict=True)])
+
+
 @dataclass
 class _Pending:
     parts: int
@@ -496,7 +532,9 @@ class Decision:
     """Sink brick. Options: ``model`` (for the threshold, or ``threshold``);
     ``out`` (directory: scores.csv, alerts.jsonl, summary.json); ``window``
     (reorder window in batches, default 32); ``write_scores`` (default true;
-    false keeps only alerts and the summary, for throughput runs)."""
+    false keeps only alerts and the summary, for throughput runs);
+    ``write_alerts`` (default true; false counts alerts without writing each
+    one, as the monolith does in Figure 4)."""
 
     def __init__(self, options: dict[str, Any], brick_id: Any) -> None:
         if options.get("threshold") is not None:
@@ -513,6 +551,7 @@ class Decision:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.write_scores = bool(options.get("write_scores", True))
+        self.write_alerts = bool(options.get("write_alerts", True))
         self._scores = open(self.out / "scores.csv", "w")
         self._scores.write("seq,score,trained,alert\n")
         self._alerts = open(self.out / "alerts.jsonl", "w")
@@ -529,9 +568,15 @@ class Decision:
         if msg.part in p.got:
             s.duplicates += 1
             return []
-        p.got[msg.part] = (np.asarray(msg.arrays["seq"]), np.asarray(msg.arrays["score"]))
+        # copies: a received message's arrays are valid until the next one arrives
+        p.got[msg.part] = (np.array(msg.arrays["seq"]), np.array(msg.arrays["score"]))
         self._drain(until=None)
         return []
+
+    def report(self) -> dict[str, int]:
+        """Counters for the load report (the controller's status: alerts, scores)."""
+        s = self.state
+        return {"alerts": s.alerts, "scores": s.rows, "lost_batches": len(s.lost)}
 
     def _drain(self, until: int | None) -> None:
         s = self.state
@@ -576,8 +621,8 @@ class Decision:
         if len(seq) and self.write_scores:
             table = np.column_stack([seq, score, np.ones(len(seq)), alert])
             np.savetxt(self._scores, table, fmt=["%d", "%.17g", "%d", "%d"], delimiter=",")
-        for i in np.flatnonzero(alert):
-            self._alerts.write(json.dumps({"seq": int(seq[i]), "score": float(score[i])}) + "\n")
+        if self.write_alerts and alert.any():
+            self._alerts.write(alert_lines(seq[alert], score[alert]))
 
     def finish(self, meta: dict[str, Any]) -> list[Message]:
         s = self.state

@@ -15,13 +15,25 @@ def kitsune_graph(trace: str | Path, model: str | Path, out: str | Path, *,
                   semantics: str, fq: int = 1, fm: int = 1, uln: int = 1, batch: int = 8192,
                   limit: int | None = None, repeat: int = 1, hwm: int = 4,
                   transport: str = "ipc", base_port: int = 0, window: int = 32,
-                  write_scores: bool = True,
+                  write_scores: bool = True, write_alerts: bool = True,
+                  shm: bool | None = None, preload: bool = False,
+                  groups: dict[str, str] | None = None,
                   cpus: dict[str, list[int]] | None = None,
                   source_options: dict[str, Any] | None = None,
                   uln_options: dict[str, Any] | None = None) -> Graph:
-    """source -> fq (x fq, key-routed when > 1) -> fm (x fm) -> uln (x uln) -> decision."""
+    """source -> fq (x fq, key-routed when > 1) -> fm (x fm) -> uln (x uln) -> decision.
+
+    ``groups``: brick -> group (bricks of a group run fused in one process, e.g.
+    ``{"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}``, where
+    ``fm`` then takes ``uln``'s replicas); ``shm``: shared-memory hops (default:
+    with ``ipc``); ``preload``: the source parses the trace before the run."""
     cpus = cpus or {}
+    groups = groups or {}
+    if groups.get("fm") and groups.get("fm") == groups.get("uln"):
+        fm = uln  # fused: one feature mapping per ensemble replica
     src_opts: dict[str, Any] = {"trace": str(trace), "batch": batch, "repeat": repeat}
+    if preload:
+        src_opts["preload"] = True
     if limit is not None:
         src_opts["limit"] = limit
     src_opts.update(source_options or {})
@@ -36,15 +48,20 @@ def kitsune_graph(trace: str | Path, model: str | Path, out: str | Path, *,
         "fm": node("feature_mapping", fm),
         "uln": node("uln", uln, **(uln_options or {})),
         "decision": node("decision", window=window, out=str(out),
-                         write_scores=write_scores),
+                         write_scores=write_scores, write_alerts=write_alerts),
     }
     for name, c in cpus.items():
         bricks[name]["cpus"] = list(c)
+    for name, group in groups.items():
+        bricks[name]["group"] = group
     edges = [{"from": "source", "to": "fq", "route": "key" if fq > 1 else "round_robin"},
              {"from": "fq", "to": "fm"}, {"from": "fm", "to": "uln"},
              {"from": "uln", "to": "decision"}]
-    data = {"graph": {"name": f"kitsune-{semantics}", "transport": transport, "hwm": hwm,
-                      "base_port": base_port},
+    settings: dict[str, Any] = {"name": f"kitsune-{semantics}", "transport": transport,
+                                "hwm": hwm, "base_port": base_port}
+    if shm is not None:
+        settings["shm"] = shm
+    data = {"graph": settings,
             "params": {"semantics": semantics, "model": str(model)},
             "bricks": bricks, "edges": edges}
     return graph_from_dict(data, f"<kitsune graph {semantics}>")

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "lego.cli_switch",
     "lego.cli_bricks",
     "lego.cli_controller",
+    "lego.cli_agent",
 )
 
 

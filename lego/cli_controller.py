@@ -1,4 +1,11 @@
-"""``lego controller``: drive one switch over P4Runtime (the southbound only).
+"""``lego controller``: the LEGO controller, and its southbound-only mode.
+
+    lego controller run --config FILE          # the whole controller (TOML config)
+    lego controller status --controller HOST:PORT --token-file F [--json]
+
+``run`` serves the northbound API, drives the switch and the agents, and scales
+the NF (:mod:`lego.control.controller_io`); ``status`` prints GetStatus (one
+JSON document with ``--json``, else a short table). Without a subcommand:
 
     lego controller --switch 127.0.0.1:9559 --traffic-port 1 --replica 2 --replica 3 \\
         [--forward 2:9] [--semantics lego] [--truncate 128] [--election-id 1] \\
@@ -76,6 +83,78 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("--rebalance-every", type=positive_float, default=5.0, metavar="SECONDS",
                       help="rebalance period (default 5)")
     p.set_defaults(func=cmd_controller)
+    sub = p.add_subparsers(dest="controller_command", metavar="{run,status}")
+    r = sub.add_parser("run", help="run the controller from a TOML config")
+    r.add_argument("--config", required=True, metavar="FILE", help="controller config (TOML)")
+    r.add_argument("--check", action="store_true", help="check the config and exit")
+    r.set_defaults(func=cmd_run)
+    st = sub.add_parser("status", help="print the controller's status (GetStatus)")
+    st.add_argument("--controller", type=grpc_address, required=True, metavar="HOST:PORT")
+    st.add_argument("--token-file", required=True, metavar="FILE")
+    st.add_argument("--json", action="store_true", help="print the raw JSON document")
+    st.set_defaults(func=cmd_status)
+
+
+def cmd_run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    import signal
+
+    from lego.control.controller_config import load_config
+    from lego.control.controller_io import ControllerRuntime
+    from lego.control.northbound import read_token
+
+    cfg = load_config(args.config)
+    if args.check:
+        print(f"controller config {args.config}: ok ({len(cfg.hosts)} hosts, ports "
+              f"{cfg.all_ports})")
+        return 0
+    token = read_token(cfg.northbound["token_file"])
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    rt = ControllerRuntime(cfg, token)
+    try:
+        rt.start()
+        print(f"controller: northbound on {rt.address}, switch {cfg.switch['address']}: "
+              f"{rt.sync_report.changes} updates written"
+              f"{' (assignment adopted)' if rt.sync_report.adopted else ''}", flush=True)
+        rt.run(stop)
+    finally:
+        rt.close()
+    return 0
+
+
+def status_lines(st: dict) -> list[str]:
+    """A short human view of a GetStatus document (pure)."""
+    lines = [f"alerts {st.get('alerts', 0)}  scores {st.get('scores', 0)}  "
+             f"agents {sum(a['alive'] for a in st.get('agents', []))}/"
+             f"{len(st.get('agents', []))}"]
+    for b in st.get("bricks", []):
+        lines.append(f"  {b['id']:<12} {b['host']:<8} util {b['utilisation']:.2f}  "
+                     f"queue {b['queue_depth']:>3}  pps {b['pps']:>9.1f}"
+                     f"{'  standby' if b.get('standby') else ''}")
+    for port, c in sorted(st.get("switch", {}).get("ports", {}).items()):
+        lines.append(f"  port {port}: in {c['packets_in']} out {c['packets_out']}")
+    for e in st.get("events", [])[-5:]:
+        lines.append(f"  event {e['kind']} " + " ".join(f"{k}={v}" for k, v in e.items()
+                                                         if k not in ("kind", "t")))
+    return lines
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from lego.control import northbound as nb
+
+    client = nb.controller_client(args.controller, nb.read_token(args.token_file))
+    try:
+        reply = client.call("GetStatus", nb.pb.StatusRequest())
+    finally:
+        client.close()
+    if args.json:
+        print(reply.json)
+    else:
+        print("\n".join(status_lines(json.loads(reply.json))))
+    return 0
 
 
 def controller_config(args: argparse.Namespace) -> ControllerConfig:

@@ -1,0 +1,492 @@
+"""The controller's pure core: events in, commands out, time passed in as ``now``.
+
+:class:`ControllerCore` keeps the registry (agents, brick replicas, graphs) and
+decides; it never sends anything. The I/O edge
+(:mod:`lego.control.controller_io`) feeds it northbound events and executes the
+:class:`Command` records it returns, in order.
+
+The NF is one brick graph per feature-extraction (FE) replica, and an FE replica
+is a switch port that owns buckets (DESIGN §6: the FE is split by address owner
+at the switch). The graph of port ``p`` on its host:
+
+    src-p (the port's frames) -> fq-p (FE) -> fm-p -> uln-p (x R) -> dec-p
+
+- ULN (stateless) scaling: per graph, in-host; a warm standby replica (started,
+  not routed) makes a scale-out a routing change; scale-in retires the last one
+  (it gets an end marker, finishes its queue, ends).
+- FE scaling: a new graph on a free port (its own host first, then others), then
+  the switch gives it buckets with the state-move protocol (the I/O's hooks);
+  scale-in moves every bucket of the least loaded port away, then drains its graph.
+- Faults: a dead brick is restarted in place and its upstream re-routed to it; an
+  agent silent for ``agent_timeout`` is lost: its ports' buckets go to the live
+  ports without state (the loss is counted and reported).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lego.control.controller_config import Config, HostConfig
+from lego.control.policy_scaling import Action, ScalingConfig, ScalingPolicy, brick_deadlines
+
+log = logging.getLogger(__name__)
+
+ROLES = ("src", "fq", "fm", "uln", "dec")
+EVENTS_KEPT = 200
+
+
+@dataclass(frozen=True)
+class Command:
+    """One thing for the I/O edge to do. ``kind``: start_graph | start | control |
+    go | switch_scale_out | switch_scale_in | drain | event."""
+
+    kind: str
+    host: str = ""
+    port: int = -1
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AgentRec:
+    host: str
+    address: str
+    workdir: str
+    cores: float
+    incarnation: str
+    last_seen: float
+    alive: bool = True
+
+
+@dataclass
+class BrickRec:
+    id: str
+    host: str
+    port: int
+    role: str
+    spec: dict[str, Any]
+    load: dict[str, Any] = field(default_factory=dict)
+    util: float = 0.0
+    depth_growth: float = 0.0
+    last_seen: float = 0.0
+    standby: bool = False
+    retired: bool = False
+
+
+@dataclass
+class GraphRec:
+    port: int
+    host: str
+    base: int = 0  # the port's out-packet counter when its source started
+    draining: bool = False
+    next_uln: int = 0
+
+
+def brick_name(role: str, port: int, serial: int = 0) -> str:
+    return f"{role}-{port}/{serial}"
+
+
+def parse_name(name: str) -> tuple[str, int, int]:
+    node, _, serial = name.partition("/")
+    role, _, port = node.partition("-")
+    return role, int(port), int(serial or 0)
+
+
+class ControllerCore:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        sc = cfg.scaling
+        self.policy = ScalingPolicy(ScalingConfig(
+            high=sc["high"], low=sc["low"], dwell=sc["dwell"], cooldown=sc["cooldown"],
+            max_replicas=sc["max_replicas"]))
+        self.agents: dict[str, AgentRec] = {}
+        self.bricks: dict[str, BrickRec] = {}
+        self.graphs: dict[int, GraphRec] = {}
+        self.events: list[dict[str, Any]] = []
+        self.deadlines: dict[str, float] = {}
+        self.costs: dict[str, float] = {}
+        self.counters: dict[str, Any] = {"state_lost_buckets": 0, "bricks_restarted": 0,
+                                         "agents_lost": 0, "moves": 0}
+        self.switch: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ helpers
+
+    def event(self, now: float, what: str, **detail: Any) -> None:
+        self.events.append({**detail, "t": now, "kind": what})
+        del self.events[:-EVENTS_KEPT]
+        log.info("event %s %s", what, detail)
+
+    def host_cfg(self, host: str) -> HostConfig:
+        return next(h for h in self.cfg.hosts if h.name == host)
+
+    def live_graphs(self) -> list[GraphRec]:
+        return [g for g in self.graphs.values() if not g.draining
+                and self.agents.get(g.host) is not None and self.agents[g.host].alive]
+
+    def graph_bricks(self, port: int, role: str | None = None) -> list[BrickRec]:
+        return [b for b in self.bricks.values() if b.port == port
+                and (role is None or b.role == role)]
+
+    def free_ports(self, prefer: str | None = None) -> list[tuple[str, int]]:
+        """(host, port) without a graph, on live agents; ``prefer``'s first."""
+        out = []
+        for h in self.cfg.hosts:
+            a = self.agents.get(h.name)
+            if a is None or not a.alive:
+                continue
+            out += [(h.name, p) for p in h.ports if p not in self.graphs]
+        return sorted(out, key=lambda hp: (hp[0] != prefer, hp[1]))
+
+    # ------------------------------------------------------------ specs
+
+    def graph_specs(self, port: int, host: str, base: int, uln: int, standby: int) -> list[dict]:
+        """Every brick of port ``port``'s graph (``uln`` routed ULN replicas and
+        ``standby`` warm ones), as BrickSpec dicts."""
+        a = self.agents[host]
+        w = Path(a.workdir)
+        cfg, g = self.cfg, self.cfg.graph
+
+        def addr(role: str, serial: int, ctl: bool = False) -> str:
+            suffix = "-ctl" if ctl else ""
+            return f"ipc://{w / f'{role}-{port}-{serial}{suffix}.sock'}"
+
+        common = {"semantics": cfg.nf["semantics"], "model": cfg.nf["model"]}
+        if cfg.nf["source"] == "feed":
+            src_type, src_opts = "frame_feed", {"feed": f"ipc://{w / f'feed-{port}.sock'}"}
+        else:
+            src_type, src_opts = "packet_batching", {"interface": cfg.interface_of(port)}
+        src_opts.update(batch=g["batch"], flush_ms=g["flush_ms"])
+        routed = list(range(uln))
+        specs = []
+
+        def spec(role: str, type_: str, serial: int, inlet: bool, upstream: int,
+                 outlets: list[tuple[str, list[int]]], options: dict) -> dict:
+            return {"node": f"{role}-{port}", "type": type_, "serial": serial,
+                    "control": addr(role, serial, True), "report": f"ipc://{w / 'agent.sock'}",
+                    "inlet": addr(role, serial) if inlet else None, "upstream": upstream,
+                    "outlets": [{"target": f"{t}-{port}", "policy": "round_robin",
+                                 "addresses": [addr(t, s) for s in ss]} for t, ss in outlets],
+                    "hwm": g["hwm"], "overflow": "block", "options": options, "cpus": None}
+
+        specs.append(spec("src", src_type, 0, False, 0, [("fq", [0])], src_opts))
+        specs.append(spec("fq", "feature_quantization", 0, True, 1, [("fm", [0])],
+                          {**common, "port_base": base}))
+        specs.append(spec("fm", "feature_mapping", 0, True, 1, [("uln", routed)], common))
+        for s in range(uln + standby):
+            specs.append(spec("uln", "uln", s, True, 1, [("dec", [0])], common))
+        out = str(Path(cfg.nf["results"]) / f"port-{port}")
+        specs.append(spec("dec", "decision", 0, True, uln, [],
+                          {**common, "out": out, "window": g["window"],
+                           "write_scores": g["write_scores"]}))
+        return specs
+
+    def _add_graph(self, now: float, host: str, port: int, base: int) -> list[Command]:
+        standby = 1 if self.cfg.scaling["standby"] else 0
+        uln = self.cfg.graph["uln"]
+        specs = self.graph_specs(port, host, base, uln, standby)
+        self.graphs[port] = GraphRec(port, host, base, next_uln=uln + standby)
+        for s in specs:
+            name = f"{s['node']}/{s['serial']}"
+            self.bricks[name] = BrickRec(name, host, port, s["node"].split("-")[0], s,
+                                         last_seen=now,
+                                         standby=s["type"] == "uln" and s["serial"] >= uln)
+        self.event(now, "graph_start", host=host, port=port, uln=uln, standby=standby)
+        return [Command("start_graph", host, port, {"specs": specs})]
+
+    # ------------------------------------------------------------ northbound events
+
+    def on_register(self, now: float, host: str, address: str, workdir: str, cores: float,
+                    incarnation: str, bricks: list[dict]) -> list[Command]:
+        """An agent (re-)registered with what it runs: rebuild the registry from it."""
+        if host not in {h.name for h in self.cfg.hosts}:
+            self.event(now, "agent_refused", host=host, reason="not in the config")
+            return []
+        old = self.agents.get(host)
+        self.agents[host] = AgentRec(host, address, workdir, cores, incarnation, now)
+        if old is not None and old.incarnation != incarnation:
+            for name in [n for n, b in self.bricks.items() if b.host == host]:
+                del self.bricks[name]  # a new agent process: what the old one ran is gone
+        for b in bricks:
+            role, port, serial = parse_name(b["id"])
+            if b["id"] in self.bricks or role not in ROLES:
+                continue
+            spec = b["spec"]
+            self.bricks[b["id"]] = BrickRec(b["id"], host, port, role, spec, last_seen=now)
+            g = self.graphs.get(port)
+            if g is None:
+                g = self.graphs[port] = GraphRec(port, host)
+            if role == "fq":
+                g.base = int(spec["options"].get("port_base", 0))
+            if role == "uln":
+                g.next_uln = max(g.next_uln, serial + 1)
+        for g in self.graphs.values():  # standby = a ULN its fm does not route to
+            fm = self.bricks.get(brick_name("fm", g.port))
+            if fm is None:
+                continue
+            routed = set(fm.spec["outlets"][0]["addresses"]) if fm.spec["outlets"] else set()
+            for b in self.graph_bricks(g.port, "uln"):
+                b.standby = b.spec["inlet"] not in routed
+        self.event(now, "agent_registered", host=host, bricks=len(bricks),
+                   again=old is not None)
+        return []
+
+    def on_heartbeat(self, now: float, host: str, incarnation: str,
+                     loads: list[dict]) -> bool:
+        a = self.agents.get(host)
+        if a is None or a.incarnation != incarnation:
+            return False
+        a.last_seen = now
+        if not a.alive:
+            a.alive = True
+            self.event(now, "agent_back", host=host)
+        for rep in loads:
+            b = self.bricks.get(rep["brick"])
+            if b is None:
+                continue
+            prev = b.load
+            if prev and rep["now"] > prev.get("now", 0):
+                dt = rep["now"] - prev["now"]
+                b.util = min(1.0, max(0.0, (rep["busy_s"] - prev["busy_s"]) / dt))
+                b.depth_growth = (rep["queue_depth"] - prev.get("queue_depth", 0)) / dt
+            b.load = rep
+            b.last_seen = now
+        return True
+
+    def on_death(self, now: float, host: str, brick: str, code: int) -> list[Command]:
+        b = self.bricks.get(brick)
+        self.event(now, "brick_died", host=host, brick=brick, code=code)
+        if b is None or b.retired:
+            return []
+        g = self.graphs.get(b.port)
+        a = self.agents.get(host)
+        if g is None or g.draining or a is None or not a.alive:
+            return []
+        cmds = [Command("start", host, b.port, {"specs": [b.spec]})]
+        if b.role == "src":
+            cmds.append(Command("go", host, b.port, {"brick": brick}))
+        if b.role == "fq":
+            self.event(now, "state_lost", port=b.port, brick=brick,
+                       packets=b.load.get("packets_in", 0), reason="feature brick died")
+        for up in self.bricks.values():  # re-route its upstream to the new process
+            if up.host != host or not b.spec.get("inlet"):
+                continue
+            for o in up.spec["outlets"]:
+                if b.spec["inlet"] in o["addresses"]:
+                    cmds.append(Command("control", host, b.port, {
+                        "brick": up.id, "cmd": {"op": "route", "target": o["target"],
+                                                "addresses": o["addresses"]}}))
+        self.counters["bricks_restarted"] += 1
+        self.event(now, "brick_restart", host=host, brick=brick)
+        return cmds
+
+    # ------------------------------------------------------------ rounds
+
+    def start(self, now: float, owned_ports: list[int]) -> list[Command]:
+        """After adoption: a graph for every port the switch (or the config) gives
+        buckets to and no agent reported running."""
+        cmds = []
+        ports = owned_ports or [p for _, p in self.free_ports()][:self.cfg.nf["fe_initial"]]
+        for port in ports:
+            if port in self.graphs:
+                continue
+            host = self.cfg.host_of_port(port).name
+            if host in self.agents and self.agents[host].alive:
+                cmds += self._add_graph(now, host, port, base=-1)
+        return cmds
+
+    def tick(self, now: float) -> list[Command]:
+        cmds: list[Command] = []
+        cmds += self._check_agents(now)
+        cmds += self._forget_drained(now)
+        self._update_deadlines()
+        for g in self.live_graphs():
+            cmds += self._scale_uln(now, g)
+        if self.cfg.scaling["fe"]:
+            cmds += self._scale_fe(now)
+        return cmds
+
+    def _check_agents(self, now: float) -> list[Command]:
+        cmds = []
+        for a in self.agents.values():
+            if a.alive and now - a.last_seen > self.cfg.scaling["agent_timeout"]:
+                a.alive = False
+                self.counters["agents_lost"] += 1
+                self.event(now, "agent_lost", host=a.host, silent_s=round(now - a.last_seen, 3))
+                cmds += self._reassign_host(now, a.host)
+        return cmds
+
+    def _reassign_host(self, now: float, host: str) -> list[Command]:
+        """The host is gone: its ports' buckets go to live ports, their state is lost."""
+        cmds = []
+        lost = [g for g in self.graphs.values() if g.host == host and not g.draining]
+        for g in lost:
+            g.draining = True
+            live = self.live_graphs()
+            if not live:
+                free = self.free_ports()
+                if not free:
+                    self.event(now, "no_capacity", reason=f"no live port for {g.port}'s buckets")
+                    continue
+                h, p = free[0]
+                cmds += self._add_graph(now, h, p, base=-1)
+                cmds.append(Command("switch_scale_out", h, p, {"transfer": False}))
+            cmds.append(Command("switch_scale_in", host, g.port, {"transfer": False}))
+            fq = self.bricks.get(brick_name("fq", g.port))
+            self.event(now, "state_lost", port=g.port, host=host, reason="agent lost",
+                       packets=(fq.load.get("packets_in", 0) if fq else 0))
+        for name in [n for n, b in self.bricks.items() if b.host == host]:
+            del self.bricks[name]
+        for g in lost:
+            self.graphs.pop(g.port, None)
+        return cmds
+
+    def _forget_drained(self, now: float) -> list[Command]:
+        for g in [g for g in self.graphs.values() if g.draining]:
+            bricks = self.graph_bricks(g.port)
+            if all(now - b.last_seen > 1.0 or b.load.get("state") == "done" for b in bricks):
+                for b in bricks:
+                    del self.bricks[b.id]
+                del self.graphs[g.port]
+                self.event(now, "graph_gone", port=g.port, host=g.host)
+        return []
+
+    def _update_deadlines(self) -> None:
+        """SLA split by measured per-batch cost (profile first, live reports after)."""
+        live: dict[str, list[float]] = {}
+        for b in self.bricks.values():
+            ms = b.load.get("batch_latency_ms", 0.0)
+            if ms and not b.standby:
+                live.setdefault(b.role, []).append(ms)
+        costs = dict(self.costs)
+        costs.update({r: sum(v) / len(v) for r, v in live.items()})
+        if costs and sum(costs.values()) > 0:
+            self.deadlines = brick_deadlines(self.cfg.sla["latency_ms"] / 1e3, costs)
+
+    def _scale_uln(self, now: float, g: GraphRec) -> list[Command]:
+        ulns = [b for b in self.graph_bricks(g.port, "uln") if not b.standby and not b.retired]
+        if not ulns or any(not b.load for b in ulns):
+            return []
+        growth = sum(b.depth_growth for b in ulns)
+        d = self.policy.observe(f"uln@{g.port}", now, [b.util for b in ulns], growth)
+        if d is None:
+            return []
+        fm = self.bricks[brick_name("fm", g.port)]
+        out = fm.spec["outlets"][0]
+        dec = brick_name("dec", g.port)
+        if d.action is Action.SCALE_OUT:
+            spare = [b for b in self.graph_bricks(g.port, "uln") if b.standby]
+            cmds = []
+            if not spare:
+                if self._used(g.host) + 1.0 > self.agents[g.host].cores + 1e-9:
+                    self.event(now, "no_capacity", host=g.host, brick="uln", port=g.port)
+                    return []
+                spec = self._uln_spec(g)
+                b = self.bricks[f"{spec['node']}/{spec['serial']}"] = BrickRec(
+                    f"{spec['node']}/{spec['serial']}", g.host, g.port, "uln", spec,
+                    last_seen=now)
+                cmds.append(Command("start", g.host, g.port, {"specs": [spec]}))
+                spare = [b]
+            new = spare[0]
+            new.standby = False
+            out["addresses"] = out["addresses"] + [new.spec["inlet"]]
+            cmds += [Command("control", g.host, g.port, {"brick": dec, "cmd": {
+                         "op": "add_upstream", "n": 1}}),
+                     Command("control", g.host, g.port, {"brick": fm.id, "cmd": {
+                         "op": "route", "target": out["target"],
+                         "addresses": out["addresses"]}}, )]
+            self.event(now, "scale_out", brick="uln", port=g.port, replicas=len(ulns) + 1,
+                       reason=d.reason, t_detect=now)
+            if self.cfg.scaling["standby"] and self._used(g.host) + 1.0 <= \
+                    self.agents[g.host].cores + 1e-9:
+                spec = self._uln_spec(g)
+                self.bricks[f"{spec['node']}/{spec['serial']}"] = BrickRec(
+                    f"{spec['node']}/{spec['serial']}", g.host, g.port, "uln", spec,
+                    last_seen=now, standby=True)
+                cmds.append(Command("start", g.host, g.port, {"specs": [spec]}))
+            return cmds
+        victim = ulns[-1]
+        victim.retired = True
+        out["addresses"] = [a for a in out["addresses"] if a != victim.spec["inlet"]]
+        self.event(now, "scale_in", brick="uln", port=g.port, replicas=len(ulns) - 1,
+                   reason=d.reason)
+        return [Command("control", g.host, g.port, {"brick": fm.id, "cmd": {
+            "op": "route", "target": out["target"], "addresses": out["addresses"],
+            "retire": [victim.spec["inlet"]]}})]
+
+    def _uln_spec(self, g: GraphRec) -> dict:
+        template = next(b.spec for b in self.graph_bricks(g.port, "uln"))
+        serial = g.next_uln
+        g.next_uln += 1
+        w = Path(self.agents[g.host].workdir)
+        return {**template, "serial": serial,
+                "control": f"ipc://{w / f'uln-{g.port}-{serial}-ctl.sock'}",
+                "inlet": f"ipc://{w / f'uln-{g.port}-{serial}.sock'}"}
+
+    def _used(self, host: str) -> float:
+        """Cores in use on a host: one per ULN or FE replica, the rest share one."""
+        n = sum(1 for b in self.bricks.values() if b.host == host and not b.retired
+                and b.role in ("uln", "fq"))
+        return n + 0.5 * len([g for g in self.graphs.values() if g.host == host])
+
+    def _scale_fe(self, now: float) -> list[Command]:
+        live = self.live_graphs()
+        fqs = [self.bricks.get(brick_name("fq", g.port)) for g in live]
+        if not fqs or any(b is None or not b.load for b in fqs):
+            return []
+        d = self.policy.observe("fe", now, [b.util for b in fqs])
+        if d is None:
+            return []
+        if d.action is Action.SCALE_OUT:
+            home = live[0].host
+            free = self.free_ports(prefer=home)
+            if self.cfg.placement["mode"] == "graph":
+                free = [(h, p) for h, p in free
+                        if self._used(h) + 2.0 <= self.agents[h].cores + 1e-9 or h == home]
+            if not free:
+                self.event(now, "no_capacity", brick="fq", reason="no free switch port")
+                return []
+            host, port = free[0]
+            self.event(now, "scale_out", brick="fq", port=port, host=host,
+                       replicas=len(fqs) + 1, reason=d.reason, t_detect=now)
+            return self._add_graph(now, host, port, base=-1) + [
+                Command("switch_scale_out", host, port, {"transfer": True})]
+        victim = min(live, key=lambda g: (self.bricks[brick_name("fq", g.port)].util, -g.port))
+        victim.draining = True
+        self.event(now, "scale_in", brick="fq", port=victim.port, replicas=len(fqs) - 1,
+                   reason=d.reason)
+        return [Command("switch_scale_in", victim.host, victim.port, {"transfer": True}),
+                Command("drain", victim.host, victim.port,
+                        {"brick": brick_name("src", victim.port)})]
+
+    # ------------------------------------------------------------ status
+
+    def status(self, now: float) -> dict[str, Any]:
+        replicas: dict[str, int] = {}
+        for b in self.bricks.values():
+            if not b.standby and not b.retired:
+                replicas[f"{b.role}-{b.port}"] = replicas.get(f"{b.role}-{b.port}", 0) + 1
+        decs = [b.load.get("extra", {}) for b in self.bricks.values() if b.role == "dec"]
+        return {
+            "now": now,
+            "agents": [{"host": a.host, "address": a.address, "alive": a.alive,
+                        "cores": a.cores, "silent_s": round(now - a.last_seen, 3)}
+                       for a in self.agents.values()],
+            "graphs": [{"port": g.port, "host": g.host, "draining": g.draining}
+                       for g in self.graphs.values()],
+            "bricks": [{"id": b.id, "type": b.spec.get("type"), "host": b.host,
+                        "replicas": replicas.get(f"{b.role}-{b.port}", 0),
+                        "standby": b.standby, "retired": b.retired,
+                        "utilisation": round(b.util, 4),
+                        "queue_depth": b.load.get("queue_depth", 0),
+                        "pps": round(b.load.get("pps", 0.0), 1),
+                        "packets_in": b.load.get("packets_in", 0)}
+                       for b in sorted(self.bricks.values(), key=lambda b: b.id)],
+            "switch": self.switch,
+            "alerts": sum(d.get("alerts", 0) for d in decs),
+            "scores": sum(d.get("scores", 0) for d in decs),
+            "deadlines_ms": {k: round(v * 1e3, 3) for k, v in self.deadlines.items()},
+            "counters": dict(self.counters),
+            "events": self.events[-50:],
+        }

@@ -1,0 +1,228 @@
+"""The controller's configuration file (TOML), declared as data and checked first.
+
+    [switch]
+    address = "127.0.0.1:9559"
+    device_id = 0
+    election_id = 1
+    traffic_ports = [1]
+
+    [northbound]
+    bind = "10.0.0.254:50051"      # the management address (never a wildcard)
+    token_file = "token"
+
+    [nf]
+    semantics = "lego"
+    model = "model.npz"
+    results = "results"            # one folder per feature-extraction replica (port)
+    source = "interface"           # interface (AF_PACKET on the host) | feed (tests)
+    fe_initial = 1                 # feature-extraction replicas at start
+
+    [graph]                        # the brick graph template of one replica
+    batch = 1024
+    flush_ms = 20
+    hwm = 8
+    window = 256
+    uln = 1
+
+    [sla]
+    latency_ms = 100.0
+
+    [scaling]
+    high = 0.8
+    low = 0.3
+    dwell = 1.0
+    cooldown = 2.0
+    max_replicas = 4
+    period = 0.25
+    standby = true                 # keep a warm ULN replica per graph (scale out = a route)
+    agent_timeout = 0.9            # missed heartbeats for this long: the agent is lost
+
+    [placement]
+    mode = "graph"                 # graph | brick
+
+    [[hosts]]
+    name = "nf1"
+    ports = [2]                    # its dataplane switch port(s); each can own buckets
+    interfaces = ["nf1-eth1"]      # the interface behind each port (source = interface)
+    cores = 2.0
+
+Unknown keys and wrong types are refused before the domain rules
+(:func:`load_config`); every error names the file and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lego.errors import ConfigError
+
+_SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
+    "switch": {"address": (str, "127.0.0.1:9559"), "device_id": (int, 0),
+               "election_id": (int, 1), "traffic_ports": (list, None),
+               "forward": (dict, {}), "truncate": (int, 0)},
+    "northbound": {"bind": (str, "127.0.0.1:50051"), "token_file": (str, None)},
+    "nf": {"semantics": (str, "lego"), "model": (str, None), "results": (str, "results"),
+           "source": (str, "interface"), "fe_initial": (int, 1)},
+    "graph": {"batch": (int, 1024), "flush_ms": (int, 20), "hwm": (int, 8),
+              "window": (int, 256), "uln": (int, 1), "write_scores": (bool, True)},
+    "sla": {"latency_ms": ((int, float), 100.0), "profile": (str, "")},
+    "scaling": {"high": ((int, float), 0.8), "low": ((int, float), 0.3),
+                "dwell": ((int, float), 1.0), "cooldown": ((int, float), 2.0),
+                "max_replicas": (int, 4), "period": ((int, float), 0.25),
+                "standby": (bool, True), "agent_timeout": ((int, float), 0.9),
+                "fe": (bool, True), "adopt_grace": ((int, float), 2.0)},
+    "placement": {"mode": (str, "graph")},
+}
+_HOST_KEYS: dict[str, tuple[Any, Any]] = {"name": (str, None), "ports": (list, None),
+                                          "interfaces": (list, []), "cores": ((int, float), 1.0)}
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    name: str
+    ports: tuple[int, ...]
+    interfaces: tuple[str, ...] = ()
+    cores: float = 1.0
+
+
+@dataclass(frozen=True)
+class Config:
+    switch: dict[str, Any]
+    northbound: dict[str, Any]
+    nf: dict[str, Any]
+    graph: dict[str, Any]
+    sla: dict[str, Any]
+    scaling: dict[str, Any]
+    placement: dict[str, Any]
+    hosts: tuple[HostConfig, ...] = field(default_factory=tuple)
+    where: str = "<config>"
+
+    def host_of_port(self, port: int) -> HostConfig:
+        for h in self.hosts:
+            if port in h.ports:
+                return h
+        raise ConfigError(f"{self.where}: port {port} belongs to no [[hosts]] entry")
+
+    def interface_of(self, port: int) -> str:
+        h = self.host_of_port(port)
+        i = h.ports.index(port)
+        if i >= len(h.interfaces):
+            raise ConfigError(f"{self.where}: hosts {h.name!r}: no interface for port {port} "
+                              f"(interfaces = {list(h.interfaces)})")
+        return h.interfaces[i]
+
+    @property
+    def all_ports(self) -> list[int]:
+        return [p for h in self.hosts for p in h.ports]
+
+
+def _typed(where: str, table: dict, keys: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(table).__name__}")
+    unknown = sorted(set(table) - set(keys))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (expected one of "
+                          f"{', '.join(sorted(keys))})")
+    out = {}
+    for key, (kind, default) in keys.items():
+        if key not in table:
+            if default is None:
+                raise ConfigError(f"{where}: key {key!r} is required")
+            out[key] = default
+            continue
+        value = table[key]
+        if isinstance(value, bool) and kind is not bool:
+            ok = False
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            name = kind.__name__ if isinstance(kind, type) else "number"
+            raise ConfigError(f"{where}.{key}: expected {name}, got {value!r}")
+        out[key] = float(value) if kind == (int, float) else value
+    return out
+
+
+def config_from_dict(data: dict, where: str = "<config>", base: Path | None = None) -> Config:
+    """Check a parsed config (keys and types, then the domain rules)."""
+    top = set(_SECTIONS) | {"hosts"}
+    unknown = sorted(set(data) - top)
+    if unknown:
+        raise ConfigError(f"{where}: unknown section {unknown[0]!r} (expected one of "
+                          f"{', '.join(sorted(top))})")
+    sec = {name: _typed(f"{where}: [{name}]", data.get(name, {}), keys)
+           for name, keys in _SECTIONS.items() if name in data or
+           all(d is not None for _, d in keys.values())}
+    for name in _SECTIONS:
+        if name not in sec:
+            raise ConfigError(f"{where}: section [{name}] is required")
+    hosts_raw = data.get("hosts")
+    if not isinstance(hosts_raw, list) or not hosts_raw:
+        raise ConfigError(f"{where}: expected at least one [[hosts]] entry")
+    hosts = []
+    for i, h in enumerate(hosts_raw):
+        t = _typed(f"{where}: hosts[{i}]", h, _HOST_KEYS)
+        if not t["ports"] or not all(isinstance(p, int) and 0 <= p <= 510 for p in t["ports"]):
+            raise ConfigError(f"{where}: hosts[{i}].ports: expected ports in 0..510, "
+                              f"got {t['ports']!r}")
+        if t["cores"] <= 0:
+            raise ConfigError(f"{where}: hosts[{i}].cores: expected > 0, got {t['cores']}")
+        hosts.append(HostConfig(t["name"], tuple(t["ports"]), tuple(t["interfaces"]),
+                                float(t["cores"])))
+    cfg = Config(**sec, hosts=tuple(hosts), where=where)
+    _rules(cfg, base)
+    return cfg
+
+
+def _rules(cfg: Config, base: Path | None) -> None:
+    w = cfg.where
+    ports = cfg.all_ports
+    if len(set(ports)) != len(ports):
+        raise ConfigError(f"{w}: a port is listed by two hosts: {ports}")
+    if len({h.name for h in cfg.hosts}) != len(cfg.hosts):
+        raise ConfigError(f"{w}: two [[hosts]] have the same name")
+    if set(cfg.switch["traffic_ports"]) & set(ports):
+        raise ConfigError(f"{w}: [switch].traffic_ports {cfg.switch['traffic_ports']} overlap "
+                          f"the NF hosts' ports {ports}")
+    if cfg.nf["semantics"] not in ("lego", "kitsune"):
+        raise ConfigError(f"{w}: [nf].semantics: expected lego or kitsune, got "
+                          f"{cfg.nf['semantics']!r}")
+    if cfg.nf["source"] not in ("interface", "feed"):
+        raise ConfigError(f"{w}: [nf].source: expected interface or feed, got "
+                          f"{cfg.nf['source']!r}")
+    if not 1 <= cfg.nf["fe_initial"] <= len(ports):
+        raise ConfigError(f"{w}: [nf].fe_initial: expected 1..{len(ports)} (the ports), got "
+                          f"{cfg.nf['fe_initial']}")
+    if cfg.nf["semantics"] == "kitsune" and (cfg.nf["fe_initial"] > 1 or cfg.scaling["fe"]):
+        raise ConfigError(f"{w}: [nf].semantics = 'kitsune' has no exact split: set "
+                          "[nf].fe_initial = 1 and [scaling].fe = false")
+    if cfg.placement["mode"] not in ("graph", "brick"):
+        raise ConfigError(f"{w}: [placement].mode: expected graph or brick, got "
+                          f"{cfg.placement['mode']!r}")
+    if not 0 <= cfg.scaling["low"] < cfg.scaling["high"] <= 1:
+        raise ConfigError(f"{w}: [scaling]: expected 0 <= low < high <= 1, got "
+                          f"low={cfg.scaling['low']} high={cfg.scaling['high']}")
+    if cfg.graph["uln"] < 1 or cfg.graph["batch"] < 1:
+        raise ConfigError(f"{w}: [graph].uln and .batch: expected >= 1")
+    if cfg.nf["source"] == "interface":
+        for p in ports:
+            cfg.interface_of(p)
+    if base is not None:
+        for sec, key in (("nf", "model"), ("nf", "results"), ("northbound", "token_file"),
+                         ("sla", "profile")):
+            v = getattr(cfg, sec)[key]
+            if v and not Path(v).is_absolute():
+                getattr(cfg, sec)[key] = str(base / v)
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such controller config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return config_from_dict(data, str(path), path.parent)

@@ -1,0 +1,128 @@
+"""The controller's pure core with a fake clock and scripted load reports (fast)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lego.control.controller import ControllerCore
+from lego.control.controller_config import config_from_dict
+from lego.errors import ConfigError
+
+BASE = {
+    "switch": {"traffic_ports": [1]},
+    "northbound": {"token_file": "t"},
+    "nf": {"model": "m.npz", "source": "feed"},
+    "scaling": {"dwell": 1.0, "cooldown": 2.0, "high": 0.8, "low": 0.3, "standby": True,
+                "fe": False, "agent_timeout": 0.9},
+    "hosts": [{"name": "nf1", "ports": [2, 3], "cores": 8}, {"name": "nf2", "ports": [4],
+                                                              "cores": 8}],
+}
+
+
+def core_with_graph():
+    core = ControllerCore(config_from_dict(BASE))
+    for h in ("nf1", "nf2"):
+        core.on_register(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
+    cmds = core.start(0.0, [])
+    assert [c.kind for c in cmds] == ["start_graph"] and cmds[0].port == 2
+    return core
+
+
+def beat(core, now, util, host="nf1"):
+    """A heartbeat whose ULN replicas each report ``util`` busy since the last one."""
+    loads = []
+    for b in core.bricks.values():
+        if b.host != host:
+            continue
+        busy = b.load.get("busy_s", 0.0) + (util * 0.25 if b.role == "uln" else 0.0)
+        loads.append({"brick": b.id, "now": now, "busy_s": busy, "queue_depth": 0,
+                      "packets_in": 0, "state": "running"})
+    assert core.on_heartbeat(now, host, "inc", loads)
+    return core.tick(now)
+
+
+def routed(core, port=2):
+    fm = core.bricks[f"fm-{port}/0"]
+    return len(fm.spec["outlets"][0]["addresses"])
+
+
+def test_uln_scales_out_after_the_dwell_by_promoting_the_standby_then_back_in():
+    core = core_with_graph()
+    now, out_at = 0.0, None
+    for _ in range(12):  # 3 s overloaded
+        now += 0.25
+        cmds = beat(core, now, 0.95)
+        if any(c.kind == "control" and c.args["cmd"]["op"] == "route" for c in cmds):
+            out_at = out_at or now
+            assert [c.args["cmd"]["op"] for c in cmds if c.kind == "control"] == \
+                ["add_upstream", "route"]  # decision first, then the new route
+            assert any(c.kind == "start" for c in cmds)  # a new warm standby
+    assert out_at is not None and 1.0 <= out_at <= 1.5 and routed(core) == 2
+    for _ in range(20):  # 5 s idle
+        now += 0.25
+        beat(core, now, 0.05)
+    assert routed(core) == 1
+    assert [e["kind"] for e in core.events if e["kind"].startswith("scale")] == \
+        ["scale_out", "scale_in"]
+
+
+def test_no_flapping_under_a_load_oscillating_around_the_watermark():
+    core = core_with_graph()
+    now = 0.0
+    for i in range(80):  # 20 s: 0.85 / 0.75 alternating every round
+        now += 0.25
+        beat(core, now, 0.85 if i % 2 == 0 else 0.75)
+    assert not [e for e in core.events if e["kind"].startswith("scale")]
+
+
+def test_a_silent_agent_is_lost_within_a_second_and_its_buckets_go_elsewhere():
+    core = core_with_graph()
+    beat(core, 0.25, 0.5)
+    beat(core, 0.25, 0.5, host="nf2")
+    cmds = []
+    now = 0.25
+    while not cmds:
+        now += 0.05
+        core.on_heartbeat(now, "nf2", "inc", [])
+        cmds = core.tick(now)
+    assert now - 0.25 <= 1.0
+    kinds = [c.kind for c in cmds]
+    assert kinds == ["start_graph", "switch_scale_out", "switch_scale_in"]
+    assert cmds[0].host == "nf2" and cmds[2].port == 2 and not cmds[2].args["transfer"]
+    assert core.counters["agents_lost"] == 1
+    assert any(e["kind"] == "state_lost" for e in core.events)
+
+
+def test_a_dead_brick_is_restarted_in_place_and_its_upstream_rerouted():
+    core = core_with_graph()
+    cmds = core.on_death(1.0, "nf1", "uln-2/0", -9)
+    assert cmds[0].kind == "start" and cmds[0].args["specs"][0]["node"] == "uln-2"
+    assert [c.args["cmd"]["op"] for c in cmds[1:]] == ["route"]
+    assert cmds[1].args["brick"] == "fm-2/0"
+
+
+def test_re_registration_rebuilds_the_registry_without_commands():
+    core = core_with_graph()
+    specs = core.graph_specs(2, "nf1", 5, 1, 1)
+    fresh = ControllerCore(config_from_dict(BASE))
+    bricks = [{"id": f"{s['node']}/{s['serial']}", "type": s["type"], "spec": s, "pid": 1,
+               "state": "running"} for s in specs]
+    assert fresh.on_register(0.0, "nf1", "nf1:1", "/tmp/nf1", 8, "inc", bricks) == []
+    assert fresh.start(0.0, [2]) == []  # the graph runs: nothing restarted
+    assert fresh.graphs[2].base == 5
+    assert [b.id for b in fresh.bricks.values() if b.standby] == ["uln-2/1"]
+
+
+@pytest.mark.parametrize("patch,match", [
+    ({"nf": {"model": "m", "source": "nic"}}, "source"),
+    ({"placement": {"mode": "cluster"}}, "mode"),
+    ({"scaling": {"high": 0.2, "low": 0.5}}, "low < high"),
+    ({"hosts": [{"name": "a", "ports": [1]}]}, "overlap"),
+    ({"nf": {"model": "m", "semantics": "kitsune", "source": "feed"},
+      "scaling": {"fe": True}}, "no exact split"),
+    ({"bogus": {}}, "unknown section"),
+    ({"switch": {"traffic_ports": [1], "colour": 1}}, "unknown key"),
+])
+def test_bad_configs_are_refused(patch, match):
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict({**BASE, **patch})
