@@ -6,12 +6,15 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.lego-installed
 RESULTS ?= $(CURDIR)/results
 TRACE   ?=
+TARGET  ?=
+REPLICAS ?=
+CLI     ?=
 
 .PHONY: all setup build test bench run stop clean lint p4
 
 all: build
 
-$(STAMP): pyproject.toml setup.py tools/setup-host $(wildcard ext/*.pyx ext/*.pxd)
+$(STAMP): pyproject.toml setup.py tools/setup-host $(wildcard ext/*.pyx ext/*.pxd control/proto/*.proto)
 	tools/setup-host
 	touch $@
 
@@ -27,8 +30,12 @@ test: build
 bench: build
 	$(BIN)/python -m bench
 
+# The whole system in Mininet (root + Mininet), else one offline NF instance (says why).
+# Options: TRACE=file.pcap  TARGET=bmv2|soft  REPLICAS=N  CLI=1 (Mininet CLI during the run)
 run: build
-	$(BIN)/lego run --results $(RESULTS) $(if $(TRACE),--trace $(TRACE))
+	$(BIN)/lego run --results $(RESULTS) $(if $(TRACE),--trace $(TRACE)) \
+	  $(if $(TARGET),--target $(TARGET)) $(if $(REPLICAS),--replicas $(REPLICAS)) \
+	  $(if $(filter 1,$(CLI)),--cli)
 
 # Compile lego.p4 for BMv2 (lego.json) and regenerate its p4info, where p4c exists.
 p4: $(STAMP)
@@ -43,8 +50,11 @@ p4: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Stop every process of a LEGO Mininet run and delete its interfaces (our names only).
 stop:
-	@echo "nothing to stop yet"
+	@$(BIN)/python -c "from lego.topo.mn_cleanup import cleanup; \
+	from lego.topo.mn_topology import load_topology; \
+	print('make stop:', cleanup(load_topology().interface_names()).describe())"
 
 clean:
 	rm -rf build *.egg-info ext/*.c ext/*.so ext/*.html .pytest_cache $(RESULTS)

@@ -1,9 +1,14 @@
 """``lego run``: the main job on the embedded defaults (``make run``).
 
-Today it runs the Kitsune NF, one instance, over a trace (by default the
-synthetic IoT trace the project generates itself), scores every packet, and
-writes ``results/``: scores, alerts, and a summary. The Mininet system (switch,
-controller, brick agents) takes over this command when it lands.
+Where Mininet and root are available (the default), it runs the whole system
+in Mininet (:mod:`lego.topo.run_mininet`): the P4 switch (BMv2 if
+``simple_switch_grpc`` is on PATH, else the software target), the controller,
+brick agents on the NF hosts, a ramping tcpreplay of the trace, a live
+dashboard, and ``results/`` (alerts, scores, timeline, plots, summary).
+
+``lego run --offline`` (and the automatic fallback, with a one-line reason,
+when Mininet or root is missing) runs the Kitsune NF as one offline instance
+over the trace and writes ``results/``: scores, alerts, and a summary.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lego.cli_args import non_negative_int, positive_int
+from lego.errors import ConfigError
 from lego.ext.features import SEMANTICS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fm", type=non_negative_int, default=5000, metavar="N")
     p.add_argument("--ad", type=positive_int, default=50000, metavar="N")
     p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--offline", action="store_true",
+                   help="one NF instance, offline, no Mininet (the fallback without root)")
+    p.add_argument("--topo", type=Path, metavar="TOPO.toml",
+                   help="topology file (default: topo/default.toml)")
+    p.add_argument("--target", choices=("auto", "soft", "bmv2"),
+                   help="switch target (default: the topology's, auto)")
+    p.add_argument("--replicas", type=positive_int, metavar="N",
+                   help="NF hosts holding buckets at the start (default: the topology's)")
+    p.add_argument("--cli", action="store_true", help="open the Mininet CLI during the run")
     p.set_defaults(func=cmd_run)
 
 
@@ -48,6 +63,64 @@ def _trace_and_labels(args: argparse.Namespace) -> tuple[Path, Path | None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.offline:
+        if args.cli or args.topo or args.target or args.replicas:
+            raise ConfigError("run: --offline contradicts --cli/--topo/--target/--replicas "
+                              "(they configure the Mininet run)")
+        return cmd_offline(args)
+    from lego.topo.mn_net import mininet_available
+
+    why = mininet_available()
+    if why is not None:
+        if args.cli or args.target == "bmv2":
+            raise ConfigError(f"run: cannot run in Mininet: {why}")
+        Console().print(f"[yellow]lego run: offline, one instance: {why}[/yellow]")
+        return cmd_offline(args)
+    return cmd_mininet(args)
+
+
+def _log_to_file(path: Path) -> None:
+    """During the dashboard, library logging goes to a file, not the terminal."""
+    import logging
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+            root.removeHandler(h)
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(min(root.level, logging.INFO))
+
+
+def cmd_mininet(args: argparse.Namespace) -> int:
+    from lego.topo.mn_switch import pick_target
+    from lego.topo.mn_topology import load_topology
+    from lego.topo.run_mininet import RunOptions, run_mininet
+
+    console = Console()
+    topo = load_topology(args.topo)
+    if args.replicas:
+        topo = topo.with_replicas(args.replicas)
+    target, why = pick_target(args.target or topo.switch.target)
+    args.results.mkdir(parents=True, exist_ok=True)
+    trace, labels = _trace_and_labels(args)
+    _log_to_file(args.results / "run" / "lego.log")
+    opts = RunOptions(trace=trace, labels=labels, results=args.results, topo=topo,
+                      target=target, target_why=why, semantics=args.semantics, fm=args.fm,
+                      ad=args.ad, cli=args.cli, quiet=args.quiet)
+    summary = run_mininet(opts, console)
+    table = Table(title="summary", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
+    console.print(f"wrote {args.results}/alerts.jsonl, scores.csv, timeline.csv, "
+                  "throughput.png, replicas.png, summary.md, summary.json, logs/")
+    return 0
+
+
+def cmd_offline(args: argparse.Namespace) -> int:
     from lego.bricks.kitsune_nf import KitsuneNF
     from lego.cli_kitsune import detection, score_trace, write_outputs
 

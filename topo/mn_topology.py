@@ -1,0 +1,288 @@
+"""Topology files (TOML) for the Mininet system: parse, validate, freeze.
+
+A file names the switch (target ``auto | soft | bmv2``, device id, P4Runtime
+address), the management network (a Linux bridge in the root namespace that
+carries the northbound API), the traffic host (its switch port and the replay
+profile) and the NF hosts (switch port, core budget, management address). Each
+host has one dataplane link, to the switch port it names. See
+``topo/default.toml``.
+
+Keys and types are declared as data and checked first (unknown keys, wrong
+types), then the domain rules; every error is a :class:`TopologyError` that
+names the file and the key, the expected value and the one received.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lego.errors import ConfigError
+
+DEFAULT_TOPOLOGY = Path(__file__).resolve().with_name("default.toml")
+TARGETS = ("auto", "soft", "bmv2")
+PROFILES = ("ramp", "fixed")
+MAX_PORT = 510
+_NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")  # + "-eth0" / "-mgmt" stays within IFNAMSIZ
+_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+_ADDR = re.compile(r"^([\w.\-]+):(\d{1,5})$")
+
+
+class TopologyError(ConfigError):
+    """A topology file is invalid (names the file, the key, expected and received)."""
+
+
+# key -> (type, default); default None = required
+_SWITCH = {"name": (str, "s1"), "target": (str, "auto"), "device_id": (int, 0),
+           "grpc_addr": (str, "127.0.0.1:9559")}
+_MGMT = {"bridge": (str, "lgmgmt0"), "address": (str, "10.99.0.1/24"),
+         "northbound_port": (int, 50051)}
+_TRAFFIC = {"host": (str, "tg"), "port": (int, 1), "mac": (str, "02:00:00:00:00:01"),
+            "profile": (str, "ramp"), "pps": (list, None)}
+_NF = {"name": (str, None), "port": (int, None), "cores": ((int, float), 1.0),
+       "mgmt_ip": (str, None)}
+_NF_DEFAULTS = {"replicas": (int, 1)}
+_TOP = {"switch": _SWITCH, "management": _MGMT, "traffic": _TRAFFIC,
+        "nf_defaults": _NF_DEFAULTS}
+
+
+@dataclass(frozen=True)
+class SwitchSpec:
+    name: str
+    target: str
+    device_id: int
+    grpc_addr: str
+
+    @property
+    def grpc_port(self) -> int:
+        return int(self.grpc_addr.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True)
+class ManagementSpec:
+    bridge: str
+    address: str  # CIDR of the root namespace on the bridge
+    northbound_port: int
+
+    @property
+    def controller_ip(self) -> str:
+        return str(ipaddress.ip_interface(self.address).ip)
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.ip_interface(self.address).network.prefixlen
+
+    @property
+    def northbound(self) -> str:
+        return f"{self.controller_ip}:{self.northbound_port}"
+
+
+@dataclass(frozen=True)
+class TrafficSpec:
+    host: str
+    port: int
+    mac: str
+    profile: str
+    pps: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class NFHostSpec:
+    name: str
+    port: int
+    cores: float
+    mgmt_ip: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    switch: SwitchSpec
+    management: ManagementSpec
+    traffic: TrafficSpec
+    nf_hosts: tuple[NFHostSpec, ...]
+    replicas: int  # NF hosts that own buckets at the start
+    where: str = "<topology>"
+
+    def nf(self, name: str) -> NFHostSpec:
+        for h in self.nf_hosts:
+            if h.name == name:
+                return h
+        raise TopologyError(f"{self.where}: no NF host named {name!r} "
+                            f"(hosts: {', '.join(h.name for h in self.nf_hosts)})")
+
+    @property
+    def active(self) -> tuple[NFHostSpec, ...]:
+        """The NF hosts that hold buckets at the start."""
+        return self.nf_hosts[:self.replicas]
+
+    def host_names(self) -> list[str]:
+        return [self.traffic.host, *(h.name for h in self.nf_hosts)]
+
+    def interface_names(self) -> list[str]:
+        """Every interface this topology creates in the root namespace (cleanup)."""
+        s = self.switch.name
+        names = [f"{s}-eth{self.traffic.port}", *(f"{s}-eth{h.port}" for h in self.nf_hosts)]
+        names += [f"{self.management.bridge}", *(f"lgm-{h.name}" for h in self.nf_hosts)]
+        return names
+
+    def with_replicas(self, replicas: int) -> Topology:
+        check_replicas(replicas, len(self.nf_hosts), f"{self.where}: replicas")
+        return Topology(self.switch, self.management, self.traffic, self.nf_hosts, replicas,
+                        self.where)
+
+    def with_target(self, target: str) -> Topology:
+        if target not in TARGETS:
+            raise TopologyError(f"{self.where}: switch.target: expected one of {TARGETS}, "
+                                f"got {target!r}")
+        sw = SwitchSpec(self.switch.name, target, self.switch.device_id, self.switch.grpc_addr)
+        return Topology(sw, self.management, self.traffic, self.nf_hosts, self.replicas,
+                        self.where)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def load_topology(path: str | Path | None = None) -> Topology:
+    """Read and check a topology file (default: ``topo/default.toml``)."""
+    path = Path(path) if path is not None else DEFAULT_TOPOLOGY
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise TopologyError(f"{path}: no such topology file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(f"{path}: not valid TOML: {exc}") from None
+    return topology_from_dict(data, str(path))
+
+
+def _typed(where: str, table: Any, keys: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise TopologyError(f"{where}: expected a table, got {type(table).__name__} {table!r}")
+    unknown = sorted(set(table) - set(keys))
+    if unknown:
+        raise TopologyError(f"{where}: unknown key {unknown[0]!r} (expected one of "
+                            f"{', '.join(sorted(keys))})")
+    out: dict[str, Any] = {}
+    for key, (kind, default) in keys.items():
+        if key not in table:
+            if default is None:
+                raise TopologyError(f"{where}: key {key!r} is required")
+            out[key] = default
+            continue
+        value = table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            expected = " or ".join(k.__name__ for k in kinds)
+            raise TopologyError(f"{where}.{key}: expected {expected}, got "
+                                f"{type(value).__name__} {value!r}")
+        out[key] = value
+    return out
+
+
+def check_replicas(replicas: int, hosts: int, where: str) -> None:
+    if not 1 <= replicas <= hosts:
+        raise TopologyError(f"{where}: expected 1..{hosts} (the NF hosts in the topology), "
+                            f"got {replicas}")
+
+
+def topology_from_dict(data: Mapping[str, Any], where: str = "<topology>") -> Topology:
+    """A checked, frozen Topology from parsed TOML (or an equivalent dict)."""
+    unknown = sorted(set(data) - set(_TOP) - {"nf"})
+    if unknown:
+        raise TopologyError(f"{where}: unknown table {unknown[0]!r} (expected "
+                            f"{', '.join(sorted([*_TOP, 'nf']))})")
+    sw = _typed(f"{where}: switch", data.get("switch", {}), _SWITCH)
+    mg = _typed(f"{where}: management", data.get("management", {}), _MGMT)
+    tr = _typed(f"{where}: traffic", data.get("traffic", {"pps": [1000]}), _TRAFFIC)
+    nd = _typed(f"{where}: nf_defaults", data.get("nf_defaults", {}), _NF_DEFAULTS)
+    raw_nf = data.get("nf", [])
+    if not isinstance(raw_nf, list) or not raw_nf:
+        raise TopologyError(f"{where}: nf: expected at least one [[nf]] host table, "
+                            f"got {raw_nf!r}")
+    nfs = [_typed(f"{where}: nf[{i}]", t, _NF) for i, t in enumerate(raw_nf)]
+
+    # ---- domain rules
+    if sw["target"] not in TARGETS:
+        raise TopologyError(f"{where}: switch.target: expected one of {TARGETS}, "
+                            f"got {sw['target']!r}")
+    m = _ADDR.match(sw["grpc_addr"])
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise TopologyError(f"{where}: switch.grpc_addr: expected HOST:PORT, "
+                            f"got {sw['grpc_addr']!r}")
+    if sw["device_id"] < 0:
+        raise TopologyError(f"{where}: switch.device_id: expected >= 0, got {sw['device_id']}")
+    try:
+        mgmt_if = ipaddress.ip_interface(mg["address"])
+    except ValueError:
+        raise TopologyError(f"{where}: management.address: expected an address/prefix such "
+                            f"as 10.99.0.1/24, got {mg['address']!r}") from None
+    if mgmt_if.version != 4 or mgmt_if.network.prefixlen == 32:
+        raise TopologyError(f"{where}: management.address: expected an IPv4 address with a "
+                            f"network prefix (e.g. /24), got {mg['address']!r}")
+    if not 0 < mg["northbound_port"] < 65536:
+        raise TopologyError(f"{where}: management.northbound_port: expected 1..65535, "
+                            f"got {mg['northbound_port']}")
+    if not mg["bridge"].startswith("lg") or len(mg["bridge"]) > 15:
+        raise TopologyError(f"{where}: management.bridge: expected a name starting with 'lg' "
+                            f"(cleanup finds it by that) of at most 15 characters, "
+                            f"got {mg['bridge']!r}")
+    if tr["profile"] not in PROFILES:
+        raise TopologyError(f"{where}: traffic.profile: expected one of {PROFILES}, "
+                            f"got {tr['profile']!r}")
+    pps = tr["pps"]
+    if not pps or not all(isinstance(p, int) and not isinstance(p, bool) and p > 0
+                          for p in pps):
+        raise TopologyError(f"{where}: traffic.pps: expected a list of packets/s > 0, "
+                            f"got {pps!r}")
+    if tr["profile"] == "fixed" and len(pps) != 1:
+        raise TopologyError(f"{where}: traffic.pps: a fixed profile takes one rate, "
+                            f"got {pps!r}")
+    if not _MAC.match(tr["mac"]):
+        raise TopologyError(f"{where}: traffic.mac: expected aa:bb:cc:dd:ee:ff, "
+                            f"got {tr['mac']!r}")
+    names = [sw["name"], tr["host"], *(n["name"] for n in nfs)]
+    for i, name in enumerate(names):
+        key = "switch.name" if i == 0 else "traffic.host" if i == 1 else f"nf[{i - 2}].name"
+        if not _NAME.match(name):
+            raise TopologyError(f"{where}: {key}: expected a lowercase name of 1-8 letters "
+                                f"and digits starting with a letter, got {name!r}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise TopologyError(f"{where}: node name {dup[0]!r} is used twice")
+    ports = [tr["port"], *(n["port"] for n in nfs)]
+    for i, p in enumerate(ports):
+        key = "traffic.port" if i == 0 else f"nf[{i - 1}].port"
+        if not 1 <= p <= MAX_PORT:
+            raise TopologyError(f"{where}: {key}: expected a switch port in 1..{MAX_PORT}, "
+                                f"got {p}")
+    dup_p = sorted({p for p in ports if ports.count(p) > 1})
+    if dup_p:
+        raise TopologyError(f"{where}: switch port {dup_p[0]} is given to two hosts")
+    seen_ips = {str(mgmt_if.ip)}
+    for i, n in enumerate(nfs):
+        if not 0 < n["cores"] <= 64:
+            raise TopologyError(f"{where}: nf[{i}].cores: expected a core budget in (0, 64], "
+                                f"got {n['cores']}")
+        try:
+            ip = ipaddress.ip_address(n["mgmt_ip"])
+        except ValueError:
+            raise TopologyError(f"{where}: nf[{i}].mgmt_ip: expected an IPv4 address, "
+                                f"got {n['mgmt_ip']!r}") from None
+        if ip not in mgmt_if.network or ip in (mgmt_if.network.network_address,
+                                               mgmt_if.network.broadcast_address):
+            raise TopologyError(f"{where}: nf[{i}].mgmt_ip: expected a host address in the "
+                                f"management network {mgmt_if.network}, got {n['mgmt_ip']}")
+        if str(ip) in seen_ips:
+            raise TopologyError(f"{where}: nf[{i}].mgmt_ip: {ip} is already taken")
+        seen_ips.add(str(ip))
+    check_replicas(nd["replicas"], len(nfs), f"{where}: nf_defaults.replicas")
+    return Topology(
+        SwitchSpec(sw["name"], sw["target"], sw["device_id"], sw["grpc_addr"]),
+        ManagementSpec(mg["bridge"], mg["address"], mg["northbound_port"]),
+        TrafficSpec(tr["host"], tr["port"], tr["mac"], tr["profile"], tuple(pps)),
+        tuple(NFHostSpec(n["name"], n["port"], float(n["cores"]), n["mgmt_ip"]) for n in nfs),
+        nd["replicas"], where)
