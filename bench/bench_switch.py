@@ -133,7 +133,8 @@ def _configure(addr: str, clone: bool) -> None:
         c.clone_session(3 + pl.CLONE_SESSION_BASE, [3])
         if clone:
             c.modify(c.table_entry("LegoIngress.split_group", None, "LegoIngress.set_groups",
-                                   {"primary": pl.GROUP_SRCIP, "mirror": pl.GROUP_DSTIP},
+                                   {"primary": pl.GROUP_SRCIP, "mirror": pl.GROUP_DSTIP,
+                                    "epoch": 0},
                                    default=True))
 
 

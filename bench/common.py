@@ -54,3 +54,15 @@ def timed(fn, *args, repeat: int = 1, **kwargs):
         result = fn(*args, **kwargs)
         best = min(best, time.perf_counter() - start)
     return best, result
+
+
+def latency_row(what: str, seconds: float, baseline: str, baseline_seconds: float,
+                target_seconds: float) -> Row:
+    """A latency as a row: ``packets`` = 1 and ``seconds`` = the latency, so the
+    ratio is the speed-up over the baseline; the seconds and whether the target
+    is met are in the name (the table's pkt/s and target columns are rates)."""
+    met = "met" if seconds < target_seconds else "NOT met"
+    base = f" vs {baseline} {baseline_seconds:.3f} s" if baseline else ""
+    return Row(f"{what}: {seconds:.3f} s{base} (target < {target_seconds:g} s: {met})", 1,
+               seconds, baseline=baseline, baseline_pps=1.0 / baseline_seconds
+               if baseline_seconds > 0 else 0.0)

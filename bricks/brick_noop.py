@@ -1,9 +1,11 @@
 """No-op bricks: the transport alone, for the IPC benchmark.
 
 They move batches of the same shapes as the Kitsune graph's hops (packets, then
-feature rows, then per-autoencoder inputs, then scores) through the same ZeroMQ
-sockets, doing no work on them, so their CPU time is the cost of the transport
-(encode, send, receive, decode, routing) per packet.
+feature rows, then per-autoencoder inputs, then scores) through the same
+transport (shared memory or ZeroMQ, fused or not, as the graph says), doing no
+work on them, so their CPU time is the cost of the transport (writing the
+payload once into a slot or a socket, the header, receiving, routing) per
+packet.
 """
 
 from __future__ import annotations

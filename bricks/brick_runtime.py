@@ -152,6 +152,7 @@ class Brick:
         self._lat_n = 0
         self._last_report = 0.0
         self._packets_at_report = 0
+        self.first_in = 0.0  # wall clock of the first data batch (scale-out latency)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -227,6 +228,8 @@ class Brick:
                 self._maybe_report()
                 continue
             self.packets_in += msg.n
+            if not self.first_in:
+                self.first_in = time.time()
             self._emit([msg])
             self._maybe_report()
         meta = getattr(self.logic, "end_meta", lambda: {})()
@@ -264,6 +267,8 @@ class Brick:
                     self.end_meta.setdefault(k, v)
             return
         t = time.perf_counter()
+        if not self.first_in:
+            self.first_in = time.time()
         self.packets_in += rows_of(msg)
         outs = self.logic.handle(msg)
         dt = time.perf_counter() - t
@@ -365,7 +370,8 @@ class Brick:
             batch_latency_ms=1e3 * self._busy_since / max(self._batches_since, 1),
             e2e_latency_ms=1e3 * self._lat_sum / max(self._lat_n, 1),
             rss_mb=_rss_mb(), ended_from=list(self.ended_from),
-            extra=getattr(self.logic, "report", dict)())
+            extra={**getattr(self.logic, "report", dict)(),
+                   **({"first_in": self.first_in} if self.first_in else {})})
 
     def _report(self, final: bool = False) -> None:
         report = self.load()

@@ -151,6 +151,7 @@ class ShmLink:
         self._pending: bytes | None = None  # a header whose slot is filled, not yet sent
         self._pending_slot = -1
         self.kept = 0  # segments a receiver kept (its logic held on to the arrays)
+        self.in_flight: dict[int, int] = {}  # slot -> batch id, until released
 
     # ------------------------------------------------------------ the socket's face
 
@@ -165,6 +166,7 @@ class ShmLink:
     def _take_acks(self) -> None:
         while self.acks.poll(0):
             slot, kept = json.loads(self.acks.recv())
+            self.in_flight.pop(slot, None)
             if kept:
                 seg = self.segments[slot]
                 if seg is not None:  # the receiver's now; ours goes when unmapped
@@ -180,7 +182,7 @@ class ShmLink:
                 seg.unlink()
             self.gen += 1
             seg = _Segment(f"lego-{self.run}-{self.link}-{slot}-{self.gen}",
-                           max(MIN_SEGMENT, _align(size + size // 4)))
+                           max(MIN_SEGMENT, _align(size + size // 16)))
             self.segments[slot] = seg
         return seg
 
@@ -206,6 +208,7 @@ class ShmLink:
             self._pending = header_frame(msg, specs, {"seg": seg.name, "size": seg.size,
                                                       "slot": slot, "ack": self.ack_address})
             self._pending_slot = slot
+            self.in_flight[slot] = msg.batch
         try:
             self.sock.send(self._pending, zmq.NOBLOCK)
         except zmq.Again:
@@ -218,19 +221,34 @@ class ShmLink:
         if self._pending is not None:
             self._pending = None
             self.free.append(self._pending_slot)
+            self.in_flight.pop(self._pending_slot, None)
+
+    def oldest(self) -> int | None:
+        """The oldest batch id not yet released by the receiver (None: none)."""
+        self._take_acks()
+        return min(self.in_flight.values(), default=None)
 
     def wait(self, timeout_ms: int) -> None:
         """Until a slot may be free or the header queue has room (or the timeout)."""
+        self.wait_on()[0].poll(timeout_ms, self.wait_on()[1])
+
+    def wait_on(self) -> tuple[zmq.Socket, int]:
+        """(socket, event) that :meth:`wait` waits for (to poll several links)."""
         if self._pending is not None:
-            self.sock.poll(timeout_ms, zmq.POLLOUT)
-        else:
-            self.acks.poll(timeout_ms, zmq.POLLIN)
+            return self.sock, zmq.POLLOUT
+        return self.acks, zmq.POLLIN
 
     def close(self, linger_ms: int = 2000) -> None:
+        """Close the sockets (queued headers still go out within ``linger_ms``) and
+        unlink the segments no header is on its way for; one in flight is
+        unlinked by its receiver when mapped, or else by the agent's sweep. With
+        ``linger_ms = 0`` (a dead receiver) every segment is unlinked."""
         self.sock.close(linger_ms)
+        self._take_acks()
         self.acks.close(0)
-        for seg in self.segments:
-            if seg is not None:
+        in_flight = set(range(len(self.segments))) - set(self.free) if linger_ms else set()
+        for slot, seg in enumerate(self.segments):
+            if seg is not None and slot not in in_flight:
                 seg.unlink()
         self.segments = [None] * len(self.segments)
 
@@ -298,6 +316,21 @@ class ShmReceiver:
             sock.send(json.dumps([slot, kept]).encode(), zmq.NOBLOCK)
         except zmq.Again:  # the sender is gone
             pass
+
+    def discard(self, frames: list) -> None:
+        """A message that will never be read (the receiver is closing): unlink the
+        segment its header names if it was never mapped."""
+        try:
+            head = json.loads(bytes(frames[0].buffer if hasattr(frames[0], "buffer")
+                                    else frames[0]))
+            name = head.get("shm", {}).get("seg")
+        except (ValueError, AttributeError, IndexError):
+            return
+        if name and not any(have[0] == name for have in self.maps.values()):
+            try:
+                os.unlink(SHM_DIR / name)
+            except FileNotFoundError:
+                pass
 
     def close(self) -> None:
         self.release()

@@ -10,14 +10,18 @@ The same brick code runs on all three; only the addresses differ (:func:`address
 
 - Each brick replica binds one PULL socket, its input queue (:class:`Inlet`), and
   one PULL socket for control (:class:`Control`).
-- An outgoing edge is one PUSH socket per next-hop replica (:class:`Outlet`), so
-  the routing table, not ZeroMQ, picks the replica, and a dead replica's socket
-  can be closed on its own.
-- Bounded: every socket has a high-water mark in messages (batches). With
-  ``overflow = "block"`` a full queue blocks the sender (backpressure, time
-  counted in ``blocked_s``) while it keeps serving control messages; with
-  ``overflow = "drop"`` the batch is dropped and counted. Either way memory is
-  bounded by ``hwm`` batches per link (plus the kernel's socket buffers).
+- An outgoing edge is one link per next-hop replica (:class:`Outlet`): a PUSH
+  socket (:class:`SocketLink`) or a PUSH socket plus shared-memory slots
+  (:class:`~lego.bricks.brick_shm.ShmLink`), so the routing table, not ZeroMQ,
+  picks the replica, and a dead replica's link can be closed on its own. Round
+  robin is work-conserving: a batch whose replica is full goes to another with
+  room before the sender waits.
+- Bounded: every socket has a high-water mark in messages (batches) and a
+  shared-memory link ``hwm`` slots. With ``overflow = "block"`` a full queue
+  blocks the sender (backpressure, time counted in ``blocked_s``) while it keeps
+  serving control messages; with ``overflow = "drop"`` the batch is dropped and
+  counted. Either way memory is bounded by ``hwm`` batches per link (plus the
+  kernel's socket buffers).
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ log = logging.getLogger(__name__)
 TRANSPORTS = ("ipc", "tcp")  # a graph's choice; same-host hops may add shared memory (shm)
 OVERFLOWS = ("block", "drop")
 POLL_MS = 100  # longest a blocked sender goes without looking at its control socket
+#: a round-robin batch goes to another replica than its turn's only while it is
+#: fewer than this many batches ahead of the oldest one still queued on the edge,
+#: so a merger's reorder window (the decision's: 32) is never outrun
+SPILL_AHEAD = 16
 
 
 def addresses(transport: str, workdir: Path, name: str, host: str = "127.0.0.1",
@@ -90,6 +98,8 @@ class Inlet:
         return msg
 
     def close(self) -> None:
+        while self.sock.poll(0):  # never to be read: their segments go now
+            self.shared.discard(self.sock.recv_multipart(copy=False))
         self.shared.close()
         self.sock.close(0)
 
@@ -128,6 +138,10 @@ class SocketLink:
     def wait(self, timeout_ms: int) -> None:
         self.sock.poll(timeout_ms, zmq.POLLOUT)
 
+    def wait_on(self) -> tuple[zmq.Socket, int]:
+        """(socket, event) that :meth:`wait` waits for (to poll several links)."""
+        return self.sock, zmq.POLLOUT
+
     def close(self, linger_ms: int = 2000) -> None:
         self.sock.close(linger_ms)
 
@@ -165,6 +179,7 @@ class Outlet:
         self.sent = [0] * len(self.socks)
         self.dropped = 0  # batches (or pieces) not delivered: full queue or dead replica
         self.dropped_rows = 0
+        self.spilled = 0  # round-robin batches sent to another replica than their turn's
         self.blocked_s = 0.0
         self.bytes = 0
 
@@ -189,18 +204,37 @@ class Outlet:
             self.socks[index] = None
 
     def send(self, index: int, msg: Message, serve_control: Callable[[], None]) -> bool:
-        """Send to replica ``index``; False (and counted) if it was dropped."""
+        """Send to replica ``index``; False (and counted) if it was dropped.
+
+        Round robin is work-conserving: a batch whose replica's queue is full goes
+        to another live replica with room (``spilled``) before the sender waits,
+        so a replica that gets less CPU (it shares a core) gets fewer batches
+        instead of stalling the others; a batch never gets :data:`SPILL_AHEAD`
+        batches ahead of the oldest one still queued (shared-memory links know
+        what their receiver has released; socket links do not spill). Key
+        routing never moves a batch."""
         sock = self.socks[index] if 0 <= index < len(self.socks) else None
         if sock is None or not self.table.live[index]:
             return self._drop(msg)
+        spill = msg.kind == "data" and self.table.policy == "round_robin" and \
+            len(self.socks) > 1 and all(isinstance(s, ShmLink) for s in self.socks if s)
         while True:
             if sock.offer(msg):
                 return self._sent(index, msg)
+            if spill:
+                other = self._spill(index, msg)
+                if other is not None:
+                    sock.abandon()
+                    self.spilled += 1
+                    return self._sent(other, msg)
             if self.overflow == "drop":
                 sock.abandon()
                 return self._drop(msg)
             t = time.perf_counter()
-            sock.wait(POLL_MS)
+            if spill:
+                self._wait_any(POLL_MS)
+            else:
+                sock.wait(POLL_MS)
             self.blocked_s += time.perf_counter() - t
             serve_control()  # may kill or replace this replica while we wait on it
             if index >= len(self.socks) or self.socks[index] is not sock:
@@ -208,6 +242,30 @@ class Outlet:
                 sock = self.socks[index] if index < len(self.socks) else None
                 if sock is None or not self.table.live[index]:
                     return self._drop(msg)
+
+    def _spill(self, index: int, msg: Message) -> int | None:
+        """Another live replica that takes ``msg`` now (round robin from ``index``)."""
+        oldest = min((o for s in self.socks if s is not None
+                      for o in [s.oldest()] if o is not None), default=msg.batch)
+        if msg.batch - oldest >= SPILL_AHEAD:
+            return None
+        n = len(self.socks)
+        for k in range(1, n):
+            j = (index + k) % n
+            link = self.socks[j]
+            if link is not None and self.table.live[j]:
+                if link.offer(msg):
+                    return j
+                link.abandon()
+        return None
+
+    def _wait_any(self, timeout_ms: int) -> None:
+        """Until some live replica's queue may have room (or the timeout)."""
+        poller = zmq.Poller()
+        for j, link in enumerate(self.socks):
+            if link is not None and self.table.live[j]:
+                poller.register(*link.wait_on())
+        poller.poll(timeout_ms)
 
     def _sent(self, index: int, msg: Message) -> bool:
         self.sent[index] += 1

@@ -114,6 +114,8 @@ def _owns_shared(a: np.ndarray) -> bool:
     b = a.base
     while isinstance(b, np.ndarray):
         b = b.base
+    if isinstance(b, memoryview):
+        b = b.obj
     return isinstance(b, mmap.mmap)
 
 

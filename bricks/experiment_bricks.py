@@ -2,15 +2,29 @@
 
 - (a) monolith: ``KitsuneNF`` in one process (it can use one core);
 - (b) bricks: the Kitsune brick graph on the core budget; a calibration run with
-  one replica of everything measures CPU per packet of each brick, and the
-  bottleneck brick is replicated (the extractor, split by address owner, needs
-  the ``lego`` semantics; the ensemble is stateless);
+  one process per brick measures the CPU per packet of each brick, and the
+  bottleneck is replicated: by default (:data:`LAYOUT`) the source and the
+  extractor run fused in one process (``front``), feature mapping and the
+  ensemble fused in another (``scorer``), replicated once per core, and the
+  decision alone; hops in shared memory. When the extractor is the bottleneck
+  (and the semantics splits exactly, ``lego``) it is replicated instead, by key.
+  The same layout over ZeroMQ ipc (copying) and the unfused graph are measured
+  in the same run, for comparison;
 - (c) whole-NF replicas: K processes each running the whole NF on its share of
   the traffic as the switch splits it (``control.split_sim.split``).
 
-Throughput is packets over the wall time from "go" to the last result; memory
-is the sum of the processes' RSS; the transport alone is measured with no-op
-bricks moving batches of the same shapes through the same hops.
+Like for like: every setup parses the trace before its clock starts (the
+monolith reads it whole, the source brick with ``preload``) and decides alerts
+without writing one line per alert (the monolith calls ``KitNET.decide``, the
+decision brick counts them: ``write_alerts = false``); the bricks still merge
+the replicas' scores in order and account for every batch.
+
+Each setup runs ``trials`` times, the setups interleaved so that a change in
+the machine's load hits them alike; a row is the run with the median
+throughput. Throughput is packets over the wall time from "go" to the last
+result; memory is the sum of the processes' RSS; the transport alone is
+measured with no-op bricks moving batches of the same shapes through the same
+hops (:func:`transport_cost`).
 """
 
 from __future__ import annotations
@@ -31,6 +45,18 @@ from lego.bricks.brick_agent import ONE_CORE_ENV, BrickAgent
 from lego.bricks.brick_graph import Graph, graph_from_dict
 from lego.bricks.kitsune_graph import kitsune_graph, train_model
 
+#: glibc malloc settings for every process of the experiment, bricks and monoliths
+#: alike: batch arrays are reallocated from the heap instead of fresh mmaps, so no
+#: process pays page faults for them (a fresh brick process otherwise takes ~0.3
+#: faults per packet; a monolith that has read the trace ~0.01, glibc having
+#: raised its mmap threshold on freeing the trace's temporaries)
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(512 << 20)}
+
+#: the default layout on a small core budget: brick -> process (group)
+LAYOUT = {"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}
+#: the layout when the extractor is the bottleneck (it is replicated by key)
+LAYOUT_FQ = {"fm": "scorer", "uln": "scorer"}
+
 
 @dataclass
 class Fig4Row:
@@ -40,31 +66,48 @@ class Fig4Row:
     pps: float
     ratio: float  # vs the monolith
     rss_mb: float
-    cpu: dict[str, float] = field(default_factory=dict)  # brick -> CPU utilisation (0..1)
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU utilisation (0..1)
     cpu_us_per_packet: dict[str, float] = field(default_factory=dict)
+    # fused processes: "front/0 fq" -> CPU us per packet of that member
+    member_us_per_packet: dict[str, float] = field(default_factory=dict)
+    trials_pps: list[float] = field(default_factory=list)
 
 
 def run_graph(graph: Graph, workdir: Path, packets: int, timeout: float = 300.0) -> Fig4Row:
-    """Run a graph; wall time from go to the sink's exit."""
-    agent = BrickAgent(graph, workdir)
+    """Run a graph; wall time from go to the sinks' last result (their final load
+    report, stamped by the sink itself: the agent notices an exit only within
+    its watch period, which would bias a one-second run)."""
+    agent = BrickAgent(graph, workdir, env=MALLOC_ENV)
     try:
         agent.start()
-        t0 = time.monotonic()
+        t0 = time.time()
         agent.go()
         agent.wait(timeout)
-        sinks = [e.t for e in agent.events if e.kind == "exited"
-                 and not graph.downstream(e.brick.split("/")[0])]
-        t1 = max(sinks) if sinks else time.monotonic()
         if any(c != 0 for c in agent.exit_codes().values()):
             raise RuntimeError(f"graph failed: {agent.exit_codes()}")
     finally:
         agent.stop()
-    seconds = t1 - t0
     loads = agent.board.latest
+    sinks = [r["now"] for b, r in loads.items()
+             if not graph.downstream(b.split("/")[0]) and r.get("state") == "done"]
+    if not sinks:
+        raise RuntimeError(f"graph {graph.name}: no final report from its sinks")
+    seconds = max(sinks) - t0
     cpu = {b: r["cpu_s"] / seconds for b, r in loads.items()}
     per = {b: 1e6 * r["cpu_s"] / packets for b, r in loads.items()}
+    members = {f"{b} {m}": 1e6 * c / packets for b, r in loads.items()
+               for m, c in (r.get("extra") or {}).get("members_cpu_s", {}).items()}
     return Fig4Row(graph.name, packets, seconds, packets / seconds, float("nan"),
-                   sum(r["rss_mb"] for r in loads.values()), cpu, per)
+                   sum(r["rss_mb"] for r in loads.values()), cpu, per, members)
+
+
+def median_row(rows: list[Fig4Row]) -> Fig4Row:
+    """The trial with the median throughput (its CPU figures too), with every
+    trial's throughput in ``trials_pps``."""
+    ordered = sorted(rows, key=lambda r: r.pps)
+    row = ordered[(len(ordered) - 1) // 2]
+    row.trials_pps = [r.pps for r in rows]
+    return row
 
 
 def _monolith_child(trace: str, model: str, semantics: str, repeat: int, index: str | None,
@@ -110,7 +153,7 @@ def repeated_trace(trace: str | Path, repeat: int):
 def run_monoliths(trace: Path, model: Path, semantics: str, repeat: int, cpus: list[int],
                   shares: list[Path | None]) -> list[dict]:
     """Start one monolith process per share at once; their results."""
-    env = dict(os.environ, **ONE_CORE_ENV)
+    env = dict(os.environ, **ONE_CORE_ENV, **MALLOC_ENV)
     procs = []
     for i, share in enumerate(shares):
         mine = [cpus[i % len(cpus)]]
@@ -128,44 +171,89 @@ def run_monoliths(trace: Path, model: Path, semantics: str, repeat: int, cpus: l
     return out
 
 
-def figure4(trace: Path, out: Path, semantics: str = "lego", repeat: int = 4,
+def _graph_setups(trace: Path, model: Path, semantics: str, repeat: int, cpus: list[int],
+                  batch: int, tmp: Path, calib: Fig4Row | None) -> dict[str, Graph]:
+    """The brick graphs of a run: the calibration (one process per brick) first;
+    given its figures, the replicated layouts."""
+    k = len(cpus)
+
+    def graph(name: str, fq: int = 1, uln: int = 1, groups: dict[str, str] | None = None,
+              shm: bool = True) -> Graph:
+        g = kitsune_graph(trace, model, tmp / f"out-{len(name)}-{abs(hash(name))}",
+                          semantics=semantics, fq=fq, uln=uln, batch=batch, repeat=repeat,
+                          write_scores=False, write_alerts=False, preload=True, shm=shm,
+                          groups=groups,
+                          cpus={n: cpus for n in ("source", "fq", "fm", "uln", "decision")})
+        g.name = name
+        return g
+
+    if calib is None:
+        return {"calib": graph("bricks, 1 process per brick (calibration)")}
+    per_node: dict[str, float] = {}
+    for b, us in calib.cpu_us_per_packet.items():
+        per_node[b.split("/")[0]] = per_node.get(b.split("/")[0], 0.0) + us
+    scorer = per_node.get("fm", 0.0) + per_node.get("uln", 0.0)
+    if per_node.get("fq", 0.0) > scorer and semantics == "lego":
+        return {
+            "final": graph(f"bricks: source | fq x{k} (key) | fm+uln | decision; shm",
+                           fq=k, groups=LAYOUT_FQ),
+            "ipc": graph("bricks: same layout over ZeroMQ ipc (copying)", fq=k,
+                         groups=LAYOUT_FQ, shm=False),
+            "unfused": graph(f"bricks: unfused, fq x{k}; shm", fq=k),
+        }
+    return {
+        "final": graph(f"bricks: source+fq | fm+uln x{k} | decision; shm", uln=k,
+                       groups=LAYOUT),
+        "ipc": graph("bricks: same layout over ZeroMQ ipc (copying)", uln=k, groups=LAYOUT,
+                     shm=False),
+        "unfused": graph(f"bricks: unfused, uln x{k}; shm", uln=k),
+    }
+
+
+def figure4(trace: Path, out: Path, semantics: str = "lego", repeat: int = 32,
             cpus: list[int] | None = None, fm: int = 2000, ad: int = 15000,
-            batch: int = 8192, workdir: Path | None = None) -> list[Fig4Row]:
+            batch: int = 8192, workdir: Path | None = None, trials: int = 3,
+            whole_nf: bool = True) -> list[Fig4Row]:
+    """Rows: monolith, calibration, the chosen layout, the same over ipc, the
+    unfused graph, whole-NF replicas (median of ``trials`` interleaved runs)."""
     cpus = cpus or sorted(os.sched_getaffinity(0))[:2]
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(workdir or tempfile.mkdtemp(prefix="lego-fig4-"))
     model = train_model(trace, tmp / f"model-{semantics}.npz", semantics, fm, ad)
     packets = len(repeated_trace(trace, 1)) * repeat
-    rows: list[Fig4Row] = []
 
-    mono = run_monoliths(trace, model, semantics, repeat, cpus, [None])[0]
-    base = mono["packets"] / mono["seconds"]
-    rows.append(Fig4Row("monolith (1 process)", mono["packets"], mono["seconds"], base, 1.0,
-                        mono["rss_mb"], {"nf": mono["cpu_s"] / mono["seconds"]},
-                        {"nf": 1e6 * mono["cpu_s"] / mono["packets"]}))
+    def monolith() -> Fig4Row:
+        mono = run_monoliths(trace, model, semantics, repeat, cpus, [None])[0]
+        return Fig4Row("monolith (1 process)", mono["packets"], mono["seconds"],
+                       mono["packets"] / mono["seconds"], 1.0, mono["rss_mb"],
+                       {"nf": mono["cpu_s"] / mono["seconds"]},
+                       {"nf": 1e6 * mono["cpu_s"] / mono["packets"]})
 
-    def graph(fq: int, uln: int, name: str) -> Graph:
-        g = kitsune_graph(trace, model, tmp / f"out-{name}", semantics=semantics, fq=fq,
-                          uln=uln, batch=batch, repeat=repeat, write_scores=False,
-                          cpus={n: cpus for n in ("source", "fq", "fm", "uln", "decision")})
-        g.name = name
-        return g
+    runs: dict[str, list[Fig4Row]] = {"mono": [], "calib": []}
+    for t in range(trials):  # the calibration decides the layout: run it first
+        runs["mono"].append(monolith())
+        g = _graph_setups(trace, model, semantics, repeat, cpus, batch, tmp, None)["calib"]
+        runs["calib"].append(run_graph(g, tmp / f"w-calib-{t}", packets))
+    calib = median_row(runs["calib"])
+    setups = _graph_setups(trace, model, semantics, repeat, cpus, batch, tmp, calib)
+    shares = _whole_nf_shares(trace, semantics, repeat, cpus, tmp) if whole_nf else []
+    for t in range(trials):
+        runs["mono"].append(monolith())
+        for key, g in setups.items():
+            runs.setdefault(key, []).append(run_graph(g, tmp / f"w-{key}-{t}", packets))
+        if shares:
+            runs.setdefault("whole", []).append(_whole_nf(trace, model, semantics, repeat, cpus,
+                                                          shares, packets))
+    mono = median_row(runs["mono"])
+    rows = [mono, calib] + [median_row(runs[k]) for k in setups] + \
+        ([median_row(runs["whole"])] if shares else [])
+    for r in rows[1:]:
+        r.ratio = r.pps / mono.pps
+    return rows
 
-    calib = run_graph(graph(1, 1, "bricks, 1 replica each"), tmp / "w-calib", packets)
-    calib.ratio = calib.pps / base
-    rows.append(calib)
-    per_node: dict[str, float] = {}
-    for b, us in calib.cpu_us_per_packet.items():
-        per_node[b.split("/")[0]] = per_node.get(b.split("/")[0], 0.0) + us
-    bottleneck = max(("fq", "uln"), key=lambda n: per_node.get(n, 0.0))
-    if bottleneck == "fq" and semantics != "lego":
-        bottleneck = "uln"  # the kitsune extractor has no exact split
-    fq, uln = (2, 1) if bottleneck == "fq" else (1, 2)
-    name = f"bricks, {bottleneck} x2"
-    final = run_graph(graph(fq, uln, name), tmp / "w-final", packets)
-    final.ratio = final.pps / base
-    rows.append(final)
 
+def _whole_nf_shares(trace: Path, semantics: str, repeat: int, cpus: list[int],
+                     tmp: Path) -> list[Path]:
     from lego.control.split_sim import GRANULARITIES, MIRROR_PLAN, round_robin_owners, split
 
     whole = repeated_trace(trace, repeat)
@@ -176,34 +264,51 @@ def figure4(trace: Path, out: Path, semantics: str = "lego", repeat: int = 4,
         path = tmp / f"share{r}.npz"
         np.savez(path, index=idx, mirror=mirror)
         shares.append(path)
+    return shares
+
+
+def _whole_nf(trace: Path, model: Path, semantics: str, repeat: int, cpus: list[int],
+              shares: list[Path], packets: int) -> Fig4Row:
+    from lego.control.split_sim import GRANULARITIES, MIRROR_PLAN
+
+    config = MIRROR_PLAN if semantics == "lego" else GRANULARITIES[1]
     reps = run_monoliths(trace, model, semantics, repeat, cpus, shares)
     seconds = max(r["seconds"] for r in reps)
-    rows.append(Fig4Row(f"whole-NF replicas x{len(cpus)} ({config.name})", packets, seconds,
-                        packets / seconds, packets / seconds / base,
-                        sum(r["rss_mb"] for r in reps),
-                        {f"nf{i}": r["cpu_s"] / seconds for i, r in enumerate(reps)},
-                        {f"nf{i}": 1e6 * r["cpu_s"] / packets for i, r in enumerate(reps)}))
-    return rows
+    return Fig4Row(f"whole-NF replicas x{len(cpus)} ({config.name})", packets, seconds,
+                   packets / seconds, float("nan"), sum(r["rss_mb"] for r in reps),
+                   {f"nf{i}": r["cpu_s"] / seconds for i, r in enumerate(reps)},
+                   {f"nf{i}": 1e6 * r["cpu_s"] / packets for i, r in enumerate(reps)})
 
 
 def transport_cost(trace: Path, packets_limit: int, repeat: int, n_features: int,
                    n_autoencoders: int, cpus: list[int], workdir: Path,
-                   batch: int = 8192) -> Fig4Row:
-    """The same hops as the Kitsune graph with no-op bricks: CPU per packet of the
-    transport alone (sum over the bricks)."""
+                   batch: int = 8192, shm: bool = True, groups: dict[str, str] | None = None,
+                   uln: int = 1, name: str = "transport only") -> Fig4Row:
+    """The hops of a Kitsune graph layout with no-op bricks (same batch shapes:
+    packets, feature rows, per-autoencoder inputs, scores): the CPU per packet of
+    the transport alone, summed over the processes. ``groups`` fuses bricks as
+    in the Kitsune graph (a fused hop is a function call, not a transport)."""
+    groups = groups or {}
+    replicas = {"uln": uln, "fm": uln if groups.get("fm") and groups.get("fm") ==
+                groups.get("uln") else 1}
+    options = {
+        "source": {"trace": str(trace), "batch": batch, "repeat": repeat,
+                   "limit": packets_limit},
+        "fq": {"emit": "features", "width": n_features},
+        "fm": {"emit": "mapped", "width": n_features, "arrays": n_autoencoders},
+        "uln": {"emit": "scores"},
+    }
+    types = {"source": "noop_source", "fq": "noop_relay", "fm": "noop_relay",
+             "uln": "noop_relay", "decision": "noop_sink"}
+    bricks = {}
+    for n, t in types.items():
+        bricks[n] = {"type": t, "cpus": cpus, "options": options.get(n, {}),
+                     "replicas": replicas.get(n, 1)}
+        if groups.get(n):
+            bricks[n]["group"] = groups[n]
     data = {
-        "graph": {"name": "transport only", "hwm": 4},
-        "bricks": {
-            "source": {"type": "noop_source", "cpus": cpus, "options": {
-                "trace": str(trace), "batch": batch, "repeat": repeat, "limit": packets_limit}},
-            "fq": {"type": "noop_relay", "cpus": cpus,
-                   "options": {"emit": "features", "width": n_features}},
-            "fm": {"type": "noop_relay", "cpus": cpus,
-                   "options": {"emit": "mapped", "width": n_features,
-                               "arrays": n_autoencoders}},
-            "uln": {"type": "noop_relay", "cpus": cpus, "options": {"emit": "scores"}},
-            "decision": {"type": "noop_sink", "cpus": cpus},
-        },
+        "graph": {"name": name, "hwm": 4, "shm": shm},
+        "bricks": bricks,
         "edges": [{"from": "source", "to": "fq"}, {"from": "fq", "to": "fm"},
                   {"from": "fm", "to": "uln"}, {"from": "uln", "to": "decision"}],
     }
@@ -220,17 +325,20 @@ def write_outputs(rows: list[Fig4Row], stem: Path, title: str, notes: list[str])
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["setup", "packets", "seconds", "pps", "ratio", "rss_mb", "cpu",
-                    "cpu_us_per_packet"])
+                    "cpu_us_per_packet", "member_us_per_packet", "trials_pps"])
         for r in rows:
             w.writerow([r.setup, r.packets, f"{r.seconds:.4f}", f"{r.pps:.0f}", f"{r.ratio:.3f}",
                         f"{r.rss_mb:.0f}", json.dumps({k: round(v, 3) for k, v in r.cpu.items()}),
-                        json.dumps({k: round(v, 3) for k, v in r.cpu_us_per_packet.items()})])
+                        json.dumps({k: round(v, 3) for k, v in r.cpu_us_per_packet.items()}),
+                        json.dumps({k: round(v, 3) for k, v in r.member_us_per_packet.items()}),
+                        json.dumps([round(p) for p in r.trials_pps])])
     lines = [f"# {title}", "", "| setup | packets | pkt/s | vs monolith | RSS MiB (sum) | "
-             "CPU per brick (cores) |", "|---|---:|---:|---:|---:|---|"]
+             "CPU us/packet (sum) | CPU per process (cores) |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        cpu = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items())
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.cpu.items()))
         lines.append(f"| {r.setup} | {r.packets:,} | {r.pps:,.0f} | {r.ratio:.2f}x | "
-                     f"{r.rss_mb:.0f} | {cpu} |")
+                     f"{r.rss_mb:.0f} | {sum(r.cpu_us_per_packet.values()):.3f} | {cpu} |")
     lines += [""] + [f"- {n}" for n in notes]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     import matplotlib
@@ -238,12 +346,17 @@ def write_outputs(rows: list[Fig4Row], stem: Path, title: str, notes: list[str])
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.barh([r.setup for r in rows], [r.pps / 1e3 for r in rows], color="#4a7ab5")
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
+    lo = [r.pps - min(r.trials_pps or [r.pps]) for r in rows]
+    hi = [max(r.trials_pps or [r.pps]) - r.pps for r in rows]
+    ax.barh([r.setup for r in rows], [r.pps / 1e3 for r in rows], color="#4a7ab5",
+            xerr=[[v / 1e3 for v in lo], [v / 1e3 for v in hi]], capsize=3,
+            error_kw={"ecolor": "#888"})
     for i, r in enumerate(rows):
-        ax.text(r.pps / 1e3, i, f" {r.ratio:.2f}x", va="center")
-    ax.set_xlabel("throughput (thousand packets/s)")
-    ax.set_title(title, fontsize=9)
+        ax.text((r.pps + hi[i]) / 1e3, i, f" {r.ratio:.2f}x", va="center")
+    ax.set_xlim(0, 1.2 * max(max(r.trials_pps or [r.pps]) for r in rows) / 1e3)
+    ax.set_xlabel("throughput (thousand packets/s): median of the trials, bars = range")
+    ax.set_title(title, fontsize=9, loc="left")
     ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(stem.with_suffix(".png"), dpi=120)

@@ -10,7 +10,8 @@ message (a batch) and returns the messages it emits:
   (``interface``, AF_PACKET) in batches and strips the LEGO shim (EtherType
   0x88B5): the shim's mirror flag and switch sequence number go into the
   batch's ``mirror``/``seq``, the switch timestamp travels as ``switch_ts_us``
-  (and becomes ``ts`` with ``timestamps = "switch"``). It is also the splitter
+  (and becomes ``ts`` with ``timestamps = "switch"``) and the assignment epoch
+  as ``epoch``. It is also the splitter
   of a key-routed edge: rows go to the feature-extractor replica that owns the
   source address, and a mirror copy to the owner of the destination (the same
   rule as the switch, DESIGN §7), so K extractor replicas are exact (``lego``
@@ -77,12 +78,22 @@ class Frames:
     seq: np.ndarray
 
 
-def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, np.ndarray | None]:
+@dataclass
+class ShimFields:
+    """What the shims said beyond the batch's own fields, one value per frame."""
+
+    ts_us: np.ndarray  # uint64 switch ingress timestamps (0: no shim)
+    epoch: np.ndarray  # uint8 assignment epochs (split_group's epoch; 0: no shim)
+
+    def take(self, index) -> ShimFields:
+        return ShimFields(self.ts_us[index], self.epoch[index])
+
+
+def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, ShimFields | None]:
     """Remove the LEGO shim from the frames that carry one (vectorised, one copy
-    of the buffer). Returns the frames, the mirror flags and the switch
-    timestamps in microseconds (None when no frame had a shim). A shimmed
-    frame's ``seq`` becomes the switch sequence number and its original length
-    the shim's ``orig_len``."""
+    of the buffer). Returns the frames, the mirror flags and the other shim
+    fields (None when no frame had a shim). A shimmed frame's ``seq`` becomes
+    the switch sequence number and its original length the shim's ``orig_len``."""
     n = len(f.offsets)
     mirror = np.zeros(n, dtype=np.uint8)
     off = f.offsets.astype(np.int64)
@@ -116,22 +127,25 @@ def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, np.ndarray | None]:
     mirror[cand] = (flags & SHIM_MIRROR).astype(np.uint8)
     ts_us = np.zeros(n, dtype=np.uint64)
     ts_us[cand] = (ts_hi << np.uint64(32)) | ts_lo
-    return Frames(buf, offsets, caplens, origlens, f.ts, f.linktypes, seqs), mirror, ts_us
+    epoch = np.zeros(n, dtype=np.uint8)
+    epoch[cand] = flags >> 1
+    return (Frames(buf, offsets, caplens, origlens, f.ts, f.linktypes, seqs), mirror,
+            ShimFields(ts_us, epoch))
 
 
 def frames_to_batch(f: Frames, timestamps: str = "capture"
-                    ) -> tuple[PacketBatch, np.ndarray | None]:
-    """Strip shims and parse: the PacketBatch and the switch timestamps (µs)."""
+                    ) -> tuple[PacketBatch, ShimFields | None]:
+    """Strip shims and parse: the PacketBatch and the other shim fields."""
     from lego.ext.packets import parse_frames
 
-    f, mirror, ts_us = strip_shims(f)
+    f, mirror, shim = strip_shims(f)
     ts = f.ts
-    if timestamps == "switch" and ts_us is not None:
-        ts = np.where(ts_us > 0, ts_us / 1e6, f.ts)
+    if timestamps == "switch" and shim is not None:
+        ts = np.where(shim.ts_us > 0, shim.ts_us / 1e6, f.ts)
     batch = parse_frames(f.buffer, f.offsets, f.caplens, f.origlens, ts, f.linktypes)
     batch.seq[:] = f.seq
     batch.mirror[:] = mirror
-    return batch, ts_us
+    return batch, shim
 
 
 _K1, _K2, _K3, _K4 = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F),
@@ -228,18 +242,19 @@ class PacketBatching:
         start = time.perf_counter()
         source = self._interface_batches() if self.interface else \
             iter(self._preloaded) if self._preloaded is not None else self._trace_batches()
-        for batch, ts_us in source:
+        for batch, shim in source:
             if batch is None:
                 yield None
                 continue
             if self.limit is not None and self.state.packets + len(batch) > int(self.limit):
                 batch = batch.take(slice(0, int(self.limit) - self.state.packets))
-                ts_us = None if ts_us is None else ts_us[:len(batch)]
+                shim = None if shim is None else shim.take(slice(0, len(batch)))
             if not len(batch):
                 break
             arrays = {name: getattr(batch, name) for name in PACKET_FIELDS}
-            if ts_us is not None:
-                arrays["switch_ts_us"] = ts_us
+            if shim is not None:
+                arrays["switch_ts_us"] = shim.ts_us
+                arrays["epoch"] = shim.epoch
             msg = Message(batch=self.state.batches, seq0=int(batch.seq.min()),
                           seq1=int(batch.seq.max()) + 1,
                           rows=int(np.count_nonzero(batch.mirror == 0)), src=self.src,
@@ -273,13 +288,13 @@ class PacketBatching:
                          for r in raw_batches(self.size))
             else:
                 parts = ((b, None) for b in reader.batches(self.size))
-            for batch, ts_us in parts:
+            for batch, shim in parts:
                 if shift or seq_shift:
                     batch.ts += shift
                     batch.seq += np.uint64(seq_shift)
                 last_ts = float(batch.ts[-1]) if len(batch) else last_ts
                 n += len(batch)
-                yield batch, ts_us
+                yield batch, shim
             self.state.counters = dict(reader.counters)
             shift = last_ts + 1.0
             seq_shift += n
@@ -339,9 +354,10 @@ class FeatureQuantization:
         self.moves = kitsune_moves.MoveState()  # state moves under way (controller)
 
     def handle(self, msg: Message) -> list[Message]:
-        if self.moves.holding:
+        if self.moves.active:
             return kitsune_moves.handle(self, msg)
         batch = PacketBatch(**{name: msg.arrays[name] for name in PACKET_FIELDS})
+        self.moves.processed += len(batch)
         x = self.state.process(batch)
         primary = batch.mirror == 0
         if len(x) == len(batch) and not primary.all():  # kitsune: mirrors yield rows too
@@ -349,7 +365,7 @@ class FeatureQuantization:
         return [msg.with_arrays({"seq": batch.seq[primary], "x": x})]
 
     def finish(self, meta: dict[str, Any]) -> list[Message]:
-        return []
+        return kitsune_moves.flush(self)  # a move cut short by the end: nothing stays queued
 
     # west-east moves driven by the controller (lego.bricks.kitsune_moves)
     def control(self, cmd: dict, packets_in: int) -> tuple[dict | None, list[Message]]:
@@ -603,8 +619,10 @@ class Decision:
             got = list(p.got.values())
             seq = np.concatenate([g[0] for g in got]) if got else np.zeros(0, np.uint64)
             score = np.concatenate([g[1] for g in got]) if got else np.zeros(0)
-            order = np.argsort(seq, kind="stable")
-            self._write(seq[order], score[order])
+            if len(seq) > 1 and not (seq[1:] > seq[:-1]).all():  # pieces of a key split
+                order = np.argsort(seq, kind="stable")
+                seq, score = seq[order], score[order]
+            self._write(seq, score)
             if not p.complete:
                 s.lost.append({"batch": batch, "seq0": p.seq0, "seq1": p.seq1,
                                "rows_lost": p.rows - len(seq),

@@ -14,9 +14,13 @@ at the switch). The graph of port ``p`` on its host:
 - ULN (stateless) scaling: per graph, in-host; a warm standby replica (started,
   not routed) makes a scale-out a routing change; scale-in retires the last one
   (it gets an end marker, finishes its queue, ends).
-- FE scaling: a new graph on a free port (its own host first, then others), then
-  the switch gives it buckets with the state-move protocol (the I/O's hooks);
-  scale-in moves every bucket of the least loaded port away, then drains its graph.
+- FE scaling: a graph on a free port (its own host first, then others), then the
+  switch gives it buckets with the state-move protocol (the I/O's hooks). With
+  ``[scaling].fe_standby`` one graph is kept warm on a free port, started and
+  owning no buckets: a scale-out is then the switch write and the state move
+  (about 0.1 s, against seconds to start five brick processes), and a new
+  standby is started behind it. Scale-in moves every bucket of the least loaded
+  port away, then drains its graph.
 - Faults: a dead brick is restarted in place and its upstream re-routed to it; an
   agent silent for ``agent_timeout`` is lost: its ports' buckets go to the live
   ports without state (the loss is counted and reported).
@@ -31,6 +35,7 @@ from typing import Any
 
 from lego.control.controller_config import Config, HostConfig
 from lego.control.policy_scaling import Action, ScalingConfig, ScalingPolicy, brick_deadlines
+from lego.control.profile import update_cost
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +87,7 @@ class GraphRec:
     base: int = 0  # the port's out-packet counter when its source started
     draining: bool = False
     next_uln: int = 0
+    standby: bool = False  # started, owns no buckets: the next FE scale-out's target
 
 
 def brick_name(role: str, port: int, serial: int = 0) -> str:
@@ -95,7 +101,8 @@ def parse_name(name: str) -> tuple[str, int, int]:
 
 
 class ControllerCore:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, costs: dict[str, float] | None = None) -> None:
+        """``costs``: initial per-batch cost (ms) per role, from ``lego profile``."""
         self.cfg = cfg
         sc = cfg.scaling
         self.policy = ScalingPolicy(ScalingConfig(
@@ -106,10 +113,11 @@ class ControllerCore:
         self.graphs: dict[int, GraphRec] = {}
         self.events: list[dict[str, Any]] = []
         self.deadlines: dict[str, float] = {}
-        self.costs: dict[str, float] = {}
+        self.costs: dict[str, float] = dict(costs or {})
         self.counters: dict[str, Any] = {"state_lost_buckets": 0, "bricks_restarted": 0,
                                          "agents_lost": 0, "moves": 0}
         self.switch: dict[str, Any] = {}
+        self.pending: set[int] = set()  # ports to start a graph on once their agent comes
 
     # ------------------------------------------------------------ helpers
 
@@ -122,8 +130,15 @@ class ControllerCore:
         return next(h for h in self.cfg.hosts if h.name == host)
 
     def live_graphs(self) -> list[GraphRec]:
-        return [g for g in self.graphs.values() if not g.draining
+        """Graphs owning buckets (or about to) on live agents: not draining, no standby."""
+        return [g for g in self.graphs.values() if not g.draining and not g.standby
                 and self.agents.get(g.host) is not None and self.agents[g.host].alive]
+
+    def standby_graphs(self, prefer: str | None = None) -> list[GraphRec]:
+        """Warm FE standby graphs on live agents, ``prefer``'s host first."""
+        out = [g for g in self.graphs.values() if g.standby and not g.draining
+               and self.agents.get(g.host) is not None and self.agents[g.host].alive]
+        return sorted(out, key=lambda g: (g.host != prefer, g.port))
 
     def graph_bricks(self, port: int, role: str | None = None) -> list[BrickRec]:
         return [b for b in self.bricks.values() if b.port == port
@@ -182,18 +197,32 @@ class ControllerCore:
                            "write_scores": g["write_scores"]}))
         return specs
 
-    def _add_graph(self, now: float, host: str, port: int, base: int) -> list[Command]:
+    def _add_graph(self, now: float, host: str, port: int, base: int,
+                   fe_standby: bool = False) -> list[Command]:
         standby = 1 if self.cfg.scaling["standby"] else 0
         uln = self.cfg.graph["uln"]
         specs = self.graph_specs(port, host, base, uln, standby)
-        self.graphs[port] = GraphRec(port, host, base, next_uln=uln + standby)
+        self.graphs[port] = GraphRec(port, host, base, next_uln=uln + standby,
+                                     standby=fe_standby)
         for s in specs:
             name = f"{s['node']}/{s['serial']}"
             self.bricks[name] = BrickRec(name, host, port, s["node"].split("-")[0], s,
                                          last_seen=now,
                                          standby=s["type"] == "uln" and s["serial"] >= uln)
-        self.event(now, "graph_start", host=host, port=port, uln=uln, standby=standby)
-        return [Command("start_graph", host, port, {"specs": specs})]
+        self.event(now, "graph_start", host=host, port=port, uln=uln, standby=standby,
+                   fe_standby=fe_standby)
+        return [Command("start_graph", host, port, {"specs": specs, "fe_standby": fe_standby})]
+
+    def _keep_fe_standby(self, now: float, prefer: str | None = None) -> list[Command]:
+        """Start a warm FE standby graph on a free port unless one exists (or FE
+        scaling or the standby is off, or no host has a free port and the cores)."""
+        sc = self.cfg.scaling
+        if not (sc["fe"] and sc["fe_standby"]) or self.standby_graphs():
+            return []
+        for host, port in self.free_ports(prefer=prefer):
+            if self._used(host) + 2.0 <= self.agents[host].cores + 1e-9:
+                return self._add_graph(now, host, port, base=-1, fe_standby=True)
+        return []
 
     # ------------------------------------------------------------ northbound events
 
@@ -250,6 +279,9 @@ class ControllerCore:
                 dt = rep["now"] - prev["now"]
                 b.util = min(1.0, max(0.0, (rep["busy_s"] - prev["busy_s"]) / dt))
                 b.depth_growth = (rep["queue_depth"] - prev.get("queue_depth", 0)) / dt
+            if not b.standby and rep.get("batch_latency_ms", 0.0) > 0 and \
+                    rep["now"] > prev.get("now", 0):
+                update_cost(self.costs, b.role, rep["batch_latency_ms"])
             b.load = rep
             b.last_seen = now
         return True
@@ -294,22 +326,38 @@ class ControllerCore:
             host = self.cfg.host_of_port(port).name
             if host in self.agents and self.agents[host].alive:
                 cmds += self._add_graph(now, host, port, base=-1)
-        return cmds
+            else:  # its agent has not registered yet: start it when it does
+                self.pending.add(port)
+                self.event(now, "graph_pending", port=port, host=host)
+        return cmds + self._keep_fe_standby(now, prefer=self.cfg.host_of_port(ports[0]).name
+                                            if ports else None)
+
+    def mark_standby(self, now: float, owned_ports: list[int]) -> None:
+        """After a controller restart: a graph an agent runs on a port that owns no
+        buckets on the switch is a warm FE standby (kept if the config wants one)."""
+        if not owned_ports:
+            return
+        for g in self.graphs.values():
+            g.standby = g.port not in owned_ports and not g.draining
+            if g.standby:
+                self.event(now, "fe_standby_adopted", port=g.port, host=g.host)
 
     def tick(self, now: float) -> list[Command]:
         cmds: list[Command] = []
         cmds += self._check_agents(now)
+        cmds += self._start_pending(now)
         cmds += self._forget_drained(now)
         self._update_deadlines()
-        for g in self.live_graphs():
-            cmds += self._scale_uln(now, g)
+        if self.cfg.scaling["uln"]:
+            for g in self.live_graphs():
+                cmds += self._scale_uln(now, g)
         if self.cfg.scaling["fe"]:
             cmds += self._scale_fe(now)
         return cmds
 
     def _check_agents(self, now: float) -> list[Command]:
         cmds = []
-        for a in self.agents.values():
+        for a in list(self.agents.values()):
             if a.alive and now - a.last_seen > self.cfg.scaling["agent_timeout"]:
                 a.alive = False
                 self.counters["agents_lost"] += 1
@@ -320,17 +368,24 @@ class ControllerCore:
     def _reassign_host(self, now: float, host: str) -> list[Command]:
         """The host is gone: its ports' buckets go to live ports, their state is lost."""
         cmds = []
-        lost = [g for g in self.graphs.values() if g.host == host and not g.draining]
+        lost = [g for g in self.graphs.values() if g.host == host and not g.draining
+                and not g.standby]
         for g in lost:
             g.draining = True
             live = self.live_graphs()
             if not live:
-                free = self.free_ports()
-                if not free:
-                    self.event(now, "no_capacity", reason=f"no live port for {g.port}'s buckets")
-                    continue
-                h, p = free[0]
-                cmds += self._add_graph(now, h, p, base=-1)
+                spare = self.standby_graphs()
+                if spare:
+                    h, p = spare[0].host, spare[0].port
+                    spare[0].standby = False
+                else:
+                    free = self.free_ports()
+                    if not free:
+                        self.event(now, "no_capacity",
+                                   reason=f"no live port for {g.port}'s buckets")
+                        continue
+                    h, p = free[0]
+                    cmds += self._add_graph(now, h, p, base=-1)
                 cmds.append(Command("switch_scale_out", h, p, {"transfer": False}))
             cmds.append(Command("switch_scale_in", host, g.port, {"transfer": False}))
             fq = self.bricks.get(brick_name("fq", g.port))
@@ -338,8 +393,22 @@ class ControllerCore:
                        packets=(fq.load.get("packets_in", 0) if fq else 0))
         for name in [n for n, b in self.bricks.items() if b.host == host]:
             del self.bricks[name]
-        for g in lost:
+        for g in [g for g in self.graphs.values() if g.host == host]:
             self.graphs.pop(g.port, None)
+        return cmds + self._keep_fe_standby(now)
+
+    def _start_pending(self, now: float) -> list[Command]:
+        """Graphs the switch plan gives buckets to whose agent came after the start."""
+        cmds = []
+        for port in sorted(self.pending):
+            host = self.cfg.host_of_port(port).name
+            if port in self.graphs:
+                self.pending.discard(port)
+            elif host in self.agents and self.agents[host].alive:
+                self.pending.discard(port)
+                cmds += self._add_graph(now, host, port, base=-1)
+        if cmds:
+            cmds += self._keep_fe_standby(now, prefer=cmds[0].host)
         return cmds
 
     def _forget_drained(self, now: float) -> list[Command]:
@@ -353,16 +422,10 @@ class ControllerCore:
         return []
 
     def _update_deadlines(self) -> None:
-        """SLA split by measured per-batch cost (profile first, live reports after)."""
-        live: dict[str, list[float]] = {}
-        for b in self.bricks.values():
-            ms = b.load.get("batch_latency_ms", 0.0)
-            if ms and not b.standby:
-                live.setdefault(b.role, []).append(ms)
-        costs = dict(self.costs)
-        costs.update({r: sum(v) / len(v) for r, v in live.items()})
-        if costs and sum(costs.values()) > 0:
-            self.deadlines = brick_deadlines(self.cfg.sla["latency_ms"] / 1e3, costs)
+        """SLA split by per-batch cost: the profile's at first (``lego profile``),
+        folded with each live report since (exponential average, on_heartbeat)."""
+        if self.costs and sum(self.costs.values()) > 0:
+            self.deadlines = brick_deadlines(self.cfg.sla["latency_ms"] / 1e3, self.costs)
 
     def _scale_uln(self, now: float, g: GraphRec) -> list[Command]:
         ulns = [b for b in self.graph_bricks(g.port, "uln") if not b.standby and not b.retired]
@@ -377,7 +440,7 @@ class ControllerCore:
         dec = brick_name("dec", g.port)
         if d.action is Action.SCALE_OUT:
             spare = [b for b in self.graph_bricks(g.port, "uln") if b.standby]
-            cmds = []
+            cmds, warm = [], bool(spare)
             if not spare:
                 if self._used(g.host) + 1.0 > self.agents[g.host].cores + 1e-9:
                     self.event(now, "no_capacity", host=g.host, brick="uln", port=g.port)
@@ -397,7 +460,7 @@ class ControllerCore:
                          "op": "route", "target": out["target"],
                          "addresses": out["addresses"]}}, )]
             self.event(now, "scale_out", brick="uln", port=g.port, replicas=len(ulns) + 1,
-                       reason=d.reason, t_detect=now)
+                       reason=d.reason, t_detect=now, replica=new.id, warm=warm)
             if self.cfg.scaling["standby"] and self._used(g.host) + 1.0 <= \
                     self.agents[g.host].cores + 1e-9:
                 spec = self._uln_spec(g)
@@ -440,6 +503,14 @@ class ControllerCore:
             return []
         if d.action is Action.SCALE_OUT:
             home = live[0].host
+            spare = self.standby_graphs(prefer=home)
+            if spare:  # warm: the switch write and the state move only
+                g = spare[0]
+                g.standby = False
+                self.event(now, "scale_out", brick="fq", port=g.port, host=g.host,
+                           replicas=len(fqs) + 1, reason=d.reason, t_detect=now, warm=True)
+                return [Command("switch_scale_out", g.host, g.port, {"transfer": True})] + \
+                    self._keep_fe_standby(now, prefer=home)
             free = self.free_ports(prefer=home)
             if self.cfg.placement["mode"] == "graph":
                 free = [(h, p) for h, p in free
@@ -449,7 +520,7 @@ class ControllerCore:
                 return []
             host, port = free[0]
             self.event(now, "scale_out", brick="fq", port=port, host=host,
-                       replicas=len(fqs) + 1, reason=d.reason, t_detect=now)
+                       replicas=len(fqs) + 1, reason=d.reason, t_detect=now, warm=False)
             return self._add_graph(now, host, port, base=-1) + [
                 Command("switch_scale_out", host, port, {"transfer": True})]
         victim = min(live, key=lambda g: (self.bricks[brick_name("fq", g.port)].util, -g.port))
@@ -473,7 +544,8 @@ class ControllerCore:
             "agents": [{"host": a.host, "address": a.address, "alive": a.alive,
                         "cores": a.cores, "silent_s": round(now - a.last_seen, 3)}
                        for a in self.agents.values()],
-            "graphs": [{"port": g.port, "host": g.host, "draining": g.draining}
+            "graphs": [{"port": g.port, "host": g.host, "draining": g.draining,
+                        "standby": g.standby}
                        for g in self.graphs.values()],
             "bricks": [{"id": b.id, "type": b.spec.get("type"), "host": b.host,
                         "replicas": replicas.get(f"{b.role}-{b.port}", 0),
@@ -487,6 +559,7 @@ class ControllerCore:
             "alerts": sum(d.get("alerts", 0) for d in decs),
             "scores": sum(d.get("scores", 0) for d in decs),
             "deadlines_ms": {k: round(v * 1e3, 3) for k, v in self.deadlines.items()},
+            "costs_ms": {k: round(v, 4) for k, v in self.costs.items()},
             "counters": dict(self.counters),
             "events": self.events[-50:],
         }

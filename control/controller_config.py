@@ -26,6 +26,7 @@
 
     [sla]
     latency_ms = 100.0
+    profile = "results/profile.json"   # optional: `lego profile --out`, the initial costs
 
     [scaling]
     high = 0.8
@@ -35,7 +36,10 @@
     max_replicas = 4
     period = 0.25
     standby = true                 # keep a warm ULN replica per graph (scale out = a route)
-    agent_timeout = 0.9            # missed heartbeats for this long: the agent is lost
+    fe = true                      # scale feature extraction (graphs on more switch ports)
+    fe_standby = true              # keep one warm graph owning no buckets (scale out = a move)
+    uln = true                     # scale the ULN replicas of each graph
+    agent_timeout = 0.7            # silent this long (3 heartbeats missed): the agent is lost
 
     [placement]
     mode = "graph"                 # graph | brick
@@ -72,8 +76,9 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
     "scaling": {"high": ((int, float), 0.8), "low": ((int, float), 0.3),
                 "dwell": ((int, float), 1.0), "cooldown": ((int, float), 2.0),
                 "max_replicas": (int, 4), "period": ((int, float), 0.25),
-                "standby": (bool, True), "agent_timeout": ((int, float), 0.9),
-                "fe": (bool, True), "adopt_grace": ((int, float), 2.0)},
+                "standby": (bool, True), "agent_timeout": ((int, float), 0.7),
+                "fe": (bool, True), "fe_standby": (bool, True), "uln": (bool, True),
+                "adopt_grace": ((int, float), 2.0)},
     "placement": {"mode": (str, "graph")},
 }
 _HOST_KEYS: dict[str, tuple[Any, Any]] = {"name": (str, None), "ports": (list, None),

@@ -15,10 +15,45 @@ feature-extraction bricks:
   the pairs the destination already holds) and drops what it no longer owns; the
   destination imports the blobs and releases the held packets in order.
 
+Scale-out and scale-in plan the bucket moves on the per-bucket loads a
+background thread reads every :data:`LOADS_EVERY_S` (a read of every bucket
+counter takes about 0.2 s on the software target: off the critical path, so a
+warm scale-out is the hold, one Write and the state move).
+
 Start-up (and a controller restart): read the switch's assignment, wait up to
 ``adopt_grace`` for the agents to re-register with what they run, start a graph
-for each owned port that has none, and ``sync`` (which adopts a correct
-assignment and writes nothing).
+for each owned port that has none (a graph running on a port that owns no
+buckets is the warm FE standby), and ``sync`` (which adopts a correct
+assignment and writes nothing). A port whose agent has not registered by then
+gets its graph when the agent does (``ControllerCore.pending``).
+
+Known limits (measured on nothing: reasoned from the protocol):
+
+- After a switch restart the port-out counters start again at 0, so each
+  graph's ``base`` is re-based to minus its feature brick's last *reported*
+  ``packets_in`` (:meth:`ControllerRuntime._read_switch`). An export's
+  ``after`` is then exact only if that brick had taken every frame the old
+  switch sent it when it last reported (up to one report period, 0.25 s, plus
+  its queue, before the restart). Otherwise ``after`` is too small by the frames
+  still in flight, the export runs before the brick has processed them, and
+  those frames' updates to the moved buckets stay on the old owner (their
+  scores differ from a run without moves; nothing is lost or reordered). Exact
+  fix, not built: let the brick count its frames per switch epoch (the shim
+  sequence number starts again at 0 after a restart, so the first row whose
+  ``seq`` is lower than the previous row's opens an epoch) and send ``after``
+  with the epoch it counts in; that needs an epoch id the brick sees even when
+  no frame reached the port before the restart (a boot id in the shim).
+- A restarted source or decision brick (``ControllerCore.on_death``) numbers its
+  batches from 0 again. After a source restart the decision brick, already past
+  those numbers, counts the new batches as duplicates and drops them; after a
+  decision restart it waits for batch 0, which its new upstream never sends
+  again, so it releases nothing until ``window`` batches pile up and then
+  records each missing number as lost. Feature, mapping and ULN restarts are
+  unaffected (they keep no numbering). Fix, not built: start the new source at
+  a ``batch0`` past every number the old one may have used and tell the decision
+  brick (a control op) to close the old numbering once ``window`` newer batches
+  have arrived; a new decision brick takes its first batch number from the first
+  batch it receives.
 """
 
 from __future__ import annotations
@@ -39,11 +74,14 @@ from lego.control.p4rt_client import P4RuntimeClient
 from lego.control.p4rt_errors import SwitchError, SwitchUnavailable
 from lego.control.state_move import plan_move
 from lego.control.switch_manager import SwitchManager
+from lego.control.switch_rebalance import CounterDeltas, bucket_loads, plan_moves
 from lego.control.switch_state import SwitchPlan
 from lego.errors import LegoError
 from lego.p4src import pipeline as pl
 
 log = logging.getLogger(__name__)
+
+LOADS_EVERY_S = 2.0  # per-bucket load window for scale-out/in (background reads)
 
 
 class LiveMoves:
@@ -64,21 +102,38 @@ class LiveMoves:
 
     def on_buckets_moving(self, moves) -> None:
         self._before = self.rt.manager.owners.copy()
+        self._engaged = []
         if not self.transfer:
             return
         incoming: dict[int, list[int]] = {}
         for m in moves:
             incoming.setdefault(m.new_port, []).append(m.bucket)
-        for port, buckets in incoming.items():
+        # sources stop at the write, so they export exactly the state before it
+        sources = sorted({m.old_port for m in moves if m.old_port >= 0})
+        commands = [(port, {"op": "prepare"}) for port in sources]
+        commands += [(port, {"op": "hold", "buckets": b}) for port, b in incoming.items()]
+        for port, cmd in commands:
             fq = self._fq(port)
             if fq is None:
                 continue
             client, brick = fq
             reply = client.call("Control", nb.pb.BrickControl(
-                brick=brick, command_json=json.dumps({"op": "hold", "buckets": buckets}),
-                wait_ack=True, timeout_s=5.0), timeout=10.0)
+                brick=brick, command_json=json.dumps(cmd), wait_ack=True, timeout_s=5.0),
+                timeout=10.0)
             if not reply.ok:
-                raise LegoError(f"hold on {brick}: {reply.reply_json}")
+                raise LegoError(f"{cmd['op']} on {brick}: {reply.reply_json}")
+            self._engaged.append(port)
+
+    def cancel(self) -> None:
+        """The switch write failed: every engaged FE brick goes on as before."""
+        for port in dict.fromkeys(getattr(self, "_engaged", [])):
+            fq = self._fq(port)
+            if fq is not None:
+                client, brick = fq
+                client.call("Control", nb.pb.BrickControl(
+                    brick=brick, command_json=json.dumps({"op": "cancel"}), wait_ack=True,
+                    timeout_s=5.0), timeout=10.0)
+        self._engaged = []
 
     def on_buckets_moved(self, moves, seq_hint: dict[int, int]) -> None:
         t0 = time.monotonic()
@@ -101,7 +156,8 @@ class LiveMoves:
             after = max(0, seq_hint.get(src, 0) - base) if base >= 0 else 0
             for i, t in enumerate(ts):
                 cmd = {"buckets": np.flatnonzero(t.buckets).tolist(),
-                       "exclude": np.flatnonzero(t.exclude).tolist(), "after": after}
+                       "exclude": np.flatnonzero(t.exclude).tolist(), "after": after,
+                       "epoch": self.rt.manager.epoch}
                 if i == len(ts) - 1:
                     cmd["keep"] = np.flatnonzero(new == src).tolist()
                 reply = client.call("ExportState", nb.pb.ExportRequest(
@@ -113,6 +169,9 @@ class LiveMoves:
                 record["transfers"] += 1
                 record["entries"] += info.get("entries", 0)
                 record["bytes"] += len(reply.blob)
+                # where the source cut its stream: the write (by epoch), vs the count hint
+                record.setdefault("export_at", {})[src] = {"cut": info.get("exported_at"),
+                                                           "hint": after}
         for dst in sorted({m.new_port for m in moves}):
             fq = self._fq(dst)
             if fq is None or not self.transfer:
@@ -136,7 +195,7 @@ class ControllerRuntime:
     def __init__(self, cfg: Config, token: str) -> None:
         self.cfg = cfg
         self.token = token
-        self.core = ControllerCore(cfg)
+        self.core = ControllerCore(cfg, initial_costs(cfg))
         self.lock = threading.RLock()
         self.commands: queue.Queue[Command] = queue.Queue()
         self._agents: dict[str, nb.Client] = {}
@@ -150,6 +209,7 @@ class ControllerRuntime:
                                 nb.pb_grpc.add_ControllerServicer_to_server,
                                 _ControllerService(self))
         self.executed: list[tuple[float, Command]] = []
+        self.bucket_loads: np.ndarray | None = None  # the last window's, or None
         self.timeline: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------ lifecycle
@@ -174,8 +234,13 @@ class ControllerRuntime:
                     break
             time.sleep(0.02)
         with self.lock:
+            self.core.mark_standby(time.monotonic(), owned)
+            if not owned and not any(a.alive for a in self.core.agents.values()):
+                # no agent yet: the first fe_initial ports, started when their agents come
+                owned = self.cfg.all_ports[:self.cfg.nf["fe_initial"]]
             cmds = self.core.start(time.monotonic(), owned)
-            ports = owned or [c.port for c in cmds if c.kind == "start_graph"]
+            ports = owned or [c.port for c in cmds if c.kind == "start_graph"
+                              and not c.args.get("fe_standby")]
         groups = _split_plan(self.cfg)
         plan = SwitchPlan.from_split(groups, self.cfg.switch["traffic_ports"], ports or
                                      [self.cfg.all_ports[0]],
@@ -193,11 +258,15 @@ class ControllerRuntime:
         self._thread = threading.Thread(target=self._loop_guarded, name="controller",
                                         daemon=True)
         self._thread.start()
+        self._loads_thread = threading.Thread(target=self._loads_loop, name="bucket-loads",
+                                              daemon=True)
+        self._loads_thread.start()
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
+        for t in (self._thread, getattr(self, "_loads_thread", None)):
+            if t is not None:
+                t.join(5.0)
         self.server.stop()
         for c in self._agents.values():
             c.close()
@@ -258,6 +327,45 @@ class ControllerRuntime:
                 cmds = self.core.tick(time.monotonic())
             for c in cmds:
                 self._execute(c)
+
+    def _loads_loop(self) -> None:
+        """Per-bucket loads over the last window, read off the command thread."""
+        deltas = CounterDeltas()
+        wait = 0.0
+        while not self._stop.wait(wait):
+            wait = LOADS_EVERY_S
+            try:
+                c = self.client.read_counters([pl.C_BUCKET, pl.C_MIRROR_BUCKET])
+            except (SwitchError, LegoError) as exc:
+                log.debug("bucket loads not read (%s)", exc)
+                deltas.reset()
+                continue
+            d = deltas.update(c, time.monotonic())
+            self.bucket_loads = bucket_loads(d[pl.C_BUCKET], d[pl.C_MIRROR_BUCKET],
+                                             self.manager.mirror_weight)
+
+    def _reassign(self, port: int, out: bool) -> list:
+        """Add (``out``) or remove replica ``port``, moving as few buckets as the
+        last load window needs (bucket counts evened when none was read yet)."""
+        m = self.manager
+        have = m.plan.replica_ports
+        if out and port in have:
+            raise LegoError(f"scale out: port {port} is already a replica {list(have)}")
+        if not out and (port not in have or len(have) == 1):
+            raise LegoError(f"scale in: port {port} is not a replica or the last one "
+                            f"{list(have)}")
+        replicas = have + (port,) if out else tuple(p for p in have if p != port)
+        if m.owners is None:
+            m.sync()
+        loads = self.bucket_loads
+        if loads is None or loads.shape != m.owners.shape:
+            loads = np.zeros(len(m.owners))
+        new, moves = plan_moves(m.owners, loads, replicas, m.tolerance, m.max_moves)
+        try:
+            return m.apply(m.plan.with_replicas(replicas), new, moves)
+        except Exception:
+            self.hooks.cancel()
+            raise
 
     def _read_switch(self) -> None:
         try:
@@ -332,11 +440,7 @@ class ControllerRuntime:
                                                              drain=True))
         elif c.kind in ("switch_scale_out", "switch_scale_in"):
             self.hooks.transfer = bool(c.args.get("transfer", True))
-            now = time.monotonic()
-            if c.kind == "switch_scale_out":
-                moves = self.manager.scale_out(c.port, now)
-            else:
-                moves = self.manager.scale_in(c.port, now)
+            moves = self._reassign(c.port, c.kind == "switch_scale_out")
             with self.lock:
                 self.core.event(time.monotonic(), c.kind, port=c.port, buckets=len(moves),
                                 transfer=self.hooks.transfer)
@@ -363,6 +467,21 @@ class ControllerRuntime:
             st = self.core.status(time.monotonic())
         st["moves"] = self.hooks.log[-20:]
         return st
+
+
+def initial_costs(cfg: Config) -> dict[str, float]:
+    """Per-batch costs (ms) per role from ``[sla].profile`` (none without one)."""
+    from lego.control.profile import load_profile
+    from lego.errors import ConfigError
+
+    if not cfg.sla["profile"]:
+        return {}
+    prof = load_profile(cfg.sla["profile"])
+    if prof.semantics != cfg.nf["semantics"]:
+        raise ConfigError(f"{cfg.where}: [sla].profile {cfg.sla['profile']} was measured "
+                          f"with semantics {prof.semantics!r}, [nf].semantics is "
+                          f"{cfg.nf['semantics']!r}")
+    return prof.batch_costs_ms(cfg.graph["batch"])
 
 
 def _split_plan(cfg: Config):

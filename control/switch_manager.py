@@ -60,6 +60,8 @@ from lego.errors import ConfigError
 from lego.p4src import pipeline as pl
 from lego.p4src.p4info import load_p4info
 
+EPOCHS = 128  # the shim carries the epoch in 7 bits
+
 log = logging.getLogger(__name__)
 
 
@@ -112,6 +114,7 @@ class SwitchManager:
         if batch_size < 0:
             raise ConfigError(f"batch_size: expected >= 0 (0: one Write), got {batch_size}")
         self.batch_size = batch_size
+        self.epoch = 0  # split_group's assignment epoch (shim flags bits 1..7)
         self.installed: SwitchState | None = None  # None: unknown, read before writing
         self.deltas = CounterDeltas()
         self.last_loads: np.ndarray = np.zeros(pl.N_BUCKETS)
@@ -149,10 +152,11 @@ class SwitchManager:
             have = current.owners()
             if (have >= 0).all() and set(np.unique(have).tolist()) <= set(self.plan.replica_ports):
                 self.owners, adopted = have, True
+                self.epoch = current.epoch()
             else:
                 self.owners = initial_assignment(pl.N_BUCKETS, list(self.plan.replica_ports))
         self.installed = current
-        changes = diff(current, desired_state(self.plan, self.owners))
+        changes = diff(current, desired_state(self.plan, self.owners, self.epoch))
         rpcs = self._write(changes)
         log.info("switch %s: sync wrote %d updates in %d Write(s)%s", self.client.switch,
                  len(changes), rpcs, " (assignment adopted)" if adopted else "")
@@ -259,7 +263,10 @@ class SwitchManager:
             old = self.owners
             moves = [BucketMove(int(b), int(old[b]), int(owners[b]))
                      for b in np.flatnonzero(old != owners)]
-        changes = diff(installed, desired_state(plan, owners))
+        if moves:  # a new epoch in the same Write as the moves (atomic when it is one
+            # Write, batch_size 0): replicas tell old-assignment frames from new ones
+            self.epoch = (self.epoch + 1) % EPOCHS
+        changes = diff(installed, desired_state(plan, owners, self.epoch))
         if moves:
             self.hooks.on_buckets_moving(moves)
         # the new plan is desired from here on: if the write fails part-way, the

@@ -135,6 +135,11 @@ class SwitchState:
                 out[k[0][1]] = dict(params)["port"]
         return out
 
+    def epoch(self) -> int:
+        """The assignment epoch in split_group's default action (0 if none)."""
+        action = self.defaults.get(pl.T_SPLIT_GROUP)
+        return int(dict(action[1]).get("epoch", 0)) if action else 0
+
     def copy(self) -> SwitchState:
         return SwitchState(dict(self.entries), dict(self.defaults), dict(self.clone_sessions))
 
@@ -151,7 +156,7 @@ def check_owners(owners: np.ndarray, plan: SwitchPlan) -> np.ndarray:
     return owners
 
 
-def desired_state(plan: SwitchPlan, owners: np.ndarray) -> SwitchState:
+def desired_state(plan: SwitchPlan, owners: np.ndarray, epoch: int = 0) -> SwitchState:
     owners = check_owners(owners, plan)
     s = SwitchState()
     for port in plan.traffic_ports:
@@ -166,7 +171,7 @@ def desired_state(plan: SwitchPlan, owners: np.ndarray) -> SwitchState:
             (pl.A_ROLE_FORWARD, pairs({"port": out}))
     primary, mirror = plan.groups
     s.defaults[pl.T_SPLIT_GROUP] = (pl.A_SET_GROUPS, pairs({"primary": primary,
-                                                            "mirror": mirror}))
+                                                            "mirror": mirror, "epoch": epoch}))
     s.defaults.update(INITIAL_DEFAULTS)
     for b, port in enumerate(owners.tolist()):
         s.entries[(pl.T_BUCKET_OWNER, (("meta.bucket", b),))] = \

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "lego.cli_bricks",
     "lego.cli_controller",
     "lego.cli_agent",
+    "lego.cli_profile",
 )
 
 

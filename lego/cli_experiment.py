@@ -29,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=REPO / "results", metavar="DIR")
     p.set_defaults(func=cmd_split)
 
+    from lego.cli_bricks import add_experiment
+
+    add_experiment(sub)  # Figure 4
+
 
 def cmd_split(args: argparse.Namespace) -> int:
     from lego.control.experiment_split import (

@@ -78,7 +78,7 @@ const bit<2> ROLE_DROP    = 0;
 const bit<2> ROLE_TRAFFIC = 1;
 const bit<2> ROLE_FORWARD = 2;
 
-/* shim flags */
+/* shim flags: bit 0 mirror, bits 1..7 the assignment epoch (split_group.set_groups) */
 const bit<8> SHIM_MIRROR = 0x01;
 
 /* event_counter indices */
@@ -101,7 +101,7 @@ header ethernet_t {
 /* 24 bytes after the MACs; EtherType ETHERTYPE_LEGO. A brick restores the
  * frame by putting origEtherType back and removing the shim. */
 header lego_shim_t {
-    bit<8>  flags;          /* SHIM_MIRROR for a clone, 0 for the primary copy */
+    bit<8>  flags;          /* epoch << 1 | (SHIM_MIRROR for a clone, 0 for the primary) */
     bit<8>  group;          /* the group whose bucket this is */
     bit<16> bucket;
     bit<64> seq;            /* per-switch sequence number, shared by a clone */
@@ -233,6 +233,7 @@ struct metadata_t {
     @field_list(FL_MIRROR) bit<64> seq;
     @field_list(FL_MIRROR) bit<48> ingress_ts;
     @field_list(FL_MIRROR) bit<32> orig_len;
+    @field_list(FL_MIRROR) bit<7>  epoch;
 }
 
 parser LegoParser(packet_in packet, out headers_t hdr, inout metadata_t meta,
@@ -441,13 +442,16 @@ control LegoIngress(inout headers_t hdr, inout metadata_t meta,
         size = 512;
     }
 
-    action set_groups(bit<8> primary, bit<8> mirror) {
+    /* epoch: bumped by the controller in the same (atomic) Write that moves
+     * buckets, so a replica tells the frames of the old assignment from the new */
+    action set_groups(bit<8> primary, bit<8> mirror, bit<7> epoch) {
         meta.primary_group = primary;
         meta.mirror_group = mirror;
+        meta.epoch = epoch;
     }
     table split_group {
         actions = { @defaultonly set_groups; }
-        default_action = set_groups(GROUP_SRCIP, GROUP_NONE);
+        default_action = set_groups(GROUP_SRCIP, GROUP_NONE, 0);
         size = 1;
     }
 
@@ -593,11 +597,11 @@ control LegoEgress(inout headers_t hdr, inout metadata_t meta,
         if (hdr.ethernet.isValid() && (is_clone || meta.role == ROLE_TRAFFIC)) {
             hdr.shim.setValid();
             if (is_clone) {
-                hdr.shim.flags = SHIM_MIRROR;
+                hdr.shim.flags = meta.epoch ++ 1w1;
                 hdr.shim.group = meta.mirror_group;
                 hdr.shim.bucket = meta.mirror_bucket;
             } else {
-                hdr.shim.flags = 0;
+                hdr.shim.flags = meta.epoch ++ 1w0;
                 hdr.shim.group = meta.primary_group;
                 hdr.shim.bucket = meta.bucket;
             }

@@ -124,6 +124,11 @@ class Shim:
     def mirror(self) -> bool:
         return bool(self.flags & SHIM_MIRROR)
 
+    @property
+    def epoch(self) -> int:
+        """The assignment epoch the frame was split under (split_group's ``epoch``)."""
+        return self.flags >> 1
+
 
 def strip_shim(frame: bytes) -> tuple[Shim, bytes]:
     """Split a frame from the switch into its shim and the original frame."""
@@ -157,6 +162,7 @@ class PipelineState:
     seq: int = 0
     counters: dict[str, np.ndarray] = field(default_factory=lambda: {
         name: np.zeros((size, 2), dtype=np.uint64) for name, size in COUNTER_SIZES.items()})
+    epoch: int = 0  # bumped with every bucket move, carried in the shim flags (7 bits)
 
     def copy(self) -> PipelineState:
         return PipelineState(
@@ -164,7 +170,7 @@ class PipelineState:
             self.bucket_owner.copy(), self.mirror_owner.copy(),
             {k: CloneSession(list(v.replicas), v.packet_length_bytes)
              for k, v in self.clone_sessions.items()},
-            self.seq, {k: v.copy() for k, v in self.counters.items()})
+            self.seq, {k: v.copy() for k, v in self.counters.items()}, self.epoch)
 
 
 @dataclass
@@ -259,6 +265,7 @@ class Pipeline:
         out_ports: list[int] = []
         out_lens: list[int] = []
         pg, mg = s.primary_group, s.mirror_group
+        flags = (s.epoch & 0x7F) << 1
         shim = _SHIM.pack
         ts = now_us & 0xFFFFFFFFFFFF
         ts_hi, ts_lo = ts >> 32, ts & 0xFFFFFFFF
@@ -274,7 +281,7 @@ class Pipeline:
             o = owners[j]
             if o >= 0:
                 out.append((o, b"".join((f[:12], _LEGO_TYPE,
-                                         shim(0, pg, buckets[j], seq, ts_hi, ts_lo, flen),
+                                         shim(flags, pg, buckets[j], seq, ts_hi, ts_lo, flen),
                                          f[12:]))))
                 out_ports.append(o)
                 out_lens.append(flen)
@@ -284,7 +291,7 @@ class Pipeline:
                 if sess is None:
                     continue
                 m = b"".join((f[:12], _LEGO_TYPE,
-                              shim(SHIM_MIRROR, mg, mbuckets[j], seq, ts_hi, ts_lo, flen),
+                              shim(flags | SHIM_MIRROR, mg, mbuckets[j], seq, ts_hi, ts_lo, flen),
                               f[12:]))
                 if sess.packet_length_bytes:
                     m = m[:sess.packet_length_bytes]
@@ -343,6 +350,7 @@ def apply_default(state: PipelineState, table: str, action: str, params: dict[st
     if table == T_SPLIT_GROUP:
         state.primary_group = params["primary"]
         state.mirror_group = params["mirror"]
+        state.epoch = params.get("epoch", 0)
     elif table == T_PORT_ROLE:
         role = {A_ROLE_TRAFFIC: ROLE_TRAFFIC, A_ROLE_FORWARD: ROLE_FORWARD,
                 A_ROLE_DROP: ROLE_DROP}[action]
@@ -356,6 +364,7 @@ def reset_default(state: PipelineState, table: str) -> None:
     fresh = PipelineState()
     if table == T_SPLIT_GROUP:
         state.primary_group, state.mirror_group = fresh.primary_group, fresh.mirror_group
+        state.epoch = fresh.epoch
     elif table == T_PORT_ROLE:
         state.default_role = fresh.default_role
 

@@ -59,7 +59,8 @@ def _configure(c: SmallClient, primary: int, mirror: int) -> None:
             {"port": port})}))
     c.write(ups)
     c.modify(c.table_entry("LegoIngress.split_group", None, "LegoIngress.set_groups",
-                           {"primary": primary, "mirror": mirror}, default=True))
+                           {"primary": primary, "mirror": mirror, "epoch": 0},
+                           default=True))
     for port in (R1, R2):
         c.clone_session(port + pl.CLONE_SESSION_BASE, [port])
 
@@ -96,7 +97,7 @@ def test_bmv2_agrees_with_the_model(compiled, groups):
             pl.apply_entry(model.state, pl.T_PORT_ROLE,
                            {"standard_metadata.ingress_port": TRAFFIC}, pl.A_ROLE_TRAFFIC, {})
             pl.apply_default(model.state, pl.T_SPLIT_GROUP, pl.A_SET_GROUPS,
-                             {"primary": groups[0], "mirror": groups[1]})
+                             {"primary": groups[0], "mirror": groups[1], "epoch": 0})
             for b in range(pl.N_BUCKETS):
                 port = R1 if b % 2 == 0 else R2
                 model.state.bucket_owner[b] = model.state.mirror_owner[b] = port

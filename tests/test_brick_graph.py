@@ -206,3 +206,87 @@ def test_bad_toml(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(GraphError, match="no such graph file"):
         load_graph(tmp_path / "nope.toml")
+
+
+# ---------------------------------------------------------------- shm and fusion
+
+
+def _kitsune_chain():
+    return {
+        "params": {"semantics": "lego", "model": "m.npz"},
+        "bricks": {"source": {"type": "packet_batching", "options": {"trace": "t"},
+                              "group": "front"},
+                   "fq": {"type": "feature_quantization", "group": "front"},
+                   "fm": {"type": "feature_mapping", "replicas": 2, "group": "scorer"},
+                   "uln": {"type": "uln", "replicas": 2, "group": "scorer"},
+                   "decision": {"type": "decision"}},
+        "edges": [{"from": "source", "to": "fq"}, {"from": "fq", "to": "fm"},
+                  {"from": "fm", "to": "uln"}, {"from": "uln", "to": "decision"}],
+    }
+
+
+def test_shm_is_the_default_for_ipc_and_an_error_with_tcp(tmp_path):
+    g = graph_from_dict(_base())
+    assert g.shm and g.hop_transport == "shm"
+    spec = {str(s.id): s for s in g.specs(tmp_path, "ipc://x")}["source/0"]
+    assert spec.outlets[0].addresses[0].startswith("shm+ipc://")
+    assert spec.control.startswith("ipc://")  # control stays a plain socket
+    d = _base()
+    d["graph"] = {"shm": False}
+    assert graph_from_dict(d).hop_transport == "ipc"
+    d["graph"] = {"transport": "tcp", "base_port": 7000}
+    assert graph_from_dict(d).hop_transport == "tcp"
+    _bad(lambda d: d.update(graph={"transport": "tcp", "base_port": 7000, "shm": True}),
+         "same-host")
+    _bad(lambda d: d.update(graph={"shm": 1}), r"\[graph\]\.shm: expected bool")
+
+
+def test_groups_fuse_into_one_process_per_replica(tmp_path):
+    g = graph_from_dict(_kitsune_chain(), "g.toml")
+    assert list(g.nodes) == ["front", "scorer", "decision"]
+    assert [n.type for n in g.nodes.values()] == ["chain", "chain", "decision"]
+    assert g.logical is not None and len(g.logical.nodes) == 5
+    assert [(e.src, e.dst) for e in g.edges] == [("front", "scorer"), ("scorer", "decision")]
+    assert g.role("front") == "source" and g.role("scorer") == "worker"
+    specs = {str(s.id): s for s in g.specs(tmp_path, "ipc://x")}
+    assert sorted(specs) == ["decision/0", "front/0", "scorer/0", "scorer/1"]
+    assert specs["front/0"].inlet is None and len(specs["front/0"].outlets[0].addresses) == 2
+    assert specs["decision/0"].upstream == 2 and specs["scorer/1"].upstream == 1
+    members = specs["scorer/0"].options["members"]
+    assert [m["node"] for m in members] == ["fm", "uln"]
+    assert members[1]["options"]["model"] == "m.npz"  # params reach the members
+    assert specs["decision/0"].options["model"] == "m.npz"
+
+
+def test_group_must_be_a_chain():
+    d = _kitsune_chain()
+    d["bricks"]["uln"]["replicas"] = d["bricks"]["fm"]["replicas"] = 1
+    d["bricks"]["uln"]["group"] = "front"  # source -> fq -> (fm, outside) -> uln
+    d["bricks"]["fm"].pop("group")
+    with pytest.raises(GraphError, match="must form a chain"):
+        graph_from_dict(d, "g.toml")
+
+
+def test_group_needs_equal_replicas():
+    d = _kitsune_chain()
+    d["bricks"]["fm"]["replicas"] = 1
+    with pytest.raises(GraphError, match="same replicas"):
+        graph_from_dict(d, "g.toml")
+
+
+def test_group_cannot_take_a_brick_name():
+    d = _kitsune_chain()
+    d["bricks"]["fm"]["group"] = d["bricks"]["uln"]["group"] = "decision"
+    with pytest.raises(GraphError, match="also a brick's name"):
+        graph_from_dict(d, "g.toml")
+
+
+def test_group_type_checked():
+    d = _kitsune_chain()
+    d["bricks"]["fm"]["group"] = 3
+    with pytest.raises(GraphError, match="group: expected str"):
+        graph_from_dict(d, "g.toml")
+
+
+def test_chain_is_not_a_type_to_write():
+    _bad(lambda d: d["bricks"]["uln"].update(type="chain"), "unknown brick type 'chain'")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lego.bricks.brick_agent import BrickAgent
+from lego.bricks.brick_shm import run_id, segment_names
 from lego.bricks.kitsune_graph import kitsune_graph, monolith_scores, read_scores, train_model
 
 LIMIT = 6000
@@ -53,6 +54,28 @@ def test_brick_graph_scores_equal_monolith_bit_for_bit(models, tmp_path, semanti
     assert np.array_equal(score.view(np.uint64), want_score.view(np.uint64))  # bit for bit
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lost_batches"] == 0 and summary["rows"] == LIMIT
+
+
+@pytest.mark.parametrize("layout,shm,uln", [
+    ({"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}, True, 2),
+    ({"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}, False, 2),
+    ({"source": "front", "fq": "front", "fm": "front"}, True, 3)])
+def test_fused_layouts_give_the_monoliths_scores_bit_for_bit(models, tmp_path, layout, shm, uln):
+    trace, model = models[0], models[1]["lego"]
+    out = tmp_path / "out"
+    graph = kitsune_graph(trace, model, out, semantics="lego", uln=uln, batch=BATCH,
+                          limit=LIMIT, groups=layout, shm=shm, preload=True)
+    assert len(graph.nodes) == 5 - len(layout) + len(set(layout.values()))
+    agent = _run(graph, tmp_path / "w")
+    assert set(agent.exit_codes().values()) == {0}, agent.events
+    seq, score = read_scores(out / "scores.csv")
+    want_seq, want_score = monolith_scores(trace, model, "lego", limit=LIMIT)
+    assert np.array_equal(seq, want_seq)
+    assert np.array_equal(score.view(np.uint64), want_score.view(np.uint64))
+    members = {m for r in agent.board.latest.values()
+               for m in (r.get("extra") or {}).get("members_cpu_s", {})}
+    assert members == set(layout)  # each fused brick's CPU is reported
+    assert segment_names(run_id(tmp_path / "w")) == []
 
 
 def _covered(seq, summary):
@@ -113,3 +136,4 @@ def test_killed_brick_reported_within_one_second_and_no_batch_silently_lost(mode
     assert _covered(seq, summary) >= set(range(LIMIT))
     codes = agent.exit_codes()
     assert codes.pop("uln/1") == -signal.SIGKILL and set(codes.values()) == {0}
+    assert segment_names(run_id(tmp_path / "w")) == []  # no shared memory left behind

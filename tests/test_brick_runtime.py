@@ -97,7 +97,7 @@ def test_shim_stripped_into_mirror_seq_and_switch_time(shared_data):
     plain = [raw.frame(i) for i in range(len(raw))]
     shimmed = []
     for i, f in enumerate(plain):
-        hdr = shim_header(i % 2, 2, i % 1024, 1000 + i, 5_000_000 + i, len(f) + 7,
+        hdr = shim_header((i % 5) << 1 | i % 2, 2, i % 1024, 1000 + i, 5_000_000 + i, len(f) + 7,
                           int.from_bytes(f[12:14], "big"))
         shimmed.append(f[:12] + b"\x88\xb5" + hdr + f[14:])
     assert strip_shim(shimmed[5])[1] == plain[5]
@@ -105,7 +105,7 @@ def test_shim_stripped_into_mirror_seq_and_switch_time(shared_data):
     offs = np.concatenate([[0], np.cumsum(lens[:-1])]).astype(np.int64)
     frames = Frames(np.frombuffer(b"".join(shimmed), np.uint8), offs, lens, lens, raw.ts, 1,
                     np.arange(len(lens), dtype=np.uint64))
-    got, ts_us = frames_to_batch(frames)
+    got, shim = frames_to_batch(frames)
     want, _ = frames_to_batch(Frames(raw.buffer, raw.offsets, raw.caplens, raw.origlens,
                                      raw.ts, raw.linktypes, np.zeros(len(raw), np.uint64)))
     for name in ("eth_src", "eth_dst", "proto", "src_addr", "dst_addr", "sport", "dport", "ts"):
@@ -113,7 +113,8 @@ def test_shim_stripped_into_mirror_seq_and_switch_time(shared_data):
     assert np.array_equal(got.frame_len, want.frame_len + 7)  # the shim's orig_len
     assert np.array_equal(got.seq, 1000 + np.arange(len(raw)))
     assert np.array_equal(got.mirror, np.arange(len(raw)) % 2)
-    assert np.array_equal(ts_us, 5_000_000 + np.arange(len(raw)))
+    assert np.array_equal(shim.ts_us, 5_000_000 + np.arange(len(raw)))
+    assert np.array_equal(shim.epoch, np.arange(len(raw)) % 5)  # flags bits 1..7
     switch, _ = frames_to_batch(frames, timestamps="switch")
     assert np.array_equal(switch.ts, (5_000_000 + np.arange(len(raw))) / 1e6)
 
@@ -150,3 +151,13 @@ def test_load_board_queue_depth():
     board.update({"op": "load", "brick": "uln/1", "batches_in": 4})
     assert board.queue_depth("uln/1", "uln", 1) == 3
     assert board.silent(now=1e9) == []
+
+
+def test_alert_lines_are_json_dumps_lines():
+    from lego.bricks.kitsune_bricks import alert_lines
+
+    seq = np.array([3, 2**40, 7], dtype=np.uint64)
+    for score in (np.array([0.1, 1 / 3, 1e-300]), np.array([0.5, np.inf, 2.0])):
+        want = "".join(json.dumps({"seq": int(q), "score": float(x)}) + "\n"
+                       for q, x in zip(seq, score, strict=True))
+        assert alert_lines(seq, score) == want

@@ -126,3 +126,79 @@ def test_re_registration_rebuilds_the_registry_without_commands():
 def test_bad_configs_are_refused(patch, match):
     with pytest.raises(ConfigError, match=match):
         config_from_dict({**BASE, **patch})
+
+
+FE = {**BASE, "scaling": {**BASE["scaling"], "fe": True, "fe_standby": True, "uln": False},
+      "hosts": [{"name": "nf1", "ports": [2, 3], "cores": 8}, {"name": "nf2", "ports": [4],
+                                                                "cores": 8}]}
+
+
+def fq_beat(core, now, util, host="nf1"):
+    """A heartbeat whose FE replicas (routed or standby) report ``util``."""
+    loads = [{"brick": b.id, "now": now, "queue_depth": 0, "state": "running",
+              "busy_s": b.load.get("busy_s", 0.0) + (util * 0.25 if b.role == "fq" else 0)}
+             for b in core.bricks.values() if b.host == host]
+    assert core.on_heartbeat(now, host, "inc", loads)
+    return core.tick(now)
+
+
+def test_fe_scale_out_promotes_the_warm_standby_graph_with_one_switch_command():
+    core = ControllerCore(config_from_dict(FE))
+    for h in ("nf1", "nf2"):
+        core.on_register(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
+    cmds = core.start(0.0, [2])
+    assert [(c.kind, c.port, c.args["fe_standby"]) for c in cmds] == \
+        [("start_graph", 2, False), ("start_graph", 3, True)]  # the standby: same host
+    assert [g.port for g in core.live_graphs()] == [2] and core.graphs[3].standby
+    now, out = 0.0, []
+    while not out:
+        now += 0.25
+        assert now < 3
+        core.on_heartbeat(now, "nf2", "inc", [])
+        out = fq_beat(core, now, 0.95)
+    assert out[0].kind == "switch_scale_out" and out[0].port == 3 and out[0].args["transfer"]
+    assert not any(c.kind == "start_graph" and c.port == 3 for c in out)  # warm: no start
+    assert [(c.kind, c.port, c.host) for c in out[1:]] == [("start_graph", 4, "nf2")]
+    assert out[1].args["fe_standby"]  # the next standby, on the host with a free port
+    e = next(e for e in core.events if e["kind"] == "scale_out")
+    assert e["warm"] and e["port"] == 3
+    assert sorted(g.port for g in core.live_graphs()) == [2, 3]
+
+
+def test_a_lost_agents_buckets_go_to_the_standby_when_no_other_port_is_live():
+    core = ControllerCore(config_from_dict(FE))
+    for h in ("nf1", "nf2"):
+        core.on_register(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
+    core.start(0.0, [4])  # nf2 owns every bucket; the standby is on nf1
+    assert core.graphs[2].standby
+    now, cmds = 0.0, []
+    while not cmds:
+        now += 0.1
+        core.on_heartbeat(now, "nf1", "inc", [])
+        cmds = core.tick(now)
+    assert [(c.kind, c.port) for c in cmds][:2] == [("switch_scale_out", 2),
+                                                   ("switch_scale_in", 4)]
+    assert not cmds[0].args["transfer"] and not core.graphs[2].standby
+    assert 4 not in core.graphs and core.counters["agents_lost"] == 1
+
+
+def test_a_graph_whose_agent_registers_after_the_start_is_started_then():
+    core = ControllerCore(config_from_dict(BASE))
+    assert core.start(0.0, [2]) == [] and core.pending == {2}
+    assert core.tick(0.1) == []
+    core.on_register(0.2, "nf1", "nf1:1", "/tmp/nf1", 8, "inc", [])
+    cmds = core.tick(0.3)
+    assert [(c.kind, c.port) for c in cmds] == [("start_graph", 2)] and not core.pending
+
+
+def test_after_a_controller_restart_a_graph_on_a_port_without_buckets_is_the_standby():
+    core = ControllerCore(config_from_dict(FE))
+    core.on_register(0.0, "nf1", "nf1:1", "/tmp/nf1", 8, "x", [])
+    specs = core.graph_specs(2, "nf1", 0, 1, 1) + core.graph_specs(3, "nf1", 0, 1, 1)
+    fresh = ControllerCore(config_from_dict(FE))
+    bricks = [{"id": f"{s['node']}/{s['serial']}", "type": s["type"], "spec": s, "pid": 1,
+               "state": "running"} for s in specs]
+    fresh.on_register(0.0, "nf1", "nf1:1", "/tmp/nf1", 8, "inc", bricks)
+    fresh.mark_standby(0.0, [2])
+    assert fresh.graphs[3].standby and not fresh.graphs[2].standby
+    assert fresh.start(0.0, [2]) == []  # both run, and a standby exists: nothing started

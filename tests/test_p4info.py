@@ -89,7 +89,7 @@ def test_source_parser_reads_the_program():
     assert prog.tables[pl.T_PORT_ROLE].keys == [("standard_metadata.ingress_port", 9, "EXACT")]
     assert prog.tables[pl.T_SPLIT_GROUP].keys == []
     assert (pl.A_SET_GROUPS, True) in prog.tables[pl.T_SPLIT_GROUP].actions
-    assert prog.actions[pl.A_SET_GROUPS] == [("primary", 8), ("mirror", 8)]
+    assert prog.actions[pl.A_SET_GROUPS] == [("primary", 8), ("mirror", 8), ("epoch", 7)]
     assert prog.counters[pl.C_BUCKET] == (pl.N_BUCKETS, "BOTH")
     assert prog.counters[pl.C_PORT_OUT] == (pl.N_PORTS, "BOTH")
     assert prog.registers == {"LegoIngress.seq_register": (1, 64)}

@@ -116,14 +116,15 @@ def test_connect_push_pipeline_write_and_read_back(servers, clients):
     rows = [owner_row(b, 2 + b % 2) for b in range(10)]
     updates = [n.update(INSERT, r) for r in rows]
     updates.append(n.update(MODIFY, TableRow(pl.T_SPLIT_GROUP, (), pl.A_SET_GROUPS,
-                                             (("mirror", pl.GROUP_DSTIP),
+                                             (("epoch", 3), ("mirror", pl.GROUP_DSTIP),
                                               ("primary", pl.GROUP_SRCIP)), is_default=True)))
     updates.append(n.update(INSERT, CloneSpec(3, (2,), 64)))
     assert c.write(updates) == 1
     got = c.read_tables([pl.T_BUCKET_OWNER, pl.T_SPLIT_GROUP])
     assert [r for r in got if not r.is_default] == rows
     split_default = next(r for r in got if r.table == pl.T_SPLIT_GROUP)
-    assert dict(split_default.params) == {"primary": pl.GROUP_SRCIP, "mirror": pl.GROUP_DSTIP}
+    assert dict(split_default.params) == {"primary": pl.GROUP_SRCIP, "mirror": pl.GROUP_DSTIP,
+                                          "epoch": 3}
     assert c.read_clone_sessions() == {3: CloneSpec(3, (2,), 64)}
     # the switch's own state (the model) holds it
     state = srv.service.pipeline.state

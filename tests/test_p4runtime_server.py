@@ -212,7 +212,7 @@ def test_write_error_codes(clients):
     e = c.table_entry("LegoIngress.bucket_owner", {"meta.bucket": 1}, "LegoIngress.role_drop")
     cases.append((e, INSERT, code_pb2.INVALID_ARGUMENT))  # not this table's action
     e = c.table_entry("LegoIngress.split_group", None, "LegoIngress.set_groups",
-                      {"primary": 2, "mirror": 5})
+                      {"primary": 2, "mirror": 5, "epoch": 0})
     cases.append((e, INSERT, code_pb2.INVALID_ARGUMENT))  # keyless: default entry only
     e = owner_entry(c, 1, 2)
     e.priority = 10
@@ -220,7 +220,7 @@ def test_write_error_codes(clients):
     cases.append((owner_entry(c, 9, 2), DELETE, code_pb2.NOT_FOUND))
     cases.append((owner_entry(c, 9, 2), MODIFY, code_pb2.NOT_FOUND))
     e = c.table_entry("LegoIngress.split_group", None, "LegoIngress.set_groups",
-                      {"primary": 2, "mirror": 5}, default=True)
+                      {"primary": 2, "mirror": 5, "epoch": 0}, default=True)
     cases.append((e, INSERT, code_pb2.INVALID_ARGUMENT))  # default entry: MODIFY only
     for entry, utype, code in cases:
         with pytest.raises(WriteFailed) as exc:
@@ -280,13 +280,15 @@ def test_default_entry_modify_read_and_reset(clients, server):
     tid = c.index.id(P4Type.TABLE, "LegoIngress.split_group")
     q = p4r.Entity(table_entry=p4r.TableEntry(table_id=tid, is_default_action=True))
     initial = c.read(q)[0].table_entry
-    assert [p.value for p in initial.action.action.params] == [b"\x02", b"\x00"]
+    assert [p.value for p in initial.action.action.params] == [b"\x02", b"\x00", b"\x00"]
     c.modify(c.table_entry("LegoIngress.split_group", None, "LegoIngress.set_groups",
-                           {"primary": pl.GROUP_SRCIP, "mirror": pl.GROUP_DSTIP}, default=True))
+                           {"primary": pl.GROUP_SRCIP, "mirror": pl.GROUP_DSTIP, "epoch": 5},
+                           default=True))
     assert [p.value for p in c.read(q)[0].table_entry.action.action.params] == \
-        [b"\x02", b"\x05"]
+        [b"\x02", b"\x05", b"\x05"]
     state = server.service.pipeline.state
-    assert (state.primary_group, state.mirror_group) == (pl.GROUP_SRCIP, pl.GROUP_DSTIP)
+    assert (state.primary_group, state.mirror_group, state.epoch) == (
+        pl.GROUP_SRCIP, pl.GROUP_DSTIP, 5)
     c.modify(p4r.TableEntry(table_id=tid, is_default_action=True))  # no action: reset
     assert c.read(q)[0].table_entry == initial
     assert state.mirror_group == pl.GROUP_NONE

@@ -49,6 +49,7 @@ SCRIPT = textwrap.dedent("""
         d.is_default = True
         d.action["primary"] = "2"
         d.action["mirror"] = "5"
+        d.action["epoch"] = "1"
         d.modify()
         cs = sh.CloneSessionEntry(4)
         cs.add(3, 1)

@@ -113,7 +113,8 @@ def test_frames_reach_their_owner_with_the_shim(lab_switch):
 def test_mirror_reaches_the_destination_owner_and_malformed_frames_are_survived(lab_switch):
     lab, sw, c = lab_switch
     c.modify(c.table_entry("LegoIngress.split_group", None, "LegoIngress.set_groups",
-                           {"primary": pl.GROUP_SRCIP, "mirror": pl.GROUP_DSTIP}, default=True))
+                           {"primary": pl.GROUP_SRCIP, "mirror": pl.GROUP_DSTIP, "epoch": 0},
+                           default=True))
     src, dst = _pick_hosts()
     tx = lab.host_socket(0)
     rx = {R1: lab.host_socket(1), R2: lab.host_socket(2)}

@@ -43,16 +43,27 @@ REPO = Path(__file__).resolve().parents[1]
 CONTROLLER_ELECTION_ID = 10
 MONITOR_ELECTION_ID = 2
 _TRACEBACK = re.compile(r"^Traceback \(most recent call last\):", re.M)
+_ERROR_LINE = re.compile(r"^(?:lego: error: |\w*Error: |.* ERROR )(.*)$", re.M)
+
+
+def _last_error(path: Path) -> str:
+    """The last error line of a log (what a one-line failure message quotes)."""
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    found = _ERROR_LINE.findall(text)
+    if found:
+        return found[-1].strip()[:300]
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
 
 
 def controller_mode(repo: Path = REPO) -> str:
-    """``northbound`` when asked for (``LEGO_CONTROLLER=northbound``) and the
-    controller's northbound and the agent CLI exist, else ``southbound`` (the
-    switch manager + graph-file agents). The northbound mode is not wired in yet."""
-    have_ctl = any((repo / "control").glob("controller*.py"))
-    have_agent = (repo / "lego" / "cli_agent.py").is_file()
-    asked = os.environ.get("LEGO_CONTROLLER", "southbound") == "northbound"
-    return "northbound" if asked and have_ctl and have_agent else "southbound"
+    """``controller`` (the default): ``lego controller run --config`` with one ``lego
+    agent`` per NF host; ``southbound`` only when asked (``LEGO_CONTROLLER=southbound``):
+    the switch manager + graph-file agents, without scaling or faults handling."""
+    asked = os.environ.get("LEGO_CONTROLLER", "controller")
+    if asked not in ("controller", "southbound"):
+        raise LegoError(f"LEGO_CONTROLLER: expected controller or southbound, got {asked!r}")
+    return asked
 
 
 def southbound_controller_argv(topo: Topology, replica_ports: list[int],
@@ -85,7 +96,8 @@ class LegoSystem:
     """Start, observe and stop one LEGO system in Mininet."""
 
     def __init__(self, topo: Topology, target: str, workdir: Path, model: Path, *,
-                 semantics: str = "lego", idle_s: float = 8.0, batch: int = 1024) -> None:
+                 semantics: str = "lego", idle_s: float = 8.0, batch: int = 1024,
+                 scaling: dict | None = None, mode: str | None = None) -> None:
         self.topo = topo
         self.target = target
         self.workdir = Path(workdir)
@@ -93,7 +105,16 @@ class LegoSystem:
         self.semantics = semantics
         self.idle_s = idle_s
         self.batch = batch
-        self.mode = controller_mode()
+        self.mode = mode or controller_mode()
+        self.scaling = dict(scaling or {})
+        self.token_file = self.workdir / "token"
+        self.config_path = self.workdir / "controller.toml"
+        self.results_dir = self.workdir / "nf"
+        self.agent_hosts: list[NFHostSpec] = []
+        self._ctl_client = None
+        self._last_ctl: dict | None = None
+        self.packets_seen: dict[str, int] = {}  # brick id -> most packets_in it reported
+        self.last_wall = 0.0
         self.net = LegoNet(topo, target, self.workdir / "net")
         self.controller: Proc | None = None
         self.agents: dict[str, Proc] = {}
@@ -105,14 +126,171 @@ class LegoSystem:
 
     def start(self, agents: list[NFHostSpec] | None = None) -> None:
         self.net.start()
+        every = self.topo.nf_hosts if self.mode == "controller" else self.topo.active
+        hosts = list(agents if agents is not None else every)
         try:
+            if self.mode == "controller":
+                self.agent_hosts = hosts or list(self.topo.nf_hosts[:self.topo.replicas])
+                self.write_config()
+                self.start_controller(wait=False)
+                for h in hosts:
+                    self.start_agent(h)
+                self.wait_controller()
+                return
             self.start_controller()
-            for h in (agents if agents is not None else self.topo.active):
+            for h in hosts:
                 self.start_agent(h)
             self.wait_agents_ready()
         except BaseException:
             self.stop()
             raise
+
+    # ------------------------------------------------------------ the real controller
+
+    def write_config(self) -> Path:
+        """The token (a fresh secret, mode 0600) and the controller's TOML config."""
+        import secrets
+
+        from lego.topo.mn_controller import config_toml, controller_config
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.token_file.is_file():
+            self.token_file.write_text(secrets.token_hex(24) + "\n")
+            self.token_file.chmod(0o600)
+        cfg = controller_config(self.topo, self.agent_hosts, model=self.model.resolve(),
+                                results=self.results_dir, token_file=self.token_file,
+                                semantics=self.semantics,
+                                election_id=CONTROLLER_ELECTION_ID, scaling=self.scaling)
+        self.config_path.write_text(config_toml(cfg))
+        return self.config_path
+
+    def config_scaling(self) -> dict:
+        from lego.topo.mn_controller import SCALING
+
+        return {**SCALING, **self.scaling}
+
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+    def wait_controller(self, timeout: float = 120.0) -> None:
+        """Until the controller printed its start line (switch synced, the initial
+        graphs' bricks registered); else one line saying why, and the log's tail."""
+        p = self.controller
+        deadline = time.monotonic() + timeout
+        while "controller: northbound on" not in p.log_path.read_text(errors="replace"):
+            if not p.alive():
+                raise LegoError(f"the controller failed to start (exit code "
+                                f"{p.popen.returncode}): {_last_error(p.log_path)}; log "
+                                f"{p.log_path}:\n{log_tail(p.log_path)}")
+            for name, a in self.agents.items():
+                if not a.alive():
+                    raise LegoError(f"the agent of {name} failed to start (exit code "
+                                    f"{a.popen.returncode}): {_last_error(a.log_path)}; log "
+                                    f"{a.log_path}:\n{log_tail(a.log_path)}")
+            if time.monotonic() > deadline:
+                raise LegoError(f"the controller did not start within {timeout:.0f} s: "
+                                f"{_last_error(p.log_path)}; log {p.log_path}:\n"
+                                f"{log_tail(p.log_path)}")
+            time.sleep(0.05)  # polling the log up to a deadline
+
+    def controller_status(self) -> dict | None:
+        """GetStatus (what ``lego controller status --json`` prints), or None."""
+        from lego.control import northbound as nb
+
+        if self.controller is None or not self.controller.alive():
+            return None
+        try:
+            if self._ctl_client is None:
+                self._ctl_client = nb.controller_client(self.topo.management.northbound,
+                                                        self.token(), timeout=2.0)
+            reply = self._ctl_client.call("GetStatus", nb.pb.StatusRequest())
+        except LegoError as exc:
+            log.info("controller status unavailable: %s", exc)
+            return None
+        import json
+
+        st = json.loads(reply.json)
+        self._last_ctl = st
+        for b in st.get("bricks", []):
+            self.packets_seen[b["id"]] = max(self.packets_seen.get(b["id"], 0),
+                                             b["packets_in"])
+        return st
+
+    def agent_call(self, host: str, rpc: str, request, timeout: float = 15.0):
+        """One call to an agent's API (its management address, from the controller)."""
+        from lego.control import northbound as nb
+
+        st = self._last_ctl or {}
+        addr = next((a["address"] for a in st.get("agents", []) if a["host"] == host), None)
+        if addr is None:
+            raise LegoError(f"agent {host}: address unknown (not registered)")
+        client = nb.agent_client(addr, self.token(), timeout=timeout)
+        try:
+            return client.call(rpc, request, timeout=timeout)
+        finally:
+            client.close()
+
+    def move_stats(self) -> dict[str, dict]:
+        """Each live feature-extraction brick's move counters (rows held, entries)."""
+        import json
+
+        from lego.control import northbound as nb
+
+        out = {}
+        for b in (self._last_ctl or {}).get("bricks", []):
+            if b["type"] != "feature_quantization":
+                continue
+            try:
+                r = self.agent_call(b["host"], "Control", nb.pb.BrickControl(
+                    brick=b["id"], command_json=json.dumps({"op": "move_stats"}),
+                    wait_ack=True, timeout_s=2.0), timeout=5.0)
+                out[b["id"]] = json.loads(r.reply_json or "{}")
+            except LegoError:
+                continue
+        return out
+
+    def finish(self, timeout: float = 60.0) -> dict | None:
+        """End of a run: the controller's last status, then stop the controller (no
+        more policy), drain every graph (sources end, bricks finish, decisions write
+        their summaries) and wait for them. Returns the last status."""
+        from lego.control import northbound as nb
+
+        last = self.controller_status() or self._last_ctl
+        self.last_wall = time.time()  # when ``last`` was taken (wall clock)
+        self.stop_controller()
+        for g in (last or {}).get("graphs", []):
+            port = g["port"]
+            try:
+                self.agent_call(g["host"], "Stop", nb.pb.StopBricks(
+                    bricks=[f"src-{port}/0"], drain=True))
+            except LegoError as exc:
+                log.warning("drain of port %s: %s", port, exc)
+        deadline = time.monotonic() + timeout
+        want = [self.results_dir / f"port-{g['port']}" / "summary.json"
+                for g in (last or {}).get("graphs", [])
+                if any(a["host"] == g["host"] and a["alive"] for a in last.get("agents", []))]
+        while not all(p.is_file() for p in want) and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling the decisions' summaries up to a deadline
+        return last
+
+    def score_dirs(self) -> list[Path]:
+        if self.mode == "controller":
+            return sorted(self.results_dir.glob("port-*"))
+        return [self.agent_dir(h) / "out" for h in self.agents]
+
+    def stop_controller(self, timeout: float = 10.0) -> None:
+        p = self.controller
+        if self._ctl_client is not None:
+            self._ctl_client.close()
+            self._ctl_client = None
+        if p is None or not p.alive():
+            return
+        p.popen.terminate()
+        try:
+            p.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.popen.kill()
+            p.popen.wait()
 
     def _popen(self, name: str, argv: list[str], host=None) -> Proc:
         log_path = self.workdir / f"{name}.log"
@@ -128,11 +306,18 @@ class LegoSystem:
                 popen = host.popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         return Proc(name, popen, log_path, argv)
 
-    def start_controller(self, timeout: float = 30.0) -> None:
-        """Start the controller; return once it has synced the switch."""
-        if self.mode == "northbound":
-            raise LegoError("LEGO_CONTROLLER=northbound: `lego controller run --config` is not "
-                            "wired into the Mininet run yet; unset it for the southbound mode")
+    def start_controller(self, timeout: float = 30.0, wait: bool = True) -> None:
+        """Start the controller; return once it has synced the switch (``wait``)."""
+        if self.mode == "controller":
+            if self._ctl_client is not None:
+                self._ctl_client.close()
+                self._ctl_client = None
+            argv = [sys.executable, "-m", "lego", "controller", "run", "--config",
+                    str(self.config_path)]
+            self.controller = self._popen("controller", argv)
+            if wait:
+                self.wait_controller(timeout)
+            return
         argv = southbound_controller_argv(self.topo, self.replica_ports, self.semantics)
         self.controller = p = self._popen("controller", argv)
         deadline = time.monotonic() + timeout
@@ -146,13 +331,16 @@ class LegoSystem:
             time.sleep(0.05)  # polling the log up to a deadline
 
     def controller_line(self) -> str:
-        """The controller's sync line (what it wrote on the switch)."""
+        """The controller's start line (what it wrote on the switch)."""
         text = self.controller.log_path.read_text(errors="replace") if self.controller else ""
-        lines = [ln for ln in text.splitlines() if ln.startswith("controller: switch")]
+        lines = [ln for ln in text.splitlines() if ln.startswith("controller: ")]
         return lines[-1] if lines else ""
 
     def kill_controller(self) -> int:
         p = self.controller
+        if self._ctl_client is not None:
+            self._ctl_client.close()
+            self._ctl_client = None
         if p is None:
             return 0
         p.popen.kill()
@@ -166,6 +354,14 @@ class LegoSystem:
         if wd.exists():
             shutil.rmtree(wd)
         wd.mkdir(parents=True)
+        if self.mode == "controller":
+            m = self.topo.management
+            argv = [sys.executable, "-m", "lego", "agent", "--controller", m.northbound,
+                    "--token-file", str(self.token_file), "--host", h.name,
+                    "--cores", str(h.cores), "--workdir", str(wd),
+                    "--bind", f"{h.mgmt_ip}:0"]
+            self.agents[h.name] = self._popen(f"agent-{h.name}", argv, self.net.host(h.name))
+            return
         graph = wd / "graph.toml"
         graph.write_text(graph_toml(nf_graph(
             h.name, self.net.nf_iface(h.name), self.model, wd / "out",
@@ -246,6 +442,11 @@ class LegoSystem:
     def status(self) -> dict:
         from lego.topo.mn_status import build_status
 
+        if self.mode == "controller":
+            from lego.topo.mn_controller import dashboard_status
+
+            return dashboard_status(self.controller_status(), self.monitor().counters(),
+                                    time.time())
         return build_status(self)
 
     def logs(self) -> dict[str, Path]:
@@ -276,6 +477,9 @@ class LegoSystem:
         return bad
 
     def stop(self) -> None:
+        if self._ctl_client is not None:
+            self._ctl_client.close()
+            self._ctl_client = None
         if self._monitor is not None:
             self._monitor.close()
             self._monitor = None

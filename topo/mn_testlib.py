@@ -74,13 +74,16 @@ class LegoMininetTest:
     RATES: tuple[int, ...] = (1500,)
     IDLE_S = 4.0
     ALLOW_DEAD: tuple[str, ...] = ()  # components allowed to log an exception
+    MODE = "controller"  # the real controller; "southbound": switch manager + graph files
+    SCALING: dict = {"high": 0.99, "low": 0.0, "dwell": 3600.0}  # no scaling unless asked
 
     def build(self, tmp: Path, model: Path):
         from lego.topo.mn_system import LegoSystem
 
         topo = load_topology().with_replicas(self.REPLICAS)
         self.tmp = tmp
-        self.system = LegoSystem(topo, "soft", tmp / "run", model, idle_s=self.IDLE_S)
+        self.system = LegoSystem(topo, "soft", tmp / "run", model, idle_s=self.IDLE_S,
+                                 scaling=self.SCALING, mode=self.MODE)
         self.system.start(agents=[topo.nf(n) for n in self.AGENTS])
         return self.system
 
@@ -99,6 +102,8 @@ class LegoMininetTest:
     def teardown_system(self) -> None:
         s = self.system
         run_id = s.net.run_id
+        if s.mode == "controller" and s.controller is not None:
+            s.finish(timeout=20)  # evidence: decisions' summaries, final brick logs
         bad = s.collect(self.tmp / "evidence")
         s.stop()
         left = [n for n in s.topo.interface_names() if link_exists(n)]

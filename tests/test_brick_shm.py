@@ -1,0 +1,334 @@
+"""Shared-memory hops, work-conserving round robin and fused chains, in process
+(fast), plus the agent's sweep of a crashed run's segments (one small graph)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from lego.bricks.brick_agent import BrickAgent
+from lego.bricks.brick_chain import make_chain
+from lego.bricks.brick_graph import graph_from_dict
+from lego.bricks.brick_routing import RoutingTable
+from lego.bricks.brick_shm import SHM_DIR, ShmLink, _Segment, run_id, segment_names
+from lego.bricks.brick_transport import SPILL_AHEAD, Inlet, Outlet, addresses
+from lego.bricks.brick_wire import Message, _owns_shared, decode, encode
+
+
+@pytest.fixture
+def ctx():
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+@pytest.fixture
+def workdir(tmp_path_factory):
+    # short: ipc socket paths must stay under ~100 bytes
+    import tempfile
+    from pathlib import Path
+
+    d = Path(tempfile.mkdtemp(prefix="lego-shm-", dir="/tmp"))
+    yield d
+    assert segment_names(run_id(d)) == []  # every test leaves /dev/shm clean
+
+
+def _msg(batch, n=1000, width=115, seed=0):
+    rng = np.random.default_rng(seed + batch)
+    return Message(batch=batch, seq0=batch * n, seq1=(batch + 1) * n, rows=n, src="fq/0",
+                   t0=1.5, meta={"k": 1},
+                   arrays={"seq": np.arange(batch * n, (batch + 1) * n, dtype=np.uint64),
+                           "x": rng.random((n, width)),
+                           "flags": rng.integers(0, 255, (n, 3), dtype=np.uint8),
+                           "empty": np.zeros((0, 16), np.uint8)})
+
+
+def _pair(ctx, workdir, hwm=2, name="in", n_links=1):
+    links = []
+    inlets = []
+    for i in range(n_links):
+        bind, connect = addresses("shm", workdir, f"{name}{i}")
+        inlets.append(Inlet(ctx, bind, hwm))
+        links.append(connect)
+    return inlets, Outlet(ctx, RoutingTable("next", links), hwm)
+
+
+def _recv(inlet, timeout_ms=5000):
+    assert inlet.sock.poll(timeout_ms), "nothing arrived"
+    return inlet.recv()
+
+
+def _never():
+    raise AssertionError("the sender blocked")
+
+
+def _idle():
+    pass  # a blocked sender serves its control socket here
+
+
+def test_shm_round_trip_is_exact_views_in_place_and_read_only(ctx, workdir):
+    (inlet,), out = _pair(ctx, workdir)
+    try:
+        sent = _msg(0)
+        assert out.send(0, sent, _never)
+        got = _recv(inlet)
+        assert got.header() == sent.header()
+        for k, a in sent.arrays.items():
+            assert got.arrays[k].dtype == a.dtype and np.array_equal(got.arrays[k], a)
+        x = got.arrays["x"]
+        assert not x.flags.writeable
+        assert x.ctypes.data % 64 == 0  # aligned in the slot
+        assert _owns_shared(x)  # a view of the mapped segment: no copy on receiving
+        # the name was unlinked once mapped: nothing to leak
+        assert segment_names(run_id(workdir)) == []
+    finally:
+        out.close(0)
+        inlet.close()
+
+
+def test_slots_bound_the_queue_and_come_back_on_release(ctx, workdir):
+    (inlet,), out = _pair(ctx, workdir, hwm=2)
+    link: ShmLink = out.socks[0]
+    try:
+        assert link.offer(_msg(0)) and link.offer(_msg(1))
+        assert not link.offer(_msg(2))  # both slots in flight: backpressure
+        link.abandon()
+        assert _recv(inlet).batch == 0
+        assert not link.offer(_msg(2))  # the receiver still reads batch 0 in place
+        link.abandon()
+        got = _recv(inlet)  # taking batch 1 releases batch 0's slot
+        assert got.batch == 1
+        link.wait(5000)  # the ack wakes the sender (no sleep)
+        assert link.offer(_msg(2))
+        assert np.array_equal(_recv(inlet).arrays["x"], _msg(2).arrays["x"])
+    finally:
+        out.close(0)
+        inlet.close()
+
+
+def test_a_closed_sender_leaves_in_flight_batches_readable(ctx, workdir):
+    (inlet,), out = _pair(ctx, workdir, hwm=2)
+    try:
+        assert out.send(0, _msg(0), _never)
+        out.close(1000)  # e.g. a retired replica: its last batch is still on its way
+        got = _recv(inlet)
+        assert np.array_equal(got.arrays["x"], _msg(0).arrays["x"])
+    finally:
+        inlet.close()
+
+
+def test_drop_overflow_counts_instead_of_blocking(ctx, workdir):
+    bind, connect = addresses("shm", workdir, "d")
+    inlet = Inlet(ctx, bind, 2)
+    out = Outlet(ctx, RoutingTable("next", [connect]), 2, overflow="drop")
+    try:
+        results = [out.send(0, _msg(b), _never) for b in range(4)]
+        assert results == [True, True, False, False]
+        assert out.dropped == 2 and out.dropped_rows == 2000
+    finally:
+        out.close(0)
+        inlet.close()
+
+
+def test_a_logic_that_keeps_arrays_is_not_overwritten(ctx, workdir):
+    (inlet,), out = _pair(ctx, workdir, hwm=2)
+    link: ShmLink = out.socks[0]
+    kept = []
+    try:
+        for b in range(6):
+            assert out.send(0, _msg(b), _idle)
+            got = _recv(inlet)
+            if b % 2 == 0:
+                kept.append((b, got.arrays["x"][::2]))  # a view kept past the next recv
+            del got
+        for b, x in kept:
+            assert np.array_equal(x, _msg(b).arrays["x"][::2])
+        assert inlet.shared.kept >= 2 and link.kept >= 2
+    finally:
+        out.close(0)
+        inlet.close()
+
+
+def test_bigger_batch_grows_its_slot_and_small_ones_reuse_it(ctx, workdir):
+    (inlet,), out = _pair(ctx, workdir, hwm=2)
+    link: ShmLink = out.socks[0]
+    try:
+        for b, n in enumerate([10, 10, 20000, 10, 20000]):
+            assert out.send(0, _msg(b, n=n), _idle)
+            got = _recv(inlet)
+            assert np.array_equal(got.arrays["x"], _msg(b, n=n).arrays["x"])
+            del got
+        assert link.gen <= 4  # two slots, each grown at most once
+    finally:
+        out.close(0)
+        inlet.close()
+
+
+def test_socket_hop_copies_arrays_that_view_a_slot(ctx, workdir):
+    (inlet,), out = _pair(ctx, workdir, hwm=2)
+    try:
+        out.send(0, _msg(0), _never)
+        got = _recv(inlet)
+        frames = encode(got)  # forwarded over ipc/tcp: the slot is reused later
+        assert all(isinstance(f, bytes) or not np.shares_memory(f, got.arrays["x"])
+                   for f in frames[1:])
+        back = decode([bytes(f) if not isinstance(f, bytes) else f for f in frames])
+        assert np.array_equal(back.arrays["x"], _msg(0).arrays["x"])
+    finally:
+        out.close(0)
+        inlet.close()
+
+
+def test_round_robin_spills_to_a_replica_with_room(ctx, workdir):
+    inlets, out = _pair(ctx, workdir, hwm=2, n_links=2)
+    out.overflow = "drop"
+    try:
+        # replica 0's two slots fill; its next batches go to replica 1 while it has room
+        assert [out.send(0, _msg(b), _never) for b in range(5)] == [True] * 4 + [False]
+        assert out.sent == [2, 2] and out.spilled == 2 and out.dropped == 1
+        assert [_recv(inlets[1]).batch for _ in range(2)] == [2, 3]
+        assert [_recv(inlets[0]).batch for _ in range(2)] == [0, 1]
+        # taking 1 and 3 released 0 and 2: each replica has one slot free again
+        out.socks[0].wait(5000)
+        out.socks[1].wait(5000)
+        assert out.send(0, _msg(5), _never) and out.sent[0] == 3  # replica 0 full again
+        # batch 1 is the oldest still queued: a batch SPILL_AHEAD past it waits its turn
+        assert not out.send(0, _msg(1 + SPILL_AHEAD), _never)
+        assert out.send(0, _msg(SPILL_AHEAD), _never) and out.sent[1] == 3
+    finally:
+        out.close(0)
+        for i in inlets:
+            i.close()
+
+
+def test_key_routing_never_spills(ctx, workdir):
+    inlets, out = _pair(ctx, workdir, hwm=2, n_links=2)
+    out.table.policy = "key"
+    out.overflow = "drop"
+    try:
+        assert [out.send(1, _msg(b), _never) for b in range(3)] == [True, True, False]
+        assert out.sent == [0, 2] and out.spilled == 0
+    finally:
+        out.close(0)
+        for i in inlets:
+            i.close()
+
+
+# ---------------------------------------------------------------- chains
+
+
+class _Add:
+    def __init__(self, options, brick_id):
+        self.k = options["k"]
+        self.id = str(brick_id)
+        self.state = None
+        self.finished = []
+
+    def handle(self, msg):
+        return [msg.with_arrays({"v": msg.arrays["v"] + self.k})]
+
+    def finish(self, meta):
+        return [Message(batch=99, arrays={"v": np.array([self.k * 100])})]
+
+
+def test_chain_composes_handles_and_flows_finish_output_through_the_rest(monkeypatch):
+    from lego.bricks import brick_types
+
+    monkeypatch.setitem(brick_types.BRICK_TYPES, "add", brick_types.BrickType(
+        "add", f"{__name__}:_Add", "worker", "stateless"))
+    chain = make_chain({"members": [{"node": "a", "type": "add", "options": {"k": 1}},
+                                    {"node": "b", "type": "add", "options": {"k": 10}}]},
+                       type("Id", (), {"serial": 3})())
+    out = chain.handle(Message(arrays={"v": np.array([0, 5])}))
+    assert [list(m.arrays["v"]) for m in out] == [[11, 16]]
+    assert chain.members[0].id == "a/3"
+    fin = chain.finish({})
+    # a's finish output (100) goes through b (+10), then b's own (1000)
+    assert [list(m.arrays["v"]) for m in fin] == [[110], [1000]]
+    assert set(chain.report()["members_cpu_s"]) == {"a", "b"}
+    assert not hasattr(chain, "produce") and not hasattr(chain, "split")
+
+
+class _Src:
+    def __init__(self, options, brick_id):
+        self.state = None
+
+    def produce(self):
+        yield Message(batch=0, arrays={"v": np.array([1])})
+        yield None  # a quiet interface
+        yield Message(batch=1, arrays={"v": np.array([2])})
+
+    def end_meta(self):
+        return {"batches": 2}
+
+    def handle(self, msg):
+        raise AssertionError("a source takes no input")
+
+    def finish(self, meta):
+        return []
+
+
+class _Split(_Add):
+    def split(self, msg, owner, k):
+        return [msg] * k
+
+    def control(self, cmd, packets_in):
+        return {"ok": True, "seen": packets_in}, [Message(arrays={"v": np.array([0])})]
+
+
+def test_source_chain_produces_through_its_members(monkeypatch):
+    from lego.bricks import brick_types
+
+    for name, cls, role in (("src", "_Src", "source"), ("split", "_Split", "worker")):
+        monkeypatch.setitem(brick_types.BRICK_TYPES, name, brick_types.BrickType(
+            name, f"{__name__}:{cls}", role, "single"))
+    chain = make_chain({"members": [{"node": "s", "type": "src", "options": {}},
+                                    {"node": "t", "type": "split", "options": {"k": 5}}]},
+                       type("Id", (), {"serial": 0})())
+    got = list(chain.produce())
+    assert [None if m is None else int(m.arrays["v"][0]) for m in got] == [6, None, 7]
+    assert chain.end_meta() == {"batches": 2}
+    assert len(chain.split(got[0], None, 3)) == 3  # the tail's splitter routes by key
+    reply, outs = chain.control({"op": "x"}, 42)  # answered by the member that takes it
+    assert reply == {"ok": True, "seen": 42} and [int(m.arrays["v"][0]) for m in outs] == [0]
+
+
+# ---------------------------------------------------------------- crash cleanup
+
+
+def _noop_graph(trace, pps=None):
+    src = {"trace": str(trace), "batch": 256, "repeat": 5000}
+    data = {"graph": {"name": "noop", "hwm": 2},
+            "bricks": {"source": {"type": "noop_source", "options": src},
+                       "relay": {"type": "noop_relay", "options": {"emit": "features"}},
+                       "sink": {"type": "noop_sink"}},
+            "edges": [{"from": "source", "to": "relay"}, {"from": "relay", "to": "sink"}]}
+    return graph_from_dict(data, "<noop>")
+
+
+def test_agent_unlinks_a_crashed_runs_segments(shared_data, workdir):
+    trace = shared_data / "kitsune_mirai_first2000.pcap"
+    graph = _noop_graph(trace)
+    agent = BrickAgent(graph, workdir)
+    try:
+        stray = _Segment(f"lego-{run_id(workdir)}-1-0-0-1", 4096)  # a SIGKILLed sender's
+        agent.start()
+        agent.go()
+        deadline = time.monotonic() + 20
+        while agent.board.latest.get("sink/0", {}).get("packets_in", 0) == 0:
+            assert time.monotonic() < deadline, "no batch reached the sink"
+            agent.poll(0.05)
+        os.kill(agent.pid("sink/0"), signal.SIGKILL)  # the relay's slots are never released
+        os.kill(agent.pid("relay/0"), signal.SIGKILL)
+        while sum(e.kind == "died" for e in agent.events) < 2:
+            assert time.monotonic() < deadline, "deaths not reported"
+            agent.poll(0.05)
+    finally:
+        agent.stop()
+    assert not (SHM_DIR / stray.name).exists()
+    assert segment_names(run_id(workdir)) == []

@@ -1,0 +1,170 @@
+"""The real controller in Mininet: its config, its status, the end-of-run drain.
+
+- :func:`controller_config` turns a topology into the dict of ``lego controller
+  run --config`` (switch address, the management address for the northbound,
+  the NF hosts with their switch port, dataplane interface and core budget, the
+  model, semantics, scaling watermarks), and :func:`config_toml` writes it;
+- :func:`dashboard_status` turns ``GetStatus`` (the JSON of ``lego controller
+  status --json``) plus the switch's counters into the status shape the
+  dashboard, the timeline and the tests read (:mod:`lego.topo.mn_status`);
+- :func:`scaling_events` lists the scaling events of a status as table rows.
+
+All three are pure; :class:`~lego.topo.mn_system.LegoSystem` does the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lego.topo.mn_topology import NFHostSpec, Topology
+
+# Watermarks for the default ramp on this machine. The bricks are cheap: at
+# 800-3200 packets/s a feature-extraction brick is 0.2-1 % busy and a ULN brick
+# 1-3 % (measured here), so the watermarks are set at that scale: FE crosses
+# ``high`` in the ramp's peak and both fall below ``low`` once the load falls.
+SCALING: dict[str, Any] = {
+    "high": 0.004, "low": 0.0015, "dwell": 1.0, "cooldown": 2.0, "max_replicas": 3,
+    "period": 0.25, "standby": True, "fe": True, "fe_standby": True, "uln": True,
+    "agent_timeout": 0.9, "adopt_grace": 15.0,
+}
+GRAPH: dict[str, Any] = {"batch": 256, "flush_ms": 20, "hwm": 16, "window": 256, "uln": 1,
+                         "write_scores": True}
+BRICK_ROLES = {"packet_batching": "src", "feature_quantization": "fq",
+               "feature_mapping": "fm", "uln": "uln", "decision": "dec"}
+
+
+def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, results: Path,
+                      token_file: Path, semantics: str = "lego", election_id: int = 10,
+                      scaling: dict[str, Any] | None = None,
+                      graph: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The controller's config (pure): ``hosts`` are the NF hosts running an agent;
+    the first ``topo.replicas`` of them own buckets at the start."""
+    sc = {**SCALING, **(scaling or {})}
+    fe_initial = max(1, min(topo.replicas, len(hosts)))
+    if semantics == "kitsune":
+        sc["fe"] = False
+        fe_initial = 1
+    return {
+        "switch": {"address": topo.switch.grpc_addr, "device_id": topo.switch.device_id,
+                   "election_id": election_id, "traffic_ports": [topo.traffic.port]},
+        "northbound": {"bind": topo.management.northbound, "token_file": str(token_file)},
+        "nf": {"semantics": semantics, "model": str(model), "results": str(results),
+               "source": "interface", "fe_initial": fe_initial},
+        "graph": {**GRAPH, **(graph or {})},
+        "sla": {"latency_ms": 100.0},
+        "scaling": sc,
+        "placement": {"mode": "graph"},
+        "hosts": [{"name": h.name, "ports": [h.port], "interfaces": [f"{h.name}-eth0"],
+                   "cores": float(h.cores)} for h in hosts],
+    }
+
+
+def config_toml(cfg: dict[str, Any]) -> str:
+    """The config dict as TOML (tables of scalars and lists, and ``[[hosts]]``)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(f"config_toml: cannot write {type(v).__name__} {v!r}")
+
+    lines = []
+    for name, table in cfg.items():
+        if name == "hosts":
+            continue
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {value(v)}" for k, v in table.items()]
+        lines.append("")
+    for h in cfg.get("hosts", []):
+        lines.append("[[hosts]]")
+        lines += [f"{k} = {value(v)}" for k, v in h.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _what(e: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in e.items() if k not in ("kind", "t", "t_detect"))
+
+
+def dashboard_status(ctl: dict[str, Any] | None, switch: dict[str, Any], now: float,
+                     mode: str = "controller") -> dict[str, Any]:
+    """GetStatus (``ctl``; None while the controller is down) and the switch's
+    counters (``{"ports": {port: {"in", "out"}}, "events": {...}}``) -> the
+    dashboard's status. Bricks are grouped per node (``fq-2``: every replica)."""
+    ctl = ctl or {}
+    graphs = {g["port"]: g for g in ctl.get("graphs", [])}
+    hosts = {b["id"]: b["host"] for b in ctl.get("bricks", [])}
+    nodes: dict[str, list[dict]] = {}
+    for b in ctl.get("bricks", []):
+        nodes.setdefault(b["id"].partition("/")[0], []).append(b)
+    bricks = []
+    for node, reps in sorted(nodes.items(), key=lambda kv: (kv[0].split("-")[-1], kv[0])):
+        port = int(node.rpartition("-")[2])
+        g = graphs.get(port, {})
+        active = [r for r in reps if not r.get("standby") and not r.get("retired")]
+        use = active or reps
+        state = "draining" if g.get("draining") else "standby" if g.get("standby") else \
+            "running"
+        if reps and not active:
+            state = "standby"
+        bricks.append({
+            "brick": f"{hosts.get(reps[0]['id'], '?')}/{node}", "type": reps[0]["type"],
+            "host": hosts.get(reps[0]["id"], "?"), "port": port, "replicas": len(active),
+            "standby": sum(1 for r in reps if r.get("standby")),
+            "utilisation": round(sum(r["utilisation"] for r in use) / len(use), 3),
+            "queue_depth": sum(r["queue_depth"] for r in reps),
+            "pps": round(sum(r["pps"] for r in reps), 1),
+            "packets_in": sum(r["packets_in"] for r in reps),
+            "ids": {r["id"]: r["packets_in"] for r in reps}, "state": state})
+    sw = dict(switch)
+    sw["replica_ports"] = list(ctl.get("switch", {}).get("replica_ports",
+                                                         switch.get("replica_ports", [])))
+    events = [{**e, "what": _what(e)} for e in ctl.get("events", [])]
+    return {"time": now, "mode": mode if ctl else f"{mode} (not answering)", "switch": sw,
+            "bricks": bricks, "alerts": ctl.get("alerts", 0), "scores": ctl.get("scores", 0),
+            "events": events, "agents": ctl.get("agents", []),
+            "counters": ctl.get("counters", {}), "moves": ctl.get("moves", []),
+            "graphs": list(graphs.values()), "controller_now": ctl.get("now")}
+
+
+def uln_replicas(status: dict[str, Any]) -> int:
+    """Routed ULN replicas over every graph owning buckets."""
+    return sum(b["replicas"] for b in status.get("bricks", [])
+               if b["type"] == "uln" and b["state"] == "running")
+
+
+SCALE_KINDS = ("scale_out", "scale_in")
+
+
+def scaling_events(events: list[dict[str, Any]], t0: float) -> list[dict[str, Any]]:
+    """The controller's scaling events with their state moves, as rows: time since
+    ``t0`` (controller clock), brick type, replicas from -> to, buckets moved,
+    entries moved, packets held, why."""
+    rows = []
+    for i, e in enumerate(events):
+        if e["kind"] not in SCALE_KINDS:
+            continue
+        to = int(e.get("replicas", 0))
+        frm = to - 1 if e["kind"] == "scale_out" else to + 1
+        row = {"t": round(e["t"] - t0, 2), "event": e["kind"].replace("_", "-"),
+               "brick": "feature extraction" if e.get("brick") == "fq" else "ULN",
+               "port": e.get("port"), "replicas": f"{frm} -> {to}", "buckets": 0,
+               "entries": 0, "held": 0, "seconds": 0.0, "reason": e.get("reason", "")}
+        if e.get("brick") == "fq":
+            for f in events[i + 1:]:
+                if f["kind"] == "state_moved":
+                    row.update(buckets=f.get("buckets", 0), entries=f.get("entries", 0),
+                               held=f.get("held", 0), seconds=f.get("seconds", 0.0),
+                               lost_buckets=f.get("lost_buckets", 0))
+                    break
+                if f["kind"] in SCALE_KINDS and f.get("brick") == "fq":
+                    break
+        rows.append(row)
+    return rows
