@@ -115,7 +115,8 @@ class ControllerCore:
         self.deadlines: dict[str, float] = {}
         self.costs: dict[str, float] = dict(costs or {})
         self.counters: dict[str, Any] = {"state_lost_buckets": 0, "bricks_restarted": 0,
-                                         "agents_lost": 0, "moves": 0}
+                                         "agents_lost": 0, "moves": 0,
+                                         "retired_scores": 0, "retired_alerts": 0}
         self.switch: dict[str, Any] = {}
         self.pending: set[int] = set()  # ports to start a graph on once their agent comes
 
@@ -416,6 +417,10 @@ class ControllerCore:
             bricks = self.graph_bricks(g.port)
             if all(now - b.last_seen > 1.0 or b.load.get("state") == "done" for b in bricks):
                 for b in bricks:
+                    if b.role == "dec":  # its scores and alerts stay in the totals
+                        extra = b.load.get("extra", {})
+                        self.counters["retired_scores"] += extra.get("scores", 0)
+                        self.counters["retired_alerts"] += extra.get("alerts", 0)
                     del self.bricks[b.id]
                 del self.graphs[g.port]
                 self.event(now, "graph_gone", port=g.port, host=g.host)
@@ -556,8 +561,8 @@ class ControllerCore:
                         "packets_in": b.load.get("packets_in", 0)}
                        for b in sorted(self.bricks.values(), key=lambda b: b.id)],
             "switch": self.switch,
-            "alerts": sum(d.get("alerts", 0) for d in decs),
-            "scores": sum(d.get("scores", 0) for d in decs),
+            "alerts": self.counters["retired_alerts"] + sum(d.get("alerts", 0) for d in decs),
+            "scores": self.counters["retired_scores"] + sum(d.get("scores", 0) for d in decs),
             "deadlines_ms": {k: round(v * 1e3, 3) for k, v in self.deadlines.items()},
             "costs_ms": {k: round(v, 4) for k, v in self.costs.items()},
             "counters": dict(self.counters),
