@@ -91,11 +91,12 @@ class BrickSpec:
 
 
 class StateIO(Protocol):
-    """West-east interface: keyed state for a set of buckets, as arrays."""
+    """West-east interface: the keyed state of a set of owner buckets, as a
+    versioned blob for the network (moved between replicas by the controller)."""
 
-    def export_state(self, buckets: np.ndarray) -> dict[str, np.ndarray]: ...
+    def export_state(self, buckets: np.ndarray) -> bytes: ...
 
-    def import_state(self, arrays: dict[str, np.ndarray]) -> None: ...
+    def import_state(self, blob: bytes) -> None: ...
 
 
 class Logic(Protocol):

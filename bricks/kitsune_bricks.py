@@ -16,8 +16,9 @@ message (a batch) and returns the messages it emits:
   source address, and a mirror copy to the owner of the destination (the same
   rule as the switch, DESIGN §7), so K extractor replicas are exact (``lego``
   semantics only).
-- :class:`FeatureQuantization`: the feature extractor (stateful). Its keyed
-  state is not yet exportable (see :meth:`FeatureQuantization.export_state`).
+- :class:`FeatureQuantization`: the feature extractor (stateful). Under the
+  ``lego`` semantics its keyed state moves between replicas by owner bucket
+  (:mod:`lego.bricks.kitsune_moves`, driven by the controller).
 - :class:`FeatureMapping`: feature rows -> each autoencoder's min-max normalised
   sub-vector (Table I: "map the features into the input of the ANN"). It moves
   the gather and normalisation off the ensemble, and it is stateless.
@@ -382,18 +383,20 @@ class FeatureQuantization:
             x = x[primary]
         return batch.seq[primary], x
 
-    def export_state(self, buckets: np.ndarray) -> dict[str, np.ndarray]:
-        """West-east: the keyed state of ``buckets``. Needs kernel support in
-        ``ext/_legostats.pyx`` (owned elsewhere): a per-table export filtered by
-        the owner bucket of each key and an import that inserts rows."""
-        raise StateTransferError(
-            f"feature_quantization ({self.semantics}): exporting state by bucket needs "
-            "LegoState.export_buckets(table, owner_buckets) / import_rows(table, keys, "
-            "values, flags) in ext/_legostats.pyx (not there yet)")
+    def export_state(self, buckets: np.ndarray) -> bytes:
+        """West-east: the keyed state of ``buckets`` (``lego`` semantics only)."""
+        if not hasattr(self.state, "export_state"):
+            raise StateTransferError(f"feature_quantization ({self.semantics}): this "
+                                     "semantics' state cannot be split by bucket")
+        return self.state.export_state(np.asarray(buckets, dtype=np.int64)).to_bytes()
 
-    def import_state(self, arrays: dict[str, np.ndarray]) -> None:
-        raise StateTransferError(f"feature_quantization ({self.semantics}): importing state "
-                                 "needs LegoState.import_rows in ext/_legostats.pyx")
+    def import_state(self, blob: bytes) -> None:
+        from lego.ext.legostats import StateBlob
+
+        if not hasattr(self.state, "import_state"):
+            raise StateTransferError(f"feature_quantization ({self.semantics}): this "
+                                     "semantics' state cannot be split by bucket")
+        self.state.import_state(StateBlob.from_bytes(blob))
 
 
 # ---------------------------------------------------------------- model-backed bricks

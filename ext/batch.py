@@ -50,7 +50,7 @@ class Family(IntEnum):
 
 ADDR_BYTES = 16
 
-_DTYPES = {
+FIELD_DTYPES = {  # every PacketBatch field and its dtype
     "ts": np.float64,
     "frame_len": np.uint32,
     "eth_src": np.uint64,
@@ -87,7 +87,7 @@ class PacketBatch:
         n = len(self.ts)
         for f in fields(self):
             arr = getattr(self, f.name)
-            want = _DTYPES[f.name]
+            want = FIELD_DTYPES[f.name]
             if not isinstance(arr, np.ndarray) or arr.dtype != want:
                 raise TypeError(f"PacketBatch.{f.name}: expected numpy {np.dtype(want)}, "
                                 f"got {getattr(arr, 'dtype', type(arr).__name__)}")
@@ -104,7 +104,7 @@ class PacketBatch:
     def empty(cls, n: int) -> PacketBatch:
         """A zeroed batch of n packets (seq = 0..n-1), for readers to fill in."""
         arrays = {}
-        for name, dtype in _DTYPES.items():
+        for name, dtype in FIELD_DTYPES.items():
             shape = (n, ADDR_BYTES) if name.endswith("_addr") else (n,)
             arrays[name] = np.zeros(shape, dtype=dtype)
         arrays["seq"] = np.arange(n, dtype=np.uint64)

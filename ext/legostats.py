@@ -29,7 +29,7 @@ import numpy as np
 
 from lego.errors import ConfigError, LegoError
 from lego.ext import require_built
-from lego.ext.batch import ADDR_BYTES, PacketBatch
+from lego.ext.batch import ADDR_BYTES, FIELD_DTYPES, PacketBatch
 from lego.ext.legostats_spec import N_FEATURES, OWNER_BUCKETS, STATE_LAYOUT, feature_names
 
 STATE_MAGIC = b"LGST"
@@ -251,20 +251,8 @@ def check_blob(blob: StateBlob, evict_idle: float | None) -> None:
         raise ConfigError(f"import_state: the exporter's evict_idle is {blob.evict_idle} "
                           f"(0: off), this extractor's {evict_idle}: both must be equal")
 
-_FIELDS = {
-    "ts": np.float64,
-    "frame_len": np.uint32,
-    "eth_src": np.uint64,
-    "eth_dst": np.uint64,
-    "proto": np.uint8,
-    "src_family": np.uint8,
-    "dst_family": np.uint8,
-    "src_addr": np.uint8,
-    "dst_addr": np.uint8,
-    "sport": np.uint16,
-    "dport": np.uint16,
-    "mirror": np.uint8,
-}
+# the batch fields the kernel reads (every field but the sequence number)
+_FIELDS = {k: v for k, v in FIELD_DTYPES.items() if k != "seq"}
 
 
 class LegoExtractor:

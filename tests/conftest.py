@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from lego.p4src import pipeline as pl
+from lego.p4src.p4info import load_p4info
+from lego.topo.p4runtime_server import P4RuntimeServer
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -16,3 +20,24 @@ def shared_data() -> Path:
         pytest.skip(f"real traces not found at {SHARED_DATA}: place the shared data "
                     "folder next to the repository to run this test")
     return SHARED_DATA
+
+
+@pytest.fixture
+def servers():
+    """start(with_pipeline=False, port=0) -> a started software-target P4Runtime
+    server (in process); all are stopped at teardown."""
+    started: list[P4RuntimeServer] = []
+
+    def start(with_pipeline: bool = False, port: int = 0) -> P4RuntimeServer:
+        srv = P4RuntimeServer(pl.Pipeline(), device_id=0,
+                              p4info=load_p4info() if with_pipeline else None,
+                              address=f"127.0.0.1:{port}")
+        srv.start()
+        started.append(srv)
+        return srv
+
+    try:
+        yield start
+    finally:
+        for s in started:
+            s.stop()

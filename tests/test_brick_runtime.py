@@ -161,3 +161,26 @@ def test_alert_lines_are_json_dumps_lines():
         want = "".join(json.dumps({"seq": int(q), "score": float(x)}) + "\n"
                        for q, x in zip(seq, score, strict=True))
         assert alert_lines(seq, score) == want
+
+
+def test_feature_brick_state_moves_west_east_as_a_blob():
+    from lego.bricks.brick_errors import StateTransferError
+    from lego.bricks.kitsune_bricks import PACKET_FIELDS, FeatureQuantization
+    from lego.testing import mixed_traffic
+
+    batch = mixed_traffic(1500, seed=4)
+
+    def message(b):
+        return Message(batch=0, arrays={n: getattr(b, n) for n in PACKET_FIELDS})
+
+    first, rest = batch.take(slice(0, 1000)), batch.take(slice(1000, None))
+    one = FeatureQuantization({"semantics": "lego"}, None)
+    one.handle(message(first))
+    other = FeatureQuantization({"semantics": "lego"}, None)
+    other.import_state(one.export_state(np.arange(N_BUCKETS)))
+    a, b = one.handle(message(rest))[0], other.handle(message(rest))[0]
+    assert np.array_equal(a.arrays["x"], b.arrays["x"])  # the moved state continues exactly
+    fresh = FeatureQuantization({"semantics": "lego"}, None).handle(message(rest))[0]
+    assert not np.array_equal(a.arrays["x"], fresh.arrays["x"])
+    with pytest.raises(StateTransferError, match="cannot be split"):
+        FeatureQuantization({"semantics": "kitsune"}, None).export_state(np.arange(4))

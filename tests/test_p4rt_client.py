@@ -28,7 +28,6 @@ from lego.control.p4rt_errors import (
 from lego.errors import ConfigError
 from lego.p4src import pipeline as pl
 from lego.p4src.p4info import load_p4info
-from lego.topo.p4runtime_server import P4RuntimeServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,26 +43,6 @@ def wait_for(cond, timeout: float = 5.0, what: str = "condition") -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.005)
-
-
-@pytest.fixture
-def servers():
-    """start(p4info=..., port=0) -> a started server; all are stopped at teardown."""
-    started: list[P4RuntimeServer] = []
-
-    def start(with_pipeline: bool = False, port: int = 0) -> P4RuntimeServer:
-        srv = P4RuntimeServer(pl.Pipeline(), device_id=0,
-                              p4info=load_p4info() if with_pipeline else None,
-                              address=f"127.0.0.1:{port}")
-        srv.start()
-        started.append(srv)
-        return srv
-
-    try:
-        yield start
-    finally:
-        for s in started:
-            s.stop()
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from lego.control.switch_state import SwitchPlan, SwitchState, desired_state, di
 from lego.errors import ConfigError
 from lego.ext.features import state_groups
 from lego.p4src import pipeline as pl
-from lego.p4src.p4info import load_p4info
 from lego.topo.p4runtime_server import P4RuntimeServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -84,25 +83,6 @@ HOSTS = [f"10.0.{i // 50}.{i % 50 + 1}" for i in range(40)]
 
 
 # ---------------------------------------------------------------- fixtures
-@pytest.fixture
-def servers():
-    started: list[P4RuntimeServer] = []
-
-    def start(with_pipeline: bool = False, port: int = 0) -> P4RuntimeServer:
-        srv = P4RuntimeServer(pl.Pipeline(), device_id=0,
-                              p4info=load_p4info() if with_pipeline else None,
-                              address=f"127.0.0.1:{port}")
-        srv.start()
-        started.append(srv)
-        return srv
-
-    try:
-        yield start
-    finally:
-        for s in started:
-            s.stop()
-
-
 @pytest.fixture
 def clients():
     opened: list[P4RuntimeClient] = []
