@@ -21,6 +21,13 @@ at the switch). The graph of port ``p`` on its host:
   (about 0.1 s, against seconds to start five brick processes), and a new
   standby is started behind it. Scale-in moves every bucket of the least loaded
   port away, then drains its graph.
+- Rebalance: every ``[scaling].rebalance_s`` the FE replicas' loads over the
+  last per-bucket load window (:meth:`ControllerCore.on_bucket_loads`, fed by
+  the I/O) are compared; when the busiest is above ``(1 + rebalance_tolerance)``
+  x the mean, a ``switch_rebalance`` moves buckets (with their state). Never
+  while a switch command is under way (issued, and not yet reported done by
+  :meth:`ControllerCore.on_switch_done`), never on a window that began before
+  the last move ended, and not within ``cooldown`` of it (no flapping).
 - Faults: a dead brick is restarted in place and its upstream re-routed to it; an
   agent silent for ``agent_timeout`` is lost: its ports' buckets go to the live
   ports without state (the loss is counted and reported).
@@ -34,8 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from lego.control.controller_config import Config, HostConfig
+from lego.control.policy_placement import Host, place_replica
 from lego.control.policy_scaling import Action, ScalingConfig, ScalingPolicy, brick_deadlines
 from lego.control.profile import update_cost
+from lego.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +55,7 @@ EVENTS_KEPT = 200
 @dataclass(frozen=True)
 class Command:
     """One thing for the I/O edge to do. ``kind``: start_graph | start | control |
-    go | switch_scale_out | switch_scale_in | drain | event."""
+    go | switch_scale_out | switch_scale_in | switch_rebalance | drain | event."""
 
     kind: str
     host: str = ""
@@ -119,6 +128,13 @@ class ControllerCore:
                                          "retired_scores": 0, "retired_alerts": 0}
         self.switch: dict[str, Any] = {}
         self.pending: set[int] = set()  # ports to start a graph on once their agent comes
+        # rebalance: the last load window (start, end, load per replica port), switch
+        # commands issued and not yet done, when the last one ended, the next check
+        self.bucket_window: tuple[float, float, dict[int, float]] | None = None
+        self.switch_busy = 0
+        self.last_move_t: float | None = None
+        self.next_rebalance = 0.0
+        self.window_used = float("-inf")
 
     # ------------------------------------------------------------ helpers
 
@@ -354,7 +370,51 @@ class ControllerCore:
                 cmds += self._scale_uln(now, g)
         if self.cfg.scaling["fe"]:
             cmds += self._scale_fe(now)
+        switch = sum(1 for c in cmds if c.kind.startswith("switch_"))
+        self.switch_busy += switch
+        if not switch:
+            cmds += self._rebalance(now)
         return cmds
+
+    # ------------------------------------------------------------ rebalance
+
+    def on_bucket_loads(self, start: float, end: float, loads: dict[int, float]) -> None:
+        """The FE replicas' loads (packets, mirrors weighted) over [start, end], by
+        switch port, under the assignment the switch held then."""
+        self.bucket_window = (start, end, {int(p): float(v) for p, v in loads.items()})
+
+    def on_switch_done(self, now: float, kind: str, moved: int = 0) -> None:
+        """The I/O finished (or failed) a switch command: the cooldown starts now."""
+        self.switch_busy = max(0, self.switch_busy - 1)
+        self.last_move_t = now
+
+    def _rebalance(self, now: float) -> list[Command]:
+        sc = self.cfg.scaling
+        if sc["rebalance_s"] <= 0 or self.switch_busy or now < self.next_rebalance \
+                or self.bucket_window is None:
+            return []
+        start, end, loads = self.bucket_window
+        if end <= self.window_used:
+            return []  # this window was judged already
+        if self.last_move_t is not None and (start < self.last_move_t or
+                                             now - self.last_move_t < sc["cooldown"]):
+            return []  # measured (partly) under an older assignment, or cooling down
+        live = {g.port for g in self.live_graphs()}
+        if len(loads) < 2 or not set(loads) <= live or any(g.draining for g in self.graphs.values()
+                                                           if g.port in loads):
+            return []  # a single replica, or a scale operation under way
+        self.window_used = end
+        self.next_rebalance = now + sc["rebalance_s"]
+        total = sum(loads.values())
+        mean = total / len(loads)
+        hi = max(loads, key=lambda p: (loads[p], -p))
+        if total <= 0 or loads[hi] <= (1.0 + sc["rebalance_tolerance"]) * mean:
+            return []
+        self.switch_busy += 1
+        self.event(now, "rebalance", port=hi, ratio=round(loads[hi] / mean, 3),
+                   loads={str(p): round(v, 1) for p, v in sorted(loads.items())})
+        return [Command("switch_rebalance", self.graphs[hi].host, hi,
+                        {"tolerance": sc["rebalance_tolerance"]})]
 
     def _check_agents(self, now: float) -> list[Command]:
         cmds = []
@@ -448,8 +508,7 @@ class ControllerCore:
             cmds, warm = [], bool(spare)
             if not spare:
                 if self._used(g.host) + 1.0 > self.agents[g.host].cores + 1e-9:
-                    self.event(now, "no_capacity", host=g.host, brick="uln", port=g.port)
-                    return []
+                    return self._uln_elsewhere(now, g, d.reason)
                 spec = self._uln_spec(g)
                 b = self.bricks[f"{spec['node']}/{spec['serial']}"] = BrickRec(
                     f"{spec['node']}/{spec['serial']}", g.host, g.port, "uln", spec,
@@ -507,27 +566,7 @@ class ControllerCore:
         if d is None:
             return []
         if d.action is Action.SCALE_OUT:
-            home = live[0].host
-            spare = self.standby_graphs(prefer=home)
-            if spare:  # warm: the switch write and the state move only
-                g = spare[0]
-                g.standby = False
-                self.event(now, "scale_out", brick="fq", port=g.port, host=g.host,
-                           replicas=len(fqs) + 1, reason=d.reason, t_detect=now, warm=True)
-                return [Command("switch_scale_out", g.host, g.port, {"transfer": True})] + \
-                    self._keep_fe_standby(now, prefer=home)
-            free = self.free_ports(prefer=home)
-            if self.cfg.placement["mode"] == "graph":
-                free = [(h, p) for h, p in free
-                        if self._used(h) + 2.0 <= self.agents[h].cores + 1e-9 or h == home]
-            if not free:
-                self.event(now, "no_capacity", brick="fq", reason="no free switch port")
-                return []
-            host, port = free[0]
-            self.event(now, "scale_out", brick="fq", port=port, host=host,
-                       replicas=len(fqs) + 1, reason=d.reason, t_detect=now, warm=False)
-            return self._add_graph(now, host, port, base=-1) + [
-                Command("switch_scale_out", host, port, {"transfer": True})]
+            return self._fe_scale_out(now, live[0].host, d.reason, len(fqs) + 1)
         victim = min(live, key=lambda g: (self.bricks[brick_name("fq", g.port)].util, -g.port))
         victim.draining = True
         self.event(now, "scale_in", brick="fq", port=victim.port, replicas=len(fqs) - 1,
@@ -535,6 +574,57 @@ class ControllerCore:
         return [Command("switch_scale_in", victim.host, victim.port, {"transfer": True}),
                 Command("drain", victim.host, victim.port,
                         {"brick": brick_name("src", victim.port)})]
+
+    def _fe_scale_out(self, now: float, home: str, reason: str, replicas: int,
+                      away: bool = False, brick: str = "fq") -> list[Command]:
+        """One more FE replica (a whole graph): the warm standby if any, else a graph
+        on a free port, ``home``'s first (``away``: never on ``home``, it is full)."""
+        spare = [g for g in self.standby_graphs(prefer=home) if not (away and g.host == home)]
+        if spare:  # warm: the switch write and the state move only
+            g = spare[0]
+            g.standby = False
+            self.event(now, "scale_out", brick=brick, port=g.port, host=g.host,
+                       replicas=replicas, reason=reason, t_detect=now, warm=True, graph=True)
+            return [Command("switch_scale_out", g.host, g.port, {"transfer": True})] + \
+                self._keep_fe_standby(now, prefer=home)
+        free = [(h, p) for h, p in self.free_ports(prefer=home) if not (away and h == home)]
+        if self.cfg.placement["mode"] == "graph" or away:
+            free = [(h, p) for h, p in free
+                    if self._used(h) + 2.0 <= self.agents[h].cores + 1e-9 or h == home]
+        if not free:
+            self.event(now, "no_capacity", brick=brick, reason="no free switch port"
+                       + (" on a host with room" if away else ""))
+            return []
+        host, port = free[0]
+        self.event(now, "scale_out", brick=brick, port=port, host=host,
+                   replicas=replicas, reason=reason, t_detect=now, warm=False, graph=True)
+        return self._add_graph(now, host, port, base=-1) + [
+            Command("switch_scale_out", host, port, {"transfer": True})]
+
+    def _uln_elsewhere(self, now: float, g: GraphRec, reason: str) -> list[Command]:
+        """ULN overload on a full host, by ``[placement].mode``: ``graph``: a whole
+        new graph on another host (the FE scale-out path: the switch splits the
+        traffic); ``brick``: only a ULN replica on another host would need its
+        batches over tcp, which the graph's ipc addresses cannot carry: reported
+        (``placement_fallback``), then as ``graph``."""
+        mode = self.cfg.placement["mode"]
+        hosts = [Host(a.host, a.cores, self._used(a.host)) for a in self.agents.values()
+                 if a.alive]
+        if mode == "brick":
+            try:
+                p = place_replica(hosts, g.host, "uln", 1.0, {}, "brick")
+                target = p.starts[0][0]
+            except ConfigError:
+                target = None
+            self.event(now, "placement_fallback", brick="uln", port=g.port, host=g.host,
+                       mode="brick", target=target, to="graph",
+                       reason="cross-host brick placement needs tcp addresses (not built)")
+        if not (self.cfg.scaling["fe"] and self.cfg.nf["semantics"] == "lego"):
+            self.event(now, "no_capacity", host=g.host, brick="uln", port=g.port,
+                       reason="host full and FE scaling off: no new graph")
+            return []
+        return self._fe_scale_out(now, g.host, reason, len(self.live_graphs()) + 1,
+                                  away=True, brick="uln")
 
     # ------------------------------------------------------------ status
 

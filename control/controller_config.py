@@ -40,6 +40,8 @@
     fe_standby = true              # keep one warm graph owning no buckets (scale out = a move)
     uln = true                     # scale the ULN replicas of each graph
     agent_timeout = 0.7            # silent this long (3 heartbeats missed): the agent is lost
+    rebalance_s = 5.0              # check the FE replicas' bucket loads this often (0: never)
+    rebalance_tolerance = 0.2      # rebalance when the busiest > (1 + this) x the mean
 
     [placement]
     mode = "graph"                 # graph | brick
@@ -78,7 +80,8 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
                 "max_replicas": (int, 4), "period": ((int, float), 0.25),
                 "standby": (bool, True), "agent_timeout": ((int, float), 0.7),
                 "fe": (bool, True), "fe_standby": (bool, True), "uln": (bool, True),
-                "adopt_grace": ((int, float), 2.0)},
+                "adopt_grace": ((int, float), 2.0), "rebalance_s": ((int, float), 5.0),
+                "rebalance_tolerance": ((int, float), 0.2)},
     "placement": {"mode": (str, "graph")},
 }
 _HOST_KEYS: dict[str, tuple[Any, Any]] = {"name": (str, None), "ports": (list, None),
@@ -209,6 +212,8 @@ def _rules(cfg: Config, base: Path | None) -> None:
     if not 0 <= cfg.scaling["low"] < cfg.scaling["high"] <= 1:
         raise ConfigError(f"{w}: [scaling]: expected 0 <= low < high <= 1, got "
                           f"low={cfg.scaling['low']} high={cfg.scaling['high']}")
+    if cfg.scaling["rebalance_s"] < 0 or cfg.scaling["rebalance_tolerance"] < 0:
+        raise ConfigError(f"{w}: [scaling].rebalance_s and .rebalance_tolerance: expected >= 0")
     if cfg.graph["uln"] < 1 or cfg.graph["batch"] < 1:
         raise ConfigError(f"{w}: [graph].uln and .batch: expected >= 1")
     if cfg.nf["source"] == "interface":

@@ -20,6 +20,12 @@ background thread reads every :data:`LOADS_EVERY_S` (a read of every bucket
 counter takes about 0.2 s on the software target: off the critical path, so a
 warm scale-out is the hold, one Write and the state move).
 
+The same windows drive the periodic rebalance: each read (after the first)
+gives the core the load per replica port over the window (from the start of
+the previous read to the end of this one, so a window never hides a move), and
+a ``switch_rebalance`` plans the moves on the last window's per-bucket loads
+and applies them through the same hooks (the keyed state moves exactly).
+
 Start-up (and a controller restart): read the switch's assignment, wait up to
 ``adopt_grace`` for the agents to re-register with what they run, start a graph
 for each owned port that has none (a graph running on a port that owns no
@@ -74,7 +80,7 @@ from lego.control.p4rt_client import P4RuntimeClient
 from lego.control.p4rt_errors import SwitchError, SwitchUnavailable
 from lego.control.state_move import plan_move
 from lego.control.switch_manager import SwitchManager
-from lego.control.switch_rebalance import CounterDeltas, bucket_loads, plan_moves
+from lego.control.switch_rebalance import CounterDeltas, bucket_loads, plan_moves, replica_load
 from lego.control.switch_state import SwitchPlan
 from lego.errors import LegoError
 from lego.p4src import pipeline as pl
@@ -332,17 +338,28 @@ class ControllerRuntime:
         """Per-bucket loads over the last window, read off the command thread."""
         deltas = CounterDeltas()
         wait = 0.0
+        began: float | None = None  # when the previous read started
         while not self._stop.wait(wait):
             wait = LOADS_EVERY_S
+            t0 = time.monotonic()
             try:
                 c = self.client.read_counters([pl.C_BUCKET, pl.C_MIRROR_BUCKET])
             except (SwitchError, LegoError) as exc:
                 log.debug("bucket loads not read (%s)", exc)
                 deltas.reset()
+                began = None
                 continue
-            d = deltas.update(c, time.monotonic())
-            self.bucket_loads = bucket_loads(d[pl.C_BUCKET], d[pl.C_MIRROR_BUCKET],
-                                             self.manager.mirror_weight)
+            t1 = time.monotonic()
+            d = deltas.update(c, t1)
+            loads = bucket_loads(d[pl.C_BUCKET], d[pl.C_MIRROR_BUCKET],
+                                 self.manager.mirror_weight)
+            self.bucket_loads = loads
+            m = self.manager
+            owners, replicas = m.owners, m.plan.replica_ports
+            if began is not None and owners is not None and owners.shape == loads.shape:
+                with self.lock:
+                    self.core.on_bucket_loads(began, t1, replica_load(owners, loads, replicas))
+            began = t0
 
     def _reassign(self, port: int, out: bool) -> list:
         """Add (``out``) or remove replica ``port``, moving as few buckets as the
@@ -363,6 +380,22 @@ class ControllerRuntime:
         new, moves = plan_moves(m.owners, loads, replicas, m.tolerance, m.max_moves)
         try:
             return m.apply(m.plan.with_replicas(replicas), new, moves)
+        except Exception:
+            self.hooks.cancel()
+            raise
+
+    def _rebalance(self, tolerance: float) -> list:
+        """Even the replicas' loads of the last window (none moved without one)."""
+        m = self.manager
+        loads = self.bucket_loads
+        if m.owners is None or loads is None or loads.shape != m.owners.shape or \
+                loads.sum() <= 0:
+            return []
+        new, moves = plan_moves(m.owners, loads, m.plan.replica_ports, tolerance, m.max_moves)
+        if not moves:
+            return []
+        try:
+            return m.apply(m.plan, new, moves)
         except Exception:
             self.hooks.cancel()
             raise
@@ -416,6 +449,10 @@ class ControllerRuntime:
             with self.lock:
                 self.core.event(time.monotonic(), "command_failed", command=c.kind, host=c.host,
                                 port=c.port, error=str(exc)[:300])
+        finally:
+            if c.kind.startswith("switch_"):  # the rebalance cooldown starts now
+                with self.lock:
+                    self.core.on_switch_done(time.monotonic(), c.kind)
 
     def _do(self, c: Command) -> None:
         if c.kind == "start_graph":
@@ -444,6 +481,11 @@ class ControllerRuntime:
             with self.lock:
                 self.core.event(time.monotonic(), c.kind, port=c.port, buckets=len(moves),
                                 transfer=self.hooks.transfer)
+        elif c.kind == "switch_rebalance":
+            self.hooks.transfer = True
+            moves = self._rebalance(float(c.args.get("tolerance", self.manager.tolerance)))
+            with self.lock:
+                self.core.event(time.monotonic(), c.kind, port=c.port, buckets=len(moves))
         elif c.kind == "event":
             pass
         else:

@@ -202,3 +202,129 @@ def test_after_a_controller_restart_a_graph_on_a_port_without_buckets_is_the_sta
     fresh.mark_standby(0.0, [2])
     assert fresh.graphs[3].standby and not fresh.graphs[2].standby
     assert fresh.start(0.0, [2]) == []  # both run, and a standby exists: nothing started
+
+
+REB = {**BASE, "nf": {**BASE["nf"], "fe_initial": 2},
+       "scaling": {**BASE["scaling"], "uln": False, "rebalance_s": 5.0,
+                   "rebalance_tolerance": 0.2, "cooldown": 2.0}}
+
+
+def core_with_two_replicas(patch=None):
+    core = ControllerCore(config_from_dict({**REB, **(patch or {})}))
+    for h in ("nf1", "nf2"):
+        core.on_register(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
+    assert [c.port for c in core.start(0.0, [2, 4])] == [2, 4]
+    return core
+
+
+def window_tick(core, now, loads, start=None):
+    """Heartbeats from both agents, a load window ending ``now``, then a round."""
+    for h in ("nf1", "nf2"):
+        core.on_heartbeat(now, h, "inc", [])
+    core.on_bucket_loads(now - 2.0 if start is None else start, now, loads)
+    return core.tick(now)
+
+
+def test_a_heavy_source_pinning_one_replica_is_rebalanced_once_then_left_alone():
+    core = core_with_two_replicas()
+    now, issued = 0.0, []
+    for _ in range(8):  # 2 s: a heavy source pins port 2
+        now += 0.25
+        issued += [c for c in window_tick(core, now, {2: 900.0, 4: 100.0})
+                   if c.kind.startswith("switch_")]
+    assert [(c.kind, c.port, c.host) for c in issued] == [("switch_rebalance", 2, "nf1")]
+    assert issued[0].args["tolerance"] == 0.2
+    e = next(e for e in core.events if e["kind"] == "rebalance")
+    assert e["port"] == 2 and e["ratio"] == 1.8
+    # under way: nothing more, however skewed the fresh windows look
+    for _ in range(20):
+        now += 0.25
+        assert not window_tick(core, now, {2: 900.0, 4: 100.0})
+    moved_at = now
+    core.on_switch_done(now, "switch_rebalance", moved=3)
+    # a window that began before the move ended is stale: no second move
+    for _ in range(20):
+        now += 0.25
+        assert not window_tick(core, now, {2: 900.0, 4: 100.0}, start=moved_at - 0.1)
+    # balanced since (within the tolerance): never again
+    for _ in range(200):  # 50 s
+        now += 0.25
+        assert not window_tick(core, now, {2: 560.0, 4: 440.0}, start=max(moved_at, now - 2))
+    assert sum(e["kind"] == "rebalance" for e in core.events) == 1
+
+
+def test_rebalance_waits_for_scale_commands_and_the_cooldown_and_can_be_off():
+    core = core_with_two_replicas()
+    core.switch_busy = 1  # a scale-out issued, not done yet
+    assert not window_tick(core, 1.0, {2: 900.0, 4: 0.0})
+    core.on_switch_done(1.0, "switch_scale_out", moved=100)
+    assert not window_tick(core, 2.5, {2: 900.0, 4: 0.0}, start=1.5)  # cooldown (2 s)
+    cmds = window_tick(core, 3.5, {2: 900.0, 4: 0.0}, start=1.5)
+    assert [c.kind for c in cmds] == ["switch_rebalance"]
+    # one replica only, or a replica draining: nothing to even out
+    core = core_with_two_replicas()
+    core.graphs[4].draining = True
+    assert not window_tick(core, 1.0, {2: 900.0, 4: 0.0})
+    assert not window_tick(core, 7.0, {2: 900.0})
+    off = core_with_two_replicas({"scaling": {**REB["scaling"], "rebalance_s": 0}})
+    assert not window_tick(off, 1.0, {2: 900.0, 4: 0.0})
+
+
+def full_host_core(mode):
+    """Port 2's graph fills nf1 (2.5 cores: FE + ULN + the rest); nf2 has room."""
+    cfg = {**BASE, "scaling": {**BASE["scaling"], "fe": True, "fe_standby": False,
+                               "standby": False, "uln": True, "rebalance_s": 0},
+           "placement": {"mode": mode},
+           "hosts": [{"name": "nf1", "ports": [2, 3], "cores": 2.5},
+                     {"name": "nf2", "ports": [4], "cores": 8}]}
+    core = ControllerCore(config_from_dict(cfg))
+    core.on_register(0.0, "nf1", "nf1:1", "/tmp/nf1", 2.5, "inc", [])
+    core.on_register(0.0, "nf2", "nf2:1", "/tmp/nf2", 8, "inc", [])
+    assert [(c.kind, c.port) for c in core.start(0.0, [2])] == [("start_graph", 2)]
+    return core
+
+
+def overload_uln(core):
+    """ULN of port 2 at 95 %, FE at 50 % (no FE decision), until something happens."""
+    now = 0.0
+    while True:
+        now += 0.25
+        assert now < 3
+        core.on_heartbeat(now, "nf2", "inc", [])
+        loads = [{"brick": b.id, "now": now, "queue_depth": 0, "state": "running",
+                  "busy_s": b.load.get("busy_s", 0.0)
+                  + {"uln": 0.95, "fq": 0.5}.get(b.role, 0.0) * 0.25}
+                 for b in core.bricks.values() if b.host == "nf1"]
+        core.on_heartbeat(now, "nf1", "inc", loads)
+        cmds = core.tick(now)
+        if cmds or any(e["kind"] == "no_capacity" for e in core.events):
+            return cmds
+
+
+@pytest.mark.parametrize("mode", ["graph", "brick"])
+def test_uln_overload_on_a_full_host_starts_a_whole_graph_elsewhere(mode):
+    core = full_host_core(mode)
+    cmds = overload_uln(core)
+    # in-host impossible (no core left): a new FE graph on nf2, given buckets by the switch
+    assert [(c.kind, c.host, c.port) for c in cmds] == \
+        [("start_graph", "nf2", 4), ("switch_scale_out", "nf2", 4)]
+    assert cmds[1].args["transfer"] and not cmds[0].args["fe_standby"]
+    out = next(e for e in core.events if e["kind"] == "scale_out")
+    assert out["brick"] == "uln" and out["graph"] and out["host"] == "nf2"
+    fallback = [e for e in core.events if e["kind"] == "placement_fallback"]
+    if mode == "brick":  # reported: a lone ULN on nf2 would need tcp addresses
+        assert len(fallback) == 1 and fallback[0]["target"] == "nf2"
+        assert fallback[0]["to"] == "graph" and "tcp" in fallback[0]["reason"]
+    else:
+        assert not fallback
+    assert routed(core) == 1  # port 2's graph is unchanged
+
+
+def test_uln_overload_with_room_in_host_stays_in_host_in_either_mode():
+    for mode in ("graph", "brick"):
+        core = full_host_core(mode)
+        core.agents["nf1"].cores = 8  # room now
+        cmds = overload_uln(core)
+        assert {c.host for c in cmds} == {"nf1"} and routed(core) == 2
+        assert not any(c.kind.startswith("switch_") for c in cmds)
+        assert not [e for e in core.events if e["kind"] == "placement_fallback"]
