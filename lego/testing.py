@@ -9,11 +9,29 @@ Deterministic for a given seed.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
+from lego.errors import LegoError
 from lego.ext.batch import ADDR_BYTES, Family, PacketBatch, Proto
 
 BROADCAST_MAC = 0xFFFFFFFFFFFF
+
+
+def wait_for(cond: Callable[[], Any], timeout: float, what: str, poll: float = 0.01) -> Any:
+    """Poll ``cond`` until it returns a true value (returned) or ``timeout`` seconds
+    pass (LegoError naming ``what``): how tests and harnesses wait, never by sleeping."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise LegoError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(poll)
 
 
 def _ipv4(a: int, b: int, c: int, d: int) -> bytes:

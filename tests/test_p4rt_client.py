@@ -28,6 +28,7 @@ from lego.control.p4rt_errors import (
 from lego.errors import ConfigError
 from lego.p4src import pipeline as pl
 from lego.p4src.p4info import load_p4info
+from lego.testing import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,14 +36,6 @@ pytestmark = pytest.mark.timeout(120)
 def owner_row(bucket: int, port: int) -> TableRow:
     return TableRow(pl.T_BUCKET_OWNER, (("meta.bucket", bucket),), pl.A_TO_REPLICA,
                     (("port", port),))
-
-
-def wait_for(cond, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -199,7 +192,7 @@ def test_reconnects_when_the_server_comes_back(servers, clients):
     c = clients(addr, backoff=Backoff(initial=0.02, factor=2.0, max_delay=0.2, budget=20.0))
     c.connect()
     srv.stop()
-    wait_for(lambda: not c.connected, what="the client to see the stream drop")
+    wait_for(lambda: not c.connected, 5.0, "the client to see the stream drop")
     with pytest.raises(SwitchUnavailable):
         c.read_tables([pl.T_BUCKET_OWNER])
     failed: list[int] = []
@@ -213,7 +206,7 @@ def test_reconnects_when_the_server_comes_back(servers, clients):
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    wait_for(lambda: len(failed) >= 2, what="two failed reconnect attempts")
+    wait_for(lambda: len(failed) >= 2, 5.0, "two failed reconnect attempts")
     again = servers(with_pipeline=True, port=port)
     t.join(timeout=20)
     assert "error" not in result, result

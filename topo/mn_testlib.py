@@ -20,11 +20,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 
+from lego.testing import wait_for  # noqa: F401  (the harness waits; tests import it here)
 from lego.topo.mn_cleanup import MARKER, link_exists, marked_processes
 from lego.topo.mn_net import mininet_available
 from lego.topo.mn_topology import load_topology
@@ -52,18 +52,6 @@ def small_trace(out: Path, packets: int = TEST_PACKETS) -> Path:
     path = out / f"small-{packets}.pcap"
     write_pcap(path, [raw.frame(i) for i in range(len(raw))], raw.ts)
     return path
-
-
-def wait_for(predicate, timeout: float, what: str, every: float = 0.05):
-    """Poll ``predicate`` until it returns a true value or the deadline; the value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)  # polling up to a deadline
 
 
 class LegoMininetTest:
