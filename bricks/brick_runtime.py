@@ -36,6 +36,7 @@ import zmq
 
 from lego.bricks.brick_northbound import HEARTBEAT_S, LoadReport, Northbound
 from lego.bricks.brick_routing import RoutingTable
+from lego.bricks.brick_shm import socket_address
 from lego.bricks.brick_transport import Control, Inlet, Outlet, rows_of
 from lego.bricks.brick_wire import Message, encode
 
@@ -78,6 +79,10 @@ class BrickSpec:
     overflow: str = "block"
     options: dict[str, Any] = field(default_factory=dict)
     cpus: list[int] | None = None
+    #: more addresses the input queue binds (the one PULL socket, so ipc and tcp
+    #: senders feed one queue): a decision brick whose ULN replica runs on another
+    #: host takes its scores over tcp (:meth:`Brick.bind`)
+    binds: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> BrickId:
@@ -161,6 +166,8 @@ class Brick:
         """Bind the queues, connect the next hops, register northbound."""
         if self.spec.inlet:
             self.inlet = Inlet(self.ctx, self.spec.inlet, self.spec.hwm)
+            for address in self.spec.binds:
+                self.inlet.sock.bind(socket_address(address))
         self.control = Control(self.ctx, self.spec.control)
         for o in self.spec.outlets:
             table = RoutingTable(o.target, o.addresses, o.policy)
@@ -324,6 +331,8 @@ class Brick:
                     outlet.table.update(None, cmd.get("owner"))
             else:
                 reply = {"ok": False, "error": f"no outlet to {cmd.get('target')!r}"}
+        elif op == "bind":  # one more address for the input queue (e.g. tcp)
+            reply = self.bind(cmd.get("address", ""))
         elif op == "add_upstream":  # a replica added upstream: wait for its end too
             self.spec.upstream += int(cmd.get("n", 1))
         elif op == "upstream_dead":
@@ -340,6 +349,21 @@ class Brick:
             reply = {"ok": False, "error": f"unknown op {op!r}"}
         if reply is not None and "id" in cmd and hasattr(self.northbound, "ack"):
             self.northbound.ack(str(self.id), {**reply, "id": cmd["id"], "command": op})
+
+    def bind(self, address: str) -> dict:
+        """Bind the input queue to one more address (idempotent): a ZeroMQ socket
+        binds several endpoints and fair-queues their senders, so the brick still
+        reads one queue in arrival order."""
+        if self.inlet is None:
+            return {"ok": False, "error": "a source brick has no input queue"}
+        if address == self.spec.inlet or address in self.spec.binds:
+            return {"ok": True, "address": address}
+        try:
+            self.inlet.sock.bind(socket_address(address))
+        except zmq.ZMQError as exc:
+            return {"ok": False, "error": f"bind {address}: {exc}"}
+        self.spec.binds.append(address)
+        return {"ok": True, "address": address}
 
     def _retry_deferred(self) -> None:
         """Control messages the logic could not answer yet, tried after each batch."""

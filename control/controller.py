@@ -13,7 +13,10 @@ at the switch). The graph of port ``p`` on its host:
 
 - ULN (stateless) scaling: per graph, in-host; a warm standby replica (started,
   not routed) makes a scale-out a routing change; scale-in retires the last one
-  (it gets an end marker, finishes its queue, ends).
+  (it gets an end marker, finishes its queue, ends). On a full host,
+  ``[placement].mode``: ``graph`` starts a whole graph elsewhere (FE scale-out);
+  ``brick`` starts one ULN replica on another host, over tcp both ways
+  (:meth:`ControllerCore._uln_remote`).
 - FE scaling: a graph on a free port (its own host first, then others), then the
   switch gives it buckets with the state-move protocol (the I/O's hooks). With
   ``[scaling].fe_standby`` one graph is kept warm on a free port, started and
@@ -97,6 +100,21 @@ class GraphRec:
     draining: bool = False
     next_uln: int = 0
     standby: bool = False  # started, owns no buckets: the next FE scale-out's target
+
+
+#: first tcp port of ``brick`` placement (below Linux's ephemeral range, 32768 on)
+TCP_BASE = 24000
+
+
+def tcp_port(port: int, serial: int) -> int:
+    """The tcp port of graph ``port``'s decision brick (serial 0) or of its ULN
+    replica ``serial`` placed on another host: 64 per graph port."""
+    return TCP_BASE + 64 * (port % 128) + (0 if serial == 0 else 1 + (serial - 1) % 63)
+
+
+def agent_ip(address: str) -> str:
+    """The host part of an agent's management address ``HOST:PORT``."""
+    return address.rpartition(":")[0] or address
 
 
 def brick_name(role: str, port: int, serial: int = 0) -> str:
@@ -263,6 +281,8 @@ class ControllerCore:
             g = self.graphs.get(port)
             if g is None:
                 g = self.graphs[port] = GraphRec(port, host)
+            if role != "uln":  # a ULN may run on another host than its graph (brick mode)
+                g.host = host
             if role == "fq":
                 g.base = int(spec["options"].get("port_base", 0))
             if role == "uln":
@@ -452,11 +472,35 @@ class ControllerCore:
             fq = self.bricks.get(brick_name("fq", g.port))
             self.event(now, "state_lost", port=g.port, host=host, reason="agent lost",
                        packets=(fq.load.get("packets_in", 0) if fq else 0))
+        cmds += self._lose_remote_ulns(now, host)
         for name in [n for n, b in self.bricks.items() if b.host == host]:
             del self.bricks[name]
         for g in [g for g in self.graphs.values() if g.host == host]:
             self.graphs.pop(g.port, None)
         return cmds + self._keep_fe_standby(now)
+
+    def _lose_remote_ulns(self, now: float, host: str) -> list[Command]:
+        """ULN replicas on lost ``host`` of graphs on live hosts (brick placement):
+        their mapping brick stops routing to them and their decision brick counts
+        them as ended (what was queued there is lost, and counted by the decision)."""
+        cmds = []
+        for b in [b for b in self.bricks.values() if b.host == host and b.role == "uln"
+                  and not b.retired]:
+            g = self.graphs.get(b.port)
+            fm = self.bricks.get(brick_name("fm", b.port))
+            if g is None or g.host == host or fm is None or not fm.spec["outlets"]:
+                continue
+            b.retired = True
+            out = fm.spec["outlets"][0]
+            out["addresses"] = [a for a in out["addresses"] if a != b.spec["inlet"]]
+            cmds += [Command("control", g.host, g.port, {"brick": fm.id, "cmd": {
+                         "op": "route", "target": out["target"],
+                         "addresses": out["addresses"]}}),
+                     Command("control", g.host, g.port, {"brick": brick_name("dec", g.port),
+                                                         "cmd": {"op": "upstream_dead",
+                                                                 "brick": b.id}})]
+            self.event(now, "replica_lost", brick=b.id, host=host, port=g.port)
+        return cmds
 
     def _start_pending(self, now: float) -> list[Command]:
         """Graphs the switch plan gives buckets to whose agent came after the start."""
@@ -533,11 +577,19 @@ class ControllerCore:
                     last_seen=now, standby=True)
                 cmds.append(Command("start", g.host, g.port, {"specs": [spec]}))
             return cmds
-        victim = ulns[-1]
+        return self._retire_uln(now, g, ulns[-1], d.reason)
+
+    def _retire_uln(self, now: float, g: GraphRec, victim: BrickRec,
+                    reason: str) -> list[Command]:
+        """Scale-in: the mapping brick stops routing to ``victim`` and sends it an
+        end marker (it finishes its queue, sends its end to the decision, ends),
+        on this host or another (``brick`` placement) alike."""
+        fm = self.bricks[brick_name("fm", g.port)]
+        out = fm.spec["outlets"][0]
         victim.retired = True
         out["addresses"] = [a for a in out["addresses"] if a != victim.spec["inlet"]]
-        self.event(now, "scale_in", brick="uln", port=g.port, replicas=len(ulns) - 1,
-                   reason=d.reason)
+        self.event(now, "scale_in", brick="uln", port=g.port, host=victim.host,
+                   replicas=len(out["addresses"]), reason=reason, replica=victim.id)
         return [Command("control", g.host, g.port, {"brick": fm.id, "cmd": {
             "op": "route", "target": out["target"], "addresses": out["addresses"],
             "retire": [victim.spec["inlet"]]}})]
@@ -604,27 +656,78 @@ class ControllerCore:
     def _uln_elsewhere(self, now: float, g: GraphRec, reason: str) -> list[Command]:
         """ULN overload on a full host, by ``[placement].mode``: ``graph``: a whole
         new graph on another host (the FE scale-out path: the switch splits the
-        traffic); ``brick``: only a ULN replica on another host would need its
-        batches over tcp, which the graph's ipc addresses cannot carry: reported
-        (``placement_fallback``), then as ``graph``."""
-        mode = self.cfg.placement["mode"]
-        hosts = [Host(a.host, a.cores, self._used(a.host)) for a in self.agents.values()
-                 if a.alive]
-        if mode == "brick":
+        traffic); ``brick``: one ULN replica on the other host with the most free
+        cores (:meth:`_uln_remote`, batches and scores over tcp); when no host
+        has a core for it, reported (``placement_fallback``) and as ``graph``."""
+        if self.cfg.placement["mode"] == "brick":
+            hosts = [Host(a.host, a.cores, self._used(a.host)) for a in self.agents.values()
+                     if a.alive]
             try:
-                p = place_replica(hosts, g.host, "uln", 1.0, {}, "brick")
-                target = p.starts[0][0]
+                target = place_replica(hosts, g.host, "uln", 1.0, {}, "brick").starts[0][0]
             except ConfigError:
                 target = None
+            if target is not None and target != g.host:
+                return self._uln_remote(now, g, target, reason)
             self.event(now, "placement_fallback", brick="uln", port=g.port, host=g.host,
                        mode="brick", target=target, to="graph",
-                       reason="cross-host brick placement needs tcp addresses (not built)")
+                       reason="no other host has a free core for a ULN replica")
         if not (self.cfg.scaling["fe"] and self.cfg.nf["semantics"] == "lego"):
             self.event(now, "no_capacity", host=g.host, brick="uln", port=g.port,
                        reason="host full and FE scaling off: no new graph")
             return []
         return self._fe_scale_out(now, g.host, reason, len(self.live_graphs()) + 1,
                                   away=True, brick="uln")
+
+    def _uln_remote(self, now: float, g: GraphRec, target: str, reason: str) -> list[Command]:
+        """``brick`` placement: one ULN replica of ``g`` on host ``target``.
+
+        Its inlet is ``tcp://<target's agent host>:<port>`` (copying transport: no
+        shared memory across hosts), its control socket and report address are
+        ipc in ``target``'s work directory (its own agent drives it). The graph's
+        decision brick binds one tcp address more on its input queue (control op
+        ``bind``, once per graph, kept in its spec so that a restart binds it
+        again): the remote ULN sends its scores there, the local ULNs go on over
+        ipc, and the decision merges both in batch order as before. Then the
+        decision waits for one more ``end`` and the mapping brick adds the tcp
+        address to its round robin. Scale-in retires it like a local one (the
+        mapping brick sends it an end marker; it finishes its queue and ends).
+
+        Ports are fixed per (graph port, serial) (:func:`tcp_port`): the pure core
+        cannot ask a remote host for a free one; a bind that fails (the port taken)
+        fails the command (``command_failed``)."""
+        fm = self.bricks[brick_name("fm", g.port)]
+        dec = self.bricks[brick_name("dec", g.port)]
+        out = fm.spec["outlets"][0]
+        dec_tcp = f"tcp://{agent_ip(self.agents[g.host].address)}:{tcp_port(g.port, 0)}"
+        cmds = []
+        if dec_tcp not in dec.spec.get("binds", []):
+            dec.spec["binds"] = dec.spec.get("binds", []) + [dec_tcp]
+            cmds.append(Command("control", g.host, g.port, {"brick": dec.id, "cmd": {
+                "op": "bind", "address": dec_tcp}}))
+        template = next(b.spec for b in self.graph_bricks(g.port, "uln"))
+        serial = g.next_uln
+        g.next_uln += 1
+        w = Path(self.agents[target].workdir)
+        spec = {**template, "serial": serial,
+                "control": f"ipc://{w / f'uln-{g.port}-{serial}-ctl.sock'}",
+                "report": f"ipc://{w / 'agent.sock'}",
+                "inlet": f"tcp://{agent_ip(self.agents[target].address)}:"
+                         f"{tcp_port(g.port, serial)}",
+                "outlets": [{**template["outlets"][0], "addresses": [dec_tcp]}]}
+        name = f"{spec['node']}/{serial}"
+        self.bricks[name] = BrickRec(name, target, g.port, "uln", spec, last_seen=now)
+        out["addresses"] = out["addresses"] + [spec["inlet"]]
+        cmds += [Command("start", target, g.port, {"specs": [spec]}),
+                 Command("control", g.host, g.port, {"brick": dec.id, "cmd": {
+                     "op": "add_upstream", "n": 1}}),
+                 Command("control", g.host, g.port, {"brick": fm.id, "cmd": {
+                     "op": "route", "target": out["target"], "addresses": out["addresses"]}})]
+        replicas = len([b for b in self.graph_bricks(g.port, "uln")
+                        if not b.standby and not b.retired])
+        self.event(now, "scale_out", brick="uln", port=g.port, host=target, replicas=replicas,
+                   reason=reason, t_detect=now, replica=name, warm=False, placement="brick",
+                   inlet=spec["inlet"])
+        return cmds
 
     # ------------------------------------------------------------ status
 

@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,20 +31,9 @@ import zmq
 from lego.bricks.brick_feed import END, feed_message
 from lego.errors import LegoError
 from lego.p4src import pipeline as pl
+from lego.testing import wait_for  # noqa: F401  (re-exported for the tests)
 
 TOKEN = "testbed-token-0123456789abcdef"
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, poll: float = 0.01) -> Any:
-    """Poll ``cond`` until it is truthy (returned) or ``timeout`` passes (LegoError)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise LegoError(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(poll)
 
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:

@@ -301,9 +301,8 @@ def overload_uln(core):
             return cmds
 
 
-@pytest.mark.parametrize("mode", ["graph", "brick"])
-def test_uln_overload_on_a_full_host_starts_a_whole_graph_elsewhere(mode):
-    core = full_host_core(mode)
+def test_uln_overload_on_a_full_host_starts_a_whole_graph_elsewhere_in_graph_mode():
+    core = full_host_core("graph")
     cmds = overload_uln(core)
     # in-host impossible (no core left): a new FE graph on nf2, given buckets by the switch
     assert [(c.kind, c.host, c.port) for c in cmds] == \
@@ -311,13 +310,70 @@ def test_uln_overload_on_a_full_host_starts_a_whole_graph_elsewhere(mode):
     assert cmds[1].args["transfer"] and not cmds[0].args["fe_standby"]
     out = next(e for e in core.events if e["kind"] == "scale_out")
     assert out["brick"] == "uln" and out["graph"] and out["host"] == "nf2"
-    fallback = [e for e in core.events if e["kind"] == "placement_fallback"]
-    if mode == "brick":  # reported: a lone ULN on nf2 would need tcp addresses
-        assert len(fallback) == 1 and fallback[0]["target"] == "nf2"
-        assert fallback[0]["to"] == "graph" and "tcp" in fallback[0]["reason"]
-    else:
-        assert not fallback
+    assert not [e for e in core.events if e["kind"] == "placement_fallback"]
     assert routed(core) == 1  # port 2's graph is unchanged
+
+
+def test_uln_overload_on_a_full_host_starts_one_tcp_replica_elsewhere_in_brick_mode():
+    from lego.control.controller import tcp_port
+
+    core = full_host_core("brick")
+    cmds = overload_uln(core)
+    dec_tcp = f"tcp://nf1:{tcp_port(2, 0)}"
+    uln_tcp = f"tcp://nf2:{tcp_port(2, 1)}"
+    # no graph start, no switch write: the decision binds tcp, the ULN starts on nf2,
+    # the decision waits for one more end, the mapping brick routes to it
+    assert [(c.kind, c.host, c.args.get("cmd", {}).get("op")) for c in cmds] == [
+        ("control", "nf1", "bind"), ("start", "nf2", None), ("control", "nf1", "add_upstream"),
+        ("control", "nf1", "route")]
+    assert cmds[0].args == {"brick": "dec-2/0", "cmd": {"op": "bind", "address": dec_tcp}}
+    (spec,) = cmds[1].args["specs"]
+    assert spec["node"] == "uln-2" and spec["serial"] == 1 and spec["inlet"] == uln_tcp
+    assert spec["outlets"][0]["addresses"] == [dec_tcp]
+    assert spec["control"].startswith("ipc:///tmp/nf2/") and "nf2" in spec["report"]
+    route = cmds[3].args["cmd"]
+    assert cmds[3].args["brick"] == "fm-2/0" and route["target"] == "uln-2"
+    assert route["addresses"][-1] == uln_tcp and len(route["addresses"]) == 2
+    assert routed(core) == 2 and core.bricks["uln-2/1"].host == "nf2"
+    assert core.bricks["dec-2/0"].spec["binds"] == [dec_tcp]
+    assert set(core.graphs) == {2}  # no graph started elsewhere
+    out = next(e for e in core.events if e["kind"] == "scale_out")
+    assert out["host"] == "nf2" and out["placement"] == "brick" and out["inlet"] == uln_tcp
+    assert not [e for e in core.events if e["kind"] == "placement_fallback"]
+    # a second one binds nothing more on the decision, and takes the next port
+    now = max(e["t"] for e in core.events)
+    more = core._uln_remote(now, core.graphs[2], "nf2", "test")
+    assert [c.kind for c in more] == ["start", "control", "control"]
+    assert more[0].args["specs"][0]["inlet"] == f"tcp://nf2:{tcp_port(2, 2)}"
+    # scale-in retires the last (remote) one like a local one: an end marker via fm
+    ulns = [b for b in core.graph_bricks(2, "uln") if not b.retired]
+    victim = None
+    t = now + 10
+    while victim is None:
+        t += 0.25
+        assert t < now + 30
+        for b in ulns:  # idle reports from every replica, nf2's too
+            b.util, b.load = 0.0, {"now": t, "busy_s": 0.0}
+        cmds = core._scale_uln(t, core.graphs[2])
+        if cmds:
+            victim = cmds[0].args["cmd"]["retire"]
+    assert victim == [f"tcp://nf2:{tcp_port(2, 2)}"] and cmds[0].host == "nf1"
+    # nf2 lost: its remaining remote ULN is routed around and counted as ended
+    core.agents["nf1"].last_seen, core.agents["nf2"].last_seen = t, -100.0
+    cmds = core._check_agents(t)
+    ops = [(c.args["brick"], c.args["cmd"]["op"]) for c in cmds if c.kind == "control"]
+    assert ("fm-2/0", "route") in ops and ("dec-2/0", "upstream_dead") in ops
+    assert uln_tcp not in core.bricks["fm-2/0"].spec["outlets"][0]["addresses"]
+    assert routed(core) == 1 and 2 in core.graphs
+
+
+def test_brick_mode_without_a_free_core_anywhere_falls_back_to_a_graph():
+    core = full_host_core("brick")
+    core.agents["nf2"].cores = 0.5  # no core for a ULN on nf2 either
+    overload_uln(core)
+    (fb,) = [e for e in core.events if e["kind"] == "placement_fallback"]
+    assert fb["target"] is None and fb["to"] == "graph"
+    assert any(e["kind"] == "no_capacity" for e in core.events)
 
 
 def test_uln_overload_with_room_in_host_stays_in_host_in_either_mode():

@@ -23,6 +23,7 @@ from lego.control.controller import Command
 from lego.control.controller_config import config_from_dict
 from lego.control.controller_io import ControllerRuntime
 from lego.p4src import pipeline as pl
+from lego.testing import wait_for
 from lego.topo.p4runtime_server import P4RuntimeServer
 from lego.topo.traffic_synth import generate, write_trace
 
@@ -30,16 +31,6 @@ pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 TOKEN = "live-test-token-0123456789"
 TRAFFIC = 1
 N = 6000
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -290,4 +281,88 @@ def test_skewed_buckets_are_rebalanced_live_with_exact_scores(trace_model, monke
             drv.close()
         rt.close()
         agent.close()
+        srv.stop()
+
+
+def test_brick_placement_puts_one_uln_on_another_host_over_tcp_exactly(trace_model):
+    """``[placement].mode = "brick"``: nf1 has cores for one ULN only; a forced ULN
+    overload starts one ULN replica on nf2 (a second agent on 127.0.0.1), fed by
+    the mapping brick over tcp and sending its scores to the decision over tcp.
+    The remote replica takes batches, then is retired (scale-in: an end marker
+    over tcp, it finishes its queue); zero loss, scores bit-equal to the monolith."""
+    from lego.control.controller import tcp_port
+
+    tr, pcap, model = trace_model
+    work = Path(tempfile.mkdtemp(prefix="lg", dir="/tmp"))
+    (work / "token").write_text(TOKEN)
+    srv = P4RuntimeServer(pl.Pipeline(), 0, None, "127.0.0.1:0")
+    srv.start()
+    cfg = config_from_dict({
+        "switch": {"address": srv.grpc_addr, "traffic_ports": [TRAFFIC]},
+        "northbound": {"bind": "127.0.0.1:0", "token_file": str(work / "token")},
+        "nf": {"semantics": "lego", "model": str(model), "results": str(work / "results"),
+               "source": "feed", "fe_initial": 1},
+        "graph": {"batch": 256, "flush_ms": 10, "uln": 1},
+        "scaling": {"fe": False, "uln": False, "standby": False, "fe_standby": False,
+                    "adopt_grace": 0.3, "rebalance_s": 0},
+        "placement": {"mode": "brick"},
+        "sla": {"latency_ms": 100.0},
+        "hosts": [{"name": "nf1", "ports": [2], "cores": 2.5},  # FE + one ULN + the rest
+                  {"name": "nf2", "ports": [3], "cores": 8}],
+    }, "<live brick placement test>")
+    rt = ControllerRuntime(cfg, TOKEN)
+    rt.server.start()
+    a1 = RemoteAgent(rt.address, TOKEN, "nf1", 2.5, work / "a", bind="127.0.0.1:0")
+    a2 = RemoteAgent(rt.address, TOKEN, "nf2", 8, work / "b", bind="127.0.0.1:0")
+    drv = None
+    try:
+        a1.start()
+        a2.start()
+        assert a2.wait_registered(10)
+        rt.start()
+        wait_for(lambda: "dec-2/0" in a1.board.registered, 30, "graph of port 2")
+        drv = Driver(srv, work / "a", tr, [2])
+        drv.send(N // 3)
+        with rt.lock:  # the ULN overload decision, forced: nf1 has no core left
+            cmds = rt.core._uln_elsewhere(time.monotonic(), rt.core.graphs[2], "forced")
+        assert [c.kind for c in cmds] == ["control", "start", "control", "control"]
+        assert cmds[1].host == "nf2" and not any(c.kind == "start_graph" for c in cmds)
+        for c in cmds:
+            rt.commands.put(c)
+        wait_for(lambda: "uln-2/1" in a2.board.registered, 30, "the remote ULN")
+        wait_for(lambda: rt.commands.empty() and any(
+            c.args.get("cmd", {}).get("op") == "route" for _, c in rt.executed), 10,
+            "the route to the remote ULN")
+        drv.send(2 * N // 3, pause=lambda: time.sleep(0.002))
+        wait_for(lambda: a2.board.latest.get("uln-2/1", {}).get("batches_in", 0) > 0, 10,
+                 "batches at the remote ULN")
+        with rt.lock:  # scale-in: the remote replica is retired like a local one
+            cmds = rt.core._retire_uln(time.monotonic(), rt.core.graphs[2],
+                                       rt.core.bricks["uln-2/1"], "forced")
+        for c in cmds:
+            rt.commands.put(c)
+        wait_for(lambda: "uln-2/1" in a2.board.finished, 20, "the remote ULN to finish")
+        drv.send(N, pause=lambda: time.sleep(0.002))
+        drv.end([2])
+        wait_for(lambda: (work / "results" / "port-2" / "summary.json").exists(), 60,
+                 "summary of port 2")
+        assert not [e for e in rt.core.events if e["kind"] == "command_failed"]
+        spec = json.loads((work / "b" / "uln-2-1.json").read_text())
+        assert spec["inlet"] == f"tcp://127.0.0.1:{tcp_port(2, 1)}"
+        assert spec["outlets"][0]["addresses"] == [f"tcp://127.0.0.1:{tcp_port(2, 0)}"]
+        remote = a2.board.latest["uln-2/1"]
+        assert remote["batches_in"] > 0 and remote["packets_in"] > 0  # batches over tcp
+        seq, score = _scores(work / "results")
+        want_seq, want_score = monolith_scores(pcap, model, "lego")
+        assert len(seq) == len(want_seq) == N  # zero packets lost
+        assert np.array_equal(seq, want_seq)
+        assert np.array_equal(score.view(np.uint64), want_score.view(np.uint64))  # bit for bit
+        s = json.loads((work / "results" / "port-2" / "summary.json").read_text())
+        assert s["lost_batches"] == 0
+    finally:
+        if drv is not None:
+            drv.close()
+        rt.close()
+        a1.close()
+        a2.close()
         srv.stop()
