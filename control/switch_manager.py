@@ -263,8 +263,11 @@ class SwitchManager:
             old = self.owners
             moves = [BucketMove(int(b), int(old[b]), int(owners[b]))
                      for b in np.flatnonzero(old != owners)]
-        if moves:  # a new epoch in the same Write as the moves (atomic when it is one
-            # Write, batch_size 0): replicas tell old-assignment frames from new ones
+        if moves:  # a new epoch in the same Write as the moves, so replicas tell the
+            # frames of the old assignment from the new (kitsune_moves cuts there).
+            # Exact only if the Write is applied atomically: the software target
+            # applies a Write under its pipeline lock; BMv2 needs one Write with
+            # DATAPLANE_ATOMIC, which it does not offer (batch_size must stay 0).
             self.epoch = (self.epoch + 1) % EPOCHS
         changes = diff(installed, desired_state(plan, owners, self.epoch))
         if moves:
