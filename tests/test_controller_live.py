@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 
 from lego.bricks.brick_agent_remote import RemoteAgent
-from lego.bricks.brick_feed import END, feed_message
 from lego.bricks.kitsune_graph import monolith_scores, read_scores, train_model
 from lego.control.controller import Command
 from lego.control.controller_config import config_from_dict
 from lego.control.controller_io import ControllerRuntime
+from lego.control.controller_testbed import Driver
 from lego.p4src import pipeline as pl
 from lego.testing import wait_for
 from lego.topo.p4runtime_server import P4RuntimeServer
@@ -41,48 +40,6 @@ def trace_model(tmp_path_factory):
     write_trace(tr, pcap)
     model = train_model(pcap, d / "model.npz", "lego", fm=300, ad=2000)
     return tr, pcap, model
-
-
-class Driver:
-    """Plays the traffic host and the switch's egress links: frames through the
-    target's pipeline, each output frame to the feed of its egress port."""
-
-    def __init__(self, server: P4RuntimeServer, workdir: Path, trace, ports):
-        self.server, self.trace = server, trace
-        self.ctx = zmq.Context()
-        self.feeds = {}
-        for p in ports:
-            s = self.ctx.socket(zmq.PUSH)
-            s.setsockopt(zmq.LINGER, 5000)
-            s.connect(f"ipc://{workdir / f'feed-{p}.sock'}")
-            self.feeds[p] = s
-        self.pos = 0
-        self.sent = {p: 0 for p in ports}
-
-    def send(self, upto: int, chunk: int = 64, pause=None) -> None:
-        while self.pos < upto:
-            frames = self.trace.frames[self.pos:min(upto, self.pos + chunk)]
-            out = self.server.service.pipeline.process(frames, TRAFFIC, 1000)
-            by_port: dict[int, list] = {}
-            for port, f in out:
-                shim, _ = pl.strip_shim(f)
-                by_port.setdefault(port, []).append((f, self.trace.ts[shim.seq]))
-            for port, items in by_port.items():
-                self.feeds[port].send_multipart(feed_message([f for f, _ in items],
-                                                             np.array([t for _, t in items])))
-                self.sent[port] += len(items)
-            self.pos += len(frames)
-            if pause:
-                pause()
-
-    def end(self, ports) -> None:
-        for p in ports:
-            self.feeds[p].send_multipart(END)
-
-    def close(self) -> None:
-        for s in self.feeds.values():
-            s.close(5000)
-        self.ctx.term()
 
 
 @pytest.fixture
@@ -135,7 +92,7 @@ def test_fe_scale_out_and_in_with_live_state_moves_is_exact(system, trace_model)
     srv, rt, agent, work, cfg = system
     tr, pcap, model = trace_model
     wait_for(lambda: "fq-2/0" in agent.board.registered, 30, "graph of port 2")
-    drv = Driver(srv, work / "a", tr, [2, 3])
+    drv = Driver(srv, tr, {p: work / "a" for p in [2, 3]}, traffic=TRAFFIC)
     try:
         drv.send(N // 3)
         # scale out to port 3 while traffic flows (what the policy would command)
@@ -253,7 +210,7 @@ def test_skewed_buckets_are_rebalanced_live_with_exact_scores(trace_model, monke
         skew = np.where(np.arange(len(m.owners)) % 8 == 0, 3, 2).astype(np.int64)
         m.apply(m.plan, skew, [BucketMove(int(b), int(m.owners[b]), int(skew[b]))
                                for b in np.flatnonzero(m.owners != skew)])
-        drv = Driver(srv, work / "a", tr, [2, 3])
+        drv = Driver(srv, tr, {p: work / "a" for p in [2, 3]}, traffic=TRAFFIC)
         drv.send(N, pause=lambda: time.sleep(0.05))  # about 5 s of traffic
         wait_for(lambda: any(e["kind"] == "switch_rebalance" and e["buckets"] > 0
                              for e in rt.core.events), 20, "a rebalance")
@@ -321,7 +278,7 @@ def test_brick_placement_puts_one_uln_on_another_host_over_tcp_exactly(trace_mod
         assert a2.wait_registered(10)
         rt.start()
         wait_for(lambda: "dec-2/0" in a1.board.registered, 30, "graph of port 2")
-        drv = Driver(srv, work / "a", tr, [2])
+        drv = Driver(srv, tr, {p: work / "a" for p in [2]}, traffic=TRAFFIC)
         drv.send(N // 3)
         with rt.lock:  # the ULN overload decision, forced: nf1 has no core left
             cmds = rt.core._uln_elsewhere(time.monotonic(), rt.core.graphs[2], "forced")
