@@ -26,40 +26,6 @@ log = logging.getLogger("lego.topo.mn_agent")
 STATUS_EVERY_S = 0.5
 
 
-def graph_toml(data: dict) -> str:
-    """A brick graph dict (as :func:`~lego.bricks.brick_graph.graph_from_dict` takes)
-    as TOML text: strings, numbers, booleans and lists of them, nested tables."""
-
-    def value(v) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
-        raise TypeError(f"graph_toml: cannot write {type(v).__name__} {v!r}")
-
-    lines = []
-    for table in ("graph", "params"):
-        if table in data:
-            lines.append(f"[{table}]")
-            lines += [f"{k} = {value(v)}" for k, v in data[table].items()]
-            lines.append("")
-    for name, brick in data.get("bricks", {}).items():
-        lines.append(f"[bricks.{name}]")
-        lines += [f"{k} = {value(v)}" for k, v in brick.items()]
-        lines.append("")
-    for edge in data.get("edges", []):
-        lines.append("[[edges]]")
-        lines += [f"{k} = {value(v)}" for k, v in edge.items()]
-        lines.append("")
-    return "\n".join(lines)
-
-
 def nf_graph(host: str, iface: str, model: Path, out: Path, *, semantics: str = "lego",
              uln: int = 1, batch: int = 1024, flush_ms: int = 50, idle_s: float = 8.0,
              window: int = 64) -> dict:

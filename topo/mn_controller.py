@@ -3,7 +3,7 @@
 - :func:`controller_config` turns a topology into the dict of ``lego controller
   run --config`` (switch address, the management address for the northbound,
   the NF hosts with their switch port, dataplane interface and core budget, the
-  model, semantics, scaling watermarks), and :func:`config_toml` writes it;
+  model, semantics, scaling watermarks), which ``tomli_w`` writes as TOML;
 - :func:`dashboard_status` turns ``GetStatus`` (the JSON of ``lego controller
   status --json``) plus the switch's counters into the status shape the
   dashboard, the timeline and the tests read (:mod:`lego.topo.mn_status`);
@@ -14,7 +14,6 @@ All three are pure; :class:`~lego.topo.mn_system.LegoSystem` does the I/O.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -59,34 +58,6 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
         "hosts": [{"name": h.name, "ports": [h.port], "interfaces": [f"{h.name}-eth0"],
                    "cores": float(h.cores)} for h in hosts],
     }
-
-
-def config_toml(cfg: dict[str, Any]) -> str:
-    """The config dict as TOML (tables of scalars and lists, and ``[[hosts]]``)."""
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        raise TypeError(f"config_toml: cannot write {type(v).__name__} {v!r}")
-
-    lines = []
-    for name, table in cfg.items():
-        if name == "hosts":
-            continue
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {value(v)}" for k, v in table.items()]
-        lines.append("")
-    for h in cfg.get("hosts", []):
-        lines.append("[[hosts]]")
-        lines += [f"{k} = {value(v)}" for k, v in h.items()]
-        lines.append("")
-    return "\n".join(lines)
 
 
 def _what(e: dict[str, Any]) -> str:

@@ -31,8 +31,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomli_w
+
 from lego.errors import LegoError
-from lego.topo.mn_agent import graph_toml, nf_graph
+from lego.topo.mn_agent import nf_graph
 from lego.topo.mn_net import LegoNet
 from lego.topo.mn_switch import log_tail
 from lego.topo.mn_topology import NFHostSpec, Topology
@@ -151,7 +153,7 @@ class LegoSystem:
         """The token (a fresh secret, mode 0600) and the controller's TOML config."""
         import secrets
 
-        from lego.topo.mn_controller import config_toml, controller_config
+        from lego.topo.mn_controller import controller_config
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.token_file.is_file():
@@ -161,7 +163,7 @@ class LegoSystem:
                                 results=self.results_dir, token_file=self.token_file,
                                 semantics=self.semantics,
                                 election_id=CONTROLLER_ELECTION_ID, scaling=self.scaling)
-        self.config_path.write_text(config_toml(cfg))
+        self.config_path.write_text(tomli_w.dumps(cfg))
         return self.config_path
 
     def config_scaling(self) -> dict:
@@ -363,7 +365,7 @@ class LegoSystem:
             self.agents[h.name] = self._popen(f"agent-{h.name}", argv, self.net.host(h.name))
             return
         graph = wd / "graph.toml"
-        graph.write_text(graph_toml(nf_graph(
+        graph.write_text(tomli_w.dumps(nf_graph(
             h.name, self.net.nf_iface(h.name), self.model, wd / "out",
             semantics=self.semantics, idle_s=self.idle_s, batch=self.batch)))
         argv = [sys.executable, "-m", "lego.topo.mn_agent", str(graph), "--workdir", str(wd),
