@@ -46,6 +46,24 @@ WATCH_S = 0.1  # how often the agent checks its processes (deaths reported withi
 ONE_CORE_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def push_control(ctx: zmq.Context, sockets: dict[str, zmq.Socket], brick: str, address: str,
+                 command: dict, hwm: int) -> bool:
+    """One control message to a brick's control socket (connected on first use, kept
+    in ``sockets``), without blocking; False (and a warning) when its queue is full."""
+    sock = sockets.get(brick)
+    if sock is None:
+        sock = sockets[brick] = ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.connect(address)
+    try:
+        sock.send(json.dumps(command).encode(), zmq.NOBLOCK)
+    except zmq.Again:
+        log.warning("control to %s dropped (queue full): %s", brick, command)
+        return False
+    return True
+
+
 @dataclass
 class AgentEvent:
     kind: str  # registered | exited | died | reported
@@ -235,16 +253,7 @@ class BrickAgent:
         p = self.procs.get(brick)
         if p is None or p.code is not None:
             return
-        sock = self._ctl.get(brick)
-        if sock is None:
-            sock = self._ctl[brick] = self.ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 100)
-            sock.connect(p.spec.control)
-        try:
-            sock.send(json.dumps(command).encode(), zmq.NOBLOCK)
-        except zmq.Again:
-            log.warning("control to %s dropped (queue full): %s", brick, command)
+        push_control(self.ctx, self._ctl, brick, p.spec.control, command, hwm=100)
 
     def pid(self, brick: str) -> int:
         return self.procs[brick].popen.pid

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import zmq
 
-from lego.bricks.brick_agent import ONE_CORE_ENV
+from lego.bricks.brick_agent import ONE_CORE_ENV, push_control
 from lego.bricks.brick_errors import BrickError
 from lego.bricks.brick_northbound import LoadBoard
 from lego.bricks.brick_runtime import BrickSpec
@@ -211,18 +211,7 @@ class RemoteAgent:
             p = self.procs.get(brick)
             if p is None or p.popen.poll() is not None:
                 return False
-            sock = self._ctl.get(brick)
-            if sock is None:
-                sock = self._ctl[brick] = self.ctx.socket(zmq.PUSH)
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.SNDHWM, 1000)
-                sock.connect(p.spec.control)
-            try:
-                sock.send(json.dumps(command).encode(), zmq.NOBLOCK)
-            except zmq.Again:
-                log.warning("control to %s dropped (queue full): %s", brick, command)
-                return False
-        return True
+            return push_control(self.ctx, self._ctl, brick, p.spec.control, command, hwm=1000)
 
     def request(self, brick: str, command: dict, timeout: float = ACK_TIMEOUT_S) -> dict:
         """Send a control message and wait for the brick's acknowledgement."""
