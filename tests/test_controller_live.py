@@ -42,9 +42,10 @@ def trace_model(tmp_path_factory):
     return tr, pcap, model
 
 
-@pytest.fixture
-def system(trace_model):
-    tr, pcap, model = trace_model
+def _live_system(model: Path, fe_initial: int, *, mode: str, name: str, scaling: dict,
+                 hosts: list[dict]):
+    """A scratch directory with the token, a started software target, and the
+    controller's config: feed sources, small batches, one ULN per graph."""
     work = Path(tempfile.mkdtemp(prefix="lg", dir="/tmp"))
     (work / "token").write_text(TOKEN)
     srv = P4RuntimeServer(pl.Pipeline(), 0, None, "127.0.0.1:0")
@@ -53,14 +54,24 @@ def system(trace_model):
         "switch": {"address": srv.grpc_addr, "traffic_ports": [TRAFFIC]},
         "northbound": {"bind": "127.0.0.1:0", "token_file": str(work / "token")},
         "nf": {"semantics": "lego", "model": str(model), "results": str(work / "results"),
-               "source": "feed", "fe_initial": 1},
+               "source": "feed", "fe_initial": fe_initial},
         "graph": {"batch": 256, "flush_ms": 10, "uln": 1},
-        "scaling": {"fe": False, "standby": False, "high": 0.99, "low": 0.0001,
-                    "dwell": 1000.0, "adopt_grace": 0.3},
-        "placement": {"mode": "graph"},
+        "scaling": scaling,
+        "placement": {"mode": mode},
         "sla": {"latency_ms": 100.0},
-        "hosts": [{"name": "nf1", "ports": [2, 3], "cores": 16}],
-    }, "<live test>")
+        "hosts": hosts,
+    }, name)
+    return work, srv, cfg
+
+
+@pytest.fixture
+def system(trace_model):
+    tr, pcap, model = trace_model
+    work, srv, cfg = _live_system(
+        model, 1, mode="graph", name="<live test>",
+        scaling={"fe": False, "standby": False, "high": 0.99, "low": 0.0001, "dwell": 1000.0,
+                 "adopt_grace": 0.3},
+        hosts=[{"name": "nf1", "ports": [2, 3], "cores": 16}])
     started = []
     rt = ControllerRuntime(cfg, TOKEN)
     rt.server.start()  # the agent registers as soon as the controller listens
@@ -178,23 +189,12 @@ def test_skewed_buckets_are_rebalanced_live_with_exact_scores(trace_model, monke
 
     monkeypatch.setattr(controller_io, "LOADS_EVERY_S", 0.4)
     tr, pcap, model = trace_model
-    work = Path(tempfile.mkdtemp(prefix="lg", dir="/tmp"))
-    (work / "token").write_text(TOKEN)
-    srv = P4RuntimeServer(pl.Pipeline(), 0, None, "127.0.0.1:0")
-    srv.start()
-    cfg = config_from_dict({
-        "switch": {"address": srv.grpc_addr, "traffic_ports": [TRAFFIC]},
-        "northbound": {"bind": "127.0.0.1:0", "token_file": str(work / "token")},
-        "nf": {"semantics": "lego", "model": str(model), "results": str(work / "results"),
-               "source": "feed", "fe_initial": 2},
-        "graph": {"batch": 256, "flush_ms": 10, "uln": 1},
-        "scaling": {"fe": False, "uln": False, "standby": False, "fe_standby": False,
-                    "adopt_grace": 0.3, "rebalance_s": 0.5, "rebalance_tolerance": 0.25,
-                    "cooldown": 0.5},
-        "placement": {"mode": "graph"},
-        "sla": {"latency_ms": 100.0},
-        "hosts": [{"name": "nf1", "ports": [2, 3], "cores": 16}],
-    }, "<live rebalance test>")
+    work, srv, cfg = _live_system(
+        model, 2, mode="graph", name="<live rebalance test>",
+        scaling={"fe": False, "uln": False, "standby": False, "fe_standby": False,
+                 "adopt_grace": 0.3, "rebalance_s": 0.5, "rebalance_tolerance": 0.25,
+                 "cooldown": 0.5},
+        hosts=[{"name": "nf1", "ports": [2, 3], "cores": 16}])
     rt = ControllerRuntime(cfg, TOKEN)
     rt.server.start()
     agent = RemoteAgent(rt.address, TOKEN, "nf1", 16, work / "a", bind="127.0.0.1:0")
@@ -250,23 +250,12 @@ def test_brick_placement_puts_one_uln_on_another_host_over_tcp_exactly(trace_mod
     from lego.control.controller import tcp_port
 
     tr, pcap, model = trace_model
-    work = Path(tempfile.mkdtemp(prefix="lg", dir="/tmp"))
-    (work / "token").write_text(TOKEN)
-    srv = P4RuntimeServer(pl.Pipeline(), 0, None, "127.0.0.1:0")
-    srv.start()
-    cfg = config_from_dict({
-        "switch": {"address": srv.grpc_addr, "traffic_ports": [TRAFFIC]},
-        "northbound": {"bind": "127.0.0.1:0", "token_file": str(work / "token")},
-        "nf": {"semantics": "lego", "model": str(model), "results": str(work / "results"),
-               "source": "feed", "fe_initial": 1},
-        "graph": {"batch": 256, "flush_ms": 10, "uln": 1},
-        "scaling": {"fe": False, "uln": False, "standby": False, "fe_standby": False,
-                    "adopt_grace": 0.3, "rebalance_s": 0},
-        "placement": {"mode": "brick"},
-        "sla": {"latency_ms": 100.0},
-        "hosts": [{"name": "nf1", "ports": [2], "cores": 2.5},  # FE + one ULN + the rest
-                  {"name": "nf2", "ports": [3], "cores": 8}],
-    }, "<live brick placement test>")
+    work, srv, cfg = _live_system(
+        model, 1, mode="brick", name="<live brick placement test>",
+        scaling={"fe": False, "uln": False, "standby": False, "fe_standby": False,
+                 "adopt_grace": 0.3, "rebalance_s": 0},
+        hosts=[{"name": "nf1", "ports": [2], "cores": 2.5},  # FE + one ULN + the rest
+               {"name": "nf2", "ports": [3], "cores": 8}])
     rt = ControllerRuntime(cfg, TOKEN)
     rt.server.start()
     a1 = RemoteAgent(rt.address, TOKEN, "nf1", 2.5, work / "a", bind="127.0.0.1:0")
