@@ -1,9 +1,10 @@
 """Bricks: the Kitsune brick graph vs the monolith, and the transport alone.
 
 Rows (same trace, same run; the baseline is the monolithic NF in one process):
-- the brick graph on 2 cores in its default layout (source+extractor fused,
-  mapping+ensemble fused and replicated, decision; shared-memory hops), ``lego``
-  semantics; target 1.6x the monolith;
+- the brick graph on 2 cores in its default layout (source+extractor fused
+  with a mapping+ensemble replica inline, mapping+ensemble fused in a second
+  process, decision; shared-memory hops), ``lego`` semantics; target 1.6x the
+  monolith;
 - the transport alone: no-op bricks moving batches of the same shapes through
   the same process hops (shared memory; and the old ZeroMQ-ipc-only graph with
   a process per brick, for comparison); its "pkt/s" is packets per CPU-second
@@ -41,7 +42,8 @@ def run(quick: bool) -> list[Row]:
                        trials=trials)
         model = KitNET.load(Path(tmp) / "model-lego.npz")
         shapes = (trace, 10**9, repeat, model.n_features, model.n_autoencoders, cpus)
-        layout = transport_cost(*shapes, Path(tmp) / "t-layout", groups=LAYOUT, uln=len(cpus))
+        layout = transport_cost(*shapes, Path(tmp) / "t-layout", groups=LAYOUT,
+                                uln=max(len(cpus) - 1, 1), inline=len(cpus) > 1)
         hops4 = transport_cost(*shapes, Path(tmp) / "t-4", shm=False)
     mono, bricks, whole = rows[0], rows[2], rows[-1]
     nf_cpu_pps = 1e6 / mono.cpu_us_per_packet["nf"]

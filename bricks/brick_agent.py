@@ -246,6 +246,12 @@ class BrickAgent:
             for s in range(self.graph.nodes[e.dst].replicas):
                 self.send_control(f"{e.dst}/{s}", {"op": "upstream_dead",
                                                    "brick": str(spec.id)})
+        if spec.inline:  # the replica it ran inline died with it
+            inline = f"{spec.inline['node']}/{spec.inline['serial']}"
+            for o in spec.inline["outlets"]:
+                for s in range(len(o["addresses"])):
+                    self.send_control(f"{o['target']}/{s}", {"op": "upstream_dead",
+                                                             "brick": inline})
 
     # ------------------------------------------------------------ helpers
 

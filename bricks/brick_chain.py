@@ -59,6 +59,8 @@ class Chain:
             self.split = tail.split
         if any(hasattr(m, "control") for m in self.members):
             self.control = self._control
+        if hasattr(tail, "bind_output"):  # only the tail's output leaves the process
+            self.bind_output = tail.bind_output
 
     def _step(self, i: int, msgs: list[Message]) -> list[Message]:
         """Messages through member ``i``: what it emits."""

@@ -26,6 +26,11 @@
     to = "fq"
     route = "key"            # round_robin (default) | key
 
+    [[edges]]
+    from = "fq"
+    to = "fm"
+    inline = true            # each fq process also runs a replica of fm's process inline
+
 Keys and types are declared as data and checked first (unknown keys, wrong
 types), then the domain rules (:func:`check_rules`); every error is a
 :class:`~lego.bricks.brick_errors.GraphError` naming the file and the key.
@@ -37,6 +42,15 @@ chain as function calls (:mod:`lego.bricks.brick_chain`), with no queue or copy
 between them. The graph the agent runs (:func:`graph_from_dict`'s result) has
 one node per process: a group becomes a node of type ``chain``; the graph as
 written stays in ``Graph.logical``.
+
+Inline replicas (edge ``inline = true``, A -> B): each process of A also runs one
+replica of B's process (B's chain when B is in a group) as function calls, and
+gives it a batch only when every remote replica of B has a full queue, so the
+fraction of A's core that A leaves idle does B's work, with no copy, context
+switch or second process competing for the core. B's ``replicas`` counts its
+own processes; the inline ones are numbered after them (``scorer/1`` inside
+``front/0`` when the scorer has one process). Checked: B is stateless, the edge
+routes round robin, it is A's only outgoing edge and B's only input.
 """
 
 from __future__ import annotations
@@ -44,7 +58,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +83,7 @@ _BRICK_KEYS: dict[str, tuple[Any, Any]] = {
 }
 _EDGE_KEYS: dict[str, tuple[Any, Any]] = {
     "from": (str, None), "to": (str, None), "route": (str, "round_robin"),
+    "inline": (bool, False),
 }
 _TOP_KEYS = ("graph", "params", "bricks", "edges")
 
@@ -88,6 +103,7 @@ class Edge:
     src: str
     dst: str
     route: str = "round_robin"
+    inline: bool = False  # each src process runs a replica of dst inline (overflow)
 
 
 @dataclass
@@ -136,19 +152,31 @@ class Graph:
             _, control[(n, s)] = addresses(self.transport, workdir, f"{n}-{s}-ctl", self.host,
                                            port + 1 if port else 0)
             port = port + 2 if port else 0
+        def outlets_of(n: str) -> list[OutletSpec]:
+            return [OutletSpec(e.dst, e.route,
+                               [inlet[(e.dst, r)] for r in range(self.nodes[e.dst].replicas)])
+                    for e in self.downstream(n)]
+
         specs = []
         for n, s in self.instances():
             node = self.nodes[n]
             ups = sum(self.nodes[e.src].replicas for e in self.upstream(n))
-            outlets = [OutletSpec(e.dst, e.route,
-                                  [inlet[(e.dst, r)] for r in range(self.nodes[e.dst].replicas)])
-                       for e in self.downstream(n)]
+            ups += sum(self.nodes[f.src].replicas for e in self.upstream(n)  # inline replicas
+                       for f in self.upstream(e.src) if f.inline)
+            outlets = outlets_of(n)
+            inline = None
+            for e in self.downstream(n):
+                if e.inline:
+                    inline = {"node": e.dst, "type": self.nodes[e.dst].type,
+                              "serial": self.nodes[e.dst].replicas + s,
+                              "options": self.options(e.dst),
+                              "outlets": [asdict(o) for o in outlets_of(e.dst)]}
             is_source = node_role(node) == "source"
             specs.append(BrickSpec(node=n, type=node.type, serial=s, control=control[(n, s)],
                                    report=report, inlet=None if is_source else inlet[(n, s)],
                                    upstream=ups, outlets=outlets, hwm=self.hwm,
                                    overflow=self.overflow, options=self.options(n),
-                                   cpus=list(node.cpus) or None))
+                                   cpus=list(node.cpus) or None, inline=inline))
         return specs
 
 
@@ -233,7 +261,7 @@ def graph_from_dict(data: Mapping[str, Any], where: str = "<graph>") -> Graph:
         if not isinstance(table, dict):
             raise GraphError(f"{where}: edges[{i}]: expected a table, got {type(table).__name__}")
         e = _typed(f"{where}: edges[{i}]", table, _EDGE_KEYS)
-        edges.append(Edge(e["from"], e["to"], e["route"]))
+        edges.append(Edge(e["from"], e["to"], e["route"], e["inline"]))
     shm = g["transport"] == "ipc" if g["shm"] == "auto" else g["shm"]
     if shm and g["transport"] != "ipc":
         raise GraphError(f"{where}: graph.shm: shared memory carries same-host (ipc) hops only, "
@@ -241,7 +269,9 @@ def graph_from_dict(data: Mapping[str, Any], where: str = "<graph>") -> Graph:
     graph = Graph(nodes, edges, g["name"], g["transport"], g["host"], g["base_port"], g["hwm"],
                   g["overflow"], dict(params), where, shm)
     check_rules(graph)
-    return fuse(graph)
+    fused = fuse(graph)
+    check_inline(fused)
+    return fused
 
 
 # ---------------------------------------------------------------- fusion
@@ -300,14 +330,42 @@ def fuse(graph: Graph) -> Graph:
                 for m in members]
         nodes[node.group] = Node(node.group, CHAIN, replicas.pop(), {"members": spec},
                                  tuple(cpus))
-    edges = [Edge(proc[e.src], proc[e.dst], e.route) for e in graph.edges
+    edges = [Edge(proc[e.src], proc[e.dst], e.route, e.inline) for e in graph.edges
              if proc[e.src] != proc[e.dst]]
+    inner = [e for e in graph.edges if e.inline and proc[e.src] == proc[e.dst]]
+    if inner:
+        raise GraphError(f"{w}: edge {inner[0].src} -> {inner[0].dst}: inline = true inside "
+                         f"group {proc[inner[0].src]!r}, where it is a function call already")
     return Graph(nodes, edges, graph.name, graph.transport, graph.host, graph.base_port,
                  graph.hwm, graph.overflow, dict(graph.params), graph.where, graph.shm,
                  logical=graph)
 
 
 # ---------------------------------------------------------------- rules
+
+
+def check_inline(graph: Graph) -> None:
+    """Rules of ``inline = true`` edges, on the process graph (after fusion)."""
+    for e in graph.edges:
+        if not e.inline:
+            continue
+        where = f"{graph.where}: edge {e.src} -> {e.dst} (inline = true)"
+        dst = graph.nodes[e.dst]
+        types = [m["type"] for m in dst.options["members"]] if dst.type == CHAIN else [dst.type]
+        stateful = [t for t in types if BRICK_TYPES[t].replication != "stateless"]
+        if stateful:
+            raise GraphError(f"{where}: a {stateful[0]} brick keeps state or runs once, so "
+                             "it cannot have a replica inline in another process")
+        if e.route != "round_robin":
+            raise GraphError(f"{where}: inline replicas take overflow batches, which needs "
+                             f"route = \"round_robin\", got {e.route!r}")
+        if len(graph.downstream(e.src)) != 1 or len(graph.upstream(e.dst)) != 1:
+            raise GraphError(f"{where}: it must be {e.src}'s only outgoing edge and "
+                             f"{e.dst}'s only input")
+        if graph.role(e.dst) != "worker":
+            raise GraphError(f"{where}: the inline brick must be a worker (it has inputs "
+                             f"and outputs), {e.dst} is a {graph.role(e.dst)}")
+
 
 
 def topo_order(graph: Graph) -> list[str]:

@@ -86,6 +86,15 @@ class RoutingTable:
             self.live[index] = False
             self.version += 1
 
+    def peek(self) -> int | None:
+        """The replica round robin gives the next batch to (None: key routing, or
+        no live replica); :meth:`route` still decides."""
+        if self.policy != "round_robin":
+            return None
+        k = len(self.addresses)
+        return next(((self._next + j) % k for j in range(k) if self.live[(self._next + j) % k]),
+                    None)
+
     def route(self, msg: Message, splitter: Splitter | None = None) -> list[tuple[int, Message]]:
         """(replica index, message) pairs for one message; an index may be dead
         (the caller counts those as dropped)."""

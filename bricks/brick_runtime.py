@@ -83,6 +83,9 @@ class BrickSpec:
     #: senders feed one queue): a decision brick whose ULN replica runs on another
     #: host takes its scores over tcp (:meth:`Brick.bind`)
     binds: list[str] = field(default_factory=list)
+    #: a replica of the next hop run in this process (graph edge ``inline = true``):
+    #: {node, type, serial, options, outlets}; see :class:`InlineReplica`
+    inline: dict[str, Any] | None = None
 
     @property
     def id(self) -> BrickId:
@@ -159,6 +162,7 @@ class Brick:
         self._last_report = 0.0
         self._packets_at_report = 0
         self.first_in = 0.0  # wall clock of the first data batch (scale-out latency)
+        self.inline: InlineReplica | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -172,6 +176,12 @@ class Brick:
         for o in self.spec.outlets:
             table = RoutingTable(o.target, o.addresses, o.policy)
             self.outlets[o.target] = Outlet(self.ctx, table, self.spec.hwm, self.spec.overflow)
+        if self.spec.inline:
+            self.inline = InlineReplica(self.spec.inline, self.ctx, self.spec.hwm,
+                                        self.spec.overflow)
+        if len(self.outlets) == 1 and hasattr(self.logic, "bind_output"):
+            # the logic may write its output straight into the next hop's slot
+            self.logic.bind_output(next(iter(self.outlets.values())).lend)
         self.northbound.register(str(self.id), os.getpid(), self.spec.inlet or "",
                                  self.spec.control)
         self._last_report = time.monotonic()
@@ -211,6 +221,8 @@ class Brick:
     def close(self) -> None:
         for o in self.outlets.values():
             o.close()
+        if self.inline is not None:
+            self.inline.close()
         if self.inlet is not None:
             self.inlet.close()
         if self.control is not None:
@@ -243,6 +255,8 @@ class Brick:
         meta = getattr(self.logic, "end_meta", lambda: {})()
         self._emit(self.logic.finish(meta))
         self._emit([Message(kind="end", src=str(self.id), meta=meta)])
+        if self.inline is not None:
+            self.inline.finish(meta, self._serve_control)
 
     def _run_worker(self) -> None:
         poller = zmq.Poller()
@@ -260,6 +274,8 @@ class Brick:
             return
         self._emit(self.logic.finish(self.end_meta))
         self._emit([Message(kind="end", src=str(self.id), meta=self.end_meta)])
+        if self.inline is not None:
+            self.inline.finish(self.end_meta, self._serve_control)
 
     def _one(self, msg: Message) -> None:
         log.debug("%s: got %s batch %d part %d/%d from %s", self.id, msg.kind, msg.batch,
@@ -289,15 +305,11 @@ class Brick:
         self._emit(outs)
 
     def _emit(self, msgs: list[Message]) -> None:
-        split = getattr(self.logic, "split", None)
         for msg in msgs:
             if msg.kind == "data":
                 self.packets_out += msg.n
-            for outlet in self.outlets.values():
-                for index, part in outlet.table.route(msg, split):
-                    log.debug("%s: send %s batch %d part %d to %s/%d", self.id, part.kind,
-                              part.batch, part.part, outlet.table.target, index)
-                    outlet.send(index, part, self._serve_control)
+        emit(self.outlets, msgs, getattr(self.logic, "split", None), self._serve_control,
+             str(self.id), self.inline)
 
     # ------------------------------------------------------------ control
 
@@ -317,7 +329,8 @@ class Brick:
         elif op == "drain":  # a source: end the input now; the graph drains behind it
             self.draining = True
         elif op == "remove_replica":
-            outlet = self.outlets.get(cmd.get("target", ""))
+            outlet = self.outlets.get(cmd.get("target", "")) or \
+                (self.inline.outlets.get(cmd.get("target", "")) if self.inline else None)
             if outlet is not None:
                 log.warning("%s: next hop %s/%s removed", self.id, cmd["target"], cmd["index"])
                 outlet.kill(int(cmd["index"]))
@@ -396,7 +409,20 @@ class Brick:
             e2e_latency_ms=1e3 * self._lat_sum / max(self._lat_n, 1),
             rss_mb=_rss_mb(), ended_from=list(self.ended_from),
             extra={**getattr(self.logic, "report", dict)(),
-                   **({"first_in": self.first_in} if self.first_in else {})})
+                   **({"first_in": self.first_in} if self.first_in else {}),
+                   **self._shm_kept(),
+                   **({"inline": self.inline.report()} if self.inline else {})})
+
+    def _shm_kept(self) -> dict[str, int]:
+        """Shared-memory slots whose arrays outlived their message (each costs the
+        sender a fresh segment, page faults included): 0 in a healthy graph."""
+        out = {}
+        if self.inlet is not None and self.inlet.shared.kept:
+            out["shm_kept_in"] = self.inlet.shared.kept
+        sent = sum(getattr(s, "kept", 0) for o in self.outlets.values() for s in o.socks if s)
+        if sent:
+            out["shm_kept_out"] = sent
+        return out
 
     def _report(self, final: bool = False) -> None:
         report = self.load()
@@ -409,6 +435,66 @@ class Brick:
         self._busy_since = 0.0
         self._lat_sum = 0.0
         self._lat_n = 0
+
+
+def emit(outlets: dict[str, Outlet], msgs: list[Message], split, serve_control,
+         src: str, inline: InlineReplica | None = None) -> None:
+    """Send messages on every outgoing edge, each routed by its table. A data
+    batch for the next hop that runs a replica inline goes to a remote replica
+    with room, else to the inline one (which never waits)."""
+    for msg in msgs:
+        for outlet in outlets.values():
+            for index, part in outlet.table.route(msg, split):
+                log.debug("%s: send %s batch %d part %d to %s/%d", src, part.kind, part.batch,
+                          part.part, outlet.table.target, index)
+                if inline is not None and part.kind == "data" and \
+                        outlet.table.target == inline.id.node:
+                    if not outlet.try_send(index, part):
+                        inline.handle(part, serve_control)
+                else:
+                    outlet.send(index, part, serve_control)
+
+
+class InlineReplica:
+    """A replica of a stateless next-hop brick run inside this brick's process
+    (graph edge ``inline = true``): batches the remote replicas have no room for
+    go through its logic as a function call, and its output goes to its own next
+    hops. It has its own identity (its serial follows the remote replicas'),
+    sends its own ``end`` after its host's, and reports its work in the host's
+    load report (``extra.inline``)."""
+
+    def __init__(self, spec: dict[str, Any], ctx: zmq.Context, hwm: int, overflow: str) -> None:
+        from lego.bricks.brick_types import make_logic
+
+        self.id = BrickId(spec["node"], int(spec["serial"]))
+        self.logic = make_logic(spec["type"], spec["options"], self.id)
+        self.outlets = {o["target"]: Outlet(ctx, RoutingTable(o["target"], o["addresses"],
+                                                               o["policy"]), hwm, overflow)
+                        for o in spec["outlets"]}
+        self.batches = 0
+        self.packets = 0
+        self.cpu_s = 0.0
+
+    def handle(self, msg: Message, serve_control) -> None:
+        t = time.thread_time()
+        outs = self.logic.handle(msg)
+        self.cpu_s += time.thread_time() - t
+        self.batches += 1
+        self.packets += msg.n
+        emit(self.outlets, outs, getattr(self.logic, "split", None), serve_control, str(self.id))
+
+    def finish(self, meta: dict[str, Any], serve_control) -> None:
+        outs = self.logic.finish(meta) + [Message(kind="end", src=str(self.id), meta=meta)]
+        emit(self.outlets, outs, getattr(self.logic, "split", None), serve_control, str(self.id))
+
+    def report(self) -> dict[str, Any]:
+        extra = getattr(self.logic, "report", dict)()
+        return {"brick": str(self.id), "batches": self.batches, "packets": self.packets,
+                "cpu_s": round(self.cpu_s, 6), **extra}
+
+    def close(self) -> None:
+        for o in self.outlets.values():
+            o.close()
 
 
 def reroute(outlet: Outlet, addresses: list[str], owner=None, retire=(), src: str = "") -> None:

@@ -150,6 +150,7 @@ class ShmLink:
         self.gen = 0
         self._pending: bytes | None = None  # a header whose slot is filled, not yet sent
         self._pending_slot = -1
+        self._lent: int | None = None  # a slot lent to the logic (lend), not yet offered
         self.kept = 0  # segments a receiver kept (its logic held on to the arrays)
         self.in_flight: dict[int, int] = {}  # slot -> batch id, until released
 
@@ -186,23 +187,64 @@ class ShmLink:
             self.segments[slot] = seg
         return seg
 
+    def lend(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+        """An array in a free slot, for a logic to write its output in place: when
+        a message carrying it is offered here, that array travels without a copy.
+        None when no slot is free. At most one loan per link: a loan that was never
+        offered (the logic emitted something else) is lent again, so the logic
+        must not keep the array past emitting it."""
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if self._lent is None:
+            self._take_acks()
+            if not self.free:
+                return None
+            self._lent = self.free.pop()
+        seg = self._segment(self._lent, nbytes + nbytes // 16 + MIN_SEGMENT // 4)
+        return seg.buf[:nbytes].view(dtype).reshape(shape)
+
+    def _unlend(self) -> None:
+        if self._lent is not None:
+            self.free.append(self._lent)
+            self._lent = None
+
+    def _layout(self, arrays: list[tuple[str, np.ndarray]]) -> tuple[int | None, list[int], int]:
+        """(the lent array's index or None, offsets, end): a lent array stays at
+        offset 0 of its slot, the others follow it."""
+        lent = None
+        if self._lent is not None:
+            seg = self.segments[self._lent]
+            base = seg.buf.ctypes.data if seg is not None else -1
+            lent = next((i for i, (_, a) in enumerate(arrays)
+                         if a.nbytes and a.ctypes.data == base), None)
+        order = ([lent] if lent is not None else []) + \
+            [i for i in range(len(arrays)) if i != lent]
+        offsets, end = [0] * len(arrays), 0
+        for i in order:
+            offsets[i] = end
+            end = _align(end + arrays[i][1].nbytes)
+        return lent, offsets, end
+
     def offer(self, msg: Message) -> bool:
         """Try to send a batch without blocking: False if no slot is free or the
         header queue is full (call :meth:`wait`, then offer the same message again)."""
         if self._pending is None:
-            self._take_acks()
-            if not self.free:
-                return False
             arrays = contiguous(msg)
-            offsets, end = [], 0
-            for _, a in arrays:
-                offsets.append(end)
-                end = _align(end + a.nbytes)
-            slot = self.free.pop()
+            lent, offsets, end = self._layout(arrays)
+            if lent is None:
+                self._unlend()  # the loan went unused: its slot is free again
+                self._take_acks()
+                if not self.free:
+                    return False
+                slot = self.free.pop()
+            else:
+                slot, self._lent = self._lent, None
+                if self.segments[slot].size < end:  # the others did not fit: copy all
+                    lent = None
             seg = self._segment(slot, end)
             specs = []
-            for (name, a), off in zip(arrays, offsets, strict=True):
-                if a.nbytes:
+            for i, ((name, a), off) in enumerate(zip(arrays, offsets, strict=True)):
+                if a.nbytes and i != lent:
                     seg.buf[off:off + a.nbytes] = a.reshape(-1).view(np.uint8)
                 specs.append([name, a.dtype.str, list(a.shape), off])
             self._pending = header_frame(msg, specs, {"seg": seg.name, "size": seg.size,
@@ -244,6 +286,7 @@ class ShmLink:
         unlinked by its receiver when mapped, or else by the agent's sweep. With
         ``linger_ms = 0`` (a dead receiver) every segment is unlinked."""
         self.sock.close(linger_ms)
+        self._unlend()
         self._take_acks()
         self.acks.close(0)
         in_flight = set(range(len(self.segments))) - set(self.free) if linger_ms else set()

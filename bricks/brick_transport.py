@@ -203,6 +203,15 @@ class Outlet:
             self.socks[index].close(0)
             self.socks[index] = None
 
+    def lend(self, shape: tuple[int, ...], dtype: np.dtype = np.float64) -> np.ndarray | None:
+        """Memory in the shared-memory slot of the replica that round robin gives
+        the next batch to, for the sending logic to write an output array in
+        place (:meth:`ShmLink.lend`); None when that is not possible (key routing,
+        a socket link, no free slot): the logic allocates as usual."""
+        index = self.table.peek()
+        link = self.socks[index] if index is not None and index < len(self.socks) else None
+        return link.lend(shape, dtype) if isinstance(link, ShmLink) else None
+
     def send(self, index: int, msg: Message, serve_control: Callable[[], None]) -> bool:
         """Send to replica ``index``; False (and counted) if it was dropped.
 
@@ -216,8 +225,7 @@ class Outlet:
         sock = self.socks[index] if 0 <= index < len(self.socks) else None
         if sock is None or not self.table.live[index]:
             return self._drop(msg)
-        spill = msg.kind == "data" and self.table.policy == "round_robin" and \
-            len(self.socks) > 1 and all(isinstance(s, ShmLink) for s in self.socks if s)
+        spill = self._can_spill(msg)
         while True:
             if sock.offer(msg):
                 return self._sent(index, msg)
@@ -242,6 +250,25 @@ class Outlet:
                 sock = self.socks[index] if index < len(self.socks) else None
                 if sock is None or not self.table.live[index]:
                     return self._drop(msg)
+
+    def try_send(self, index: int, msg: Message) -> bool:
+        """Send to replica ``index``, or another live one with room (round robin),
+        without waiting: False when none has room (nothing is counted as dropped:
+        the caller has somewhere else to put the batch)."""
+        sock = self.socks[index] if 0 <= index < len(self.socks) else None
+        if sock is not None and self.table.live[index]:
+            if sock.offer(msg):
+                return self._sent(index, msg)
+            sock.abandon()
+        other = self._spill(index, msg) if self._can_spill(msg) else None
+        if other is None:
+            return False
+        self.spilled += 1
+        return self._sent(other, msg)
+
+    def _can_spill(self, msg: Message) -> bool:
+        return msg.kind == "data" and self.table.policy == "round_robin" and \
+            len(self.socks) > 1 and all(isinstance(s, ShmLink) for s in self.socks if s)
 
     def _spill(self, index: int, msg: Message) -> int | None:
         """Another live replica that takes ``msg`` now (round robin from ``index``)."""

@@ -3,13 +3,18 @@
 - (a) monolith: ``KitsuneNF`` in one process (it can use one core);
 - (b) bricks: the Kitsune brick graph on the core budget; a calibration run with
   one process per brick measures the CPU per packet of each brick, and the
-  bottleneck is replicated: by default (:data:`LAYOUT`) the source and the
+  bottleneck is replicated. By default (:data:`LAYOUT`) the source and the
   extractor run fused in one process (``front``), feature mapping and the
-  ensemble fused in another (``scorer``), replicated once per core, and the
-  decision alone; hops in shared memory. When the extractor is the bottleneck
-  (and the semantics splits exactly, ``lego``) it is replicated instead, by key.
-  The same layout over ZeroMQ ipc (copying) and the unfused graph are measured
-  in the same run, for comparison;
+  ensemble fused in another (``scorer``), and the decision alone; hops in
+  shared memory. On k >= 2 cores the scorer has k - 1 processes, one per core
+  but the first, and the front runs one more scorer replica inline (graph edge
+  ``inline = true``): it scores the batches the scorer processes have no room
+  for, so the part of the first core the extractor leaves idle does scoring,
+  with no second process competing for that core. The same layout with k
+  scorer processes and no inline replica (every process on every core), the
+  inline layout over ZeroMQ ipc (copying) and the unfused graph are measured in
+  the same run, for comparison. When the extractor is the bottleneck (and the
+  semantics splits exactly, ``lego``) it is replicated instead, by key;
 - (c) whole-NF replicas: K processes each running the whole NF on its share of
   the traffic as the switch splits it (``control.split_sim.split``).
 
@@ -97,6 +102,10 @@ def run_graph(graph: Graph, workdir: Path, packets: int, timeout: float = 300.0)
     per = {b: 1e6 * r["cpu_s"] / packets for b, r in loads.items()}
     members = {f"{b} {m}": 1e6 * c / packets for b, r in loads.items()
                for m, c in (r.get("extra") or {}).get("members_cpu_s", {}).items()}
+    for b, r in loads.items():  # a replica run inline: "front/0 inline scorer/1 uln"
+        inline = (r.get("extra") or {}).get("inline")
+        for m, c in (inline or {}).get("members_cpu_s", {}).items():
+            members[f"{b} inline {inline['brick']} {m}"] = 1e6 * c / packets
     return Fig4Row(graph.name, packets, seconds, packets / seconds, float("nan"),
                    sum(r["rss_mb"] for r in loads.values()), cpu, per, members)
 
@@ -178,12 +187,14 @@ def _graph_setups(trace: Path, model: Path, semantics: str, repeat: int, cpus: l
     k = len(cpus)
 
     def graph(name: str, fq: int = 1, uln: int = 1, groups: dict[str, str] | None = None,
-              shm: bool = True) -> Graph:
+              shm: bool = True, inline: bool = False) -> Graph:
+        pin = {n: cpus for n in ("source", "fq", "fm", "uln", "decision")}
+        if inline:  # the front and its inline scorer own the first core, the scorers the rest
+            pin.update({"source": cpus[:1], "fq": cpus[:1], "fm": cpus[1:], "uln": cpus[1:]})
         g = kitsune_graph(trace, model, tmp / f"out-{len(name)}-{abs(hash(name))}",
                           semantics=semantics, fq=fq, uln=uln, batch=batch, repeat=repeat,
                           write_scores=False, write_alerts=False, preload=True, shm=shm,
-                          groups=groups,
-                          cpus={n: cpus for n in ("source", "fq", "fm", "uln", "decision")})
+                          groups=groups, inline=inline, cpus=pin)
         g.name = name
         return g
 
@@ -201,11 +212,15 @@ def _graph_setups(trace: Path, model: Path, semantics: str, repeat: int, cpus: l
                          groups=LAYOUT_FQ, shm=False),
             "unfused": graph(f"bricks: unfused, fq x{k}; shm", fq=k),
         }
+    plain = graph(f"bricks: source+fq | fm+uln x{k} | decision; shm", uln=k, groups=LAYOUT)
+    if k < 2:
+        return {"final": plain}
     return {
-        "final": graph(f"bricks: source+fq | fm+uln x{k} | decision; shm", uln=k,
-                       groups=LAYOUT),
-        "ipc": graph("bricks: same layout over ZeroMQ ipc (copying)", uln=k, groups=LAYOUT,
-                     shm=False),
+        "final": graph(f"bricks: source+fq (+ fm+uln inline) | fm+uln x{k - 1} | decision; "
+                       "shm", uln=k - 1, groups=LAYOUT, inline=True),
+        "plain": plain,
+        "ipc": graph("bricks: the inline layout over ZeroMQ ipc (copying)", uln=k - 1,
+                     groups=LAYOUT, shm=False, inline=True),
         "unfused": graph(f"bricks: unfused, uln x{k}; shm", uln=k),
     }
 
@@ -283,11 +298,12 @@ def _whole_nf(trace: Path, model: Path, semantics: str, repeat: int, cpus: list[
 def transport_cost(trace: Path, packets_limit: int, repeat: int, n_features: int,
                    n_autoencoders: int, cpus: list[int], workdir: Path,
                    batch: int = 8192, shm: bool = True, groups: dict[str, str] | None = None,
-                   uln: int = 1, name: str = "transport only") -> Fig4Row:
+                   uln: int = 1, inline: bool = False, name: str = "transport only") -> Fig4Row:
     """The hops of a Kitsune graph layout with no-op bricks (same batch shapes:
     packets, feature rows, per-autoencoder inputs, scores): the CPU per packet of
     the transport alone, summed over the processes. ``groups`` fuses bricks as
-    in the Kitsune graph (a fused hop is a function call, not a transport)."""
+    in the Kitsune graph (a fused hop is a function call, not a transport), and
+    ``inline`` runs a replica of the next hop inline as in the Kitsune graph."""
     groups = groups or {}
     replicas = {"uln": uln, "fm": uln if groups.get("fm") and groups.get("fm") ==
                 groups.get("uln") else 1}
@@ -309,7 +325,7 @@ def transport_cost(trace: Path, packets_limit: int, repeat: int, n_features: int
     data = {
         "graph": {"name": name, "hwm": 4, "shm": shm},
         "bricks": bricks,
-        "edges": [{"from": "source", "to": "fq"}, {"from": "fq", "to": "fm"},
+        "edges": [{"from": "source", "to": "fq"}, {"from": "fq", "to": "fm", "inline": inline},
                   {"from": "fm", "to": "uln"}, {"from": "uln", "to": "decision"}],
     }
     from lego.ext.packets import read_trace

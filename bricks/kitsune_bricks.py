@@ -52,8 +52,7 @@ from lego.bricks.brick_wire import Message
 from lego.errors import ModelError
 from lego.ext.batch import PacketBatch
 from lego.ext.features import make_extractor
-from lego.ext.kitnet import EXEC_BLOCK, EXEC_PAD, KitNET, _rmse_rows, _sigmoid
-from lego.ext.kitnet_spec import NORM_EPS
+from lego.ext.kitnet import KitNET
 
 log = logging.getLogger(__name__)
 
@@ -352,15 +351,27 @@ class FeatureQuantization:
     def __init__(self, options: dict[str, Any], brick_id: Any) -> None:
         self.semantics = options.get("semantics", "kitsune")
         self.state = make_extractor(self.semantics)
+        self.width = len(self.state.feature_names())
         self.moves = kitsune_moves.MoveState()  # state moves under way (controller)
+        self.lend = None  # the runtime's Outlet.lend (bind_output)
+
+    def bind_output(self, lend) -> None:
+        """Write feature rows straight into the next hop's shared-memory slot
+        (``lend(shape) -> array or None``), saving a copy of the largest array of
+        the graph."""
+        self.lend = lend
 
     def handle(self, msg: Message) -> list[Message]:
         if self.moves.active:
             return kitsune_moves.handle(self, msg)
         batch = PacketBatch(**{name: msg.arrays[name] for name in PACKET_FIELDS})
         self.moves.processed += len(batch)
-        x = self.state.process(batch)
         primary = batch.mirror == 0
+        out = None
+        if self.lend is not None:  # kitsune: a row per packet, mirrors included
+            rows = int(primary.sum()) if self.semantics == "lego" else len(batch)
+            out = self.lend((rows, self.width))
+        x = self.state.process(batch, out=out)
         if len(x) == len(batch) and not primary.all():  # kitsune: mirrors yield rows too
             x = x[primary]
         return [msg.with_arrays({"seq": batch.seq[primary], "x": x})]
@@ -416,67 +427,30 @@ def _load_model(options: dict[str, Any], who: str) -> KitNET:
     return model
 
 
-@dataclass
-class Layer:
-    idx: np.ndarray
-    nmin: np.ndarray
-    denom: np.ndarray
-    W: np.ndarray
-    hbias: np.ndarray
-    vbias: np.ndarray
-
-
-def model_layers(model: KitNET) -> list[Layer]:
-    """Each autoencoder's feature ids and parameters (the last: the output layer)."""
-    fmap = model.feature_map or []
-    out = []
-    for a in range(len(fmap) + 1):
-        p = model.layer(a)
-        idx = np.array(fmap[a] if a < len(fmap) else [], dtype=np.int64)
-        out.append(Layer(idx, p["norm_min"], p["norm_max"] - p["norm_min"] + NORM_EPS,
-                         p["W"], p["hbias"], p["vbias"]))
-    return out
-
-
 class FeatureMapping:
-    """Feature rows -> ``x0 .. x{k-1}``: each autoencoder's normalised inputs."""
+    """Feature rows -> ``x0 .. x{k-1}``: each autoencoder's normalised inputs
+    (``KitNET.map_inputs``)."""
 
     def __init__(self, options: dict[str, Any], brick_id: Any) -> None:
-        self.state = model_layers(_load_model(options, str(brick_id)))[:-1]
+        self.state = _load_model(options, str(brick_id))  # read-only: its feature map and norms
 
     def handle(self, msg: Message) -> list[Message]:
-        x = msg.arrays["x"]
-        arrays = {"seq": msg.arrays["seq"]}
-        for a, layer in enumerate(self.state):
-            arrays[f"x{a}"] = (x[:, layer.idx] - layer.nmin) / layer.denom
-        return [msg.with_arrays(arrays)]
+        inputs = self.state.map_inputs(msg.arrays["x"])
+        return [msg.with_arrays({"seq": msg.arrays["seq"],
+                                 **{f"x{a}": x for a, x in enumerate(inputs)}})]
 
     def finish(self, meta: dict[str, Any]) -> list[Message]:
         return []
 
 
-def _reconstruction_rmse(xn: np.ndarray, layer: Layer) -> np.ndarray:
-    """``_rmse_rows`` of lego.ext.kitnet after its normalisation, op for op."""
-    y = xn @ layer.W
-    y += layer.hbias
-    _sigmoid(y)
-    z = y @ layer.W.T
-    z += layer.vbias
-    _sigmoid(z)
-    np.subtract(xn, z, out=z)
-    np.multiply(z, z, out=z)
-    return np.sqrt(z.mean(axis=1))
-
-
 class UnsupervisedLearningNetwork:
-    """The autoencoder ensemble + output layer at inference (no state changes).
+    """The autoencoder ensemble + output layer at inference (no state changes):
+    ``KitNET.score_inputs``, so scores are the monolith's bit for bit.
     Options: ``model``; ``fail_after`` (batches) and ``fail_serial`` (which replica):
     raise after that many batches, for failure tests."""
 
     def __init__(self, options: dict[str, Any], brick_id: Any) -> None:
-        layers = model_layers(_load_model(options, str(brick_id)))
-        self.state = layers  # read-only parameters: replicas share nothing else
-        self.pad = [(0.0 - lay.nmin) / lay.denom for lay in layers[:-1]]  # a zero row, mapped
+        self.state = _load_model(options, str(brick_id))  # read-only parameters
         fail_serial = options.get("fail_serial")
         serial = getattr(brick_id, "serial", None)
         self.fail_after = options.get("fail_after") if fail_serial in (None, serial) else None
@@ -486,24 +460,9 @@ class UnsupervisedLearningNetwork:
         if self.fail_after is not None and self.handled >= int(self.fail_after):
             raise BrickError(f"fail_after={self.fail_after}: failing on purpose (test)")
         self.handled += 1
-        seq = msg.arrays["seq"]
-        n = len(seq)
-        k = len(self.state) - 1
-        scores = np.empty(n)
-        for start in range(0, n, EXEC_BLOCK):  # KitNET._execute_blas's blocks and padding
-            rows = min(EXEC_BLOCK, n - start)
-            extra = -rows % EXEC_PAD
-            S = np.empty((rows + extra, k))
-            for a in range(k):
-                xa = msg.arrays[f"x{a}"][start:start + rows]
-                if extra:
-                    pad = np.broadcast_to(self.pad[a], (extra, len(self.pad[a])))
-                    xa = np.concatenate([xa, pad])
-                S[:, a] = _reconstruction_rmse(np.ascontiguousarray(xa), self.state[a])
-            out = self.state[k]
-            scores[start:start + rows] = _rmse_rows(S, out.nmin, out.denom, out.W, out.hbias,
-                                                    out.vbias)[:rows]
-        return [msg.with_arrays({"seq": np.array(seq), "score": scores})]
+        k = self.state.n_autoencoders
+        scores = self.state.score_inputs([msg.arrays[f"x{a}"] for a in range(k)])
+        return [msg.with_arrays({"seq": np.array(msg.arrays["seq"]), "score": scores})]
 
     def finish(self, meta: dict[str, Any]) -> list[Message]:
         return []

@@ -17,7 +17,7 @@ def kitsune_graph(trace: str | Path, model: str | Path, out: str | Path, *,
                   transport: str = "ipc", base_port: int = 0, window: int = 32,
                   write_scores: bool = True, write_alerts: bool = True,
                   shm: bool | None = None, preload: bool = False,
-                  groups: dict[str, str] | None = None,
+                  groups: dict[str, str] | None = None, inline: bool = False,
                   cpus: dict[str, list[int]] | None = None,
                   source_options: dict[str, Any] | None = None,
                   uln_options: dict[str, Any] | None = None) -> Graph:
@@ -26,7 +26,9 @@ def kitsune_graph(trace: str | Path, model: str | Path, out: str | Path, *,
     ``groups``: brick -> group (bricks of a group run fused in one process, e.g.
     ``{"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}``, where
     ``fm`` then takes ``uln``'s replicas); ``shm``: shared-memory hops (default:
-    with ``ipc``); ``preload``: the source parses the trace before the run."""
+    with ``ipc``); ``preload``: the source parses the trace before the run;
+    ``inline``: each extractor process also runs a feature-mapping (+ fused
+    ensemble) replica inline, fed the batches its remote replicas have no room for."""
     cpus = cpus or {}
     groups = groups or {}
     if groups.get("fm") and groups.get("fm") == groups.get("uln"):
@@ -55,7 +57,7 @@ def kitsune_graph(trace: str | Path, model: str | Path, out: str | Path, *,
     for name, group in groups.items():
         bricks[name]["group"] = group
     edges = [{"from": "source", "to": "fq", "route": "key" if fq > 1 else "round_robin"},
-             {"from": "fq", "to": "fm"}, {"from": "fm", "to": "uln"},
+             {"from": "fq", "to": "fm", "inline": inline}, {"from": "fm", "to": "uln"},
              {"from": "uln", "to": "decision"}]
     settings: dict[str, Any] = {"name": f"kitsune-{semantics}", "transport": transport,
                                 "hwm": hwm, "base_port": base_port}

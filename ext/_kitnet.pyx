@@ -276,3 +276,32 @@ def execute_rows(
                 else:
                     out[r] = ae_execute(S, nv, nh, &W[w_off[a]], &hbias[h0], &vbias[v0],
                                         &norm_min[v0], &norm_max[v0], xn, y, z)
+
+
+def map_rows(
+    const double[:, ::1] X,  # IN  rows x n_features
+    const int64_t[::1] feat_idx,  # IN  concatenated feature map (ensemble members only)
+    const int64_t[::1] vis_off,  # IN  k + 1 (or more: only the first k members are mapped)
+    const double[::1] norm_min,  # IN  indexed like feat_idx
+    const double[::1] denom,  # IN  norm_max - norm_min + NORM_EPS, indexed like feat_idx
+    double[::1] out,  # OUT rows * vis_off[k]: member a's block (rows x nv_a) from rows * vis_off[a]
+) -> None:
+    """Feature mapping: each ensemble member's min-max normalised inputs, one pass
+    over the rows (gather and normalise fused; ``(x - min) / denom`` as numpy)."""
+    cdef Py_ssize_t k = vis_off.shape[0] - 1
+    cdef Py_ssize_t rows = X.shape[0], r, a, i, nv, v0
+    cdef double* block
+    if feat_idx.shape[0] < vis_off[k] or norm_min.shape[0] < vis_off[k] \
+            or denom.shape[0] < vis_off[k] or out.shape[0] < rows * vis_off[k]:
+        raise ValueError("map_rows: arrays shorter than the feature map")
+    for i in range(vis_off[k]):
+        if not 0 <= feat_idx[i] < X.shape[1]:
+            raise ValueError(f"map_rows: feature id {feat_idx[i]} out of range")
+    with nogil:
+        for r in range(rows):
+            for a in range(k):
+                v0 = vis_off[a]
+                nv = vis_off[a + 1] - v0
+                block = &out[rows * v0 + r * nv]
+                for i in range(nv):
+                    block[i] = (X[r, feat_idx[v0 + i]] - norm_min[v0 + i]) / denom[v0 + i]

@@ -6,9 +6,12 @@ DESIGN §7) for any batch split: ``process`` walks a batch through the phases
 to one call: the correlation update and the online training of the ensemble run
 in the Cython kernels of ``_kitnet.pyx``, execution runs batched in numpy.
 
-Execution multiplies whole blocks of rows by each autoencoder's weights
-(numpy, BLAS); blocks are padded so that a row's score does not depend on the
-batch it came in. Scores match the reference to float64 rounding.
+Execution is two steps, also offered apart (the feature-mapping and ensemble
+bricks): :meth:`KitNET.map_inputs` gathers and normalises each autoencoder's
+inputs in one Cython pass, :meth:`KitNET.score_inputs` multiplies whole blocks
+of rows by each autoencoder's weights (numpy, BLAS); blocks are padded so that a
+row's score does not depend on the batch it came in. Scores match the reference
+to float64 rounding.
 
 A model is saved as a versioned ``.npz`` (:meth:`KitNET.save`,
 :meth:`KitNET.load`), validated on load; a threshold fitted on benign scores
@@ -40,7 +43,7 @@ FORMAT_VERSION = 1
 FORMAT_KIND = "lego.kitnet"
 #: Rows per block in batched execution (keeps the temporaries in cache).
 EXEC_BLOCK = 2048
-#: Blocks are padded to a multiple of this many rows (see KitNET._execute_blas).
+#: Blocks are padded to a multiple of this many rows (see KitNET._score_block).
 EXEC_PAD = 16
 EXEC_ENGINES = ("blas", "kernel")
 
@@ -250,7 +253,8 @@ class KitNET:
     def execute(self, X: np.ndarray, engine: str = "blas") -> np.ndarray:
         """Score every row with the current model (no learning).
 
-        ``engine="blas"``: batched numpy, one matrix product per autoencoder
+        ``engine="blas"``: feature mapping (:meth:`map_inputs`) then the ensemble
+        (:meth:`score_inputs`), block by block, one matrix product per autoencoder
         over a block of rows (the fast path). ``engine="kernel"``: the Cython
         kernel, one row at a time, each product summed first term to last.
         Either way a row's score does not depend on the batch it comes in; the
@@ -260,47 +264,99 @@ class KitNET:
         if engine not in EXEC_ENGINES:
             raise ConfigError(f"KitNET.execute.engine: expected one of {EXEC_ENGINES}, "
                               f"got {engine!r}")
-        if self._map is None:
-            raise ModelError(f"KitNET.execute: no feature map yet (phase 'fm', "
-                             f"{self.n_trained} of {self.fm_grace + 1} rows seen)")
+        self._need_map("execute")
         scores = np.empty(X.shape[0])
         if engine == "kernel":
             _k.execute_rows(X, self._feat_idx, self._vis_off, self._hid_off, self._w_off,
                             self._W, self._hbias, self._vbias, self._norm_min, self._norm_max,
                             self._work, scores)
         else:
-            self._execute_blas(X, scores)
+            layers = self._exec_layers()
+            for start in range(0, X.shape[0], EXEC_BLOCK):  # blocks keep the temporaries in cache
+                block = X[start:start + EXEC_BLOCK]
+                scores[start:start + len(block)] = self._score_block(
+                    self._map_rows(block, layers), layers)
         self.n_executed += X.shape[0]
         return scores
 
-    def _execute_blas(self, X: np.ndarray, scores: np.ndarray) -> None:
-        """Batched execution with numpy matrix products (OUT: scores).
+    def map_inputs(self, X: np.ndarray) -> list[np.ndarray]:
+        """Feature mapping at inference: for each autoencoder of the ensemble,
+        its min-max normalised inputs (rows x its features, C-contiguous; views
+        of one buffer). What :meth:`score_inputs` takes; Kitsune's "feature
+        mapping" brick."""
+        X = self._rows(X, "map_inputs")
+        self._need_map("map_inputs")
+        return self._map_rows(X, self._exec_layers())
 
-        Each block is padded with zero rows to a multiple of EXEC_PAD rows:
-        BLAS rounds a lone row (gemv) and the odd last row of a product
-        differently from the others, so without the padding a row's score
-        would depend on where the batch was split.
-        """
-        assert self._map is not None
+    def score_inputs(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """The ensemble and the output layer on mapped inputs (:meth:`map_inputs`):
+        the scores, bit-identical to :meth:`execute` of the unmapped rows."""
+        self._need_map("score_inputs")
         k = len(self._map)
+        if len(inputs) != k:
+            raise ConfigError(f"KitNET.score_inputs: expected {k} arrays (one per "
+                              f"autoencoder), got {len(inputs)}")
+        n = len(inputs[0]) if k else 0
+        for a, x in enumerate(inputs):
+            if np.shape(x) != (n, self._nv[a]):
+                raise ConfigError(f"KitNET.score_inputs: expected inputs[{a}] of shape "
+                                  f"({n}, {self._nv[a]}), got {np.shape(x)}")
+        layers = self._exec_layers()
+        scores = np.empty(n)
+        for start in range(0, n, EXEC_BLOCK):
+            block = [np.ascontiguousarray(x[start:start + EXEC_BLOCK], dtype=np.float64)
+                     for x in inputs]
+            scores[start:start + len(block[0])] = self._score_block(block, layers)
+        self.n_executed += n
+        return scores
+
+    def _need_map(self, who: str) -> None:
+        if self._map is None:
+            raise ModelError(f"KitNET.{who}: no feature map yet (phase 'fm', "
+                             f"{self.n_trained} of {self.fm_grace + 1} rows seen)")
+
+    def _exec_layers(self) -> list[tuple[np.ndarray, ...]]:
+        """Per autoencoder (the last: the output layer): norm_min, denominator of
+        the normalisation, W, hbias, vbias."""
         layers = []
-        for a in range(k + 1):
+        for a in range(len(self._map) + 1):
             vs, hs, _ = self._ae_slices(a)
             nmin = self._norm_min[vs]
-            denom = self._norm_max[vs] - nmin + NORM_EPS
-            layers.append((self._feat_idx[vs], nmin, denom, self._W_of(a),
+            layers.append((nmin, self._norm_max[vs] - nmin + NORM_EPS, self._W_of(a),
                            self._hbias[hs], self._vbias[vs]))
-        for start in range(0, X.shape[0], EXEC_BLOCK):
-            block = X[start:start + EXEC_BLOCK]
-            rows = block.shape[0]
-            if rows % EXEC_PAD:
-                block = np.concatenate([block, np.zeros((-rows % EXEC_PAD, X.shape[1]))])
-            S = np.empty((block.shape[0], k))
-            for a in range(k):
-                idx, nmin, denom, W, hb, vb = layers[a]
-                S[:, a] = _rmse_rows(block[:, idx], nmin, denom, W, hb, vb)
-            _, nmin, denom, W, hb, vb = layers[k]
-            scores[start:start + rows] = _rmse_rows(S, nmin, denom, W, hb, vb)[:rows]
+        return layers
+
+    def _map_rows(self, X: np.ndarray, layers: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
+        """Mapped inputs of rows X, one pass (the Cython kernel)."""
+        k = len(self._map)
+        n, off = X.shape[0], self._vis_off
+        nmin = np.concatenate([lay[0] for lay in layers[:k]]) if k else np.zeros(0)
+        denom = np.concatenate([lay[1] for lay in layers[:k]]) if k else np.zeros(0)
+        out = np.empty(n * int(off[k]))
+        _k.map_rows(X, self._feat_idx, off[:k + 1], nmin, denom, out)
+        return [out[n * off[a]:n * off[a + 1]].reshape(n, self._nv[a]) for a in range(k)]
+
+    def _score_block(self, inputs: list[np.ndarray], layers: list[tuple[np.ndarray, ...]]
+                     ) -> np.ndarray:
+        """Scores of one block of mapped rows (at most EXEC_BLOCK).
+
+        The block is padded to a multiple of EXEC_PAD rows (with the mapping of a
+        zero row): BLAS rounds a lone row (gemv) and the odd last row of a
+        product differently from the others, so without the padding a row's
+        score would depend on where the batch was split.
+        """
+        k = len(inputs)
+        rows = len(inputs[0])
+        extra = -rows % EXEC_PAD
+        S = np.empty((rows + extra, k))
+        for a in range(k):
+            nmin, denom, W, hb, vb = layers[a]
+            xn = inputs[a]
+            if extra:
+                xn = np.concatenate([xn, np.broadcast_to((0.0 - nmin) / denom, (extra, len(nmin)))])
+            S[:, a] = _ensemble_rmse(xn, W, hb, vb)
+        nmin, denom, W, hb, vb = layers[k]
+        return _ensemble_rmse((S - nmin) / denom, W, hb, vb)[:rows]
 
     # ------------------------------------------------------------------ persistence
 
@@ -341,10 +397,9 @@ class KitNET:
 # ---------------------------------------------------------------------- numpy helpers
 
 
-def _rmse_rows(X: np.ndarray, nmin: np.ndarray, denom: np.ndarray, W: np.ndarray,
-               hbias: np.ndarray, vbias: np.ndarray) -> np.ndarray:
-    """Reconstruction RMSE of each row of X by one autoencoder (the reference's ops)."""
-    xn = (X - nmin) / denom
+def _ensemble_rmse(xn: np.ndarray, W: np.ndarray, hbias: np.ndarray,
+                   vbias: np.ndarray) -> np.ndarray:
+    """Reconstruction RMSE of each normalised row by one autoencoder (the reference's ops)."""
     y = xn @ W
     y += hbias
     _sigmoid(y)

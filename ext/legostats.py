@@ -293,8 +293,10 @@ class LegoExtractor:
     def feature_names(self) -> list[str]:
         return feature_names()
 
-    def process(self, batch: PacketBatch) -> np.ndarray:
-        """Update state with every packet in order; return float64[n_primary, 115]."""
+    def process(self, batch: PacketBatch, out: np.ndarray | None = None) -> np.ndarray:
+        """Update state with every packet in order; return float64[n_primary, 115],
+        written into ``out`` when given (C-contiguous float64 of that shape: e.g.
+        a shared-memory slot the features travel in without a copy)."""
         arrays = {}
         n = len(batch.ts)
         for name, dtype in _FIELDS.items():
@@ -307,7 +309,15 @@ class LegoExtractor:
                 raise ValueError(f"PacketBatch.{name}: expected shape {shape}, got {arr.shape}")
             arrays[name] = np.ascontiguousarray(arr)
         n_rows = n - int(np.count_nonzero(arrays["mirror"]))
-        out = np.empty((n_rows, N_FEATURES), dtype=np.float64)
+        if out is None:
+            out = np.empty((n_rows, N_FEATURES), dtype=np.float64)
+        elif (not isinstance(out, np.ndarray) or out.dtype != np.float64
+              or out.shape != (n_rows, N_FEATURES) or not out.flags.c_contiguous
+              or not out.flags.writeable):
+            raise ValueError(f"LegoExtractor.process: out must be a writeable C-contiguous "
+                             f"float64 array of shape {(n_rows, N_FEATURES)}, got "
+                             f"{getattr(out, 'dtype', type(out).__name__)} "
+                             f"{getattr(out, 'shape', '')}")
         self._state.process(**arrays, out=out)
         return out
 

@@ -111,7 +111,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             "4 process hops, ZeroMQ ipc": transport_cost(*shapes, Path(tmp) / "t1", shm=False),
             "4 process hops, shared memory": transport_cost(*shapes, Path(tmp) / "t2"),
             "the default layout's hops, shared memory": transport_cost(
-                *shapes, Path(tmp) / "t3", groups=LAYOUT, uln=len(cpus)),
+                *shapes, Path(tmp) / "t3", groups=LAYOUT, uln=max(len(cpus) - 1, 1),
+                inline=len(cpus) > 1),
         }
     load1 = os.getloadavg()
     nf_us = rows[0].cpu_us_per_packet["nf"]

@@ -290,3 +290,66 @@ def test_group_type_checked():
 
 def test_chain_is_not_a_type_to_write():
     _bad(lambda d: d["bricks"]["uln"].update(type="chain"), "unknown brick type 'chain'")
+
+
+# ---------------------------------------------------------------- inline replicas
+
+
+def _inline_chain():
+    d = _kitsune_chain()
+    d["bricks"]["fm"]["replicas"] = d["bricks"]["uln"]["replicas"] = 1
+    d["edges"][1]["inline"] = True  # fq -> fm: the front runs a scorer inline
+    return d
+
+
+def test_inline_edge_gives_the_host_a_replica_and_its_downstream_an_end_more(tmp_path):
+    g = graph_from_dict(_inline_chain(), "g.toml")
+    assert [(e.src, e.dst, e.inline) for e in g.edges] == [("front", "scorer", True),
+                                                            ("scorer", "decision", False)]
+    specs = {str(s.id): s for s in g.specs(tmp_path, "ipc://x")}
+    assert sorted(specs) == ["decision/0", "front/0", "scorer/0"]  # inline: not a process
+    inline = specs["front/0"].inline
+    assert (inline["node"], inline["type"], inline["serial"]) == ("scorer", "chain", 1)
+    assert [m["node"] for m in inline["options"]["members"]] == ["fm", "uln"]
+    assert inline["outlets"] == [{"target": "decision", "policy": "round_robin",
+                                  "addresses": specs["scorer/0"].outlets[0].addresses}]
+    assert specs["decision/0"].upstream == 2  # scorer/0 and the inline scorer/1
+    assert specs["scorer/0"].upstream == 1 and specs["scorer/0"].inline is None
+
+
+def _inline_into_decision(d):
+    d["edges"][1].pop("inline")
+    d["edges"][3]["inline"] = True  # scorer -> decision
+
+
+def _inline_into_keyed_extractor(d):
+    d["edges"][1].pop("inline")
+    d["bricks"]["fq"].update(replicas=2, group="")
+    d["bricks"]["source"]["group"] = ""
+    d["edges"][0].update(inline=True, route="key")
+
+
+def _inline_target_with_two_inputs(d):
+    d["bricks"]["source2"] = {"type": "packet_batching", "options": {"trace": "t"}}
+    d["edges"].append({"from": "source2", "to": "fm"})
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (_inline_into_decision, "a decision brick keeps state or runs once"),
+    (_inline_into_keyed_extractor, "a feature_quantization brick keeps state"),
+    (lambda d: d["edges"][1].update(inline=1), r"edges\[1\]\.inline: expected bool"),
+    (_inline_target_with_two_inputs, "front's only outgoing edge and scorer's only input"),
+])
+def test_inline_rules(mutate, match):
+    d = _inline_chain()
+    mutate(d)
+    with pytest.raises(GraphError, match=match):
+        graph_from_dict(d, "g.toml")
+
+
+def test_inline_edge_inside_a_group_is_refused():
+    d = _inline_chain()
+    d["edges"][1].pop("inline")
+    d["edges"][2]["inline"] = True  # fm -> uln, both in "scorer"
+    with pytest.raises(GraphError, match="inside group 'scorer'"):
+        graph_from_dict(d, "g.toml")

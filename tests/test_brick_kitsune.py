@@ -78,6 +78,33 @@ def test_fused_layouts_give_the_monoliths_scores_bit_for_bit(models, tmp_path, l
     assert segment_names(run_id(tmp_path / "w")) == []
 
 
+@pytest.mark.parametrize("shm", [True, False])
+def test_inline_replica_takes_the_overflow_and_scores_stay_exact(models, tmp_path, shm):
+    """front (source+fq) runs a scorer replica inline; the one scorer process
+    gets what it has room for. Both replicas score, exactly, nothing lost."""
+    trace, model = models[0], models[1]["lego"]
+    out = tmp_path / "out"
+    layout = {"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}
+    graph = kitsune_graph(trace, model, out, semantics="lego", uln=1, batch=BATCH, hwm=1,
+                          limit=LIMIT, groups=layout, shm=shm, preload=True, inline=True)
+    assert sorted(graph.nodes) == ["decision", "front", "scorer"]
+    agent = _run(graph, tmp_path / "w")
+    assert set(agent.exit_codes().values()) == {0}, agent.events
+    seq, score = read_scores(out / "scores.csv")
+    want_seq, want_score = monolith_scores(trace, model, "lego", limit=LIMIT)
+    assert np.array_equal(seq, want_seq)
+    assert np.array_equal(score.view(np.uint64), want_score.view(np.uint64))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lost_batches"] == 0 and summary["rows"] == LIMIT
+    inline = agent.board.latest["front/0"]["extra"]["inline"]
+    remote = agent.board.latest["scorer/0"]["packets_in"]
+    assert inline["brick"] == "scorer/1"
+    assert inline["packets"] > 0 and remote > 0  # a one-slot queue overflows
+    assert inline["packets"] + remote == LIMIT
+    assert sorted(agent.board.latest["decision/0"]["ended_from"]) == ["scorer/0", "scorer/1"]
+    assert segment_names(run_id(tmp_path / "w")) == []
+
+
 def _covered(seq, summary):
     """Seqs scored plus every seq inside a batch recorded as lost."""
     have = set(seq.tolist())
@@ -137,3 +164,33 @@ def test_killed_brick_reported_within_one_second_and_no_batch_silently_lost(mode
     codes = agent.exit_codes()
     assert codes.pop("uln/1") == -signal.SIGKILL and set(codes.values()) == {0}
     assert segment_names(run_id(tmp_path / "w")) == []  # no shared memory left behind
+
+
+def test_killed_host_of_an_inline_replica_drains_the_graph(models, tmp_path):
+    """The front dies with the scorer replica it runs inline: the agent ends both
+    for their next hops, so the scorer process and the decision finish."""
+    trace, model = models[0], models[1]["lego"]
+    out = tmp_path / "out"
+    layout = {"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}
+    graph = kitsune_graph(trace, model, out, semantics="lego", uln=1, batch=BATCH, limit=LIMIT,
+                          groups=layout, inline=True, source_options={"pps": 4000})
+    agent = BrickAgent(graph, tmp_path / "w")
+    try:
+        agent.start()
+        agent.go()
+        deadline = time.monotonic() + 20
+        while agent.board.latest.get("decision/0", {}).get("packets_in", 0) == 0:
+            assert time.monotonic() < deadline, "no batch reached the decision"
+            agent.poll(0.05)
+        os.kill(agent.pid("front/0"), signal.SIGKILL)
+        agent.wait(30)
+    finally:
+        agent.stop()
+    codes = agent.exit_codes()
+    assert codes.pop("front/0") == -signal.SIGKILL and set(codes.values()) == {0}
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0 < summary["rows"] < LIMIT  # what was scored before the kill, no hang
+    seq, score = read_scores(out / "scores.csv")
+    want_seq, want_score = monolith_scores(trace, model, "lego", limit=LIMIT)
+    assert np.array_equal(score, want_score[np.searchsorted(want_seq, seq)])
+    assert segment_names(run_id(tmp_path / "w")) == []

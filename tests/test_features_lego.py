@@ -98,6 +98,18 @@ def trace(shared_data) -> PacketBatch:
 
 # --------------------------------------------------------------- definition ----
 
+def test_rows_land_in_the_callers_buffer():
+    batch = mixed_traffic(300, seed=5)
+    batch.mirror[::3] = 1  # a row per primary packet only
+    rows = int((batch.mirror == 0).sum())
+    want = LegoExtractor(hash_seed=1).process(batch)
+    out = np.full((rows, N_FEATURES), np.nan)
+    assert LegoExtractor(hash_seed=1).process(batch, out=out) is out
+    assert np.array_equal(out, want)
+    with pytest.raises(ValueError, match="out must be"):
+        LegoExtractor().process(batch, out=np.empty((len(batch), N_FEATURES)))
+
+
 def test_feature_names_order():
     names = feature_names()
     assert len(names) == len(set(names)) == N_FEATURES == 115

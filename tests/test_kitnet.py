@@ -201,6 +201,42 @@ def test_a_rows_score_does_not_depend_on_its_batch(engine):
         np.testing.assert_array_equal(got, want[:len(got)], err_msg=f"batches of {size}")
 
 
+def test_mapping_then_ensemble_is_execute_bit_for_bit():
+    """The feature-mapping and ensemble bricks' halves of execute, on any split."""
+    X = correlated_rows(SMALL["fm_grace"] + SMALL["ad_grace"] + 1 + 3000, seed=9)
+    m = KitNET(X.shape[1], **SMALL)
+    m.process(X[:SMALL["fm_grace"] + SMALL["ad_grace"] + 1])
+    Xe = X[SMALL["fm_grace"] + SMALL["ad_grace"] + 1:]
+    want = m.execute(Xe)
+    inputs = m.map_inputs(Xe)
+    assert [x.shape for x in inputs] == [(len(Xe), len(c)) for c in m.feature_map]
+    assert all(x.flags.c_contiguous for x in inputs)
+    for a, cluster in enumerate(m.feature_map):  # the reference's normalisation, per input
+        p = m.layer(a)
+        np.testing.assert_array_equal(inputs[a], (Xe[:, cluster] - p["norm_min"]) /
+                                      (p["norm_max"] - p["norm_min"] + 1e-16))
+    np.testing.assert_array_equal(m.score_inputs(inputs), want)
+    for size in (1, 15, 2049):  # another block split, a padded last block
+        got = np.concatenate([m.score_inputs([x[i:i + size] for x in inputs])
+                              for i in range(0, len(Xe), size)])
+        np.testing.assert_array_equal(got, want, err_msg=f"batches of {size}")
+
+
+def test_mapped_inputs_of_the_wrong_shape_are_refused():
+    X = correlated_rows(40)
+    m = KitNET(X.shape[1], max_ae=4, fm_grace=9, ad_grace=5)
+    with pytest.raises(ModelError, match="map_inputs: no feature map"):
+        m.map_inputs(X[:2])
+    m.process(X[:30])
+    inputs = m.map_inputs(X[30:])
+    with pytest.raises(ConfigError, match=f"expected {m.n_autoencoders} arrays"):
+        m.score_inputs(inputs[:-1])
+    bad = list(inputs)
+    bad[0] = bad[0][:, :-1]
+    with pytest.raises(ConfigError, match=r"inputs\[0\] of shape"):
+        m.score_inputs(bad)
+
+
 def test_phase_counters_and_explicit_train():
     X = correlated_rows(50)
     m = KitNET(X.shape[1], max_ae=4, fm_grace=9, ad_grace=5)
