@@ -37,7 +37,7 @@ from lego.errors import BuildError, ConfigError
 from lego.ext import require_built
 from lego.ext.afterimage_spec import N_FEATURES, feature_names
 from lego.ext.batch import PacketBatch
-from lego.ext.features import LAMBDAS
+from lego.ext.features import LAMBDAS, feature_rows
 
 _COLUMNS = ("ts", "frame_len", "eth_src", "eth_dst", "proto", "src_family", "dst_family",
             "src_addr", "dst_addr", "sport", "dport", "mirror")
@@ -82,16 +82,7 @@ class KitsuneExtractor:
         if not isinstance(batch, PacketBatch):
             raise TypeError(f"KitsuneExtractor.process: expected a PacketBatch, "
                             f"got {type(batch).__name__}")
-        n = len(batch)
-        if out is None:
-            out = np.empty((n, N_FEATURES), dtype=np.float64)
-        elif (not isinstance(out, np.ndarray) or out.dtype != np.float64
-              or out.shape != (n, N_FEATURES) or not out.flags.c_contiguous
-              or not out.flags.writeable):
-            raise ValueError(f"KitsuneExtractor.process: out must be a writeable C-contiguous "
-                             f"float64 array of shape {(n, N_FEATURES)}, got "
-                             f"{getattr(out, 'dtype', type(out).__name__)} "
-                             f"{getattr(out, 'shape', '')}")
+        out = feature_rows(out, (len(batch), N_FEATURES), "KitsuneExtractor.process")
         # PacketBatch has checked dtypes and shapes; the kernel needs contiguity
         cols = [np.ascontiguousarray(getattr(batch, c)) for c in _COLUMNS]
         self._state.process(*cols, out)

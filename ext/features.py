@@ -20,6 +20,19 @@ LAMBDAS = (5.0, 3.0, 1.0, 0.1, 0.01)
 SEMANTICS = ("kitsune", "lego")
 
 
+def feature_rows(out: np.ndarray | None, shape: tuple[int, int], who: str) -> np.ndarray:
+    """The array an extractor writes its rows into: ``out`` when given (checked:
+    a writeable C-contiguous float64 array of ``shape``), else a new one."""
+    if out is None:
+        return np.empty(shape, dtype=np.float64)
+    if (not isinstance(out, np.ndarray) or out.dtype != np.float64 or out.shape != shape
+            or not out.flags.c_contiguous or not out.flags.writeable):
+        raise ValueError(f"{who}: out must be a writeable C-contiguous float64 array of "
+                         f"shape {shape}, got {getattr(out, 'dtype', type(out).__name__)} "
+                         f"{getattr(out, 'shape', '')}")
+    return out
+
+
 class Extractor(Protocol):
     semantics: str
     n_features: int

@@ -30,6 +30,7 @@ import numpy as np
 from lego.errors import ConfigError, LegoError
 from lego.ext import require_built
 from lego.ext.batch import ADDR_BYTES, FIELD_DTYPES, PacketBatch
+from lego.ext.features import feature_rows
 from lego.ext.legostats_spec import N_FEATURES, OWNER_BUCKETS, STATE_LAYOUT, feature_names
 
 STATE_MAGIC = b"LGST"
@@ -309,15 +310,7 @@ class LegoExtractor:
                 raise ValueError(f"PacketBatch.{name}: expected shape {shape}, got {arr.shape}")
             arrays[name] = np.ascontiguousarray(arr)
         n_rows = n - int(np.count_nonzero(arrays["mirror"]))
-        if out is None:
-            out = np.empty((n_rows, N_FEATURES), dtype=np.float64)
-        elif (not isinstance(out, np.ndarray) or out.dtype != np.float64
-              or out.shape != (n_rows, N_FEATURES) or not out.flags.c_contiguous
-              or not out.flags.writeable):
-            raise ValueError(f"LegoExtractor.process: out must be a writeable C-contiguous "
-                             f"float64 array of shape {(n_rows, N_FEATURES)}, got "
-                             f"{getattr(out, 'dtype', type(out).__name__)} "
-                             f"{getattr(out, 'shape', '')}")
+        out = feature_rows(out, (n_rows, N_FEATURES), "LegoExtractor.process")
         self._state.process(**arrays, out=out)
         return out
 

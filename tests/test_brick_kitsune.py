@@ -48,10 +48,7 @@ def test_brick_graph_scores_equal_monolith_bit_for_bit(models, tmp_path, semanti
                           batch=BATCH, limit=LIMIT)
     agent = _run(graph, tmp_path / "w")
     assert set(agent.exit_codes().values()) == {0}, agent.events
-    seq, score = read_scores(out / "scores.csv")
-    want_seq, want_score = monolith_scores(trace, model, semantics, limit=LIMIT)
-    assert np.array_equal(seq, want_seq)
-    assert np.array_equal(score.view(np.uint64), want_score.view(np.uint64))  # bit for bit
+    _assert_monolith_scores(trace, model, out, semantics)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lost_batches"] == 0 and summary["rows"] == LIMIT
 
@@ -68,10 +65,7 @@ def test_fused_layouts_give_the_monoliths_scores_bit_for_bit(models, tmp_path, l
     assert len(graph.nodes) == 5 - len(layout) + len(set(layout.values()))
     agent = _run(graph, tmp_path / "w")
     assert set(agent.exit_codes().values()) == {0}, agent.events
-    seq, score = read_scores(out / "scores.csv")
-    want_seq, want_score = monolith_scores(trace, model, "lego", limit=LIMIT)
-    assert np.array_equal(seq, want_seq)
-    assert np.array_equal(score.view(np.uint64), want_score.view(np.uint64))
+    _assert_monolith_scores(trace, model, out, "lego")
     members = {m for r in agent.board.latest.values()
                for m in (r.get("extra") or {}).get("members_cpu_s", {})}
     assert members == set(layout)  # each fused brick's CPU is reported
@@ -90,10 +84,7 @@ def test_inline_replica_takes_the_overflow_and_scores_stay_exact(models, tmp_pat
     assert sorted(graph.nodes) == ["decision", "front", "scorer"]
     agent = _run(graph, tmp_path / "w")
     assert set(agent.exit_codes().values()) == {0}, agent.events
-    seq, score = read_scores(out / "scores.csv")
-    want_seq, want_score = monolith_scores(trace, model, "lego", limit=LIMIT)
-    assert np.array_equal(seq, want_seq)
-    assert np.array_equal(score.view(np.uint64), want_score.view(np.uint64))
+    _assert_monolith_scores(trace, model, out, "lego")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lost_batches"] == 0 and summary["rows"] == LIMIT
     inline = agent.board.latest["front/0"]["extra"]["inline"]
@@ -103,6 +94,20 @@ def test_inline_replica_takes_the_overflow_and_scores_stay_exact(models, tmp_pat
     assert inline["packets"] + remote == LIMIT
     assert sorted(agent.board.latest["decision/0"]["ended_from"]) == ["scorer/0", "scorer/1"]
     assert segment_names(run_id(tmp_path / "w")) == []
+
+
+def _assert_monolith_scores(trace, model, out, semantics):
+    seq, score = read_scores(out / "scores.csv")
+    want_seq, want_score = monolith_scores(trace, model, semantics, limit=LIMIT)
+    assert np.array_equal(seq, want_seq)
+    assert np.array_equal(score.view(np.uint64), want_score.view(np.uint64))  # bit for bit
+
+
+def _wait_for_scores(agent, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while agent.board.latest.get("decision/0", {}).get("packets_in", 0) == 0:
+        assert time.monotonic() < deadline, "no batch reached the decision"
+        agent.poll(0.05)
 
 
 def _covered(seq, summary):
@@ -142,10 +147,7 @@ def test_killed_brick_reported_within_one_second_and_no_batch_silently_lost(mode
     try:
         agent.start()
         agent.go()
-        deadline = time.monotonic() + 20
-        while agent.board.latest.get("decision/0", {}).get("packets_in", 0) == 0:
-            assert time.monotonic() < deadline, "no batch reached the decision"
-            agent.poll(0.05)
+        _wait_for_scores(agent)
         killed_at = time.monotonic()
         os.kill(agent.pid("uln/1"), signal.SIGKILL)
         while not any(e.kind == "died" for e in agent.events):
@@ -178,10 +180,7 @@ def test_killed_host_of_an_inline_replica_drains_the_graph(models, tmp_path):
     try:
         agent.start()
         agent.go()
-        deadline = time.monotonic() + 20
-        while agent.board.latest.get("decision/0", {}).get("packets_in", 0) == 0:
-            assert time.monotonic() < deadline, "no batch reached the decision"
-            agent.poll(0.05)
+        _wait_for_scores(agent)
         os.kill(agent.pid("front/0"), signal.SIGKILL)
         agent.wait(30)
     finally:

@@ -260,8 +260,11 @@ def _merge_scores(system) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     seqs, scores, alerts = [], [], []
     for d in system.score_dirs():
         path = d / "scores.csv"
-        if not path.is_file() or path.stat().st_size == 0:
+        if not path.is_file():
             continue
+        with open(path) as f:  # a replica that scored nothing wrote only the header
+            if not f.readline() or not f.readline():
+                continue
         t = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
         if len(t):
             seqs.append(t[:, 0].astype(np.int64))
