@@ -3,18 +3,17 @@
 - (a) monolith: ``KitsuneNF`` in one process (it can use one core);
 - (b) bricks: the Kitsune brick graph on the core budget; a calibration run with
   one process per brick measures the CPU per packet of each brick, and the
-  bottleneck is replicated. By default (:data:`LAYOUT`) the source and the
-  extractor run fused in one process (``front``), feature mapping and the
-  ensemble fused in another (``scorer``), and the decision alone; hops in
-  shared memory. On k >= 2 cores the scorer has k - 1 processes, one per core
-  but the first, and the front runs one more scorer replica inline (graph edge
-  ``inline = true``): it scores the batches the scorer processes have no room
-  for, so the part of the first core the extractor leaves idle does scoring,
-  with no second process competing for that core. The same layout with k
-  scorer processes and no inline replica (every process on every core), the
-  inline layout over ZeroMQ ipc (copying) and the unfused graph are measured in
-  the same run, for comparison. When the extractor is the bottleneck (and the
-  semantics splits exactly, ``lego``) it is replicated instead, by key;
+  cores are shared out by it (:func:`split_cores`): n extractor processes, as
+  many as keep up with k cores' worth of packets (one on 2 cores: fused with the
+  source, :data:`LAYOUT`; more are fed by key, :data:`LAYOUT_FQ`), and k - n
+  scorer processes (feature mapping + ensemble, fused); the decision alone;
+  hops in shared memory. Each extractor process also runs a scorer replica
+  inline (graph edge ``inline = true``): it scores the batches the scorer
+  processes have no room for, so the part of its core the extractor leaves idle
+  does scoring, with no second process competing for that core. The same
+  layout with a scorer process per core and no inline replica (every process on
+  every core), the inline layout over ZeroMQ ipc (copying) and the unfused
+  graph are measured in the same run, for comparison;
 - (c) whole-NF replicas: K processes each running the whole NF on its share of
   the traffic as the switch splits it (``control.split_sim.split``).
 
@@ -36,6 +35,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -59,7 +59,7 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_"
 
 #: the default layout on a small core budget: brick -> process (group)
 LAYOUT = {"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}
-#: the layout when the extractor is the bottleneck (it is replicated by key)
+#: the layout with several extractors (replicated by key)
 LAYOUT_FQ = {"fm": "scorer", "uln": "scorer"}
 
 
@@ -180,17 +180,32 @@ def run_monoliths(trace: Path, model: Path, semantics: str, repeat: int, cpus: l
     return out
 
 
+def split_cores(k: int, fq_us: float, scorer_us: float, semantics: str) -> tuple[int, int]:
+    """(extractor processes, scorer processes) for k cores, given each brick's CPU
+    per packet: as many extractors as keep up with k cores' worth of packets
+    (each also runs a scorer replica inline), the other cores for scorers. One
+    extractor when its semantics has no exact split (``kitsune``). One core: one
+    extractor and the scorer it runs inline, nothing else."""
+    if k < 2:
+        return 1, 0
+    n = math.ceil(k * fq_us / (fq_us + scorer_us)) if semantics == "lego" else 1
+    n = min(max(n, 1), k - 1)
+    return n, k - n
+
+
 def _graph_setups(trace: Path, model: Path, semantics: str, repeat: int, cpus: list[int],
                   batch: int, tmp: Path, calib: Fig4Row | None) -> dict[str, Graph]:
     """The brick graphs of a run: the calibration (one process per brick) first;
-    given its figures, the replicated layouts."""
+    given its figures, the replicated layouts (:func:`split_cores`)."""
     k = len(cpus)
 
     def graph(name: str, fq: int = 1, uln: int = 1, groups: dict[str, str] | None = None,
               shm: bool = True, inline: bool = False) -> Graph:
         pin = {n: cpus for n in ("source", "fq", "fm", "uln", "decision")}
-        if inline:  # the front and its inline scorer own the first core, the scorers the rest
-            pin.update({"source": cpus[:1], "fq": cpus[:1], "fm": cpus[1:], "uln": cpus[1:]})
+        if inline:  # extractors (+ inline scorers) own the first cores, scorers the rest
+            pin.update({"fq": cpus[:fq], "fm": cpus[fq:], "uln": cpus[fq:]})
+            if fq == 1:
+                pin["source"] = cpus[:1]
         g = kitsune_graph(trace, model, tmp / f"out-{len(name)}-{abs(hash(name))}",
                           semantics=semantics, fq=fq, uln=uln, batch=batch, repeat=repeat,
                           write_scores=False, write_alerts=False, preload=True, shm=shm,
@@ -203,38 +218,38 @@ def _graph_setups(trace: Path, model: Path, semantics: str, repeat: int, cpus: l
     per_node: dict[str, float] = {}
     for b, us in calib.cpu_us_per_packet.items():
         per_node[b.split("/")[0]] = per_node.get(b.split("/")[0], 0.0) + us
-    scorer = per_node.get("fm", 0.0) + per_node.get("uln", 0.0)
-    if per_node.get("fq", 0.0) > scorer and semantics == "lego":
-        return {
-            "final": graph(f"bricks: source | fq x{k} (key) | fm+uln | decision; shm",
-                           fq=k, groups=LAYOUT_FQ),
-            "ipc": graph("bricks: same layout over ZeroMQ ipc (copying)", fq=k,
-                         groups=LAYOUT_FQ, shm=False),
-            "unfused": graph(f"bricks: unfused, fq x{k}; shm", fq=k),
-        }
-    plain = graph(f"bricks: source+fq | fm+uln x{k} | decision; shm", uln=k, groups=LAYOUT)
+    n, m = split_cores(k, per_node.get("source", 0.0) + per_node.get("fq", 0.0),
+                       per_node.get("fm", 0.0) + per_node.get("uln", 0.0), semantics)
+    groups = LAYOUT if n == 1 else LAYOUT_FQ  # one extractor: fused with the source
+    front = "source+fq" if n == 1 else f"source | fq x{n} (key)"
+    plain = graph(f"bricks: {front} | fm+uln x{n + m} | decision; shm", fq=n, uln=n + m,
+                  groups=groups)
     if k < 2:
         return {"final": plain}
     return {
-        "final": graph(f"bricks: source+fq (+ fm+uln inline) | fm+uln x{k - 1} | decision; "
-                       "shm", uln=k - 1, groups=LAYOUT, inline=True),
+        "final": graph(f"bricks: {front} (+ fm+uln inline) | fm+uln x{m} | decision; shm",
+                       fq=n, uln=m, groups=groups, inline=True),
         "plain": plain,
-        "ipc": graph("bricks: the inline layout over ZeroMQ ipc (copying)", uln=k - 1,
-                     groups=LAYOUT, shm=False, inline=True),
-        "unfused": graph(f"bricks: unfused, uln x{k}; shm", uln=k),
+        "ipc": graph("bricks: the inline layout over ZeroMQ ipc (copying)", fq=n, uln=m,
+                     groups=groups, shm=False, inline=True),
+        "unfused": graph(f"bricks: unfused, fq x{n}, uln x{n + m}; shm", fq=n, uln=n + m),
     }
 
 
 def figure4(trace: Path, out: Path, semantics: str = "lego", repeat: int = 32,
             cpus: list[int] | None = None, fm: int = 2000, ad: int = 15000,
             batch: int = 8192, workdir: Path | None = None, trials: int = 3,
-            whole_nf: bool = True) -> list[Fig4Row]:
-    """Rows: monolith, calibration, the chosen layout, the same over ipc, the
-    unfused graph, whole-NF replicas (median of ``trials`` interleaved runs)."""
+            whole_nf: bool = True, compare: bool = True,
+            model: Path | None = None) -> list[Fig4Row]:
+    """Rows: monolith, calibration, the chosen layout, then (``compare``) the same
+    bricks without inline replicas, the inline layout over ipc and the unfused
+    graph, then whole-NF replicas (median of ``trials`` interleaved runs).
+    ``model``: a trained model to use (default: train one on the trace)."""
     cpus = cpus or sorted(os.sched_getaffinity(0))[:2]
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(workdir or tempfile.mkdtemp(prefix="lego-fig4-"))
-    model = train_model(trace, tmp / f"model-{semantics}.npz", semantics, fm, ad)
+    tmp.mkdir(parents=True, exist_ok=True)
+    model = model or train_model(trace, tmp / f"model-{semantics}.npz", semantics, fm, ad)
     packets = len(repeated_trace(trace, 1)) * repeat
 
     def monolith() -> Fig4Row:
@@ -251,6 +266,8 @@ def figure4(trace: Path, out: Path, semantics: str = "lego", repeat: int = 32,
         runs["calib"].append(run_graph(g, tmp / f"w-calib-{t}", packets))
     calib = median_row(runs["calib"])
     setups = _graph_setups(trace, model, semantics, repeat, cpus, batch, tmp, calib)
+    if not compare:
+        setups = {"final": setups["final"]}
     shares = _whole_nf_shares(trace, semantics, repeat, cpus, tmp) if whole_nf else []
     for t in range(trials):
         runs["mono"].append(monolith())
@@ -265,6 +282,58 @@ def figure4(trace: Path, out: Path, semantics: str = "lego", repeat: int = 32,
     for r in rows[1:]:
         r.ratio = r.pps / mono.pps
     return rows
+
+
+def figure4_curve(trace: Path, out: Path, semantics: str, repeat: int, cpus: list[int],
+                  workdir: Path, trials: int = 3) -> list[tuple[int, list[Fig4Row]]]:
+    """Figure 4 for 1..len(cpus) cores: per core count, the monolith, the brick
+    graph's chosen layout and whole-NF replicas (:func:`figure4` without the
+    comparison layouts), one model for all."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    model = train_model(trace, workdir / f"model-{semantics}.npz", semantics, 2000, 15000)
+    points = []
+    for k in range(1, len(cpus) + 1):
+        rows = figure4(trace, out, semantics, repeat, cpus[:k], workdir=workdir / f"k{k}",
+                       trials=trials, compare=False, model=model)
+        points.append((k, [rows[0], rows[2], rows[-1]]))
+    return points
+
+
+def write_curve(points: list[tuple[int, list[Fig4Row]]], stem: Path, title: str) -> None:
+    """The curve as CSV, markdown and PNG (throughput against cores)."""
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["cores", "setup", "pps", "ratio", "cpu_us_per_packet", "trials_pps"])
+        for k, rows in points:
+            for r in rows:
+                w.writerow([k, r.setup, f"{r.pps:.0f}", f"{r.ratio:.3f}",
+                            f"{sum(r.cpu_us_per_packet.values()):.3f}",
+                            json.dumps([round(p) for p in r.trials_pps])])
+    lines = [f"# {title}", "", "| cores | monolith pkt/s | brick graph pkt/s | vs monolith | "
+             "whole-NF replicas pkt/s | vs monolith | brick layout |",
+             "|---:|---:|---:|---:|---:|---:|---|"]
+    for k, (mono, bricks, whole) in points:
+        lines.append(f"| {k} | {mono.pps:,.0f} | {bricks.pps:,.0f} | {bricks.ratio:.2f}x | "
+                     f"{whole.pps:,.0f} | {whole.ratio:.2f}x | {bricks.setup} |")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ks = [k for k, _ in points]
+    for i, label in enumerate(("monolith (1 process)", "brick graph", "whole-NF replicas")):
+        ax.plot(ks, [rows[i].pps / 1e3 for _, rows in points], marker="o", label=label)
+    ax.set_xlabel("cores")
+    ax.set_ylabel("throughput (thousand packets/s)")
+    ax.set_xticks(ks)
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    ax.set_title(title, fontsize=9, loc="left")
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"), dpi=120)
+    plt.close(fig)
 
 
 def _whole_nf_shares(trace: Path, semantics: str, repeat: int, cpus: list[int],

@@ -40,6 +40,9 @@ def add_experiment(experiments: argparse._SubParsersAction) -> None:
     p.add_argument("--cores", type=positive_int, default=2, metavar="N")
     p.add_argument("--trials", type=positive_int, default=3, metavar="N",
                    help="runs of each setup, interleaved; rows are the median")
+    p.add_argument("--curve", action="store_true",
+                   help="the curve for 1..--cores cores (monolith, brick graph, whole-NF "
+                        "replicas): figure4_curve_*.{md,csv,png}")
     p.add_argument("--out", type=Path, default=REPO / "results", metavar="DIR")
     p.set_defaults(func=cmd_experiment)
 
@@ -81,6 +84,20 @@ def _default_trace(out: Path) -> Path:
     return default_trace(out)
 
 
+def _curve(args: argparse.Namespace, trace: Path, cpus: list[int]) -> int:
+    from lego.bricks.experiment_bricks import figure4_curve, write_curve
+
+    with tempfile.TemporaryDirectory(prefix="lego-fig4-curve-") as tmp:
+        points = figure4_curve(trace, args.out, args.semantics, args.repeat, cpus, Path(tmp),
+                               args.trials)
+    stem = args.out / f"figure4_curve_{args.semantics}"
+    write_curve(points, stem, f"Figure 4 against cores: {trace.name} x{args.repeat}, "
+                              f"{args.semantics} semantics, 1..{len(cpus)} cores")
+    Console().print(stem.with_suffix(".md").read_text())
+    Console().print(f"wrote {stem}.md, .csv, .png")
+    return 0
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     import os
 
@@ -99,6 +116,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     cpus = cpus[:args.cores]
     args.out.mkdir(parents=True, exist_ok=True)
     trace = args.trace or _default_trace(args.out)
+    if args.curve:
+        return _curve(args, trace, cpus)
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="lego-fig4-") as tmp:
         rows = figure4(trace, args.out, args.semantics, args.repeat, cpus, workdir=Path(tmp),
