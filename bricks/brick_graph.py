@@ -192,18 +192,26 @@ def load_graph(path: str | Path) -> Graph:
         raise GraphError(f"{path}: no such graph file") from None
     except tomllib.TOMLDecodeError as exc:
         raise GraphError(f"{path}: not valid TOML: {exc}") from exc
-    base = path.parent
-    graph = graph_from_dict(data, str(path))
-    for node in graph.nodes.values():  # relative paths in options are relative to the file
-        for key in ("trace", "model", "out"):
-            value = node.options.get(key)
+    _resolve_paths(data, path.parent)
+    return graph_from_dict(data, str(path))
+
+
+PATH_OPTIONS = ("trace", "model", "out")
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Relative paths in [params] and the bricks' options are relative to the
+    graph file; resolved before fusion copies them into the chains' members.
+    Tables of the wrong type are left for :func:`graph_from_dict` to report."""
+    tables = [data.get("params")] + [b.get("options") for b in
+                                     (data.get("bricks") or {}).values() if isinstance(b, dict)]
+    for table in tables:
+        if not isinstance(table, dict):
+            continue
+        for key in PATH_OPTIONS:
+            value = table.get(key)
             if isinstance(value, str) and value and not Path(value).is_absolute():
-                node.options[key] = str(base / value)
-    for key in ("trace", "model", "out"):
-        value = graph.params.get(key)
-        if isinstance(value, str) and value and not Path(value).is_absolute():
-            graph.params[key] = str(base / value)
-    return graph
+                table[key] = str(base / value)
 
 
 def _typed(where: str, table: Mapping[str, Any], keys: dict[str, tuple[Any, Any]]) -> dict:

@@ -63,6 +63,17 @@ def test_good_graph_loads_and_resolves_paths(tmp_path):
     assert specs["fq/0"].options["model"] == str(tmp_path / "model.npz")
 
 
+def test_paths_reach_fused_members_resolved(tmp_path):
+    """Fusion copies params into each member's options: resolved first."""
+    text = GOOD.replace('type = "uln"\nreplicas = 3', 'type = "uln"\nreplicas = 3\ngroup = "s"')
+    text = text.replace('options = { out = "out" }', 'options = { out = "out" }\ngroup = "d"')
+    g = load_graph(_write(tmp_path, text))
+    members = {m["node"]: m["options"] for n in g.nodes.values() if n.type == "chain"
+               for m in n.options["members"]}
+    assert members["uln"]["model"] == str(tmp_path / "model.npz")
+    assert members["decision"]["out"] == str(tmp_path / "out")
+
+
 def _base():
     return {
         "params": {"semantics": "lego", "model": "m.npz"},

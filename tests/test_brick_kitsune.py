@@ -193,3 +193,27 @@ def test_killed_host_of_an_inline_replica_drains_the_graph(models, tmp_path):
     want_seq, want_score = monolith_scores(trace, model, "lego", limit=LIMIT)
     assert np.array_equal(score, want_score[np.searchsorted(want_seq, seq)])
     assert segment_names(run_id(tmp_path / "w")) == []
+
+
+def test_the_example_graph_file_runs_from_the_cli_and_scores_exactly(shared_data, tmp_path):
+    """bricks/graphs/kitsune_2cores.toml, as its header says to use it (the trace
+    path made absolute, the model trained next to it)."""
+    from pathlib import Path
+
+    from lego.cli import main
+
+    example = Path(__file__).resolve().parents[1] / "bricks" / "graphs" / "kitsune_2cores.toml"
+    trace = shared_data / "kitsune_mirai_first38363.tsv"
+    text = example.read_text().replace("../../../shared/data/kitsune_mirai_first38363.tsv",
+                                       str(trace))
+    text = text.replace("cpus = [1]", f"cpus = [{max(os.sched_getaffinity(0))}]")
+    graph = tmp_path / "kitsune_2cores.toml"
+    graph.write_text(text)
+    assert main(["kitsune", "train", "--pcap", str(trace), "--semantics", "lego", "--fm", "300",
+                 "--ad", "2000", "-q", "-o", str(tmp_path / "model.npz")]) == 0
+    assert main(["bricks", "check", str(graph)]) == 0
+    assert main(["bricks", "run", str(graph), "--workdir", str(tmp_path / "w")]) == 0
+    seq, score = read_scores(tmp_path / "out" / "scores.csv")
+    want_seq, want_score = monolith_scores(trace, tmp_path / "model.npz", "lego")
+    assert np.array_equal(seq, want_seq)
+    assert np.array_equal(score.view(np.uint64), want_score.view(np.uint64))
