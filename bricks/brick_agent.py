@@ -217,6 +217,9 @@ class BrickAgent:
                 continue
             nxt = [f"{e.dst}/{s}" for e in self.graph.downstream(p.spec.node)
                    for s in range(self.graph.nodes[e.dst].replicas)]
+            if p.spec.inline:  # the inline replica's next hops are this process's too
+                nxt += [f"{o['target']}/{s}" for o in p.spec.inline["outlets"]
+                        for s in range(len(o["addresses"]))]
             if all(self.procs[n].code is not None for n in nxt):
                 self._released.add(name)
                 self.send_control(name, {"op": "exit"})

@@ -48,8 +48,8 @@ replica of B's process (B's chain when B is in a group) as function calls, and
 gives it a batch only when every remote replica of B has a full queue, so the
 fraction of A's core that A leaves idle does B's work, with no copy, context
 switch or second process competing for the core. B's ``replicas`` counts its
-own processes; the inline ones are numbered after them (``scorer/1`` inside
-``front/0`` when the scorer has one process). Checked: B is stateless, the edge
+own processes (0: B runs only inline); the inline ones are numbered after them
+(``scorer/1`` inside ``front/0`` when the scorer has one process). Checked: B is stateless, the edge
 routes round robin, it is A's only outgoing edge and B's only input.
 """
 
@@ -354,6 +354,11 @@ def fuse(graph: Graph) -> Graph:
 
 def check_inline(graph: Graph) -> None:
     """Rules of ``inline = true`` edges, on the process graph (after fusion)."""
+    for node in graph.nodes.values():
+        if node.replicas == 0 and not any(e.inline for e in graph.upstream(node.name)):
+            raise GraphError(f"{graph.where}: bricks.{node.name}.replicas: 0 processes is "
+                             "only for a brick run inline (an edge into it with inline = "
+                             "true), expected 1.." + str(MAX_REPLICAS))
     for e in graph.edges:
         if not e.inline:
             continue
@@ -415,7 +420,7 @@ def check_rules(graph: Graph) -> None:
         if node.type not in BRICK_TYPES or node.type == CHAIN:
             raise GraphError(f"{where}.type: unknown brick type {node.type!r} (expected one "
                              f"of {', '.join(sorted(set(BRICK_TYPES) - {CHAIN}))})")
-        if not 1 <= node.replicas <= MAX_REPLICAS:
+        if not 0 <= node.replicas <= MAX_REPLICAS:  # 0: only inline (check_inline)
             raise GraphError(f"{where}.replicas: expected 1..{MAX_REPLICAS}, "
                              f"got {node.replicas}")
         bt = BRICK_TYPES[node.type]

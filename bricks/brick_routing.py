@@ -31,21 +31,19 @@ Splitter = Callable[[Message, np.ndarray, int], list[Message]]
 
 
 def dealt_owners(n_replicas: int) -> np.ndarray:
-    """bucket -> replica, buckets dealt round robin."""
-    return (np.arange(N_BUCKETS) % n_replicas).astype(np.int64)
+    """bucket -> replica, buckets dealt round robin (all to 0 when there is none)."""
+    return (np.arange(N_BUCKETS) % max(n_replicas, 1)).astype(np.int64)
 
 
 class RoutingTable:
     """Next hops of one outgoing edge: ``target`` (a graph node) and the addresses
-    of its replicas."""
+    of its replicas (none when the target runs only inline in the sender)."""
 
     def __init__(self, target: str, addresses: Sequence[str], policy: str = "round_robin",
                  owner: np.ndarray | None = None) -> None:
         if policy not in POLICIES:
             raise BrickError(f"routing to {target}: policy expected one of {POLICIES}, "
                              f"got {policy!r}")
-        if not addresses:
-            raise BrickError(f"routing to {target}: expected at least one replica address")
         self.target = target
         self.policy = policy
         self.addresses = list(addresses)

@@ -185,7 +185,7 @@ def split_cores(k: int, fq_us: float, scorer_us: float, semantics: str) -> tuple
     per packet: as many extractors as keep up with k cores' worth of packets
     (each also runs a scorer replica inline), the other cores for scorers. One
     extractor when its semantics has no exact split (``kitsune``). One core: one
-    extractor and the scorer it runs inline, nothing else."""
+    extractor and the scorer it runs inline, no scorer process."""
     if k < 2:
         return 1, 0
     n = math.ceil(k * fq_us / (fq_us + scorer_us)) if semantics == "lego" else 1
@@ -224,8 +224,6 @@ def _graph_setups(trace: Path, model: Path, semantics: str, repeat: int, cpus: l
     front = "source+fq" if n == 1 else f"source | fq x{n} (key)"
     plain = graph(f"bricks: {front} | fm+uln x{n + m} | decision; shm", fq=n, uln=n + m,
                   groups=groups)
-    if k < 2:
-        return {"final": plain}
     return {
         "final": graph(f"bricks: {front} (+ fm+uln inline) | fm+uln x{m} | decision; shm",
                        fq=n, uln=m, groups=groups, inline=True),

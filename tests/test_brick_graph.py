@@ -111,7 +111,8 @@ def test_cycle():
 
 
 def test_bad_replica_count():
-    _bad(lambda d: d["bricks"]["uln"].update(replicas=0), "replicas: expected 1..64")
+    _bad(lambda d: d["bricks"]["uln"].update(replicas=0), "replicas: 0 processes is only for")
+    _bad(lambda d: d["bricks"]["uln"].update(replicas=65), r"replicas: expected 1\.\.64")
 
 
 def test_replica_count_wrong_type():
@@ -355,6 +356,15 @@ def test_inline_rules(mutate, match):
     d = _inline_chain()
     mutate(d)
     with pytest.raises(GraphError, match=match):
+        graph_from_dict(d, "g.toml")
+
+
+def test_zero_processes_only_for_a_brick_run_inline():
+    d = _inline_chain()
+    d["bricks"]["fm"]["replicas"] = d["bricks"]["uln"]["replicas"] = 0
+    assert graph_from_dict(d, "g.toml").nodes["scorer"].replicas == 0
+    d["edges"][1].pop("inline")
+    with pytest.raises(GraphError, match="0 processes is only for a brick run inline"):
         graph_from_dict(d, "g.toml")
 
 

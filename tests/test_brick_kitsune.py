@@ -72,6 +72,19 @@ def test_fused_layouts_give_the_monoliths_scores_bit_for_bit(models, tmp_path, l
     assert segment_names(run_id(tmp_path / "w")) == []
 
 
+def test_a_brick_run_only_inline_has_no_process_and_scores_exactly(models, tmp_path):
+    trace, model = models[0], models[1]["lego"]
+    out = tmp_path / "out"
+    layout = {"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}
+    graph = kitsune_graph(trace, model, out, semantics="lego", uln=0, batch=BATCH,
+                          limit=LIMIT, groups=layout, preload=True, inline=True)
+    agent = _run(graph, tmp_path / "w")
+    assert agent.exit_codes() == {"front/0": 0, "decision/0": 0}, agent.events
+    _assert_monolith_scores(trace, model, out, "lego")
+    assert agent.board.latest["front/0"]["extra"]["inline"]["packets"] == LIMIT
+    assert agent.board.latest["decision/0"]["ended_from"] == ["scorer/0"]
+
+
 @pytest.mark.parametrize("shm", [True, False])
 def test_inline_replica_takes_the_overflow_and_scores_stay_exact(models, tmp_path, shm):
     """front (source+fq) runs a scorer replica inline; the one scorer process

@@ -32,7 +32,7 @@ def test_a_short_curve_runs_every_core_count_and_writes_its_files(shared_data, t
         assert mono.setup.startswith("monolith") and mono.ratio == 1.0
         assert bricks.packets == mono.packets == whole.packets == 38363
         assert bricks.pps > 0 and bricks.ratio == pytest.approx(bricks.pps / mono.pps)
-        assert ("inline" in bricks.setup) == (k >= 2)
+        assert "inline" in bricks.setup and f"fm+uln x{k - 1} |" in bricks.setup
     stem = tmp_path / "out" / "curve"
     write_curve(points, stem, "test")
     rows = list(csv.DictReader(open(stem.with_suffix(".csv"))))
