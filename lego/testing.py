@@ -21,16 +21,19 @@ from lego.ext.batch import ADDR_BYTES, Family, PacketBatch, Proto
 BROADCAST_MAC = 0xFFFFFFFFFFFF
 
 
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, poll: float = 0.01) -> Any:
+def wait_for(cond: Callable[[], Any], timeout: float, what: str | Callable[[], str],
+             poll: float = 0.01) -> Any:
     """Poll ``cond`` until it returns a true value (returned) or ``timeout`` seconds
-    pass (LegoError naming ``what``): how tests and harnesses wait, never by sleeping."""
+    pass (LegoError naming ``what``, or what it returns then when it is a function):
+    how tests and harnesses wait, never by sleeping."""
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise LegoError(f"timed out after {timeout:.1f} s waiting for {what}")
+            raise LegoError(f"timed out after {timeout:.1f} s waiting for "
+                            f"{what() if callable(what) else what}")
         time.sleep(poll)
 
 

@@ -211,9 +211,17 @@ def test_skewed_buckets_are_rebalanced_live_with_exact_scores(trace_model, monke
         m.apply(m.plan, skew, [BucketMove(int(b), int(m.owners[b]), int(skew[b]))
                                for b in np.flatnonzero(m.owners != skew)])
         drv = Driver(srv, tr, {p: work / "a" for p in [2, 3]}, traffic=TRAFFIC)
-        drv.send(N, pause=lambda: time.sleep(0.05))  # about 5 s of traffic
-        wait_for(lambda: any(e["kind"] == "switch_rebalance" and e["buckets"] > 0
-                             for e in rt.core.events), 20, "a rebalance")
+
+        def rebalanced() -> bool:
+            return any(e["kind"] == "switch_rebalance" and e["buckets"] > 0
+                       for e in rt.core.events)
+
+        # the move needs load windows with traffic in them: about 2.5 s of traffic,
+        # then the rest slowly (about 7 s more) until a rebalance, so a loaded
+        # machine still sees one while packets flow
+        drv.send(N // 2, pause=lambda: time.sleep(0.05))
+        drv.send(N, pause=lambda: time.sleep(0.05 if rebalanced() else 0.15))
+        wait_for(rebalanced, 20, lambda: f"a rebalance; events: {rt.core.events[-12:]}")
         drv.end([2, 3])
         for p in (2, 3):
             wait_for(lambda p=p: (work / "results" / f"port-{p}" / "summary.json").exists(),
