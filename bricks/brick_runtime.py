@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,7 +35,7 @@ import numpy as np
 import zmq
 
 from lego.bricks.brick_northbound import HEARTBEAT_S, LoadReport, Northbound
-from lego.bricks.brick_routing import RoutingTable
+from lego.bricks.brick_routing import RoutingTable, Splitter
 from lego.bricks.brick_shm import socket_address
 from lego.bricks.brick_transport import Control, Inlet, Outlet, rows_of
 from lego.bricks.brick_wire import Message, encode
@@ -437,8 +437,9 @@ class Brick:
         self._lat_n = 0
 
 
-def emit(outlets: dict[str, Outlet], msgs: list[Message], split, serve_control,
-         src: str, inline: InlineReplica | None = None) -> None:
+def emit(outlets: dict[str, Outlet], msgs: list[Message], split: Splitter | None,
+         serve_control: Callable[[], None], src: str,
+         inline: InlineReplica | None = None) -> None:
     """Send messages on every outgoing edge, each routed by its table. A data
     batch for the next hop that runs a replica inline goes to a remote replica
     with room, else to the inline one (which never waits)."""
@@ -475,7 +476,7 @@ class InlineReplica:
         self.packets = 0
         self.cpu_s = 0.0
 
-    def handle(self, msg: Message, serve_control) -> None:
+    def handle(self, msg: Message, serve_control: Callable[[], None]) -> None:
         t = time.thread_time()
         outs = self.logic.handle(msg)
         self.cpu_s += time.thread_time() - t
@@ -483,7 +484,7 @@ class InlineReplica:
         self.packets += msg.n
         emit(self.outlets, outs, getattr(self.logic, "split", None), serve_control, str(self.id))
 
-    def finish(self, meta: dict[str, Any], serve_control) -> None:
+    def finish(self, meta: dict[str, Any], serve_control: Callable[[], None]) -> None:
         outs = self.logic.finish(meta) + [Message(kind="end", src=str(self.id), meta=meta)]
         emit(self.outlets, outs, getattr(self.logic, "split", None), serve_control, str(self.id))
 

@@ -200,7 +200,7 @@ class ShmLink:
             if not self.free:
                 return None
             self._lent = self.free.pop()
-        seg = self._segment(self._lent, nbytes + nbytes // 16 + MIN_SEGMENT // 4)
+        seg = self._segment(self._lent, nbytes + nbytes // 16)  # room for the small arrays
         return seg.buf[:nbytes].view(dtype).reshape(shape)
 
     def _unlend(self) -> None:

@@ -271,11 +271,11 @@ class KitNET:
                             self._W, self._hbias, self._vbias, self._norm_min, self._norm_max,
                             self._work, scores)
         else:
-            layers = self._exec_layers()
+            layers, norm = self._exec_layers(), self._map_norm()
             for start in range(0, X.shape[0], EXEC_BLOCK):  # blocks keep the temporaries in cache
                 block = X[start:start + EXEC_BLOCK]
                 scores[start:start + len(block)] = self._score_block(
-                    self._map_rows(block, layers), layers)
+                    self._map_rows(block, norm), layers)
         self.n_executed += X.shape[0]
         return scores
 
@@ -286,7 +286,7 @@ class KitNET:
         mapping" brick."""
         X = self._rows(X, "map_inputs")
         self._need_map("map_inputs")
-        return self._map_rows(X, self._exec_layers())
+        return self._map_rows(X, self._map_norm())
 
     def score_inputs(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
         """The ensemble and the output layer on mapped inputs (:meth:`map_inputs`):
@@ -326,14 +326,19 @@ class KitNET:
                            self._hbias[hs], self._vbias[vs]))
         return layers
 
-    def _map_rows(self, X: np.ndarray, layers: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
+    def _map_norm(self) -> tuple[np.ndarray, np.ndarray]:
+        """norm_min and the normalisation's denominator of the ensemble's inputs
+        (packed like feat_idx; the output layer's are not needed)."""
+        end = int(self._vis_off[len(self._map)])
+        nmin = self._norm_min[:end]
+        return nmin, self._norm_max[:end] - nmin + NORM_EPS
+
+    def _map_rows(self, X: np.ndarray, norm: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
         """Mapped inputs of rows X, one pass (the Cython kernel)."""
         k = len(self._map)
         n, off = X.shape[0], self._vis_off
-        nmin = np.concatenate([lay[0] for lay in layers[:k]]) if k else np.zeros(0)
-        denom = np.concatenate([lay[1] for lay in layers[:k]]) if k else np.zeros(0)
         out = np.empty(n * int(off[k]))
-        _k.map_rows(X, self._feat_idx, off[:k + 1], nmin, denom, out)
+        _k.map_rows(X, self._feat_idx, off[:k + 1], *norm, out)
         return [out[n * off[a]:n * off[a + 1]].reshape(n, self._nv[a]) for a in range(k)]
 
     def _score_block(self, inputs: list[np.ndarray], layers: list[tuple[np.ndarray, ...]]
