@@ -49,8 +49,9 @@ gives it a batch only when every remote replica of B has a full queue, so the
 fraction of A's core that A leaves idle does B's work, with no copy, context
 switch or second process competing for the core. B's ``replicas`` counts its
 own processes (0: B runs only inline); the inline ones are numbered after them
-(``scorer/1`` inside ``front/0`` when the scorer has one process). Checked: B is stateless, the edge
-routes round robin, it is A's only outgoing edge and B's only input.
+(``scorer/1`` inside ``front/0`` when the scorer has one process). Checked: B is
+stateless, the edge routes round robin, it is A's only outgoing edge and B's
+only input.
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ class Graph:
             _, control[(n, s)] = addresses(self.transport, workdir, f"{n}-{s}-ctl", self.host,
                                            port + 1 if port else 0)
             port = port + 2 if port else 0
+
         def outlets_of(n: str) -> list[OutletSpec]:
             return [OutletSpec(e.dst, e.route,
                                [inlet[(e.dst, r)] for r in range(self.nodes[e.dst].replicas)])
@@ -203,8 +205,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Relative paths in [params] and the bricks' options are relative to the
     graph file; resolved before fusion copies them into the chains' members.
     Tables of the wrong type are left for :func:`graph_from_dict` to report."""
+    bricks = data.get("bricks")
     tables = [data.get("params")] + [b.get("options") for b in
-                                     (data.get("bricks") or {}).values() if isinstance(b, dict)]
+                                     (bricks.values() if isinstance(bricks, dict) else ())
+                                     if isinstance(b, dict)]
     for table in tables:
         if not isinstance(table, dict):
             continue
