@@ -68,6 +68,7 @@ from lego.bricks.brick_routing import POLICIES
 from lego.bricks.brick_runtime import BrickSpec, OutletSpec
 from lego.bricks.brick_transport import OVERFLOWS, TRANSPORTS, addresses
 from lego.bricks.brick_types import BRICK_TYPES
+from lego.tables import typed_table
 
 CHAIN = "chain"  # the brick type of a fused group (lego.bricks.brick_chain)
 
@@ -218,25 +219,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
                 table[key] = str(base / value)
 
 
-def _typed(where: str, table: Mapping[str, Any], keys: dict[str, tuple[Any, Any]]) -> dict:
-    unknown = sorted(set(table) - set(keys))
-    if unknown:
-        raise GraphError(f"{where}: unknown key {unknown[0]!r} (expected one of "
-                         f"{', '.join(sorted(keys))})")
-    out = {}
-    for key, (kind, default) in keys.items():
-        if key not in table:
-            if default is None:
-                raise GraphError(f"{where}: key {key!r} is required")
-            out[key] = default() if callable(default) else (
-                dict(default) if isinstance(default, dict) else default)
-            continue
-        value = table[key]
-        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-            raise GraphError(f"{where}.{key}: expected {kind.__name__}, got "
-                             f"{type(value).__name__} {value!r}")
-        out[key] = value
-    return out
+def _typed(where: str, table: Any, keys: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    return typed_table(where, table, keys, GraphError)
 
 
 def graph_from_dict(data: Mapping[str, Any], where: str = "<graph>") -> Graph:

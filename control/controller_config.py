@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from lego.errors import ConfigError
+from lego.tables import typed_table
 
 _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
     "switch": {"address": (str, "127.0.0.1:9559"), "device_id": (int, 0),
@@ -127,30 +128,10 @@ class Config:
         return [p for h in self.hosts for p in h.ports]
 
 
-def _typed(where: str, table: dict, keys: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table, got {type(table).__name__}")
-    unknown = sorted(set(table) - set(keys))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (expected one of "
-                          f"{', '.join(sorted(keys))})")
-    out = {}
-    for key, (kind, default) in keys.items():
-        if key not in table:
-            if default is None:
-                raise ConfigError(f"{where}: key {key!r} is required")
-            out[key] = default
-            continue
-        value = table[key]
-        if isinstance(value, bool) and kind is not bool:
-            ok = False
-        else:
-            ok = isinstance(value, kind)
-        if not ok:
-            name = kind.__name__ if isinstance(kind, type) else "number"
-            raise ConfigError(f"{where}.{key}: expected {name}, got {value!r}")
-        out[key] = float(value) if kind == (int, float) else value
-    return out
+def _typed(where: str, table: Any, keys: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """A checked table, numbers (int or float keys) as floats."""
+    out = typed_table(where, table, keys)
+    return {k: float(v) if keys[k][0] == (int, float) else v for k, v in out.items()}
 
 
 def config_from_dict(data: dict, where: str = "<config>", base: Path | None = None) -> Config:

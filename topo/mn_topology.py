@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lego.errors import ConfigError
+from lego.tables import typed_table
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().with_name("default.toml")
 TARGETS = ("auto", "soft", "bmv2")
@@ -160,27 +161,7 @@ def load_topology(path: str | Path | None = None) -> Topology:
 
 
 def _typed(where: str, table: Any, keys: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise TopologyError(f"{where}: expected a table, got {type(table).__name__} {table!r}")
-    unknown = sorted(set(table) - set(keys))
-    if unknown:
-        raise TopologyError(f"{where}: unknown key {unknown[0]!r} (expected one of "
-                            f"{', '.join(sorted(keys))})")
-    out: dict[str, Any] = {}
-    for key, (kind, default) in keys.items():
-        if key not in table:
-            if default is None:
-                raise TopologyError(f"{where}: key {key!r} is required")
-            out[key] = default
-            continue
-        value = table[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            expected = " or ".join(k.__name__ for k in kinds)
-            raise TopologyError(f"{where}.{key}: expected {expected}, got "
-                                f"{type(value).__name__} {value!r}")
-        out[key] = value
-    return out
+    return typed_table(where, table, keys, TopologyError)
 
 
 def check_replicas(replicas: int, hosts: int, where: str) -> None:
