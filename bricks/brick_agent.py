@@ -39,6 +39,7 @@ from lego.bricks.brick_graph import Graph
 from lego.bricks.brick_northbound import LoadBoard
 from lego.bricks.brick_runtime import BrickSpec
 from lego.bricks.brick_shm import run_id, unlink_run
+from lego.logs import log_tail
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,14 @@ class AgentEvent:
 
 
 @dataclass
-class _Proc:
+class BrickProcess:
+    """One brick process an agent started (local or remote agent)."""
+
     spec: BrickSpec
     popen: subprocess.Popen
     log_path: Path
-    code: int | None = None
+    code: int | None = None  # exit status, once noticed
+    released: bool = False  # told to exit (its next hops have exited)
 
 
 class BrickAgent:
@@ -96,9 +100,8 @@ class BrickAgent:
         self.ctx = zmq.Context()
         self.board = LoadBoard()
         self.events: list[AgentEvent] = []
-        self.procs: dict[str, _Proc] = {}
+        self.procs: dict[str, BrickProcess] = {}
         self._ctl: dict[str, zmq.Socket] = {}
-        self._released: set[str] = set()
         self._reports = self.ctx.socket(zmq.PULL)
         self._reports.setsockopt(zmq.LINGER, 0)
         if graph.transport == "ipc":
@@ -121,7 +124,7 @@ class BrickAgent:
                 popen = subprocess.Popen([sys.executable, "-m", "lego.bricks.brick_main",
                                           str(path)], stdout=out, stderr=subprocess.STDOUT,
                                          env=self.env)
-            self.procs[str(spec.id)] = _Proc(spec, popen, log_path)
+            self.procs[str(spec.id)] = BrickProcess(spec, popen, log_path)
         deadline = time.monotonic() + timeout
         while len(self.board.registered) < len(self.procs):
             self.poll(0.05)
@@ -213,7 +216,7 @@ class BrickAgent:
     def _release_finished(self) -> None:
         """Tell a finished brick to exit once all of its next hops have exited."""
         for name, p in self.procs.items():
-            if p.code is not None or name in self._released or name not in self.board.finished:
+            if p.code is not None or p.released or name not in self.board.finished:
                 continue
             nxt = [f"{e.dst}/{s}" for e in self.graph.downstream(p.spec.node)
                    for s in range(self.graph.nodes[e.dst].replicas)]
@@ -221,7 +224,7 @@ class BrickAgent:
                 nxt += [f"{o['target']}/{s}" for o in p.spec.inline["outlets"]
                         for s in range(len(o["addresses"]))]
             if all(self.procs[n].code is not None for n in nxt):
-                self._released.add(name)
+                p.released = True
                 self.send_control(name, {"op": "exit"})
 
     def _event(self, kind: str, brick: str, code: int | None = None,
@@ -232,7 +235,7 @@ class BrickAgent:
             self.on_event(event)
         return event
 
-    def _died(self, name: str, p: _Proc) -> AgentEvent:
+    def _died(self, name: str, p: BrickProcess) -> AgentEvent:
         bye = self.board.finished.get(name, {}).get("detail", {})
         log.error("brick %s (pid %d) died with exit code %s%s", name, p.popen.pid, p.code,
                   f": {bye['error']}" if "error" in bye else "")
@@ -272,10 +275,7 @@ class BrickAgent:
 
     def log_tail(self, brick: str, chars: int = 2000) -> str:
         p = self.procs.get(brick)
-        if p is None or not p.log_path.exists():
-            return "(no log)"
-        text = p.log_path.read_text(errors="replace").strip()
-        return text[-chars:] or "(empty log)"
+        return log_tail(p.log_path, chars) if p is not None else "(no log)"
 
 
 def _spec_dict(spec: BrickSpec) -> dict:

@@ -35,31 +35,23 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import zmq
 
-from lego.bricks.brick_agent import ONE_CORE_ENV, push_control
+from lego.bricks.brick_agent import ONE_CORE_ENV, BrickProcess, push_control
 from lego.bricks.brick_errors import BrickError
 from lego.bricks.brick_northbound import LoadBoard
 from lego.bricks.brick_runtime import BrickSpec
 from lego.bricks.brick_types import BRICK_TYPES
+from lego.logs import log_tail
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 0.25  # to the controller (the brief: <= 0.3 s)
 WATCH_S = 0.05  # process watch period: a death is noticed within this
 ACK_TIMEOUT_S = 10.0
-
-
-@dataclass
-class _Proc:
-    spec: BrickSpec
-    popen: subprocess.Popen
-    log_path: Path
-    code: int | None = None
-    released: bool = False
 
 
 class RemoteAgent:
@@ -84,7 +76,7 @@ class RemoteAgent:
         self._reports.setsockopt(zmq.LINGER, 0)
         self._reports.bind(self.report_address)
         self.board = LoadBoard()
-        self.procs: dict[str, _Proc] = {}
+        self.procs: dict[str, BrickProcess] = {}
         self._lock = threading.RLock()  # procs, control sockets, board
         self._ctl: dict[str, zmq.Socket] = {}
         self._acks: dict[int, tuple[threading.Event, list]] = {}
@@ -178,7 +170,7 @@ class RemoteAgent:
                     popen = subprocess.Popen([sys.executable, "-m", "lego.bricks.brick_main",
                                               str(path)], stdout=out, stderr=subprocess.STDOUT,
                                              env=self.env)
-                self.procs[name] = _Proc(spec, popen, log_path)
+                self.procs[name] = BrickProcess(spec, popen, log_path)
             names.append(name)
         deadline = time.monotonic() + timeout
         while True:
@@ -256,9 +248,7 @@ class RemoteAgent:
 
     def log_tail(self, brick: str, chars: int = 2000) -> str:
         p = self.procs.get(brick)
-        if p is None or not p.log_path.exists():
-            return "(no log)"
-        return p.log_path.read_text(errors="replace").strip()[-chars:] or "(empty log)"
+        return log_tail(p.log_path, chars) if p is not None else "(no log)"
 
     # ------------------------------------------------------------ watch loop
 

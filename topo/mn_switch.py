@@ -30,6 +30,7 @@ from pathlib import Path
 from mininet.node import Switch
 
 from lego.errors import LegoError
+from lego.logs import log_tail
 from lego.p4src.p4info import P4INFO_PATH, P4SRC_DIR
 
 log = logging.getLogger(__name__)
@@ -92,14 +93,6 @@ def port_listens(addr: str, timeout: float = 0.2) -> bool:
             return True
     except OSError:
         return False
-
-
-def log_tail(path: Path, chars: int = 3000) -> str:
-    try:
-        text = path.read_text(errors="replace").strip()
-    except FileNotFoundError:
-        return "(no log)"
-    return text[-chars:] or "(empty log)"
 
 
 class P4RuntimeSwitch(Switch):

@@ -34,9 +34,9 @@ from pathlib import Path
 import tomli_w
 
 from lego.errors import LegoError
+from lego.logs import log_tail
 from lego.topo.mn_agent import nf_graph
 from lego.topo.mn_net import LegoNet
-from lego.topo.mn_switch import log_tail
 from lego.topo.mn_topology import NFHostSpec, Topology
 
 log = logging.getLogger(__name__)
