@@ -9,6 +9,7 @@ TRACE   ?=
 TARGET  ?=
 REPLICAS ?=
 CLI     ?=
+SCALING ?=
 
 .PHONY: all setup build test bench run stop clean lint p4
 
@@ -32,10 +33,11 @@ bench: build
 
 # The whole system in Mininet (root + Mininet), else one offline NF instance (says why).
 # Options: TRACE=file.pcap  TARGET=bmv2|soft  REPLICAS=N  CLI=1 (Mininet CLI during the run)
+#          SCALING=off (the same run with the controller's scaling policy disabled)
 run: build
 	$(BIN)/lego run --results $(RESULTS) $(if $(TRACE),--trace $(TRACE)) \
 	  $(if $(TARGET),--target $(TARGET)) $(if $(REPLICAS),--replicas $(REPLICAS)) \
-	  $(if $(filter 1,$(CLI)),--cli)
+	  $(if $(filter 1,$(CLI)),--cli) $(if $(SCALING),--scaling $(SCALING))
 
 # Compile lego.p4 for BMv2 (lego.json) and regenerate its p4info, where p4c exists.
 p4: $(STAMP)

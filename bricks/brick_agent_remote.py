@@ -45,6 +45,7 @@ from lego.bricks.brick_errors import BrickError
 from lego.bricks.brick_northbound import LoadBoard
 from lego.bricks.brick_runtime import BrickSpec
 from lego.bricks.brick_types import BRICK_TYPES
+from lego.cpu_quota import group_usage_s
 from lego.logs import log_tail
 
 log = logging.getLogger(__name__)
@@ -338,9 +339,10 @@ class RemoteAgent:
                         host=self.host, brick=name, code=code, noticed=t,
                         detail_json=json.dumps(detail, default=str)))
                 if time.monotonic() >= next_beat:
+                    cpu = group_usage_s()  # the host's bricks' CPU, when they run under a quota
                     reply = self.controller.call("Heartbeat", nb.pb.HeartbeatRequest(
                         host=self.host, incarnation=self.incarnation, now=time.time(),
-                        loads=self._loads()))
+                        loads=self._loads(), cpu_s=cpu or 0.0, quota=cpu is not None))
                     next_beat = time.monotonic() + HEARTBEAT_S
                     if not reply.known:
                         self.registered = False

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from lego.bricks.brick_northbound import ZmqNorthbound
     from lego.bricks.brick_runtime import Brick, BrickSpec
     from lego.bricks.brick_types import make_logic
+    from lego.cpu_quota import join_group
 
     spec = BrickSpec.from_dict(json.loads(Path(argv[0]).read_text()))
     if spec.cpus:
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         brick = Brick(spec, logic, northbound, ctx)
         signal.signal(signal.SIGTERM, lambda *_: brick.stop())
         brick.init()
+        join_group()  # the host's CPU quota (if its agent has one), once started up
         brick.run()
         brick.close()
         return 0

@@ -531,7 +531,7 @@ class Decision:
         self.write_scores = bool(options.get("write_scores", True))
         self.write_alerts = bool(options.get("write_alerts", True))
         self._scores = open(self.out / "scores.csv", "w")
-        self._scores.write("seq,score,trained,alert\n")
+        self._scores.write("seq,score,trained,alert,decided\n")
         self._alerts = open(self.out / "alerts.jsonl", "w")
         self.state = DecisionState()
 
@@ -598,9 +598,11 @@ class Decision:
         s.batches += 1
         s.rows += len(seq)
         s.alerts += int(alert.sum())
-        if len(seq) and self.write_scores:
-            table = np.column_stack([seq, score, np.ones(len(seq)), alert])
-            np.savetxt(self._scores, table, fmt=["%d", "%.17g", "%d", "%d"], delimiter=",")
+        if len(seq) and self.write_scores:  # decided: wall clock, for per-packet latency
+            table = np.column_stack([seq, score, np.ones(len(seq)), alert,
+                                     np.full(len(seq), time.time())])
+            np.savetxt(self._scores, table, fmt=["%d", "%.17g", "%d", "%d", "%.6f"],
+                       delimiter=",")
         if self.write_alerts and alert.any():
             self._alerts.write(alert_lines(seq[alert], score[alert]))
 

@@ -73,7 +73,7 @@ def read_scores(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(seq, score) from a decision brick's scores.csv."""
     table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2,
                        dtype=[("seq", np.uint64), ("score", np.float64), ("trained", np.int8),
-                              ("alert", np.int8)])
+                              ("alert", np.int8), ("decided", np.float64)])
     return table["seq"].ravel(), table["score"].ravel()
 
 

@@ -75,6 +75,9 @@ class AgentRec:
     incarnation: str
     last_seen: float
     alive: bool = True
+    quota: bool = False  # ``cores`` is an enforced CPU quota: ``util`` is real
+    util: float = 0.0  # CPU used / quota over the last heartbeat interval
+    cpu: tuple[float, float] | None = None  # (agent's clock, CPU seconds) last reported
 
 
 @dataclass
@@ -255,7 +258,7 @@ class ControllerCore:
         if not (sc["fe"] and sc["fe_standby"]) or self.standby_graphs():
             return []
         for host, port in self.free_ports(prefer=prefer):
-            if self._used(host) + 2.0 <= self.agents[host].cores + 1e-9:
+            if self._fits_graph(host):
                 return self._add_graph(now, host, port, base=-1, fe_standby=True)
         return []
 
@@ -299,11 +302,18 @@ class ControllerCore:
         return []
 
     def on_heartbeat(self, now: float, host: str, incarnation: str,
-                     loads: list[dict]) -> bool:
+                     loads: list[dict], cpu: tuple[float, float] | None = None) -> bool:
+        """``cpu``: (agent's clock, CPU seconds its quota group used), when its
+        cores are an enforced quota: the host's utilisation is the CPU it used
+        over what the quota allowed since the last heartbeat."""
         a = self.agents.get(host)
         if a is None or a.incarnation != incarnation:
             return False
         a.last_seen = now
+        if cpu is not None:
+            if a.cpu is not None and cpu[0] > a.cpu[0]:
+                a.util = max(0.0, (cpu[1] - a.cpu[1]) / ((cpu[0] - a.cpu[0]) * a.cores))
+            a.cpu, a.quota = cpu, True
         if not a.alive:
             a.alive = True
             self.event(now, "agent_back", host=host)
@@ -609,17 +619,34 @@ class ControllerCore:
                 and b.role in ("uln", "fq"))
         return n + 0.5 * len([g for g in self.graphs.values() if g.host == host])
 
+    def _fits_graph(self, host: str) -> bool:
+        """Room for one more graph: a host's first graph always fits (it gets the
+        whole host, a quota of a fraction of a core included), a further one needs
+        two free cores."""
+        return not any(g.host == host for g in self.graphs.values()) or \
+            self._used(host) + 2.0 <= self.agents[host].cores + 1e-9
+
+    def fe_util(self, g: GraphRec) -> float:
+        """An FE replica's load: its host's CPU over its quota when the host has one
+        (the graph's bricks share that quota, so that is what runs out), else the
+        feature brick's busy fraction."""
+        a = self.agents[g.host]
+        if a.quota and sum(1 for h in self.live_graphs() if h.host == g.host) == 1:
+            return a.util
+        return self.bricks[brick_name("fq", g.port)].util
+
     def _scale_fe(self, now: float) -> list[Command]:
         live = self.live_graphs()
         fqs = [self.bricks.get(brick_name("fq", g.port)) for g in live]
         if not fqs or any(b is None or not b.load for b in fqs):
             return []
-        d = self.policy.observe("fe", now, [b.util for b in fqs])
+        util = {g.port: self.fe_util(g) for g in live}
+        d = self.policy.observe("fe", now, list(util.values()))
         if d is None:
             return []
         if d.action is Action.SCALE_OUT:
             return self._fe_scale_out(now, live[0].host, d.reason, len(fqs) + 1)
-        victim = min(live, key=lambda g: (self.bricks[brick_name("fq", g.port)].util, -g.port))
+        victim = min(live, key=lambda g: (util[g.port], -g.port))
         victim.draining = True
         self.event(now, "scale_in", brick="fq", port=victim.port, replicas=len(fqs) - 1,
                    reason=d.reason)
@@ -642,7 +669,7 @@ class ControllerCore:
         free = [(h, p) for h, p in self.free_ports(prefer=home) if not (away and h == home)]
         if self.cfg.placement["mode"] == "graph" or away:
             free = [(h, p) for h, p in free
-                    if self._used(h) + 2.0 <= self.agents[h].cores + 1e-9 or h == home]
+                    if self._fits_graph(h) or h == home]
         if not free:
             self.event(now, "no_capacity", brick=brick, reason="no free switch port"
                        + (" on a host with room" if away else ""))
@@ -740,7 +767,9 @@ class ControllerCore:
         return {
             "now": now,
             "agents": [{"host": a.host, "address": a.address, "alive": a.alive,
-                        "cores": a.cores, "silent_s": round(now - a.last_seen, 3)}
+                        "cores": a.cores, "silent_s": round(now - a.last_seen, 3),
+                        "quota": a.quota, "util": round(a.util, 4),
+                        "cpu_s": round(a.cpu[1], 4) if a.cpu else None}
                        for a in self.agents.values()],
             "graphs": [{"port": g.port, "host": g.host, "draining": g.draining,
                         "standby": g.standby}

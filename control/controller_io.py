@@ -554,7 +554,9 @@ class _ControllerService:
         loads = [nb.load_from_pb(m) for m in request.loads]
         with self.rt.lock:
             known = self.rt.core.on_heartbeat(time.monotonic(), request.host,
-                                              request.incarnation, loads)
+                                              request.incarnation, loads,
+                                              (request.now, request.cpu_s)
+                                              if request.quota else None)
         return nb.pb.HeartbeatReply(known=known)
 
     def ReportLoads(self, request, context):

@@ -47,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--replicas", type=positive_int, metavar="N",
                    help="NF hosts holding buckets at the start (default: the topology's)")
     p.add_argument("--cli", action="store_true", help="open the Mininet CLI during the run")
+    p.add_argument("--scaling", choices=("on", "off"), default="on",
+                   help="off: the same run with the controller's scaling policy disabled")
+    p.add_argument("--sla-ms", type=float, metavar="MS",
+                   help="p99 latency target, switch ingress to decision (default: from "
+                        "the calibration, 4 batches at one replica's capacity)")
     p.set_defaults(func=cmd_run)
 
 
@@ -64,7 +69,7 @@ def _trace_and_labels(args: argparse.Namespace) -> tuple[Path, Path | None]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.offline:
-        if args.cli or args.topo or args.target or args.replicas:
+        if args.cli or args.topo or args.target or args.replicas or args.scaling == "off":
             raise ConfigError("run: --offline contradicts --cli/--topo/--target/--replicas "
                               "(they configure the Mininet run)")
         return cmd_offline(args)
@@ -109,14 +114,14 @@ def cmd_mininet(args: argparse.Namespace) -> int:
     _log_to_file(args.results / "run" / "lego.log")
     opts = RunOptions(trace=trace, labels=labels, results=args.results, topo=topo,
                       target=target, target_why=why, semantics=args.semantics, fm=args.fm,
-                      ad=args.ad, cli=args.cli, quiet=args.quiet)
-    summary = run_mininet(opts, console)
-    table = Table(title="summary", show_header=False)
-    for key, value in summary.items():
-        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
-    console.print(table)
-    console.print(f"wrote {args.results}/alerts.jsonl, scores.csv, timeline.csv, "
-                  "throughput.png, replicas.png, summary.md, summary.json, logs/")
+                      ad=args.ad, cli=args.cli, quiet=args.quiet,
+                      synthetic=args.trace is None, scaling=args.scaling == "on",
+                      sla_ms=args.sla_ms)
+    run_mininet(opts, console)
+    head = (args.results / "summary.md").read_text().split("## Everything else")[0]
+    console.print(head.strip(), markup=False, highlight=False)
+    console.print(f"wrote {args.results}/alerts.jsonl, scores.csv, timeline.csv, latency.csv, "
+                  "timeline.png, summary.md, summary.json, logs/")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lego.control.controller import ControllerCore
+from lego.control.controller import ControllerCore, GraphRec
 from lego.control.controller_config import config_from_dict
 from lego.errors import ConfigError
 
@@ -163,6 +163,48 @@ def test_fe_scale_out_promotes_the_warm_standby_graph_with_one_switch_command():
     e = next(e for e in core.events if e["kind"] == "scale_out")
     assert e["warm"] and e["port"] == 3
     assert sorted(g.port for g in core.live_graphs()) == [2, 3]
+
+
+QUOTA = {**FE, "hosts": [{"name": "nf1", "ports": [2], "cores": 0.2},
+                         {"name": "nf2", "ports": [3], "cores": 0.2}]}
+
+
+def test_under_a_cpu_quota_the_hosts_cpu_drives_fe_scaling_not_the_feature_brick():
+    """The graph's bricks share the host's quota: a ULN that eats it overloads the
+    replica although the feature brick itself is mostly idle; idle CPU scales in."""
+    core = ControllerCore(config_from_dict(QUOTA))
+    for h in ("nf1", "nf2"):
+        core.on_register(0.0, h, f"{h}:1", f"/tmp/{h}", 0.2, "inc", [])
+    cmds = core.start(0.0, [2])
+    assert [(c.kind, c.host) for c in cmds] == [("start_graph", "nf1"), ("start_graph", "nf2")]
+    now, cpu, out = 0.0, 0.0, []
+    while not out:  # nf1 uses 0.19 of its 0.2 cores; its feature brick reports 10 % busy
+        now += 0.25
+        assert now < 3
+        cpu += 0.19 * 0.25
+        core.on_heartbeat(now, "nf2", "inc", [], (now, 0.0))
+        assert core.on_heartbeat(now, "nf1", "inc", [
+            {"brick": b.id, "now": now, "queue_depth": 0, "state": "running",
+             "busy_s": b.load.get("busy_s", 0.0) + (0.1 * 0.25 if b.role == "fq" else 0)}
+            for b in core.bricks.values() if b.host == "nf1"], (now, cpu))
+        out = core.tick(now)
+    assert core.agents["nf1"].util == pytest.approx(0.95)
+    assert out[0].kind == "switch_scale_out" and out[0].host == "nf2"
+    e = next(e for e in core.events if e["kind"] == "scale_out")
+    assert "utilisation 0.95 > 0.8" in e["reason"]
+    # both hosts nearly idle now: one replica goes
+    cpu2, out = 0.0, []
+    while not any(c.kind == "switch_scale_in" for c in out):
+        now += 0.25
+        assert now < 12
+        cpu, cpu2 = cpu + 0.01 * 0.25, cpu2 + 0.01 * 0.25
+        core.on_heartbeat(now, "nf1", "inc", [], (now, cpu))
+        core.on_heartbeat(now, "nf2", "inc", [], (now, cpu2))
+        for b in core.bricks.values():
+            b.load = b.load or {"now": now}
+        out = core.tick(now)
+    assert "utilisation 0.05 < " in next(e for e in core.events
+                                         if e["kind"] == "scale_in")["reason"]
 
 
 def test_a_lost_agents_buckets_go_to_the_standby_when_no_other_port_is_live():
@@ -370,9 +412,19 @@ def test_uln_overload_on_a_full_host_starts_one_tcp_replica_elsewhere_in_brick_m
 def test_brick_mode_without_a_free_core_anywhere_falls_back_to_a_graph():
     core = full_host_core("brick")
     core.agents["nf2"].cores = 0.5  # no core for a ULN on nf2 either
-    overload_uln(core)
+    cmds = overload_uln(core)
     (fb,) = [e for e in core.events if e["kind"] == "placement_fallback"]
     assert fb["target"] is None and fb["to"] == "graph"
+    # a host's first graph fits whatever its quota: the graph gets all of it
+    assert [(c.kind, c.host) for c in cmds] == [("start_graph", "nf2"),
+                                                ("switch_scale_out", "nf2")]
+
+
+def test_no_host_with_room_for_a_graph_is_reported():
+    core = full_host_core("brick")
+    core.agents["nf2"].cores = 0.5
+    core.graphs[9] = GraphRec(9, "nf2")  # nf2 already runs a graph: no room for another
+    overload_uln(core)
     assert any(e["kind"] == "no_capacity" for e in core.events)
 
 

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lego.cpu_quota import remove_stale as remove_stale_quotas
+
 log = logging.getLogger(__name__)
 
 MARKER = "LEGO_MN_RUN"
@@ -177,6 +179,7 @@ def cleanup(interfaces: Iterable[str] = (), run_id: str | None = None,
     n = kill_all(pids) if pids else 0
     names = list(interfaces) + (state.interfaces if state is not None else [])
     links = delete_links(dict.fromkeys(names))
+    remove_stale_quotas()
     if state is not None and (run_id is None or state.run_id == run_id):
         for key, old in state.sysctls.items():
             try:

@@ -14,20 +14,25 @@ All three are pure; :class:`~lego.topo.mn_system.LegoSystem` does the I/O.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from lego.topo.mn_topology import NFHostSpec, Topology
 
-# Watermarks for the default ramp on this machine. The bricks are cheap: at
-# 800-3200 packets/s a feature-extraction brick is 0.2-1 % busy and a ULN brick
-# 1-3 % (measured here), so the watermarks are set at that scale: FE crosses
-# ``high`` in the ramp's peak and both fall below ``low`` once the load falls.
+# Watermarks are busy fractions of an NF host's CPU quota (its cgroup's CPU time
+# over what the quota allows, reported by its agent): scale out above 75 % for a
+# second, in below 30 %. ULN replicas stay one per graph: under a host quota of a
+# fraction of a core a second ULN process on the same host adds no CPU, so the
+# unit of scale is a whole graph on another host (the switch splits the traffic).
 SCALING: dict[str, Any] = {
-    "high": 0.004, "low": 0.0015, "dwell": 1.0, "cooldown": 2.0, "max_replicas": 3,
-    "period": 0.25, "standby": True, "fe": True, "fe_standby": True, "uln": True,
+    "high": 0.75, "low": 0.30, "dwell": 1.0, "cooldown": 2.0, "max_replicas": 4,
+    "period": 0.25, "standby": False, "fe": True, "fe_standby": True, "uln": False,
     "agent_timeout": 0.9, "adopt_grace": 15.0,
 }
+#: what ``SCALING=off`` changes: the same system, no policy
+SCALING_OFF: dict[str, Any] = {"fe": False, "uln": False, "fe_standby": False,
+                               "rebalance_s": 0.0}
 GRAPH: dict[str, Any] = {"batch": 256, "flush_ms": 20, "hwm": 16, "window": 256, "uln": 1,
                          "write_scores": True}
 BRICK_ROLES = {"packet_batching": "src", "feature_quantization": "fq",
@@ -37,7 +42,8 @@ BRICK_ROLES = {"packet_batching": "src", "feature_quantization": "fq",
 def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, results: Path,
                       token_file: Path, semantics: str = "lego", election_id: int = 10,
                       scaling: dict[str, Any] | None = None,
-                      graph: dict[str, Any] | None = None) -> dict[str, Any]:
+                      graph: dict[str, Any] | None = None,
+                      sla_ms: float = 100.0) -> dict[str, Any]:
     """The controller's config (pure): ``hosts`` are the NF hosts running an agent;
     the first ``topo.replicas`` of them own buckets at the start."""
     sc = {**SCALING, **(scaling or {})}
@@ -52,7 +58,7 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
         "nf": {"semantics": semantics, "model": str(model), "results": str(results),
                "source": "interface", "fe_initial": fe_initial},
         "graph": {**GRAPH, **(graph or {})},
-        "sla": {"latency_ms": 100.0},
+        "sla": {"latency_ms": float(sla_ms)},
         "scaling": sc,
         "placement": {"mode": "graph"},
         "hosts": [{"name": h.name, "ports": [h.port], "interfaces": [f"{h.name}-eth0"],
@@ -112,22 +118,28 @@ def uln_replicas(status: dict[str, Any]) -> int:
 
 
 SCALE_KINDS = ("scale_out", "scale_in")
+_UTIL = re.compile(r"utilisation (\d+(?:\.\d+)?)")
 
 
-def scaling_events(events: list[dict[str, Any]], t0: float) -> list[dict[str, Any]]:
-    """The controller's scaling events with their state moves, as rows: time since
-    ``t0`` (controller clock), brick type, replicas from -> to, buckets moved,
-    entries moved, packets held, why."""
+def scaling_events(events: list[dict[str, Any]], t0: float,
+                   scaling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The controller's scaling events with their state moves, as records: time since
+    ``t0`` (controller clock), brick, replicas before and after, the utilisation
+    and watermarks behind it, buckets and entries moved, packets held, why."""
+    sc = {**SCALING, **(scaling or {})}
     rows = []
     for i, e in enumerate(events):
         if e["kind"] not in SCALE_KINDS:
             continue
         to = int(e.get("replicas", 0))
         frm = to - 1 if e["kind"] == "scale_out" else to + 1
+        m = _UTIL.search(e.get("reason", ""))
         row = {"t": round(e["t"] - t0, 2), "event": e["kind"].replace("_", "-"),
                "brick": "feature extraction" if e.get("brick") == "fq" else "ULN",
-               "port": e.get("port"), "replicas": f"{frm} -> {to}", "buckets": 0,
-               "entries": 0, "held": 0, "seconds": 0.0, "reason": e.get("reason", "")}
+               "port": e.get("port"), "host": e.get("host", ""), "replicas_before": frm,
+               "replicas_after": to, "utilisation": float(m.group(1)) if m else None,
+               "high": sc["high"], "low": sc["low"], "buckets": 0, "entries": 0, "held": 0,
+               "seconds": 0.0, "lost_buckets": 0, "reason": e.get("reason", "")}
         if e.get("brick") == "fq":
             for f in events[i + 1:]:
                 if f["kind"] == "state_moved":

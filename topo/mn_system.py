@@ -33,6 +33,7 @@ from pathlib import Path
 
 import tomli_w
 
+from lego.cpu_quota import CpuQuota, mount_script
 from lego.errors import LegoError
 from lego.logs import log_tail
 from lego.topo.mn_agent import nf_graph
@@ -99,7 +100,8 @@ class LegoSystem:
 
     def __init__(self, topo: Topology, target: str, workdir: Path, model: Path, *,
                  semantics: str = "lego", idle_s: float = 8.0, batch: int = 1024,
-                 scaling: dict | None = None, mode: str | None = None) -> None:
+                 scaling: dict | None = None, mode: str | None = None,
+                 sla_ms: float = 100.0) -> None:
         self.topo = topo
         self.target = target
         self.workdir = Path(workdir)
@@ -109,6 +111,7 @@ class LegoSystem:
         self.batch = batch
         self.mode = mode or controller_mode()
         self.scaling = dict(scaling or {})
+        self.sla_ms = sla_ms
         self.token_file = self.workdir / "token"
         self.config_path = self.workdir / "controller.toml"
         self.results_dir = self.workdir / "nf"
@@ -123,6 +126,7 @@ class LegoSystem:
         self.replica_ports: list[int] = [h.port for h in topo.active]
         self._monitor = None
         self.util_prev: dict[str, tuple[float, float]] = {}
+        self.quotas: dict[str, CpuQuota] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -162,7 +166,8 @@ class LegoSystem:
         cfg = controller_config(self.topo, self.agent_hosts, model=self.model.resolve(),
                                 results=self.results_dir, token_file=self.token_file,
                                 semantics=self.semantics,
-                                election_id=CONTROLLER_ELECTION_ID, scaling=self.scaling)
+                                election_id=CONTROLLER_ELECTION_ID, scaling=self.scaling,
+                                sla_ms=self.sla_ms)
         self.config_path.write_text(tomli_w.dumps(cfg))
         return self.config_path
 
@@ -294,10 +299,11 @@ class LegoSystem:
             p.popen.kill()
             p.popen.wait()
 
-    def _popen(self, name: str, argv: list[str], host=None) -> Proc:
+    def _popen(self, name: str, argv: list[str], host=None,
+               env: dict[str, str] | None = None) -> Proc:
         log_path = self.workdir / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         with open(log_path, "wb") as out:
             out.write(("$ " + " ".join(argv) + "\n").encode())
             out.flush()
@@ -362,7 +368,8 @@ class LegoSystem:
                     "--token-file", str(self.token_file), "--host", h.name,
                     "--cores", str(h.cores), "--workdir", str(wd),
                     "--bind", f"{h.mgmt_ip}:0"]
-            self.agents[h.name] = self._popen(f"agent-{h.name}", argv, self.net.host(h.name))
+            self.agents[h.name] = self._popen(f"agent-{h.name}", argv, self.net.host(h.name),
+                                              env=self.quota(h).env())
             return
         graph = wd / "graph.toml"
         graph.write_text(tomli_w.dumps(nf_graph(
@@ -371,6 +378,16 @@ class LegoSystem:
         argv = [sys.executable, "-m", "lego.topo.mn_agent", str(graph), "--workdir", str(wd),
                 "--host", h.name, "--status", str(wd / "status.json")]
         self.agents[h.name] = self._popen(f"agent-{h.name}", argv, self.net.host(h.name))
+
+    def quota(self, h: NFHostSpec) -> CpuQuota:
+        """The host's CPU quota (its cgroup, created on first use): ``cores`` of CPU
+        time per second for every brick its agent starts (the agent stays outside:
+        a starved agent would miss its heartbeats)."""
+        q = self.quotas.get(h.name)
+        if q is None:
+            q = self.quotas[h.name] = CpuQuota(h.name, h.cores).create()
+            self.net.host(h.name).cmd(mount_script())
+        return q
 
     def wait_agents_ready(self, timeout: float = 90.0) -> None:
         """Until every agent's bricks have registered (their sources are reading)."""
@@ -494,3 +511,5 @@ class LegoSystem:
             except subprocess.TimeoutExpired:
                 p.popen.kill()
         self.net.stop()
+        for q in self.quotas.values():
+            q.remove()

@@ -128,13 +128,9 @@ class LegoMininetTest:
         return p, path
 
 
-def offline_scores(pcaps: list[Path], model: Path, semantics: str = "lego"
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """One offline NF instance over the frames the NF hosts received (shims kept):
-    the primaries, in switch sequence order, with the switch's timestamps."""
+def _switch_batch(pcaps: list[Path]):
+    """The frames the NF hosts received (shims kept) as one batch, switch-stamped."""
     from lego.bricks.kitsune_bricks import Frames, frames_to_batch
-    from lego.bricks.kitsune_nf import KitsuneNF
-    from lego.ext.kitnet import KitNET
     from lego.ext.packets import open_trace
 
     frames: list[bytes] = []
@@ -148,8 +144,24 @@ def offline_scores(pcaps: list[Path], model: Path, semantics: str = "lego"
                                       np.zeros(len(frames)), 1,
                                       np.arange(len(frames), dtype=np.uint64)), "switch")
     prim = np.flatnonzero(batch.mirror == 0)
-    order = prim[np.argsort(batch.seq[prim], kind="stable")]
-    one = batch.take(order)
+    return batch.take(prim[np.argsort(batch.seq[prim], kind="stable")])
+
+
+def ingress_times(pcaps: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(switch sequence number, switch ingress timestamp in seconds) of every primary
+    the NF hosts received, in sequence order."""
+    one = _switch_batch(pcaps)
+    return one.seq.astype(np.int64), np.asarray(one.ts, dtype=np.float64)
+
+
+def offline_scores(pcaps: list[Path], model: Path, semantics: str = "lego"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """One offline NF instance over the frames the NF hosts received (shims kept):
+    the primaries, in switch sequence order, with the switch's timestamps."""
+    from lego.bricks.kitsune_nf import KitsuneNF
+    from lego.ext.kitnet import KitNET
+
+    one = _switch_batch(pcaps)
     nf = KitsuneNF(semantics, KitNET.load(model), keep_training_rows=False)
     s = nf.process(one)
     return s.seq.astype(np.int64), s.score

@@ -27,7 +27,7 @@ from lego.tables import typed_table
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().with_name("default.toml")
 TARGETS = ("auto", "soft", "bmv2")
-PROFILES = ("ramp", "fixed")
+PROFILES = ("ramp", "fixed", "capacity")
 MAX_PORT = 510
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")  # + "-eth0" / "-mgmt" stays within IFNAMSIZ
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
@@ -44,7 +44,8 @@ _SWITCH = {"name": (str, "s1"), "target": (str, "auto"), "device_id": (int, 0),
 _MGMT = {"bridge": (str, "lgmgmt0"), "address": (str, "10.99.0.1/24"),
          "northbound_port": (int, 50051)}
 _TRAFFIC = {"host": (str, "tg"), "port": (int, 1), "mac": (str, "02:00:00:00:00:01"),
-            "profile": (str, "ramp"), "pps": (list, None)}
+            "profile": (str, "ramp"), "pps": (list, []), "load": (list, []),
+            "step_s": ((int, float), 4.0)}
 _NF = {"name": (str, None), "port": (int, None), "cores": ((int, float), 1.0),
        "mgmt_ip": (str, None)}
 _NF_DEFAULTS = {"replicas": (int, 1)}
@@ -89,7 +90,9 @@ class TrafficSpec:
     port: int
     mac: str
     profile: str
-    pps: tuple[int, ...]
+    pps: tuple[int, ...]  # ramp | fixed: the replay's packets/s
+    load: tuple[float, ...] = ()  # capacity: each step's rate in replica capacities
+    step_s: float = 4.0  # capacity: seconds per step
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,16 @@ def topology_from_dict(data: Mapping[str, Any], where: str = "<topology>") -> To
         raise TopologyError(f"{where}: traffic.profile: expected one of {PROFILES}, "
                             f"got {tr['profile']!r}")
     pps = tr["pps"]
-    if not pps or not all(isinstance(p, int) and not isinstance(p, bool) and p > 0
+    if tr["profile"] == "capacity":
+        load = tr["load"]
+        if not load or not all(isinstance(x, int | float) and not isinstance(x, bool) and x > 0
+                               for x in load):
+            raise TopologyError(f"{where}: traffic.load: expected a list of rates > 0 in "
+                                f"replica capacities (e.g. [0.5, 1.5, 2.6]), got {load!r}")
+        if not 0 < tr["step_s"] <= 600:
+            raise TopologyError(f"{where}: traffic.step_s: expected seconds in (0, 600], "
+                                f"got {tr['step_s']}")
+    elif not pps or not all(isinstance(p, int) and not isinstance(p, bool) and p > 0
                           for p in pps):
         raise TopologyError(f"{where}: traffic.pps: expected a list of packets/s > 0, "
                             f"got {pps!r}")
@@ -264,6 +276,7 @@ def topology_from_dict(data: Mapping[str, Any], where: str = "<topology>") -> To
     return Topology(
         SwitchSpec(sw["name"], sw["target"], sw["device_id"], sw["grpc_addr"]),
         ManagementSpec(mg["bridge"], mg["address"], mg["northbound_port"]),
-        TrafficSpec(tr["host"], tr["port"], tr["mac"], tr["profile"], tuple(pps)),
+        TrafficSpec(tr["host"], tr["port"], tr["mac"], tr["profile"], tuple(pps),
+                    tuple(float(x) for x in tr["load"]), float(tr["step_s"])),
         tuple(NFHostSpec(n["name"], n["port"], float(n["cores"]), n["mgmt_ip"]) for n in nfs),
         nd["replicas"], where)

@@ -98,9 +98,11 @@ def trace_frames(trace: Path) -> int:
     return sum(len(r) for r in open_trace(trace).raw_batches(65536))
 
 
-def tcpreplay_argv(iface: str, pcap: Path, pps: int) -> list[str]:
-    """One replay step: ``pcap`` on ``iface`` at ``pps`` packets/s."""
-    return ["tcpreplay", f"--intf1={iface}", f"--pps={pps}", str(pcap)]
+def tcpreplay_argv(iface: str, pcap: Path, pps: int | None) -> list[str]:
+    """One replay step: ``pcap`` on ``iface`` at ``pps`` packets/s (None: at the pcap's
+    own timing, e.g. a step retimed to its rate with its bursts kept)."""
+    rate = [f"--pps={pps}"] if pps is not None else []
+    return ["tcpreplay", f"--intf1={iface}", *rate, str(pcap)]
 
 
 def parse_tcpreplay(output: str) -> tuple[int, int]:
@@ -118,6 +120,7 @@ class Replayer:
     iface: str
     steps: list[tuple[Segment, Path]]
     on_step: Callable[[SegmentResult], None] | None = None
+    own_timing: bool = False  # the step pcaps carry the replay's timing: no --pps
     results: list[SegmentResult] = field(default_factory=list)
     error: str | None = None
 
@@ -142,7 +145,8 @@ class Replayer:
                 self.results.append(r)
                 if self.on_step is not None:
                     self.on_step(r)
-                self._proc = self.host.popen(tcpreplay_argv(self.iface, path, seg.pps),
+                self._proc = self.host.popen(tcpreplay_argv(
+                    self.iface, path, None if self.own_timing else seg.pps),
                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                 out, _ = self._proc.communicate()
                 r.t_end = time.time()

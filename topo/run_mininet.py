@@ -26,12 +26,14 @@ from rich.console import Console
 from rich.live import Live
 
 from lego.errors import LegoError
+from lego.topo.calibrate import Calibration
 from lego.topo.mn_cleanup import active_run, cleanup
-from lego.topo.mn_controller import scaling_events, uln_replicas
+from lego.topo.mn_controller import GRAPH, SCALING_OFF, scaling_events, uln_replicas
 from lego.topo.mn_record import Recorders
 from lego.topo.mn_status import rates
 from lego.topo.mn_topology import Topology
 from lego.topo.mn_traffic import Segment, ramp_segments
+from lego.topo.run_report import core_seconds, event_sentence, sla_figures, yes_no
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +52,71 @@ class RunOptions:
     cli: bool = False
     quiet: bool = False
     drain_s: float = 60.0
+    synthetic: bool = False  # the trace is the generated default (sized to the load)
+    scaling: bool = True  # False: the same run with the scaling policy off
+    sla_ms: float | None = None  # None: from the calibration
+
+
+#: packets the calibration replica processes (its first ones are the trace's)
+CALIBRATION_PACKETS = 12_000
+#: the default SLA: this many batches at one replica's capacity (p99, ingress to decision)
+SLA_BATCHES = 4
 
 
 def retime(trace: Path, segments: list[Segment], out: Path) -> Path:
-    """The trace with the timestamps the ramp will give it (what the switch stamps)."""
+    """The trace with the timestamps the replay gives it: each step keeps its packets'
+    relative timing (bursts, gaps), scaled so that the step lasts ``count / pps``."""
     from lego.ext.packets import open_trace, write_pcap
 
     frames, ts = [], []
-    t = 0.0
-    times = []
-    for seg in segments:
-        times.append(t + np.arange(seg.count) / seg.pps)
-        t += seg.count / seg.pps
     for raw in open_trace(trace).raw_batches(65536):
         frames.extend(raw.frame(i) for i in range(len(raw)))
-    ts = np.concatenate(times) + 1.0 if times else np.zeros(0)
-    write_pcap(out, frames, ts[:len(frames)])
+        ts.append(np.asarray(raw.ts, dtype=np.float64))
+    orig = np.concatenate(ts) if ts else np.zeros(0)
+    times = []
+    t = 1.0
+    for seg in segments:
+        o = orig[seg.start:seg.start + seg.count]
+        span = float(o[-1] - o[0]) if len(o) > 1 else 0.0
+        if span > 0:  # the gap after the last packet: the step's mean gap
+            rel = (o - o[0]) / (span * len(o) / (len(o) - 1))
+        else:
+            rel = np.arange(len(o)) / max(len(o), 1)
+        times.append(t + rel * seg.seconds)
+        t += seg.seconds
+    write_pcap(out, frames, np.concatenate(times) if times else np.zeros(0))
     return out
+
+
+def size_load(opts: RunOptions, console: Console, work: Path
+              ) -> tuple[Path, Path | None, list[int], Calibration | None]:
+    """The replay's rates (and, for the generated trace, the trace sized to them).
+
+    ``capacity`` profile: one replica's capacity under an NF host's quota is
+    measured first (:func:`~lego.topo.calibrate.calibrate`, on the trace's first
+    packets with a model trained on them), and each step offers ``load`` x that."""
+    from lego.bricks.kitsune_graph import train_model
+    from lego.topo.calibrate import calibrate
+    from lego.topo.traffic_synth import DEFAULT_PACKETS, default_trace, labels_path
+
+    tr = opts.topo.traffic
+    if tr.profile != "capacity":
+        return opts.trace, opts.labels, list(tr.pps), None
+    cores = min(h.cores for h in opts.topo.nf_hosts)
+    cdir = work / "calibration"
+    cdir.mkdir(parents=True, exist_ok=True)
+    model = train_model(opts.trace, cdir / "model.npz", opts.semantics, fm=1000,
+                        ad=CALIBRATION_PACKETS - 1001)
+    cal = calibrate(opts.trace, model, cores, cdir, packets=CALIBRATION_PACKETS,
+                    semantics=opts.semantics)
+    console.print(cal.line())
+    rates = [max(1, round(x * cal.pps)) for x in tr.load]
+    if not opts.synthetic:
+        return opts.trace, opts.labels, rates, cal
+    need = int(sum(rates) * tr.step_s)
+    packets = max(DEFAULT_PACKETS, -(-need // 10_000) * 10_000)
+    trace = default_trace(opts.results, packets=packets)
+    return trace, labels_path(trace), rates, cal
 
 
 def _install_handlers(teardown) -> None:
@@ -93,19 +143,25 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
     results = opts.results
     results.mkdir(parents=True, exist_ok=True)
     work = results / "run"
+    opts.trace, opts.labels, rates, cal = size_load(opts, console, work)
     n = trace_frames(opts.trace)
-    segments = ramp_segments(n, opts.topo.traffic.pps)
-    steps = list(zip(segments, split_trace(opts.trace, segments, work / "segments"),
+    segments = ramp_segments(n, rates)
+    retimed = retime(opts.trace, segments, work / "retimed.pcap")
+    steps = list(zip(segments, split_trace(retimed, segments, work / "segments"),
                      strict=True))
     console.print(f"[bold]LEGO[/bold] in Mininet: {opts.trace.name} ({n:,} packets) replayed at "
-                  f"{' -> '.join(str(s.pps) for s in segments)} packets/s "
+                  f"{' -> '.join(f'{s.pps:,}' for s in segments)} packets/s "
                   f"({sum(s.seconds for s in segments):.0f} s)")
+    sla_ms = opts.sla_ms or (max(100.0, round(SLA_BATCHES * 1e3 * GRAPH["batch"] / cal.pps, -1))
+                             if cal else 100.0)
     t0 = time.perf_counter()
-    model = train_model(retime(opts.trace, segments, work / "retimed.pcap"), work / "model.npz",
-                        opts.semantics, opts.fm, opts.ad)
+    model = train_model(retimed, work / "model.npz", opts.semantics, opts.fm, opts.ad)
     console.print(f"trained KitNET offline on the first {opts.fm + opts.ad + 1:,} packets "
-                  f"({opts.semantics} features) in {time.perf_counter() - t0:.1f} s")
-    system = LegoSystem(opts.topo, opts.target, work, model, semantics=opts.semantics)
+                  f"({opts.semantics} features, the replay's timing) in "
+                  f"{time.perf_counter() - t0:.1f} s")
+    system = LegoSystem(opts.topo, opts.target, work, model, semantics=opts.semantics,
+                        scaling=None if opts.scaling else SCALING_OFF, sla_ms=sla_ms)
+    run = {"calibration": cal, "sla_ms": sla_ms, "rates": rates}
     done = False
 
     def teardown() -> None:
@@ -134,7 +190,7 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
             console.print(f"agents: {', '.join(system.agents)} ready "
                           f"({time.perf_counter() - t0:.1f} s to start everything)")
         replayer = Replayer(system.net.host(opts.topo.traffic.host), system.net.traffic_iface,
-                            steps)
+                            steps, own_timing=True)
         replayer.start()
         if opts.cli:
             from mininet.cli import CLI
@@ -158,6 +214,9 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
             extra["recorded"] = {"want": want, "got": got}
             extra["reference"] = _reference(system, recorders.paths, opts)
             extra["reference_s"] = round(time.perf_counter() - t1, 1)
+            extra["latency"] = packet_latency(system, recorders.paths)
+            extra["offline_original"] = _offline_original(opts)
+        extra["run"] = run
         bad = system.collect(results / "logs")
         summary = write_results(system, replayer, opts, timeline, start, bad, extra)
     finally:
@@ -186,6 +245,7 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
               auto_refresh=False) as live:
         while True:
             st = system.status()
+            prev_cpu = (timeline[-1]["t"] + start, timeline[-1]["cpu_s"]) if timeline else None
             pin, pout = rates(prev, st, traffic)
             prev = st
             cur = replayer.current
@@ -198,7 +258,8 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
                    "replicas": len(st["switch"].get("replica_ports", [])),
                    "uln_replicas": uln_replicas(st),
                    "alerts": st["alerts"], "scores": st["scores"],
-                   "queue_depth": sum(b["queue_depth"] for b in st["bricks"])}
+                   "queue_depth": sum(b["queue_depth"] for b in st["bricks"]),
+                   **_cores(st, opts.topo, prev_cpu)}
             for b in st["bricks"]:
                 row[f"pps:{b['brick']}"] = b["pps"]
                 row[f"util:{b['brick']}"] = b["utilisation"]
@@ -242,6 +303,18 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
     return held
 
 
+def _cores(st: dict, topo: Topology, prev: tuple[float, float] | None) -> dict:
+    """Cores allocated (quota of every host whose graph owns buckets), the NF hosts'
+    CPU seconds so far, and the cores they used since the previous row."""
+    owners = {g["host"] for g in st.get("graphs", []) if not g.get("standby")
+              and not g.get("draining")}
+    cpu = sum(a.get("cpu_s") or 0.0 for a in st.get("agents", []))
+    used = (cpu - prev[1]) / (st["time"] - prev[0]) if prev and st["time"] > prev[0] else 0.0
+    return {"cores": round(sum(topo.nf(h).cores for h in owners if h in
+                               {n.name for n in topo.nf_hosts}), 3),
+            "cpu_s": round(cpu, 3), "cores_used": round(max(0.0, used), 3)}
+
+
 def _reference(system, pcaps: list[Path], opts: RunOptions) -> dict:
     """One offline NF instance over the recorded, switch-stamped stream vs the run."""
     from lego.topo.mn_testlib import offline_scores
@@ -256,8 +329,64 @@ def _reference(system, pcaps: list[Path], opts: RunOptions) -> dict:
             if same_seq and len(seq) else None}
 
 
-def _merge_scores(system) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    seqs, scores, alerts = [], [], []
+def switch_epoch_s(system) -> float | None:
+    """The wall-clock time of the switch's timestamp 0 (the software target logs it;
+    None where unknown, e.g. BMv2)."""
+    import re
+
+    log_path = getattr(system.net.switch, "log_path", None)
+    text = log_path.read_text(errors="replace") if log_path and log_path.is_file() else ""
+    m = re.search(r"clock epoch (\d+) us", text)
+    return int(m.group(1)) / 1e6 if m else None
+
+
+def packet_latency(system, pcaps: list[Path]) -> dict[str, np.ndarray] | None:
+    """Per scored packet: its switch ingress (wall clock, from the shim's timestamp)
+    and its latency to the decision that scored it (seconds)."""
+    from lego.topo.mn_testlib import ingress_times
+
+    epoch = switch_epoch_s(system)
+    seq, _, _, decided = _merge_scores(system, with_decided=True)
+    if epoch is None or not len(seq):
+        return None
+    iseq, its = ingress_times(pcaps)
+    pos = np.searchsorted(iseq, seq)
+    ok = (pos < len(iseq)) & (iseq[np.minimum(pos, len(iseq) - 1)] == seq)
+    ingress = epoch + its[np.minimum(pos, len(iseq) - 1)]
+    return {"seq": seq[ok], "ingress": ingress[ok], "latency": (decided - ingress)[ok]}
+
+
+def latency_per_second(lat: dict[str, np.ndarray], start: float, sla_s: float
+                       ) -> list[dict]:
+    """p50/p99 latency of the packets that entered the switch in each second since
+    ``start`` (pure)."""
+    sec = np.floor(lat["ingress"] - start).astype(np.int64)
+    rows = []
+    for t in np.unique(sec):
+        x = lat["latency"][sec == t]
+        p99 = float(np.percentile(x, 99))
+        rows.append({"t": int(t), "packets": int(len(x)), "p50_ms": round(1e3 * float(
+            np.percentile(x, 50)), 1), "p99_ms": round(1e3 * p99, 1),
+                     "within_sla": bool(p99 <= sla_s)})
+    return rows
+
+
+def _offline_original(opts: RunOptions) -> dict:
+    """One offline NF instance on the original trace (its own timing), trained on
+    the same prefix: the detection the live system should match."""
+    from lego.bricks.kitsune_nf import KitsuneNF
+    from lego.cli_kitsune import detection, score_trace
+
+    if opts.labels is None:
+        return {}
+    nf = KitsuneNF.fresh(opts.semantics, fm=opts.fm, ad=opts.ad)
+    return detection(score_trace(nf, opts.trace, True, fit=("lognormal", 1e-4)), opts.labels)
+
+
+def _merge_scores(system, with_decided: bool = False) -> tuple:
+    """Every decision brick's scores, in switch sequence order: (seq, score, alert),
+    plus the wall-clock time each was decided (``with_decided``)."""
+    seqs, scores, alerts, decided = [], [], [], []
     for d in system.score_dirs():
         path = d / "scores.csv"
         if not path.is_file():
@@ -270,11 +399,14 @@ def _merge_scores(system) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             seqs.append(t[:, 0].astype(np.int64))
             scores.append(t[:, 1])
             alerts.append(t[:, 3].astype(bool))
+            decided.append(t[:, 4] if t.shape[1] > 4 else np.full(len(t), np.nan))
     if not seqs:
-        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool)
-    seq, score, alert = np.concatenate(seqs), np.concatenate(scores), np.concatenate(alerts)
+        out = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool), np.zeros(0))
+        return out if with_decided else out[:3]
+    seq = np.concatenate(seqs)
     order = np.argsort(seq, kind="stable")
-    return seq[order], score[order], alert[order]
+    out = tuple(np.concatenate(a)[order] for a in (seqs, scores, alerts, decided))
+    return out if with_decided else out[:3]
 
 
 def write_results(system, replayer, opts: RunOptions, timeline: list[dict], start: float,
@@ -322,82 +454,130 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
                 decisions[host] = {}
     last = extra.get("last") or {}
     t0 = last.get("now", 0.0) - (system.last_wall - start) if last else 0.0
-    events = scaling_events(last.get("events", []), t0)
+    events = scaling_events(last.get("events", []), t0, system.config_scaling())
     for i, row in enumerate(e for e in events if e["brick"] == "feature extraction"):
         row["held"] = extra.get("held", {}).get(i, row["held"])
-    plots = _plots(timeline, out, events)
+    run = extra.get("run", {})
+    cal = run.get("calibration")
+    sla_ms = float(run.get("sla_ms", 100.0))
+    segs = [r.segment for r in replayer.results]
+    peak_pps = max((sg.pps for sg in segs), default=0)
+    peak = None
+    for r in replayer.results:  # the peak step, in seconds since the replay began
+        if r.segment.pps == peak_pps and peak is None:
+            peak = (r.t_start - start, (r.t_end or r.t_start) - start)
+    lat = extra.get("latency")
+    per_second = latency_per_second(lat, start, sla_ms / 1e3) if lat else []
+    sla = sla_figures(per_second, sla_ms, peak)
+    _attach_seconds(timeline, per_second)
     train_n = opts.fm + opts.ad + 1
     unique = int(len(np.unique(seq)))
-    summary = {
-        "trace": str(opts.trace), "packets": int(replayer.sent + replayer.failed),
-        "switch": opts.target_why,
-        "controller": "lego controller run --config (northbound, policy, state moves)"
-        if system.mode == "controller" else "southbound only (switch manager)",
-        "semantics": opts.semantics, "nf hosts": list(system.agents),
-        "replay steps (packets/s)": [s.pps for s, _ in replayer.steps],
-        "replay seconds": round(sum(r.t_end - r.t_start for r in replayer.results), 1),
-        "tcpreplay sent": replayer.sent, "tcpreplay failed": replayer.failed,
-        "switch in (traffic port)": switch_in, "switch out (NF ports)": switch_out,
-        "mirrored copies": sw.get("events", {}).get("mirror", 0),
-        "NF hosts received": brick_in,
-        "lost between switch and bricks": switch_out - brick_in,
-        "scored": int(len(seq)), "scored once each": unique == len(seq),
-        "lost (sent - scored)": int(replayer.sent - unique),
-        "lost in the brick graphs (rows)": sum(d.get("lost_rows", 0)
-                                               for d in decisions.values()),
-        "alerts": int(alert.sum()),
-        "alerts after training": int(alert[seq >= train_n].sum()),
-        "peak pps in": max((r["pps_in"] for r in timeline), default=0),
-        "max feature-extraction replicas": max((r["replicas"] for r in timeline), default=0),
-        "max ULN replicas": max((r.get("uln_replicas", 0) for r in timeline), default=0),
-        "scaling events": len(events),
-        "state moves": last.get("counters", {}).get("moves", 0),
-        "state lost (buckets)": last.get("counters", {}).get("state_lost_buckets", 0),
-        "components that logged an exception": bad_logs,
-    }
-    if "reference" in extra:
-        summary["offline single instance on the recorded switch-stamped stream"] = \
-            extra["reference"]
-        summary["recorded frames per host (switch out / captured)"] = {
-            h: f"{extra['recorded']['want'][h]} / {extra['recorded']['got'][h]}"
-            for h in extra["recorded"]["want"]}
-        summary["reference seconds"] = extra.get("reference_s")
+    lost_rows = sum(d.get("lost_rows", 0) for d in decisions.values())
     zero = (replayer.failed == 0 and switch_out == brick_in and unique == len(seq)
-            == replayer.sent and summary["lost in the brick graphs (rows)"] == 0)
-    summary["zero loss"] = zero
+            == replayer.sent and lost_rows == 0)
+    ref = extra.get("reference", {})
+    live = {}
     if opts.labels is not None and len(seq):
         labels = load_labels(opts.labels, int(seq.max()) + 1)[seq]
         after = seq >= train_n
         if after.any() and 0 < labels[after].sum() < after.sum():
-            summary.update({k: round(v, 4) for k, v in
-                            detection_report(score[after], labels[after]).items()})
-    summary["scaling"] = events
+            live = detection_report(score[after], labels[after])
+    off = extra.get("offline_original", {})
+    summary = {
+        "trace": str(opts.trace), "switch": opts.target_why, "semantics": opts.semantics,
+        "scaling_policy": yes_no(opts.scaling), "nf_hosts": list(system.agents),
+        "nf_host_cores": {h.name: h.cores for h in opts.topo.nf_hosts},
+        "capacity_one_replica_pps": round(cal.pps) if cal else None,
+        "calibration": cal.line() if cal else None,
+        "replay_steps_pps": [sg.pps for sg in segs], "peak_offered_pps": peak_pps,
+        "peak_offered_capacities": round(peak_pps / cal.pps, 2) if cal else None,
+        "replay_seconds": round(sum(r.t_end - r.t_start for r in replayer.results), 1),
+        "packets_sent": replayer.sent, "tcpreplay_failed": replayer.failed,
+        "switch_in": switch_in, "switch_out": switch_out,
+        "mirrored": sw.get("events", {}).get("mirror", 0), "nf_hosts_received": brick_in,
+        "lost_switch_to_bricks": switch_out - brick_in, "packets_scored": int(len(seq)),
+        "scored_once_each": unique == len(seq), "lost_sent_minus_scored":
+            int(replayer.sent - unique), "lost_in_brick_graphs": lost_rows,
+        "zero_loss": zero, "alerts": int(alert.sum()),
+        "alerts_after_training": int(alert[seq >= train_n].sum()),
+        **sla, **core_seconds(timeline),
+        "max_fe_replicas": max((r["replicas"] for r in timeline), default=0),
+        "auc_live": _r(live.get("auc")), "auc_offline_original": _r(off.get("auc")),
+        "tpr_0_1pct_live": _r(live.get("tpr@0.1%fpr")),
+        "tpr_0_1pct_offline_original": _r(off.get("tpr@0.1%fpr")),
+        "tpr_1pct_live": _r(live.get("tpr@1%fpr")),
+        "tpr_1pct_offline_original": _r(off.get("tpr@1%fpr")),
+        "bit_identical_to_offline": bool(ref.get("bit-identical")) if ref else None,
+        "offline_reference_packets": ref.get("packets"),
+        "state_moves": last.get("counters", {}).get("moves", 0),
+        "state_lost_buckets": last.get("counters", {}).get("state_lost_buckets", 0),
+        "components_with_exceptions": bad_logs,
+        "scaling_events": events,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    lines = ["# LEGO run summary", ""]
-    lines += [f"- **{k}**: {v}" for k, v in summary.items() if k != "scaling"]
-    lines += ["", "## Scaling events (decided by the controller's policy)", ""]
-    if events:
-        lines += ["| t (s) | event | brick | port | replicas | buckets moved | entries moved "
-                  "| packets held | move (s) | why |", "|" + "---|" * 10]
-        lines += [f"| {e['t']} | {e['event']} | {e['brick']} | {e['port']} | "
-                  f"{e['replicas']} | {e['buckets']} | {e['entries']} | {e['held']} | "
-                  f"{e['seconds']} | {e['reason']} |" for e in events]
-    else:
-        lines.append("none")
-    ref = summary.get("offline single instance on the recorded switch-stamped stream")
-    lines += ["", f"Zero loss: **{'yes' if zero else 'NO'}** (switch out {switch_out} = "
-              f"bricks in {brick_in}; {unique} of {replayer.sent} sent packets scored once)."]
-    if ref:
-        lines.append(f"Scores equal to one offline instance on the switch-stamped stream: "
-                     f"**{'yes, bit for bit' if ref['bit-identical'] else 'NO'}** "
-                     f"({ref['packets']} packets).")
-    lines += ["", *(f"![{p.stem}]({p.name})" for p in plots), ""]
-    (out / "summary.md").write_text("\n".join(lines))
+    with open(out / "latency.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["t", "packets", "p50_ms", "p99_ms", "within_sla"])
+        w.writeheader()
+        w.writerows(per_second)
+    plots = _plots(timeline, out, events, sla_ms, start)
+    (out / "summary.md").write_text(summary_markdown(summary, plots))
     return summary
 
 
-def _plots(timeline: list[dict], out: Path, events: list[dict] | None = None
-           ) -> list[Path]:
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 4)
+
+
+def _attach_seconds(timeline: list[dict], per_second: list[dict]) -> None:
+    """Each timeline row gets the p99 latency of its second (for the plot)."""
+    by_t = {r["t"]: r["p99_ms"] for r in per_second}
+    for row in timeline:
+        row["p99_ms"] = by_t.get(int(row["t"]), "")
+
+
+def summary_markdown(summary: dict, plots: list[Path]) -> str:
+    """summary.md: the figures a person looks for first, then each event as a sentence."""
+    s = summary
+    lines = ["# LEGO run summary", ""]
+    if s["calibration"]:
+        lines.append(f"- {s['calibration']}; peak offered {s['peak_offered_pps']:,} pkt/s "
+                     f"({s['peak_offered_capacities']}x one replica)")
+    lines += [
+        f"- scaling policy: {s['scaling_policy']}; most feature-extraction replicas: "
+        f"{s['max_fe_replicas']}",
+        f"- zero loss: {yes_no(s['zero_loss'])} ({s['packets_sent']:,} sent, "
+        f"{s['switch_out']:,} frames to the NF hosts ({s['mirrored']:,} mirrors), "
+        f"{s['packets_scored']:,} scored, {s['lost_sent_minus_scored']:,} lost)",
+        f"- SLA p99 <= {s['sla_ms']:g} ms (switch ingress to decision): held in "
+        f"{_pct(s['seconds_within_sla_fraction_peak'])} of the {s['peak_seconds']} seconds at "
+        f"the peak (worst p99 {s['p99_latency_ms_peak']} ms), "
+        f"{_pct(s['seconds_within_sla_fraction'])} of all seconds",
+        f"- core-seconds: {s['core_seconds']} allocated, against "
+        f"{s['core_seconds_static_peak']} for a static allocation sized for the peak",
+        f"- detection after training: live AUC {s['auc_live']}, TPR {s['tpr_0_1pct_live']} at "
+        f"0.1 % FPR, {s['tpr_1pct_live']} at 1 % FPR; one offline instance on the original "
+        f"trace: AUC {s['auc_offline_original']}, TPR {s['tpr_0_1pct_offline_original']} / "
+        f"{s['tpr_1pct_offline_original']}",
+        f"- scores bit-identical to one offline instance on the switch-stamped stream: "
+        f"{yes_no(bool(s['bit_identical_to_offline']))} "
+        f"({s['offline_reference_packets'] or 0:,} packets)",
+        "", "## Scaling events (decided by the controller's policy)", ""]
+    lines += [f"- {event_sentence(e)}" for e in s["scaling_events"]] or ["none"]
+    lines += ["", "## Everything else", ""]
+    lines += [f"- {k}: {yes_no(v) if isinstance(v, bool) else v}" for k, v in s.items()
+              if k != "scaling_events"]
+    lines += ["", *(f"![{p.stem}]({p.name})" for p in plots), ""]
+    return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f} %"
+
+
+def _plots(timeline: list[dict], out: Path, events: list[dict], sla_ms: float,
+           start: float) -> list[Path]:
+    """timeline.png: offered load and throughput, p99 latency against the SLA, and
+    replicas / cores, on one time axis ending when the run's scoring ended."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -405,34 +585,34 @@ def _plots(timeline: list[dict], out: Path, events: list[dict] | None = None
 
     if not timeline:
         return []
-    t = [r["t"] for r in timeline]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(t, [r["pps_in"] for r in timeline], label="into the switch")
-    ax.plot(t, [r["pps_out"] for r in timeline], label="out to NF hosts (incl. mirrors)")
-    ax.step(t, [r["target_pps"] for r in timeline], where="post", ls="--", label="replay rate")
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("packets/s")
-    ax.legend()
-    ax.set_title("throughput")
+    last = max((i for i, r in enumerate(timeline) if r["pps_in"] > 0 or r["target_pps"] > 0),
+               default=len(timeline) - 1)
+    rows = timeline[:last + 2]
+    t = [r["t"] for r in rows]
+    fig, (a1, a2, a3) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    a1.step(t, [r["target_pps"] for r in rows], where="post", ls="--", label="offered")
+    a1.plot(t, [r["pps_in"] for r in rows], label="into the switch")
+    a1.plot(t, [r["pps_out"] for r in rows], label="to the NF hosts (with mirrors)")
+    a1.set_ylabel("packets/s")
+    a1.legend(fontsize=8)
+    lat = [(r["t"], r["p99_ms"]) for r in rows if r.get("p99_ms") != ""]
+    if lat:
+        a2.plot([x for x, _ in lat], [y for _, y in lat], label="p99 latency")
+    a2.axhline(sla_ms, color="red", ls=":", label=f"SLA {sla_ms:g} ms")
+    a2.set_yscale("log")
+    a2.set_ylabel("ms")
+    a2.legend(fontsize=8)
+    a3.step(t, [r["replicas"] for r in rows], where="post", label="FE replicas (graphs)")
+    a3.step(t, [r["cores"] for r in rows], where="post", ls="--", label="cores allocated")
+    a3.plot(t, [r["cores_used"] for r in rows], lw=0.8, label="cores used")
+    for e in events:
+        a3.axvline(e["t"], color="grey", lw=0.6, ls=":")
+    a3.set_ylabel("replicas / cores")
+    a3.set_xlabel("seconds since the replay began")
+    a3.set_ylim(bottom=0)
+    a3.legend(fontsize=8)
     fig.tight_layout()
-    p1 = out / "throughput.png"
-    fig.savefig(p1, dpi=100)
+    path = out / "timeline.png"
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.step(t, [r["replicas"] for r in timeline], where="post", label="feature extraction")
-    ax.step(t, [r.get("uln_replicas", 0) for r in timeline], where="post", ls="--",
-            label="ULN")
-    for e in events or []:
-        ax.axvline(e["t"], color="grey", lw=0.6, ls=":")
-        ax.annotate(f"{e['event']} {'FE' if e['brick'] != 'ULN' else 'ULN'}", (e["t"], 0.2),
-                    rotation=90, fontsize=7, color="grey")
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("replicas")
-    ax.set_ylim(bottom=0)
-    ax.legend()
-    ax.set_title("replicas over time")
-    fig.tight_layout()
-    p2 = out / "replicas.png"
-    fig.savefig(p2, dpi=100)
-    plt.close(fig)
-    return [p1, p2]
+    return [path]

@@ -1,0 +1,41 @@
+"""The run's report: events as plain sentences, SLA figures, core-seconds (pure)."""
+
+from __future__ import annotations
+
+from lego.topo.mn_controller import scaling_events
+from lego.topo.run_report import core_seconds, event_sentence, sla_figures
+
+EVENTS = [
+    {"t": 112.1, "kind": "scale_out", "brick": "fq", "port": 3, "host": "nf2", "replicas": 2,
+     "reason": "utilisation 0.83 > 0.75 for 1.0s", "export_at": {"3": {"x": 1}}},
+    {"t": 112.4, "kind": "state_moved", "buckets": 452, "entries": 27944, "held": 12,
+     "seconds": 0.25, "lost_buckets": 0},
+    {"t": 130.0, "kind": "scale_in", "brick": "fq", "port": 3, "replicas": 1,
+     "reason": "utilisation 0.10 < 0.3 for 1.2s"},
+]
+
+
+def test_an_event_is_one_plain_sentence_with_its_move():
+    rows = scaling_events(EVENTS, 100.0)
+    assert [(r["replicas_before"], r["replicas_after"]) for r in rows] == [(1, 2), (2, 1)]
+    assert rows[0]["utilisation"] == 0.83 and rows[0]["high"] == 0.75
+    text = event_sentence(rows[0])
+    assert text == ("12.1 s: feature extraction 1 -> 2 replicas on nf2 (utilisation 0.83 > "
+                    "0.75 for 1.0s); 452 buckets, 27,944 entries moved in 0.25 s, 12 packets "
+                    "held, 0 buckets lost")
+    for r in rows:
+        s = event_sentence(r)
+        assert not set("{['") & set(s), s
+
+
+def test_sla_figures_count_the_peak_seconds_apart():
+    rows = [{"t": t, "p99_ms": p} for t, p in enumerate([50, 60, 900, 80, 70, 40])]
+    f = sla_figures(rows, 100.0, (2.0, 5.0))
+    assert f["peak_seconds"] == 3 and f["seconds_within_sla_fraction_peak"] == 0.667
+    assert f["p99_latency_ms_peak"] == 900 and f["seconds_within_sla_fraction"] == 0.833
+    assert sla_figures([], 100.0, None)["seconds_within_sla_fraction"] is None
+
+
+def test_core_seconds_against_a_static_peak_allocation():
+    tl = [{"t": 0.0, "cores": 0.1}, {"t": 10.0, "cores": 0.3}, {"t": 20.0, "cores": 0.1}]
+    assert core_seconds(tl) == {"core_seconds": 4.0, "core_seconds_static_peak": 6.0}

@@ -1,0 +1,66 @@
+"""What ``lego run`` reports, as plain data and plain sentences (pure functions).
+
+- :func:`event_sentence`: one scaling event as one sentence a person reads;
+- :func:`sla_figures`: per-second latency rows -> the SLA's figures (overall and
+  at the peak step);
+- :func:`core_seconds`: cores allocated over the run against a static
+  allocation sized for the peak;
+- :func:`yes_no`: booleans as a person writes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _num(x: float) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:,.2f}".rstrip("0").rstrip(".")
+
+
+def event_sentence(e: dict[str, Any]) -> str:
+    """``12.1 s: feature extraction 1 -> 2 replicas on nf2 (utilisation 0.83 > 0.75 for
+    1.0 s); 452 buckets, 27,944 entries moved in 0.25 s, 0 lost``."""
+    where = f" on {e['host']}" if e.get("host") else f" (port {e['port']})" \
+        if e.get("port") is not None else ""
+    text = (f"{e['t']:.1f} s: {e['brick']} {e['replicas_before']} -> {e['replicas_after']} "
+            f"replicas{where}")
+    if e.get("reason"):
+        text += f" ({e['reason'].replace('for ', 'for ', 1)})"
+    if e.get("buckets"):
+        text += (f"; {_num(int(e['buckets']))} buckets, {_num(int(e['entries']))} entries "
+                 f"moved in {float(e['seconds']):.2f} s, {_num(int(e.get('held', 0)))} "
+                 f"packets held, {_num(int(e.get('lost_buckets', 0)))} buckets lost")
+    return text
+
+
+def sla_figures(rows: list[dict[str, Any]], sla_ms: float,
+                peak: tuple[float, float] | None) -> dict[str, Any]:
+    """The SLA's figures from per-second rows (``t``, ``p99_ms``): every second and
+    the seconds inside ``peak`` (start, end, seconds since the replay began)."""
+    def frac(rs: list[dict[str, Any]]) -> float | None:
+        return round(sum(r["p99_ms"] <= sla_ms for r in rs) / len(rs), 3) if rs else None
+
+    at_peak = [r for r in rows if peak and peak[0] <= r["t"] and r["t"] + 1 <= peak[1]]
+    return {
+        "sla_ms": sla_ms,
+        "seconds_within_sla_fraction": frac(rows),
+        "seconds_within_sla_fraction_peak": frac(at_peak),
+        "p99_latency_ms_peak": max((r["p99_ms"] for r in at_peak), default=None),
+        "p99_latency_ms_max": max((r["p99_ms"] for r in rows), default=None),
+        "peak_seconds": len(at_peak),
+    }
+
+
+def core_seconds(timeline: list[dict[str, Any]]) -> dict[str, float]:
+    """Cores allocated (the quota of every NF host owning buckets) integrated over
+    the timeline, against the most ever allocated held for the whole time."""
+    if len(timeline) < 2:
+        return {"core_seconds": 0.0, "core_seconds_static_peak": 0.0}
+    used = sum(a["cores"] * (b["t"] - a["t"]) for a, b in zip(timeline, timeline[1:], strict=False))
+    span = timeline[-1]["t"] - timeline[0]["t"]
+    peak = max(r["cores"] for r in timeline)
+    return {"core_seconds": round(used, 2), "core_seconds_static_peak": round(peak * span, 2)}
