@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         brick = Brick(spec, logic, northbound, ctx)
         signal.signal(signal.SIGTERM, lambda *_: brick.stop())
         brick.init()
-        join_group()  # the host's CPU quota (if its agent has one), once started up
+        # the host's CPU quota (if its agent has one), once warm: a source now, any
+        # other brick after its first batch (imports, first allocations: one-time)
+        if spec.inlet is None:
+            join_group()
+        else:
+            brick.warm_hook = join_group
         brick.run()
         brick.close()
         return 0

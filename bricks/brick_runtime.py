@@ -155,6 +155,8 @@ class Brick:
         self.packets_in = 0
         self.packets_out = 0
         self.busy_s = 0.0
+        #: called once, after the first data batch (the process's one-time warm-up)
+        self.warm_hook: Callable[[], Any] | None = None
         self._batches_since = 0
         self._busy_since = 0.0
         self._lat_sum = 0.0
@@ -296,6 +298,9 @@ class Brick:
         self.packets_in += rows_of(msg)
         outs = self.logic.handle(msg)
         dt = time.perf_counter() - t
+        if self.warm_hook is not None:
+            self.warm_hook, hook = None, self.warm_hook
+            hook()
         self.busy_s += dt
         self._busy_since += dt
         self._batches_since += 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +65,15 @@ class LegoMininetTest:
     ALLOW_DEAD: tuple[str, ...] = ()  # components allowed to log an exception
     MODE = "controller"  # the real controller; "southbound": switch manager + graph files
     SCALING: dict = {"high": 0.99, "low": 0.0, "dwell": 3600.0}  # no scaling unless asked
+    CORES: float | None = None  # each NF host's CPU quota (None: the topology's)
 
     def build(self, tmp: Path, model: Path):
         from lego.topo.mn_system import LegoSystem
 
         topo = load_topology().with_replicas(self.REPLICAS)
+        if self.CORES is not None:  # another CPU quota per NF host than the default's
+            topo = replace(topo, nf_hosts=tuple(replace(h, cores=self.CORES)
+                                                for h in topo.nf_hosts))
         self.tmp = tmp
         self.system = LegoSystem(topo, "soft", tmp / "run", model, idle_s=self.IDLE_S,
                                  scaling=self.SCALING, mode=self.MODE)
