@@ -189,14 +189,14 @@ class TestDetectionThroughSwitch(LegoMininetTest):
 
 class TestScaleUnderRamp(LegoMininetTest):
     """Under a real CPU quota (0.2 core per NF host) and the default watermarks, a
-    step to 3,000 pkt/s overloads the single feature-extraction replica: the
+    step to 5,000 pkt/s overloads the single feature-extraction replica: the
     policy adds a switch port owner (exact state move) only then, and removes it
     once the load falls; nothing is lost and the scores equal one offline
     instance's on the same switch-stamped stream."""
 
     REPLICAS = 1
     AGENTS = ("nf1", "nf2", "nf3")
-    RATES = (150, 3000, 3000, 150)
+    RATES = (150, 5000, 5000, 150)
     CORES = 0.2
     SCALING = {"dwell": 1.0, "cooldown": 1.0, "max_replicas": 2}
 
@@ -207,7 +207,7 @@ class TestScaleUnderRamp(LegoMininetTest):
         from lego.topo.mn_record import Recorders
 
         _, model = trace_and_model
-        trace = small_trace(self.tmp, 30_000)  # about 5 s per step
+        trace = small_trace(self.tmp, 40_000)  # about 4 s per step
         rec = Recorders(system, list(self.AGENTS), self.tmp / "rec")
         try:
             assert all(h.cores < 1 for h in system.topo.nf_hosts)
@@ -216,7 +216,7 @@ class TestScaleUnderRamp(LegoMininetTest):
                            "the policy to scale feature extraction out")
             util = float(out[0]["reason"].split()[1])
             assert util >= system.config_scaling()["high"], out[0]["reason"]  # 2 decimals
-            assert r.current.segment.pps == 3000, f"scaled out before the overload: {out}"
+            assert r.current.segment.pps == 5000, f"scaled out before the overload: {out}"
             moved = wait_for(lambda: _events(system, "state_moved"), 30, "the state move")
             assert moved[0]["lost_buckets"] == 0
             _scored_all(self, r)
