@@ -11,6 +11,10 @@ and bound (and keeps open; closing it is the caller's job):
 - ``recv()``: the frames waiting (at most ``batch``), as a list of ``bytes``,
   non-blocking, skipping frames this host sent (``PACKET_OUTGOING``);
   ``[]`` when none wait.
+- ``recv_stamped()``: the same, with each frame's kernel receive time (ns since
+  the epoch; 0 where the kernel gave none). The caller enables the stamps with
+  ``SO_TIMESTAMPNS`` on the socket: a switch then stamps every frame with its own
+  arrival time, not the time a batch of them was read.
 - ``send(frames)``: sends every frame of a list of ``bytes``; a frame the
   kernel refuses (too big, no buffer) is dropped and counted in ``tx_errors``.
 """
@@ -39,9 +43,23 @@ cdef extern from "<sys/socket.h>" nogil:
     struct mmsghdr:
         msghdr msg_hdr
         unsigned int msg_len
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr *CMSG_FIRSTHDR(msghdr *msgh)
+    cmsghdr *CMSG_NXTHDR(msghdr *msgh, cmsghdr *cmsg)
+    unsigned char *CMSG_DATA(cmsghdr *cmsg)
+    int SOL_SOCKET
+    int SCM_TIMESTAMPNS
     int recvmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout)
     int sendmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags)
     int MSG_DONTWAIT
+
+cdef extern from "<time.h>" nogil:
+    struct timespec:
+        long tv_sec
+        long tv_nsec
 
 cdef extern from "<linux/if_packet.h>" nogil:
     struct sockaddr_ll:
@@ -55,6 +73,10 @@ cdef extern from "<linux/if_packet.h>" nogil:
     int PACKET_OUTGOING
 
 
+cdef enum:
+    CTRL_BYTES = 64  # room for one SCM_TIMESTAMPNS control message (CMSG_SPACE(16) = 32)
+
+
 cdef class BatchSocket:
     cdef int fd
     cdef unsigned int nmax
@@ -65,6 +87,7 @@ cdef class BatchSocket:
     cdef sockaddr_ll *addrs
     cdef mmsghdr *smsgs
     cdef iovec *siovs
+    cdef unsigned char *ctrl
     cdef public unsigned long long rx_frames, rx_outgoing, tx_frames, tx_errors
 
     def __cinit__(self, int fd, unsigned int batch=64, size_t snaplen=65536):
@@ -79,8 +102,9 @@ cdef class BatchSocket:
         self.addrs = <sockaddr_ll *>calloc(batch, sizeof(sockaddr_ll))
         self.smsgs = <mmsghdr *>calloc(batch, sizeof(mmsghdr))
         self.siovs = <iovec *>calloc(batch, sizeof(iovec))
+        self.ctrl = <unsigned char *>calloc(batch, CTRL_BYTES)
         if not (self.buf and self.rmsgs and self.riovs and self.addrs and self.smsgs
-                and self.siovs):
+                and self.siovs and self.ctrl):
             raise MemoryError()
 
     def __dealloc__(self):
@@ -90,14 +114,25 @@ cdef class BatchSocket:
         free(self.addrs)
         free(self.smsgs)
         free(self.siovs)
+        free(self.ctrl)
 
     def fileno(self):
         return self.fd
 
     def recv(self):
+        return self._recv(None)
+
+    def recv_stamped(self):
+        stamps = []
+        return self._recv(stamps), stamps
+
+    cdef list _recv(self, list stamps):
         cdef unsigned int i
         cdef int n
         cdef int err = 0
+        cdef cmsghdr *c
+        cdef timespec *tsp
+        cdef long long ns
         for i in range(self.nmax):
             self.riovs[i].iov_base = self.buf + i * self.snaplen
             self.riovs[i].iov_len = self.snaplen
@@ -105,8 +140,8 @@ cdef class BatchSocket:
             self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_ll)
             self.rmsgs[i].msg_hdr.msg_iov = &self.riovs[i]
             self.rmsgs[i].msg_hdr.msg_iovlen = 1
-            self.rmsgs[i].msg_hdr.msg_control = NULL
-            self.rmsgs[i].msg_hdr.msg_controllen = 0
+            self.rmsgs[i].msg_hdr.msg_control = self.ctrl + i * CTRL_BYTES
+            self.rmsgs[i].msg_hdr.msg_controllen = CTRL_BYTES
             self.rmsgs[i].msg_hdr.msg_flags = 0
         with nogil:
             n = recvmmsg(self.fd, self.rmsgs, self.nmax, MSG_DONTWAIT, NULL)
@@ -123,6 +158,16 @@ cdef class BatchSocket:
                 continue
             out.append(PyBytes_FromStringAndSize(<char *>self.riovs[i].iov_base,
                                                  self.rmsgs[i].msg_len))
+            if stamps is not None:
+                ns = 0
+                c = CMSG_FIRSTHDR(&self.rmsgs[i].msg_hdr)
+                while c != NULL:
+                    if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SCM_TIMESTAMPNS:
+                        tsp = <timespec *>CMSG_DATA(c)
+                        ns = tsp.tv_sec * 1000000000LL + tsp.tv_nsec
+                        break
+                    c = CMSG_NXTHDR(&self.rmsgs[i].msg_hdr, c)
+                stamps.append(ns)
         self.rx_frames += len(out)
         return out
 

@@ -213,12 +213,14 @@ class Pipeline:
         return Decisions(bucket, owner, mb, clone)
 
     def process(self, frames: Sequence[bytes], ingress_port: int,
-                now_us: int) -> list[tuple[int, bytes]]:
-        """Frames that entered on ``ingress_port`` -> [(egress port, frame)]."""
+                now_us: int | Sequence[int]) -> list[tuple[int, bytes]]:
+        """Frames that entered on ``ingress_port`` at ``now_us`` (one time for all, or
+        one per frame) -> [(egress port, frame)]."""
         with self.lock:
             return self._process(frames, ingress_port, now_us)
 
-    def _process(self, frames: Sequence[bytes], port: int, now_us: int) -> list[tuple[int, bytes]]:
+    def _process(self, frames: Sequence[bytes], port: int,
+                 now_us: int | Sequence[int]) -> list[tuple[int, bytes]]:
         s = self.state
         n = len(frames)
         if n == 0:
@@ -267,8 +269,7 @@ class Pipeline:
         pg, mg = s.primary_group, s.mirror_group
         flags = (s.epoch & 0x7F) << 1
         shim = _SHIM.pack
-        ts = now_us & 0xFFFFFFFFFFFF
-        ts_hi, ts_lo = ts >> 32, ts & 0xFFFFFFFF
+        stamps = [now_us] * n if isinstance(now_us, int) else now_us
         owners = d.owner.tolist()
         buckets = d.bucket.tolist()
         clones = d.clone_owner.tolist()
@@ -278,6 +279,8 @@ class Pipeline:
             f = frames[i]
             flen = len(f)
             seq = (seq0 + j) & 0xFFFFFFFFFFFFFFFF
+            ts = stamps[i] & 0xFFFFFFFFFFFF
+            ts_hi, ts_lo = ts >> 32, ts & 0xFFFFFFFF
             o = owners[j]
             if o >= 0:
                 out.append((o, b"".join((f[:12], _LEGO_TYPE,

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 
+from lego.errors import ConfigError
 from lego.topo.mn_switch import pick_target, switch_argv
 from lego.topo.mn_testlib import (
     TEST_AD,
@@ -30,7 +31,15 @@ from lego.topo.mn_testlib import (
     wait_for,
 )
 from lego.topo.mn_topology import TopologyError, load_topology, topology_from_dict
-from lego.topo.mn_traffic import parse_tcpreplay, ramp_segments, tcpreplay_argv
+from lego.topo.mn_traffic import (
+    parse_pacer,
+    parse_tcpreplay,
+    ramp_segments,
+    speedup_schedule,
+    tcpreplay_argv,
+)
+from lego.topo.pacer import due
+from lego.topo.run_mininet import scheduled_step
 
 # ---------------------------------------------------------------- pure
 
@@ -93,6 +102,38 @@ def test_ramp_segments_last_equally_long_and_cover_the_trace():
     assert tcpreplay_argv("tg-eth0", "a.pcap", 300) == ["tcpreplay", "--intf1=tg-eth0",
                                                        "--pps=300", "a.pcap"]
     assert parse_tcpreplay("Actual: 1200 packets (3 bytes)\nFailed packets:  4\n") == (1200, 4)
+
+
+def test_speedup_schedule_speeds_the_clock_up_per_step_not_per_packet():
+    # a base rate of 100 pkt/s for 100 s, then a burst at 10x for 5 s
+    base = np.arange(10_000) / 100.0
+    burst = 100.0 + np.arange(5_000) / 1000.0
+    ts = 1_700_000_000.0 + np.concatenate([base, burst])
+    segs, times = speedup_schedule(ts, [200, 500, 400], step_s=10.0)
+    assert [s.index for s in segs] == [0, 1, 2] and segs[0].start == 0
+    # step 0 runs the clock 2x faster (20 s of trace), step 1 5x (50 s), step 2 4x (40 s)
+    assert segs[0].count == 2000 and segs[1].count == 5000
+    assert segs[0].pps == 200 and segs[1].pps == 500
+    assert np.all(np.diff(times) >= 0) and times[0] == 0.0 and times[-1] <= 30.0
+    # the burst keeps its 10x rate over the base traffic of the same step
+    in_last = times[segs[2].start:]
+    burst_times = in_last[-5000:]
+    assert abs((burst_times[-1] - burst_times[0]) - 5.0 / 4) < 0.01
+    assert segs[2].count == 3000 + 5000  # the trace ends within the last step
+    with pytest.raises(ConfigError):
+        speedup_schedule(ts, [100, 0], 1.0)
+
+
+def test_the_replay_step_by_elapsed_time_and_the_pacers_due_frames():
+    segs, _ = speedup_schedule(np.arange(1000) / 10.0, [20, 40], step_s=2.0)
+    assert scheduled_step(segs, 2.0, 0.5).index == 0
+    assert scheduled_step(segs, 2.0, 3.9).index == 1
+    assert scheduled_step(segs, 2.0, 4.1) is None and scheduled_step(segs, 2.0, -1) is None
+    rel = np.array([0.0, 0.0, 0.5, 1.0, 1.0, 2.0])
+    assert due(rel, 0, 0.0) == 2 and due(rel, 2, 0.99) == 3 and due(rel, 3, 1.0) == 5
+    assert due(rel, 5, 1.5) == 5 and due(rel, 5, 9.0) == 6
+    assert parse_pacer('{"sent": 12, "failed": 1, "seconds": 2.0}\n') == (12, 1)
+    assert parse_pacer("Traceback ...\n") == (0, 0)
 
 
 # ---------------------------------------------------------------- Mininet
@@ -230,6 +271,33 @@ class TestScaleUnderRamp(LegoMininetTest):
             _exact(self, rec, model, r.sent)
         finally:
             rec.close()
+
+
+@pytest.mark.mininet
+@pytest.mark.slow
+@pytest.mark.skipif(_why is not None, reason=f"mininet: {_why}")
+def test_make_run_scales_on_real_overload_holds_the_sla_and_detects_as_offline(tmp_path):
+    """``lego run`` as ``make run`` runs it (default topology, 0.1-core quotas, the
+    calibrated ramp): every scale-out at utilisation over the high watermark, a
+    scale-in once the load falls, the SLA held at the peak, nothing lost, scores
+    bit-identical to one offline instance, and live detection within 0.01 AUC and
+    0.03 TPR at 1 % FPR of one offline instance on the trace."""
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "lego", "run", "--quiet", "--results",
+                           str(tmp_path)], capture_output=True, text=True, timeout=480)
+    assert done.returncode == 0, done.stderr[-2000:]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["zero_loss"] and s["bit_identical_to_offline"], s
+    outs = [e for e in s["scaling_events"] if e["event"] == "scale-out"]
+    ins = [e for e in s["scaling_events"] if e["event"] == "scale-in"]
+    assert outs and all(e["utilisation"] >= e["high"] for e in outs), outs
+    assert ins and ins[-1]["t"] > outs[-1]["t"] and all(e["utilisation"] < e["low"]
+                                                        for e in ins), ins
+    assert s["seconds_within_sla_fraction_peak"] >= 0.95, (s["p99_latency_ms_peak"],
+                                                           s["sla_ms"])
+    assert abs(s["auc_live"] - s["auc_offline_original"]) <= 0.01, s
+    assert abs(s["tpr_1pct_live"] - s["tpr_1pct_offline_original"]) <= 0.03, s
 
 
 class TestKillAgent(LegoMininetTest):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lego.topo.mn_controller import scaling_events
-from lego.topo.run_report import core_seconds, event_sentence, sla_figures
+from lego.topo.run_report import core_seconds, event_sentence, event_text, sla_figures
 
 EVENTS = [
     {"t": 112.1, "kind": "scale_out", "brick": "fq", "port": 3, "host": "nf2", "replicas": 2,
@@ -30,7 +30,7 @@ def test_an_event_is_one_plain_sentence_with_its_move():
 
 def test_sla_figures_count_the_peak_seconds_apart():
     rows = [{"t": t, "p99_ms": p} for t, p in enumerate([50, 60, 900, 80, 70, 40])]
-    f = sla_figures(rows, 100.0, (2.0, 5.0))
+    f = sla_figures(rows, 100.0, (2.05, 5.05))  # the replay starts a little after t = 0
     assert f["peak_seconds"] == 3 and f["seconds_within_sla_fraction_peak"] == 0.667
     assert f["p99_latency_ms_peak"] == 900 and f["seconds_within_sla_fraction"] == 0.833
     assert sla_figures([], 100.0, None)["seconds_within_sla_fraction"] is None
@@ -39,3 +39,12 @@ def test_sla_figures_count_the_peak_seconds_apart():
 def test_core_seconds_against_a_static_peak_allocation():
     tl = [{"t": 0.0, "cores": 0.1}, {"t": 10.0, "cores": 0.3}, {"t": 20.0, "cores": 0.1}]
     assert core_seconds(tl) == {"core_seconds": 4.0, "core_seconds_static_peak": 6.0}
+
+
+def test_any_controller_event_reads_as_plain_words():
+    e = {"t": 3.0, "kind": "state_moved", "buckets": 341, "export_at": {"3": {"cut": 26753}},
+         "lost_buckets": 0, "transfer": True, "seconds": 0.2193, "ports": [2, 3]}
+    text = event_text(e)
+    assert text == ("state moved: buckets 341; export at 3 cut 26753; lost buckets 0; "
+                    "transfer yes; seconds 0.219; ports 2, 3")
+    assert not set("{['") & set(text)

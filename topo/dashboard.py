@@ -55,7 +55,7 @@ def render(status: dict, pps_in: float, pps_out: float, step: str, elapsed: floa
     events = Table(title="events", title_justify="left")
     events.add_column("event")
     for e in status.get("events", [])[-6:]:
-        events.add_row(f"{e['kind']}: {e['what']}")
+        events.add_row(e["what"])
     lower = Table.grid(padding=(0, 4))
     lower.add_row(ports, events)
     return Group(Panel(head, title=title), bricks, lower)

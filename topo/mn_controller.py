@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lego.topo.mn_topology import NFHostSpec, Topology
+from lego.topo.run_report import event_text
 
 # Watermarks are busy fractions of an NF host's CPU quota (its cgroup's CPU time
 # over what the quota allows, reported by its agent): scale out above 75 % for a
@@ -66,10 +67,6 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
     }
 
 
-def _what(e: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in e.items() if k not in ("kind", "t", "t_detect"))
-
-
 def dashboard_status(ctl: dict[str, Any] | None, switch: dict[str, Any], now: float,
                      mode: str = "controller") -> dict[str, Any]:
     """GetStatus (``ctl``; None while the controller is down) and the switch's
@@ -103,7 +100,7 @@ def dashboard_status(ctl: dict[str, Any] | None, switch: dict[str, Any], now: fl
     sw = dict(switch)
     sw["replica_ports"] = list(ctl.get("switch", {}).get("replica_ports",
                                                          switch.get("replica_ports", [])))
-    events = [{**e, "what": _what(e)} for e in ctl.get("events", [])]
+    events = [{**e, "what": event_text(e)} for e in ctl.get("events", [])]
     return {"time": now, "mode": mode if ctl else f"{mode} (not answering)", "switch": sw,
             "bricks": bricks, "alerts": ctl.get("alerts", 0), "scores": ctl.get("scores", 0),
             "events": events, "agents": ctl.get("agents", []),

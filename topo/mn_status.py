@@ -129,8 +129,8 @@ def build_status(system) -> dict:
         except (FileNotFoundError, ValueError):
             st = {}
         bricks += _agent_bricks(host, st, now, system.util_prev)
-        events += [{"t": st.get("time", now), "kind": e["kind"], "what": f"{host}/{e['brick']}"}
-                   for e in st.get("events", [])]
+        events += [{"t": st.get("time", now), "kind": e["kind"],
+                    "what": f"{e['kind']}: {host}/{e['brick']}"} for e in st.get("events", [])]
         a, s = decision_counts(wd / "out")
         alerts += a
         scores += s

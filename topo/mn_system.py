@@ -101,7 +101,7 @@ class LegoSystem:
     def __init__(self, topo: Topology, target: str, workdir: Path, model: Path, *,
                  semantics: str = "lego", idle_s: float = 8.0, batch: int = 1024,
                  scaling: dict | None = None, mode: str | None = None,
-                 sla_ms: float = 100.0) -> None:
+                 sla_ms: float = 100.0, graph: dict | None = None) -> None:
         self.topo = topo
         self.target = target
         self.workdir = Path(workdir)
@@ -112,6 +112,7 @@ class LegoSystem:
         self.mode = mode or controller_mode()
         self.scaling = dict(scaling or {})
         self.sla_ms = sla_ms
+        self.graph = dict(graph or {})  # brick graph settings over mn_controller.GRAPH
         self.token_file = self.workdir / "token"
         self.config_path = self.workdir / "controller.toml"
         self.results_dir = self.workdir / "nf"
@@ -167,7 +168,7 @@ class LegoSystem:
                                 results=self.results_dir, token_file=self.token_file,
                                 semantics=self.semantics,
                                 election_id=CONTROLLER_ELECTION_ID, scaling=self.scaling,
-                                sla_ms=self.sla_ms)
+                                graph=self.graph, sla_ms=self.sla_ms)
         self.config_path.write_text(tomli_w.dumps(cfg))
         return self.config_path
 

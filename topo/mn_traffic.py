@@ -1,4 +1,5 @@
-"""The traffic host: replay a trace with tcpreplay at a fixed or ramping rate.
+"""The traffic host: replay a trace with tcpreplay at a fixed or ramping rate, or
+at its own (sped-up) timing with :mod:`lego.topo.pacer`.
 
 A ramp is several tcpreplay runs back to back, each over its own slice of the
 trace at its own ``--pps`` (rising then falling). :func:`ramp_segments` (pure)
@@ -10,9 +11,11 @@ other, and records what tcpreplay reports for each (packets sent, failed).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +68,45 @@ def ramp_segments(packets: int, rates: tuple[int, ...] | list[int]) -> list[Segm
             for i, r in enumerate(rates) if bounds[i + 1] > bounds[i]]
 
 
+def base_rate(ts: np.ndarray) -> float:
+    """The trace's own packet rate over its first half (packets/s): the benign
+    traffic a capacity ramp scales; an attack later in the trace does not count."""
+    half = len(ts) // 2
+    span = float(ts[half] - ts[0]) if half > 0 else 0.0
+    if span <= 0:
+        raise ConfigError("traffic: the trace's first half spans no time; cannot scale "
+                          "its clock to a rate")
+    return half / span
+
+
+def speedup_schedule(ts: np.ndarray, rates: list[int], step_s: float
+                     ) -> tuple[list[Segment], np.ndarray]:
+    """Replay the trace with its clock sped up by one factor per step (pure).
+
+    Step ``i`` lasts ``step_s`` and runs the trace's clock ``rates[i] / base_rate``
+    times faster, so its base traffic arrives at ``rates[i]`` packets/s. The factor
+    depends on the step alone, never on which packets fall into it: everything that
+    happens at the same moment of the trace (benign hosts and an attack alike) is
+    sped up equally, so rate differences within the trace survive the replay (a
+    per-step packet count would flatten an attack's burst to the step's rate).
+    Returns the steps (packets past the last one are left out) and the new times,
+    from 0, of the packets they cover."""
+    if not rates or any(r <= 0 for r in rates):
+        raise ConfigError(f"traffic.pps: expected rates > 0, got {list(rates)}")
+    rel = np.asarray(ts, dtype=np.float64) - float(ts[0])
+    factors = np.asarray(rates, dtype=np.float64) / base_rate(rel)
+    orig_bounds = np.concatenate([[0.0], np.cumsum(factors * step_s)])
+    idx = np.searchsorted(rel, orig_bounds, side="left")
+    idx[-1] = np.searchsorted(rel, orig_bounds[-1], side="right")
+    new_bounds = np.arange(len(rates) + 1, dtype=np.float64) * step_s
+    kept = int(idx[-1])
+    times = np.interp(rel[:kept], orig_bounds, new_bounds)
+    segments = [Segment(i, int(idx[i]), int(idx[i + 1] - idx[i]),
+                        max(1, round((idx[i + 1] - idx[i]) / step_s)))
+                for i in range(len(rates)) if idx[i + 1] > idx[i]]
+    return segments, times
+
+
 def split_trace(trace: Path, segments: list[Segment], outdir: Path) -> list[Path]:
     """Write each segment's frames to ``outdir/segment-NN.pcap`` (classic pcap)."""
     from lego.ext.packets import open_trace, write_pcap
@@ -105,6 +147,20 @@ def tcpreplay_argv(iface: str, pcap: Path, pps: int | None) -> list[str]:
     return ["tcpreplay", f"--intf1={iface}", *rate, str(pcap)]
 
 
+def pacer_argv(iface: str, pcap: Path) -> list[str]:
+    """One replay at the pcap's own timing (:mod:`lego.topo.pacer`)."""
+    return [sys.executable, "-m", "lego.topo.pacer", iface, str(pcap)]
+
+
+def parse_pacer(output: str) -> tuple[int, int]:
+    """(packets sent, packets failed) from the pacer's JSON line."""
+    for line in reversed(output.strip().splitlines()):
+        if line.startswith("{"):
+            r = json.loads(line)
+            return int(r["sent"]), int(r["failed"])
+    return 0, 0
+
+
 def parse_tcpreplay(output: str) -> tuple[int, int]:
     """(packets sent, packets failed) from tcpreplay's summary."""
     sent = _ACTUAL.search(output)
@@ -120,7 +176,7 @@ class Replayer:
     iface: str
     steps: list[tuple[Segment, Path]]
     on_step: Callable[[SegmentResult], None] | None = None
-    own_timing: bool = False  # the step pcaps carry the replay's timing: no --pps
+    own_timing: bool = False  # the step pcaps carry the replay's timing: the pacer
     results: list[SegmentResult] = field(default_factory=list)
     error: str | None = None
 
@@ -145,14 +201,16 @@ class Replayer:
                 self.results.append(r)
                 if self.on_step is not None:
                     self.on_step(r)
-                self._proc = self.host.popen(tcpreplay_argv(
-                    self.iface, path, None if self.own_timing else seg.pps),
-                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                argv = pacer_argv(self.iface, path) if self.own_timing else \
+                    tcpreplay_argv(self.iface, path, seg.pps)
+                self._proc = self.host.popen(argv, stdout=subprocess.PIPE,
+                                             stderr=subprocess.STDOUT)
                 out, _ = self._proc.communicate()
                 r.t_end = time.time()
                 r.code = self._proc.returncode
                 r.output = out.decode(errors="replace") if out else ""
-                r.sent, r.failed = parse_tcpreplay(r.output)
+                r.sent, r.failed = (parse_pacer if self.own_timing else
+                                    parse_tcpreplay)(r.output)
                 if r.code != 0 and not self._stop.is_set():
                     self.error = (f"tcpreplay step {seg.index} exited with {r.code}: "
                                   f"{r.output.strip()[-500:]}")

@@ -18,7 +18,7 @@ import json
 import logging
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from lego.topo.mn_controller import GRAPH, SCALING_OFF, scaling_events, uln_repl
 from lego.topo.mn_record import Recorders
 from lego.topo.mn_status import rates
 from lego.topo.mn_topology import Topology
-from lego.topo.mn_traffic import Segment, ramp_segments
+from lego.topo.mn_traffic import Segment, speedup_schedule
 from lego.topo.run_report import core_seconds, event_sentence, sla_figures, yes_no
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,26 @@ class RunOptions:
 
 #: packets the calibration replica processes (its first ones are the trace's)
 CALIBRATION_PACKETS = 12_000
+#: benign packets before the last step, in KitNET training packets
+TRAIN_MARGIN = 1.05
+#: attack packets the generated trace holds, in base-rate packets of the last step
+#: (Mirai's scan runs at about 6x the LAN's base rate: more than the step takes)
+ATTACK_BUDGET = 12
 #: the default SLA: this many batches at one replica's capacity (p99, ingress to decision)
 SLA_BATCHES = 4
+#: the sources' batching delay, as a fraction of the SLA: every flushed batch wakes
+#: each of a graph's five processes, and at 20 ms those wake-ups alone took about
+#: half of a 0.1-core quota (measured), so a replica saturated at 0.4x the capacity
+#: it has with full batches; 1/8 of the SLA keeps the wake-ups near 10 %
+FLUSH_SLA_FRACTION = 1 / 8
 
 
-def retime(trace: Path, segments: list[Segment], out: Path) -> Path:
-    """The trace with the timestamps the replay gives it: each step keeps its packets'
-    relative timing (bursts, gaps), scaled so that the step lasts ``count / pps``."""
+def retime(trace: Path, rates: list[int], step_s: float, work: Path
+           ) -> tuple[list[Segment], Path, Path]:
+    """The replay's trace: the trace's clock sped up by one factor per step
+    (:func:`~lego.topo.mn_traffic.speedup_schedule`), written to ``retimed.pcap``,
+    and the same packets at their own timing (``original.pcap``: what one offline
+    instance on the original trace reads, so that both see the same packets)."""
     from lego.ext.packets import open_trace, write_pcap
 
     frames, ts = [], []
@@ -73,19 +86,12 @@ def retime(trace: Path, segments: list[Segment], out: Path) -> Path:
         frames.extend(raw.frame(i) for i in range(len(raw)))
         ts.append(np.asarray(raw.ts, dtype=np.float64))
     orig = np.concatenate(ts) if ts else np.zeros(0)
-    times = []
-    t = 1.0
-    for seg in segments:
-        o = orig[seg.start:seg.start + seg.count]
-        span = float(o[-1] - o[0]) if len(o) > 1 else 0.0
-        if span > 0:  # the gap after the last packet: the step's mean gap
-            rel = (o - o[0]) / (span * len(o) / (len(o) - 1))
-        else:
-            rel = np.arange(len(o)) / max(len(o), 1)
-        times.append(t + rel * seg.seconds)
-        t += seg.seconds
-    write_pcap(out, frames, np.concatenate(times) if times else np.zeros(0))
-    return out
+    segments, times = speedup_schedule(orig, rates, step_s)
+    kept = len(times)
+    retimed, original = work / "retimed.pcap", work / "original.pcap"
+    write_pcap(retimed, frames[:kept], 1.0 + times)
+    write_pcap(original, frames[:kept], orig[:kept])
+    return segments, retimed, original
 
 
 def size_load(opts: RunOptions, console: Console, work: Path
@@ -94,10 +100,13 @@ def size_load(opts: RunOptions, console: Console, work: Path
 
     ``capacity`` profile: one replica's capacity under an NF host's quota is
     measured first (:func:`~lego.topo.calibrate.calibrate`, on the trace's first
-    packets with a model trained on them), and each step offers ``load`` x that."""
+    packets with a model trained on them), and each step offers ``load`` x that.
+    The generated trace is benign until the last step, where the infection
+    starts: the ramp (and KitNET's training) runs on benign traffic, and the
+    attack arrives at the trace's own rates, sped up like everything else."""
     from lego.bricks.kitsune_graph import train_model
     from lego.topo.calibrate import calibrate
-    from lego.topo.traffic_synth import DEFAULT_PACKETS, default_trace, labels_path
+    from lego.topo.traffic_synth import default_trace, labels_path
 
     tr = opts.topo.traffic
     if tr.profile != "capacity":
@@ -113,9 +122,16 @@ def size_load(opts: RunOptions, console: Console, work: Path
     rates = [max(1, round(x * cal.pps)) for x in tr.load]
     if not opts.synthetic:
         return opts.trace, opts.labels, rates, cal
-    need = int(sum(rates) * tr.step_s)
-    packets = max(DEFAULT_PACKETS, -(-need // 10_000) * 10_000)
-    trace = default_trace(opts.results, packets=packets)
+    train = opts.fm + opts.ad + 1
+    if sum(rates[:-1]) * tr.step_s < TRAIN_MARGIN * train:  # longer steps, same rates
+        step_s = round(TRAIN_MARGIN * train / sum(rates[:-1]), 1)
+        console.print(f"steps of {step_s:g} s instead of {tr.step_s:g} s, so that KitNET's "
+                      f"{train:,} training packets precede the last step")
+        tr = replace(tr, step_s=step_s)
+        opts.topo = replace(opts.topo, traffic=tr)
+    benign = round(sum(rates[:-1]) * tr.step_s)
+    packets = benign + round(ATTACK_BUDGET * rates[-1] * tr.step_s)
+    trace = default_trace(opts.results, packets=packets, attack_start=benign / packets)
     return trace, labels_path(trace), rates, cal
 
 
@@ -131,7 +147,7 @@ def _install_handlers(teardown) -> None:
 def run_mininet(opts: RunOptions, console: Console) -> dict:
     from lego.bricks.kitsune_graph import train_model
     from lego.topo.mn_system import LegoSystem
-    from lego.topo.mn_traffic import Replayer, split_trace, trace_frames
+    from lego.topo.mn_traffic import Replayer
 
     other = active_run()
     if other is not None:
@@ -144,14 +160,21 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
     results.mkdir(parents=True, exist_ok=True)
     work = results / "run"
     opts.trace, opts.labels, rates, cal = size_load(opts, console, work)
-    n = trace_frames(opts.trace)
-    segments = ramp_segments(n, rates)
-    retimed = retime(opts.trace, segments, work / "retimed.pcap")
-    steps = list(zip(segments, split_trace(retimed, segments, work / "segments"),
-                     strict=True))
-    console.print(f"[bold]LEGO[/bold] in Mininet: {opts.trace.name} ({n:,} packets) replayed at "
-                  f"{' -> '.join(f'{s.pps:,}' for s in segments)} packets/s "
-                  f"({sum(s.seconds for s in segments):.0f} s)")
+    step_s = opts.topo.traffic.step_s
+    segments, retimed, original = retime(opts.trace, rates, step_s, work)
+    # The generated trace is made for this run: its LAN's clock follows the load
+    # profile, so the replay reproduces the trace's own timing and one offline
+    # instance on it is the reference. A trace you bring is sped up step by step;
+    # its own timing stays the reference (the difference is the speed-up's).
+    reference = retimed if opts.synthetic else original
+    n = sum(sg.count for sg in segments)
+    # one tcpreplay over the whole retimed trace: a process per step would start each
+    # step late (process start-up, pcap load) and insert idle gaps the NF would see
+    steps = [(Segment(0, 0, n, max(1, round(n / (step_s * len(rates))))), retimed)]
+    console.print(f"[bold]LEGO[/bold] in Mininet: {opts.trace.name}, {n:,} packets in "
+                  f"{len(segments)} steps of {opts.topo.traffic.step_s:g} s, its clock sped up "
+                  f"so that its base traffic arrives at {' -> '.join(f'{r:,}' for r in rates)} "
+                  "packets/s")
     sla_ms = opts.sla_ms or (max(100.0, round(SLA_BATCHES * 1e3 * GRAPH["batch"] / cal.pps, -1))
                              if cal else 100.0)
     t0 = time.perf_counter()
@@ -159,9 +182,12 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
     console.print(f"trained KitNET offline on the first {opts.fm + opts.ad + 1:,} packets "
                   f"({opts.semantics} features, the replay's timing) in "
                   f"{time.perf_counter() - t0:.1f} s")
+    flush_ms = max(GRAPH["flush_ms"], round(sla_ms * FLUSH_SLA_FRACTION))
     system = LegoSystem(opts.topo, opts.target, work, model, semantics=opts.semantics,
-                        scaling=None if opts.scaling else SCALING_OFF, sla_ms=sla_ms)
-    run = {"calibration": cal, "sla_ms": sla_ms, "rates": rates}
+                        scaling=None if opts.scaling else SCALING_OFF, sla_ms=sla_ms,
+                        graph={"flush_ms": flush_ms})
+    run = {"calibration": cal, "sla_ms": sla_ms, "rates": rates, "segments": segments,
+           "step_s": step_s, "flush_ms": flush_ms}
     done = False
 
     def teardown() -> None:
@@ -198,7 +224,7 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
             console.print("Mininet CLI (the replay runs meanwhile; `exit` to finish the run)")
             CLI(system.net.net)
         start = time.time()
-        held = _watch(system, replayer, opts, console, timeline, start)
+        held = _watch(system, replayer, opts, console, timeline, start, segments)
         if replayer.error:
             raise LegoError(replayer.error)
         extra: dict = {"held": held}
@@ -215,8 +241,11 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
             extra["reference"] = _reference(system, recorders.paths, opts)
             extra["reference_s"] = round(time.perf_counter() - t1, 1)
             extra["latency"] = packet_latency(system, recorders.paths)
-            extra["offline_original"] = _offline_original(opts)
+            extra["offline_original"] = _offline_original(opts, reference)
+            if reference != original:
+                extra["offline_natural"] = _offline_original(opts, original)
         extra["run"] = run
+        extra["reference_trace"] = str(reference)
         bad = system.collect(results / "logs")
         summary = write_results(system, replayer, opts, timeline, start, bad, extra)
     finally:
@@ -226,8 +255,14 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
     return summary
 
 
+def scheduled_step(segments: list[Segment], step_s: float, elapsed: float) -> Segment | None:
+    """The step of the schedule ``elapsed`` seconds into the replay (pure)."""
+    i = int(elapsed // step_s) if elapsed >= 0 else -1
+    return next((sg for sg in segments if sg.index == i), None)
+
+
 def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[dict],
-           start: float) -> dict[int, int]:
+           start: float, segments: list[Segment]) -> dict[int, int]:
     """Dashboard and timeline until the replay is done and scored (controller mode:
     and the controller scaled back in, or ``drain_s``). Returns the rows each
     state move held (index of the state_moved event -> rows)."""
@@ -249,12 +284,17 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
             pin, pout = rates(prev, st, traffic)
             prev = st
             cur = replayer.current
-            step = (f"replay step {cur.segment.index + 1}/{len(replayer.steps)} at "
-                    f"{cur.segment.pps} pkt/s" if cur and not replayer.done() else
-                    "replay done, draining" if replayer.done() else "replay starting")
+            seg = scheduled_step(segments, opts.topo.traffic.step_s,
+                                 time.time() - cur.t_start) if cur else None
+            if replayer.done():
+                step = "replay done, draining"
+            elif seg is not None:
+                step = f"replay step {seg.index + 1}/{len(segments)} at {seg.pps:,} pkt/s"
+            else:
+                step = "replay starting"
             row = {"t": round(st["time"] - start, 2), "pps_in": round(pin, 1),
                    "pps_out": round(pout, 1),
-                   "target_pps": cur.segment.pps if cur and not replayer.done() else 0,
+                   "target_pps": seg.pps if seg and not replayer.done() else 0,
                    "replicas": len(st["switch"].get("replica_ports", [])),
                    "uln_replicas": uln_replicas(st),
                    "alerts": st["alerts"], "scores": st["scores"],
@@ -371,16 +411,17 @@ def latency_per_second(lat: dict[str, np.ndarray], start: float, sla_s: float
     return rows
 
 
-def _offline_original(opts: RunOptions) -> dict:
-    """One offline NF instance on the original trace (its own timing), trained on
-    the same prefix: the detection the live system should match."""
+def _offline_original(opts: RunOptions, original: Path) -> dict:
+    """One offline NF instance on the original trace (its own timing; the packets
+    the replay covers), trained on the same prefix: the detection the live system
+    should match."""
     from lego.bricks.kitsune_nf import KitsuneNF
     from lego.cli_kitsune import detection, score_trace
 
     if opts.labels is None:
         return {}
     nf = KitsuneNF.fresh(opts.semantics, fm=opts.fm, ad=opts.ad)
-    return detection(score_trace(nf, opts.trace, True, fit=("lognormal", 1e-4)), opts.labels)
+    return detection(score_trace(nf, original, True, fit=("lognormal", 1e-4)), opts.labels)
 
 
 def _merge_scores(system, with_decided: bool = False) -> tuple:
@@ -460,12 +501,16 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
     run = extra.get("run", {})
     cal = run.get("calibration")
     sla_ms = float(run.get("sla_ms", 100.0))
-    segs = [r.segment for r in replayer.results]
-    peak_pps = max((sg.pps for sg in segs), default=0)
-    peak = None
-    for r in replayer.results:  # the peak step, in seconds since the replay began
-        if r.segment.pps == peak_pps and peak is None:
-            peak = (r.t_start - start, (r.t_end or r.t_start) - start)
+    segs = run.get("segments") or [r.segment for r in replayer.results]
+    step_s = run.get("step_s") or 0.0
+    rates = run.get("rates") or [sg.pps for sg in segs]
+    peak_step = int(np.argmax(rates)) if rates else -1  # the step the profile peaks in
+    peak_pps, peak = 0, None
+    t_replay = replayer.results[0].t_start - start if replayer.results else 0.0
+    for sg in segs:  # the peak step, in seconds since the replay began
+        if sg.index == peak_step:
+            peak_pps = sg.pps
+            peak = (t_replay + sg.index * step_s, t_replay + (sg.index + 1) * step_s)
     lat = extra.get("latency")
     per_second = latency_per_second(lat, start, sla_ms / 1e3) if lat else []
     sla = sla_figures(per_second, sla_ms, peak)
@@ -483,6 +528,7 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         if after.any() and 0 < labels[after].sum() < after.sum():
             live = detection_report(score[after], labels[after])
     off = extra.get("offline_original", {})
+    nat = extra.get("offline_natural", {})
     summary = {
         "trace": str(opts.trace), "switch": opts.target_why, "semantics": opts.semantics,
         "scaling_policy": yes_no(opts.scaling), "nf_hosts": list(system.agents),
@@ -507,6 +553,9 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         "tpr_0_1pct_offline_original": _r(off.get("tpr@0.1%fpr")),
         "tpr_1pct_live": _r(live.get("tpr@1%fpr")),
         "tpr_1pct_offline_original": _r(off.get("tpr@1%fpr")),
+        "offline_original_trace": extra.get("reference_trace"),
+        "auc_offline_natural_clock": _r(nat.get("auc")),
+        "tpr_1pct_offline_natural_clock": _r(nat.get("tpr@1%fpr")),
         "bit_identical_to_offline": bool(ref.get("bit-identical")) if ref else None,
         "offline_reference_packets": ref.get("packets"),
         "state_moves": last.get("counters", {}).get("moves", 0),
@@ -557,7 +606,10 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
         f"- detection after training: live AUC {s['auc_live']}, TPR {s['tpr_0_1pct_live']} at "
         f"0.1 % FPR, {s['tpr_1pct_live']} at 1 % FPR; one offline instance on the original "
         f"trace: AUC {s['auc_offline_original']}, TPR {s['tpr_0_1pct_offline_original']} / "
-        f"{s['tpr_1pct_offline_original']}",
+        f"{s['tpr_1pct_offline_original']}" + (
+            f" (the same packets at the generator's constant-rate clock: AUC "
+            f"{s['auc_offline_natural_clock']}, TPR {s['tpr_1pct_offline_natural_clock']} at "
+            "1 % FPR)" if s.get("auc_offline_natural_clock") is not None else ""),
         f"- scores bit-identical to one offline instance on the switch-stamped stream: "
         f"{yes_no(bool(s['bit_identical_to_offline']))} "
         f"({s['offline_reference_packets'] or 0:,} packets)",

@@ -5,6 +5,8 @@
   at the peak step);
 - :func:`core_seconds`: cores allocated over the run against a static
   allocation sized for the peak;
+- :func:`event_text`: any controller event (the live dashboard's panel) as
+  plain words, without Python's braces and quotes;
 - :func:`yes_no`: booleans as a person writes them.
 """
 
@@ -19,6 +21,28 @@ def yes_no(value: bool) -> str:
 
 def _num(x: float) -> str:
     return f"{x:,}" if isinstance(x, int) else f"{x:,.2f}".rstrip("0").rstrip(".")
+
+
+def _plain(v: Any) -> str:
+    if isinstance(v, bool):
+        return yes_no(v)
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{_plain(k)} {_plain(x)}" for k, x in v.items())
+    if isinstance(v, list | tuple | set):
+        return ", ".join(_plain(x) for x in v)
+    return str(v)
+
+
+def event_text(e: dict[str, Any]) -> str:
+    """``scale out: brick fq, port 3, utilisation 0.93`` (nested values flattened:
+    ``export at 3 cut 26753``)."""
+    skip = {"kind", "t", "t_detect", "what"}
+    detail = "; ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in e.items()
+                       if k not in skip)
+    head = str(e.get("kind", "event")).replace("_", " ")
+    return f"{head}: {detail}" if detail else head
 
 
 def event_sentence(e: dict[str, Any]) -> str:
@@ -40,11 +64,12 @@ def event_sentence(e: dict[str, Any]) -> str:
 def sla_figures(rows: list[dict[str, Any]], sla_ms: float,
                 peak: tuple[float, float] | None) -> dict[str, Any]:
     """The SLA's figures from per-second rows (``t``, ``p99_ms``): every second and
-    the seconds inside ``peak`` (start, end, seconds since the replay began)."""
+    the seconds inside ``peak`` (start, end, seconds since the replay began; a second
+    is inside when its middle is)."""
     def frac(rs: list[dict[str, Any]]) -> float | None:
         return round(sum(r["p99_ms"] <= sla_ms for r in rs) / len(rs), 3) if rs else None
 
-    at_peak = [r for r in rows if peak and peak[0] <= r["t"] and r["t"] + 1 <= peak[1]]
+    at_peak = [r for r in rows if peak and peak[0] <= r["t"] + 0.5 <= peak[1]]
     return {
         "sla_ms": sla_ms,
         "seconds_within_sla_fraction": frac(rows),

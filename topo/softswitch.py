@@ -81,6 +81,14 @@ class SoftSwitch:
     def now_us(self) -> int:
         return (time.monotonic_ns() - self._t0_ns) // 1000
 
+    def ingress_us(self, stamps_ns: list[int]) -> list[int]:
+        """Each frame's ingress timestamp on this switch's clock: its kernel receive
+        time where known (a batch read at once keeps its frames' own arrival
+        times, as BMv2 stamps each packet), else now."""
+        now = self.now_us()
+        epoch = self.start_epoch_us
+        return [max(0, min(now, ns // 1000 - epoch)) if ns else now for ns in stamps_ns]
+
     def _forward_guarded(self) -> None:
         try:
             self._forward()
@@ -100,10 +108,10 @@ class SoftSwitch:
         while not self._stop.is_set():
             for fd, _ in poller.poll(100):
                 port = by_fd[fd]
-                frames = port.recv()
+                frames, stamps = port.recv_stamped()
                 if not frames:
                     continue
-                out = process(frames, port.port_no, self.now_us())
+                out = process(frames, port.port_no, self.ingress_us(stamps))
                 if not out:
                     continue
                 per_port: dict[int, list[bytes]] = defaultdict(list)

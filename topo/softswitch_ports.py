@@ -28,6 +28,7 @@ PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
+SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS: a struct timespec per received frame
 BUFFER_BYTES = 8 << 20
 
 try:
@@ -58,6 +59,10 @@ class _PythonIO:
             out.append(data)
         self.rx_frames += len(out)
         return out
+
+    def recv_stamped(self) -> tuple[list[bytes], list[int]]:
+        frames = self.recv()  # no kernel stamps here: the caller uses its own clock
+        return frames, [0] * len(frames)
 
     def send(self, frames: list[bytes]) -> int:
         sent = 0
@@ -96,6 +101,8 @@ class Port:
         except OSError as exc:  # older kernels: frames are filtered by sll_pkttype
             if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
                 raise
+        # each frame's kernel receive time: the switch's ingress timestamp
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         for opt, fallback in ((SO_RCVBUFFORCE, socket.SO_RCVBUF),
                               (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
             try:
@@ -115,6 +122,11 @@ class Port:
 
     def recv(self) -> list[bytes]:
         return self.io.recv()
+
+    def recv_stamped(self) -> tuple[list[bytes], list[int]]:
+        """The frames waiting and each one's kernel receive time (ns since the
+        epoch, 0 where unknown)."""
+        return self.io.recv_stamped()
 
     def send(self, frames: list[bytes]) -> int:
         return self.io.send(frames)

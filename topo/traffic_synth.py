@@ -552,16 +552,19 @@ def labels_path(pcap: str | Path) -> Path:
 
 
 def default_trace(path: str | Path | None = None, *, seed: int = DEFAULT_SEED,
-                  packets: int = DEFAULT_PACKETS) -> Path:
-    """The demo trace: ``path`` (default ``<repo>/results/synth_seed{seed}_{packets}.pcap``),
-    generated with its labels (:func:`labels_path`) if either file is missing."""
+                  packets: int = DEFAULT_PACKETS,
+                  attack_start: float = DEFAULT_ATTACK_START) -> Path:
+    """The demo trace: ``path`` (default ``<repo>/results/synth_seed{seed}_{packets}.pcap``;
+    ``_attack{first attack packet}`` before ``.pcap`` when ``attack_start`` is not the
+    default), generated with its labels (:func:`labels_path`) if either file is missing."""
+    name = f"synth_seed{seed}_{packets}" + (
+        "" if attack_start == DEFAULT_ATTACK_START else f"_attack{int(packets * attack_start)}")
     if path is None:
-        path = Path(__file__).resolve().parents[1] / "results" / \
-            f"synth_seed{seed}_{packets}.pcap"
+        path = Path(__file__).resolve().parents[1] / "results" / f"{name}.pcap"
     path = Path(path)
     if path.is_dir():
-        path = path / f"synth_seed{seed}_{packets}.pcap"
+        path = path / f"{name}.pcap"
     if not (path.is_file() and labels_path(path).is_file()):
         log.info("generating the synthetic trace %s (seed %d, %d packets)", path, seed, packets)
-        write_trace(generate(seed, packets), path, labels_path(path))
+        write_trace(generate(seed, packets, attack_start), path, labels_path(path))
     return path
