@@ -274,7 +274,7 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
     held_seen: dict[str, int] = {}
     held: dict[int, int] = {}
     moves_seen = 0
-    initial = None
+    initial = opts.topo.replicas  # feature-extraction replicas before the replay
     title = f"LEGO: Kitsune ({opts.semantics}) behind {opts.target_why.split(' (')[0]}"
     with Live(console=console, refresh_per_second=4, transient=False,
               auto_refresh=False) as live:
@@ -317,11 +317,9 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
                         held_seen[brick] = max(rows, held_seen.get(brick, 0))
                     held[len(moved) - 1] = total
                     moves_seen = len(moved)
-                if initial is None and st["scores"] == 0:
-                    initial = (row["replicas"], row["uln_replicas"])
                 if replayer.done():
                     scored = st["scores"] >= replayer.sent
-                    back = initial is None or (row["replicas"], row["uln_replicas"]) <= initial
+                    back = row["replicas"] <= initial
                     drain_deadline = drain_deadline or time.monotonic() + opts.drain_s
                     if scored and (back or time.monotonic() > drain_deadline):
                         break
