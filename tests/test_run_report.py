@@ -48,3 +48,25 @@ def test_any_controller_event_reads_as_plain_words():
     assert text == ("state moved: buckets 341; export at 3 cut 26753; lost buckets 0; "
                     "transfer yes; seconds 0.219; ports 2, 3")
     assert not set("{['") & set(text)
+
+
+def test_the_dashboard_fits_80_columns_and_prints_no_python_structures():
+    from rich.console import Console
+
+    from lego.topo.dashboard import render
+    from lego.topo.mn_controller import dashboard_status
+
+    ctl = {"graphs": [{"port": 2, "host": "nf1"}],
+           "bricks": [{"id": f"{role}-2/0", "host": "nf1", "type": t, "utilisation": 0.83,
+                       "queue_depth": 3, "pps": 1500.0, "packets_in": 123456}
+                      for role, t in (("fq", "feature_quantization"), ("uln", "uln"))],
+           "switch": {"replica_ports": [2, 3, 4]}, "alerts": 12, "scores": 45678,
+           "events": [{**EVENTS[1], "export_at": {"3": {"cut": 26753, "hint": 26753}}}]}
+    switch = {"ports": {"1": {"in": 5000, "out": 0}, "2": {"in": 0, "out": 3000}},
+              "events": {"mirror": 1234}}
+    console = Console(width=80, record=True)
+    console.print(render(dashboard_status(ctl, switch, 1.0), 5000.0, 8000.0,
+                         "replay step 5/9 at 3,859 pkt/s", 18.3, "LEGO"))
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "cut 26753, hint 26753" in text and not set("{['") & set(text), text

@@ -12,6 +12,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+#: brick types as the paper's Table I abbreviates them
+SHORT_TYPES = {"packet_batching": "batching", "feature_quantization": "FE",
+               "feature_mapping": "FM", "uln": "ULN", "decision": "decision"}
+
 
 def _bar(fraction: float, width: int = 12) -> str:
     n = int(round(max(0.0, min(1.0, fraction)) * width))
@@ -20,30 +24,29 @@ def _bar(fraction: float, width: int = 12) -> str:
 
 def render(status: dict, pps_in: float, pps_out: float, step: str, elapsed: float,
            title: str) -> Group:
-    head = Table.grid(padding=(0, 3))
+    head = Table.grid(padding=(0, 3))  # three columns: readable at 80 columns
     sw = status.get("switch", {})
     ev = sw.get("events", {})
-    head.add_row(
-        Text(f"t = {elapsed:5.1f} s", style="bold"),
-        Text(f"in {pps_in:8.0f} pkt/s", style="cyan"),
-        Text(f"out {pps_out:8.0f} pkt/s", style="cyan"),
-        Text(f"replicas {len(sw.get('replica_ports', []))} "
-             f"(ports {', '.join(map(str, sw.get('replica_ports', [])))})"),
-        Text(f"alerts {status.get('alerts', 0):,}", style="bold red"),
-        Text(f"scores {status.get('scores', 0):,}"),
-    )
+    ports = sw.get("replica_ports", [])
+    head.add_row(Text(f"t = {elapsed:.1f} s", style="bold"),
+                 Text(f"in {pps_in:,.0f} pkt/s", style="cyan"),
+                 Text(f"out {pps_out:,.0f} pkt/s", style="cyan"))
+    head.add_row(Text(f"replicas {len(ports)} (ports {', '.join(map(str, ports))})"),
+                 Text(f"alerts {status.get('alerts', 0):,}", style="bold red"),
+                 Text(f"scores {status.get('scores', 0):,}"))
     head.add_row(Text(step), Text(f"mirrored {ev.get('mirror', 0):,}"),
-                 Text(f"unowned {ev.get('unowned', 0):,}"),
-                 Text(f"malformed {ev.get('parser_error', 0) + ev.get('runt', 0):,}"),
-                 Text(f"controller: {status.get('mode', '?')}"), Text(""))
+                 Text(f"unowned {ev.get('unowned', 0):,}, malformed "
+                      f"{ev.get('parser_error', 0) + ev.get('runt', 0):,}"))
+    head.add_row(Text(f"controller: {status.get('mode', '?')}"), Text(""), Text(""))
     bricks = Table(title="bricks", expand=True, title_justify="left")
     for col in ("brick", "type", "replicas", "load", "pps", "queue", "packets", "state"):
         bricks.add_column(col, justify="right" if col in ("pps", "queue", "packets",
-                                                          "replicas") else "left")
+                                                          "replicas") else "left",
+                          no_wrap=col == "load")
     for b in status.get("bricks", []):
         style = "red" if b.get("state") == "died" else None
-        bricks.add_row(b["brick"], b["type"], str(b["replicas"]),
-                       f"{_bar(b['utilisation'])} {100 * b['utilisation']:3.0f}%",
+        bricks.add_row(b["brick"], SHORT_TYPES.get(b["type"], b["type"]), str(b["replicas"]),
+                       f"{_bar(b['utilisation'], 8)} {100 * b['utilisation']:3.0f}%",
                        f"{b['pps']:.0f}", str(b["queue_depth"]), f"{b['packets_in']:,}",
                        b.get("state", ""), style=style)
     ports = Table(title="switch ports", title_justify="left")

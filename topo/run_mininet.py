@@ -635,9 +635,10 @@ def _plots(timeline: list[dict], out: Path, events: list[dict], sla_ms: float,
 
     if not timeline:
         return []
-    last = max((i for i, r in enumerate(timeline) if r["pps_in"] > 0 or r["target_pps"] > 0),
-               default=len(timeline) - 1)
-    rows = timeline[:last + 2]
+    busy = max((r["t"] for r in timeline if r["pps_in"] > 0 or r["target_pps"] > 0),
+               default=timeline[-1]["t"])
+    end = max([busy, *(e["t"] for e in events)]) + 1.0  # the run ends with its last event
+    rows = [r for r in timeline if r["t"] <= end]
     t = [r["t"] for r in rows]
     fig, (a1, a2, a3) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     a1.step(t, [r["target_pps"] for r in rows], where="post", ls="--", label="offered")
