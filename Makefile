@@ -39,14 +39,16 @@ run: build
 	  $(if $(TARGET),--target $(TARGET)) $(if $(REPLICAS),--replicas $(REPLICAS)) \
 	  $(if $(filter 1,$(CLI)),--cli) $(if $(SCALING),--scaling $(SCALING))
 
-# Compile lego.p4 for BMv2 (lego.json) and regenerate its p4info, where p4c exists.
+# Compile lego.p4 for BMv2 (lego.json) and generate its p4info, where p4c exists; both
+# are committed, stamped with the source's sha256 (tests/test_p4info.py checks it).
 p4: $(STAMP)
 	@if command -v p4c >/dev/null 2>&1; then \
-	  p4c --target bmv2 --arch v1model -o p4src --p4runtime-files p4src/lego.p4info.txtpb \
-	      p4src/lego.p4 && $(BIN)/python -m lego.p4src.p4info --stamp; \
+	  p4c --target bmv2 --arch v1model --std p4-16 -o p4src \
+	      --p4runtime-files p4src/lego.p4info.txtpb p4src/lego.p4 && \
+	  $(BIN)/python -m lego.p4src.p4info --stamp --compiled-by "$$(p4c --version | head -1)"; \
 	else \
-	  echo "make p4: p4c is not on PATH: the hand-kept p4src/lego.p4info.txtpb stays in use" \
-	       "(software target only; BMv2 mode needs p4c and simple_switch_grpc)"; \
+	  echo "make p4: p4c is not on PATH: the committed p4src/lego.json and" \
+	       "lego.p4info.txtpb stay in use (their sha256 is checked by make test)"; \
 	fi
 
 lint: $(STAMP)

@@ -31,12 +31,12 @@ from mininet.node import Switch
 
 from lego.errors import LegoError
 from lego.logs import log_tail
-from lego.p4src.p4info import P4INFO_PATH, P4SRC_DIR
+from lego.p4src.p4info import BMV2_JSON_PATH as BMV2_JSON
+from lego.p4src.p4info import P4INFO_PATH
 
 log = logging.getLogger(__name__)
 
 BMV2_BINARY = "simple_switch_grpc"
-BMV2_JSON = P4SRC_DIR / "lego.json"
 START_TIMEOUT_S = 30.0
 
 
