@@ -11,6 +11,9 @@ frames received / (last arrival - first arrival).
   goes out twice; the row counts the clones arriving at B.
 - baseline: a plain Python AF_PACKET copy loop (one recv and one send per
   frame, no pipeline) between the same interfaces, measured in the same run.
+- ``bmv2 primary`` / ``bmv2 clone``: the same two paths on BMv2
+  (``simple_switch_grpc`` with the committed ``lego.json``, no logging), where
+  it is on PATH; the software target's rows then give their ratio to it too.
 
 Needs root and ``ip netns``; without them it returns no rows (and says why).
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -113,12 +117,14 @@ def _measure(lab, rx_index: int, n: int) -> tuple[int, float]:
 def _configure(addr: str, clone: bool) -> None:
     from p4.v1 import p4runtime_pb2 as p4r
 
+    from lego.control.p4rt_client import default_device_config
     from lego.p4src import pipeline as pl
+    from lego.p4src.p4info import load_p4info
     from lego.topo.p4runtime_testclient import SmallClient
 
     with SmallClient(addr) as c:
         c.open_stream()
-        c.get_p4info()
+        c.set_pipeline(load_p4info(), device_config=default_device_config())
         ups = [c.update(p4r.Update.INSERT, {"table_entry": c.table_entry(
             "LegoIngress.port_role", {"standard_metadata.ingress_port": 1},
             "LegoIngress.role_traffic")})]
@@ -138,12 +144,13 @@ def _configure(addr: str, clone: bool) -> None:
                                    default=True))
 
 
-def _switch(lab, port: int) -> subprocess.Popen:
-    cmd = [PY, "-m", "lego", "switch", "--p4info", str(REPO / "p4src" / "lego.p4info.txtpb"),
-           "--grpc-server-addr", f"127.0.0.1:{port}"]
-    for i, iface in enumerate(lab.switch_ifaces):
-        cmd += ["-i", f"{i + 1}@{iface}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, preexec_fn=_pin_one)
+def _switch(lab, port: int, kind: str) -> subprocess.Popen:
+    from lego.topo.mn_switch import switch_argv
+
+    ifaces = {i + 1: iface for i, iface in enumerate(lab.switch_ifaces)}
+    cmd = switch_argv(kind, ifaces, 0, f"127.0.0.1:{port}", log_console=False)
+    proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            preexec_fn=_pin_one)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -152,7 +159,7 @@ def _switch(lab, port: int) -> subprocess.Popen:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("lego switch did not start: "
+                raise RuntimeError(f"{kind} switch did not start: "
                                    + proc.stderr.read().decode()[-500:]) from None
             time.sleep(0.05)
 
@@ -184,18 +191,38 @@ def run(quick: bool) -> list[Row]:
             copy.wait()
         base_pps = got / secs if secs else 0.0
         rows.append(Row("afpacket copy loop (baseline)", got, secs, "itself", base_pps))
-        for clone in (False, True):
-            port = 50100 + os.getpid() % 1000 + int(clone)
-            sw = _switch(lab, port)
-            try:
-                _configure(f"127.0.0.1:{port}", clone)
-                got, secs = _measure(lab, 2 if clone else 1, n)
-            finally:
-                sw.terminate()
-                sw.wait(timeout=10)
-            rows.append(Row(f"switch {'clone' if clone else 'primary'} path", got, secs,
-                            "afpacket copy loop", base_pps,
-                            target_pps=100_000.0 if not clone else 0.0))
+        from lego.p4src.p4info import BMV2_JSON_PATH
+        from lego.topo.mn_switch import BMV2_BINARY
+
+        kinds = ["soft"]
+        if shutil.which(BMV2_BINARY) and BMV2_JSON_PATH.is_file():
+            kinds.insert(0, "bmv2")
+        else:
+            log.warning("bench_switch: no BMv2 rows (%s or %s missing)", BMV2_BINARY,
+                        BMV2_JSON_PATH.name)
+        bmv2_pps: dict[bool, float] = {}
+        for kind in kinds:
+            for clone in (False, True):
+                port = 50100 + os.getpid() % 1000 + 2 * kinds.index(kind) + int(clone)
+                sw = _switch(lab, port, kind)
+                try:
+                    _configure(f"127.0.0.1:{port}", clone)
+                    got, secs = _measure(lab, 2 if clone else 1, n)
+                finally:
+                    sw.terminate()
+                    sw.wait(timeout=10)
+                path = "clone" if clone else "primary"
+                pps = got / secs if secs else 0.0
+                if kind == "bmv2":
+                    bmv2_pps[clone] = pps
+                    rows.append(Row(f"bmv2 {path} path", got, secs, "afpacket copy loop",
+                                    base_pps))
+                    continue
+                rows.append(Row(f"switch {path} path", got, secs, "afpacket copy loop",
+                                base_pps, target_pps=100_000.0 if not clone else 0.0))
+                if clone in bmv2_pps:
+                    rows.append(Row(f"switch {path} path vs BMv2", got, secs, "bmv2",
+                                    bmv2_pps[clone]))
     return rows
 
 

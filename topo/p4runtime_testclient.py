@@ -107,11 +107,14 @@ class SmallClient:
 
     # ------------------------------------------------------------------ pipeline
     def set_pipeline(self, p4info: p4info_pb2.P4Info, action: int = p4runtime_pb2.
-                     SetForwardingPipelineConfigRequest.VERIFY_AND_COMMIT) -> None:
+                     SetForwardingPipelineConfigRequest.VERIFY_AND_COMMIT,
+                     device_config: bytes = b"") -> None:
+        """Push the P4Info (and, for BMv2, the compiled JSON as the device config)."""
         req = p4runtime_pb2.SetForwardingPipelineConfigRequest(device_id=self.device_id,
                                                                action=action)
         req.election_id.high, req.election_id.low = self.election
         req.config.p4info.CopyFrom(p4info)
+        req.config.p4_device_config = device_config
         self.stub.SetForwardingPipelineConfig(req, timeout=self.timeout)
         self.index = P4InfoIndex(p4info)
 
