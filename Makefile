@@ -44,7 +44,7 @@ run: build
 p4: $(STAMP)
 	@if command -v p4c >/dev/null 2>&1; then \
 	  p4c --target bmv2 --arch v1model --std p4-16 -o p4src \
-	      --p4runtime-files p4src/lego.p4info.txtpb p4src/lego.p4 && \
+	      --p4runtime-files p4src/lego.p4info.txtpb p4src/lego.p4 && rm -f p4src/lego.p4i && \
 	  $(BIN)/python -m lego.p4src.p4info --stamp --compiled-by "$$(p4c --version | head -1)"; \
 	else \
 	  echo "make p4: p4c is not on PATH: the committed p4src/lego.json and" \

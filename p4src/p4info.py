@@ -146,6 +146,7 @@ class SourceProgram:
     actions: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # name -> params
     counters: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (size, unit)
     registers: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (size, width)
+    declared: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # every action
 
 
 # v1model's standard_metadata fields a key may use
@@ -198,8 +199,9 @@ def parse_p4_source(text: str) -> SourceProgram:
       ``table n { key = { f: exact; } actions = { [@defaultonly] a; }
       default_action = ...; size = N; }``.
 
-    Names come out as p4c writes them in a P4Info: ``Control.object``. Only
-    actions that some table lists are kept (p4c leaves directly-called actions out).
+    Names come out as p4c writes them in a P4Info: ``Control.object``. ``actions``
+    are those some table lists (the P4Info must have them); ``declared`` has every
+    action, since p4c also lists some that the program only calls directly.
     """
     text = _strip_comments(text)
     consts = {m.group(2): int(m.group(3), 0) for m in re.finditer(
@@ -265,6 +267,7 @@ def parse_p4_source(text: str) -> SourceProgram:
             if a not in all_actions:
                 raise ConfigError(f"lego.p4: table {table.name} lists unknown action {a}")
             prog.actions[a] = all_actions[a]
+    prog.declared = all_actions
     return prog
 
 
@@ -338,7 +341,8 @@ def compare(info: p4info_pb2.P4Info, prog: SourceProgram) -> list[str]:
                       (P4Type.COUNTER, prog.counters), (P4Type.REGISTER, prog.registers)):
         for missing in sorted(set(src) - names(kind)):
             problems.append(f"{kind.name.lower()} {missing} is in lego.p4 but not in the P4Info")
-        for extra in sorted(names(kind) - set(src)):
+        allowed = set(prog.declared) if kind is P4Type.ACTION else set(src)
+        for extra in sorted(names(kind) - allowed):
             problems.append(f"{kind.name.lower()} {extra} is in the P4Info but not in lego.p4")
     for name, table in prog.tables.items():
         if name not in names(P4Type.TABLE):
@@ -355,7 +359,7 @@ def compare(info: p4info_pb2.P4Info, prog: SourceProgram) -> list[str]:
                             f"{sorted(table.actions)}")
         if t.size != table.size:
             problems.append(f"table {name}: size {t.size}, lego.p4 has {table.size}")
-    for name, params in prog.actions.items():
+    for name, params in prog.declared.items():
         if name in names(P4Type.ACTION):
             got = [(p.name, p.bitwidth) for p in idx.get(P4Type.ACTION, name).params]
             if got != params:

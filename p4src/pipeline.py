@@ -79,6 +79,15 @@ A_TO_REPLICA = "LegoIngress.to_replica"
 A_UNOWNED = "LegoIngress.unowned"
 A_MIRROR_TO = "LegoIngress.mirror_to"
 A_MIRROR_UNOWNED = "LegoIngress.mirror_unowned"
+#: each table's ``default_action`` in lego.p4: what a switch holds before any write
+#: and restores on a reset (BMv2 takes it from the JSON; p4c 1.2.4's P4Info has no
+#: ``initial_default_action``)
+INITIAL_DEFAULTS: dict[str, tuple[str, dict[str, int]]] = {
+    T_PORT_ROLE: (A_ROLE_DROP, {}),
+    T_SPLIT_GROUP: (A_SET_GROUPS, {"primary": 2, "mirror": 0, "epoch": 0}),  # SrcIP, none
+    T_BUCKET_OWNER: (A_UNOWNED, {}),
+    T_MIRROR_OWNER: (A_MIRROR_UNOWNED, {}),
+}
 C_BUCKET = "LegoIngress.bucket_counter"
 C_MIRROR_BUCKET = "LegoIngress.mirror_bucket_counter"
 C_PORT_IN = "LegoIngress.port_in_counter"

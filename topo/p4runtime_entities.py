@@ -317,6 +317,14 @@ class TableStore:
                 p = e.action.action.params.add()
                 p.param_id = arg.param_id
                 p.value = canonical(arg.value)
+        elif t.preamble.name in pl.INITIAL_DEFAULTS:  # the program's own, as BMv2 has it
+            aname, params = pl.INITIAL_DEFAULTS[t.preamble.name]
+            action = self.index.get(P4Type.ACTION, aname)
+            e.action.action.action_id = action.preamble.id
+            for p in action.params:
+                arg = e.action.action.params.add()
+                arg.param_id = p.id
+                arg.value = canonical(params[p.name].to_bytes((p.bitwidth + 7) // 8, "big"))
         return e
 
     def _read_table(self, q: p4runtime_pb2.TableEntry) -> Iterator[p4runtime_pb2.Entity]:
