@@ -85,12 +85,12 @@ class ScalingPolicy:
         if hot and now - s.above_since >= c.dwell and k < c.max_replicas:
             return self._decide(s, now, Decision(
                 brick_type, Action.SCALE_OUT, k,
-                f"utilisation {mean:.2f} > {c.high} for {now - s.above_since:.1f}s"
+                f"utilisation {mean:.3f} > {c.high} for {now - s.above_since:.1f}s"
                 if mean > c.high else f"queues growing {queue_growth:.1f} batches/s"))
         if cold and now - s.below_since >= c.dwell:
             return self._decide(s, now, Decision(
                 brick_type, Action.SCALE_IN, k,
-                f"utilisation {mean:.2f} < {c.low} for {now - s.below_since:.1f}s"))
+                f"utilisation {mean:.3f} < {c.low} for {now - s.below_since:.1f}s"))
         return None
 
     @staticmethod

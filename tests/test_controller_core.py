@@ -191,7 +191,7 @@ def test_under_a_cpu_quota_the_hosts_cpu_drives_fe_scaling_not_the_feature_brick
     assert core.agents["nf1"].util == pytest.approx(0.95)
     assert out[0].kind == "switch_scale_out" and out[0].host == "nf2"
     e = next(e for e in core.events if e["kind"] == "scale_out")
-    assert "utilisation 0.95 > 0.8" in e["reason"]
+    assert "utilisation 0.950 > 0.8" in e["reason"]
     # both hosts nearly idle now: one replica goes
     cpu2, out = 0.0, []
     while not any(c.kind == "switch_scale_in" for c in out):
@@ -203,7 +203,7 @@ def test_under_a_cpu_quota_the_hosts_cpu_drives_fe_scaling_not_the_feature_brick
         for b in core.bricks.values():
             b.load = b.load or {"now": now}
         out = core.tick(now)
-    assert "utilisation 0.05 < " in next(e for e in core.events
+    assert "utilisation 0.050 < " in next(e for e in core.events
                                          if e["kind"] == "scale_in")["reason"]
 
 
