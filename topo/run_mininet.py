@@ -368,8 +368,8 @@ def _reference(system, pcaps: list[Path], opts: RunOptions) -> dict:
 
 
 def switch_epoch_s(system) -> float | None:
-    """The wall-clock time of the switch's timestamp 0 (the software target logs it;
-    None where unknown, e.g. BMv2)."""
+    """The wall-clock time of the switch's timestamp 0 where the switch logs it (the
+    software target), else None (BMv2: estimated from the captures instead)."""
     import re
 
     log_path = getattr(system.net.switch, "log_path", None)
@@ -381,9 +381,9 @@ def switch_epoch_s(system) -> float | None:
 def packet_latency(system, pcaps: list[Path]) -> dict[str, np.ndarray] | None:
     """Per scored packet: its switch ingress (wall clock, from the shim's timestamp)
     and its latency to the decision that scored it (seconds)."""
-    from lego.topo.mn_testlib import ingress_times
+    from lego.topo.mn_testlib import capture_epoch_s, ingress_times
 
-    epoch = switch_epoch_s(system)
+    epoch = switch_epoch_s(system) or capture_epoch_s(pcaps)
     seq, _, _, decided = _merge_scores(system, with_decided=True)
     if epoch is None or not len(seq):
         return None
