@@ -78,8 +78,9 @@ def switch_argv(target: str, ports: dict[int, str], device_id: int, grpc_addr: s
     for port, iface in sorted(ports.items()):
         argv += ["-i", f"{port}@{iface}"]
     argv += ["--device-id", str(device_id)]
-    if log_console:
-        argv.append("--log-console")
+    if log_console:  # BMv2 logs every packet's trace by default: keep its log to events
+        argv += ["--log-console", "--log-level", "info"] if target == "bmv2" else \
+            ["--log-console"]
     argv += [str(BMV2_JSON)] if target == "bmv2" else ["--p4info", str(P4INFO_PATH)]
     argv += ["--", "--grpc-server-addr", grpc_addr]
     return argv
