@@ -1,14 +1,15 @@
 """The committed P4Info of ``lego.p4``: load it, resolve IDs by name, check it.
 
-The P4Info (``lego.p4info.txtpb``) is kept by hand where p4c is absent. Its header
-comment records the sha256 of the ``lego.p4`` it describes; :func:`check` fails
-when that is stale or when the P4Info's tables, match fields, actions, counters
-and registers disagree with the program.
+``lego.p4info.txtpb`` and ``lego.json`` are p4c's output (``make p4``), committed.
+Both record the sha256 of the ``lego.p4`` they were compiled from (the P4Info in
+its header comment, the JSON in ``__meta__``); :func:`check` fails when either is
+stale, or when the P4Info's tables, match fields, actions, counters and registers
+disagree with the program.
 
 The program side is read by :func:`parse_p4_source`, a deliberately small parser
 for the subset of P4_16 that ``lego.p4`` uses (documented there), not a
-compiler front end. Run ``python -m lego.p4src.p4info --stamp`` after editing
-``lego.p4`` and the P4Info together, to record the new sha256.
+compiler front end: the software target serves a P4Info only if it describes
+the program its model implements.
 """
 
 from __future__ import annotations
