@@ -1,10 +1,10 @@
 """``lego run`` in Mininet: the whole system over the trace, a dashboard, results/.
 
-Order: refuse if another run is alive, clean what a dead one left; cut the
-trace into the ramp's steps; train KitNET offline on the benign prefix (the
-prefix re-stamped with the times the switch will give it, since the NF hosts
-use the switch's timestamps); start the network, switch, controller and NF
-agents; replay the steps with tcpreplay while the dashboard shows the status;
+Order: refuse if another run is alive, clean what a dead one left; measure one
+replica's capacity; speed the trace's clock up step by step to the ramp's rates;
+train KitNET offline on the benign prefix at that timing (the NF hosts use the
+switch's timestamps, which follow it); start the network, switch, controller and
+NF agents; replay the trace with the pacer while the dashboard shows the status;
 wait for the NF hosts to drain; write ``results/``; tear everything down
 (``finally``, plus ``atexit`` and SIGTERM/SIGHUP handlers for the paths a
 ``finally`` does not cover).
@@ -168,7 +168,7 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
     # its own timing stays the reference (the difference is the speed-up's).
     reference = retimed if opts.synthetic else original
     n = sum(sg.count for sg in segments)
-    # one tcpreplay over the whole retimed trace: a process per step would start each
+    # one pacer run over the whole retimed trace: a process per step would start each
     # step late (process start-up, pcap load) and insert idle gaps the NF would see
     steps = [(Segment(0, 0, n, max(1, round(n / (step_s * len(rates))))), retimed)]
     console.print(f"[bold]LEGO[/bold] in Mininet: {opts.trace.name}, {n:,} packets in "
