@@ -248,15 +248,22 @@ parser LegoParser(packet_in packet, out headers_t hdr, inout metadata_t meta,
             default: dispatch_l3;
         }
     }
+    /* Two tags at most, one state each: BMv2 cannot select on a stack's lastIndex
+     * (p4c emits it as an expression key, which simple_switch rejects). */
     state parse_vlan {
-        packet.extract(hdr.vlan.next);
-        meta.l3_type = hdr.vlan.last.etherType;
-        transition select(hdr.vlan.lastIndex, hdr.vlan.last.etherType) {
-            (0, ETHERTYPE_VLAN): parse_vlan;
-            (0, ETHERTYPE_QINQ): parse_vlan;
-            (0, ETHERTYPE_VLAN_OLD): parse_vlan;
+        packet.extract(hdr.vlan[0]);
+        meta.l3_type = hdr.vlan[0].etherType;
+        transition select(hdr.vlan[0].etherType) {
+            ETHERTYPE_VLAN: parse_vlan_inner;
+            ETHERTYPE_QINQ: parse_vlan_inner;
+            ETHERTYPE_VLAN_OLD: parse_vlan_inner;
             default: dispatch_l3;
         }
+    }
+    state parse_vlan_inner {
+        packet.extract(hdr.vlan[1]);
+        meta.l3_type = hdr.vlan[1].etherType;
+        transition dispatch_l3;
     }
     state dispatch_l3 {
         transition select(meta.l3_type) {

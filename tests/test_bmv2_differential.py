@@ -165,6 +165,23 @@ def per_input(out: list[tuple[int, bytes]]) -> dict[int, Counter]:
     return groups
 
 
+def describe(seq: int, a: Counter | None, b: Counter | None) -> str:
+    """One difference in a line: each switch's (port, length) outputs, and the first
+    byte where their frames for one port part."""
+    def outs(c: Counter | None) -> list[tuple[int, int]]:
+        return sorted((p, len(f)) for (p, f), n in (c or {}).items() for _ in range(n))
+
+    where = ""
+    for (pa, fa) in (a or {}):
+        fb = next((f for (p, f) in (b or {}) if p == pa), None)
+        if fb is not None and fa != fb:
+            k = next((i for i, (x, y) in enumerate(zip(fa, fb, strict=False)) if x != y),
+                     min(len(fa), len(fb)))
+            where = f", port {pa} parts at byte {k}: {fa[k:k + 6].hex()} / {fb[k:k + 6].hex()}"
+            break
+    return f"input {seq}: bmv2 {outs(a)}, soft {outs(b)}{where}"
+
+
 def reads(client, p4info) -> dict[str, list[bytes]]:
     """Every entry, default, clone session and counter the switch holds, canonical."""
     idx = P4InfoIndex(p4info)
@@ -213,9 +230,9 @@ def test_software_target_equals_bmv2_frame_for_frame_and_read_for_read(tmp_path)
             differ = sorted(k for k in set(got[0]) | set(got[1])
                             if got[0].get(k) != got[1].get(k))
             assert len(got[1]) > 1500, f"only {len(got[1])} inputs came out of the target"
-            assert not differ, (f"{len(differ)} of {len(got[0])} inputs differ, first "
-                                f"{differ[:5]}: bmv2 {got[0].get(differ[0])} soft "
-                                f"{got[1].get(differ[0])}")
+            assert not differ, (f"{len(differ)} of {len(got[0])} inputs differ; first: "
+                                + "; ".join(describe(k, got[0].get(k), got[1].get(k))
+                                            for k in differ[:5]))
             p4info = load_p4info()
             r_b, r_s = (reads(m.client, p4info) for m in managers)
             bad = [k for k in r_b if r_b[k] != r_s.get(k)]

@@ -26,6 +26,7 @@ PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
+PACKET_AUXDATA = 8
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS: a struct timespec per received frame
@@ -101,8 +102,10 @@ class Port:
         except OSError as exc:  # older kernels: frames are filtered by sll_pkttype
             if exc.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
                 raise
-        # each frame's kernel receive time: the switch's ingress timestamp
+        # each frame's kernel receive time: the switch's ingress timestamp; and the
+        # 802.1Q tag the kernel offloads, to put back (lego.ext._afpacket)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
         for opt, fallback in ((SO_RCVBUFFORCE, socket.SO_RCVBUF),
                               (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
             try:
