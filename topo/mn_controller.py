@@ -22,12 +22,13 @@ from lego.topo.mn_topology import NFHostSpec, Topology
 from lego.topo.run_report import event_text
 
 # Watermarks are busy fractions of an NF host's CPU quota (its cgroup's CPU time
-# over what the quota allows, reported by its agent): scale out above 75 % for a
-# second, in below 30 %. ULN replicas stay one per graph: under a host quota of a
+# over what the quota allows, reported by its agent): scale out above 75 % for half
+# a second (two load reports; a full second let the ramp's peak step start short of
+# a replica), in below 30 %. ULN replicas stay one per graph: under a host quota of a
 # fraction of a core a second ULN process on the same host adds no CPU, so the
 # unit of scale is a whole graph on another host (the switch splits the traffic).
 SCALING: dict[str, Any] = {
-    "high": 0.75, "low": 0.30, "dwell": 1.0, "cooldown": 2.0, "max_replicas": 4,
+    "high": 0.75, "low": 0.30, "dwell": 0.5, "cooldown": 2.0, "max_replicas": 4,
     "period": 0.25, "standby": False, "fe": True, "fe_standby": True, "uln": False,
     "agent_timeout": 0.9, "adopt_grace": 15.0,
 }
