@@ -242,42 +242,15 @@ def test_software_target_equals_bmv2_frame_for_frame_and_read_for_read(tmp_path)
                 s.stop()
 
 
-SHELL_READS = """
-import json, sys
-import p4runtime_sh.shell as sh
-sh.setup(device_id=0, grpc_addr=sys.argv[1], election_id=(0, 1), verbose=False)
-out = {}
-try:
-    te = sh.TableEntry("LegoIngress.split_group")
-    te.is_default = True
-    out["default"] = [e.action.action_name for e in te.read()]
-    out["owners"] = len(list(sh.TableEntry("LegoIngress.bucket_owner").read()))
-    out["sessions"] = sorted(s.session_id for s in sh.CloneSessionEntry(0).read())
-    out["port_in"] = len(list(sh.CounterEntry("LegoIngress.port_in_counter").read()))
-    try:
-        sh.TableEntry("LegoIngress.bucket_owner")(action="LegoIngress.unowned").insert()
-        out["write"] = "accepted"
-    except Exception as exc:
-        out["write"] = type(exc).__name__
-finally:
-    sh.teardown()
-print(json.dumps(out))
-"""
-
-
 def test_p4runtime_shell_reads_bmv2_while_the_controller_is_primary(tmp_path):
     """The README's inspection recipe, unchanged, against BMv2."""
-    import json
-    import sys
+    from lego.testing import shell_reads
 
     with NetnsLab(4, prefix="lp") as lab:
         sw = Switch(KINDS[0], lab, "127.0.0.1:50083", tmp_path)
         try:
             sw.manager().sync()  # the controller's install, as primary (election id 10)
-            done = subprocess.run([sys.executable, "-c", SHELL_READS, sw.addr],
-                                  capture_output=True, text=True, timeout=60)
-            assert done.returncode == 0, done.stderr[-1500:]
-            out = json.loads(done.stdout.strip().splitlines()[-1])
+            out = shell_reads(sw.addr)
         finally:
             sw.stop()
     assert out["default"] == ["LegoIngress.set_groups"]
