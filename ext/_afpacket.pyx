@@ -149,8 +149,8 @@ cdef class BatchSocket:
         cdef timespec *tsp
         cdef tpacket_auxdata *aux
         cdef long long ns
-        cdef unsigned long long tag
-        cdef unsigned int tpid
+        cdef bint tagged
+        cdef unsigned int tpid, tci
         for i in range(self.nmax):
             self.riovs[i].iov_base = self.buf + i * self.snaplen
             self.riovs[i].iov_len = self.snaplen
@@ -175,7 +175,7 @@ cdef class BatchSocket:
                 self.rx_outgoing += 1
                 continue
             ns = 0
-            tag = 0
+            tagged = False
             c = CMSG_FIRSTHDR(&self.rmsgs[i].msg_hdr)
             while c != NULL:
                 if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SCM_TIMESTAMPNS:
@@ -183,15 +183,15 @@ cdef class BatchSocket:
                     ns = tsp.tv_sec * 1000000000LL + tsp.tv_nsec
                 elif c.cmsg_level == SOL_PACKET and c.cmsg_type == PACKET_AUXDATA:
                     aux = <tpacket_auxdata *>CMSG_DATA(c)
-                    if aux.tp_status & TP_STATUS_VLAN_VALID:
-                        tpid = aux.tp_vlan_tpid if aux.tp_status & TP_STATUS_VLAN_TPID_VALID \
-                            else 0x8100
-                        tag = (<unsigned long long>tpid << 16) | aux.tp_vlan_tci | (1ULL << 32)
+                    tagged = (aux.tp_status & TP_STATUS_VLAN_VALID) != 0
+                    tpid = aux.tp_vlan_tpid if aux.tp_status & TP_STATUS_VLAN_TPID_VALID \
+                        else 0x8100
+                    tci = aux.tp_vlan_tci
                 c = CMSG_NXTHDR(&self.rmsgs[i].msg_hdr, c)
             data = PyBytes_FromStringAndSize(<char *>self.riovs[i].iov_base,
                                              self.rmsgs[i].msg_len)
-            if tag and len(data) >= 12:  # the offloaded 802.1Q tag, back after the MACs
-                data = data[:12] + (<unsigned int>(tag & 0xFFFFFFFF)).to_bytes(4, "big") \
+            if tagged:  # the offloaded 802.1Q tag, back after the MACs
+                data = data[:12] + bytes((tpid >> 8, tpid & 0xFF, tci >> 8, tci & 0xFF)) \
                     + data[12:]
             out.append(data)
             if stamps is not None:

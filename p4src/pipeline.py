@@ -84,7 +84,7 @@ A_MIRROR_UNOWNED = "LegoIngress.mirror_unowned"
 #: ``initial_default_action``)
 INITIAL_DEFAULTS: dict[str, tuple[str, dict[str, int]]] = {
     T_PORT_ROLE: (A_ROLE_DROP, {}),
-    T_SPLIT_GROUP: (A_SET_GROUPS, {"primary": 2, "mirror": 0, "epoch": 0}),  # SrcIP, none
+    T_SPLIT_GROUP: (A_SET_GROUPS, {"primary": GROUP_SRCIP, "mirror": GROUP_NONE, "epoch": 0}),
     T_BUCKET_OWNER: (A_UNOWNED, {}),
     T_MIRROR_OWNER: (A_MIRROR_UNOWNED, {}),
 }

@@ -17,6 +17,7 @@ where ``simple_switch_grpc`` or the committed ``lego.json`` is missing.
 from __future__ import annotations
 
 import random
+import shutil
 import socket
 import subprocess
 import threading
@@ -28,14 +29,13 @@ import pytest
 from p4.v1 import p4runtime_pb2 as p4r
 
 from lego.p4src import pipeline as pl
-from lego.p4src.p4info import BMV2_JSON_PATH, P4InfoIndex, P4Type, load_p4info
+from lego.p4src.p4info import BMV2_JSON_PATH, load_p4info
 from lego.p4src.pipeline_parser import ETHERTYPE_LEGO
-from lego.topo.mn_switch import switch_argv
+from lego.topo.mn_switch import BMV2_BINARY, switch_argv
 from lego.topo.softswitch_netns import NetnsLab, netns_available
 
-_why = ("simple_switch_grpc is not on PATH (build BMv2 with PI to run)"
-        if subprocess.run(["sh", "-c", "command -v simple_switch_grpc"],
-                          capture_output=True).returncode != 0
+_why = (f"{BMV2_BINARY} is not on PATH (build BMv2 with PI to run)"
+        if shutil.which(BMV2_BINARY) is None
         else f"{BMV2_JSON_PATH.name} is missing: run `make p4`"
         if not BMV2_JSON_PATH.is_file() else netns_available())
 pytestmark = [pytest.mark.bmv2, pytest.mark.slow,
@@ -184,7 +184,6 @@ def describe(seq: int, a: Counter | None, b: Counter | None) -> str:
 
 def reads(client, p4info) -> dict[str, list[bytes]]:
     """Every entry, default, clone session and counter the switch holds, canonical."""
-    idx = P4InfoIndex(p4info)
     out: dict[str, list[bytes]] = {}
 
     def read(name: str, entity: p4r.Entity) -> None:
@@ -198,7 +197,7 @@ def reads(client, p4info) -> dict[str, list[bytes]]:
             table_id=t.preamble.id, is_default_action=True)))
     for c in p4info.counters:
         read(f"counter {c.preamble.name}", p4r.Entity(counter_entry=p4r.CounterEntry(
-            counter_id=idx.id(P4Type.COUNTER, c.preamble.name))))
+            counter_id=c.preamble.id)))
     read("clone sessions", p4r.Entity(packet_replication_engine_entry=p4r.
                                       PacketReplicationEngineEntry(
                                           clone_session_entry=p4r.CloneSessionEntry())))

@@ -140,11 +140,9 @@ def trace_frames(trace: Path) -> int:
     return sum(len(r) for r in open_trace(trace).raw_batches(65536))
 
 
-def tcpreplay_argv(iface: str, pcap: Path, pps: int | None) -> list[str]:
-    """One replay step: ``pcap`` on ``iface`` at ``pps`` packets/s (None: at the pcap's
-    own timing, e.g. a step retimed to its rate with its bursts kept)."""
-    rate = [f"--pps={pps}"] if pps is not None else []
-    return ["tcpreplay", f"--intf1={iface}", *rate, str(pcap)]
+def tcpreplay_argv(iface: str, pcap: Path, pps: int) -> list[str]:
+    """One replay step: ``pcap`` on ``iface`` at ``pps`` packets/s."""
+    return ["tcpreplay", f"--intf1={iface}", f"--pps={pps}", str(pcap)]
 
 
 def pacer_argv(iface: str, pcap: Path) -> list[str]:

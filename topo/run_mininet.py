@@ -67,9 +67,9 @@ ATTACK_BUDGET = 12
 #: the default SLA: this many batches at one replica's capacity (p99, ingress to decision)
 SLA_BATCHES = 4
 #: the sources' batching delay, as a fraction of the SLA: every flushed batch wakes
-#: each of a graph's five processes, and at 20 ms those wake-ups alone took about
-#: half of a 0.1-core quota (measured), so a replica saturated at 0.4x the capacity
-#: it has with full batches; 1/8 of the SLA keeps the wake-ups near 10 %
+#: each of a graph's five processes; at 20 ms a replica under a 0.1-core quota was
+#: busy 94 % at 0.4x the capacity it has with full batches (measured), so most of
+#: its quota went to wake-ups, not packets
 FLUSH_SLA_FRACTION = 1 / 8
 
 
