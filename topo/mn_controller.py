@@ -26,9 +26,10 @@ from lego.topo.run_report import event_text
 # a second (two load reports; a full second let the ramp's peak step start short of
 # a replica), in below 30 %. ULN replicas stay one per graph: under a host quota of a
 # fraction of a core a second ULN process on the same host adds no CPU, so the
-# unit of scale is a whole graph on another host (the switch splits the traffic).
+# unit of scale is a whole graph on another host (the switch splits the traffic), and
+# there are at most as many replicas as NF hosts.
 SCALING: dict[str, Any] = {
-    "high": 0.75, "low": 0.30, "dwell": 0.5, "cooldown": 2.0, "max_replicas": 4,
+    "high": 0.75, "low": 0.30, "dwell": 0.5, "cooldown": 2.0,
     "period": 0.25, "standby": False, "fe": True, "fe_standby": True, "uln": False,
     "agent_timeout": 0.9, "adopt_grace": 15.0,
 }
@@ -48,7 +49,7 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
                       sla_ms: float = 100.0) -> dict[str, Any]:
     """The controller's config (pure): ``hosts`` are the NF hosts running an agent;
     the first ``topo.replicas`` of them own buckets at the start."""
-    sc = {**SCALING, **(scaling or {})}
+    sc = {**SCALING, "max_replicas": len(hosts), **(scaling or {})}
     fe_initial = max(1, min(topo.replicas, len(hosts)))
     if semantics == "kitsune":
         sc["fe"] = False

@@ -175,7 +175,7 @@ class LegoSystem:
     def config_scaling(self) -> dict:
         from lego.topo.mn_controller import SCALING
 
-        return {**SCALING, **self.scaling}
+        return {**SCALING, "max_replicas": len(self.agents), **self.scaling}
 
     def token(self) -> str:
         return self.token_file.read_text().strip()
