@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from lego.errors import ConfigError
-from lego.topo.mn_switch import pick_target, switch_argv
+from lego.topo.mn_switch import pick_target, realtime_refused, switch_argv
 from lego.topo.mn_testlib import (
     TEST_AD,
     TEST_FM,
@@ -92,6 +92,15 @@ def test_switch_argv_is_simple_switch_grpcs():
         assert argv[-3:] == ["--", "--grpc-server-addr", "127.0.0.1:9559"]
         assert argv[argv.index("--device-id") + 1] == "0"
     assert pick_target("soft")[0] == "soft"
+    rt = switch_argv("bmv2", ports, 0, "127.0.0.1:9559", rt_priority=10)
+    assert rt[:4] == ["chrt", "-f", "10", "simple_switch_grpc"] and rt[4:] == bmv2[1:]
+    assert switch_argv("soft", ports, 0, "127.0.0.1:9559", rt_priority=10) == soft
+
+
+def test_realtime_refused_says_why_or_allows():
+    why = realtime_refused(10)
+    assert why is None or (isinstance(why, str) and why)
+    assert realtime_refused(1000) is not None  # no such SCHED_FIFO priority
 
 
 def test_ramp_segments_last_equally_long_and_cover_the_trace():

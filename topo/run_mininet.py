@@ -16,6 +16,7 @@ import atexit
 import csv
 import json
 import logging
+import shutil
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -159,6 +160,9 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
     results = opts.results
     results.mkdir(parents=True, exist_ok=True)
     work = results / "run"
+    # a previous run's outputs must not be read as this run's (a replica's scores on a
+    # host this run never scales out to would count twice)
+    shutil.rmtree(work, ignore_errors=True)
     opts.trace, opts.labels, rates, cal = size_load(opts, console, work)
     step_s = opts.topo.traffic.step_s
     segments, retimed, original = retime(opts.trace, rates, step_s, work)
