@@ -132,11 +132,11 @@ def _configure(addr: str, clone: bool) -> None:
             "LegoIngress.role_traffic")})]
         for b in range(pl.N_BUCKETS):
             ups.append(c.update(p4r.Update.INSERT, {"table_entry": c.table_entry(
-                "LegoIngress.bucket_owner", {"meta.bucket": b}, "LegoIngress.to_replica",
-                {"port": 2})}))
+                "LegoIngress.bucket_owner", {"meta.version": 0, "meta.bucket": b},
+                "LegoIngress.to_replica", {"port": 2})}))
             ups.append(c.update(p4r.Update.INSERT, {"table_entry": c.table_entry(
-                "LegoIngress.mirror_owner", {"meta.mirror_bucket": b}, "LegoIngress.mirror_to",
-                {"port": 3})}))
+                "LegoIngress.mirror_owner", {"meta.version": 0, "meta.mirror_bucket": b},
+                "LegoIngress.mirror_to", {"port": 3})}))
         c.write(ups)
         c.clone_session(3 + pl.CLONE_SESSION_BASE, [3])
         if clone:

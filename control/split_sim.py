@@ -75,8 +75,8 @@ def split(batch: PacketBatch, config: SplitConfig, owners: np.ndarray) -> Replic
     """Apply the dataplane to the trace: each replica's stream under ``config``."""
     k = int(owners.max()) + 1
     state = PipelineState(primary_group=config.primary, mirror_group=config.mirror)
-    state.bucket_owner[:N_BUCKETS] = owners + REPLICA_PORT0
-    state.mirror_owner[:N_BUCKETS] = owners + REPLICA_PORT0
+    state.bucket_owner[:, :N_BUCKETS] = owners + REPLICA_PORT0
+    state.mirror_owner[:, :N_BUCKETS] = owners + REPLICA_PORT0
     decisions = Pipeline(state).decide(records_from_batch(batch))
     index, mirror = [], []
     for r in range(k):

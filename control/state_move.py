@@ -179,8 +179,8 @@ def _route(records: np.ndarray, owners: np.ndarray):
     """The switch's decisions (``lego.p4src.pipeline``) under the SrcIP + DstIP
     mirror plan with replica r behind port r + REPLICA_PORT0."""
     state = PipelineState(primary_group=GROUP_SRCIP, mirror_group=GROUP_DSTIP)
-    state.bucket_owner[:OWNER_BUCKETS] = owners + REPLICA_PORT0
-    state.mirror_owner[:OWNER_BUCKETS] = owners + REPLICA_PORT0
+    state.bucket_owner[:, :OWNER_BUCKETS] = owners + REPLICA_PORT0
+    state.mirror_owner[:, :OWNER_BUCKETS] = owners + REPLICA_PORT0
     return Pipeline(state).decide(records)
 
 

@@ -156,7 +156,10 @@ class SwitchManager:
             else:
                 self.owners = initial_assignment(pl.N_BUCKETS, list(self.plan.replica_ports))
         self.installed = current
-        changes = diff(current, desired_state(self.plan, self.owners, self.epoch))
+        # the version frames do not read stays as it is (a move cut short may have
+        # half-written it; frames read the other until the epoch changes)
+        idle = current.owners(version=1 - (self.epoch & 1))
+        changes = diff(current, desired_state(self.plan, self.owners, self.epoch, idle))
         rpcs = self._write(changes)
         log.info("switch %s: sync wrote %d updates in %d Write(s)%s", self.client.switch,
                  len(changes), rpcs, " (assignment adopted)" if adopted else "")
@@ -176,7 +179,7 @@ class SwitchManager:
         updates = [names.update(c.op, c.item) for c in changes]
         rpcs = 0
         try:
-            for off, chunk in self._chunks(changes, updates):
+            for off, chunk in self._chunks(updates):
                 try:
                     rpcs += self.client.write(chunk)
                 except WriteError as exc:
@@ -189,19 +192,13 @@ class SwitchManager:
         self.installed = apply_changes(self.installed or SwitchState(), changes)
         return rpcs
 
-    def _chunks(self, changes: list[Change], updates: list):
-        """Batches of ``batch_size`` that never separate a bucket's two owner entries."""
-        if not self.batch_size or len(updates) <= self.batch_size:
-            yield 0, updates
-            return
-        start = 0
-        for i in range(1, len(updates) + 1):
-            if i == len(updates):
-                yield start, updates[start:]
-                return
-            if i - start >= self.batch_size and not _pair(changes[i - 1], changes[i]):
-                yield start, updates[start:i]
-                start = i
+    def _chunks(self, updates: list):
+        """Batches of ``batch_size``, in order: the owner entries go to the version no
+        frame reads, and the epoch that switches to it comes after them (diff's order),
+        so a boundary anywhere is safe."""
+        step = self.batch_size or len(updates)
+        for off in range(0, len(updates), step):
+            yield off, updates[off:off + step]
 
     # ------------------------------------------------------------------ assignment
     def _require_installed(self) -> SwitchState:
@@ -263,13 +260,14 @@ class SwitchManager:
             old = self.owners
             moves = [BucketMove(int(b), int(old[b]), int(owners[b]))
                      for b in np.flatnonzero(old != owners)]
-        if moves:  # a new epoch in the same Write as the moves, so replicas tell the
-            # frames of the old assignment from the new (kitsune_moves cuts there).
-            # Exact only if the Write is applied atomically: the software target
-            # applies a Write under its pipeline lock; BMv2 needs one Write with
-            # DATAPLANE_ATOMIC, which it does not offer (batch_size must stay 0).
+        previous = None
+        if moves:  # the new owners go into the version frames do not read, then a new
+            # epoch switches every frame to it at once: replicas tell the frames of the
+            # old assignment from the new (kitsune_moves cuts there), exactly, even on a
+            # target that applies a Write's updates one by one (BMv2)
             self.epoch = (self.epoch + 1) % EPOCHS
-        changes = diff(installed, desired_state(plan, owners, self.epoch))
+            previous = self.owners
+        changes = diff(installed, desired_state(plan, owners, self.epoch, previous))
         if moves:
             self.hooks.on_buckets_moving(moves)
         # the new plan is desired from here on: if the write fails part-way, the
@@ -286,10 +284,3 @@ class SwitchManager:
             self.hooks.on_buckets_moved(moves, hint)
         return moves
 
-
-def _pair(a: Change, b: Change) -> bool:
-    """``b`` is the mirror_owner twin of ``a``'s bucket_owner entry."""
-    ia, ib = a.item, b.item
-    return (getattr(ia, "table", None) == pl.T_BUCKET_OWNER
-            and getattr(ib, "table", None) == pl.T_MIRROR_OWNER
-            and ia.key[0][1] == ib.key[0][1])

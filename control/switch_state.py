@@ -8,13 +8,16 @@ Pure logic, no I/O (the manager, :mod:`.switch_manager`, reads and writes):
   :class:`~lego.control.granularity.SplitPlan`) and the clone truncation;
 - :func:`desired_state`: a plan plus a bucket -> replica assignment -> a
   :class:`SwitchState` (entries by P4Info name): ``bucket_owner`` and
-  ``mirror_owner`` written identically, one clone session per replica port
+  ``mirror_owner`` written identically, in the version the epoch names and (the
+  previous assignment) in the other, one clone session per replica port
   (session id = port + 1);
 - :func:`state_from_rows`: the same record from what a Read returned;
 - :func:`diff`: the :class:`Change` list that turns one state into the other,
-  ordered so that no frame can meet a half-made change: clone sessions first
-  (an owner never points at a missing session), then defaults, then both owner
-  tables bucket by bucket, then port roles, then deletions.
+  ordered so that no frame can meet a half-made change even when a target
+  applies the updates one by one: clone sessions first (an owner never points
+  at a missing session), then the owner entries (of the version no frame reads
+  yet), then port roles, then the defaults (split_group's new epoch switches
+  every frame to the new version at once), then deletions.
 """
 
 from __future__ import annotations
@@ -125,14 +128,18 @@ class SwitchState:
     defaults: dict[str, tuple[str, Pairs]] = field(default_factory=dict)
     clone_sessions: dict[int, CloneSpec] = field(default_factory=dict)
 
-    def owners(self, table: str = pl.T_BUCKET_OWNER) -> np.ndarray:
-        """int64[N_BUCKETS] replica port per bucket (-1: unowned) of an owner table."""
-        key = "meta.bucket" if table == pl.T_BUCKET_OWNER else "meta.mirror_bucket"
+    def owners(self, table: str = pl.T_BUCKET_OWNER, version: int | None = None
+               ) -> np.ndarray:
+        """int64[N_BUCKETS] replica port per bucket (-1: unowned) of an owner table, in
+        ``version`` (default: the one frames read, the epoch's low bit)."""
+        version = self.epoch() & 1 if version is None else version
         act = pl.A_TO_REPLICA if table == pl.T_BUCKET_OWNER else pl.A_MIRROR_TO
         out = np.full(pl.N_BUCKETS, -1, dtype=np.int64)
         for (t, k), (a, params) in self.entries.items():
-            if t == table and a == act and k and k[0][0] == key and 0 <= k[0][1] < pl.N_BUCKETS:
-                out[k[0][1]] = dict(params)["port"]
+            if t == table and a == act:
+                v, b = owner_key(k)
+                if v == version and 0 <= b < pl.N_BUCKETS:
+                    out[b] = dict(params)["port"]
         return out
 
     def epoch(self) -> int:
@@ -156,8 +163,18 @@ def check_owners(owners: np.ndarray, plan: SwitchPlan) -> np.ndarray:
     return owners
 
 
-def desired_state(plan: SwitchPlan, owners: np.ndarray, epoch: int = 0) -> SwitchState:
+def owner_key(key: Pairs) -> tuple[int, int]:
+    """(version, bucket) of an owner table's match key."""
+    k = dict(key)
+    return k.get("meta.version", -1), k.get("meta.bucket", k.get("meta.mirror_bucket", -1))
+
+
+def desired_state(plan: SwitchPlan, owners: np.ndarray, epoch: int = 0,
+                  previous: np.ndarray | None = None) -> SwitchState:
+    """``owners`` in the version ``epoch`` names, ``previous`` (default: ``owners``)
+    in the other: what frames read until the epoch changes, during a move."""
     owners = check_owners(owners, plan)
+    previous = owners if previous is None else np.asarray(previous, dtype=np.int64)
     s = SwitchState()
     for port in plan.traffic_ports:
         s.entries[(pl.T_PORT_ROLE, pairs({"standard_metadata.ingress_port": port}))] = \
@@ -173,11 +190,15 @@ def desired_state(plan: SwitchPlan, owners: np.ndarray, epoch: int = 0) -> Switc
     s.defaults[pl.T_SPLIT_GROUP] = (pl.A_SET_GROUPS, pairs({"primary": primary,
                                                             "mirror": mirror, "epoch": epoch}))
     s.defaults.update(INITIAL_DEFAULTS)
-    for b, port in enumerate(owners.tolist()):
-        s.entries[(pl.T_BUCKET_OWNER, (("meta.bucket", b),))] = \
-            (pl.A_TO_REPLICA, (("port", port),))
-        s.entries[(pl.T_MIRROR_OWNER, (("meta.mirror_bucket", b),))] = \
-            (pl.A_MIRROR_TO, (("port", port),))
+    version = epoch & 1
+    for v, assignment in ((version, owners), (1 - version, previous)):
+        for b, port in enumerate(assignment.tolist()):
+            if port < 0:
+                continue
+            s.entries[(pl.T_BUCKET_OWNER, pairs({"meta.version": v, "meta.bucket": b}))] = \
+                (pl.A_TO_REPLICA, (("port", port),))
+            s.entries[(pl.T_MIRROR_OWNER, pairs({"meta.version": v, "meta.mirror_bucket": b}))] = \
+                (pl.A_MIRROR_TO, (("port", port),))
     for port in plan.replica_ports:
         sid = port + pl.CLONE_SESSION_BASE
         s.clone_sessions[sid] = CloneSpec(sid, (port,), plan.truncate)
@@ -206,8 +227,8 @@ _TABLE_ORDER = {t: i for i, t in enumerate((pl.T_BUCKET_OWNER, pl.T_MIRROR_OWNER
 
 
 def _owner_sort(k: tuple[str, Pairs]) -> tuple:
-    # bucket by bucket, bucket_owner before mirror_owner, so both tables agree
-    return (k[1][0][1] if k[1] else -1, _TABLE_ORDER.get(k[0], 9))
+    # version, then bucket by bucket, bucket_owner before mirror_owner
+    return (*owner_key(k[1]), _TABLE_ORDER.get(k[0], 9))
 
 
 def diff(current: SwitchState, desired: SwitchState) -> list[Change]:
@@ -217,10 +238,6 @@ def diff(current: SwitchState, desired: SwitchState) -> list[Change]:
         have = current.clone_sessions.get(sid)
         if have != spec:
             out.append(Change(INSERT if have is None else MODIFY, spec))
-    for table, (action, params) in sorted(desired.defaults.items()):
-        have = current.defaults.get(table, INITIAL_DEFAULTS.get(table))
-        if have != (action, params):
-            out.append(Change(MODIFY, TableRow(table, (), action, params, is_default=True)))
     owner_keys = sorted((k for k in desired.entries if k[0] in _TABLE_ORDER), key=_owner_sort)
     other_keys = sorted(k for k in desired.entries if k[0] not in _TABLE_ORDER)
     for key in owner_keys + other_keys:
@@ -229,6 +246,10 @@ def diff(current: SwitchState, desired: SwitchState) -> list[Change]:
         if have != want:
             out.append(Change(INSERT if have is None else MODIFY,
                               TableRow(key[0], key[1], want[0], want[1])))
+    for table, (action, params) in sorted(desired.defaults.items()):
+        have = current.defaults.get(table, INITIAL_DEFAULTS.get(table))
+        if have != (action, params):
+            out.append(Change(MODIFY, TableRow(table, (), action, params, is_default=True)))
     for key in sorted(set(current.entries) - set(desired.entries), key=_owner_sort):
         out.append(Change(DELETE, TableRow(key[0], key[1], None)))
     for sid in sorted(set(current.clone_sessions) - set(desired.clone_sessions)):

@@ -179,8 +179,12 @@ out = {}
 try:
     te = sh.TableEntry("LegoIngress.split_group")
     te.is_default = True
-    out["default"] = [e.action.action_name for e in te.read()]
-    out["owners"] = len(list(sh.TableEntry("LegoIngress.bucket_owner").read()))
+    defaults = list(te.read())
+    out["default"] = [e.action.action_name for e in defaults]
+    # the owner table's version frames read: split_group's epoch, low bit
+    version = int.from_bytes(defaults[0].action["epoch"].value, "big") & 1
+    out["owners"] = sum(int.from_bytes(e.match["meta.version"].exact.value, "big") == version
+                        for e in sh.TableEntry("LegoIngress.bucket_owner").read())
     out["sessions"] = sorted(s.session_id for s in sh.CloneSessionEntry(0).read())
     out["port_in"] = len(list(sh.CounterEntry("LegoIngress.port_in_counter").read()))
     try:
@@ -196,7 +200,8 @@ print(json.dumps(out))
 
 def shell_reads(grpc_addr: str, timeout: float = 60.0) -> dict[str, Any]:
     """What p4runtime-shell reads from a running switch as a backup: the split
-    group's default action, bucket owners, clone sessions, port counters, and
+    group's default action, bucket owners (of the version frames read),
+    clone sessions, port counters, and
     whether its write was refused. A subprocess: the shell's client is one global
     and its stream thread is not a daemon."""
     import json

@@ -21,6 +21,11 @@
  *   clone session (port + 1). SrcIP and DstIP hash the same (family, address)
  *   bytes, so a host has one owner whether it sends or receives; the
  *   controller writes bucket_owner and mirror_owner identically.
+ * - Both owner tables hold two versions of the assignment, keyed by the low
+ *   bit of split_group's epoch: the controller writes the new assignment into
+ *   the version no frame reads, then bumps the epoch (one update), so every
+ *   frame is split wholly by the old assignment or wholly by the new, even on
+ *   a target that applies a Write's updates one by one (BMv2).
  * - Every frame sent to a replica carries the lego shim right after the MACs.
  * - Port roles (traffic-facing, forwarded unchanged, dropped) come from the
  *   port_role table. Frames from NF ports (alerts) use role_forward or role_drop.
@@ -223,6 +228,7 @@ struct metadata_t {
     bit<16>  dport;
     bit<8>   primary_group;
     bit<16>  bucket;
+    bit<1>   version;       /* the owner tables' version: epoch's low bit */
     bit<1>   owned;
     bit<9>   owner;
     bit<1>   mirror_owned;
@@ -449,12 +455,14 @@ control LegoIngress(inout headers_t hdr, inout metadata_t meta,
         size = 512;
     }
 
-    /* epoch: bumped by the controller in the same (atomic) Write that moves
-     * buckets, so a replica tells the frames of the old assignment from the new */
+    /* epoch: bumped by the controller once the moved buckets' new owners are
+     * written in the other version, so a replica tells the frames of the old
+     * assignment from the new, and the owner tables switch version with it */
     action set_groups(bit<8> primary, bit<8> mirror, bit<7> epoch) {
         meta.primary_group = primary;
         meta.mirror_group = mirror;
         meta.epoch = epoch;
+        meta.version = epoch[0:0];
     }
     table split_group {
         actions = { @defaultonly set_groups; }
@@ -470,10 +478,10 @@ control LegoIngress(inout headers_t hdr, inout metadata_t meta,
         meta.owned = 0;
     }
     table bucket_owner {
-        key = { meta.bucket: exact; }
+        key = { meta.version: exact; meta.bucket: exact; }
         actions = { to_replica; @defaultonly unowned; }
         default_action = unowned();
-        size = 1024;
+        size = 2048;
     }
 
     action mirror_to(bit<9> port) {
@@ -484,10 +492,10 @@ control LegoIngress(inout headers_t hdr, inout metadata_t meta,
         meta.mirror_owned = 0;
     }
     table mirror_owner {
-        key = { meta.mirror_bucket: exact; }
+        key = { meta.version: exact; meta.mirror_bucket: exact; }
         actions = { mirror_to; @defaultonly mirror_unowned; }
         default_action = mirror_unowned();
-        size = 1024;
+        size = 2048;
     }
 
     /* the addresses, protocol class and ports the NF derives */

@@ -4,6 +4,8 @@ the offline split simulator.
 State (:class:`PipelineState`) is what the controller writes over P4Runtime
 (port roles, the selected groups, the two bucket -> replica tables, clone
 sessions) plus what the dataplane keeps (the sequence register, counters).
+Each owner table holds two versions of the assignment; a frame reads the one
+the epoch's low bit names (``lego.p4`` set_groups).
 
 - :func:`group_buckets` hashes a matrix of key records (``pipeline_parser``) for
   one split group: ``crc32(fields bit-packed MSB first) % N_BUCKETS``, as BMv2's
@@ -44,6 +46,7 @@ from lego.p4src.pipeline_parser import (
 )
 
 N_BUCKETS = 1024
+VERSIONS = 2  # the owner tables' versions (meta.version, the epoch's low bit)
 N_PORTS = 512
 N_EVENTS = 8
 CLONE_SESSION_BASE = 1  # clone session id = replica port + 1
@@ -163,15 +166,21 @@ class PipelineState:
     default_role: tuple[int, int] = (ROLE_DROP, 0)
     primary_group: int = GROUP_SRCIP
     mirror_group: int = GROUP_NONE
+    # [version, bucket]: the version a frame reads is the epoch's low bit
     bucket_owner: np.ndarray = field(
-        default_factory=lambda: np.full(1 << 16, -1, dtype=np.int32))
+        default_factory=lambda: np.full((VERSIONS, 1 << 16), -1, dtype=np.int32))
     mirror_owner: np.ndarray = field(
-        default_factory=lambda: np.full(1 << 16, -1, dtype=np.int32))
+        default_factory=lambda: np.full((VERSIONS, 1 << 16), -1, dtype=np.int32))
     clone_sessions: dict[int, CloneSession] = field(default_factory=dict)
     seq: int = 0
     counters: dict[str, np.ndarray] = field(default_factory=lambda: {
         name: np.zeros((size, 2), dtype=np.uint64) for name, size in COUNTER_SIZES.items()})
     epoch: int = 0  # bumped with every bucket move, carried in the shim flags (7 bits)
+
+    @property
+    def version(self) -> int:
+        """The owner tables' version frames read now (the epoch's low bit)."""
+        return self.epoch & 1
 
     def copy(self) -> PipelineState:
         return PipelineState(
@@ -211,13 +220,13 @@ class Pipeline:
                              f"{records.dtype}{list(records.shape)}")
         s = self.state
         bucket = group_buckets(records, s.primary_group)
-        owner = s.bucket_owner[bucket]
+        owner = s.bucket_owner[s.version, bucket]
         if s.mirror_group == GROUP_NONE:
             mb = np.zeros(len(records), dtype=np.int64)
             clone = np.full(len(records), -1, dtype=np.int32)
         else:
             mb = group_buckets(records, s.mirror_group)
-            mo = s.mirror_owner[mb]
+            mo = s.mirror_owner[s.version, mb]
             clone = np.where((mo >= 0) & (mo != owner), mo, -1).astype(np.int32)
         return Decisions(bucket, owner, mb, clone)
 
@@ -338,9 +347,10 @@ def apply_entry(state: PipelineState, table: str, key: dict[str, int], action: s
                 A_ROLE_DROP: ROLE_DROP}[action]
         state.port_roles[key["standard_metadata.ingress_port"]] = (role, params.get("port", 0))
     elif table == T_BUCKET_OWNER:
-        state.bucket_owner[key["meta.bucket"]] = params["port"] if action == A_TO_REPLICA else -1
+        state.bucket_owner[key["meta.version"], key["meta.bucket"]] = \
+            params["port"] if action == A_TO_REPLICA else -1
     elif table == T_MIRROR_OWNER:
-        state.mirror_owner[key["meta.mirror_bucket"]] = \
+        state.mirror_owner[key["meta.version"], key["meta.mirror_bucket"]] = \
             params["port"] if action == A_MIRROR_TO else -1
     else:
         raise KeyError(table)
@@ -350,9 +360,9 @@ def remove_entry(state: PipelineState, table: str, key: dict[str, int]) -> None:
     if table == T_PORT_ROLE:
         state.port_roles.pop(key["standard_metadata.ingress_port"], None)
     elif table == T_BUCKET_OWNER:
-        state.bucket_owner[key["meta.bucket"]] = -1
+        state.bucket_owner[key["meta.version"], key["meta.bucket"]] = -1
     elif table == T_MIRROR_OWNER:
-        state.mirror_owner[key["meta.mirror_bucket"]] = -1
+        state.mirror_owner[key["meta.version"], key["meta.mirror_bucket"]] = -1
     else:
         raise KeyError(table)
 

@@ -52,11 +52,11 @@ def _configure(c: SmallClient, primary: int, mirror: int) -> None:
     for b in range(pl.N_BUCKETS):
         port = R1 if b % 2 == 0 else R2
         ups.append(c.update(p4r.Update.INSERT, {"table_entry": c.table_entry(
-            "LegoIngress.bucket_owner", {"meta.bucket": b}, "LegoIngress.to_replica",
-            {"port": port})}))
+            "LegoIngress.bucket_owner", {"meta.version": 0, "meta.bucket": b},
+            "LegoIngress.to_replica", {"port": port})}))
         ups.append(c.update(p4r.Update.INSERT, {"table_entry": c.table_entry(
-            "LegoIngress.mirror_owner", {"meta.mirror_bucket": b}, "LegoIngress.mirror_to",
-            {"port": port})}))
+            "LegoIngress.mirror_owner", {"meta.version": 0, "meta.mirror_bucket": b},
+            "LegoIngress.mirror_to", {"port": port})}))
     c.write(ups)
     c.modify(c.table_entry("LegoIngress.split_group", None, "LegoIngress.set_groups",
                            {"primary": primary, "mirror": mirror, "epoch": 0},
@@ -100,7 +100,7 @@ def test_bmv2_agrees_with_the_model(compiled, groups):
                              {"primary": groups[0], "mirror": groups[1], "epoch": 0})
             for b in range(pl.N_BUCKETS):
                 port = R1 if b % 2 == 0 else R2
-                model.state.bucket_owner[b] = model.state.mirror_owner[b] = port
+                model.state.bucket_owner[0, b] = model.state.mirror_owner[0, b] = port
             for port in (R1, R2):
                 pl.set_clone_session(model.state, port + pl.CLONE_SESSION_BASE, [port], 0)
             tx = lab.host_socket(0)

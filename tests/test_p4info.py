@@ -89,7 +89,8 @@ def test_duplicate_or_misprefixed_ids_fail(copies):
 
 def test_source_parser_reads_the_program():
     prog = parse_p4_source(P4_SOURCE.read_text())
-    assert prog.tables[pl.T_BUCKET_OWNER].keys == [("meta.bucket", 16, "EXACT")]
+    assert prog.tables[pl.T_BUCKET_OWNER].keys == [("meta.version", 1, "EXACT"),
+                                                   ("meta.bucket", 16, "EXACT")]
     assert prog.tables[pl.T_PORT_ROLE].keys == [("standard_metadata.ingress_port", 9, "EXACT")]
     assert prog.tables[pl.T_SPLIT_GROUP].keys == []
     assert (pl.A_SET_GROUPS, True) in prog.tables[pl.T_SPLIT_GROUP].actions

@@ -34,7 +34,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def owner_row(bucket: int, port: int) -> TableRow:
-    return TableRow(pl.T_BUCKET_OWNER, (("meta.bucket", bucket),), pl.A_TO_REPLICA,
+    return TableRow(pl.T_BUCKET_OWNER, (("meta.bucket", bucket), ("meta.version", 0)),
+                    pl.A_TO_REPLICA,
                     (("port", port),))
 
 
@@ -100,11 +101,11 @@ def test_connect_push_pipeline_write_and_read_back(servers, clients):
     assert c.read_clone_sessions() == {3: CloneSpec(3, (2,), 64)}
     # the switch's own state (the model) holds it
     state = srv.service.pipeline.state
-    assert state.bucket_owner[:10].tolist() == [2, 3] * 5
+    assert state.bucket_owner[0, :10].tolist() == [2, 3] * 5
     assert state.mirror_group == pl.GROUP_DSTIP and state.clone_sessions[3].replicas == [2]
     # counters read back by name
     c.write([n.update(DELETE, owner_row(0, 2))])
-    assert state.bucket_owner[0] == -1
+    assert state.bucket_owner[0, 0] == -1
     counters = c.read_counters([pl.C_PORT_OUT, pl.C_BUCKET])
     assert counters[pl.C_PORT_OUT].shape == (pl.N_PORTS, 2)
     assert counters[pl.C_BUCKET].shape == (pl.N_BUCKETS, 2)
@@ -128,7 +129,7 @@ def test_failed_batch_reports_each_failed_update_by_index(servers, clients):
     assert "meta.bucket=1" in err.failures[0].update
     assert "update #1" in str(err) and "ALREADY_EXISTS" in str(err)
     # the ones that did not fail are applied (CONTINUE_ON_ERROR)
-    assert srv.service.pipeline.state.bucket_owner[:5].tolist() == [4, 2, 4, 2, 4]
+    assert srv.service.pipeline.state.bucket_owner[0, :5].tolist() == [4, 2, 4, 2, 4]
 
 
 def test_failed_update_in_a_later_batch_keeps_its_index(servers, clients):
@@ -165,14 +166,14 @@ def test_higher_election_id_takes_over_and_the_first_learns_it(servers, clients)
     with pytest.raises(NotPrimary):
         first.write([first.names.update(INSERT, owner_row(1, 2))])
     second.write([second.names.update(INSERT, owner_row(1, 2))])
-    assert srv.service.pipeline.state.bucket_owner[1] == 2
+    assert srv.service.pipeline.state.bucket_owner[0, 1] == 2
     # a lower election id is a backup: refused as a primary, accepted as a reader
     third = clients(srv.grpc_addr, election_id=2)
     with pytest.raises(NotPrimary):
         third.connect()
     assert third.connect(require_primary=False) is False
     assert [r.key for r in third.read_tables([pl.T_BUCKET_OWNER], defaults=False)] == \
-        [(("meta.bucket", 1),)]
+        [(("meta.bucket", 1), ("meta.version", 0))]
 
 
 def test_unreachable_switch_gives_up_within_the_backoff_budget(servers, clients):
@@ -212,7 +213,7 @@ def test_reconnects_when_the_server_comes_back(servers, clients):
     assert "error" not in result, result
     assert result["attempts"] >= 3 and c.is_primary
     c.write([c.names.update(INSERT, owner_row(4, 3))])
-    assert again.service.pipeline.state.bucket_owner[4] == 3
+    assert again.service.pipeline.state.bucket_owner[0, 4] == 3
 
 
 SHELL_SCRIPT = textwrap.dedent("""
@@ -228,6 +229,7 @@ SHELL_SCRIPT = textwrap.dedent("""
         out["sessions"] = sorted(s.session_id for s in sh.CloneSessionEntry(0).read())
         te = sh.TableEntry("LegoIngress.bucket_owner")(action="LegoIngress.to_replica")
         te.match["meta.bucket"] = "9"
+        te.match["meta.version"] = "0"
         te.action["port"] = "3"
         try:
             te.insert()
@@ -258,4 +260,4 @@ def test_p4runtime_shell_reads_the_controllers_tables_as_a_backup(servers, clien
     assert out["sessions"] == [3, 4, 5]
     assert "PERMISSION_DENIED" in out["backup_write"] or "primary" in out["backup_write"]
     assert c.is_primary and not c.primary_lost.is_set()
-    assert srv.service.pipeline.state.bucket_owner[9] == -1
+    assert srv.service.pipeline.state.bucket_owner[0, 9] == -1

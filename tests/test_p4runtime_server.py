@@ -63,7 +63,7 @@ def clients(server):
 
 def owner_entry(c, bucket, port, table="LegoIngress.bucket_owner", key="meta.bucket",
                 action="LegoIngress.to_replica"):
-    return c.table_entry(table, {key: bucket}, action, {"port": port})
+    return c.table_entry(table, {"meta.version": 0, key: bucket}, action, {"port": port})
 
 
 def codes(exc: WriteFailed) -> list[tuple[int, int]]:
@@ -173,7 +173,7 @@ def test_set_pipeline_rules(clients, server):
     c.set_pipeline(renumbered)
     assert c.read(p4r.Entity(table_entry=p4r.TableEntry())) == []  # commit resets state
     c.insert(owner_entry(c, 3, 4))
-    assert server.service.pipeline.state.bucket_owner[3] == 4
+    assert server.service.pipeline.state.bucket_owner[0, 3] == 4
     backup = clients((0, 1))
     with pytest.raises(grpc.RpcError) as e:
         backup.set_pipeline(info)
@@ -207,9 +207,10 @@ def test_write_error_codes(clients):
     e = owner_entry(c, 1, 2)
     del e.match[:]
     cases.append((e, INSERT, code_pb2.INVALID_ARGUMENT))
-    e = c.table_entry("LegoIngress.bucket_owner", {"meta.bucket": 1}, "LegoIngress.unowned")
+    key = {"meta.version": 0, "meta.bucket": 1}
+    e = c.table_entry("LegoIngress.bucket_owner", key, "LegoIngress.unowned")
     cases.append((e, INSERT, code_pb2.INVALID_ARGUMENT))  # default-only action
-    e = c.table_entry("LegoIngress.bucket_owner", {"meta.bucket": 1}, "LegoIngress.role_drop")
+    e = c.table_entry("LegoIngress.bucket_owner", key, "LegoIngress.role_drop")
     cases.append((e, INSERT, code_pb2.INVALID_ARGUMENT))  # not this table's action
     e = c.table_entry("LegoIngress.split_group", None, "LegoIngress.set_groups",
                       {"primary": 2, "mirror": 5, "epoch": 0})
@@ -239,7 +240,7 @@ def test_batch_reports_each_failed_update(clients, server):
     with pytest.raises(WriteFailed) as exc:
         c.write(ups)
     assert codes(exc.value) == [(2, code_pb2.ALREADY_EXISTS), (4, code_pb2.NOT_FOUND)]
-    assert sorted(int(b) for b in (server.service.pipeline.state.bucket_owner >= 0).nonzero()[0]
+    assert sorted(int(b) for b in (server.service.pipeline.state.bucket_owner[0] >= 0).nonzero()[0]
                   ) == [1, 2, 3]  # CONTINUE_ON_ERROR: the others applied
 
 
@@ -258,21 +259,23 @@ def test_rollback_on_error_applies_nothing(clients, server):
 def test_table_round_trip_with_zero_padded_bytes(clients, server):
     c = clients()
     e = owner_entry(c, 5, 3)
-    e.match[0].exact.value = b"\x00\x00\x05"  # padded past the width: still bucket 5
+    fid = c.index.match_field("bucket_owner", "meta.bucket").id
+    bucket = next(m for m in e.match if m.field_id == fid)
+    bucket.exact.value = b"\x00\x00\x05"  # padded past the width: still bucket 5
     e.action.action.params[0].value = b"\x00\x03"
     c.insert(e)
     got = c.read(p4r.Entity(table_entry=p4r.TableEntry(
         table_id=c.index.id(P4Type.TABLE, "LegoIngress.bucket_owner"))))
     assert len(got) == 1
-    assert got[0].table_entry.match[0].exact.value == b"\x05"
+    assert next(m for m in got[0].table_entry.match if m.field_id == fid).exact.value == b"\x05"
     assert got[0].table_entry.action.action.params[0].value == b"\x03"
     c.modify(owner_entry(c, 5, 4))
     one = c.read(p4r.Entity(table_entry=owner_entry(c, 5, 0)))
     assert one[0].table_entry.action.action.params[0].value == b"\x04"
-    assert server.service.pipeline.state.bucket_owner[5] == 4
+    assert server.service.pipeline.state.bucket_owner[0, 5] == 4
     c.delete(owner_entry(c, 5, 4))
     assert c.read(p4r.Entity(table_entry=p4r.TableEntry())) == []
-    assert server.service.pipeline.state.bucket_owner[5] == -1
+    assert server.service.pipeline.state.bucket_owner[0, 5] == -1
 
 
 def test_default_entry_modify_read_and_reset(clients, server):

@@ -32,10 +32,12 @@ SCRIPT = textwrap.dedent("""
         out["tables"] = sorted(name for name, _ in sh.context.get_objs(P4Type.table))
         te = sh.TableEntry("LegoIngress.bucket_owner")(action="LegoIngress.to_replica")
         te.match["meta.bucket"] = "5"
+        te.match["meta.version"] = "0"
         te.action["port"] = "3"
         te.insert()
         dup = sh.TableEntry("LegoIngress.bucket_owner")(action="LegoIngress.to_replica")
         dup.match["meta.bucket"] = "5"
+        dup.match["meta.version"] = "0"
         dup.action["port"] = "4"
         try:
             dup.insert()
@@ -89,7 +91,7 @@ def test_p4runtime_shell_api_lists_inserts_reads(server):
     assert out["counter"] == [[5, 0]]
     assert out["api"] == "1.4.1"
     state = server.service.pipeline.state
-    assert state.bucket_owner[5] == 3 and state.mirror_group == pl.GROUP_DSTIP
+    assert state.bucket_owner[0, 5] == 3 and state.mirror_group == pl.GROUP_DSTIP
     assert state.clone_sessions[4].replicas == [3]
 
 

@@ -118,9 +118,10 @@ def make_pipeline(primary: int = pl.GROUP_SRCIP, mirror: int = pl.GROUP_NONE,
     pl.apply_default(s, pl.T_SPLIT_GROUP, pl.A_SET_GROUPS, {"primary": primary, "mirror": mirror})
     for b in range(pl.N_BUCKETS):
         port = owners[b % len(owners)]
-        pl.apply_entry(s, pl.T_BUCKET_OWNER, {"meta.bucket": b}, pl.A_TO_REPLICA, {"port": port})
-        pl.apply_entry(s, pl.T_MIRROR_OWNER, {"meta.mirror_bucket": b}, pl.A_MIRROR_TO,
-                       {"port": port})
+        pl.apply_entry(s, pl.T_BUCKET_OWNER, {"meta.version": 0, "meta.bucket": b},
+                       pl.A_TO_REPLICA, {"port": port})
+        pl.apply_entry(s, pl.T_MIRROR_OWNER, {"meta.version": 0, "meta.mirror_bucket": b},
+                       pl.A_MIRROR_TO, {"port": port})
     for port in owners:
         pl.set_clone_session(s, port + pl.CLONE_SESSION_BASE, [port], 0)
     return p
@@ -232,7 +233,7 @@ def test_clone_needs_its_session_and_is_truncated_and_replicated():
 def test_unowned_primary_is_dropped_but_still_cloned():
     (f, bs, bd), _ = _two_owner_frames()
     p = make_pipeline(pl.GROUP_SRCIP, pl.GROUP_DSTIP)
-    pl.remove_entry(p.state, pl.T_BUCKET_OWNER, {"meta.bucket": bs})
+    pl.remove_entry(p.state, pl.T_BUCKET_OWNER, {"meta.version": 0, "meta.bucket": bs})
     out = p.process([f], TRAFFIC, 0)
     assert [port for port, _ in out] == [owner_of(bd)]
     assert p.state.counters[pl.C_EVENT][pl.EVENT_UNOWNED, 0] == 1

@@ -62,7 +62,7 @@ def lab_switch():
                             ("LegoIngress.mirror_owner", "meta.mirror_bucket",
                              "LegoIngress.mirror_to")):
                         ups.append(c.update(p4r.Update.INSERT, {"table_entry": c.table_entry(
-                            table, {key: b}, action, {"port": _owner(b)})}))
+                            table, {"meta.version": 0, key: b}, action, {"port": _owner(b)})}))
                 c.write(ups)
                 for port in (R1, R2):
                     c.clone_session(port + pl.CLONE_SESSION_BASE, [port])

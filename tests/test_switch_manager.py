@@ -23,7 +23,7 @@ from lego.control.p4rt_errors import WriteError
 from lego.control.policy_buckets import initial_assignment
 from lego.control.switch_manager import SwitchManager
 from lego.control.switch_rebalance import CounterDeltas, plan_moves
-from lego.control.switch_state import SwitchPlan, SwitchState, desired_state, diff
+from lego.control.switch_state import SwitchPlan, SwitchState, desired_state, diff, owner_key
 from lego.errors import ConfigError
 from lego.ext.features import state_groups
 from lego.p4src import pipeline as pl
@@ -34,6 +34,7 @@ pytestmark = pytest.mark.timeout(120)
 TRAFFIC, R1, R2, R3, R4, COLLECTOR = 1, 2, 3, 4, 5, 9
 REPLICAS = (R1, R2, R3)
 FULL_PLAN_UPDATES = 2 * pl.N_BUCKETS + 3 + 1 + 4  # owners, sessions, split default, roles
+NO_OWNERS = np.full(pl.N_BUCKETS, -1)  # a version nobody wrote
 
 
 # ---------------------------------------------------------------- frames and reference
@@ -113,11 +114,13 @@ class RecordingHooks:
         self.calls: list[tuple] = []
 
     def on_buckets_moving(self, moves):
-        owners = self.server.service.pipeline.state.bucket_owner
+        st = self.server.service.pipeline.state
+        owners = st.bucket_owner[st.version]
         self.calls.append(("moving", list(moves), [int(owners[m.bucket]) for m in moves]))
 
     def on_buckets_moved(self, moves, seq_hint):
-        owners = self.server.service.pipeline.state.bucket_owner
+        st = self.server.service.pipeline.state
+        owners = st.bucket_owner[st.version]
         self.calls.append(("moved", list(moves), [int(owners[m.bucket]) for m in moves],
                            dict(seq_hint)))
 
@@ -126,14 +129,16 @@ class RecordingHooks:
 def test_diff_is_empty_for_equal_states_and_orders_sessions_owners_deletes():
     plan = lego_plan()
     owners = initial_assignment(pl.N_BUCKETS, list(REPLICAS))
-    want = desired_state(plan, owners)
+    want = desired_state(plan, owners)  # both versions hold ``owners``
     assert diff(want, want) == []
-    changes = diff(SwitchState(), want)
+    assert len(diff(SwitchState(), want)) == FULL_PLAN_UPDATES + 2 * pl.N_BUCKETS
+    # a fresh switch: the version frames do not read stays empty
+    changes = diff(SwitchState(), desired_state(plan, owners, previous=NO_OWNERS))
     assert len(changes) == FULL_PLAN_UPDATES
     kinds = [("clone" if isinstance(c.item, CloneSpec) else c.item.table) for c in changes]
-    assert kinds[:3] == ["clone"] * 3 and kinds[3] == pl.T_SPLIT_GROUP
-    assert kinds[4:6] == [pl.T_BUCKET_OWNER, pl.T_MIRROR_OWNER]
-    assert changes[4].item.key[0][1] == changes[5].item.key[0][1] == 0
+    assert kinds[:3] == ["clone"] * 3 and kinds[-1] == pl.T_SPLIT_GROUP
+    assert kinds[3:5] == [pl.T_BUCKET_OWNER, pl.T_MIRROR_OWNER]
+    assert owner_key(changes[3].item.key) == owner_key(changes[4].item.key) == (0, 0)
     # scale-in of R3: owners change, then its session and role go last
     smaller = plan.with_replicas((R1, R2))
     owners2 = np.where(owners == R3, R1, owners)
@@ -141,6 +146,56 @@ def test_diff_is_empty_for_equal_states_and_orders_sessions_owners_deletes():
     assert [c.op for c in ch[-2:]] == [DELETE, DELETE]
     assert isinstance(ch[-1].item, CloneSpec) and ch[-1].item.session_id == R3 + 1
     assert all(c.op == MODIFY for c in ch[:-2])
+
+
+def _apply_one(state: pl.PipelineState, change) -> None:
+    """One update, as a target that applies a Write's updates one by one does."""
+    item = change.item
+    if isinstance(item, CloneSpec):
+        if change.op == DELETE:
+            pl.remove_clone_session(state, item.session_id)
+        else:
+            pl.set_clone_session(state, item.session_id, list(item.ports), item.truncate)
+    elif item.is_default:
+        pl.apply_default(state, item.table, item.action, dict(item.params))
+    elif change.op == DELETE:
+        pl.remove_entry(state, item.table, dict(item.key))
+    else:
+        pl.apply_entry(state, item.table, dict(item.key), item.action, dict(item.params))
+
+
+def test_a_move_applied_update_by_update_splits_every_frame_by_one_assignment():
+    """BMv2 applies a Write's updates one at a time. After every one of them, each
+    frame must be split wholly by the old assignment or wholly by the new one (its
+    primary and its clone), with the old epoch or the new: otherwise a replica gets
+    a bucket's packets out of order across the move."""
+    plan = lego_plan()
+    old = initial_assignment(pl.N_BUCKETS, list(REPLICAS))
+    new = np.where(old == R1, R3, np.where(old == R3, R1, old))  # two replicas swap
+    frames = [udp_frame(a, b) for a in HOSTS for b in HOSTS if a != b]
+    records, _ = pl.parse_keys(frames)
+    pipe = pl.Pipeline()
+    for c in diff(SwitchState(), desired_state(plan, old, 4, previous=NO_OWNERS)):
+        _apply_one(pipe.state, c)
+
+    def split() -> tuple:
+        d = pipe.decide(records)
+        return d.owner.tolist(), d.clone_owner.tolist(), pipe.state.epoch
+
+    before = split()
+    moved = desired_state(plan, new, 5, previous=old)
+    fresh = pl.Pipeline()
+    for c in diff(SwitchState(), moved):
+        _apply_one(fresh.state, c)
+    d = fresh.decide(records)
+    after = (d.owner.tolist(), d.clone_owner.tolist(), 5)
+    assert after != before
+    changes = diff(desired_state(plan, old, 4, previous=NO_OWNERS), moved)
+    assert len(changes) > 2 * 300
+    for i, c in enumerate(changes):
+        _apply_one(pipe.state, c)
+        assert split() in (before, after), f"after update {i}, frames are split by a mix"
+    assert split() == after
 
 
 def test_plan_rejects_bad_ports_and_unsplittable_plans():
@@ -180,7 +235,7 @@ def test_sync_installs_algorithm1_plan_and_frames_reach_owners(servers, clients)
     assert report.write_rpcs == 1
     state = srv.service.pipeline.state
     assert (state.primary_group, state.mirror_group) == (pl.GROUP_SRCIP, pl.GROUP_DSTIP)
-    assert (state.bucket_owner[:pl.N_BUCKETS] == state.mirror_owner[:pl.N_BUCKETS]).all()
+    assert (state.bucket_owner[0, :pl.N_BUCKETS] == state.mirror_owner[0, :pl.N_BUCKETS]).all()
     assert_frames_follow(srv, mgr.owners, HOSTS, truncate=64)
     # clones are truncated to the plan's length, primaries are not
     got = deliver(srv, [udp_frame("10.0.0.1", h) for h in HOSTS[1:]])
@@ -213,7 +268,8 @@ def test_controller_restart_writes_nothing_then_fixes_only_what_differs(servers,
     n = c2.names
     b = host_bucket(HOSTS[0])
     other = R1 if owners[b] != R1 else R2
-    c2.write([n.update(MODIFY, TableRow(pl.T_MIRROR_OWNER, (("meta.mirror_bucket", b),),
+    c2.write([n.update(MODIFY, TableRow(pl.T_MIRROR_OWNER,
+                                        (("meta.mirror_bucket", b), ("meta.version", 0)),
                                         pl.A_MIRROR_TO, (("port", other),))),
               n.update(DELETE, CloneSpec(R4 + 1, (R4,))),
               n.update(INSERT, TableRow(pl.T_PORT_ROLE,
@@ -331,21 +387,27 @@ def test_partial_write_failure_is_reported_by_index_and_resynced(servers, client
     c = clients(srv.grpc_addr)
     mgr = SwitchManager(c, lego_plan(), device_config=b"", batch_size=100)
     mgr.sync()
-    # somebody deletes bucket 250 of bucket_owner behind the manager's back
-    c.write([c.names.update(DELETE, TableRow(pl.T_BUCKET_OWNER, (("meta.bucket", 250),),
-                                             None))])
     owners = mgr.owners.copy()
-    # 600 owner updates + the new epoch in split_group's default: 601 updates, 7 Writes
     owners[:300] = np.where(owners[:300] == R1, R2, R1)
+    # somebody writes bucket 250 of bucket_owner's idle version behind the manager's back
+    c.write([c.names.update(INSERT, TableRow(pl.T_BUCKET_OWNER,
+                                             (("meta.bucket", 250), ("meta.version", 1)),
+                                             pl.A_TO_REPLICA, (("port", R4),)))])
+    # the move writes all 2 x 1,024 owner entries of the idle version, then the new
+    # epoch in split_group's default: 2,049 updates, 21 Writes; the sixth fails
     with pytest.raises(WriteError) as info:
         mgr.apply(mgr.plan, owners)
-    assert info.value.indices == [501] and info.value.total == 601
-    assert [f.code for f in info.value.failures] == [code_pb2.NOT_FOUND]
+    assert info.value.indices == [500] and info.value.total == 2049
+    assert [f.code for f in info.value.failures] == [code_pb2.ALREADY_EXISTS]
     assert "meta.bucket=250" in info.value.failures[0].update
     assert mgr.installed is None
+    state = srv.service.pipeline.state
+    assert state.epoch == 0  # frames still read the old assignment, whole
     report = mgr.sync()
-    assert report.changes == 1  # the missing entry; everything else was written
-    assert srv.service.pipeline.state.bucket_owner[250] == owners[250]
+    # the failed entry, the Writes never sent, the epoch (the failed Write applied its
+    # other 99 updates: P4Runtime's default CONTINUE_ON_ERROR)
+    assert report.changes == 1 + (2 * pl.N_BUCKETS - 600) + 1
+    assert state.epoch == 1 and state.bucket_owner[1, 250] == owners[250]
     assert_frames_follow(srv, owners, HOSTS)
 
 
