@@ -193,7 +193,10 @@ def test_skewed_buckets_are_rebalanced_live_with_exact_scores(trace_model, monke
         model, 2, mode="graph", name="<live rebalance test>",
         scaling={"fe": False, "uln": False, "standby": False, "fe_standby": False,
                  "adopt_grace": 0.3, "rebalance_s": 0.5, "rebalance_tolerance": 0.25,
-                 "cooldown": 0.5},
+                 "cooldown": 0.5,
+                 # the agent runs in this process: in a full suite on 2 cores its
+                 # heartbeats paused 0.72 s once, and the host was taken for lost
+                 "agent_timeout": 2.0},
         hosts=[{"name": "nf1", "ports": [2, 3], "cores": 16}])
     rt = ControllerRuntime(cfg, TOKEN)
     rt.server.start()
