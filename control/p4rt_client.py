@@ -63,6 +63,10 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
+    # a Write's per-update errors come back in the trailing metadata: 1,024 failed
+    # updates are ~86 KB, past gRPC's 16 KB default, which drops the call and the stream
+    ("grpc.max_metadata_size", MAX_MESSAGE),
+    ("grpc.absolute_max_metadata_size", MAX_MESSAGE),
 ]
 _Action = p4runtime_pb2.SetForwardingPipelineConfigRequest
 _STREAM_CLOSED = object()

@@ -132,6 +132,21 @@ def test_failed_batch_reports_each_failed_update_by_index(servers, clients):
     assert srv.service.pipeline.state.bucket_owner[0, :5].tolist() == [4, 2, 4, 2, 4]
 
 
+def test_a_write_with_a_thousand_failed_updates_reports_each(servers, clients):
+    """Per-update errors travel in the trailing metadata: far past gRPC's default
+    16 KB here, and the client must still read them (and keep its stream)."""
+    srv = servers(with_pipeline=True)
+    c = clients(srv.grpc_addr)
+    c.connect()
+    rows = [c.names.update(INSERT, owner_row(b, 2)) for b in range(pl.N_BUCKETS)]
+    c.write(rows)
+    with pytest.raises(WriteError) as info:
+        c.write(rows)
+    assert info.value.indices == list(range(pl.N_BUCKETS))
+    assert {f.code for f in info.value.failures} == {code_pb2.ALREADY_EXISTS}
+    assert c.read_tables([pl.T_BUCKET_OWNER], defaults=False)  # the same stream still reads
+
+
 def test_failed_update_in_a_later_batch_keeps_its_index(servers, clients):
     srv = servers(with_pipeline=True)
     c = clients(srv.grpc_addr)
