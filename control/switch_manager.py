@@ -157,8 +157,10 @@ class SwitchManager:
                 self.owners = initial_assignment(pl.N_BUCKETS, list(self.plan.replica_ports))
         self.installed = current
         # the version frames do not read stays as it is (a move cut short may have
-        # half-written it; frames read the other until the epoch changes)
+        # half-written it; frames read the other until the epoch changes); on a fresh
+        # switch both get the assignment, so that a move writes only its own buckets
         idle = current.owners(version=1 - (self.epoch & 1))
+        idle = None if (idle < 0).all() else idle
         changes = diff(current, desired_state(self.plan, self.owners, self.epoch, idle))
         rpcs = self._write(changes)
         log.info("switch %s: sync wrote %d updates in %d Write(s)%s", self.client.switch,

@@ -33,7 +33,8 @@ pytestmark = pytest.mark.timeout(120)
 
 TRAFFIC, R1, R2, R3, R4, COLLECTOR = 1, 2, 3, 4, 5, 9
 REPLICAS = (R1, R2, R3)
-FULL_PLAN_UPDATES = 2 * pl.N_BUCKETS + 3 + 1 + 4  # owners, sessions, split default, roles
+# both owner tables in both versions, sessions, split default, roles
+FULL_PLAN_UPDATES = 2 * 2 * pl.N_BUCKETS + 3 + 1 + 4
 NO_OWNERS = np.full(pl.N_BUCKETS, -1)  # a version nobody wrote
 
 
@@ -131,10 +132,10 @@ def test_diff_is_empty_for_equal_states_and_orders_sessions_owners_deletes():
     owners = initial_assignment(pl.N_BUCKETS, list(REPLICAS))
     want = desired_state(plan, owners)  # both versions hold ``owners``
     assert diff(want, want) == []
-    assert len(diff(SwitchState(), want)) == FULL_PLAN_UPDATES + 2 * pl.N_BUCKETS
-    # a fresh switch: the version frames do not read stays empty
+    assert len(diff(SwitchState(), want)) == FULL_PLAN_UPDATES
+    # the version frames do not read left empty
     changes = diff(SwitchState(), desired_state(plan, owners, previous=NO_OWNERS))
-    assert len(changes) == FULL_PLAN_UPDATES
+    assert len(changes) == FULL_PLAN_UPDATES - 2 * pl.N_BUCKETS
     kinds = [("clone" if isinstance(c.item, CloneSpec) else c.item.table) for c in changes]
     assert kinds[:3] == ["clone"] * 3 and kinds[-1] == pl.T_SPLIT_GROUP
     assert kinds[3:5] == [pl.T_BUCKET_OWNER, pl.T_MIRROR_OWNER]
@@ -387,26 +388,24 @@ def test_partial_write_failure_is_reported_by_index_and_resynced(servers, client
     c = clients(srv.grpc_addr)
     mgr = SwitchManager(c, lego_plan(), device_config=b"", batch_size=100)
     mgr.sync()
+    # somebody deletes bucket 250 of bucket_owner's idle version behind its back
+    c.write([c.names.update(DELETE, TableRow(pl.T_BUCKET_OWNER,
+                                             (("meta.bucket", 250), ("meta.version", 1)),
+                                             None))])
     owners = mgr.owners.copy()
     owners[:300] = np.where(owners[:300] == R1, R2, R1)
-    # somebody writes bucket 250 of bucket_owner's idle version behind the manager's back
-    c.write([c.names.update(INSERT, TableRow(pl.T_BUCKET_OWNER,
-                                             (("meta.bucket", 250), ("meta.version", 1)),
-                                             pl.A_TO_REPLICA, (("port", R4),)))])
-    # the move writes all 2 x 1,024 owner entries of the idle version, then the new
-    # epoch in split_group's default: 2,049 updates, 21 Writes; the sixth fails
+    # 600 owner updates in the idle version, then the new epoch in split_group's
+    # default: 601 updates, 7 Writes; the sixth fails on bucket 250
     with pytest.raises(WriteError) as info:
         mgr.apply(mgr.plan, owners)
-    assert info.value.indices == [500] and info.value.total == 2049
-    assert [f.code for f in info.value.failures] == [code_pb2.ALREADY_EXISTS]
+    assert info.value.indices == [500] and info.value.total == 601
+    assert [f.code for f in info.value.failures] == [code_pb2.NOT_FOUND]
     assert "meta.bucket=250" in info.value.failures[0].update
     assert mgr.installed is None
     state = srv.service.pipeline.state
     assert state.epoch == 0  # frames still read the old assignment, whole
     report = mgr.sync()
-    # the failed entry, the Writes never sent, the epoch (the failed Write applied its
-    # other 99 updates: P4Runtime's default CONTINUE_ON_ERROR)
-    assert report.changes == 1 + (2 * pl.N_BUCKETS - 600) + 1
+    assert report.changes == 2  # the missing entry, then the epoch; the rest was written
     assert state.epoch == 1 and state.bucket_owner[1, 250] == owners[250]
     assert_frames_follow(srv, owners, HOSTS)
 
@@ -419,7 +418,7 @@ def test_cli_controller_syncs_once_and_a_rerun_writes_nothing(servers, capsys):
     argv = ["controller", "--switch", srv.grpc_addr, "--traffic-port", "1", "--replica", "2",
             "--replica", "3", "--forward", "2:9", "--truncate", "64", "--once"]
     assert main(argv) == 0
-    assert "2054 updates written, pipeline pushed" in capsys.readouterr().out
+    assert "4102 updates written, pipeline pushed" in capsys.readouterr().out
     state = srv.service.pipeline.state
     assert (state.primary_group, state.mirror_group) == (pl.GROUP_SRCIP, pl.GROUP_DSTIP)
     assert state.port_roles[2] == (pl.ROLE_FORWARD, 9) and state.clone_sessions[4].replicas == [3]
