@@ -50,8 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scaling", choices=("on", "off"), default="on",
                    help="off: the same run with the controller's scaling policy disabled")
     p.add_argument("--sla-ms", type=float, metavar="MS",
-                   help="p99 latency target, switch ingress to decision (default: from "
-                        "the calibration, 4 batches at one replica's capacity)")
+                   help="p99 latency target, switch ingress to decision (default: 1000)")
     p.set_defaults(func=cmd_run)
 
 
