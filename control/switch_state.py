@@ -39,12 +39,10 @@ GROUP_IDS = {SplitGroup.SRC_MAC_SRC_IP: pl.GROUP_SRCMAC_SRCIP, SplitGroup.SRC_IP
              SplitGroup.SRC_IP_DST_IP: pl.GROUP_SRCIP_DSTIP, SplitGroup.SOCKET: pl.GROUP_SOCKET,
              SplitGroup.DST_IP: pl.GROUP_DSTIP}
 
-# the program's own defaults: what a table holds when nobody wrote its default
-INITIAL_DEFAULTS = {
-    pl.T_PORT_ROLE: (pl.A_ROLE_DROP, ()),
-    pl.T_BUCKET_OWNER: (pl.A_UNOWNED, ()),
-    pl.T_MIRROR_OWNER: (pl.A_MIRROR_UNOWNED, ()),
-}
+# the program's own defaults (what a table holds when nobody wrote its default), but
+# split_group's: that one is the plan's, always written (it carries the epoch)
+INITIAL_DEFAULTS = {t: (a, pairs(p)) for t, (a, p) in pl.INITIAL_DEFAULTS.items()
+                    if t != pl.T_SPLIT_GROUP}
 
 
 def split_groups(plan: SplitPlan) -> tuple[int, int]:

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lego.errors import LegoError
+from lego.topo.mn_cleanup import kill_all
 from lego.topo.mn_topology import NFHostSpec, Topology
 
 HEAD_PORT = 6380  # GCS; not Redis' 6379, which a developer machine may already use
@@ -173,26 +173,9 @@ class RayCluster:
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop this cluster's processes, and only them (``ray stop`` would stop every
         Ray process of the machine, a user's own cluster too)."""
-        pids = self.pids()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + grace_s
-            while pids and time.monotonic() < deadline:
-                pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
-                time.sleep(0.1)
+        kill_all(self.pids(), grace_s)
 
     def env(self) -> dict[str, str]:
         """The environment of every node and driver of this cluster."""
         return dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
                     RAY_AUTH_TOKEN_PATH=str(self.token_file))
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False

@@ -164,21 +164,22 @@ def capture_epoch_s(pcaps: list[Path], sample: int = 20_000) -> float | None:
     the smallest (capture time - shim timestamp) over their first frames. Where the
     switch does not say its epoch (BMv2), latencies measured from it are short by
     the fastest frame's switch-to-host delay (tens of microseconds)."""
+    from lego.bricks.kitsune_bricks import Frames, strip_shims
     from lego.ext.packets import open_trace
-    from lego.p4src.pipeline import strip_shim
-    from lego.p4src.pipeline_parser import ETHERTYPE_LEGO
 
-    lego_type = ETHERTYPE_LEGO.to_bytes(2, "big")
-    best = None
+    best = []
     for p in pcaps:
-        for raw in open_trace(p).raw_batches(sample):
-            for i in range(len(raw)):
-                frame = raw.frame(i)
-                if frame[12:14] == lego_type:
-                    d = float(raw.ts[i]) - strip_shim(frame)[0].ts_us / 1e6
-                    best = d if best is None else min(best, d)
-            break
-    return best
+        raw = next(iter(open_trace(p).raw_batches(sample)), None)
+        if raw is None:
+            continue
+        ts = np.asarray(raw.ts, dtype=np.float64)
+        f = Frames(raw.buffer, raw.offsets, raw.caplens, raw.origlens, ts, raw.linktypes,
+                   np.zeros(len(raw), dtype=np.uint64))
+        out, _, shim = strip_shims(f)
+        if shim is not None:
+            shimmed = out.offsets != np.asarray(f.offsets, dtype=np.int64)
+            best.append(float(np.min(ts[shimmed] - shim.ts_us[shimmed] / 1e6)))
+    return min(best) if best else None
 
 
 def offline_scores(pcaps: list[Path], model: Path, semantics: str = "lego"
