@@ -1,18 +1,18 @@
 """Elasticity: seconds from overload detected to the new replica receiving traffic.
 
 A live system (:mod:`lego.control.controller_testbed`: the software target's
-P4Runtime server, the controller and one agent in this process, brick
-processes, frames driven through the target's pipeline model into each port's
-feed) carries a synthetic trace at a steady rate. The scaling policy is then
+P4Runtime server and the controller in this process, the bricks as actors on a
+local Ray cluster, frames driven through the target's pipeline model into each
+port's feed) carries a synthetic trace at a steady rate. The scaling policy is then
 armed with a hair trigger (high watermark 0.001, no dwell), so the next load
 report is an overload; the clock starts at the policy's decision (``t_detect``)
 and stops at the new replica's first batch (its own wall clock, reported).
 
 - ULN scale-out: warm = a standby replica is promoted (a route to it);
-  baseline cold = a replica process is started, then routed.
+  baseline cold = a replica actor is created (its brick started), then routed.
 - FE scale-out (a feature-extraction replica on another switch port): warm = a
   standby graph owning no buckets gets buckets (the switch write and the state
-  move); baseline cold = a graph of five brick processes is started first.
+  move); baseline cold = a graph of five brick actors is created first.
   The buckets moved are those the last per-bucket load window says even the
   load (a few, on this trace), as in a running system.
   "frames" = the new replica's first batch (its rows are held until the state
@@ -34,11 +34,10 @@ import time
 from pathlib import Path
 
 from bench.common import Row, latency_row
-from lego.bricks.brick_agent_remote import RemoteAgent
 from lego.bricks.kitsune_graph import train_model
 from lego.control.controller_config import config_from_dict
 from lego.control.controller_io import ControllerRuntime
-from lego.control.controller_testbed import TOKEN, Driver, system_config, wait_for
+from lego.control.controller_testbed import TOKEN, Driver, brick_dir, system_config, wait_for
 from lego.control.policy_scaling import ScalingConfig, ScalingPolicy
 from lego.p4src import pipeline as pl
 from lego.topo.p4runtime_server import P4RuntimeServer
@@ -63,19 +62,16 @@ class System:
                                       "adopt_grace": 0.3})
         self.cfg = config_from_dict(data, "<bench elastic>")
         self.rt = ControllerRuntime(self.cfg, TOKEN)
-        self.rt.server.start()
-        self.agent = RemoteAgent(self.rt.address, TOKEN, "nf1", 16, work / "a",
-                                 bind="127.0.0.1:0")
         self.driver: Driver | None = None
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
         try:
-            self.agent.start()
             self.rt.start()
             want = ["dec-2/0"] + (["dec-3/0"] if warm else [])
-            wait_for(lambda: all(b in self.agent.board.registered for b in want), 60,
+            wait_for(lambda: all(b in self.rt.engine.incarnations for b in want), 60,
                      "the graphs")
-            self.driver = Driver(self.srv, trace, {2: work / "a", 3: work / "a"}, linger_ms=0)
+            self.driver = Driver(self.srv, trace, {p: brick_dir(work, "nf1") for p in (2, 3)},
+                                 linger_ms=0)
         except BaseException:
             self.close()
             raise
@@ -106,8 +102,11 @@ class System:
 
     def first_in(self, brick: str, timeout: float = 60.0) -> float:
         """Wall clock of ``brick``'s first batch."""
-        return wait_for(lambda: self.agent.board.latest.get(brick, {}).get("extra", {})
-                        .get("first_in"), timeout, f"{brick}'s first batch")
+        def first() -> float | None:
+            b = self.rt.core.bricks.get(brick)
+            return b.load.get("extra", {}).get("first_in") if b is not None else None
+
+        return wait_for(first, timeout, f"{brick}'s first batch")
 
     def event_after(self, kind: str, t: float, timeout: float = 60.0) -> dict:
         return wait_for(lambda: next((e for e in self.rt.core.events
@@ -118,8 +117,7 @@ class System:
         self.stop.set()
         if self.thread is not None:
             self.thread.join(10)
-        self.rt.close()
-        self.agent.close(grace=2.0)
+        self.rt.close(stop_bricks=True)
         if self.driver is not None:
             self.driver.close()
         self.srv.stop()
@@ -145,7 +143,10 @@ def measure(work: Path, trace, model: Path, warm: bool) -> dict[str, float]:
 def run(quick: bool) -> list[Row]:
     if hasattr(os, "sched_setaffinity"):  # a system of processes: every core (the driver
         os.sched_setaffinity(0, range(os.cpu_count() or 1))  # pins benchmarks to one)
+    from lego.testing import LocalRay
+
     tmp = Path(tempfile.mkdtemp(prefix="lgel", dir="/tmp"))
+    ray = LocalRay({"nf1": {"ports": [2, 3], "cpus": 2}})  # the bricks as Ray actors
     try:
         tr = generate(seed=3, packets=60_000 if quick else 150_000)
         pcap = tmp / "trace.pcap"
@@ -154,6 +155,7 @@ def run(quick: bool) -> list[Row]:
         cold = measure(tmp / "cold", tr, model, warm=False)
         warm = measure(tmp / "warm", tr, model, warm=True)
     finally:
+        ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
     out = []
     for key, what in (("uln", "ULN scale-out: overload detected -> new replica's first batch"),

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import select
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
@@ -54,6 +53,7 @@ from lego.errors import ModelError
 from lego.ext.batch import PacketBatch
 from lego.ext.features import make_extractor
 from lego.ext.kitnet import KitNET
+from lego.ext.packets import packet_socket
 
 log = logging.getLogger(__name__)
 
@@ -306,9 +306,8 @@ class PacketBatching:
         from lego.ext import require_built
 
         afp = require_built("_afpacket")
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        sock = packet_socket(self.interface)
         try:
-            sock.bind((self.interface, 0))
             reader = afp.BatchSocket(sock.fileno(), 256)
             waiter = select.poll()
             waiter.register(sock.fileno(), select.POLLIN)

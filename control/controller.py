@@ -149,6 +149,7 @@ class ControllerCore:
                                          "retired_scores": 0, "retired_alerts": 0}
         self.switch: dict[str, Any] = {}
         self.pending: set[int] = set()  # ports to start a graph on once their agent comes
+        self.heard_until: float | None = None  # see _check_agents
         # rebalance: the last load window (start, end, load per replica port), switch
         # commands issued and not yet done, when the last one ended, the next check
         self.bucket_window: tuple[float, float, dict[int, float]] | None = None
@@ -447,14 +448,26 @@ class ControllerCore:
                         {"tolerance": sc["rebalance_tolerance"]})]
 
     def _check_agents(self, now: float) -> list[Command]:
+        """Hosts unheard for ``agent_timeout``, counted up to ``heard_until`` (the
+        start of the I/O's last completed round of reads) when the I/O sets it: a
+        stalled controller is no silence of the hosts."""
         cmds = []
+        until = now if self.heard_until is None else self.heard_until
         for a in list(self.agents.values()):
-            if a.alive and now - a.last_seen > self.cfg.scaling["agent_timeout"]:
-                a.alive = False
-                self.counters["agents_lost"] += 1
-                self.event(now, "agent_lost", host=a.host, silent_s=round(now - a.last_seen, 3))
-                cmds += self._reassign_host(now, a.host)
+            if a.alive and until - a.last_seen > self.cfg.scaling["agent_timeout"]:
+                cmds += self.on_host_lost(now, a.host, silent_s=round(until - a.last_seen, 3))
         return cmds
+
+    def on_host_lost(self, now: float, host: str, **why: Any) -> list[Command]:
+        """The host is gone (its Ray node dead, or silent): its buckets go to live
+        ports, its keyed state is lost (counted)."""
+        a = self.agents.get(host)
+        if a is None or not a.alive:
+            return []
+        a.alive = False
+        self.counters["agents_lost"] += 1
+        self.event(now, "agent_lost", host=host, **why)
+        return self._reassign_host(now, host)
 
     def _reassign_host(self, now: float, host: str) -> list[Command]:
         """The host is gone: its ports' buckets go to live ports, their state is lost."""

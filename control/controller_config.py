@@ -39,12 +39,18 @@
     fe = true                      # scale feature extraction (graphs on more switch ports)
     fe_standby = true              # keep one warm graph owning no buckets (scale out = a move)
     uln = true                     # scale the ULN replicas of each graph
-    agent_timeout = 0.7            # silent this long (3 heartbeats missed): the agent is lost
+    agent_timeout = 0.7            # a host unheard this long (its Ray node gone) is lost
     rebalance_s = 5.0              # check the FE replicas' bucket loads this often (0: never)
     rebalance_tolerance = 0.2      # rebalance when the busiest > (1 + this) x the mean
 
     [placement]
     mode = "graph"                 # graph | brick
+
+    [ray]                          # the cluster engine: one Ray node per NF host
+    address = "10.0.0.254:6380"    # the head (GCS); "" = a local Ray started here
+    namespace = "lego"             # the bricks' named actors live here
+    workdir = "/tmp/lego-bricks"   # each host's bricks' sockets and logs: workdir/<host>
+    max_restarts = 3               # Ray restarts a dead brick this often
 
     [[hosts]]
     name = "nf1"
@@ -84,6 +90,8 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
                 "adopt_grace": ((int, float), 2.0), "rebalance_s": ((int, float), 5.0),
                 "rebalance_tolerance": ((int, float), 0.2)},
     "placement": {"mode": (str, "graph")},
+    "ray": {"address": (str, ""), "namespace": (str, "lego"), "workdir": (str, "/tmp/lego-bricks"),
+            "max_restarts": (int, 3)},
 }
 _HOST_KEYS: dict[str, tuple[Any, Any]] = {"name": (str, None), "ports": (list, None),
                                           "interfaces": (list, []), "cores": ((int, float), 1.0)}
@@ -106,6 +114,7 @@ class Config:
     sla: dict[str, Any]
     scaling: dict[str, Any]
     placement: dict[str, Any]
+    ray: dict[str, Any]
     hosts: tuple[HostConfig, ...] = field(default_factory=tuple)
     where: str = "<config>"
 
@@ -114,6 +123,16 @@ class Config:
             if port in h.ports:
                 return h
         raise ConfigError(f"{self.where}: port {port} belongs to no [[hosts]] entry")
+
+    def host(self, name: str) -> HostConfig:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise ConfigError(f"{self.where}: no [[hosts]] entry named {name!r}")
+
+    def workdir(self, host: str) -> str:
+        """Where ``host``'s bricks keep their sockets and logs (on that host)."""
+        return str(Path(self.ray["workdir"]) / host)
 
     def interface_of(self, port: int) -> str:
         h = self.host_of_port(port)
@@ -193,6 +212,8 @@ def _rules(cfg: Config, base: Path | None) -> None:
     if not 0 <= cfg.scaling["low"] < cfg.scaling["high"] <= 1:
         raise ConfigError(f"{w}: [scaling]: expected 0 <= low < high <= 1, got "
                           f"low={cfg.scaling['low']} high={cfg.scaling['high']}")
+    if cfg.ray["max_restarts"] < 0:
+        raise ConfigError(f"{w}: [ray].max_restarts: expected >= 0")
     if cfg.scaling["rebalance_s"] < 0 or cfg.scaling["rebalance_tolerance"] < 0:
         raise ConfigError(f"{w}: [scaling].rebalance_s and .rebalance_tolerance: expected >= 0")
     if cfg.graph["uln"] < 1 or cfg.graph["batch"] < 1:
@@ -202,7 +223,7 @@ def _rules(cfg: Config, base: Path | None) -> None:
             cfg.interface_of(p)
     if base is not None:
         for sec, key in (("nf", "model"), ("nf", "results"), ("northbound", "token_file"),
-                         ("sla", "profile")):
+                         ("sla", "profile"), ("ray", "workdir")):
             v = getattr(cfg, sec)[key]
             if v and not Path(v).is_absolute():
                 getattr(cfg, sec)[key] = str(base / v)

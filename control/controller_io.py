@@ -1,8 +1,9 @@
-"""The controller's I/O edge: northbound server, agents' clients, the switch, the loop.
+"""The controller's I/O edge: the bricks on Ray, the switch, the status server, the loop.
 
 :class:`ControllerRuntime` feeds :class:`~lego.control.controller.ControllerCore`
-with northbound events (under one lock) and executes its commands on one
-thread, in order: agents over gRPC, the switch through
+with what Ray tells (live NF nodes, the bricks' load reports, bricks Ray
+restarted) under one lock, and executes its commands on one thread, in order:
+brick actors through :class:`~lego.control.ray_bricks.RayBricks`, the switch through
 :class:`~lego.control.switch_manager.SwitchManager`, whose move hooks
 (:class:`LiveMoves`) run :mod:`lego.control.state_move`'s protocol on the live
 feature-extraction bricks:
@@ -26,12 +27,25 @@ the previous read to the end of this one, so a window never hides a move), and
 a ``switch_rebalance`` plans the moves on the last window's per-bucket loads
 and applies them through the same hooks (the keyed state moves exactly).
 
-Start-up (and a controller restart): read the switch's assignment, wait up to
-``adopt_grace`` for the agents to re-register with what they run, start a graph
-for each owned port that has none (a graph running on a port that owns no
-buckets is the warm FE standby), and ``sync`` (which adopts a correct
-assignment and writes nothing). A port whose agent has not registered by then
-gets its graph when the agent does (``ControllerCore.pending``).
+Start-up (and a controller restart): read the switch's assignment, adopt the
+brick actors already running (detached, named: a restarted controller finds
+them), wait up to ``adopt_grace`` for the NF hosts' Ray nodes, start a graph for
+each owned port that has none (a graph running on a port that owns no buckets is
+the warm FE standby), and ``sync`` (which adopts a correct assignment and writes
+nothing). A port whose node has not joined by then gets its graph when it does
+(``ControllerCore.pending``).
+
+Every :data:`WATCH_S` the watch thread reads Ray's node table and every brick's
+load (one actor call each): a host whose node is alive heartbeats with its
+bricks' loads (queue depths computed here from the senders' counts) and its
+quota group's CPU time; a host whose node Ray declared dead is lost at once
+(:data:`~lego.control.ray_bricks.HEALTH_CHECK`: Ray's health checks of the
+raylets, tightened; calls to a dead node's actors hang rather than fail, so the
+bricks' silence is no faster evidence); a brick whose incarnation changed was
+restarted by Ray and
+goes to ``ControllerCore.on_death`` (its upstream re-routed, a lost FE state
+recorded); a finished brick is told to exit once its next hops took its end;
+an actor the core no longer knows (a drained graph) is killed.
 
 Known limits (measured on nothing: reasoned from the protocol):
 
@@ -74,10 +88,11 @@ from typing import Any
 import numpy as np
 
 from lego.control import northbound as nb
-from lego.control.controller import Command, ControllerCore, brick_name
+from lego.control.controller import Command, ControllerCore, brick_name, parse_name
 from lego.control.controller_config import Config
 from lego.control.p4rt_client import P4RuntimeClient
 from lego.control.p4rt_errors import SwitchError, SwitchUnavailable
+from lego.control.ray_bricks import RayBricks
 from lego.control.state_move import plan_move
 from lego.control.switch_manager import SwitchManager
 from lego.control.switch_rebalance import CounterDeltas, bucket_loads, plan_moves, replica_load
@@ -88,6 +103,7 @@ from lego.p4src import pipeline as pl
 log = logging.getLogger(__name__)
 
 LOADS_EVERY_S = 2.0  # per-bucket load window for scale-out/in (background reads)
+WATCH_S = 0.2  # Ray's nodes and the bricks' loads read this often (the heartbeat)
 
 
 class LiveMoves:
@@ -98,13 +114,25 @@ class LiveMoves:
         self.transfer = True
         self._before: np.ndarray | None = None
         self.log: list[dict[str, Any]] = []
+        self._held_seen: dict[str, int] = {}  # FE brick -> rows it held, all moves
 
-    def _fq(self, port: int) -> tuple[nb.Client, str] | None:
+    def _fq(self, port: int) -> str | None:
+        """The FE brick of ``port``'s graph, if its host is alive."""
         core = self.rt.core
         g = core.graphs.get(port)
         if g is None or core.agents.get(g.host) is None or not core.agents[g.host].alive:
             return None
-        return self.rt.agent(g.host), brick_name("fq", port)
+        return brick_name("fq", port)
+
+    def _rows_held(self, brick: str) -> int:
+        """Packets ``brick`` held (closure rule) since the last count: its move counters."""
+        try:
+            rows = int(self.rt.engine.request(brick, {"op": "move_stats"}).get("rows_held", 0))
+        except LegoError:
+            return 0
+        seen = self._held_seen.get(brick, 0)
+        self._held_seen[brick] = max(rows, seen)
+        return max(0, rows - seen)
 
     def on_buckets_moving(self, moves) -> None:
         self._before = self.rt.manager.owners.copy()
@@ -119,26 +147,20 @@ class LiveMoves:
         commands = [(port, {"op": "prepare"}) for port in sources]
         commands += [(port, {"op": "hold", "buckets": b}) for port, b in incoming.items()]
         for port, cmd in commands:
-            fq = self._fq(port)
-            if fq is None:
+            brick = self._fq(port)
+            if brick is None:
                 continue
-            client, brick = fq
-            reply = client.call("Control", nb.pb.BrickControl(
-                brick=brick, command_json=json.dumps(cmd), wait_ack=True, timeout_s=5.0),
-                timeout=10.0)
-            if not reply.ok:
-                raise LegoError(f"{cmd['op']} on {brick}: {reply.reply_json}")
+            reply = self.rt.engine.request(brick, cmd)
+            if not reply.get("ok", True):
+                raise LegoError(f"{cmd['op']} on {brick}: {reply}")
             self._engaged.append(port)
 
     def cancel(self) -> None:
         """The switch write failed: every engaged FE brick goes on as before."""
         for port in dict.fromkeys(getattr(self, "_engaged", [])):
-            fq = self._fq(port)
-            if fq is not None:
-                client, brick = fq
-                client.call("Control", nb.pb.BrickControl(
-                    brick=brick, command_json=json.dumps({"op": "cancel"}), wait_ack=True,
-                    timeout_s=5.0), timeout=10.0)
+            brick = self._fq(port)
+            if brick is not None:
+                self.rt.engine.request(brick, {"op": "cancel"})
         self._engaged = []
 
     def on_buckets_moved(self, moves, seq_hint: dict[int, int]) -> None:
@@ -153,11 +175,10 @@ class LiveMoves:
         for t in transfers:
             by_src.setdefault(t.src, []).append(t)
         for src, ts in by_src.items():
-            fq = self._fq(src) if self.transfer else None
-            if fq is None:
+            brick = self._fq(src) if self.transfer else None
+            if brick is None:
                 record["lost_buckets"] += int(sum(t.buckets.sum() for t in ts))
                 continue
-            client, brick = fq
             base = self.rt.core.graphs[src].base
             after = max(0, seq_hint.get(src, 0) - base) if base >= 0 else 0
             for i, t in enumerate(ts):
@@ -166,27 +187,24 @@ class LiveMoves:
                        "epoch": self.rt.manager.epoch}
                 if i == len(ts) - 1:
                     cmd["keep"] = np.flatnonzero(new == src).tolist()
-                reply = client.call("ExportState", nb.pb.ExportRequest(
-                    brick=brick, command_json=json.dumps(cmd), timeout_s=10.0), timeout=15.0)
-                info = json.loads(reply.reply_json or "{}")
+                info, blob = self.rt.engine.export_state(brick, cmd)
                 if not info.get("ok"):
                     raise LegoError(f"export from {brick}: {info}")
-                blobs.setdefault(t.dst, []).append(reply.blob)
+                blobs.setdefault(t.dst, []).append(blob)
                 record["transfers"] += 1
                 record["entries"] += info.get("entries", 0)
-                record["bytes"] += len(reply.blob)
+                record["bytes"] += len(blob)
                 # where the source cut its stream: the write (by epoch), vs the count hint
                 record.setdefault("export_at", {})[src] = {"cut": info.get("exported_at"),
                                                            "hint": after}
         for dst in sorted({m.new_port for m in moves}):
-            fq = self._fq(dst)
-            if fq is None or not self.transfer:
+            brick = self._fq(dst)
+            if brick is None or not self.transfer:
                 continue
-            client, brick = fq
-            reply = client.call("ImportState", nb.pb.ImportRequest(
-                brick=brick, blobs=blobs.get(dst, []), timeout_s=10.0), timeout=15.0)
-            if not reply.ok:
-                raise LegoError(f"import into {brick}: {reply.reply_json}")
+            reply = self.rt.engine.import_state(brick, blobs.get(dst, []))
+            if not reply.get("ok"):
+                raise LegoError(f"import into {brick}: {reply}")
+            record["held"] = record.get("held", 0) + self._rows_held(brick)
         record["seconds"] = round(time.monotonic() - t0, 4)
         self.log.append(record)
         with self.rt.lock:
@@ -204,7 +222,12 @@ class ControllerRuntime:
         self.core = ControllerCore(cfg, initial_costs(cfg))
         self.lock = threading.RLock()
         self.commands: queue.Queue[Command] = queue.Queue()
-        self._agents: dict[str, nb.Client] = {}
+        ray = cfg.ray
+        self.engine = RayBricks(ray["address"], ray["namespace"], ray["max_restarts"])
+        self._released: set[str] = set()  # finished bricks told to exit
+        self.nodes: dict[str, dict] = {}  # Ray's live NF nodes, by host
+        self.frozen = False  # draining at the end: the policy decides nothing more
+        self._executing = False  # a command is under way (on the command thread)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
@@ -231,14 +254,19 @@ class ControllerRuntime:
                                       timeout=3.0)
         self.client.reconnect()
         owned = self._switch_owners()
+        self.engine.connect()
+        adopted = self.engine.adopt()
         deadline = time.monotonic() + self.cfg.scaling["adopt_grace"]
         wanted = {self.cfg.host_of_port(p).name for p in owned} or \
             {h.name for h in self.cfg.hosts}
-        while time.monotonic() < deadline:
+        while True:
+            self._join_nodes(adopted)
             with self.lock:
                 if wanted <= {h for h, a in self.core.agents.items() if a.alive}:
                     break
-            time.sleep(0.02)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         with self.lock:
             self.core.mark_standby(time.monotonic(), owned)
             if not owned and not any(a.alive for a in self.core.agents.values()):
@@ -254,6 +282,10 @@ class ControllerRuntime:
                                               self.cfg.switch["forward"].items()},
                                      truncate=self.cfg.switch["truncate"])
         self.manager = SwitchManager(self.client, plan, hooks=self.hooks)
+        # the hosts heartbeat while the first graphs start (seconds: new Ray workers)
+        self._watch_thread = threading.Thread(target=self._guarded(self._watch_loop),
+                                              name="bricks", daemon=True)
+        self._watch_thread.start()
         for c in cmds:
             self._execute(c)
         report = self.manager.sync()
@@ -268,16 +300,38 @@ class ControllerRuntime:
                                               daemon=True)
         self._loads_thread.start()
 
-    def close(self) -> None:
+    def close(self, stop_bricks: bool = False) -> None:
+        """Stop the controller; the brick actors keep running (a new controller adopts
+        them) unless ``stop_bricks``."""
         self._stop.set()
-        for t in (self._thread, getattr(self, "_loads_thread", None)):
+        for t in (self._thread, getattr(self, "_loads_thread", None),
+                  getattr(self, "_watch_thread", None)):
             if t is not None:
                 t.join(5.0)
+        if stop_bricks:
+            self.engine.kill_all()
         self.server.stop()
-        for c in self._agents.values():
-            c.close()
         if self.client is not None:
             self.client.close()
+
+    def drain_all(self) -> list[int]:
+        """The end of the NF: no more policy; every graph's source ends its input and the
+        graph drains behind it (each decision brick writes its summary). Returns the
+        ports drained."""
+        with self.lock:
+            self.frozen = True
+        deadline = time.monotonic() + 30.0  # a move under way finishes first
+        while self._executing and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self.lock:
+            ports = [g.port for g in self.core.graphs.values()
+                     if g.host in self.nodes and not g.draining]
+        for port in ports:
+            try:
+                self.engine.send(brick_name("src", port), {"op": "drain"})
+            except LegoError as exc:
+                log.warning("drain of port %d: %s", port, exc)
+        return ports
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(0.2):
@@ -299,23 +353,95 @@ class ControllerRuntime:
             return ports
         return []
 
-    def agent(self, host: str) -> nb.Client:
-        a = self.core.agents[host]
-        c = self._agents.get(host)
-        if c is None or c.address != a.address:
-            if c is not None:
-                c.close()
-            c = self._agents[host] = nb.agent_client(a.address, self.token)
-        return c
+    # ------------------------------------------------------------ bricks on Ray
+
+    def _join_nodes(self, adopted: list[dict] = ()) -> None:
+        """Ray's live NF nodes into the core: a node it has not seen (or one with a new
+        node id: restarted) registers, with the adopted bricks that run on it."""
+        nodes = self.engine.nodes()
+        by_node = {n["node_id"]: h for h, n in nodes.items()}
+        with self.lock:
+            for host, n in nodes.items():
+                a = self.core.agents.get(host)
+                if host not in {h.name for h in self.cfg.hosts} or \
+                        (a is not None and a.incarnation == n["node_id"]):
+                    continue
+                bricks = [b for b in adopted if by_node.get(b["node_id"]) == host]
+                self.core.on_register(time.monotonic(), host, n["ip"], self.cfg.workdir(host),
+                                      self.cfg.host(host).cores, n["node_id"],
+                                      bricks)
+            self.nodes = nodes
+
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(WATCH_S):
+            self._join_nodes()
+            now = time.monotonic()  # what this round reads is as of now
+            loads = self.engine.poll(timeout=WATCH_S)
+            with self.lock:
+                cmds: list[Command] = []
+                by_host: dict[str, list[dict]] = {}
+                for name, rep in loads.items():
+                    b = self.core.bricks.get(name)
+                    if b is not None and "now" in rep:  # it has reported once
+                        by_host.setdefault(b.host, []).append(
+                            {**rep, "queue_depth": queue_depth(self.core, name, loads)})
+                for host, a in self.core.agents.items():  # Ray says the node died
+                    if a.alive and host not in self.nodes:
+                        cmds += self.core.on_host_lost(now, host, reason="Ray node dead")
+                for host, n in self.nodes.items():
+                    a = self.core.agents.get(host)
+                    if a is None:
+                        continue
+                    reps = by_host.get(host, [])
+                    cpu = next((r["host_cpu"] for r in reps if r.get("host_cpu")), None)
+                    self.core.on_heartbeat(now, host, n["node_id"], reps,
+                                           tuple(cpu) if cpu else None)
+                while self.engine.restarted:
+                    r = self.engine.restarted.pop(0)
+                    b = self.core.bricks.get(r["brick"])
+                    if b is not None:
+                        cmds += self.core.on_death(now, b.host, r["brick"], r["code"])
+                gone = [n for n in self.engine.handles if n not in self.core.bricks]
+                self.core.heard_until = now  # this round is complete
+            for c in cmds:
+                self.commands.put(c)
+            for name in gone:  # drained graphs: their actors end for good
+                self.engine.kill(name)
+                self._released.discard(name)
+            self._release_finished(loads)
+
+    def _release_finished(self, loads: dict[str, dict]) -> None:
+        """A finished brick may exit once each next hop has taken its end marker (or
+        is done): closing a PUSH socket earlier can lose what is in flight."""
+        with self.lock:
+            specs = {n: b.spec for n, b in self.core.bricks.items()}
+        by_inlet = {s["inlet"]: n for n, s in specs.items() if s.get("inlet")}
+        for name, rep in loads.items():
+            if rep.get("state") != "done" or name in self._released or name not in specs:
+                continue
+            nxt = [by_inlet[a] for o in specs[name]["outlets"] for a in o["addresses"]
+                   if a in by_inlet]
+            if all(loads.get(n, {}).get("state") in ("done", "exited", None) or
+                   name in loads.get(n, {}).get("ended_from", []) for n in nxt):
+                self._released.add(name)
+                try:
+                    self.engine.send(name, {"op": "exit"})
+                except LegoError as exc:
+                    log.debug("exit to %s: %s", name, exc)
 
     # ------------------------------------------------------------ loop
 
+    def _guarded(self, fn):
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # a dead worker makes noise
+                log.exception("controller thread %s died", threading.current_thread().name)
+                self.failure = exc
+        return run
+
     def _loop_guarded(self) -> None:
-        try:
-            self._loop()
-        except BaseException as exc:  # a dead worker makes noise
-            log.exception("controller loop died")
-            self.failure = exc
+        self._guarded(self._loop)()
 
     def _loop(self) -> None:
         period = self.cfg.scaling["period"]
@@ -330,7 +456,7 @@ class ControllerRuntime:
             next_tick = time.monotonic() + period
             self._read_switch()
             with self.lock:
-                cmds = self.core.tick(time.monotonic())
+                cmds = [] if self.frozen else self.core.tick(time.monotonic())
             for c in cmds:
                 self._execute(c)
 
@@ -441,7 +567,10 @@ class ControllerRuntime:
     # ------------------------------------------------------------ commands
 
     def _execute(self, c: Command) -> None:
+        if self.frozen:  # draining at the end: nothing more is done
+            return
         self.executed.append((time.monotonic(), c))
+        self._executing = True
         try:
             self._do(c)
         except (LegoError, KeyError) as exc:
@@ -450,6 +579,7 @@ class ControllerRuntime:
                 self.core.event(time.monotonic(), "command_failed", command=c.kind, host=c.host,
                                 port=c.port, error=str(exc)[:300])
         finally:
+            self._executing = False
             if c.kind.startswith("switch_"):  # the rebalance cooldown starts now
                 with self.lock:
                     self.core.on_switch_done(time.monotonic(), c.kind)
@@ -465,16 +595,15 @@ class ControllerRuntime:
                 self.core.graphs[c.port].base = base
             self._start(c.host, specs)
             src = next(s for s in specs if s["inlet"] is None)
-            self._control(c.host, f"{src['node']}/0", {"op": "go"})
+            self._control(f"{src['node']}/0", {"op": "go"})
         elif c.kind == "start":
             self._start(c.host, c.args["specs"])
         elif c.kind == "go":
-            self._control(c.host, c.args["brick"], {"op": "go"})
+            self._control(c.args["brick"], {"op": "go"})
         elif c.kind == "control":
-            self._control(c.host, c.args["brick"], c.args["cmd"])
+            self._control(c.args["brick"], c.args["cmd"])
         elif c.kind == "drain":
-            self.agent(c.host).call("Stop", nb.pb.StopBricks(bricks=[c.args["brick"]],
-                                                             drain=True))
+            self.engine.send(c.args["brick"], {"op": "drain"})
         elif c.kind in ("switch_scale_out", "switch_scale_in"):
             self.hooks.transfer = bool(c.args.get("transfer", True))
             moves = self._reassign(c.port, c.kind == "switch_scale_out")
@@ -492,17 +621,22 @@ class ControllerRuntime:
             raise LegoError(f"unknown command {c.kind!r}")
 
     def _start(self, host: str, specs: list[dict]) -> None:
-        reply = self.agent(host).call("Start", nb.pb.StartBricks(
-            spec_json=[json.dumps(s) for s in specs], timeout_s=30.0), timeout=40.0)
-        if not reply.ok:
-            raise LegoError(f"start on {host}: {reply.detail}")
+        """Brick actors on ``host``: pinned to their graph's switch port where the host
+        owns it, else (a ULN placed on another host) to the host."""
+        by_port: dict[int | None, list[dict]] = {}
+        for s in specs:
+            port = parse_name(s["node"])[1]
+            by_port.setdefault(port if self.cfg.host_of_port(port).name == host else None,
+                               []).append(s)
+        for port, group in by_port.items():
+            for s in group:
+                self._released.discard(f"{s['node']}/{s['serial']}")
+            self.engine.start(host, port, group, self.cfg.workdir(host))
 
-    def _control(self, host: str, brick: str, cmd: dict) -> None:
-        reply = self.agent(host).call("Control", nb.pb.BrickControl(
-            brick=brick, command_json=json.dumps(cmd), wait_ack=True, timeout_s=5.0),
-            timeout=10.0)
-        if not reply.ok:
-            raise LegoError(f"control {cmd.get('op')} to {brick} on {host}: {reply.reply_json}")
+    def _control(self, brick: str, cmd: dict) -> None:
+        reply = self.engine.request(brick, cmd)
+        if not reply.get("ok", True):
+            raise LegoError(f"control {cmd.get('op')} to {brick}: {reply}")
 
     def status(self) -> dict[str, Any]:
         with self.lock:
@@ -534,46 +668,36 @@ def _split_plan(cfg: Config):
 
 
 class _ControllerService:
-    """The ``Controller`` gRPC service: events into the core, commands queued."""
+    """The ``Controller`` gRPC service (token-protected): the status, for dashboards and
+    ``lego controller status``; the end-of-run drain."""
 
     def __init__(self, rt: ControllerRuntime) -> None:
         self.rt = rt
 
-    def Register(self, request, context):
-        bricks = [{"id": b.id, "type": b.type, "spec": json.loads(b.spec_json), "pid": b.pid,
-                   "state": b.state} for b in request.bricks]
-        with self.rt.lock:
-            cmds = self.rt.core.on_register(time.monotonic(), request.host, request.address,
-                                            request.workdir, request.cores,
-                                            request.incarnation, bricks)
-        for c in cmds:
-            self.rt.commands.put(c)
-        return nb.pb.RegisterReply(controller="lego", heartbeat_s=0.25)
-
-    def Heartbeat(self, request, context):
-        loads = [nb.load_from_pb(m) for m in request.loads]
-        with self.rt.lock:
-            known = self.rt.core.on_heartbeat(time.monotonic(), request.host,
-                                              request.incarnation, loads,
-                                              (request.now, request.cpu_s)
-                                              if request.quota else None)
-        return nb.pb.HeartbeatReply(known=known)
-
-    def ReportLoads(self, request, context):
-        with self.rt.lock:
-            a = self.rt.core.agents.get(request.host)
-            if a is not None:
-                self.rt.core.on_heartbeat(time.monotonic(), request.host, a.incarnation,
-                                          [nb.load_from_pb(m) for m in request.loads])
-        return nb.pb.Ack(ok=True)
-
-    def ReportDeath(self, request, context):
-        with self.rt.lock:
-            cmds = self.rt.core.on_death(time.monotonic(), request.host, request.brick,
-                                         request.code)
-        for c in cmds:
-            self.rt.commands.put(c)
-        return nb.pb.Ack(ok=True)
-
     def GetStatus(self, request, context):
         return nb.pb.StatusReply(json=json.dumps(self.rt.status(), default=str))
+
+    def Drain(self, request, context):
+        self.rt.drain_all()
+        return nb.pb.StatusReply(json=json.dumps(self.rt.status(), default=str))
+
+
+def queue_depth(core: ControllerCore, brick: str, loads: dict[str, dict]) -> int:
+    """Batches sent to ``brick`` and not yet taken by it: what its upstream bricks
+    report sent to its inlet, minus what it reports taken (ZeroMQ and the rings do
+    not expose queue lengths)."""
+    b = core.bricks.get(brick)
+    inlet = b.spec.get("inlet") if b is not None else None
+    if not inlet:
+        return 0
+    sent = 0
+    for name, rep in loads.items():
+        up = core.bricks.get(name)
+        if up is None:
+            continue
+        for o in up.spec["outlets"]:
+            if inlet in o["addresses"]:
+                i = o["addresses"].index(inlet)
+                counts = rep.get("sent", {}).get(o["target"], [])
+                sent += counts[i] if i < len(counts) else 0
+    return max(0, sent - loads.get(brick, {}).get("batches_in", 0))

@@ -2,11 +2,11 @@
 
 The pieces of DESIGN §3 without Mininet: the software target's P4Runtime server
 (in process), the controller (in process, or ``lego controller run`` in a
-process of its own so that it can be killed), brick agents (in process, or
-``lego agent`` in a session of their own so that a kill takes the whole "host",
-agent and bricks), and a :class:`Driver` that plays the traffic host and the
-switch's egress links: frames go through the target's pipeline model and each
-output frame into the ``frame_feed`` source of its egress port.
+process of its own so that it can be killed), its bricks as actors on a local
+Ray cluster (:class:`lego.testing.LocalRay`, one node per NF host), and a
+:class:`Driver` that plays the traffic host and the switch's egress links:
+frames go through the target's pipeline model and each output frame into the
+``frame_feed`` source of its egress port.
 
 Every start blocks until the piece listens (or registered) and fails with its
 log; every wait polls up to a deadline (:func:`wait_for`); ``close`` stops what
@@ -80,6 +80,8 @@ def system_config(switch: str, work: Path, model: str | Path, hosts: list[dict],
                     "dwell": 1000.0, "adopt_grace": 0.3},
         "placement": {"mode": "graph"},
         "sla": {"latency_ms": 100.0},
+        # the bricks of this system in a namespace of their own
+        "ray": {"namespace": work.name, "workdir": str(brick_dir(work))},
         "hosts": hosts,
     }
     for name, table in sections.items():
@@ -87,6 +89,11 @@ def system_config(switch: str, work: Path, model: str | Path, hosts: list[dict],
     work.mkdir(parents=True, exist_ok=True)
     (work / "token").write_text(TOKEN)
     return cfg
+
+
+def brick_dir(work: Path, host: str | None = None) -> Path:
+    """Where a test system's bricks keep their sockets and logs (a host's, if given)."""
+    return work / "bricks" / host if host else work / "bricks"
 
 
 class Proc:
@@ -138,16 +145,8 @@ class Proc:
             pass
 
     def stop(self) -> None:
-        """SIGTERM (a clean stop: an agent stops its bricks), SIGKILL after 10 s."""
+        """SIGTERM (a clean stop), SIGKILL after 10 s."""
         self.kill(signal.SIGTERM)
-
-
-def agent_process(controller: str, host: str, cores: float, workdir: Path) -> Proc:
-    workdir.mkdir(parents=True, exist_ok=True)
-    return Proc(["agent", "--controller", controller, "--token-file",
-                 str(workdir.parent / "token"), "--host", host, "--cores", str(cores),
-                 "--workdir", str(workdir), "--bind", "127.0.0.1:0"],
-                workdir.parent / f"agent-{host}.log", f"agent {host}: serving")
 
 
 def controller_process(config: dict, work: Path, name: str = "controller") -> Proc:
@@ -161,7 +160,7 @@ class Driver:
     """Plays the traffic host (ingress port ``traffic``) and the switch's egress
     links: ``send`` puts trace frames through the target's pipeline model, and
     each output frame goes to the feed of its egress port (``feeds``: port ->
-    work directory of the agent running that port's graph). ``server`` may be
+    the directory of the bricks of that port's host). ``server`` may be
     replaced (a switch restart); its sequence numbers then start again, so frame
     times are looked up from ``seq_base`` on."""
 

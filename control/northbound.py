@@ -1,8 +1,7 @@
-"""The northbound gRPC edge: token check, binding, channels, message conversion.
+"""The northbound gRPC edge: token check, binding, channels.
 
-Both northbound services (``Controller``, served by the controller, and
-``Agent``, served by each brick agent; ``control/proto/lego_northbound.proto``)
-run behind the same guard:
+The controller's status service (``control/proto/lego_northbound.proto``) runs
+behind this guard:
 
 - bound to one management address (a wildcard such as ``0.0.0.0`` is refused:
   the NF must not be drivable from the data or traffic networks);
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 import socket
 import time
@@ -35,12 +33,9 @@ log = logging.getLogger(__name__)
 
 TOKEN_KEY = "x-lego-token"
 MIN_TOKEN = 16  # characters
-MAX_MESSAGE = 256 * 2**20  # state blobs travel in one message
+MAX_MESSAGE = 64 * 2**20  # a status with every brick and event fits
 OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE),
            ("grpc.max_receive_message_length", MAX_MESSAGE)]
-LOAD_FIELDS = ("brick", "pid", "now", "batches_in", "packets_in", "packets_out", "cpu_s",
-               "busy_s", "blocked_s", "pps", "batch_latency_ms", "e2e_latency_ms", "rss_mb",
-               "dropped", "dropped_rows", "queue_depth", "state")
 
 pb, pb_grpc = load()
 
@@ -184,26 +179,3 @@ class Client:
 
 def controller_client(address: str, token: str, timeout: float = 2.0) -> Client:
     return Client(address, token, pb_grpc.ControllerStub, timeout)
-
-
-def agent_client(address: str, token: str, timeout: float = 10.0) -> Client:
-    return Client(address, token, pb_grpc.AgentStub, timeout)
-
-
-# ---------------------------------------------------------------- conversions
-
-
-def load_to_pb(report: dict, queue_depth: int = 0) -> Any:
-    msg = pb.LoadReport(**{k: report[k] for k in LOAD_FIELDS
-                           if k in report and k != "queue_depth" and report[k] is not None})
-    msg.queue_depth = int(queue_depth)
-    msg.sent_json = json.dumps(report.get("sent", {}))
-    msg.extra_json = json.dumps(report.get("extra", {}))
-    return msg
-
-
-def load_from_pb(msg: Any) -> dict:
-    d = {k: getattr(msg, k) for k in LOAD_FIELDS}
-    d["sent"] = json.loads(msg.sent_json or "{}")
-    d["extra"] = json.loads(msg.extra_json or "{}")
-    return d

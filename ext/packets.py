@@ -66,6 +66,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import mmap
+import socket
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -473,6 +474,25 @@ class TsvReader(TraceReader):
             value = cells[col] if col < len(cells) else ""
             msg = f"line {line}: column {TSV_COLUMNS[col]}: cannot parse {value!r}"
         return self._error(msg, index)
+
+
+ETH_P_ALL = 0x0003
+
+
+def packet_socket(ifname: str) -> socket.socket:
+    """A raw AF_PACKET socket that receives the frames of ``ifname`` and nothing else.
+
+    Opened with protocol 0 (it receives nothing), then bound to the interface with
+    ETH_P_ALL: a socket opened with ETH_P_ALL takes every interface's frames until
+    it is bound (measured: a frame of the management network's Ray traffic reached
+    a brick's first batch). OSError (permission, no such interface) as raised."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        sock.bind((ifname, ETH_P_ALL))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def open_trace(path: str | Path) -> TraceReader:

@@ -23,7 +23,7 @@ COMMAND_MODULES = (
     "lego.cli_switch",
     "lego.cli_bricks",
     "lego.cli_controller",
-    "lego.cli_agent",
+    "lego.cli_node",
     "lego.cli_profile",
 )
 

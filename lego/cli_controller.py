@@ -3,9 +3,10 @@
     lego controller run --config FILE          # the whole controller (TOML config)
     lego controller status --controller HOST:PORT --token-file F [--json]
 
-``run`` serves the northbound API, drives the switch and the agents, and scales
-the NF (:mod:`lego.control.controller_io`); ``status`` prints GetStatus (one
-JSON document with ``--json``, else a short table). Without a subcommand:
+``run`` serves the northbound API, drives the switch and the bricks (Ray actors on
+the cluster at ``[ray].address``), and scales the NF
+(:mod:`lego.control.controller_io`); ``status`` prints GetStatus (one JSON
+document with ``--json``, else a short table). Without a subcommand:
 
     lego controller --switch 127.0.0.1:9559 --traffic-port 1 --replica 2 --replica 3 \\
         [--forward 2:9] [--semantics lego] [--truncate 128] [--election-id 1] \\
@@ -109,11 +110,14 @@ def cmd_run(args: argparse.Namespace, stop: threading.Event | None = None) -> in
         return 0
     token = read_token(cfg.northbound["token_file"])
     stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if main:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     rt = ControllerRuntime(cfg, token)
     try:
         rt.start()
+        if main:  # again: connecting to Ray installed its own (a crash report, then exit)
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
         print(f"controller: northbound on {rt.address}, switch {cfg.switch['address']}: "
               f"{rt.sync_report.changes} updates written"
               f"{' (assignment adopted)' if rt.sync_report.adopted else ''}", flush=True)
@@ -126,7 +130,7 @@ def cmd_run(args: argparse.Namespace, stop: threading.Event | None = None) -> in
 def status_lines(st: dict) -> list[str]:
     """A short human view of a GetStatus document (pure)."""
     lines = [f"alerts {st.get('alerts', 0)}  scores {st.get('scores', 0)}  "
-             f"agents {sum(a['alive'] for a in st.get('agents', []))}/"
+             f"hosts {sum(a['alive'] for a in st.get('agents', []))}/"
              f"{len(st.get('agents', []))}"]
     for b in st.get("bricks", []):
         lines.append(f"  {b['id']:<12} {b['host']:<8} util {b['utilisation']:.2f}  "

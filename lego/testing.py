@@ -213,3 +213,52 @@ def shell_reads(grpc_addr: str, timeout: float = 60.0) -> dict[str, Any]:
     if done.returncode != 0:
         raise LegoError(f"p4runtime-shell failed: {done.stderr[-1500:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- a local Ray cluster
+
+
+#: the NF hosts of the tests' local Ray cluster: their switch ports and CPUs
+RAY_TEST_NODES = {"nf1": {"ports": [2, 3], "cpus": 2}, "nf2": {"ports": [4], "cpus": 2}}
+
+
+class LocalRay:
+    """A Ray cluster on this machine (``ray.cluster_utils.Cluster``): a head with no
+    CPUs and one node per NF host, this process connected as the driver. Nodes can
+    be added and removed (a lost server)."""
+
+    def __init__(self, nodes: dict[str, dict] = RAY_TEST_NODES) -> None:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        from lego.control.ray_bricks import HEALTH_CHECK, OBJECT_STORE_BYTES
+
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "include_dashboard": False, "object_store_memory": OBJECT_STORE_BYTES,
+            "_system_config": HEALTH_CHECK})
+        self.nodes: dict[str, Any] = {}
+        for host, n in nodes.items():
+            self.add(host, n["ports"], n["cpus"])
+        self.cluster.wait_for_nodes()
+        ray.init(address=self.cluster.address, namespace="lego-tests", log_to_driver=False)
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def add(self, host: str, ports: list[int], cpus: int = 2) -> None:
+        from lego.control.ray_bricks import OBJECT_STORE_BYTES, node_resources
+
+        self.nodes[host] = self.cluster.add_node(
+            num_cpus=cpus, resources=node_resources(host, ports),
+            object_store_memory=OBJECT_STORE_BYTES)
+
+    def remove(self, host: str) -> None:
+        """The node goes away (its raylet and every worker on it are killed)."""
+        self.cluster.remove_node(self.nodes.pop(host), allow_graceful=False)
+
+    def shutdown(self) -> None:
+        import ray
+
+        ray.shutdown()
+        self.cluster.shutdown()

@@ -41,3 +41,17 @@ def servers():
     finally:
         for s in started:
             s.stop()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray cluster (head + nf1 with ports 2, 3 + nf2 with port 4) for the
+    tests of a module that run bricks as actors (each test in its own namespace);
+    stopped after the module, so that its processes load no later test."""
+    from lego.testing import LocalRay
+
+    ray = LocalRay()
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -1,8 +1,9 @@
 """Faults on a live system (:mod:`lego.control.controller_testbed`): the software
-target's P4Runtime server, the controller, agents and brick processes, frames
-driven through the target's pipeline model. Each test kills one component:
+target's P4Runtime server, the controller, its bricks as actors on a local Ray
+cluster, frames driven through the target's pipeline model. Each test kills one
+component:
 
-- an agent (``lego agent``, killed with its bricks: the host is gone);
+- a Ray node (its raylet, its actors and their bricks: the NF host is gone);
 - the controller (``lego controller run``, killed, then started again);
 - the switch (its gRPC server stopped, a new one with no pipeline on its port).
 
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from lego.bricks.brick_agent_remote import RemoteAgent
 from lego.bricks.kitsune_graph import train_model
 from lego.control import northbound as nb
 from lego.control.controller_config import config_from_dict
@@ -26,7 +26,7 @@ from lego.control.controller_io import ControllerRuntime
 from lego.control.controller_testbed import (
     TOKEN,
     Driver,
-    agent_process,
+    brick_dir,
     controller_process,
     free_tcp_port,
     system_config,
@@ -74,49 +74,49 @@ def _events(rt: ControllerRuntime, kind: str) -> list[dict]:
         return [e for e in rt.core.events if e["kind"] == kind]
 
 
-def test_killed_agent_is_lost_within_a_second_and_its_buckets_go_to_live_ports(
-        trace_model, work, cleanup):
+def test_a_dead_ray_node_is_lost_and_its_buckets_go_to_live_ports(
+        trace_model, work, cleanup, local_ray):
     tr, model = trace_model
     srv = P4RuntimeServer(pl.Pipeline(), 0, None, "127.0.0.1:0")
     srv.start()
     cleanup.append(srv.stop)
+    local_ray.add("nf3", [5])  # a node of this test's own, killed below
+    cleanup.append(lambda: "nf3" in local_ray.nodes and local_ray.remove("nf3"))
     cfg = config_from_dict(system_config(
         srv.grpc_addr, work, model, [{"name": "nf1", "ports": [2], "cores": 8},
-                                     {"name": "nf2", "ports": [3], "cores": 8}],
+                                     {"name": "nf3", "ports": [5], "cores": 8}],
         nf={"fe_initial": 2}, scaling={"period": 0.1, "adopt_grace": 20.0}), "<faults>")
     rt = ControllerRuntime(cfg, TOKEN)
-    rt.server.start()
-    cleanup.append(rt.close)
-    agents = {}
-    for host in ("nf1", "nf2"):
-        agents[host] = agent_process(rt.address, host, 8, work / host)
-        cleanup.append(agents[host].kill)
+    cleanup.append(lambda: rt.close(stop_bricks=True))
     rt.start()
-    wait_for(lambda: {"dec-2/0", "dec-3/0"} <= {b["id"] for b in rt.status()["bricks"]
+    wait_for(lambda: {"dec-2/0", "dec-5/0"} <= {b["id"] for b in rt.status()["bricks"]
                                                 if b["packets_in"] >= 0}, 60, "both graphs")
-    assert rt.manager.plan.replica_ports == (2, 3)
-    drv = Driver(srv, tr, {2: work / "nf1", 3: work / "nf2"}, linger_ms=0)
+    assert rt.manager.plan.replica_ports == (2, 5)
+    drv = Driver(srv, tr, {2: brick_dir(work, "nf1"), 5: brick_dir(work, "nf3")},
+                 linger_ms=0)
     cleanup.append(drv.close)
     drv.send(N // 3)
-    wait_for(lambda: rt.core.bricks["fq-3/0"].load.get("packets_in", 0) > 0, 30,
-             "port 3 to take frames")
+    wait_for(lambda: rt.core.bricks["fq-5/0"].load.get("packets_in", 0) > 0, 30,
+             "port 5 to take frames")
 
-    killed = time.monotonic()
-    agents["nf2"].kill(signal.SIGKILL)  # the agent and its bricks: the host is gone
-    lost = wait_for(lambda: _events(rt, "agent_lost"), 5, "the agent to be lost")[0]
-    assert lost["host"] == "nf2" and lost["t"] - killed < 1.0
-    wait_for(lambda: rt.manager.plan.replica_ports == (2,), 10, "port 3's buckets to move")
+    local_ray.remove("nf3")  # its raylet and workers killed: the host is gone
+    killed = time.monotonic()  # (removal returns once they are)
+    lost = wait_for(lambda: _events(rt, "agent_lost"), 10, "the host to be lost")
+    # Ray's health checks (3 x 0.5 s) and one watch round; the live host stays
+    assert [e["host"] for e in lost] == ["nf3"] and lost[0]["reason"] == "Ray node dead"
+    assert lost[0]["t"] - killed < 3.0, lost
+    wait_for(lambda: rt.manager.plan.replica_ports == (2,), 10, "port 5's buckets to move")
     assert (rt.manager.owners == 2).all()
-    state_lost = [e for e in _events(rt, "state_lost") if e.get("port") == 3]
+    state_lost = [e for e in _events(rt, "state_lost") if e.get("port") == 5]
     assert state_lost and state_lost[0]["reason"] == "agent lost"
     moved = wait_for(lambda: _events(rt, "state_moved"), 10, "the move record")[0]
     assert moved["lost_buckets"] > 0  # no state transfer from a dead host: counted
     assert rt.core.counters["agents_lost"] == 1
     assert rt.core.counters["state_lost_buckets"] == moved["lost_buckets"]
 
-    before3 = drv.sent[3]
+    before5 = drv.sent[5]
     drv.send(N)  # the rest of the trace: all of it to the live port
-    assert drv.sent[3] == before3 and drv.dropped == 0
+    assert drv.sent[5] == before5 and drv.dropped == 0
     wait_for(lambda: rt.core.bricks["fq-2/0"].load.get("packets_in", 0) == drv.sent[2], 30,
              "port 2 to take every frame sent to it")
     assert rt.status()["counters"]["agents_lost"] == 1
@@ -126,35 +126,52 @@ def test_killed_agent_is_lost_within_a_second_and_its_buckets_go_to_live_ports(
 
 
 def test_controller_restart_adopts_the_switch_and_the_bricks_without_writes(
-        trace_model, work, cleanup):
+        trace_model, work, cleanup, local_ray):
+    """The controller is a process of its own on the Ray cluster: SIGKILL it, traffic
+    goes on through the detached brick actors, and a new controller adopts the
+    switch (no write) and the running actors (no restart)."""
+    import ray
+
+    from lego.control.ray_bricks import brick_actor_name
+
     tr, model = trace_model
     srv = P4RuntimeServer(pl.Pipeline(), 0, None, "127.0.0.1:0")
     srv.start()
     cleanup.append(srv.stop)
-    bind = f"127.0.0.1:{free_tcp_port()}"  # the agents find the new controller there
+    bind = f"127.0.0.1:{free_tcp_port()}"
     data = system_config(srv.grpc_addr, work, model,
                          [{"name": "nf1", "ports": [2, 3], "cores": 8}],
                          northbound={"bind": bind}, scaling={"adopt_grace": 0.2})
-    first = controller_process(data, work, "controller-1")  # before its agent: it waits
+    data["ray"]["address"] = local_ray.address
+    first = controller_process(data, work, "controller-1")
     cleanup.append(first.kill)
-    agent = RemoteAgent(bind, TOKEN, "nf1", 8, work / "a", bind="127.0.0.1:0")
-    cleanup.append(agent.close)
-    agent.start()
-    wait_for(lambda: "dec-2/0" in agent.board.registered, 60, "the graph of port 2")
-    pids = {b["id"]: b["pid"] for b in agent.inventory()}
-    drv = Driver(srv, tr, {2: work / "a"})
+    names = [f"{r}-2/0" for r in ("src", "fq", "fm", "uln", "dec")]
+
+    def actor(brick: str):
+        return ray.get_actor(brick_actor_name(brick), namespace=data["ray"]["namespace"])
+
+    def load(brick: str) -> dict:
+        return ray.get(actor(brick).load.remote(), timeout=10)
+
+    def pids() -> dict[str, tuple[int, str]]:
+        infos = ray.get([actor(b).info.remote() for b in names], timeout=10)
+        return {i["id"]: (i["pid"], i["incarnation"]) for i in infos}
+
+    cleanup.append(lambda: [ray.kill(actor(b), no_restart=True) for b in names])
+    wait_for(lambda: load("dec-2/0")["state"] == "running", 60, "the graph of port 2")
+    before = pids()
+    drv = Driver(srv, tr, {2: brick_dir(work, "nf1")})
     cleanup.append(drv.close)
     drv.send(N // 3)
-    wait_for(lambda: agent.board.latest.get("fq-2/0", {}).get("packets_in") == drv.sent[2],
-             30, "the graph to run")
+    wait_for(lambda: load("fq-2/0").get("packets_in") == drv.sent[2], 30, "the graph to run")
 
     first.kill(signal.SIGKILL)
     drv.send(2 * N // 3)  # traffic keeps flowing with no controller
-    wait_for(lambda: agent.board.latest.get("fq-2/0", {}).get("packets_in") == drv.sent[2],
-             30, "the bricks to take the frames sent without a controller")
+    wait_for(lambda: load("fq-2/0").get("packets_in") == drv.sent[2], 30,
+             "the bricks to take the frames sent without a controller")
 
     data["switch"]["election_id"] = 2
-    data["scaling"]["adopt_grace"] = 10.0  # ends as soon as the agent re-registers
+    data["scaling"]["adopt_grace"] = 10.0  # ends as soon as nf1's node is seen
     second = controller_process(data, work, "controller-2")
     cleanup.append(second.kill)
     ready = next(line for line in second.text().splitlines()
@@ -166,13 +183,13 @@ def test_controller_restart_adopts_the_switch_and_the_bricks_without_writes(
     def status() -> dict:
         return json.loads(client.call("GetStatus", nb.pb.StatusRequest()).json)
 
-    st = wait_for(lambda: (s := status())["agents"] and s, 10, "the agent to re-register")
-    assert {b["id"] for b in st["bricks"]} == set(pids)
+    st = wait_for(lambda: (s := status())["agents"] and s, 10, "nf1 to be seen")
+    assert {b["id"] for b in st["bricks"]} == set(before)
     sync = [e for e in st["events"] if e["kind"] == "switch_sync"]
     assert sync and sync[0]["changes"] == 0 and sync[0]["adopted"]
     assert not any(e["kind"] in ("graph_start", "brick_restart") for e in st["events"])
     assert st["counters"]["bricks_restarted"] == 0
-    assert {b["id"]: b["pid"] for b in agent.inventory()} == pids  # no brick restarted
+    assert pids() == before  # the same processes: no brick restarted
 
     drv.send(N)
     drv.end([2])
@@ -180,7 +197,8 @@ def test_controller_restart_adopts_the_switch_and_the_bricks_without_writes(
     assert s["rows"] == N and s["lost_batches"] == 0  # zero loss across the restart
 
 
-def test_switch_restart_gets_the_pipeline_and_tables_again(trace_model, work, cleanup):
+def test_switch_restart_gets_the_pipeline_and_tables_again(trace_model, work, cleanup,
+                                                           local_ray):
     tr, model = trace_model
     port = free_tcp_port()
     srv = P4RuntimeServer(pl.Pipeline(), 0, None, f"127.0.0.1:{port}")
@@ -192,15 +210,11 @@ def test_switch_restart_gets_the_pipeline_and_tables_again(trace_model, work, cl
                                          nf={"fe_initial": 2}, scaling={"period": 0.1}),
                            "<faults>")
     rt = ControllerRuntime(cfg, TOKEN)
-    rt.server.start()
-    cleanup.append(rt.close)
-    agent = RemoteAgent(rt.address, TOKEN, "nf1", 8, work / "a", bind="127.0.0.1:0")
-    cleanup.append(agent.close)
-    agent.start()
+    cleanup.append(lambda: rt.close(stop_bricks=True))
     rt.start()
-    wait_for(lambda: {"dec-2/0", "dec-3/0"} <= set(agent.board.registered), 60, "the graphs")
+    wait_for(lambda: {"dec-2/0", "dec-3/0"} <= set(rt.engine.incarnations), 60, "the graphs")
     owners = rt.manager.owners.copy()
-    drv = Driver(srv, tr, {2: work / "a", 3: work / "a"})
+    drv = Driver(srv, tr, {p: brick_dir(work, "nf1") for p in (2, 3)})
     cleanup.append(drv.close)
     drv.send(N // 2)
 

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,7 +264,8 @@ class TestScaleUnderRamp(LegoMininetTest):
             assert all(h.cores < 1 for h in system.topo.nf_hosts)
             r = self.replay(trace)
             out = wait_for(lambda: _events(system, "scale_out", brick="fq"), 60,
-                           "the policy to scale feature extraction out")
+                           lambda: "the policy to scale feature extraction out; events "
+                                   f"{[e['kind'] for e in system.status()['events']][-15:]}")
             util = float(out[0]["reason"].split()[1])
             assert util >= system.config_scaling()["high"], out[0]["reason"]  # 2 decimals
             assert r.current.segment.pps == 5000, f"scaled out before the overload: {out}"
@@ -317,9 +319,10 @@ def test_make_run_scales_on_real_overload_holds_the_sla_and_detects_as_offline()
     assert abs(s["tpr_1pct_live"] - s["tpr_1pct_offline_original"]) <= 0.03, s
 
 
-class TestKillAgent(LegoMininetTest):
-    """An agent (and its bricks) dies: the controller notices within a second,
-    gives its buckets to the live port, reports the lost state; traffic goes on."""
+class TestKillNode(LegoMininetTest):
+    """An NF host's Ray node dies (its raylet, actors and bricks killed): Ray's
+    health checks declare it dead, the controller gives its buckets to the live
+    port and reports the lost state; traffic goes on."""
 
     REPLICAS = 2
     AGENTS = ("nf1", "nf2")
@@ -328,18 +331,15 @@ class TestKillAgent(LegoMininetTest):
 
     pytestmark = mininet
 
-    def test_dead_agent_is_detected_and_its_buckets_reassigned(self, system, trace_and_model):
+    def test_dead_node_is_detected_and_its_buckets_reassigned(self, system, trace_and_model):
         trace, _ = trace_and_model
         r = self.replay(trace)
         wait_for(lambda: _accounting(self)[2] > 1000, 30, "scores")
-        agent = system.agents["nf2"].popen
-        kids = _children(agent.pid)
         killed = time.monotonic()  # the controller's event times: the same clock
-        agent.kill()
-        for pid in kids:
-            os.kill(pid, signal.SIGKILL)
-        lost = wait_for(lambda: _events(system, "agent_lost", host="nf2"), 5, "agent_lost")
-        assert lost[0]["t"] - killed < 1.0, "detected later than 1 s after the kill"
+        assert system.ray.kill_node("nf2") > 0
+        lost = wait_for(lambda: _events(system, "agent_lost"), 10, "agent_lost")
+        assert [e["host"] for e in lost] == ["nf2"] and lost[0]["reason"] == "Ray node dead"
+        assert lost[0]["t"] - killed < 3.0, "detected later than 3 s after the kill"
         st_lost = _events(system, "state_lost", host="nf2")
         assert st_lost and st_lost[0]["reason"] == "agent lost"
         wait_for(lambda: system.status()["switch"]["replica_ports"] == [2], 10,
@@ -349,22 +349,6 @@ class TestKillAgent(LegoMininetTest):
         assert _port_out(system, 3) == before3, "the switch still sends to the dead host"
         assert system.controller_status()["counters"]["agents_lost"] == 1
         r.wait(120)
-
-
-def _children(pid: int) -> list[int]:
-    """Every descendant of ``pid`` (from /proc), deepest last."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    kids = [int(x) for x in f.read().split()]
-                out += kids
-                todo += kids
-        except FileNotFoundError:
-            continue
-    return out
 
 
 class TestKillController(LegoMininetTest):
@@ -391,8 +375,8 @@ class TestKillController(LegoMininetTest):
 
 
 class TestKillBrick(LegoMininetTest):
-    """A brick dies (SIGKILL): the agent reports it, the controller restarts it and
-    re-routes to it; the other host is unaffected."""
+    """A brick dies (SIGKILL): its actor exits, Ray restarts it on the same node, the
+    controller sees the restart and re-routes to it; the other host is unaffected."""
 
     RATES = (1500,)
 
@@ -402,19 +386,18 @@ class TestKillBrick(LegoMininetTest):
         trace, _ = trace_and_model
         r = self.replay(trace)
         wait_for(lambda: _accounting(self)[2] > 300, 30, "scores")
-        pid = None
-        for proc in _children(system.agents["nf1"].popen.pid):
-            with open(f"/proc/{proc}/cmdline") as f:
-                if "agents/nf1/uln-2-0.json" in f.read():
-                    pid = proc
+        spec = str(system.brick_dir("nf1") / "uln-2-0.json")
+        pid = next((p for p in system.ray.node_pids("nf1")
+                    if spec in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")),
+                   None)
         assert pid is not None, "nf1's uln brick not found"
         before = _accounting(self)[2]
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        died = wait_for(lambda: _events(system, "brick_died", brick="uln-2/0"), 5, "the death")
-        assert died[0]["t"] - killed < 1.0, "death noticed later than 1 s after the kill"
+        died = wait_for(lambda: _events(system, "brick_died", brick="uln-2/0"), 15, "the death")
+        assert died[0]["t"] - killed < 10.0, "restart seen later than 10 s after the kill"
         wait_for(lambda: _events(system, "brick_restart", brick="uln-2/0"), 10, "the restart")
-        assert died[0]["code"] != 0
+        assert died[0]["code"] == -signal.SIGKILL
         wait_for(lambda: _accounting(self)[2] > before + 300, 60, "scoring to go on")
         r.wait(120)
         system.finish()
@@ -453,7 +436,7 @@ class TestBadTraffic(LegoMininetTest):
         assert system.net.switch.alive()
         out = sum(v["out"] for p, v in st["switch"]["ports"].items() if p != "1")
         wait_for(lambda: _accounting(self)[1] >= out, 30, "the bricks to take every frame")
-        assert all(p.alive() for p in system.agents.values())
+        assert all(system.ray.alive(h) for h in system.nf_host_names)
         assert not _events(system, "brick_died")
 
 

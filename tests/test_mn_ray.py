@@ -13,14 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lego.topo.mn_ray import (
-    START_TIMEOUT_S,
-    RayCluster,
-    head_argv,
-    port_resource,
-    ray_missing,
-    worker_argv,
-)
+from lego.topo.mn_ray import START_TIMEOUT_S, RayCluster, head_argv, host_argv, ray_missing
 from lego.topo.mn_testlib import skip_reason
 from lego.topo.mn_topology import load_topology
 
@@ -31,10 +24,11 @@ def test_ray_start_command_lines_name_the_quota_and_the_port():
     assert head[1:3] == ["start", "--head"] and "--num-cpus=0" in head
     assert "--include-dashboard=false" in head and "--disable-usage-stats" in head
     nf = topo.nf_hosts[0]
-    w = worker_argv("10.99.0.1:6380", nf, nf.mgmt_ip)
+    w = host_argv("10.99.0.1:6380", nf, nf.mgmt_ip)
     assert "--address=10.99.0.1:6380" in w and f"--node-ip-address={nf.mgmt_ip}" in w
     assert "--num-cpus=1" in w  # 0.1 core, in whole CPUs
-    assert f'"{port_resource(nf.port)}": 1' in next(a for a in w if a.startswith("--resources"))
+    resources = json.loads(next(a for a in w if a.startswith("--resources")).split("=", 1)[1])
+    assert resources == {f"port:{nf.port}": 1.0, f"nf:{nf.name}": 1.0}
 
 
 _why = skip_reason() or ray_missing()

@@ -22,7 +22,7 @@ from lego.topo.mn_topology import NFHostSpec, Topology
 from lego.topo.run_report import event_text
 
 # Watermarks are busy fractions of an NF host's CPU quota (its cgroup's CPU time
-# over what the quota allows, reported by its agent): scale out above 75 % for half
+# over what the quota allows, read by its bricks' actors): scale out above 75 % for half
 # a second (two load reports; a full second let the ramp's peak step start short of
 # a replica), in below 30 %. ULN replicas stay one per graph: under a host quota of a
 # fraction of a core a second ULN process on the same host adds no CPU, so the
@@ -46,9 +46,11 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
                       token_file: Path, semantics: str = "lego", election_id: int = 10,
                       scaling: dict[str, Any] | None = None,
                       graph: dict[str, Any] | None = None,
-                      sla_ms: float = 100.0) -> dict[str, Any]:
-    """The controller's config (pure): ``hosts`` are the NF hosts running an agent;
-    the first ``topo.replicas`` of them own buckets at the start."""
+                      sla_ms: float = 100.0, ray_address: str = "",
+                      brick_dir: Path | None = None) -> dict[str, Any]:
+    """The controller's config (pure): ``hosts`` are the NF hosts with a Ray node
+    (``ray_address``: the head); the first ``topo.replicas`` of them own buckets at
+    the start. Each host's bricks keep their sockets and logs in ``brick_dir``/host."""
     sc = {**SCALING, "max_replicas": len(hosts), **(scaling or {})}
     fe_initial = max(1, min(topo.replicas, len(hosts)))
     if semantics == "kitsune":
@@ -64,6 +66,8 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
         "sla": {"latency_ms": float(sla_ms)},
         "scaling": sc,
         "placement": {"mode": "graph"},
+        "ray": {"address": ray_address, "namespace": "lego",
+                **({"workdir": str(brick_dir)} if brick_dir else {})},
         "hosts": [{"name": h.name, "ports": [h.port], "interfaces": [f"{h.name}-eth0"],
                    "cores": float(h.cores)} for h in hosts],
     }

@@ -13,7 +13,7 @@ the secret in a 0600 file, ``RAY_AUTH_TOKEN_PATH``): without it any process that
 reaches the management network could run code on the NF hosts. Start-up is
 bounded (:data:`START_TIMEOUT_S` per node) and timed; the dashboard and usage
 stats stay off, and each node's object store is the smallest Ray allows
-(:data:`OBJECT_STORE_BYTES`), since no packet goes through it.
+(``ray_bricks.OBJECT_STORE_BYTES``), since no packet goes through it.
 
     argv = head_argv("10.99.0.1", 6380)            # pure: the ray start command lines
     cluster = RayCluster(net, topo, Path("/tmp/lego-ray")).start()
@@ -22,31 +22,22 @@ stats stay off, and each node's object store is the smallest Ray allows
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lego.control.ray_bricks import QUIET, head_env, ray_binary, worker_argv
 from lego.errors import LegoError
 from lego.topo.mn_cleanup import kill_all
 from lego.topo.mn_topology import NFHostSpec, Topology
 
 HEAD_PORT = 6380  # GCS; not Redis' 6379, which a developer machine may already use
 START_TIMEOUT_S = 30.0
-#: Ray's smallest object store (75 MiB and a little): objects are control messages
-OBJECT_STORE_BYTES = 80 * 1024 * 1024
-#: what every node leaves off
-_QUIET = ["--disable-usage-stats", f"--object-store-memory={OBJECT_STORE_BYTES}"]
-
-
-def ray_binary() -> str:
-    """The ``ray`` CLI of this interpreter's environment."""
-    return str(Path(sys.executable).with_name("ray"))
 
 
 def ray_missing() -> str | None:
@@ -60,25 +51,17 @@ def ray_missing() -> str | None:
     return None
 
 
-def port_resource(port: int) -> str:
-    """The custom resource naming the switch port a node is wired to."""
-    return f"port:{int(port)}"
-
-
 def head_argv(address: str, port: int = HEAD_PORT, temp_dir: Path | None = None) -> list[str]:
     """``ray start --head`` in the root namespace (pure): no CPUs, so nothing but the
     controller's own driver is scheduled there."""
     argv = [ray_binary(), "start", "--head", f"--node-ip-address={address}",
-            f"--port={port}", "--num-cpus=0", "--include-dashboard=false", *_QUIET]
+            f"--port={port}", "--num-cpus=0", "--include-dashboard=false", *QUIET]
     return argv + ([f"--temp-dir={temp_dir}"] if temp_dir else [])
 
 
-def worker_argv(head: str, host: NFHostSpec, node_ip: str) -> list[str]:
+def host_argv(head: str, host: NFHostSpec, node_ip: str) -> list[str]:
     """``ray start`` joining ``head`` from an NF host's namespace (pure)."""
-    resources = json.dumps({port_resource(host.port): 1, f"nf:{host.name}": 1})
-    return [ray_binary(), "start", f"--address={head}", f"--node-ip-address={node_ip}",
-            f"--num-cpus={max(1, math.ceil(host.cores))}", f"--resources={resources}",
-            *_QUIET]
+    return worker_argv(head, host.name, [host.port], host.cores, node_ip)
 
 
 @dataclass
@@ -91,6 +74,10 @@ class RayCluster:
     temp_dir: Path
     port: int = HEAD_PORT
     token_file: Path | None = None  # default: a new token in temp_dir
+    hosts: list[NFHostSpec] | None = None  # the NF hosts with a node (default: all)
+    #: more environment for a host's node (its raylet and every process Ray starts
+    #: there inherit it): e.g. the CPU quota group its bricks join
+    host_env: Callable[[NFHostSpec], dict[str, str]] | None = None
     start_s: dict[str, float] = field(default_factory=dict)  # node -> seconds to join
 
     @property
@@ -107,19 +94,39 @@ class RayCluster:
             self.token_file.touch(mode=0o600)
             self.token_file.write_text(secrets.token_hex(32))
         t0 = time.perf_counter()
-        self._run("head", head_argv(self.topo.management.controller_ip, self.port, self.temp_dir))
+        self._run("head", head_argv(self.topo.management.controller_ip, self.port, self.temp_dir),
+                  head_env())
         self.start_s["head"] = time.perf_counter() - t0
-        for h in self.topo.nf_hosts:  # one at a time: six at once hung past 30 s
+        for h in self.nodes:  # one at a time: six at once hung past 30 s
             t = time.perf_counter()
+            env = {**self.env(), **(self.host_env(h) if self.host_env else {})}
             self._wait(h.name, self.net.host(h.name).popen(
-                worker_argv(self.head, h, h.mgmt_ip), stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, env=self.env()))
+                host_argv(self.head, h, h.mgmt_ip), stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, env=env))
             self.start_s[h.name] = time.perf_counter() - t
         return self
 
-    def _run(self, what: str, argv: list[str]) -> None:
+    @property
+    def nodes(self) -> list[NFHostSpec]:
+        return list(self.topo.nf_hosts if self.hosts is None else self.hosts)
+
+    def node_pids(self, host: str) -> list[int]:
+        """The processes of ``host``'s node: those bound to its management address
+        (raylet, its agents) and their descendants (Ray's workers, the bricks)."""
+        return _with_descendants(self.topo.nf(host).mgmt_ip + " ")
+
+    def alive(self, host: str) -> bool:
+        return bool(self.node_pids(host))
+
+    def kill_node(self, host: str) -> int:
+        """SIGKILL every process of ``host``'s node: the server is gone. Returns how many."""
+        pids = self.node_pids(host)
+        kill_all(pids, 0.0)
+        return len(pids)
+
+    def _run(self, what: str, argv: list[str], env: dict[str, str]) -> None:
         self._wait(what, subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, env=self.env()))
+                                          stderr=subprocess.STDOUT, env={**self.env(), **env}))
 
     @staticmethod
     def _wait(what: str, proc: subprocess.Popen) -> None:
@@ -140,23 +147,7 @@ class RayCluster:
         """Every process of this cluster: those whose command line names its temp dir
         or head address (GCS, raylets, agents), and their descendants (Ray's workers,
         whose command lines name neither)."""
-        marks = (str(self.temp_dir), self.head)
-        parent, ours = {}, set()
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            parent[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
-            if any(m in cmd for m in marks):
-                ours.add(int(pid))
-        grown = True
-        while grown:
-            more = {p for p, pp in parent.items() if pp in ours} - ours
-            ours |= more
-            grown = bool(more)
-        return sorted(ours)
+        return _with_descendants(str(self.temp_dir), self.head)
 
     def rss_bytes(self) -> int:
         """Resident memory of every process of this cluster."""
@@ -179,3 +170,24 @@ class RayCluster:
         """The environment of every node and driver of this cluster."""
         return dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
                     RAY_AUTH_TOKEN_PATH=str(self.token_file))
+
+
+def _with_descendants(*marks: str) -> list[int]:
+    """Processes whose command line (arguments joined by spaces, one after the last)
+    contains one of ``marks``, and all their descendants."""
+    parent, ours = {}, set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        parent[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
+        if any(m in cmd for m in marks):
+            ours.add(int(pid))
+    grown = True
+    while grown:
+        more = {p for p, pp in parent.items() if pp in ours} - ours
+        ours |= more
+        grown = bool(more)
+    return sorted(ours)

@@ -1,18 +1,18 @@
-"""The whole LEGO system in Mininet: network, switch, controller, NF agents, status.
+"""The whole LEGO system in Mininet: network, switch, Ray, controller, status.
 
 :class:`LegoSystem` starts, in order: the network and the switch
-(:class:`~lego.topo.mn_net.LegoNet`; the switch listens when it returns), the
-controller in the root namespace (returns once it has synced the switch), and
-one brick agent per active NF host (returns once every brick registered), then
-gives the traffic host's :class:`~lego.topo.mn_traffic.Replayer` a trace.
+(:class:`~lego.topo.mn_net.LegoNet`; the switch listens when it returns), a Ray
+cluster (:class:`~lego.topo.mn_ray.RayCluster`: the head in the root namespace,
+one node inside each NF host, under the host's CPU quota group for its bricks),
+and the controller in the root namespace, which places the bricks on the nodes
+as Ray actors (returns once it has synced the switch and the first graphs run).
 
-The controller is the one :func:`controller_mode` finds: ``lego controller
-run --config FILE`` with the northbound when ``control/controller*.py`` and
-``lego/cli_agent.py`` exist (agents: ``lego agent --controller ...``), else the
-southbound ``lego controller --switch ...`` (the switch manager: pipeline,
-roles, buckets, clone sessions) with agents in graph-file mode
-(:mod:`lego.topo.mn_agent`). :meth:`LegoSystem.status` returns the same JSON
-shape either way (:mod:`lego.topo.mn_status`).
+The mode is :func:`controller_mode`'s: ``controller`` (the default: ``lego
+controller run --config FILE``, bricks on Ray, scaling and faults handled), or
+``southbound`` when asked: ``lego controller --switch ...`` (the switch manager
+alone: pipeline, roles, buckets, clone sessions) with graph-file bricks per host
+(:mod:`lego.topo.mn_agent`), no Ray. :meth:`LegoSystem.status` returns the same
+JSON shape either way (:mod:`lego.topo.mn_status`).
 
 Every process writes a log under ``workdir``; :meth:`LegoSystem.collect` copies
 the logs and status to a folder and lists the tracebacks found in them (a
@@ -60,9 +60,10 @@ def _last_error(path: Path) -> str:
 
 
 def controller_mode(repo: Path = REPO) -> str:
-    """``controller`` (the default): ``lego controller run --config`` with one ``lego
-    agent`` per NF host; ``southbound`` only when asked (``LEGO_CONTROLLER=southbound``):
-    the switch manager + graph-file agents, without scaling or faults handling."""
+    """``controller`` (the default): ``lego controller run --config``, its bricks Ray
+    actors on one node per NF host; ``southbound`` only when asked
+    (``LEGO_CONTROLLER=southbound``): the switch manager + graph-file bricks, without
+    scaling or faults handling."""
     asked = os.environ.get("LEGO_CONTROLLER", "controller")
     if asked not in ("controller", "southbound"):
         raise LegoError(f"LEGO_CONTROLLER: expected controller or southbound, got {asked!r}")
@@ -116,14 +117,15 @@ class LegoSystem:
         self.token_file = self.workdir / "token"
         self.config_path = self.workdir / "controller.toml"
         self.results_dir = self.workdir / "nf"
-        self.agent_hosts: list[NFHostSpec] = []
+        self.agent_hosts: list[NFHostSpec] = []  # the NF hosts with a Ray node
         self._ctl_client = None
         self._last_ctl: dict | None = None
         self.packets_seen: dict[str, int] = {}  # brick id -> most packets_in it reported
         self.last_wall = 0.0
         self.net = LegoNet(topo, target, self.workdir / "net")
         self.controller: Proc | None = None
-        self.agents: dict[str, Proc] = {}
+        self.agents: dict[str, Proc] = {}  # graph-file bricks (southbound mode)
+        self.ray = None  # the RayCluster (controller mode)
         self.replica_ports: list[int] = [h.port for h in topo.active]
         self._monitor = None
         self.util_prev: dict[str, tuple[float, float]] = {}
@@ -138,11 +140,9 @@ class LegoSystem:
         try:
             if self.mode == "controller":
                 self.agent_hosts = hosts or list(self.topo.nf_hosts[:self.topo.replicas])
+                self.start_ray()
                 self.write_config()
-                self.start_controller(wait=False)
-                for h in hosts:
-                    self.start_agent(h)
-                self.wait_controller()
+                self.start_controller()
                 return
             self.start_controller()
             for h in hosts:
@@ -168,14 +168,15 @@ class LegoSystem:
                                 results=self.results_dir, token_file=self.token_file,
                                 semantics=self.semantics,
                                 election_id=CONTROLLER_ELECTION_ID, scaling=self.scaling,
-                                graph=self.graph, sla_ms=self.sla_ms)
+                                graph=self.graph, sla_ms=self.sla_ms,
+                                ray_address=self.ray.head, brick_dir=self.brick_dir())
         self.config_path.write_text(tomli_w.dumps(cfg))
         return self.config_path
 
     def config_scaling(self) -> dict:
         from lego.topo.mn_controller import SCALING
 
-        return {**SCALING, "max_replicas": len(self.agents), **self.scaling}
+        return {**SCALING, "max_replicas": len(self.agent_hosts), **self.scaling}
 
     def token(self) -> str:
         return self.token_file.read_text().strip()
@@ -190,11 +191,6 @@ class LegoSystem:
                 raise LegoError(f"the controller failed to start (exit code "
                                 f"{p.popen.returncode}): {_last_error(p.log_path)}; log "
                                 f"{p.log_path}:\n{log_tail(p.log_path)}")
-            for name, a in self.agents.items():
-                if not a.alive():
-                    raise LegoError(f"the agent of {name} failed to start (exit code "
-                                    f"{a.popen.returncode}): {_last_error(a.log_path)}; log "
-                                    f"{a.log_path}:\n{log_tail(a.log_path)}")
             if time.monotonic() > deadline:
                 raise LegoError(f"the controller did not start within {timeout:.0f} s: "
                                 f"{_last_error(p.log_path)}; log {p.log_path}:\n"
@@ -224,61 +220,25 @@ class LegoSystem:
                                              b["packets_in"])
         return st
 
-    def agent_call(self, host: str, rpc: str, request, timeout: float = 15.0):
-        """One call to an agent's API (its management address, from the controller)."""
-        from lego.control import northbound as nb
-
-        st = self._last_ctl or {}
-        addr = next((a["address"] for a in st.get("agents", []) if a["host"] == host), None)
-        if addr is None:
-            raise LegoError(f"agent {host}: address unknown (not registered)")
-        client = nb.agent_client(addr, self.token(), timeout=timeout)
-        try:
-            return client.call(rpc, request, timeout=timeout)
-        finally:
-            client.close()
-
-    def move_stats(self) -> dict[str, dict]:
-        """Each live feature-extraction brick's move counters (rows held, entries)."""
-        import json
-
-        from lego.control import northbound as nb
-
-        out = {}
-        for b in (self._last_ctl or {}).get("bricks", []):
-            if b["type"] != "feature_quantization":
-                continue
-            try:
-                r = self.agent_call(b["host"], "Control", nb.pb.BrickControl(
-                    brick=b["id"], command_json=json.dumps({"op": "move_stats"}),
-                    wait_ack=True, timeout_s=2.0), timeout=5.0)
-                out[b["id"]] = json.loads(r.reply_json or "{}")
-            except LegoError:
-                continue
-        return out
-
     def finish(self, timeout: float = 60.0) -> dict | None:
-        """End of a run: the controller's last status, then stop the controller (no
-        more policy), drain every graph (sources end, bricks finish, decisions write
-        their summaries) and wait for them. Returns the last status."""
+        """End of a run: the controller's last status, then its Drain (no more policy;
+        every graph's source ends, its bricks finish, its decision writes its summary);
+        wait for the summaries, then stop the controller. Returns the last status."""
         from lego.control import northbound as nb
 
         last = self.controller_status() or self._last_ctl
         self.last_wall = time.time()  # when ``last`` was taken (wall clock)
-        self.stop_controller()
-        for g in (last or {}).get("graphs", []):
-            port = g["port"]
-            try:
-                self.agent_call(g["host"], "Stop", nb.pb.StopBricks(
-                    bricks=[f"src-{port}/0"], drain=True))
-            except LegoError as exc:
-                log.warning("drain of port %s: %s", port, exc)
+        try:
+            self._ctl_client.call("Drain", nb.pb.DrainRequest(), timeout=10.0)
+        except (LegoError, AttributeError) as exc:
+            log.warning("drain: %s", exc)
         deadline = time.monotonic() + timeout
         want = [self.results_dir / f"port-{g['port']}" / "summary.json"
                 for g in (last or {}).get("graphs", [])
                 if any(a["host"] == g["host"] and a["alive"] for a in last.get("agents", []))]
         while not all(p.is_file() for p in want) and time.monotonic() < deadline:
             time.sleep(0.1)  # polling the decisions' summaries up to a deadline
+        self.stop_controller()
         return last
 
     def score_dirs(self) -> list[Path]:
@@ -304,7 +264,7 @@ class LegoSystem:
                env: dict[str, str] | None = None) -> Proc:
         log_path = self.workdir / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         with open(log_path, "wb") as out:
             out.write(("$ " + " ".join(argv) + "\n").encode())
             out.flush()
@@ -323,9 +283,9 @@ class LegoSystem:
                 self._ctl_client = None
             argv = [sys.executable, "-m", "lego", "controller", "run", "--config",
                     str(self.config_path)]
-            self.controller = self._popen("controller", argv)
-            if wait:
-                self.wait_controller(timeout)
+            self.controller = self._popen("controller", argv, env=self.ray.env())
+            if wait:  # the first graphs' actors start too (new Ray workers: seconds)
+                self.wait_controller(max(timeout, 120.0))
             return
         argv = southbound_controller_argv(self.topo, self.replica_ports, self.semantics)
         self.controller = p = self._popen("controller", argv)
@@ -358,20 +318,26 @@ class LegoSystem:
     def agent_dir(self, host: str) -> Path:
         return self.workdir / "agents" / host
 
+    def brick_dir(self, host: str | None = None) -> Path:
+        """Where the bricks of ``host`` (on Ray) keep their sockets, specs and logs."""
+        return self.workdir / "bricks" / host if host else self.workdir / "bricks"
+
+    def start_ray(self) -> None:
+        """The head, then one node per NF host, joined one at a time (timed)."""
+        import tempfile
+
+        from lego.topo.mn_ray import RayCluster
+
+        self.ray = RayCluster(self.net, self.topo, Path(tempfile.mkdtemp(prefix="lego-ray-")),
+                              hosts=self.agent_hosts, host_env=lambda h: self.quota(h).env())
+        self.ray.start()
+
     def start_agent(self, h: NFHostSpec) -> None:
+        """A graph-file brick runner on ``h`` (southbound mode)."""
         wd = self.agent_dir(h.name)
         if wd.exists():
             shutil.rmtree(wd)
         wd.mkdir(parents=True)
-        if self.mode == "controller":
-            m = self.topo.management
-            argv = [sys.executable, "-m", "lego", "agent", "--controller", m.northbound,
-                    "--token-file", str(self.token_file), "--host", h.name,
-                    "--cores", str(h.cores), "--workdir", str(wd),
-                    "--bind", f"{h.mgmt_ip}:0"]
-            self.agents[h.name] = self._popen(f"agent-{h.name}", argv, self.net.host(h.name),
-                                              env=self.quota(h).env())
-            return
         graph = wd / "graph.toml"
         graph.write_text(tomli_w.dumps(nf_graph(
             h.name, self.net.nf_iface(h.name), self.model, wd / "out",
@@ -382,8 +348,8 @@ class LegoSystem:
 
     def quota(self, h: NFHostSpec) -> CpuQuota:
         """The host's CPU quota (its cgroup, created on first use): ``cores`` of CPU
-        time per second for every brick its agent starts (the agent stays outside:
-        a starved agent would miss its heartbeats)."""
+        time per second for every brick on it (its Ray node and the actors stay
+        outside: a starved raylet would miss Ray's health checks)."""
         q = self.quotas.get(h.name)
         if q is None:
             q = self.quotas[h.name] = CpuQuota(h.name, h.cores).create()
@@ -477,7 +443,16 @@ class LegoSystem:
             out[f"agent-{name}"] = p.log_path
             for brick_log in sorted(self.agent_dir(name).glob("*.log")):
                 out[f"{name}/{brick_log.stem}"] = brick_log
+        for h in self.agent_hosts if self.ray is not None else []:
+            for brick_log in sorted(self.brick_dir(h.name).glob("*.log")):
+                out[f"{h.name}/{brick_log.stem}"] = brick_log
         return out
+
+    @property
+    def nf_host_names(self) -> list[str]:
+        """The NF hosts of the run: with a Ray node, or (southbound) with bricks."""
+        return [h.name for h in self.agent_hosts] if self.mode == "controller" \
+            else list(self.agents)
 
     def collect(self, dest: Path) -> list[str]:
         """Copy every log and status file to ``dest``; the components whose logs hold a
@@ -511,6 +486,9 @@ class LegoSystem:
                 p.popen.wait(5)
             except subprocess.TimeoutExpired:
                 p.popen.kill()
+        if self.ray is not None:  # inside the hosts' namespaces: before the network goes
+            self.ray.stop()
+            shutil.rmtree(self.ray.temp_dir, ignore_errors=True)
         self.net.stop()
         for q in self.quotas.values():
             q.remove()

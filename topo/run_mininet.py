@@ -214,11 +214,16 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
         console.print(f"{system.controller_line()} [{system.mode}]")
         if system.mode == "controller":
             sc = system.config_scaling()
-            console.print(f"agents: {', '.join(system.agents)} registered; scaling: high "
+            ray = system.ray
+            joined = sum(ray.start_s.values()) - ray.start_s["head"]
+            console.print(f"Ray: head {ray.head} ({ray.start_s['head']:.1f} s), a node in "
+                          f"each of {', '.join(system.nf_host_names)} ({joined:.1f} s, one "
+                          f"at a time), {ray.rss_bytes() / 2**20:,.0f} MiB resident")
+            console.print(f"scaling: high "
                           f"{sc['high']}, low {sc['low']} (busy fraction), dwell {sc['dwell']} "
                           f"s, cooldown {sc['cooldown']} s, at most {sc['max_replicas']} "
                           f"replicas ({time.perf_counter() - t0:.1f} s to start everything)")
-            recorders = Recorders(system, list(system.agents), work / "recorded")
+            recorders = Recorders(system, system.nf_host_names, work / "recorded")
         else:
             console.print(f"agents: {', '.join(system.agents)} ready "
                           f"({time.perf_counter() - t0:.1f} s to start everything)")
@@ -231,17 +236,17 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
             console.print("Mininet CLI (the replay runs meanwhile; `exit` to finish the run)")
             CLI(system.net.net)
         start = time.time()
-        held = _watch(system, replayer, opts, console, timeline, start, segments)
+        _watch(system, replayer, opts, console, timeline, start, segments)
         if replayer.error:
             raise LegoError(replayer.error)
-        extra: dict = {"held": held}
+        extra: dict = {}
         if system.mode == "controller":
             final = system.status()
             extra["final"] = final
             extra["last"] = system.finish()
             want = {h: final["switch"].get("ports", {}).get(str(opts.topo.nf(h).port),
                                                           {}).get("out", 0)
-                    for h in system.agents}
+                    for h in system.nf_host_names}
             t1 = time.perf_counter()
             got = recorders.stop(want)
             extra["recorded"] = {"want": want, "got": got}
@@ -269,18 +274,14 @@ def scheduled_step(segments: list[Segment], step_s: float, elapsed: float) -> Se
 
 
 def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[dict],
-           start: float, segments: list[Segment]) -> dict[int, int]:
+           start: float, segments: list[Segment]) -> None:
     """Dashboard and timeline until the replay is done and scored (controller mode:
-    and the controller scaled back in, or ``drain_s``). Returns the rows each
-    state move held (index of the state_moved event -> rows)."""
+    and the controller scaled back in, or ``drain_s``)."""
     from lego.topo.dashboard import render
 
     traffic = [opts.topo.traffic.port]
     prev = None
     drain_deadline = None
-    held_seen: dict[str, int] = {}
-    held: dict[int, int] = {}
-    moves_seen = 0
     initial = opts.topo.replicas  # feature-extraction replicas before the replay
     title = f"LEGO: Kitsune ({opts.semantics}) behind {opts.target_why.split(' (')[0]}"
     with Live(console=console, refresh_per_second=4, transient=False,
@@ -315,15 +316,6 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
                 live.update(render(st, pin, pout, step, st["time"] - start, title),
                             refresh=True)
             if system.mode == "controller":
-                moved = [e for e in st["events"] if e["kind"] == "state_moved"]
-                if len(moved) > moves_seen:
-                    total = 0
-                    for brick, ms in system.move_stats().items():
-                        rows = int(ms.get("rows_held", 0))
-                        total += max(0, rows - held_seen.get(brick, 0))
-                        held_seen[brick] = max(rows, held_seen.get(brick, 0))
-                    held[len(moved) - 1] = total
-                    moves_seen = len(moved)
                 if replayer.done():
                     scored = st["scores"] >= replayer.sent
                     back = row["replicas"] <= initial
@@ -345,7 +337,6 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
             elif agents_done:
                 raise LegoError("every NF agent exited during the replay (see results/logs)")
             time.sleep(0.5)  # the dashboard's refresh period, not a synchronisation
-    return held
 
 
 def _cores(st: dict, topo: Topology, prev: tuple[float, float] | None) -> dict:
@@ -501,8 +492,6 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
     last = extra.get("last") or {}
     t0 = last.get("now", 0.0) - (system.last_wall - start) if last else 0.0
     events = scaling_events(last.get("events", []), t0, system.config_scaling())
-    for i, row in enumerate(e for e in events if e["brick"] == "feature extraction"):
-        row["held"] = extra.get("held", {}).get(i, row["held"])
     run = extra.get("run", {})
     cal = run.get("calibration")
     sla_ms = float(run.get("sla_ms", 100.0))
@@ -536,7 +525,7 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
     nat = extra.get("offline_natural", {})
     summary = {
         "trace": str(opts.trace), "switch": opts.target_why, "semantics": opts.semantics,
-        "scaling_policy": yes_no(opts.scaling), "nf_hosts": list(system.agents),
+        "scaling_policy": yes_no(opts.scaling), "nf_hosts": system.nf_host_names,
         "nf_host_cores": {h.name: h.cores for h in opts.topo.nf_hosts},
         "capacity_one_replica_pps": round(cal.pps) if cal else None,
         "calibration": cal.line() if cal else None,

@@ -20,9 +20,9 @@ import threading
 import time
 
 from lego.errors import LegoError
+from lego.ext.packets import packet_socket
 
 CLONE_NEWNET = 0x40000000
-ETH_P_ALL = 0x0003
 
 
 def netns_available() -> str | None:
@@ -103,9 +103,7 @@ class NetnsLab:
                 with open(f"/var/run/netns/{self.namespaces[i]}") as f:
                     if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
                         raise OSError(ctypes.get_errno(), "setns")
-                s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-                s.bind((self.host_ifaces[i], ETH_P_ALL))
-                result["sock"] = s
+                result["sock"] = packet_socket(self.host_ifaces[i])
             except BaseException as exc:
                 result["error"] = exc
 

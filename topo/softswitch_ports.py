@@ -17,10 +17,10 @@ import socket
 import struct
 
 from lego.errors import LegoError
+from lego.ext.packets import packet_socket
 
 log = logging.getLogger(__name__)
 
-ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
@@ -84,12 +84,13 @@ class Port:
         self.port_no = port_no
         self.ifname = ifname
         try:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            sock = packet_socket(ifname)
         except PermissionError as exc:
             raise LegoError(f"port {port_no}@{ifname}: AF_PACKET needs root "
                             "(or CAP_NET_RAW)") from exc
+        except OSError as exc:
+            raise LegoError(f"port {port_no}@{ifname}: cannot bind: {exc.strerror}") from exc
         try:
-            sock.bind((ifname, ETH_P_ALL))
             ifindex = socket.if_nametoindex(ifname)
         except OSError as exc:
             sock.close()

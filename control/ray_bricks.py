@@ -1,0 +1,275 @@
+"""The controller's hands on a Ray cluster: brick actors created, told and killed.
+
+Each brick replica is a detached, named :class:`~lego.bricks.brick_actor.BrickActor`
+(``brick:<node>/<serial>`` in the run's namespace), so that a restarted controller
+finds the running bricks by name and leaves them running. Placement is Ray's:
+a brick of port ``p``'s graph asks for a sliver of the custom resource ``port:p``
+(the node wired to that switch port), a brick placed on another host for one of
+``nf:<host>``. Ray restarts an actor whose brick died (``max_restarts``), and
+tells node membership; this class only reads what Ray knows:
+
+- :meth:`nodes`: the live NF nodes, by host name (their ``nf:<host>`` resource);
+- :meth:`poll`: every brick's newest load report; a report with a new
+  ``incarnation`` is a brick Ray restarted (:attr:`restarted`);
+- :meth:`adopt`: the bricks already running (a controller restart).
+
+The data path never goes through Ray: bricks read the switch port with AF_PACKET
+and talk over shared memory or ZeroMQ, as in a graph file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lego.errors import LegoError
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "lego"
+PREFIX = "brick:"
+#: what a brick actor asks of its node's custom resource (many fit on one node)
+SLIVER = 0.001
+CALL_TIMEOUT_S = 15.0
+
+
+#: Ray's health checks of the raylets, on the head (GCS): a node is declared dead
+#: after 3 checks failed 0.5 s apart (Ray's defaults: 5 checks, 3 s apart, so 15 s)
+HEALTH_CHECK = {"health_check_period_ms": 500, "health_check_timeout_ms": 500,
+                "health_check_failure_threshold": 3}
+#: Ray's smallest object store (75 MiB and a little): objects are control messages
+OBJECT_STORE_BYTES = 80 * 1024 * 1024
+#: what every node leaves off
+QUIET = ["--disable-usage-stats", f"--object-store-memory={OBJECT_STORE_BYTES}"]
+
+
+def ray_binary() -> str:
+    """The ``ray`` CLI of this interpreter's environment."""
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def head_env() -> dict[str, str]:
+    """The environment of ``ray start --head`` that sets :data:`HEALTH_CHECK`."""
+    return {f"RAY_{k}": str(v) for k, v in HEALTH_CHECK.items()}
+
+
+def node_resources(host: str, ports: list[int]) -> dict[str, float]:
+    """What an NF host's Ray node advertises: ``nf:<host>`` and ``port:<p>`` per
+    switch port it is wired to (what brick actors are placed by)."""
+    return {f"nf:{host}": 1.0, **{f"port:{int(p)}": 1.0 for p in ports}}
+
+
+def worker_argv(head: str, host: str, ports: list[int], cores: float,
+                node_ip: str | None = None) -> list[str]:
+    """``ray start`` joining ``head`` as NF host ``host`` (pure). Ray counts whole CPUs:
+    the host's cores rounded up (the real cap is its CPU quota, not Ray's count)."""
+    argv = [ray_binary(), "start", f"--address={head}",
+            f"--num-cpus={max(1, math.ceil(cores))}",
+            f"--resources={json.dumps(node_resources(host, ports))}", *QUIET]
+    return argv + ([f"--node-ip-address={node_ip}"] if node_ip else [])
+
+
+def brick_actor_name(brick: str) -> str:
+    return PREFIX + brick
+
+
+def placement(host: str, port: int | None) -> dict[str, float]:
+    """The custom resource that pins a brick: its graph's switch port, or the host."""
+    return {f"port:{port}" if port is not None else f"nf:{host}": SLIVER}
+
+
+@dataclass
+class RayBricks:
+    """Brick actors on a Ray cluster (``address``: "auto", HOST:PORT, or "" for a
+    local Ray started in this process)."""
+
+    address: str = ""
+    namespace: str = NAMESPACE
+    max_restarts: int = 3
+    env: dict[str, str] = field(default_factory=dict)
+    handles: dict[str, Any] = field(default_factory=dict)  # brick -> actor handle
+    incarnations: dict[str, str] = field(default_factory=dict)
+    restarted: list[dict] = field(default_factory=list)  # taken by the caller
+    _actor_class: Any = None
+
+    def connect(self) -> RayBricks:
+        import ray
+
+        from lego.bricks.brick_actor import BrickActor
+
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"namespace": self.namespace, "log_to_driver": False,
+                                      "configure_logging": False}
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:
+                ray.init(include_dashboard=False, num_cpus=os.cpu_count(), **kwargs)
+        self._actor_class = ray.remote(BrickActor)
+        return self
+
+    # ------------------------------------------------------------ membership
+
+    def nodes(self) -> dict[str, dict]:
+        """Live NF nodes by host name: {"node_id", "ip", "resources"}."""
+        import ray
+
+        out = {}
+        for n in ray.nodes():
+            if not n.get("Alive"):
+                continue
+            for r in n.get("Resources", {}):
+                if r.startswith("nf:"):
+                    out[r[3:]] = {"node_id": n["NodeID"], "ip": n["NodeManagerAddress"],
+                                  "resources": n["Resources"]}
+        return out
+
+    def adopt(self) -> list[dict]:
+        """The brick actors running in this namespace (their info), e.g. after a
+        controller restart; each becomes a handle of this object."""
+        import ray
+
+        found = []
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            name = entry["name"]
+            if entry["namespace"] != self.namespace or not name.startswith(PREFIX):
+                continue
+            try:
+                handle = ray.get_actor(name, namespace=self.namespace)
+                info = ray.get(handle.info.remote(), timeout=CALL_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - a dead or restarting actor: skip it
+                log.warning("brick actor %s not adopted: %s", name, exc)
+                continue
+            brick = name[len(PREFIX):]
+            self.handles[brick] = handle
+            self.incarnations[brick] = info["incarnation"]
+            found.append(info)
+        return found
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, host: str, port: int | None, specs: list[dict], workdir: str,
+              timeout: float = 30.0) -> list[dict]:
+        """One actor per spec on ``host``'s node (``port``: its graph's switch port,
+        None: any node of the host); returns once each brick registered, else
+        LegoError with the failed brick's log. A brick whose actor is alive is left
+        as it is (Ray restarted it already)."""
+        import ray
+
+        new = []
+        for s in specs:
+            brick = f"{s['node']}/{s['serial']}"
+            if self._alive(brick):
+                continue
+            self.handles[brick] = self._actor_class.options(
+                name=brick_actor_name(brick), namespace=self.namespace, lifetime="detached",
+                max_restarts=self.max_restarts, max_task_retries=0, max_concurrency=16,
+                num_cpus=0, resources=placement(host, port),
+            ).remote(s, workdir, self.env)
+            new.append(brick)
+        try:
+            infos = ray.get([self.handles[b].ready.remote(timeout) for b in new],
+                            timeout=timeout + 30.0)
+        except Exception as exc:
+            for b in new:  # none of this start stays half up
+                self.kill(b)
+            raise LegoError(f"start on {host}: {_reason(exc)}") from None
+        for info in infos:
+            self.incarnations[info["id"]] = info["incarnation"]
+        return infos
+
+    def _alive(self, brick: str) -> bool:
+        import ray
+
+        h = self.handles.get(brick)
+        if h is None:
+            return False
+        try:
+            return ray.get(h.info.remote(), timeout=CALL_TIMEOUT_S)["state"] != "exited"
+        except Exception:  # noqa: BLE001 - dead for good (restarts spent) or unreachable
+            return False
+
+    def kill(self, brick: str) -> None:
+        """End a brick's actor for good (no restart)."""
+        import ray
+
+        h = self.handles.pop(brick, None)
+        self.incarnations.pop(brick, None)
+        if h is not None:
+            try:
+                ray.kill(h, no_restart=True)
+            except Exception as exc:  # noqa: BLE001 - already gone
+                log.debug("kill %s: %s", brick, exc)
+
+    def kill_all(self) -> None:
+        for brick in list(self.handles):
+            self.kill(brick)
+
+    # ------------------------------------------------------------ control
+
+    def _call(self, brick: str, method: str, *args, timeout: float = CALL_TIMEOUT_S):
+        import ray
+
+        h = self.handles.get(brick)
+        if h is None:
+            raise LegoError(f"{method} {brick}: no such brick")
+        try:
+            return ray.get(getattr(h, method).remote(*args), timeout=timeout)
+        except Exception as exc:
+            raise LegoError(f"{method} {brick}: {_reason(exc)}") from None
+
+    def send(self, brick: str, command: dict) -> bool:
+        return bool(self._call(brick, "send", command))
+
+    def request(self, brick: str, command: dict, timeout: float = 5.0) -> dict:
+        return self._call(brick, "request", command, timeout, timeout=timeout + 5.0)
+
+    def export_state(self, brick: str, command: dict, timeout: float = 10.0) -> tuple[dict, bytes]:
+        return self._call(brick, "export_state", command, timeout, timeout=timeout + 5.0)
+
+    def import_state(self, brick: str, blobs: list[bytes], timeout: float = 10.0) -> dict:
+        return self._call(brick, "import_state", blobs, timeout, timeout=timeout + 5.0)
+
+    # ------------------------------------------------------------ loads
+
+    def poll(self, timeout: float = 1.0) -> dict[str, dict]:
+        """Every brick's newest load; a brick that did not answer within ``timeout``
+        (restarting, its node gone, or slow) is left out. A new incarnation is
+        appended to :attr:`restarted` with what ended the old one."""
+        import ray
+
+        bricks = list(self.handles)
+        refs = {self.handles[b].load.remote(): b for b in bricks}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        out = {}
+        for ref in ready:
+            brick = refs[ref]
+            try:
+                load = ray.get(ref)
+            except Exception:  # noqa: BLE001 - its actor died under the call
+                continue
+            old = self.incarnations.get(brick)
+            if old is not None and load["incarnation"] != old:
+                death = load.get("last_death") or {}
+                self.restarted.append({"brick": brick, "t": time.monotonic(),
+                                       "code": death.get("code", -1),
+                                       "error": death.get("error", "")})
+            self.incarnations[brick] = load["incarnation"]
+            out[brick] = load
+        return out
+
+
+def _reason(exc: BaseException) -> str:
+    """What a Ray error says: the brick's own error (with its log) where it raised
+    one, else the last line of Ray's message."""
+    cause = getattr(exc, "cause", None) or exc
+    if isinstance(cause, LegoError):
+        return str(cause)
+    text = str(cause).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
