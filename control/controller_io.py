@@ -223,7 +223,8 @@ class ControllerRuntime:
         self.lock = threading.RLock()
         self.commands: queue.Queue[Command] = queue.Queue()
         ray = cfg.ray
-        self.engine = RayBricks(ray["address"], ray["namespace"], ray["max_restarts"])
+        self.engine = RayBricks(ray["address"], ray["namespace"], ray["max_restarts"],
+                                local_hosts={h.name: list(h.ports) for h in cfg.hosts})
         self._released: set[str] = set()  # finished bricks told to exit
         self.nodes: dict[str, dict] = {}  # Ray's live NF nodes, by host
         self.frozen = False  # draining at the end: the policy decides nothing more

@@ -88,12 +88,15 @@ def placement(host: str, port: int | None) -> dict[str, float]:
 @dataclass
 class RayBricks:
     """Brick actors on a Ray cluster (``address``: "auto", HOST:PORT, or "" for a
-    local Ray started in this process)."""
+    local Ray started in this process, one node advertising every host of
+    ``local_hosts``; a Ray this process already joined is used as it is)."""
 
     address: str = ""
     namespace: str = NAMESPACE
     max_restarts: int = 3
     env: dict[str, str] = field(default_factory=dict)
+    #: a local Ray (no ``address``) is one node for every NF host: host -> ports
+    local_hosts: dict[str, list[int]] = field(default_factory=dict)
     handles: dict[str, Any] = field(default_factory=dict)  # brick -> actor handle
     incarnations: dict[str, str] = field(default_factory=dict)
     restarted: list[dict] = field(default_factory=list)  # taken by the caller
@@ -110,7 +113,13 @@ class RayBricks:
             if self.address:
                 ray.init(address=self.address, **kwargs)
             else:
-                ray.init(include_dashboard=False, num_cpus=os.cpu_count(), **kwargs)
+                resources: dict[str, float] = {}
+                for host, ports in self.local_hosts.items():
+                    resources.update(node_resources(host, ports))
+                ray.init(address="local",  # a new one, even where a cluster runs
+                         include_dashboard=False, num_cpus=os.cpu_count(),
+                         resources=resources, object_store_memory=OBJECT_STORE_BYTES,
+                         _system_config=HEALTH_CHECK, **kwargs)
         self._actor_class = ray.remote(BrickActor)
         return self
 

@@ -77,11 +77,13 @@ def test_ray_nodes_join_from_every_nf_host_and_tasks_land_by_port():
         for h in topo.nf_hosts:  # inside the host's namespace: its own interfaces only
             assert sorted(out["interfaces"][str(h.port)]) == \
                 sorted(["lo", f"{h.name}-eth0", f"{h.name}-mgmt"]), out
-        rss = cluster.rss_bytes()
+        mem = cluster.memory()
+        assert 0 < mem["pss"] <= mem["rss"]
         print(f"ray: head {cluster.start_s['head']:.1f} s, all nodes "
               f"{sum(cluster.start_s.values()):.1f} s, a task on each of "
               f"{len(topo.nf_hosts)} hosts in {probe_s:.1f} s (driver start-up included), "
-              f"Ray processes {rss / 2**20:.0f} MiB resident")
+              f"Ray processes {mem['pss'] / 2**20:.0f} MiB (PSS; RSS summed "
+              f"{mem['rss'] / 2**20:.0f} MiB)")
         assert max(cluster.start_s.values()) < START_TIMEOUT_S
     finally:
         cluster.stop()

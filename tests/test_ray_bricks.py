@@ -139,3 +139,22 @@ def test_a_brick_that_cannot_start_fails_with_its_own_error(bricks, trace):
     work, specs = _specs(trace, 2, source={"trace": "/nonexistent.pcap"})
     with pytest.raises(LegoError, match="nonexistent"):
         bricks.start("nf1", 2, specs, str(work), timeout=20)
+
+
+def test_without_an_address_a_local_ray_serves_every_configured_host():
+    """``[ray].address = ""``: the controller starts a local Ray, one node that
+    advertises every host and port of its config (a process of its own here: this
+    one already joined the test cluster)."""
+    import subprocess
+    import sys
+
+    code = ("import json, ray\n"
+            "from lego.control.ray_bricks import RayBricks\n"
+            "rb = RayBricks(local_hosts={'nf1': [2, 3], 'nf2': [4]}).connect()\n"
+            "print(json.dumps({h: sorted(n['resources']) for h, n in rb.nodes().items()}))\n"
+            "ray.shutdown()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.strip().splitlines()[-1]
+    nodes = json.loads(out)
+    assert sorted(nodes) == ["nf1", "nf2"]
+    assert {"nf:nf1", "nf:nf2", "port:2", "port:3", "port:4"} <= set(nodes["nf1"])

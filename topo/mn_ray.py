@@ -17,7 +17,7 @@ stats stay off, and each node's object store is the smallest Ray allows
 
     argv = head_argv("10.99.0.1", 6380)            # pure: the ray start command lines
     cluster = RayCluster(net, topo, Path("/tmp/lego-ray")).start()
-    cluster.rss_bytes()                            # every Ray process of this cluster
+    cluster.memory()                # Ray's processes: {'rss': bytes, 'pss': bytes}
 """
 
 from __future__ import annotations
@@ -149,16 +149,23 @@ class RayCluster:
         whose command lines name neither)."""
         return _with_descendants(str(self.temp_dir), self.head)
 
-    def rss_bytes(self) -> int:
-        """Resident memory of every process of this cluster."""
-        total = 0
+    def memory(self) -> dict[str, int]:
+        """Memory of Ray's own processes (GCS, raylets, agents, actor workers; not the
+        brick processes the actors start): ``rss`` sums each one's resident set,
+        counting the pages they share (libraries) once per process; ``pss`` shares
+        them out, so it is what the cluster really takes. Bytes."""
+        total = {"rss": 0, "pss": 0}
         for pid in self.pids():
             try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
+                if b"lego.bricks.brick_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    continue
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
             except OSError:
                 continue
+            for line in rollup:
+                key, _, rest = line.partition(":")
+                if key in ("Rss", "Pss"):
+                    total[key.lower()] += int(rest.split()[0]) * 1024
         return total
 
     def stop(self, grace_s: float = 5.0) -> None:

@@ -218,7 +218,7 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
             joined = sum(ray.start_s.values()) - ray.start_s["head"]
             console.print(f"Ray: head {ray.head} ({ray.start_s['head']:.1f} s), a node in "
                           f"each of {', '.join(system.nf_host_names)} ({joined:.1f} s, one "
-                          f"at a time), {ray.rss_bytes() / 2**20:,.0f} MiB resident")
+                          f"at a time), {ray.memory()['pss'] / 2**20:,.0f} MiB (PSS)")
             console.print(f"scaling: high "
                           f"{sc['high']}, low {sc['low']} (busy fraction), dwell {sc['dwell']} "
                           f"s, cooldown {sc['cooldown']} s, at most {sc['max_replicas']} "
@@ -273,6 +273,9 @@ def scheduled_step(segments: list[Segment], step_s: float, elapsed: float) -> Se
     return next((sg for sg in segments if sg.index == i), None)
 
 
+RSS_EVERY = 4  # dashboard rounds between two reads of the Ray processes' memory
+
+
 def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[dict],
            start: float, segments: list[Segment]) -> None:
     """Dashboard and timeline until the replay is done and scored (controller mode:
@@ -308,6 +311,10 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
                    "alerts": st["alerts"], "scores": st["scores"],
                    "queue_depth": sum(b["queue_depth"] for b in st["bricks"]),
                    **_cores(st, opts.topo, prev_cpu)}
+            if system.ray is not None and len(timeline) % RSS_EVERY == 0:
+                mem = system.ray.memory()
+                row["ray_pss_mib"] = round(mem["pss"] / 2**20)
+                row["ray_rss_mib"] = round(mem["rss"] / 2**20)
             for b in st["bricks"]:
                 row[f"pps:{b['brick']}"] = b["pps"]
                 row[f"util:{b['brick']}"] = b["utilisation"]
@@ -527,6 +534,7 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         "trace": str(opts.trace), "switch": opts.target_why, "semantics": opts.semantics,
         "scaling_policy": yes_no(opts.scaling), "nf_hosts": system.nf_host_names,
         "nf_host_cores": {h.name: h.cores for h in opts.topo.nf_hosts},
+        **ray_figures(system, timeline),
         "capacity_one_replica_pps": round(cal.pps) if cal else None,
         "calibration": cal.line() if cal else None,
         "replay_steps_pps": [sg.pps for sg in segs], "peak_offered_pps": peak_pps,
@@ -597,6 +605,10 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
         f"{_pct(s['seconds_within_sla_fraction'])} of all seconds",
         f"- core-seconds: {s['core_seconds']} allocated, against "
         f"{s['core_seconds_static_peak']} for a static allocation sized for the peak",
+        *([f"- Ray: {s['ray_nodes']} NF-host nodes joined in {s['ray_join_s']} s; its "
+           f"processes (head, raylets, actors; not the bricks) took at most "
+           f"{s['ray_pss_mib_peak']:,} MiB (PSS; their resident sets summed "
+           f"{s['ray_rss_mib_peak']:,} MiB)"] if s.get("ray_nodes") else []),
         f"- detection after training: live AUC {s['auc_live']}, TPR {s['tpr_0_1pct_live']} at "
         f"0.1 % FPR, {s['tpr_1pct_live']} at 1 % FPR; one offline instance on the original "
         f"trace: AUC {s['auc_offline_original']}, TPR {s['tpr_0_1pct_offline_original']} / "
@@ -614,6 +626,18 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
               if k != "scaling_events"]
     lines += ["", *(f"![{p.stem}]({p.name})" for p in plots), ""]
     return "\n".join(lines)
+
+
+def ray_figures(system, timeline: list[dict]) -> dict:
+    """The Ray cluster's start-up and memory over the run (controller mode)."""
+    ray = getattr(system, "ray", None)
+    if ray is None:
+        return {}
+    mem = [r for r in timeline if "ray_pss_mib" in r]
+    return {"ray_nodes": len(ray.start_s) - 1, "ray_head_s": round(ray.start_s["head"], 1),
+            "ray_join_s": round(sum(ray.start_s.values()) - ray.start_s["head"], 1),
+            "ray_pss_mib_peak": max((r["ray_pss_mib"] for r in mem), default=0),
+            "ray_rss_mib_peak": max((r["ray_rss_mib"] for r in mem), default=0)}
 
 
 def _pct(x: float | None) -> str:
