@@ -39,33 +39,16 @@ from pathlib import Path
 import zmq
 
 from lego.bricks.brick_errors import BrickError
+from lego.bricks.brick_main import ONE_CORE_ENV
 from lego.bricks.brick_northbound import LoadBoard
 from lego.bricks.brick_runtime import BrickSpec
+from lego.bricks.brick_transport import push_control
 from lego.cpu_quota import group_usage_s
 from lego.logs import log_tail
 
 WATCH_S = 0.05  # a brick's exit is noticed within this
 ACK_TIMEOUT_S = 10.0
-#: what a brick process may use: one thread per numeric library
-ONE_CORE_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _PR_SET_PDEATHSIG = 1
-
-
-def push_control(ctx: zmq.Context, sockets: dict[str, zmq.Socket], brick: str, address: str,
-                 command: dict, hwm: int) -> bool:
-    """One control message to a brick's control socket (connected on first use, kept
-    in ``sockets``), without blocking; False when its queue is full."""
-    sock = sockets.get(brick)
-    if sock is None:
-        sock = sockets[brick] = ctx.socket(zmq.PUSH)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, hwm)
-        sock.connect(address)
-    try:
-        sock.send(json.dumps(command).encode(), zmq.NOBLOCK)
-    except zmq.Again:
-        return False
-    return True
 
 
 def _die_with_parent_thread() -> None:

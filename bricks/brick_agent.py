@@ -36,33 +36,16 @@ import zmq
 
 from lego.bricks.brick_errors import BrickError
 from lego.bricks.brick_graph import Graph
+from lego.bricks.brick_main import ONE_CORE_ENV
 from lego.bricks.brick_northbound import LoadBoard
 from lego.bricks.brick_runtime import BrickSpec
 from lego.bricks.brick_shm import run_id, unlink_run
+from lego.bricks.brick_transport import push_control
 from lego.logs import log_tail
 
 log = logging.getLogger(__name__)
 
 WATCH_S = 0.1  # how often the agent checks its processes (deaths reported within ~this)
-ONE_CORE_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def push_control(ctx: zmq.Context, sockets: dict[str, zmq.Socket], brick: str, address: str,
-                 command: dict, hwm: int) -> bool:
-    """One control message to a brick's control socket (connected on first use, kept
-    in ``sockets``), without blocking; False (and a warning) when its queue is full."""
-    sock = sockets.get(brick)
-    if sock is None:
-        sock = sockets[brick] = ctx.socket(zmq.PUSH)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, hwm)
-        sock.connect(address)
-    try:
-        sock.send(json.dumps(command).encode(), zmq.NOBLOCK)
-    except zmq.Again:
-        log.warning("control to %s dropped (queue full): %s", brick, command)
-        return False
-    return True
 
 
 @dataclass

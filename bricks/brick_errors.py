@@ -6,7 +6,7 @@ from lego.errors import ConfigError, LegoError
 
 
 class BrickError(LegoError):
-    """A brick or its agent failed (names the brick, and the exit code where known)."""
+    """A brick or its supervisor failed (names the brick, and the exit code where known)."""
 
 
 class GraphError(ConfigError):

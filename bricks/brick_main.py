@@ -1,6 +1,7 @@
 """One brick replica as an OS process: ``python -m lego.bricks.brick_main SPEC.json``.
 
-The agent writes the :class:`~lego.bricks.brick_runtime.BrickSpec` and starts
+Its supervisor (a Ray actor or a graph file's runner) writes the
+:class:`~lego.bricks.brick_runtime.BrickSpec` and starts
 this. A dead worker makes noise: any exception is logged with its traceback,
 reported northbound (``bye`` with status ``died``) and the process exits 1.
 SIGTERM stops the loop at the next batch (exit 0, status ``stopped``).
@@ -17,6 +18,10 @@ import traceback
 from pathlib import Path
 
 log = logging.getLogger("lego.bricks.brick_main")
+
+#: what a brick process may use: one thread per numeric library (its supervisor
+#: starts it with this environment)
+ONE_CORE_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         brick = Brick(spec, logic, northbound, ctx)
         signal.signal(signal.SIGTERM, lambda *_: brick.stop())
         brick.init()
-        # the host's CPU quota (if its agent has one), once warm: a source now, any
+        # the host's CPU quota (if its supervisor names one), once warm: a source now, any
         # other brick after its first batch (imports, first allocations: one-time)
         if spec.inlet is None:
             join_group()

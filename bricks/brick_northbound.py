@@ -3,10 +3,11 @@
 :class:`Northbound` is the protocol a brick talks to; two implementations:
 
 - :class:`ZmqNorthbound`: JSON messages on a PUSH socket to the host's brick
-  agent (which aggregates them in a :class:`LoadBoard`);
+  supervisor (its Ray actor or a graph file's runner, which keep them in a
+  :class:`LoadBoard`);
 - :class:`LocalNorthbound`: an in-process list (tests, single-process runs).
 
-A later controller plugs in behind the agent (or replaces ZmqNorthbound with a
+The controller reads them through the supervisor (or replaces ZmqNorthbound with a
 gRPC client) without touching the bricks. Messages are plain dicts:
 ``{"op": "register" | "load" | "bye", "brick": "uln/1", ...}``; a load report
 doubles as the heartbeat.
@@ -68,7 +69,7 @@ def ack_message(brick: str, reply: dict) -> dict:
 
 
 class LocalNorthbound:
-    """Keeps every message in ``messages`` (the agent's view, in process)."""
+    """Keeps every message in ``messages`` (the supervisor's view, in process)."""
 
     def __init__(self) -> None:
         self.messages: list[dict] = []
@@ -92,7 +93,7 @@ class LocalNorthbound:
 
 
 class ZmqNorthbound(LocalNorthbound):
-    """Sends every message to the agent's report socket (PUSH, never blocks long)."""
+    """Sends every message to the supervisor's report socket (PUSH, never blocks long)."""
 
     def __init__(self, ctx: zmq.Context, address: str) -> None:
         super().__init__()
@@ -104,7 +105,7 @@ class ZmqNorthbound(LocalNorthbound):
     def _send(self, message: dict) -> None:
         try:
             self.sock.send(json.dumps(message).encode(), zmq.NOBLOCK)
-        except zmq.Again:  # the agent is gone or stalled: reports are best effort
+        except zmq.Again:  # the supervisor is gone or stalled: reports are best effort
             pass
 
     def register(self, brick: str, pid: int, inlet: str, control: str) -> None:
@@ -126,7 +127,7 @@ class ZmqNorthbound(LocalNorthbound):
 
 @dataclass
 class LoadBoard:
-    """The agent's aggregate of its bricks' reports.
+    """A supervisor's aggregate of its bricks' reports.
 
     Queue depth of a brick = batches its upstream bricks report sent to it minus
     the batches it reports taken (ZeroMQ does not expose queue lengths), so it

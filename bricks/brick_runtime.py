@@ -13,10 +13,13 @@ A brick replica is one OS process running :class:`Brick`:
 Lifecycle, as in openNetVM's nflib: :meth:`Brick.init` (sockets, register),
 :meth:`Brick.run` (the loop, with the logic as handler), :meth:`Brick.stop`.
 
-Semantics of a run: a source brick waits for ``go`` from its agent, then emits
+Semantics of a run (the brick's supervisor: its Ray actor,
+:mod:`lego.bricks.brick_actor`, or a graph file's runner,
+:class:`~lego.bricks.brick_agent.BrickAgent`): a source brick waits for ``go``
+from its supervisor, then emits
 batches and finally an ``end`` marker to every next-hop replica. Any other brick
 handles each batch in arrival order and finishes when it has an ``end`` from each
-of its upstream replicas (the agent sends ``upstream_dead`` for one that died,
+of its upstream replicas (the supervisor sends ``upstream_dead`` for one that died,
 so a failure drains the graph instead of hanging it); it then flushes its logic
 and forwards ``end``.
 """
@@ -42,7 +45,7 @@ from lego.bricks.brick_wire import Message, encode
 
 log = logging.getLogger(__name__)
 
-HOLD_S = 30.0  # longest a finished brick waits for the agent's `exit`
+HOLD_S = 30.0  # longest a finished brick waits for its supervisor's `exit`
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class OutletSpec:
 
 @dataclass
 class BrickSpec:
-    """Everything a brick process needs, as JSON-able data (built by the agent)."""
+    """Everything a brick process needs, as JSON-able data (built by its supervisor)."""
 
     node: str
     type: str
@@ -203,7 +206,7 @@ class Brick:
         self._hold()
 
     def _hold(self) -> None:
-        """Keep the sockets open until the agent says ``exit`` (it does once every
+        """Keep the sockets open until the supervisor says ``exit`` (it does once every
         next hop has exited): closing a PUSH socket early can lose the messages
         still in flight at the receiver, whatever the linger."""
         if not self.outlets or self.stopping:
@@ -214,7 +217,7 @@ class Brick:
             if self.control.sock.poll(int(HEARTBEAT_S * 1000)):
                 self._control(self.control.recv())
         if not self.exiting and not self.stopping:
-            log.warning("%s: no exit from the agent within %.0f s; leaving", self.id, HOLD_S)
+            log.warning("%s: no exit from the supervisor within %.0f s; leaving", self.id, HOLD_S)
 
     def stop(self) -> None:
         """Leave the loop at the next batch boundary (no flush, no end marker)."""

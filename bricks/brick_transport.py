@@ -147,7 +147,7 @@ class SocketLink:
 
 
 class Control:
-    """A brick's control socket: JSON commands from its agent."""
+    """A brick's control socket: JSON commands from its supervisor."""
 
     def __init__(self, ctx: zmq.Context, address: str) -> None:
         self.sock = ctx.socket(zmq.PULL)
@@ -321,3 +321,21 @@ def rows_of(msg: Message) -> int:
 def empty_like(msg: Message) -> dict[str, np.ndarray]:
     """Zero-row arrays with the dtypes and trailing shapes of ``msg``'s arrays."""
     return {k: np.zeros((0,) + a.shape[1:], dtype=a.dtype) for k, a in msg.arrays.items()}
+
+
+def push_control(ctx: zmq.Context, sockets: dict[str, zmq.Socket], brick: str, address: str,
+                 command: dict, hwm: int) -> bool:
+    """One control message to a brick's control socket (connected on first use, kept
+    in ``sockets``), without blocking; False (and a warning) when its queue is full."""
+    sock = sockets.get(brick)
+    if sock is None:
+        sock = sockets[brick] = ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.connect(address)
+    try:
+        sock.send(json.dumps(command).encode(), zmq.NOBLOCK)
+    except zmq.Again:
+        log.warning("control to %s dropped (queue full): %s", brick, command)
+        return False
+    return True

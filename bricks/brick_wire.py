@@ -28,7 +28,7 @@ are read-only views valid until the receiver takes its next message: a logic
 that keeps input arrays longer copies them (the shm receiver detects one that
 does not and gives it the segment for good, see ``brick_shm``).
 
-Control messages (agent -> brick, on the brick's control socket) are one JSON
+Control messages (supervisor -> brick, on the brick's control socket) are one JSON
 frame: ``{"op": "go" | "stop" | "route" | "remove_replica" | "upstream_dead", ...}``.
 """
 

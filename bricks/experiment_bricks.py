@@ -46,8 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lego.bricks.brick_agent import ONE_CORE_ENV, BrickAgent
+from lego.bricks.brick_agent import BrickAgent
 from lego.bricks.brick_graph import Graph, graph_from_dict
+from lego.bricks.brick_main import ONE_CORE_ENV
 from lego.bricks.kitsune_graph import kitsune_graph, train_model
 
 #: glibc malloc settings for every process of the experiment, bricks and monoliths

@@ -1,6 +1,6 @@
 """The controller's pure core: events in, commands out, time passed in as ``now``.
 
-:class:`ControllerCore` keeps the registry (agents, brick replicas, graphs) and
+:class:`ControllerCore` keeps the registry (NF hosts, brick replicas, graphs) and
 decides; it never sends anything. The I/O edge
 (:mod:`lego.control.controller_io`) feeds it northbound events and executes the
 :class:`Command` records it returns, in order.
@@ -31,9 +31,10 @@ at the switch). The graph of port ``p`` on its host:
   while a switch command is under way (issued, and not yet reported done by
   :meth:`ControllerCore.on_switch_done`), never on a window that began before
   the last move ended, and not within ``cooldown`` of it (no flapping).
-- Faults: a dead brick is restarted in place and its upstream re-routed to it; an
-  agent silent for ``agent_timeout`` is lost: its ports' buckets go to the live
-  ports without state (the loss is counted and reported).
+- Faults: a dead brick is restarted in place (by Ray) and its upstream re-routed to
+  it; a host whose Ray node died (or silent for ``host_timeout``) is lost: its
+  ports' buckets go to the live ports without state (the loss is counted and
+  reported).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Command:
 
 
 @dataclass
-class AgentRec:
+class HostRec:
     host: str
     address: str
     workdir: str
@@ -77,7 +78,7 @@ class AgentRec:
     alive: bool = True
     quota: bool = False  # ``cores`` is an enforced CPU quota: ``util`` is real
     util: float = 0.0  # CPU used / quota over the last heartbeat interval
-    cpu: tuple[float, float] | None = None  # (agent's clock, CPU seconds) last reported
+    cpu: tuple[float, float] | None = None  # (host's clock, CPU seconds) last reported
 
 
 @dataclass
@@ -115,8 +116,8 @@ def tcp_port(port: int, serial: int) -> int:
     return TCP_BASE + 64 * (port % 128) + (0 if serial == 0 else 1 + (serial - 1) % 63)
 
 
-def agent_ip(address: str) -> str:
-    """The host part of an agent's management address ``HOST:PORT``."""
+def host_ip(address: str) -> str:
+    """The host part of a management address ``HOST:PORT`` (or the bare address)."""
     return address.rpartition(":")[0] or address
 
 
@@ -138,18 +139,18 @@ class ControllerCore:
         self.policy = ScalingPolicy(ScalingConfig(
             high=sc["high"], low=sc["low"], dwell=sc["dwell"], cooldown=sc["cooldown"],
             max_replicas=sc["max_replicas"]))
-        self.agents: dict[str, AgentRec] = {}
+        self.hosts: dict[str, HostRec] = {}
         self.bricks: dict[str, BrickRec] = {}
         self.graphs: dict[int, GraphRec] = {}
         self.events: list[dict[str, Any]] = []
         self.deadlines: dict[str, float] = {}
         self.costs: dict[str, float] = dict(costs or {})
         self.counters: dict[str, Any] = {"state_lost_buckets": 0, "bricks_restarted": 0,
-                                         "agents_lost": 0, "moves": 0,
+                                         "hosts_lost": 0, "moves": 0,
                                          "retired_scores": 0, "retired_alerts": 0}
         self.switch: dict[str, Any] = {}
-        self.pending: set[int] = set()  # ports to start a graph on once their agent comes
-        self.heard_until: float | None = None  # see _check_agents
+        self.pending: set[int] = set()  # ports to start a graph on once their host joins
+        self.heard_until: float | None = None  # see _check_hosts
         # rebalance: the last load window (start, end, load per replica port), switch
         # commands issued and not yet done, when the last one ended, the next check
         self.bucket_window: tuple[float, float, dict[int, float]] | None = None
@@ -169,14 +170,14 @@ class ControllerCore:
         return next(h for h in self.cfg.hosts if h.name == host)
 
     def live_graphs(self) -> list[GraphRec]:
-        """Graphs owning buckets (or about to) on live agents: not draining, no standby."""
+        """Graphs owning buckets (or about to) on live hosts: not draining, no standby."""
         return [g for g in self.graphs.values() if not g.draining and not g.standby
-                and self.agents.get(g.host) is not None and self.agents[g.host].alive]
+                and self.hosts.get(g.host) is not None and self.hosts[g.host].alive]
 
     def standby_graphs(self, prefer: str | None = None) -> list[GraphRec]:
-        """Warm FE standby graphs on live agents, ``prefer``'s host first."""
+        """Warm FE standby graphs on live hosts, ``prefer``'s host first."""
         out = [g for g in self.graphs.values() if g.standby and not g.draining
-               and self.agents.get(g.host) is not None and self.agents[g.host].alive]
+               and self.hosts.get(g.host) is not None and self.hosts[g.host].alive]
         return sorted(out, key=lambda g: (g.host != prefer, g.port))
 
     def graph_bricks(self, port: int, role: str | None = None) -> list[BrickRec]:
@@ -184,10 +185,10 @@ class ControllerCore:
                 and (role is None or b.role == role)]
 
     def free_ports(self, prefer: str | None = None) -> list[tuple[str, int]]:
-        """(host, port) without a graph, on live agents; ``prefer``'s first."""
+        """(host, port) without a graph, on live hosts; ``prefer``'s first."""
         out = []
         for h in self.cfg.hosts:
-            a = self.agents.get(h.name)
+            a = self.hosts.get(h.name)
             if a is None or not a.alive:
                 continue
             out += [(h.name, p) for p in h.ports if p not in self.graphs]
@@ -198,7 +199,7 @@ class ControllerCore:
     def graph_specs(self, port: int, host: str, base: int, uln: int, standby: int) -> list[dict]:
         """Every brick of port ``port``'s graph (``uln`` routed ULN replicas and
         ``standby`` warm ones), as BrickSpec dicts."""
-        a = self.agents[host]
+        a = self.hosts[host]
         w = Path(a.workdir)
         cfg, g = self.cfg, self.cfg.graph
 
@@ -218,7 +219,7 @@ class ControllerCore:
         def spec(role: str, type_: str, serial: int, inlet: bool, upstream: int,
                  outlets: list[tuple[str, list[int]]], options: dict) -> dict:
             return {"node": f"{role}-{port}", "type": type_, "serial": serial,
-                    "control": addr(role, serial, True), "report": f"ipc://{w / 'agent.sock'}",
+                    "control": addr(role, serial, True), "report": "",  # its actor's
                     "inlet": addr(role, serial) if inlet else None, "upstream": upstream,
                     "outlets": [{"target": f"{t}-{port}", "policy": "round_robin",
                                  "addresses": [addr(t, s) for s in ss]} for t, ss in outlets],
@@ -265,17 +266,18 @@ class ControllerCore:
 
     # ------------------------------------------------------------ northbound events
 
-    def on_register(self, now: float, host: str, address: str, workdir: str, cores: float,
+    def on_host_joined(self, now: float, host: str, address: str, workdir: str, cores: float,
                     incarnation: str, bricks: list[dict]) -> list[Command]:
-        """An agent (re-)registered with what it runs: rebuild the registry from it."""
+        """A host joined (its Ray node appeared; again after a restart: a new
+        ``incarnation``) with the bricks found running on it: the registry follows."""
         if host not in {h.name for h in self.cfg.hosts}:
-            self.event(now, "agent_refused", host=host, reason="not in the config")
+            self.event(now, "host_refused", host=host, reason="not in the config")
             return []
-        old = self.agents.get(host)
-        self.agents[host] = AgentRec(host, address, workdir, cores, incarnation, now)
+        old = self.hosts.get(host)
+        self.hosts[host] = HostRec(host, address, workdir, cores, incarnation, now)
         if old is not None and old.incarnation != incarnation:
             for name in [n for n, b in self.bricks.items() if b.host == host]:
-                del self.bricks[name]  # a new agent process: what the old one ran is gone
+                del self.bricks[name]  # a new node: what the old one ran is gone
         for b in bricks:
             role, port, serial = parse_name(b["id"])
             if b["id"] in self.bricks or role not in ROLES:
@@ -298,16 +300,16 @@ class ControllerCore:
             routed = set(fm.spec["outlets"][0]["addresses"]) if fm.spec["outlets"] else set()
             for b in self.graph_bricks(g.port, "uln"):
                 b.standby = b.spec["inlet"] not in routed
-        self.event(now, "agent_registered", host=host, bricks=len(bricks),
+        self.event(now, "host_joined", host=host, bricks=len(bricks),
                    again=old is not None)
         return []
 
     def on_heartbeat(self, now: float, host: str, incarnation: str,
                      loads: list[dict], cpu: tuple[float, float] | None = None) -> bool:
-        """``cpu``: (agent's clock, CPU seconds its quota group used), when its
+        """``cpu``: (host's clock, CPU seconds its quota group used), when its
         cores are an enforced quota: the host's utilisation is the CPU it used
         over what the quota allowed since the last heartbeat."""
-        a = self.agents.get(host)
+        a = self.hosts.get(host)
         if a is None or a.incarnation != incarnation:
             return False
         a.last_seen = now
@@ -317,7 +319,7 @@ class ControllerCore:
             a.cpu, a.quota = cpu, True
         if not a.alive:
             a.alive = True
-            self.event(now, "agent_back", host=host)
+            self.event(now, "host_back", host=host)
         for rep in loads:
             b = self.bricks.get(rep["brick"])
             if b is None:
@@ -340,7 +342,7 @@ class ControllerCore:
         if b is None or b.retired:
             return []
         g = self.graphs.get(b.port)
-        a = self.agents.get(host)
+        a = self.hosts.get(host)
         if g is None or g.draining or a is None or not a.alive:
             return []
         cmds = [Command("start", host, b.port, {"specs": [b.spec]})]
@@ -365,23 +367,23 @@ class ControllerCore:
 
     def start(self, now: float, owned_ports: list[int]) -> list[Command]:
         """After adoption: a graph for every port the switch (or the config) gives
-        buckets to and no agent reported running."""
+        buckets to and no host reported running."""
         cmds = []
         ports = owned_ports or [p for _, p in self.free_ports()][:self.cfg.nf["fe_initial"]]
         for port in ports:
             if port in self.graphs:
                 continue
             host = self.cfg.host_of_port(port).name
-            if host in self.agents and self.agents[host].alive:
+            if host in self.hosts and self.hosts[host].alive:
                 cmds += self._add_graph(now, host, port, base=-1)
-            else:  # its agent has not registered yet: start it when it does
+            else:  # its host has not joined yet: start it when it does
                 self.pending.add(port)
                 self.event(now, "graph_pending", port=port, host=host)
         return cmds + self._keep_fe_standby(now, prefer=self.cfg.host_of_port(ports[0]).name
                                             if ports else None)
 
     def mark_standby(self, now: float, owned_ports: list[int]) -> None:
-        """After a controller restart: a graph an agent runs on a port that owns no
+        """After a controller restart: a graph a host runs on a port that owns no
         buckets on the switch is a warm FE standby (kept if the config wants one)."""
         if not owned_ports:
             return
@@ -392,7 +394,7 @@ class ControllerCore:
 
     def tick(self, now: float) -> list[Command]:
         cmds: list[Command] = []
-        cmds += self._check_agents(now)
+        cmds += self._check_hosts(now)
         cmds += self._start_pending(now)
         cmds += self._forget_drained(now)
         self._update_deadlines()
@@ -447,26 +449,26 @@ class ControllerCore:
         return [Command("switch_rebalance", self.graphs[hi].host, hi,
                         {"tolerance": sc["rebalance_tolerance"]})]
 
-    def _check_agents(self, now: float) -> list[Command]:
-        """Hosts unheard for ``agent_timeout``, counted up to ``heard_until`` (the
+    def _check_hosts(self, now: float) -> list[Command]:
+        """Hosts unheard for ``host_timeout``, counted up to ``heard_until`` (the
         start of the I/O's last completed round of reads) when the I/O sets it: a
         stalled controller is no silence of the hosts."""
         cmds = []
         until = now if self.heard_until is None else self.heard_until
-        for a in list(self.agents.values()):
-            if a.alive and until - a.last_seen > self.cfg.scaling["agent_timeout"]:
+        for a in list(self.hosts.values()):
+            if a.alive and until - a.last_seen > self.cfg.scaling["host_timeout"]:
                 cmds += self.on_host_lost(now, a.host, silent_s=round(until - a.last_seen, 3))
         return cmds
 
     def on_host_lost(self, now: float, host: str, **why: Any) -> list[Command]:
         """The host is gone (its Ray node dead, or silent): its buckets go to live
         ports, its keyed state is lost (counted)."""
-        a = self.agents.get(host)
+        a = self.hosts.get(host)
         if a is None or not a.alive:
             return []
         a.alive = False
-        self.counters["agents_lost"] += 1
-        self.event(now, "agent_lost", host=host, **why)
+        self.counters["hosts_lost"] += 1
+        self.event(now, "host_lost", host=host, **why)
         return self._reassign_host(now, host)
 
     def _reassign_host(self, now: float, host: str) -> list[Command]:
@@ -493,7 +495,7 @@ class ControllerCore:
                 cmds.append(Command("switch_scale_out", h, p, {"transfer": False}))
             cmds.append(Command("switch_scale_in", host, g.port, {"transfer": False}))
             fq = self.bricks.get(brick_name("fq", g.port))
-            self.event(now, "state_lost", port=g.port, host=host, reason="agent lost",
+            self.event(now, "state_lost", port=g.port, host=host, reason="host lost",
                        packets=(fq.load.get("packets_in", 0) if fq else 0))
         cmds += self._lose_remote_ulns(now, host)
         for name in [n for n, b in self.bricks.items() if b.host == host]:
@@ -526,13 +528,13 @@ class ControllerCore:
         return cmds
 
     def _start_pending(self, now: float) -> list[Command]:
-        """Graphs the switch plan gives buckets to whose agent came after the start."""
+        """Graphs the switch plan gives buckets to whose host joined after the start."""
         cmds = []
         for port in sorted(self.pending):
             host = self.cfg.host_of_port(port).name
             if port in self.graphs:
                 self.pending.discard(port)
-            elif host in self.agents and self.agents[host].alive:
+            elif host in self.hosts and self.hosts[host].alive:
                 self.pending.discard(port)
                 cmds += self._add_graph(now, host, port, base=-1)
         if cmds:
@@ -574,7 +576,7 @@ class ControllerCore:
             spare = [b for b in self.graph_bricks(g.port, "uln") if b.standby]
             cmds, warm = [], bool(spare)
             if not spare:
-                if self._used(g.host) + 1.0 > self.agents[g.host].cores + 1e-9:
+                if self._used(g.host) + 1.0 > self.hosts[g.host].cores + 1e-9:
                     return self._uln_elsewhere(now, g, d.reason)
                 spec = self._uln_spec(g)
                 b = self.bricks[f"{spec['node']}/{spec['serial']}"] = BrickRec(
@@ -593,7 +595,7 @@ class ControllerCore:
             self.event(now, "scale_out", brick="uln", port=g.port, replicas=len(ulns) + 1,
                        reason=d.reason, t_detect=now, replica=new.id, warm=warm)
             if self.cfg.scaling["standby"] and self._used(g.host) + 1.0 <= \
-                    self.agents[g.host].cores + 1e-9:
+                    self.hosts[g.host].cores + 1e-9:
                 spec = self._uln_spec(g)
                 self.bricks[f"{spec['node']}/{spec['serial']}"] = BrickRec(
                     f"{spec['node']}/{spec['serial']}", g.host, g.port, "uln", spec,
@@ -621,7 +623,7 @@ class ControllerCore:
         template = next(b.spec for b in self.graph_bricks(g.port, "uln"))
         serial = g.next_uln
         g.next_uln += 1
-        w = Path(self.agents[g.host].workdir)
+        w = Path(self.hosts[g.host].workdir)
         return {**template, "serial": serial,
                 "control": f"ipc://{w / f'uln-{g.port}-{serial}-ctl.sock'}",
                 "inlet": f"ipc://{w / f'uln-{g.port}-{serial}.sock'}"}
@@ -637,13 +639,13 @@ class ControllerCore:
         whole host, a quota of a fraction of a core included), a further one needs
         two free cores."""
         return not any(g.host == host for g in self.graphs.values()) or \
-            self._used(host) + 2.0 <= self.agents[host].cores + 1e-9
+            self._used(host) + 2.0 <= self.hosts[host].cores + 1e-9
 
     def fe_util(self, g: GraphRec) -> float:
         """An FE replica's load: its host's CPU over its quota when the host has one
         (the graph's bricks share that quota, so that is what runs out), else the
         feature brick's busy fraction."""
-        a = self.agents[g.host]
+        a = self.hosts[g.host]
         if a.quota and sum(1 for h in self.live_graphs() if h.host == g.host) == 1:
             return a.util
         return self.bricks[brick_name("fq", g.port)].util
@@ -700,7 +702,7 @@ class ControllerCore:
         cores (:meth:`_uln_remote`, batches and scores over tcp); when no host
         has a core for it, reported (``placement_fallback``) and as ``graph``."""
         if self.cfg.placement["mode"] == "brick":
-            hosts = [Host(a.host, a.cores, self._used(a.host)) for a in self.agents.values()
+            hosts = [Host(a.host, a.cores, self._used(a.host)) for a in self.hosts.values()
                      if a.alive]
             try:
                 target = place_replica(hosts, g.host, "uln", 1.0, {}, "brick").starts[0][0]
@@ -721,9 +723,9 @@ class ControllerCore:
     def _uln_remote(self, now: float, g: GraphRec, target: str, reason: str) -> list[Command]:
         """``brick`` placement: one ULN replica of ``g`` on host ``target``.
 
-        Its inlet is ``tcp://<target's agent host>:<port>`` (copying transport: no
+        Its inlet is ``tcp://<target host's address>:<port>`` (copying transport: no
         shared memory across hosts), its control socket and report address are
-        ipc in ``target``'s work directory (its own agent drives it). The graph's
+        ipc in ``target``'s work directory. The graph's
         decision brick binds one tcp address more on its input queue (control op
         ``bind``, once per graph, kept in its spec so that a restart binds it
         again): the remote ULN sends its scores there, the local ULNs go on over
@@ -738,7 +740,7 @@ class ControllerCore:
         fm = self.bricks[brick_name("fm", g.port)]
         dec = self.bricks[brick_name("dec", g.port)]
         out = fm.spec["outlets"][0]
-        dec_tcp = f"tcp://{agent_ip(self.agents[g.host].address)}:{tcp_port(g.port, 0)}"
+        dec_tcp = f"tcp://{host_ip(self.hosts[g.host].address)}:{tcp_port(g.port, 0)}"
         cmds = []
         if dec_tcp not in dec.spec.get("binds", []):
             dec.spec["binds"] = dec.spec.get("binds", []) + [dec_tcp]
@@ -747,11 +749,11 @@ class ControllerCore:
         template = next(b.spec for b in self.graph_bricks(g.port, "uln"))
         serial = g.next_uln
         g.next_uln += 1
-        w = Path(self.agents[target].workdir)
+        w = Path(self.hosts[target].workdir)
         spec = {**template, "serial": serial,
                 "control": f"ipc://{w / f'uln-{g.port}-{serial}-ctl.sock'}",
-                "report": f"ipc://{w / 'agent.sock'}",
-                "inlet": f"tcp://{agent_ip(self.agents[target].address)}:"
+                "report": "",  # its actor's
+                "inlet": f"tcp://{host_ip(self.hosts[target].address)}:"
                          f"{tcp_port(g.port, serial)}",
                 "outlets": [{**template["outlets"][0], "addresses": [dec_tcp]}]}
         name = f"{spec['node']}/{serial}"
@@ -779,11 +781,11 @@ class ControllerCore:
         decs = [b.load.get("extra", {}) for b in self.bricks.values() if b.role == "dec"]
         return {
             "now": now,
-            "agents": [{"host": a.host, "address": a.address, "alive": a.alive,
+            "hosts": [{"host": a.host, "address": a.address, "alive": a.alive,
                         "cores": a.cores, "silent_s": round(now - a.last_seen, 3),
                         "quota": a.quota, "util": round(a.util, 4),
                         "cpu_s": round(a.cpu[1], 4) if a.cpu else None}
-                       for a in self.agents.values()],
+                       for a in self.hosts.values()],
             "graphs": [{"port": g.port, "host": g.host, "draining": g.draining,
                         "standby": g.standby}
                        for g in self.graphs.values()],

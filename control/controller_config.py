@@ -39,7 +39,7 @@
     fe = true                      # scale feature extraction (graphs on more switch ports)
     fe_standby = true              # keep one warm graph owning no buckets (scale out = a move)
     uln = true                     # scale the ULN replicas of each graph
-    agent_timeout = 0.7            # a host unheard this long (its Ray node gone) is lost
+    host_timeout = 0.7            # a host unheard this long (its Ray node gone) is lost
     rebalance_s = 5.0              # check the FE replicas' bucket loads this often (0: never)
     rebalance_tolerance = 0.2      # rebalance when the busiest > (1 + this) x the mean
 
@@ -85,7 +85,7 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
     "scaling": {"high": ((int, float), 0.8), "low": ((int, float), 0.3),
                 "dwell": ((int, float), 1.0), "cooldown": ((int, float), 2.0),
                 "max_replicas": (int, 4), "period": ((int, float), 0.25),
-                "standby": (bool, True), "agent_timeout": ((int, float), 0.7),
+                "standby": (bool, True), "host_timeout": ((int, float), 0.7),
                 "fe": (bool, True), "fe_standby": (bool, True), "uln": (bool, True),
                 "adopt_grace": ((int, float), 2.0), "rebalance_s": ((int, float), 5.0),
                 "rebalance_tolerance": ((int, float), 0.2)},

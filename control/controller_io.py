@@ -103,7 +103,7 @@ from lego.p4src import pipeline as pl
 log = logging.getLogger(__name__)
 
 LOADS_EVERY_S = 2.0  # per-bucket load window for scale-out/in (background reads)
-WATCH_S = 0.2  # Ray's nodes and the bricks' loads read this often (the heartbeat)
+WATCH_S = 0.25  # Ray's nodes and the bricks' loads read this often (the heartbeat)
 
 
 class LiveMoves:
@@ -120,7 +120,7 @@ class LiveMoves:
         """The FE brick of ``port``'s graph, if its host is alive."""
         core = self.rt.core
         g = core.graphs.get(port)
-        if g is None or core.agents.get(g.host) is None or not core.agents[g.host].alive:
+        if g is None or core.hosts.get(g.host) is None or not core.hosts[g.host].alive:
             return None
         return brick_name("fq", port)
 
@@ -263,15 +263,15 @@ class ControllerRuntime:
         while True:
             self._join_nodes(adopted)
             with self.lock:
-                if wanted <= {h for h, a in self.core.agents.items() if a.alive}:
+                if wanted <= {h for h, a in self.core.hosts.items() if a.alive}:
                     break
             if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         with self.lock:
             self.core.mark_standby(time.monotonic(), owned)
-            if not owned and not any(a.alive for a in self.core.agents.values()):
-                # no agent yet: the first fe_initial ports, started when their agents come
+            if not owned and not any(a.alive for a in self.core.hosts.values()):
+                # no host yet: the first fe_initial ports, started when their hosts join
                 owned = self.cfg.all_ports[:self.cfg.nf["fe_initial"]]
             cmds = self.core.start(time.monotonic(), owned)
             ports = owned or [c.port for c in cmds if c.kind == "start_graph"
@@ -363,12 +363,12 @@ class ControllerRuntime:
         by_node = {n["node_id"]: h for h, n in nodes.items()}
         with self.lock:
             for host, n in nodes.items():
-                a = self.core.agents.get(host)
+                a = self.core.hosts.get(host)
                 if host not in {h.name for h in self.cfg.hosts} or \
                         (a is not None and a.incarnation == n["node_id"]):
                     continue
                 bricks = [b for b in adopted if by_node.get(b["node_id"]) == host]
-                self.core.on_register(time.monotonic(), host, n["ip"], self.cfg.workdir(host),
+                self.core.on_host_joined(time.monotonic(), host, n["ip"], self.cfg.workdir(host),
                                       self.cfg.host(host).cores, n["node_id"],
                                       bricks)
             self.nodes = nodes
@@ -386,11 +386,11 @@ class ControllerRuntime:
                     if b is not None and "now" in rep:  # it has reported once
                         by_host.setdefault(b.host, []).append(
                             {**rep, "queue_depth": queue_depth(self.core, name, loads)})
-                for host, a in self.core.agents.items():  # Ray says the node died
+                for host, a in self.core.hosts.items():  # Ray says the node died
                     if a.alive and host not in self.nodes:
                         cmds += self.core.on_host_lost(now, host, reason="Ray node dead")
                 for host, n in self.nodes.items():
-                    a = self.core.agents.get(host)
+                    a = self.core.hosts.get(host)
                     if a is None:
                         continue
                     reps = by_host.get(host, [])

@@ -55,9 +55,20 @@ def ray_binary() -> str:
     return str(Path(sys.executable).with_name("ray"))
 
 
+#: what a LEGO cluster's processes leave off (every node and driver): idle workers
+#: started ahead (a brick actor is started when asked for, and the prestarted one
+#: sat idle), metrics and task events (for a dashboard that is off). Together with
+#: the controller's reads every 0.25 s (0.2 s before), measured idle in Mininet (six
+#: nodes, ten actors): Ray's processes 22 % of a core, against 28 % without.
+QUIET_ENV = {"RAY_enable_worker_prestart": "0", "RAY_prestart_worker_first_driver": "0",
+             "RAY_enable_metrics_collection": "0", "RAY_task_events_report_interval_ms": "0",
+             "RAY_event_stats": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
 def head_env() -> dict[str, str]:
-    """The environment of ``ray start --head`` that sets :data:`HEALTH_CHECK`."""
-    return {f"RAY_{k}": str(v) for k, v in HEALTH_CHECK.items()}
+    """The environment of ``ray start --head``: :data:`QUIET_ENV` and
+    :data:`HEALTH_CHECK`."""
+    return {**QUIET_ENV, **{f"RAY_{k}": str(v) for k, v in HEALTH_CHECK.items()}}
 
 
 def node_resources(host: str, ports: list[int]) -> dict[str, float]:

@@ -130,8 +130,8 @@ def cmd_run(args: argparse.Namespace, stop: threading.Event | None = None) -> in
 def status_lines(st: dict) -> list[str]:
     """A short human view of a GetStatus document (pure)."""
     lines = [f"alerts {st.get('alerts', 0)}  scores {st.get('scores', 0)}  "
-             f"hosts {sum(a['alive'] for a in st.get('agents', []))}/"
-             f"{len(st.get('agents', []))}"]
+             f"hosts {sum(a['alive'] for a in st.get('hosts', []))}/"
+             f"{len(st.get('hosts', []))}"]
     for b in st.get("bricks", []):
         lines.append(f"  {b['id']:<12} {b['host']:<8} util {b['utilisation']:.2f}  "
                      f"queue {b['queue_depth']:>3}  pps {b['pps']:>9.1f}"

@@ -35,10 +35,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lego.control.ray_bricks import worker_argv
+    from lego.control.ray_bricks import QUIET_ENV, worker_argv
 
     argv = worker_argv(args.head, args.host, args.ports, args.cores, args.node_ip)
     if args.print:
         print(shlex.join(argv))
         return 0
-    return subprocess.call(argv, env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"))
+    return subprocess.call(argv, env=dict(os.environ, **QUIET_ENV))

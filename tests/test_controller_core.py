@@ -13,7 +13,7 @@ BASE = {
     "northbound": {"token_file": "t"},
     "nf": {"model": "m.npz", "source": "feed"},
     "scaling": {"dwell": 1.0, "cooldown": 2.0, "high": 0.8, "low": 0.3, "standby": True,
-                "fe": False, "agent_timeout": 0.9},
+                "fe": False, "host_timeout": 0.9},
     "hosts": [{"name": "nf1", "ports": [2, 3], "cores": 8}, {"name": "nf2", "ports": [4],
                                                               "cores": 8}],
 }
@@ -22,7 +22,7 @@ BASE = {
 def core_with_graph():
     core = ControllerCore(config_from_dict(BASE))
     for h in ("nf1", "nf2"):
-        core.on_register(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
+        core.on_host_joined(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
     cmds = core.start(0.0, [])
     assert [c.kind for c in cmds] == ["start_graph"] and cmds[0].port == 2
     return core
@@ -75,7 +75,7 @@ def test_no_flapping_under_a_load_oscillating_around_the_watermark():
     assert not [e for e in core.events if e["kind"].startswith("scale")]
 
 
-def test_a_silent_agent_is_lost_within_a_second_and_its_buckets_go_elsewhere():
+def test_a_silent_host_is_lost_within_a_second_and_its_buckets_go_elsewhere():
     core = core_with_graph()
     beat(core, 0.25, 0.5)
     beat(core, 0.25, 0.5, host="nf2")
@@ -89,7 +89,7 @@ def test_a_silent_agent_is_lost_within_a_second_and_its_buckets_go_elsewhere():
     kinds = [c.kind for c in cmds]
     assert kinds == ["start_graph", "switch_scale_out", "switch_scale_in"]
     assert cmds[0].host == "nf2" and cmds[2].port == 2 and not cmds[2].args["transfer"]
-    assert core.counters["agents_lost"] == 1
+    assert core.counters["hosts_lost"] == 1
     assert any(e["kind"] == "state_lost" for e in core.events)
 
 
@@ -107,7 +107,7 @@ def test_re_registration_rebuilds_the_registry_without_commands():
     fresh = ControllerCore(config_from_dict(BASE))
     bricks = [{"id": f"{s['node']}/{s['serial']}", "type": s["type"], "spec": s, "pid": 1,
                "state": "running"} for s in specs]
-    assert fresh.on_register(0.0, "nf1", "nf1:1", "/tmp/nf1", 8, "inc", bricks) == []
+    assert fresh.on_host_joined(0.0, "nf1", "nf1:1", "/tmp/nf1", 8, "inc", bricks) == []
     assert fresh.start(0.0, [2]) == []  # the graph runs: nothing restarted
     assert fresh.graphs[2].base == 5
     assert [b.id for b in fresh.bricks.values() if b.standby] == ["uln-2/1"]
@@ -145,7 +145,7 @@ def fq_beat(core, now, util, host="nf1"):
 def test_fe_scale_out_promotes_the_warm_standby_graph_with_one_switch_command():
     core = ControllerCore(config_from_dict(FE))
     for h in ("nf1", "nf2"):
-        core.on_register(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
+        core.on_host_joined(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
     cmds = core.start(0.0, [2])
     assert [(c.kind, c.port, c.args["fe_standby"]) for c in cmds] == \
         [("start_graph", 2, False), ("start_graph", 3, True)]  # the standby: same host
@@ -174,7 +174,7 @@ def test_under_a_cpu_quota_the_hosts_cpu_drives_fe_scaling_not_the_feature_brick
     replica although the feature brick itself is mostly idle; idle CPU scales in."""
     core = ControllerCore(config_from_dict(QUOTA))
     for h in ("nf1", "nf2"):
-        core.on_register(0.0, h, f"{h}:1", f"/tmp/{h}", 0.2, "inc", [])
+        core.on_host_joined(0.0, h, f"{h}:1", f"/tmp/{h}", 0.2, "inc", [])
     cmds = core.start(0.0, [2])
     assert [(c.kind, c.host) for c in cmds] == [("start_graph", "nf1"), ("start_graph", "nf2")]
     now, cpu, out = 0.0, 0.0, []
@@ -188,7 +188,7 @@ def test_under_a_cpu_quota_the_hosts_cpu_drives_fe_scaling_not_the_feature_brick
              "busy_s": b.load.get("busy_s", 0.0) + (0.1 * 0.25 if b.role == "fq" else 0)}
             for b in core.bricks.values() if b.host == "nf1"], (now, cpu))
         out = core.tick(now)
-    assert core.agents["nf1"].util == pytest.approx(0.95)
+    assert core.hosts["nf1"].util == pytest.approx(0.95)
     assert out[0].kind == "switch_scale_out" and out[0].host == "nf2"
     e = next(e for e in core.events if e["kind"] == "scale_out")
     assert "utilisation 0.950 > 0.8" in e["reason"]
@@ -207,10 +207,10 @@ def test_under_a_cpu_quota_the_hosts_cpu_drives_fe_scaling_not_the_feature_brick
                                          if e["kind"] == "scale_in")["reason"]
 
 
-def test_a_lost_agents_buckets_go_to_the_standby_when_no_other_port_is_live():
+def test_a_lost_hosts_buckets_go_to_the_standby_when_no_other_port_is_live():
     core = ControllerCore(config_from_dict(FE))
     for h in ("nf1", "nf2"):
-        core.on_register(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
+        core.on_host_joined(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
     core.start(0.0, [4])  # nf2 owns every bucket; the standby is on nf1
     assert core.graphs[2].standby
     now, cmds = 0.0, []
@@ -221,26 +221,26 @@ def test_a_lost_agents_buckets_go_to_the_standby_when_no_other_port_is_live():
     assert [(c.kind, c.port) for c in cmds][:2] == [("switch_scale_out", 2),
                                                    ("switch_scale_in", 4)]
     assert not cmds[0].args["transfer"] and not core.graphs[2].standby
-    assert 4 not in core.graphs and core.counters["agents_lost"] == 1
+    assert 4 not in core.graphs and core.counters["hosts_lost"] == 1
 
 
-def test_a_graph_whose_agent_registers_after_the_start_is_started_then():
+def test_a_graph_whose_host_joins_after_the_start_is_started_then():
     core = ControllerCore(config_from_dict(BASE))
     assert core.start(0.0, [2]) == [] and core.pending == {2}
     assert core.tick(0.1) == []
-    core.on_register(0.2, "nf1", "nf1:1", "/tmp/nf1", 8, "inc", [])
+    core.on_host_joined(0.2, "nf1", "nf1:1", "/tmp/nf1", 8, "inc", [])
     cmds = core.tick(0.3)
     assert [(c.kind, c.port) for c in cmds] == [("start_graph", 2)] and not core.pending
 
 
 def test_after_a_controller_restart_a_graph_on_a_port_without_buckets_is_the_standby():
     core = ControllerCore(config_from_dict(FE))
-    core.on_register(0.0, "nf1", "nf1:1", "/tmp/nf1", 8, "x", [])
+    core.on_host_joined(0.0, "nf1", "nf1:1", "/tmp/nf1", 8, "x", [])
     specs = core.graph_specs(2, "nf1", 0, 1, 1) + core.graph_specs(3, "nf1", 0, 1, 1)
     fresh = ControllerCore(config_from_dict(FE))
     bricks = [{"id": f"{s['node']}/{s['serial']}", "type": s["type"], "spec": s, "pid": 1,
                "state": "running"} for s in specs]
-    fresh.on_register(0.0, "nf1", "nf1:1", "/tmp/nf1", 8, "inc", bricks)
+    fresh.on_host_joined(0.0, "nf1", "nf1:1", "/tmp/nf1", 8, "inc", bricks)
     fresh.mark_standby(0.0, [2])
     assert fresh.graphs[3].standby and not fresh.graphs[2].standby
     assert fresh.start(0.0, [2]) == []  # both run, and a standby exists: nothing started
@@ -254,13 +254,13 @@ REB = {**BASE, "nf": {**BASE["nf"], "fe_initial": 2},
 def core_with_two_replicas(patch=None):
     core = ControllerCore(config_from_dict({**REB, **(patch or {})}))
     for h in ("nf1", "nf2"):
-        core.on_register(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
+        core.on_host_joined(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
     assert [c.port for c in core.start(0.0, [2, 4])] == [2, 4]
     return core
 
 
 def window_tick(core, now, loads, start=None):
-    """Heartbeats from both agents, a load window ending ``now``, then a round."""
+    """Heartbeats from both hosts, a load window ending ``now``, then a round."""
     for h in ("nf1", "nf2"):
         core.on_heartbeat(now, h, "inc", [])
     core.on_bucket_loads(now - 2.0 if start is None else start, now, loads)
@@ -320,8 +320,8 @@ def full_host_core(mode):
            "hosts": [{"name": "nf1", "ports": [2, 3], "cores": 2.5},
                      {"name": "nf2", "ports": [4], "cores": 8}]}
     core = ControllerCore(config_from_dict(cfg))
-    core.on_register(0.0, "nf1", "nf1:1", "/tmp/nf1", 2.5, "inc", [])
-    core.on_register(0.0, "nf2", "nf2:1", "/tmp/nf2", 8, "inc", [])
+    core.on_host_joined(0.0, "nf1", "nf1:1", "/tmp/nf1", 2.5, "inc", [])
+    core.on_host_joined(0.0, "nf2", "nf2:1", "/tmp/nf2", 8, "inc", [])
     assert [(c.kind, c.port) for c in core.start(0.0, [2])] == [("start_graph", 2)]
     return core
 
@@ -372,7 +372,7 @@ def test_uln_overload_on_a_full_host_starts_one_tcp_replica_elsewhere_in_brick_m
     (spec,) = cmds[1].args["specs"]
     assert spec["node"] == "uln-2" and spec["serial"] == 1 and spec["inlet"] == uln_tcp
     assert spec["outlets"][0]["addresses"] == [dec_tcp]
-    assert spec["control"].startswith("ipc:///tmp/nf2/") and "nf2" in spec["report"]
+    assert spec["control"].startswith("ipc:///tmp/nf2/")  # nf2's own work directory
     route = cmds[3].args["cmd"]
     assert cmds[3].args["brick"] == "fm-2/0" and route["target"] == "uln-2"
     assert route["addresses"][-1] == uln_tcp and len(route["addresses"]) == 2
@@ -401,8 +401,8 @@ def test_uln_overload_on_a_full_host_starts_one_tcp_replica_elsewhere_in_brick_m
             victim = cmds[0].args["cmd"]["retire"]
     assert victim == [f"tcp://nf2:{tcp_port(2, 2)}"] and cmds[0].host == "nf1"
     # nf2 lost: its remaining remote ULN is routed around and counted as ended
-    core.agents["nf1"].last_seen, core.agents["nf2"].last_seen = t, -100.0
-    cmds = core._check_agents(t)
+    core.hosts["nf1"].last_seen, core.hosts["nf2"].last_seen = t, -100.0
+    cmds = core._check_hosts(t)
     ops = [(c.args["brick"], c.args["cmd"]["op"]) for c in cmds if c.kind == "control"]
     assert ("fm-2/0", "route") in ops and ("dec-2/0", "upstream_dead") in ops
     assert uln_tcp not in core.bricks["fm-2/0"].spec["outlets"][0]["addresses"]
@@ -411,7 +411,7 @@ def test_uln_overload_on_a_full_host_starts_one_tcp_replica_elsewhere_in_brick_m
 
 def test_brick_mode_without_a_free_core_anywhere_falls_back_to_a_graph():
     core = full_host_core("brick")
-    core.agents["nf2"].cores = 0.5  # no core for a ULN on nf2 either
+    core.hosts["nf2"].cores = 0.5  # no core for a ULN on nf2 either
     cmds = overload_uln(core)
     (fb,) = [e for e in core.events if e["kind"] == "placement_fallback"]
     assert fb["target"] is None and fb["to"] == "graph"
@@ -422,7 +422,7 @@ def test_brick_mode_without_a_free_core_anywhere_falls_back_to_a_graph():
 
 def test_no_host_with_room_for_a_graph_is_reported():
     core = full_host_core("brick")
-    core.agents["nf2"].cores = 0.5
+    core.hosts["nf2"].cores = 0.5
     core.graphs[9] = GraphRec(9, "nf2")  # nf2 already runs a graph: no room for another
     overload_uln(core)
     assert any(e["kind"] == "no_capacity" for e in core.events)
@@ -431,7 +431,7 @@ def test_no_host_with_room_for_a_graph_is_reported():
 def test_uln_overload_with_room_in_host_stays_in_host_in_either_mode():
     for mode in ("graph", "brick"):
         core = full_host_core(mode)
-        core.agents["nf1"].cores = 8  # room now
+        core.hosts["nf1"].cores = 8  # room now
         cmds = overload_uln(core)
         assert {c.host for c in cmds} == {"nf1"} and routed(core) == 2
         assert not any(c.kind.startswith("switch_") for c in cmds)

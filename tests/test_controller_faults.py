@@ -101,17 +101,18 @@ def test_a_dead_ray_node_is_lost_and_its_buckets_go_to_live_ports(
 
     local_ray.remove("nf3")  # its raylet and workers killed: the host is gone
     killed = time.monotonic()  # (removal returns once they are)
-    lost = wait_for(lambda: _events(rt, "agent_lost"), 10, "the host to be lost")
+    lost = wait_for(lambda: _events(rt, "host_lost"), 10, "the host to be lost")
     # Ray's health checks (3 x 0.5 s) and one watch round; the live host stays
     assert [e["host"] for e in lost] == ["nf3"] and lost[0]["reason"] == "Ray node dead"
     assert lost[0]["t"] - killed < 3.0, lost
+    print(f"node death seen {lost[0]['t'] - killed:.2f} s after its processes were killed")
     wait_for(lambda: rt.manager.plan.replica_ports == (2,), 10, "port 5's buckets to move")
     assert (rt.manager.owners == 2).all()
     state_lost = [e for e in _events(rt, "state_lost") if e.get("port") == 5]
-    assert state_lost and state_lost[0]["reason"] == "agent lost"
+    assert state_lost and state_lost[0]["reason"] == "host lost"
     moved = wait_for(lambda: _events(rt, "state_moved"), 10, "the move record")[0]
     assert moved["lost_buckets"] > 0  # no state transfer from a dead host: counted
-    assert rt.core.counters["agents_lost"] == 1
+    assert rt.core.counters["hosts_lost"] == 1
     assert rt.core.counters["state_lost_buckets"] == moved["lost_buckets"]
 
     before5 = drv.sent[5]
@@ -119,7 +120,7 @@ def test_a_dead_ray_node_is_lost_and_its_buckets_go_to_live_ports(
     assert drv.sent[5] == before5 and drv.dropped == 0
     wait_for(lambda: rt.core.bricks["fq-2/0"].load.get("packets_in", 0) == drv.sent[2], 30,
              "port 2 to take every frame sent to it")
-    assert rt.status()["counters"]["agents_lost"] == 1
+    assert rt.status()["counters"]["hosts_lost"] == 1
     drv.end([2])
     s = _summary(work, 2)
     assert s["lost_batches"] == 0
@@ -183,7 +184,7 @@ def test_controller_restart_adopts_the_switch_and_the_bricks_without_writes(
     def status() -> dict:
         return json.loads(client.call("GetStatus", nb.pb.StatusRequest()).json)
 
-    st = wait_for(lambda: (s := status())["agents"] and s, 10, "nf1 to be seen")
+    st = wait_for(lambda: (s := status())["hosts"] and s, 10, "nf1 to be seen")
     assert {b["id"] for b in st["bricks"]} == set(before)
     sync = [e for e in st["events"] if e["kind"] == "switch_sync"]
     assert sync and sync[0]["changes"] == 0 and sync[0]["adopted"]

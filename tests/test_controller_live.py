@@ -208,7 +208,7 @@ def test_skewed_buckets_are_rebalanced_live_with_exact_scores(trace_model, monke
         model, 2, mode="graph", name="<live rebalance test>",
         scaling={"fe": False, "uln": False, "standby": False, "fe_standby": False,
                  "adopt_grace": 0.3, "rebalance_s": 0.5, "rebalance_tolerance": 0.25,
-                 "cooldown": 0.5, "agent_timeout": 2.0},
+                 "cooldown": 0.5, "host_timeout": 2.0},
         hosts=[{"name": "nf1", "ports": [2, 3], "cores": 16}])
     rt = ControllerRuntime(cfg, TOKEN)
     drv = None

@@ -78,7 +78,7 @@ def test_controller_starts_from_the_profile_then_averages_live_reports(trace_mod
     costs = initial_costs(cfg)
     assert costs == pytest.approx(p.batch_costs_ms(256))
     core = ControllerCore(cfg, costs)
-    core.on_register(0.0, "nf1", "nf1:1", "/tmp/nf1", 8, "inc", [])
+    core.on_host_joined(0.0, "nf1", "nf1:1", "/tmp/nf1", 8, "inc", [])
     core.start(0.0, [])
     core.tick(0.0)
     total = sum(costs.values())

@@ -31,7 +31,7 @@ from lego.topo.run_report import event_text
 SCALING: dict[str, Any] = {
     "high": 0.75, "low": 0.30, "dwell": 0.5, "cooldown": 2.0,
     "period": 0.25, "standby": False, "fe": True, "fe_standby": True, "uln": False,
-    "agent_timeout": 0.9, "adopt_grace": 15.0,
+    "host_timeout": 0.9, "adopt_grace": 15.0,
 }
 #: what ``SCALING=off`` changes: the same system, no policy
 SCALING_OFF: dict[str, Any] = {"fe": False, "uln": False, "fe_standby": False,
@@ -109,7 +109,7 @@ def dashboard_status(ctl: dict[str, Any] | None, switch: dict[str, Any], now: fl
     events = [{**e, "what": event_text(e)} for e in ctl.get("events", [])]
     return {"time": now, "mode": mode if ctl else f"{mode} (not answering)", "switch": sw,
             "bricks": bricks, "alerts": ctl.get("alerts", 0), "scores": ctl.get("scores", 0),
-            "events": events, "agents": ctl.get("agents", []),
+            "events": events, "hosts": ctl.get("hosts", []),
             "counters": ctl.get("counters", {}), "moves": ctl.get("moves", []),
             "graphs": list(graphs.values()), "controller_now": ctl.get("now")}
 

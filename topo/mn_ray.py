@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lego.control.ray_bricks import QUIET, head_env, ray_binary, worker_argv
+from lego.control.ray_bricks import QUIET, QUIET_ENV, head_env, ray_binary, worker_argv
 from lego.errors import LegoError
 from lego.topo.mn_cleanup import kill_all
 from lego.topo.mn_topology import NFHostSpec, Topology
@@ -175,7 +175,7 @@ class RayCluster:
 
     def env(self) -> dict[str, str]:
         """The environment of every node and driver of this cluster."""
-        return dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
+        return dict(os.environ, **QUIET_ENV, RAY_AUTH_MODE="token",
                     RAY_AUTH_TOKEN_PATH=str(self.token_file))
 
 

@@ -235,7 +235,7 @@ class LegoSystem:
         deadline = time.monotonic() + timeout
         want = [self.results_dir / f"port-{g['port']}" / "summary.json"
                 for g in (last or {}).get("graphs", [])
-                if any(a["host"] == g["host"] and a["alive"] for a in last.get("agents", []))]
+                if any(a["host"] == g["host"] and a["alive"] for a in last.get("hosts", []))]
         while not all(p.is_file() for p in want) and time.monotonic() < deadline:
             time.sleep(0.1)  # polling the decisions' summaries up to a deadline
         self.stop_controller()

@@ -351,7 +351,7 @@ def _cores(st: dict, topo: Topology, prev: tuple[float, float] | None) -> dict:
     CPU seconds so far, and the cores they used since the previous row."""
     owners = {g["host"] for g in st.get("graphs", []) if not g.get("standby")
               and not g.get("draining")}
-    cpu = sum(a.get("cpu_s") or 0.0 for a in st.get("agents", []))
+    cpu = sum(a.get("cpu_s") or 0.0 for a in st.get("hosts", []))
     used = (cpu - prev[1]) / (st["time"] - prev[0]) if prev and st["time"] > prev[0] else 0.0
     return {"cores": round(sum(topo.nf(h).cores for h in owners if h in
                                {n.name for n in topo.nf_hosts}), 3),
