@@ -249,7 +249,7 @@ class TestScaleUnderRamp(LegoMininetTest):
     AGENTS = ("nf1", "nf2", "nf3")
     RATES = (150, 5000, 5000, 150)
     CORES = 0.2
-    SCALING = {"dwell": 1.0, "cooldown": 1.0, "max_replicas": 2}
+    SCALING = {"cooldown": 1.0, "max_replicas": 2}  # the default dwell (0.5 s), as make run
 
     pytestmark = mininet
 
