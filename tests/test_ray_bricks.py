@@ -117,6 +117,24 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
+def test_a_killed_actor_is_restarted_by_ray_with_a_new_brick(bricks, trace):
+    """ray.kill without no_restart: the actor process dies (its brick with it) and Ray
+    starts both again; the restart is seen with no exit code (the brick did not die
+    on its own)."""
+    import ray
+
+    work, specs = _specs(trace, 3)
+    bricks.start("nf1", 3, specs, str(work))
+    first = bricks._call("dec-3/0", "info")
+    ray.kill(bricks.handles["dec-3/0"], no_restart=False)
+    wait_for(lambda: not _alive(first["pid"]), 10, "the old brick to die with its actor")
+    wait_for(lambda: bricks.poll() is not None and bricks.restarted, 30, "the restart")
+    r = bricks.restarted.pop()
+    assert r["brick"] == "dec-3/0" and r["code"] == -1 and r["error"] == ""
+    again = bricks._call("dec-3/0", "ready")
+    assert again["pid"] != first["pid"] and again["node_id"] == first["node_id"]
+
+
 def test_a_killed_actor_leaves_no_brick_process(bricks, trace):
     work, specs = _specs(trace, 3)
     infos = bricks.start("nf1", 3, specs, str(work))
