@@ -150,19 +150,23 @@ class BrickActor:
             time.sleep(0.01)
         return self.info()
 
+    def _state(self) -> str:
+        if self.code is not None:
+            return "exited"
+        if self.name in self.board.finished:
+            return "done"
+        return "running" if self.name in self.board.registered else "starting"
+
     def info(self) -> dict:
-        state = "exited" if self.code is not None else (
-            "done" if self.name in self.board.finished else
-            "running" if self.name in self.board.registered else "starting")
         return {"id": self.name, "type": self.spec.type, "spec": asdict(self.spec),
-                "pid": self.pid, "incarnation": self.incarnation, "state": state,
+                "pid": self.pid, "incarnation": self.incarnation, "state": self._state(),
                 "code": self.code, "previous": self.previous, "node_id": _node_id()}
 
     def load(self) -> dict:
         """The brick's newest load report, its state, and the host's quota CPU time."""
         cpu = group_usage_s()
         return {**self.board.latest.get(self.name, {}), "brick": self.name,
-                "incarnation": self.incarnation, "state": self.info()["state"],
+                "incarnation": self.incarnation, "state": self._state(),
                 "host_cpu": (time.time(), cpu) if cpu is not None else None,
                 "last_death": self.previous[-1] if self.previous else None}
 

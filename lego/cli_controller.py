@@ -111,13 +111,16 @@ def cmd_run(args: argparse.Namespace, stop: threading.Event | None = None) -> in
     token = read_token(cfg.northbound["token_file"])
     stop = stop or threading.Event()
     main = threading.current_thread() is threading.main_thread()
-    if main:
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def on_sigterm() -> None:
+        if main:
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    on_sigterm()
     rt = ControllerRuntime(cfg, token)
     try:
         rt.start()
-        if main:  # again: connecting to Ray installed its own (a crash report, then exit)
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        on_sigterm()  # again: connecting to Ray installed its own (a crash report, exit)
         print(f"controller: northbound on {rt.address}, switch {cfg.switch['address']}: "
               f"{rt.sync_report.changes} updates written"
               f"{' (assignment adopted)' if rt.sync_report.adopted else ''}", flush=True)

@@ -228,10 +228,13 @@ class LegoSystem:
 
         last = self.controller_status() or self._last_ctl
         self.last_wall = time.time()  # when ``last`` was taken (wall clock)
-        try:
-            self._ctl_client.call("Drain", nb.pb.DrainRequest(), timeout=10.0)
-        except (LegoError, AttributeError) as exc:
-            log.warning("drain: %s", exc)
+        if self._ctl_client is None:  # the controller is not answering
+            log.warning("drain: no controller to ask")
+        else:
+            try:
+                self._ctl_client.call("Drain", nb.pb.DrainRequest(), timeout=10.0)
+            except LegoError as exc:
+                log.warning("drain: %s", exc)
         deadline = time.monotonic() + timeout
         want = [self.results_dir / f"port-{g['port']}" / "summary.json"
                 for g in (last or {}).get("graphs", [])
