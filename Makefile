@@ -56,8 +56,8 @@ lint: $(STAMP)
 
 # Stop every process of a LEGO Mininet run and delete its interfaces (our names only).
 stop:
-	@$(BIN)/python -c "from lego.topo.mn_cleanup import cleanup; \
-	from lego.topo.mn_topology import load_topology; \
+	@$(BIN)/python -c "from lego.topo.cleanup import cleanup; \
+	from lego.topo.topology import load_topology; \
 	print('make stop:', cleanup(load_topology().interface_names()).describe())"
 
 clean:

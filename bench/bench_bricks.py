@@ -26,7 +26,7 @@ from bench.common import SHARED_DATA, Row, peak_rss_mb
 
 
 def run(quick: bool) -> list[Row]:
-    from lego.bricks.experiment_bricks import LAYOUT, figure4, transport_cost
+    from lego.experiments.figure4 import LAYOUT, figure4, transport_cost
     from lego.ext.kitnet import KitNET
 
     trace = SHARED_DATA / "kitsune_mirai_first38363.tsv"

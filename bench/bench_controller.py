@@ -52,9 +52,9 @@ class _Setup:
         from lego.control.switch_manager import SwitchManager
         from lego.control.switch_state import SwitchPlan
         from lego.ext.features import state_groups
-        from lego.p4src import pipeline as pl
         from lego.p4src.p4info import load_p4info
-        from lego.topo.p4runtime_server import P4RuntimeServer
+        from lego.switch import pipeline as pl
+        from lego.switch.server import P4RuntimeServer
 
         self.server = P4RuntimeServer(pl.Pipeline(), 0,
                                       load_p4info() if with_pipeline else None)
@@ -81,7 +81,7 @@ def _push(batch_size: int) -> tuple[int, float]:
 
 
 def _rebalance(batch_size: int) -> tuple[int, float]:
-    from lego.p4src import pipeline as pl
+    from lego.switch import pipeline as pl
 
     s = _Setup(batch_size)
     try:

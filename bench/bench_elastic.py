@@ -1,6 +1,6 @@
 """Elasticity: seconds from overload detected to the new replica receiving traffic.
 
-A live system (:mod:`lego.control.controller_testbed`: the software target's
+A live system (:mod:`lego.control.testbed`: the software target's
 P4Runtime server and the controller in this process, the bricks as actors on a
 local Ray cluster, frames driven through the target's pipeline model into each
 port's feed) carries a synthetic trace at a steady rate. The scaling policy is then
@@ -34,13 +34,13 @@ import time
 from pathlib import Path
 
 from bench.common import Row, latency_row
-from lego.bricks.kitsune_graph import train_model
-from lego.control.controller_config import config_from_dict
-from lego.control.controller_io import ControllerRuntime
-from lego.control.controller_testbed import TOKEN, Driver, brick_dir, system_config, wait_for
+from lego.bricks.kitsune.graph import train_model
+from lego.control.config import config_from_dict
 from lego.control.policy_scaling import ScalingConfig, ScalingPolicy
-from lego.p4src import pipeline as pl
-from lego.topo.p4runtime_server import P4RuntimeServer
+from lego.control.runtime import ControllerRuntime
+from lego.control.testbed import TOKEN, Driver, brick_dir, system_config, wait_for
+from lego.switch import pipeline as pl
+from lego.switch.server import P4RuntimeServer
 from lego.topo.traffic_synth import generate, write_trace
 
 TARGET_S = 1.0

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import SHARED_DATA, Row
-from lego.bricks.kitsune_nf import KitsuneNF
+from lego.bricks.kitsune.monolith import KitsuneNF
 from lego.ext.features import make_extractor
 from lego.ext.kitnet import KitNET
 from lego.ext.kitnet_spec import KitNETSpec

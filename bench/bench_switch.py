@@ -120,9 +120,9 @@ def _configure(addr: str, clone: bool) -> None:
     from p4.v1 import p4runtime_pb2 as p4r
 
     from lego.control.p4rt_client import default_device_config
-    from lego.p4src import pipeline as pl
     from lego.p4src.p4info import load_p4info
-    from lego.topo.p4runtime_testclient import SmallClient
+    from lego.switch import pipeline as pl
+    from lego.switch.testclient import SmallClient
 
     with SmallClient(addr) as c:
         c.open_stream()
@@ -147,7 +147,7 @@ def _configure(addr: str, clone: bool) -> None:
 
 
 def _switch(lab, port: int, kind: str) -> subprocess.Popen:
-    from lego.topo.mn_switch import switch_argv
+    from lego.topo.switches import switch_argv
 
     ifaces = {i + 1: iface for i, iface in enumerate(lab.switch_ifaces)}
     cmd = switch_argv(kind, ifaces, 0, f"127.0.0.1:{port}", log_console=False)
@@ -172,7 +172,7 @@ def _pin_one() -> None:
 
 
 def run(quick: bool) -> list[Row]:
-    from lego.topo.softswitch_netns import NetnsLab, netns_available
+    from lego.switch.netns import NetnsLab, netns_available
 
     why = netns_available()
     if why:
@@ -194,7 +194,7 @@ def run(quick: bool) -> list[Row]:
         base_pps = got / secs if secs else 0.0
         rows.append(Row("afpacket copy loop (baseline)", got, secs, "itself", base_pps))
         from lego.p4src.p4info import BMV2_JSON_PATH
-        from lego.topo.mn_switch import BMV2_BINARY
+        from lego.topo.switches import BMV2_BINARY
 
         kinds = ["soft"]
         if shutil.which(BMV2_BINARY) and BMV2_JSON_PATH.is_file():

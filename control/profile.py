@@ -3,7 +3,7 @@ per-packet CPU cost on a trace, and the SLA split into per-brick deadlines.
 
 The brick logics run in this process, in graph order, one batch at a time,
 with no IPC: the same logic objects the brick processes run
-(:func:`~lego.bricks.brick_types.make_logic`), so the costs are those of the
+(:func:`~lego.bricks.catalog.make_logic`), so the costs are those of the
 work and not of the transport. Each brick's cost is the CPU time of its
 ``produce``/``handle`` calls (``time.process_time``: CPU the work used, BLAS
 threads included, not time other processes took) divided by the trace's packets, so the
@@ -57,8 +57,8 @@ def profile_trace(trace: str | Path, model: str | Path, semantics: str = "lego",
                   sla_ms: float = 100.0, batch: int = 1024,
                   limit: int | None = None) -> Profile:
     """Run the five Kitsune brick logics over ``trace`` in process; time each."""
-    from lego.bricks.brick_runtime import BrickId
-    from lego.bricks.brick_types import make_logic
+    from lego.bricks.catalog import make_logic
+    from lego.bricks.runtime import BrickId
 
     if sla_ms <= 0:
         raise ConfigError(f"profile: --sla-ms: expected > 0, got {sla_ms}")

@@ -1,6 +1,6 @@
 """The controller's hands on a Ray cluster: brick actors created, told and killed.
 
-Each brick replica is a detached, named :class:`~lego.bricks.brick_actor.BrickActor`
+Each brick replica is a detached, named :class:`~lego.bricks.actor.BrickActor`
 (``brick:<node>/<serial>`` in the run's namespace), so that a restarted controller
 finds the running bricks by name and leaves them running. Placement is Ray's:
 a brick of port ``p``'s graph asks for a sliver of the custom resource ``port:p``
@@ -116,7 +116,7 @@ class RayBricks:
     def connect(self) -> RayBricks:
         import ray
 
-        from lego.bricks.brick_actor import BrickActor
+        from lego.bricks.actor import BrickActor
 
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"namespace": self.namespace, "log_to_driver": False,

@@ -48,14 +48,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lego.control.split_sim import REPLICA_PORT0
 from lego.errors import ConfigError
+from lego.experiments.split_sim import REPLICA_PORT0
 from lego.ext.batch import PacketBatch
 from lego.ext.features import make_extractor
 from lego.ext.legostats import StateBlob
 from lego.ext.legostats_spec import N_FEATURES, OWNER_BUCKETS
-from lego.p4src.pipeline import GROUP_DSTIP, GROUP_SRCIP, Pipeline, PipelineState
-from lego.p4src.pipeline_parser import records_from_batch
+from lego.switch.parser import records_from_batch
+from lego.switch.pipeline import GROUP_DSTIP, GROUP_SRCIP, Pipeline, PipelineState
 
 HOLD_RULES = ("closure", "barrier", "routing")
 
@@ -176,7 +176,7 @@ def import_move(replica, blobs: Sequence[bytes], stats: MoveStats) -> None:
 
 
 def _route(records: np.ndarray, owners: np.ndarray):
-    """The switch's decisions (``lego.p4src.pipeline``) under the SrcIP + DstIP
+    """The switch's decisions (``lego.switch.pipeline``) under the SrcIP + DstIP
     mirror plan with replica r behind port r + REPLICA_PORT0."""
     state = PipelineState(primary_group=GROUP_SRCIP, mirror_group=GROUP_DSTIP)
     state.bucket_owner[:, :OWNER_BUCKETS] = owners + REPLICA_PORT0

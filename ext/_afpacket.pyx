@@ -3,7 +3,7 @@
 
 Python's ``socket`` has no recvmmsg, and one syscall per frame caps a Python
 forwarder near 110k frames/s here; these move up to ``batch`` frames per
-syscall with the GIL released. Used by ``lego.topo.softswitch_ports``.
+syscall with the GIL released. Used by ``lego.switch.ports``.
 
 ``BatchSocket(fd, batch, snaplen)`` wraps an AF_PACKET socket the caller opened
 and bound (and keeps open; closing it is the caller's job):

@@ -48,7 +48,7 @@ def add_experiment(experiments: argparse._SubParsersAction) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from lego.bricks.brick_graph import load_graph
+    from lego.bricks.graph import load_graph
 
     g = load_graph(args.graph)
     bricks = len(g.logical.nodes) if g.logical else len(g.nodes)
@@ -58,10 +58,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lego.bricks.brick_agent import BrickAgent
-    from lego.bricks.brick_errors import BrickError
-    from lego.bricks.brick_graph import load_graph
-    from lego.bricks.experiment_bricks import MALLOC_ENV
+    from lego.bricks.agent import BrickAgent
+    from lego.bricks.errors import BrickError
+    from lego.bricks.graph import load_graph
+    from lego.experiments.figure4 import MALLOC_ENV
 
     g = load_graph(args.graph)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lego-bricks-"))
@@ -85,7 +85,7 @@ def _default_trace(out: Path) -> Path:
 
 
 def _curve(args: argparse.Namespace, trace: Path, cpus: list[int]) -> int:
-    from lego.bricks.experiment_bricks import figure4_curve, write_curve
+    from lego.experiments.figure4 import figure4_curve, write_curve
 
     with tempfile.TemporaryDirectory(prefix="lego-fig4-curve-") as tmp:
         points = figure4_curve(trace, args.out, args.semantics, args.repeat, cpus, Path(tmp),
@@ -101,13 +101,13 @@ def _curve(args: argparse.Namespace, trace: Path, cpus: list[int]) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     import os
 
-    from lego.bricks.experiment_bricks import (
+    from lego.errors import ConfigError
+    from lego.experiments.figure4 import (
         LAYOUT,
         figure4,
         transport_cost,
         write_outputs,
     )
-    from lego.errors import ConfigError
 
     cpus = sorted(os.sched_getaffinity(0))
     if args.cores > len(cpus):

@@ -5,7 +5,7 @@
 
 ``run`` serves the northbound API, drives the switch and the bricks (Ray actors on
 the cluster at ``[ray].address``), and scales the NF
-(:mod:`lego.control.controller_io`); ``status`` prints GetStatus (one JSON
+(:mod:`lego.control.runtime`); ``status`` prints GetStatus (one JSON
 document with ``--json``, else a short table). Without a subcommand:
 
     lego controller --switch 127.0.0.1:9559 --traffic-port 1 --replica 2 --replica 3 \\
@@ -99,9 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     import signal
 
-    from lego.control.controller_config import load_config
-    from lego.control.controller_io import ControllerRuntime
+    from lego.control.config import load_config
     from lego.control.northbound import read_token
+    from lego.control.runtime import ControllerRuntime
 
     cfg = load_config(args.config)
     if args.check:

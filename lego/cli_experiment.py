@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from lego.control.experiment_split import (
+    from lego.experiments.table2 import (
         algorithm1_lines,
         grace_for,
         plot,

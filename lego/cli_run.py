@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError("run: --offline contradicts --cli/--topo/--target/--replicas "
                               "(they configure the Mininet run)")
         return cmd_offline(args)
-    from lego.topo.mn_net import mininet_available
+    from lego.topo.net import mininet_available
 
     why = mininet_available()
     if why is not None:
@@ -99,9 +99,9 @@ def _log_to_file(path: Path) -> None:
 
 
 def cmd_mininet(args: argparse.Namespace) -> int:
-    from lego.topo.mn_switch import pick_target
-    from lego.topo.mn_topology import load_topology
     from lego.topo.run_mininet import RunOptions, run_mininet
+    from lego.topo.switches import pick_target
+    from lego.topo.topology import load_topology
 
     console = Console()
     topo = load_topology(args.topo)
@@ -125,7 +125,7 @@ def cmd_mininet(args: argparse.Namespace) -> int:
 
 
 def cmd_offline(args: argparse.Namespace) -> int:
-    from lego.bricks.kitsune_nf import KitsuneNF
+    from lego.bricks.kitsune.monolith import KitsuneNF
     from lego.cli_kitsune import detection, score_trace, write_outputs
 
     console = Console()

@@ -8,7 +8,7 @@ The JSON positional is accepted for compatibility and not read: the target runs
 must describe ``lego.p4``). ``--no-p4`` starts without a pipeline, as
 simple_switch_grpc does; a controller then sets it. Target options may come
 before or after ``--``. :func:`switch_config` is the pure part (arguments ->
-:class:`~lego.topo.softswitch.SwitchConfig`); ``cmd_switch`` only runs it.
+:class:`~lego.switch.target.SwitchConfig`); ``cmd_switch`` only runs it.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def switch_config(args: argparse.Namespace):
     """Arguments -> SwitchConfig (pure: reads the P4Info file, opens nothing)."""
     from lego.p4src.p4info import P4INFO_PATH, load_p4info
-    from lego.topo.p4runtime_server import verify_p4info
-    from lego.topo.softswitch import SwitchConfig
+    from lego.switch.server import verify_p4info
+    from lego.switch.target import SwitchConfig
 
     rest = list(args.rest)
     json_path = None
@@ -112,7 +112,7 @@ def switch_config(args: argparse.Namespace):
 
 
 def cmd_switch(args: argparse.Namespace) -> int:
-    from lego.topo.softswitch import SoftSwitch
+    from lego.switch.target import SoftSwitch
 
     config = switch_config(args)
     if args.log_console:

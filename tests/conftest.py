@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lego.p4src import pipeline as pl
 from lego.p4src.p4info import load_p4info
-from lego.topo.p4runtime_server import P4RuntimeServer
+from lego.switch import pipeline as pl
+from lego.switch.server import P4RuntimeServer
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

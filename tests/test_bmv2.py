@@ -1,7 +1,7 @@
 """The same semantic cases against BMv2 (simple_switch_grpc running lego.p4).
 
 Each crafted frame of ``test_pipeline.CASES`` is sent through BMv2 and through
-the model (:mod:`lego.p4src.pipeline`) configured identically over P4Runtime;
+the model (:mod:`lego.switch.pipeline`) configured identically over P4Runtime;
 egress ports and output bytes must agree, except the shim's timestamp (each
 switch's own clock). Marker ``bmv2``: skipped, with the reason, unless
 ``simple_switch_grpc`` and ``p4c`` are on PATH and namespaces can be made.
@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from p4.v1 import p4runtime_pb2 as p4r
 
-from lego.p4src import pipeline as pl
 from lego.p4src.p4info import P4_SOURCE, load_p4info
-from lego.topo.p4runtime_testclient import SmallClient
-from lego.topo.softswitch_netns import NetnsLab, netns_available, recv_until
+from lego.switch import pipeline as pl
+from lego.switch.netns import NetnsLab, netns_available, recv_until
+from lego.switch.testclient import SmallClient
 
 _missing = [t for t in ("simple_switch_grpc", "p4c") if shutil.which(t) is None]
 _why = (f"BMv2 tools not on PATH: {', '.join(_missing)} (install p4c and BMv2 to run)"

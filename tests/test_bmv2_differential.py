@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 from p4.v1 import p4runtime_pb2 as p4r
 
-from lego.p4src import pipeline as pl
 from lego.p4src.p4info import BMV2_JSON_PATH, load_p4info
-from lego.p4src.pipeline_parser import ETHERTYPE_LEGO
-from lego.topo.mn_switch import BMV2_BINARY, switch_argv
-from lego.topo.softswitch_netns import NetnsLab, netns_available
+from lego.switch import pipeline as pl
+from lego.switch.netns import NetnsLab, netns_available
+from lego.switch.parser import ETHERTYPE_LEGO
+from lego.topo.switches import BMV2_BINARY, switch_argv
 
 _why = (f"{BMV2_BINARY} is not on PATH (build BMv2 with PI to run)"
         if shutil.which(BMV2_BINARY) is None

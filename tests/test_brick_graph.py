@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lego.bricks.brick_errors import GraphError
-from lego.bricks.brick_graph import graph_from_dict, load_graph
+from lego.bricks.errors import GraphError
+from lego.bricks.graph import graph_from_dict, load_graph
 
 GOOD = """
 [graph]

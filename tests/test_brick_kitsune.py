@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from lego.bricks.brick_agent import BrickAgent
-from lego.bricks.brick_shm import run_id, segment_names
-from lego.bricks.kitsune_graph import kitsune_graph, monolith_scores, read_scores, train_model
+from lego.bricks.agent import BrickAgent
+from lego.bricks.kitsune.graph import kitsune_graph, monolith_scores, read_scores, train_model
+from lego.bricks.shm import run_id, segment_names
 
 LIMIT = 6000
 BATCH = 512

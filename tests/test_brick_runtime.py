@@ -8,11 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from lego.bricks.brick_errors import WireError
-from lego.bricks.brick_northbound import LoadBoard
-from lego.bricks.brick_routing import N_BUCKETS, RoutingTable, dealt_owners
-from lego.bricks.brick_wire import Message, decode, encode
-from lego.bricks.kitsune_bricks import (
+from lego.bricks.errors import WireError
+from lego.bricks.kitsune.detector import (
     PACKET_FIELDS,
     Decision,
     Frames,
@@ -20,6 +17,9 @@ from lego.bricks.kitsune_bricks import (
     frames_to_batch,
     split_by_owner,
 )
+from lego.bricks.northbound import LoadBoard
+from lego.bricks.routing import N_BUCKETS, RoutingTable, dealt_owners
+from lego.bricks.wire import Message, decode, encode
 from lego.ext.packets import open_trace
 
 
@@ -90,7 +90,7 @@ def test_owner_split_primary_to_source_owner_mirror_to_destination_owner(shared_
 
 
 def test_shim_stripped_into_mirror_seq_and_switch_time(shared_data):
-    from lego.p4src.pipeline import shim_header, strip_shim
+    from lego.switch.pipeline import shim_header, strip_shim
 
     reader = open_trace(shared_data / "kitsune_mirai_first2000.pcap")
     raw = next(reader.raw_batches(300))
@@ -154,7 +154,7 @@ def test_load_board_queue_depth():
 
 
 def test_alert_lines_are_json_dumps_lines():
-    from lego.bricks.kitsune_bricks import alert_lines
+    from lego.bricks.kitsune.detector import alert_lines
 
     seq = np.array([3, 2**40, 7], dtype=np.uint64)
     for score in (np.array([0.1, 1 / 3, 1e-300]), np.array([0.5, np.inf, 2.0])):
@@ -164,8 +164,8 @@ def test_alert_lines_are_json_dumps_lines():
 
 
 def test_feature_brick_state_moves_west_east_as_a_blob():
-    from lego.bricks.brick_errors import StateTransferError
-    from lego.bricks.kitsune_bricks import PACKET_FIELDS, FeatureQuantization
+    from lego.bricks.errors import StateTransferError
+    from lego.bricks.kitsune.detector import PACKET_FIELDS, FeatureQuantization
     from lego.testing import mixed_traffic
 
     batch = mixed_traffic(1500, seed=4)

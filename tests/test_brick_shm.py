@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import zmq
 
-from lego.bricks.brick_agent import BrickAgent
-from lego.bricks.brick_chain import make_chain
-from lego.bricks.brick_graph import graph_from_dict
-from lego.bricks.brick_routing import RoutingTable
-from lego.bricks.brick_shm import SHM_DIR, ShmLink, _Segment, run_id, segment_names
-from lego.bricks.brick_transport import SPILL_AHEAD, Inlet, Outlet, addresses
-from lego.bricks.brick_wire import Message, _owns_shared, decode, encode
+from lego.bricks.agent import BrickAgent
+from lego.bricks.chain import make_chain
+from lego.bricks.graph import graph_from_dict
+from lego.bricks.routing import RoutingTable
+from lego.bricks.shm import SHM_DIR, ShmLink, _Segment, run_id, segment_names
+from lego.bricks.transport import SPILL_AHEAD, Inlet, Outlet, addresses
+from lego.bricks.wire import Message, _owns_shared, decode, encode
 
 
 @pytest.fixture
@@ -307,9 +307,9 @@ class _Add:
 
 
 def test_chain_composes_handles_and_flows_finish_output_through_the_rest(monkeypatch):
-    from lego.bricks import brick_types
+    from lego.bricks import catalog
 
-    monkeypatch.setitem(brick_types.BRICK_TYPES, "add", brick_types.BrickType(
+    monkeypatch.setitem(catalog.BRICK_TYPES, "add", catalog.BrickType(
         "add", f"{__name__}:_Add", "worker", "stateless"))
     chain = make_chain({"members": [{"node": "a", "type": "add", "options": {"k": 1}},
                                     {"node": "b", "type": "add", "options": {"k": 10}}]},
@@ -352,10 +352,10 @@ class _Split(_Add):
 
 
 def test_source_chain_produces_through_its_members(monkeypatch):
-    from lego.bricks import brick_types
+    from lego.bricks import catalog
 
     for name, cls, role in (("src", "_Src", "source"), ("split", "_Split", "worker")):
-        monkeypatch.setitem(brick_types.BRICK_TYPES, name, brick_types.BrickType(
+        monkeypatch.setitem(catalog.BRICK_TYPES, name, catalog.BrickType(
             name, f"{__name__}:{cls}", role, "single"))
     chain = make_chain({"members": [{"node": "s", "type": "src", "options": {}},
                                     {"node": "t", "type": "split", "options": {"k": 5}}]},

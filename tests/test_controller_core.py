@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lego.control.controller import ControllerCore, GraphRec
-from lego.control.controller_config import config_from_dict
+from lego.control.config import config_from_dict
+from lego.control.core import ControllerCore, GraphRec
 from lego.errors import ConfigError
 
 BASE = {
@@ -357,7 +357,7 @@ def test_uln_overload_on_a_full_host_starts_a_whole_graph_elsewhere_in_graph_mod
 
 
 def test_uln_overload_on_a_full_host_starts_one_tcp_replica_elsewhere_in_brick_mode():
-    from lego.control.controller import tcp_port
+    from lego.control.core import tcp_port
 
     core = full_host_core("brick")
     cmds = overload_uln(core)

@@ -1,4 +1,4 @@
-"""Faults on a live system (:mod:`lego.control.controller_testbed`): the software
+"""Faults on a live system (:mod:`lego.control.testbed`): the software
 target's P4Runtime server, the controller, its bricks as actors on a local Ray
 cluster, frames driven through the target's pipeline model. Each test kills one
 component:
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from lego.bricks.kitsune_graph import train_model
+from lego.bricks.kitsune.graph import train_model
 from lego.control import northbound as nb
-from lego.control.controller_config import config_from_dict
-from lego.control.controller_io import ControllerRuntime
-from lego.control.controller_testbed import (
+from lego.control.config import config_from_dict
+from lego.control.runtime import ControllerRuntime
+from lego.control.testbed import (
     TOKEN,
     Driver,
     brick_dir,
@@ -32,8 +32,8 @@ from lego.control.controller_testbed import (
     system_config,
     wait_for,
 )
-from lego.p4src import pipeline as pl
-from lego.topo.p4runtime_server import P4RuntimeServer
+from lego.switch import pipeline as pl
+from lego.switch.server import P4RuntimeServer
 from lego.topo.traffic_synth import generate, write_trace
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]

@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lego.bricks.kitsune_graph import monolith_scores, read_scores, train_model
-from lego.control.controller import Command
-from lego.control.controller_config import config_from_dict
-from lego.control.controller_io import ControllerRuntime
-from lego.control.controller_testbed import Driver
-from lego.p4src import pipeline as pl
+from lego.bricks.kitsune.graph import monolith_scores, read_scores, train_model
+from lego.control.config import config_from_dict
+from lego.control.core import Command
+from lego.control.runtime import ControllerRuntime
+from lego.control.testbed import Driver
+from lego.switch import pipeline as pl
+from lego.switch.server import P4RuntimeServer
 from lego.testing import wait_for
-from lego.topo.p4runtime_server import P4RuntimeServer
 from lego.topo.traffic_synth import generate, write_trace
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
@@ -199,10 +199,10 @@ def test_skewed_buckets_are_rebalanced_live_with_exact_scores(trace_model, monke
     """Two FE replicas, port 2 given 7/8 of the buckets: the periodic rebalance
     moves buckets (and their state) to port 3 while traffic flows; zero loss and
     scores bit-equal to the monolith."""
-    from lego.control import controller_io
+    from lego.control import runtime
     from lego.control.switch_rebalance import BucketMove
 
-    monkeypatch.setattr(controller_io, "LOADS_EVERY_S", 0.4)
+    monkeypatch.setattr(runtime, "LOADS_EVERY_S", 0.4)
     tr, pcap, model = trace_model
     work, srv, cfg = _live_system(
         model, 2, mode="graph", name="<live rebalance test>",
@@ -267,7 +267,7 @@ def test_brick_placement_puts_one_uln_on_another_host_over_tcp_exactly(trace_mod
     the mapping brick over tcp and sending its scores to the decision over tcp.
     The remote replica takes batches, then is retired (scale-in: an end marker
     over tcp, it finishes its queue); zero loss, scores bit-equal to the monolith."""
-    from lego.control.controller import tcp_port
+    from lego.control.core import tcp_port
 
     tr, pcap, model = trace_model
     work, srv, cfg = _live_system(

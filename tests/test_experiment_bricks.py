@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from lego.bricks.experiment_bricks import figure4_curve, split_cores, write_curve
+from lego.experiments.figure4 import figure4_curve, split_cores, write_curve
 
 
 @pytest.mark.parametrize("k,fq_us,scorer_us,semantics,want", [

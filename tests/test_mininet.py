@@ -4,7 +4,7 @@ The first tests are pure (topology validation, argv builders, ramp cutting).
 Classes marked ``mininet`` build the network (software target, the real
 controller ``lego controller run --config``, one ``lego agent`` per NF host)
 through the declarative base in
-:mod:`lego.topo.mn_testlib`; they need root and Mininet and are skipped, with
+:mod:`lego.topo.testlib`; they need root and Mininet and are skipped, with
 the reason, otherwise.
 """
 
@@ -21,8 +21,10 @@ import numpy as np
 import pytest
 
 from lego.errors import ConfigError
-from lego.topo.mn_switch import pick_target, realtime_refused, switch_argv
-from lego.topo.mn_testlib import (
+from lego.topo.pacer import due
+from lego.topo.run_mininet import scheduled_step
+from lego.topo.switches import pick_target, realtime_refused, switch_argv
+from lego.topo.testlib import (
     TEST_AD,
     TEST_FM,
     LegoMininetTest,
@@ -31,16 +33,14 @@ from lego.topo.mn_testlib import (
     small_trace,
     wait_for,
 )
-from lego.topo.mn_topology import TopologyError, load_topology, topology_from_dict
-from lego.topo.mn_traffic import (
+from lego.topo.topology import TopologyError, load_topology, topology_from_dict
+from lego.topo.traffic import (
     parse_pacer,
     parse_tcpreplay,
     ramp_segments,
     speedup_schedule,
     tcpreplay_argv,
 )
-from lego.topo.pacer import due
-from lego.topo.run_mininet import scheduled_step
 
 # ---------------------------------------------------------------- pure
 
@@ -155,7 +155,7 @@ mininet = [pytest.mark.mininet, pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def trace_and_model(tmp_path_factory):
-    from lego.bricks.kitsune_graph import train_model
+    from lego.bricks.kitsune.graph import train_model
 
     d = tmp_path_factory.mktemp("mn")
     trace = small_trace(d)
@@ -225,7 +225,7 @@ class TestDetectionThroughSwitch(LegoMininetTest):
     pytestmark = mininet
 
     def test_k_replicas_equal_one_offline_instance(self, system, trace_and_model):
-        from lego.topo.mn_record import Recorders
+        from lego.topo.record import Recorders
 
         trace, model = trace_and_model
         rec = Recorders(system, list(self.AGENTS), self.tmp / "rec")
@@ -255,7 +255,7 @@ class TestScaleUnderRamp(LegoMininetTest):
 
     def test_policy_scales_out_on_real_overload_and_in_when_idle_losing_nothing(
             self, system, trace_and_model):
-        from lego.topo.mn_record import Recorders
+        from lego.topo.record import Recorders
 
         _, model = trace_and_model
         trace = small_trace(self.tmp, 40_000)  # about 4 s per step

@@ -8,7 +8,6 @@ import shutil
 import pytest
 
 from lego.errors import ConfigError
-from lego.p4src import pipeline as pl
 from lego.p4src.p4info import (
     BMV2_JSON_PATH,
     P4_SOURCE,
@@ -22,6 +21,7 @@ from lego.p4src.p4info import (
     source_sha256,
     stamp,
 )
+from lego.switch import pipeline as pl
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ from p4.v1 import p4runtime_pb2 as p4r
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
-from lego.p4src import pipeline as pl
 from lego.p4src.p4info import P4Type, load_p4info
-from lego.topo.p4runtime_server import P4RuntimeServer
-from lego.topo.p4runtime_testclient import SmallClient, WriteFailed
+from lego.switch import pipeline as pl
+from lego.switch.server import P4RuntimeServer
+from lego.switch.testclient import SmallClient, WriteFailed
 
 INSERT, MODIFY, DELETE = p4r.Update.INSERT, p4r.Update.MODIFY, p4r.Update.DELETE
 

@@ -14,9 +14,9 @@ import textwrap
 
 import pytest
 
-from lego.p4src import pipeline as pl
 from lego.p4src.p4info import load_p4info
-from lego.topo.p4runtime_server import P4RuntimeServer
+from lego.switch import pipeline as pl
+from lego.switch.server import P4RuntimeServer
 
 pytest.importorskip("p4runtime_sh", reason="pip install -e '.[dev]' installs p4runtime-shell")
 

@@ -19,8 +19,8 @@ from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
-from lego.p4src import pipeline as pl
-from lego.p4src.pipeline_parser import (
+from lego.switch import pipeline as pl
+from lego.switch.parser import (
     STATUS_OK,
     STATUS_PARSER_ERROR,
     STATUS_RUNT,

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from lego.bricks.kitsune_graph import train_model
-from lego.control.controller import ControllerCore
-from lego.control.controller_config import config_from_dict
-from lego.control.controller_io import initial_costs
+from lego.bricks.kitsune.graph import train_model
+from lego.control.config import config_from_dict
+from lego.control.core import ControllerCore
 from lego.control.profile import LIVE_WEIGHT, ROLES, load_profile, profile_trace
+from lego.control.runtime import initial_costs
 from lego.errors import ConfigError
 from lego.topo.traffic_synth import generate, write_trace
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lego.bricks.brick_graph import graph_from_dict
+from lego.bricks.graph import graph_from_dict
 from lego.control.ray_bricks import RayBricks, node_resources, worker_argv
 from lego.errors import LegoError
 from lego.testing import wait_for

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lego.topo.mn_controller import scaling_events
+from lego.topo.controller import scaling_events
 from lego.topo.run_report import core_seconds, event_sentence, event_text, sla_figures
 
 EVENTS = [
@@ -53,8 +53,8 @@ def test_any_controller_event_reads_as_plain_words():
 def test_the_dashboard_fits_80_columns_and_prints_no_python_structures():
     from rich.console import Console
 
+    from lego.topo.controller import dashboard_status
     from lego.topo.dashboard import render
-    from lego.topo.mn_controller import dashboard_status
 
     ctl = {"graphs": [{"port": 2, "host": "nf1"}],
            "bricks": [{"id": f"{role}-2/0", "host": "nf1", "type": t, "utilisation": 0.83,

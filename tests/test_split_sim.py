@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lego.control.experiment_split import grace_for, table2, train_model
-from lego.control.split_sim import (
+from lego.experiments.split_sim import (
     GRANULARITIES,
     MIRROR_PLAN,
     round_robin_owners,
     run_split,
     split,
 )
+from lego.experiments.table2 import grace_for, table2, train_model
 from lego.ext.packets import read_trace
 from lego.testing import mixed_traffic
 

@@ -34,8 +34,8 @@ from lego.ext.legostats_spec import (
     key_words,
     owners,
 )
-from lego.p4src.pipeline import GROUP_DSTIP, GROUP_SRCIP, N_BUCKETS, group_buckets
-from lego.p4src.pipeline_parser import records_from_batch
+from lego.switch.parser import records_from_batch
+from lego.switch.pipeline import GROUP_DSTIP, GROUP_SRCIP, N_BUCKETS, group_buckets
 from lego.testing import mixed_traffic
 
 THIRD = np.arange(0, OWNER_BUCKETS, 3)

@@ -26,8 +26,8 @@ from lego.control.switch_rebalance import CounterDeltas, plan_moves
 from lego.control.switch_state import SwitchPlan, SwitchState, desired_state, diff, owner_key
 from lego.errors import ConfigError
 from lego.ext.features import state_groups
-from lego.p4src import pipeline as pl
-from lego.topo.p4runtime_server import P4RuntimeServer
+from lego.switch import pipeline as pl
+from lego.switch.server import P4RuntimeServer
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -25,7 +25,7 @@ import tomli_w
 
 from lego.cpu_quota import CpuQuota
 from lego.errors import LegoError
-from lego.topo.mn_agent import nf_graph
+from lego.topo.agent import nf_graph
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Calibration:
 
 def calibration_graph(trace: Path, model: Path, out: Path, semantics: str,
                       batch: int, flush_ms: int) -> dict:
-    """An NF host's graph (:func:`~lego.topo.mn_agent.nf_graph`) read from ``trace``."""
+    """An NF host's graph (:func:`~lego.topo.agent.nf_graph`) read from ``trace``."""
     graph = nf_graph("calibration", "unused", model, out, semantics=semantics, batch=batch,
                      flush_ms=flush_ms)
     graph["bricks"]["source"]["options"] = {"trace": str(trace), "batch": batch}
@@ -101,8 +101,8 @@ def calibrate(trace: Path, model: Path, cores: float, workdir: Path, *, packets:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lego.bricks.brick_agent import BrickAgent
-    from lego.bricks.brick_graph import load_graph
+    from lego.bricks.agent import BrickAgent
+    from lego.bricks.graph import load_graph
 
     graph, packets, workdir = (argv or sys.argv[1:])[:3]
     with BrickAgent(load_graph(Path(graph)), Path(workdir)) as agent:

@@ -1,6 +1,6 @@
 """The live terminal dashboard of ``lego run`` (rich): one status -> one renderable.
 
-:func:`render` is pure (a status dict from :mod:`lego.topo.mn_status`, the
+:func:`render` is pure (a status dict from :mod:`lego.topo.status`, the
 rates and the replay step -> a rich Group); the run refreshes it in a
 ``rich.live.Live`` about twice a second.
 """

@@ -34,7 +34,7 @@ def due(rel: np.ndarray, start: int, elapsed: float) -> int:
 
 def pace(iface: str, pcap: Path) -> dict[str, float]:
     from lego.ext.packets import open_trace
-    from lego.topo.softswitch_ports import Port
+    from lego.switch.ports import Port
 
     frames: list[bytes] = []
     ts: list[np.ndarray] = []

@@ -28,13 +28,13 @@ from rich.live import Live
 
 from lego.errors import LegoError
 from lego.topo.calibrate import Calibration
-from lego.topo.mn_cleanup import active_run, cleanup
-from lego.topo.mn_controller import GRAPH, SCALING_OFF, scaling_events, uln_replicas
-from lego.topo.mn_record import Recorders
-from lego.topo.mn_status import rates
-from lego.topo.mn_topology import Topology
-from lego.topo.mn_traffic import Segment, speedup_schedule
+from lego.topo.cleanup import active_run, cleanup
+from lego.topo.controller import GRAPH, SCALING_OFF, scaling_events, uln_replicas
+from lego.topo.record import Recorders
 from lego.topo.run_report import core_seconds, event_sentence, sla_figures, yes_no
+from lego.topo.status import rates
+from lego.topo.topology import Topology
+from lego.topo.traffic import Segment, speedup_schedule
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ FLUSH_SLA_FRACTION = 1 / 8
 def retime(trace: Path, rates: list[int], step_s: float, work: Path
            ) -> tuple[list[Segment], Path, Path]:
     """The replay's trace: the trace's clock sped up by one factor per step
-    (:func:`~lego.topo.mn_traffic.speedup_schedule`), written to ``retimed.pcap``,
+    (:func:`~lego.topo.traffic.speedup_schedule`), written to ``retimed.pcap``,
     and the same packets at their own timing (``original.pcap``: what one offline
     instance on the original trace reads, so that both see the same packets)."""
     from lego.ext.packets import open_trace, write_pcap
@@ -109,7 +109,7 @@ def size_load(opts: RunOptions, console: Console, work: Path
     The generated trace is benign until the last step, where the infection
     starts: the ramp (and KitNET's training) runs on benign traffic, and the
     attack arrives at the trace's own rates, sped up like everything else."""
-    from lego.bricks.kitsune_graph import train_model
+    from lego.bricks.kitsune.graph import train_model
     from lego.topo.calibrate import calibrate
     from lego.topo.traffic_synth import default_trace, labels_path
 
@@ -150,9 +150,9 @@ def _install_handlers(teardown) -> None:
 
 
 def run_mininet(opts: RunOptions, console: Console) -> dict:
-    from lego.bricks.kitsune_graph import train_model
-    from lego.topo.mn_system import LegoSystem
-    from lego.topo.mn_traffic import Replayer
+    from lego.bricks.kitsune.graph import train_model
+    from lego.topo.system import LegoSystem
+    from lego.topo.traffic import Replayer
 
     other = active_run()
     if other is not None:
@@ -360,7 +360,7 @@ def _cores(st: dict, topo: Topology, prev: tuple[float, float] | None) -> dict:
 
 def _reference(system, pcaps: list[Path], opts: RunOptions) -> dict:
     """One offline NF instance over the recorded, switch-stamped stream vs the run."""
-    from lego.topo.mn_testlib import offline_scores
+    from lego.topo.testlib import offline_scores
 
     seq, score, _ = _merge_scores(system)
     ref_seq, ref_score = offline_scores(pcaps, system.model, opts.semantics)
@@ -386,7 +386,7 @@ def switch_epoch_s(system) -> float | None:
 def packet_latency(system, pcaps: list[Path]) -> dict[str, np.ndarray] | None:
     """Per scored packet: its switch ingress (wall clock, from the shim's timestamp)
     and its latency to the decision that scored it (seconds)."""
-    from lego.topo.mn_testlib import capture_epoch_s, ingress_times
+    from lego.topo.testlib import capture_epoch_s, ingress_times
 
     epoch = switch_epoch_s(system) or capture_epoch_s(pcaps)
     seq, _, _, decided = _merge_scores(system, with_decided=True)
@@ -418,7 +418,7 @@ def _offline_original(opts: RunOptions, original: Path) -> dict:
     """One offline NF instance on the original trace (its own timing; the packets
     the replay covers), trained on the same prefix: the detection the live system
     should match."""
-    from lego.bricks.kitsune_nf import KitsuneNF
+    from lego.bricks.kitsune.monolith import KitsuneNF
     from lego.cli_kitsune import detection, score_trace
 
     if opts.labels is None:

@@ -1,0 +1,239 @@
+"""West-east state moves on a live feature-extraction brick (``lego`` semantics).
+
+The controller runs :mod:`lego.control.state_move`'s protocol on live bricks
+through control messages; this module is the brick's side of it, used by
+:class:`~lego.bricks.kitsune.detector.FeatureQuantization`:
+
+- ``{"op": "hold", "buckets": [...]}`` (destination, before the switch moves the
+  buckets): from now on, hold the packets that could touch moved state, by the
+  ``closure`` rule (:func:`~lego.control.state_move.hold_mask`), with a blocked
+  set that persists across batches; every other row is processed at once. A
+  batch with held rows is emitted whole once its held rows are processed.
+- ``{"op": "prepare"}`` (source, before the switch write): stop processing and
+  queue what arrives, so that the state can be exported exactly at the write.
+- ``{"op": "export", "buckets": [...], "exclude": [...], "keep": [...], "after":
+  N, "epoch": E, "path": P}`` (source, after the switch write): process the
+  queue up to the write — the first frame whose shim carries the new epoch
+  ``E``, or else ``N`` packets (the switch's port-out count read after the
+  write, minus what the port sent before this brick existed); a queued batch is
+  cut there. Then write the blob of the moving buckets to ``P``, drop what it
+  no longer owns (``keep``, on the last transfer) and go on with the queue.
+  Deferred until the write is reached. Exporting any later would be wrong: the
+  source keeps updating the pairs it shares with the destination, and the
+  destination replays the packets after the write on the imported copy.
+- ``{"op": "import", "paths": [...]}`` (destination): import every blob, then
+  process the held rows in sequence order and emit their batches; stop holding.
+- ``{"op": "cancel"}``: the switch write failed; process what is queued or held.
+
+Buckets travel as lists of bucket numbers (the switch's owner buckets).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lego.bricks.wire import Message
+from lego.ext.legostats import StateBlob, address_buckets, bucket_mask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Held:
+    msg: Message
+    held: np.ndarray  # row indices held
+    seq: np.ndarray  # output of the rows processed at once
+    x: np.ndarray
+
+
+@dataclass
+class MoveState:
+    """What a feature-extraction brick keeps while a move is under way."""
+
+    blocked: np.ndarray | None = None  # bool[OWNER_BUCKETS] while holding
+    held: list[_Held] = field(default_factory=list)
+    processed: int = 0  # packets taken so far (processed, or held by the closure rule)
+    paused: list[Message] | None = None  # a source's queue between prepare and export
+    split: _Held | None = None  # a paused batch cut at the export point: its first part
+    stats: dict[str, int] = field(default_factory=lambda: {
+        "holds": 0, "rows_held": 0, "exports": 0, "entries_exported": 0, "entries_dropped": 0,
+        "imports": 0, "entries_imported": 0, "entries_skipped": 0})
+
+    @property
+    def holding(self) -> bool:
+        return self.blocked is not None
+
+    @property
+    def active(self) -> bool:
+        return self.blocked is not None or self.paused is not None
+
+
+def control(fq: Any, cmd: dict, packets_in: int) -> tuple[dict | None, list[Message]]:
+    """One move control message -> (reply or None when deferred, messages to emit)."""
+    moves: MoveState = fq.moves
+    op = cmd.get("op")
+    if op == "hold":
+        incoming = bucket_mask(np.asarray(cmd.get("buckets", []), dtype=np.int64))
+        moves.blocked = incoming if moves.blocked is None else moves.blocked | incoming
+        moves.stats["holds"] += 1
+        if hasattr(fq.state, "pause_sweep"):
+            fq.state.pause_sweep(True)
+        return {"ok": True, "holding": int(moves.blocked.sum())}, []
+    if op == "prepare":
+        if moves.paused is None:
+            moves.paused = []
+        return {"ok": True, "processed": moves.processed}, []
+    if op == "export":
+        after = int(cmd.get("after", 0))
+        outs, ready = _advance(fq, after, cmd.get("epoch"))
+        if not ready:
+            return None, outs  # the packets before the write have not all come yet
+        blob = fq.state.export_state(np.asarray(cmd.get("buckets", []), dtype=np.int64),
+                                     exclude=np.asarray(cmd.get("exclude", []), dtype=np.int64))
+        data = blob.to_bytes()
+        Path(cmd["path"]).write_bytes(data)
+        dropped = 0
+        if cmd.get("keep") is not None:
+            dropped = fq.state.drop_state(np.asarray(cmd["keep"], dtype=np.int64))
+        moves.stats["exports"] += 1
+        moves.stats["entries_exported"] += blob.n_entries
+        moves.stats["entries_dropped"] += dropped
+        if cmd.get("keep") is not None:  # the source's last transfer: go on with the queue
+            outs += _resume(fq)
+        return {"ok": True, "path": cmd["path"], "entries": blob.n_entries, "bytes": len(data),
+                "dropped": dropped, "packets_in": packets_in, "hint": after,
+                "exported_at": moves.processed}, outs
+    if op == "import":
+        imported = skipped = 0
+        for path in cmd.get("paths", []):
+            res = fq.state.import_state(StateBlob.from_bytes(Path(path).read_bytes()))
+            imported += res.imported
+            skipped += res.skipped
+        moves.stats["imports"] += 1
+        moves.stats["entries_imported"] += imported
+        moves.stats["entries_skipped"] += skipped
+        outs = release(fq)
+        return {"ok": True, "imported": imported, "skipped": skipped,
+                "released_batches": len(outs)}, outs
+    if op == "cancel":  # the move did not happen: go on with everything queued or held
+        return {"ok": True}, flush(fq)
+    if op == "move_stats":
+        return {"ok": True, **moves.stats, "holding": moves.holding}, []
+    return {"ok": False, "error": f"unknown op {op!r}"}, []
+
+
+def handle(fq: Any, msg: Message) -> list[Message]:
+    """A batch while a move is under way: queued by a paused source, else its rows
+    are taken (:func:`_take`)."""
+    moves: MoveState = fq.moves
+    if moves.paused is not None:
+        moves.paused.append(msg)
+        return []
+    return _take(fq, msg, np.arange(msg.n), hold=True)
+
+
+def _take(fq: Any, msg: Message, idx: np.ndarray, hold: bool,
+          first: _Held | None = None) -> list[Message]:
+    """Process rows ``idx`` of a batch; while holding (and ``hold``), the rows the
+    closure rule blocks wait for :func:`release`. ``first``: the already processed
+    first part of a batch cut at an export point."""
+    moves: MoveState = fq.moves
+    held = np.zeros(len(idx), dtype=bool)
+    if hold and moves.holding:
+        a = msg.arrays
+        src = address_buckets(a["src_family"][idx], a["src_addr"][idx])
+        dst = address_buckets(a["dst_family"][idx], a["dst_addr"][idx])
+        blocked = moves.blocked
+        for i, (s, d) in enumerate(zip(src.tolist(), dst.tolist(), strict=True)):
+            if blocked[s] or blocked[d]:
+                held[i] = blocked[s] = blocked[d] = True
+    idx_now, idx_held = idx[~held], idx[held]
+    moves.processed += len(idx)
+    seq, x = fq.rows(msg, idx_now)
+    if first is not None:
+        seq, x = np.concatenate([first.seq, seq]), np.concatenate([first.x, x])
+    if not len(idx_held) and not moves.held:
+        return [msg.with_arrays({"seq": seq, "x": x})]
+    moves.held.append(_Held(msg, idx_held, seq, x))
+    moves.stats["rows_held"] += len(idx_held)
+    return []
+
+
+def _advance(fq: Any, upto: int, epoch: int | None) -> tuple[list[Message], bool]:
+    """A paused source processes its queue up to the switch write (no holding:
+    these packets precede it); returns the output and whether the write is reached.
+
+    The write is where the first frame of the new assignment ``epoch`` (the shim's
+    epoch) stands, or, with no such frame yet, after ``upto`` packets: the port's
+    frame count read after the write, which covers every frame sent before it
+    (the read can come late, hence the epoch: counting alone would overshoot)."""
+    moves: MoveState = fq.moves
+    outs: list[Message] = []
+    while moves.paused and moves.split is None:
+        msg = moves.paused[0]
+        cut = _first_of_epoch(msg, epoch)
+        if cut is None:  # frames without epochs (e.g. a trace): by the count alone
+            if moves.processed >= upto:
+                break
+            cut = min(msg.n, upto - moves.processed)
+        if cut == msg.n:
+            moves.paused.pop(0)
+            outs += _take(fq, msg, np.arange(msg.n), hold=False)
+            continue
+        moves.processed += cut  # cut the batch at the write; its first part now
+        seq, x = fq.rows(msg, np.arange(cut))
+        moves.split = _Held(msg, np.arange(cut, msg.n), seq, x)
+    return outs, moves.split is not None or moves.processed >= upto
+
+
+def _first_of_epoch(msg: Message, epoch: int | None) -> int | None:
+    """Index of the batch's first frame of ``epoch`` (its length if none); None when
+    the frames carry no epoch."""
+    tags = msg.arrays.get("epoch")
+    if epoch is None or tags is None:
+        return None
+    hits = np.flatnonzero(tags == int(epoch))
+    return int(hits[0]) if len(hits) else msg.n
+
+
+def _resume(fq: Any) -> list[Message]:
+    """After the export: the rest of a cut batch, then the queue, as usual."""
+    moves: MoveState = fq.moves
+    queue, moves.paused = moves.paused or [], None
+    outs: list[Message] = []
+    if moves.split is not None:
+        cut, moves.split = moves.split, None
+        queue.pop(0)
+        outs += _take(fq, cut.msg, cut.held, hold=True, first=cut)
+    for msg in queue:
+        outs += _take(fq, msg, np.arange(msg.n), hold=True)
+    return outs
+
+
+def flush(fq: Any) -> list[Message]:
+    """Process whatever a paused source queued or a destination held."""
+    moves: MoveState = fq.moves
+    outs = _resume(fq) if moves.paused is not None else []
+    return outs + (release(fq) if moves.holding or moves.held else [])
+
+
+def release(fq: Any) -> list[Message]:
+    """After the import: process the held rows in order; emit each batch whole."""
+    moves: MoveState = fq.moves
+    outs = []
+    for h in moves.held:
+        seq, x = fq.rows(h.msg, h.held)
+        seq = np.concatenate([h.seq, seq])
+        x = np.concatenate([h.x, x])
+        order = np.argsort(seq, kind="stable")
+        outs.append(h.msg.with_arrays({"seq": seq[order], "x": x[order]}))
+    moves.held.clear()
+    moves.blocked = None
+    if hasattr(fq.state, "pause_sweep"):
+        fq.state.pause_sweep(False)
+    return outs

@@ -1,0 +1,400 @@
+"""The executable model of ``lego.p4``: one code path for the software target and
+the offline split simulator.
+
+State (:class:`PipelineState`) is what the controller writes over P4Runtime
+(port roles, the selected groups, the two bucket -> replica tables, clone
+sessions) plus what the dataplane keeps (the sequence register, counters).
+Each owner table holds two versions of the assignment; a frame reads the one
+the epoch's low bit names (``lego.p4`` set_groups).
+
+- :func:`group_buckets` hashes a matrix of key records (:mod:`lego.switch.parser`) for
+  one split group: ``crc32(fields bit-packed MSB first) % N_BUCKETS``, as BMv2's
+  ``hash(..., HashAlgorithm.crc32, 0, {...}, N_BUCKETS)`` computes it.
+- :meth:`Pipeline.decide` turns records into per-packet decisions (bucket, owner,
+  mirror bucket, clone owner) with numpy; the offline simulator calls it on a
+  whole ``PacketBatch`` (``records_from_batch``) and never builds frames.
+- :meth:`Pipeline.process` is the target's path: frames from one ingress port
+  -> ``decide`` -> shimmed output frames, counters, sequence numbers.
+
+Decisions, as in ``lego.p4``: a frame from a port whose role is *drop* (also the
+default for an unconfigured port) is dropped; *forward* sends it unchanged to
+the port the role names (e.g. alerts from an NF host); *traffic* splits it. A
+split frame whose primary bucket has no owner is dropped (counted
+``EVENT_UNOWNED``); it is cloned to the mirror bucket's owner when a mirror group
+is set, that bucket has an owner, and the owner differs from the primary owner
+(or there is none); the clone goes to every replica of clone session
+``owner + 1`` (none if the session is absent), truncated to the session's
+``packet_length_bytes`` when that is non-zero. Counter bytes are the ingress
+frame length.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lego.switch.parser import (
+    KEY_BYTES,
+    STATUS_PARSER_ERROR,
+    STATUS_RUNT,
+    parse_keys,
+)
+
+N_BUCKETS = 1024
+VERSIONS = 2  # the owner tables' versions (meta.version, the epoch's low bit)
+N_PORTS = 512
+N_EVENTS = 8
+CLONE_SESSION_BASE = 1  # clone session id = replica port + 1
+DROP_PORT = 511
+
+GROUP_NONE, GROUP_SRCMAC_SRCIP, GROUP_SRCIP, GROUP_SRCIP_DSTIP, GROUP_SOCKET, GROUP_DSTIP = range(6)
+GROUP_NAMES = {GROUP_SRCMAC_SRCIP: "SrcMAC-SrcIP", GROUP_SRCIP: "SrcIP",
+               GROUP_SRCIP_DSTIP: "SrcIP-DstIP", GROUP_SOCKET: "Socket", GROUP_DSTIP: "DstIP"}
+# each group's field list in lego.p4 GroupHash, as a slice of the key record
+GROUP_SLICES = {GROUP_SRCMAC_SRCIP: (0, 23), GROUP_SRCIP: (6, 23), GROUP_SRCIP_DSTIP: (6, 40),
+                GROUP_SOCKET: (6, 45), GROUP_DSTIP: (23, 40)}
+
+ROLE_DROP, ROLE_TRAFFIC, ROLE_FORWARD = 0, 1, 2
+
+EVENT_PARSER_ERROR, EVENT_RUNT, EVENT_UNOWNED, EVENT_PORT_DROP, EVENT_MIRROR, EVENT_FORWARD = \
+    range(6)
+
+SHIM_MIRROR = 0x01
+SHIM_BYTES = 24
+_SHIM = struct.Struct("!BBHQHII")  # the shim less origEtherType (which is frame[12:14])
+_LEGO_TYPE = b"\x88\xb5"
+
+# P4Info names of the objects this model implements
+T_PORT_ROLE = "LegoIngress.port_role"
+T_SPLIT_GROUP = "LegoIngress.split_group"
+T_BUCKET_OWNER = "LegoIngress.bucket_owner"
+T_MIRROR_OWNER = "LegoIngress.mirror_owner"
+A_ROLE_TRAFFIC = "LegoIngress.role_traffic"
+A_ROLE_FORWARD = "LegoIngress.role_forward"
+A_ROLE_DROP = "LegoIngress.role_drop"
+A_SET_GROUPS = "LegoIngress.set_groups"
+A_TO_REPLICA = "LegoIngress.to_replica"
+A_UNOWNED = "LegoIngress.unowned"
+A_MIRROR_TO = "LegoIngress.mirror_to"
+A_MIRROR_UNOWNED = "LegoIngress.mirror_unowned"
+#: each table's ``default_action`` in lego.p4: what a switch holds before any write
+#: and restores on a reset (BMv2 takes it from the JSON; p4c 1.2.4's P4Info has no
+#: ``initial_default_action``)
+INITIAL_DEFAULTS: dict[str, tuple[str, dict[str, int]]] = {
+    T_PORT_ROLE: (A_ROLE_DROP, {}),
+    T_SPLIT_GROUP: (A_SET_GROUPS, {"primary": GROUP_SRCIP, "mirror": GROUP_NONE, "epoch": 0}),
+    T_BUCKET_OWNER: (A_UNOWNED, {}),
+    T_MIRROR_OWNER: (A_MIRROR_UNOWNED, {}),
+}
+C_BUCKET = "LegoIngress.bucket_counter"
+C_MIRROR_BUCKET = "LegoIngress.mirror_bucket_counter"
+C_PORT_IN = "LegoIngress.port_in_counter"
+C_EVENT = "LegoIngress.event_counter"
+C_PORT_OUT = "LegoEgress.port_out_counter"
+COUNTER_SIZES = {C_BUCKET: N_BUCKETS, C_MIRROR_BUCKET: N_BUCKETS, C_PORT_IN: N_PORTS,
+                 C_EVENT: N_EVENTS, C_PORT_OUT: N_PORTS}
+
+
+def group_buckets(records: np.ndarray, group: int) -> np.ndarray:
+    """Bucket (int64[n]) of each key record under ``group``; 0 for GROUP_NONE or unknown."""
+    n = len(records)
+    if group not in GROUP_SLICES:
+        return np.zeros(n, dtype=np.int64)
+    lo, hi = GROUP_SLICES[group]
+    width = hi - lo
+    view = memoryview(np.ascontiguousarray(records[:, lo:hi]).tobytes())
+    crc = zlib.crc32
+    out = np.fromiter((crc(view[i:i + width]) for i in range(0, n * width, width)),
+                      dtype=np.int64, count=n)
+    return out % N_BUCKETS
+
+
+def shim_header(flags: int, group: int, bucket: int, seq: int, ts_us: int, orig_len: int,
+                orig_ethertype: int) -> bytes:
+    """The 24-byte shim (lego.p4 ``lego_shim_t``)."""
+    ts = ts_us & 0xFFFFFFFFFFFF
+    return _SHIM.pack(flags, group, bucket, seq & 0xFFFFFFFFFFFFFFFF, ts >> 32, ts & 0xFFFFFFFF,
+                      orig_len) + orig_ethertype.to_bytes(2, "big")
+
+
+@dataclass(frozen=True)
+class Shim:
+    flags: int
+    group: int
+    bucket: int
+    seq: int
+    ts_us: int
+    orig_len: int
+    orig_ethertype: int
+
+    @property
+    def mirror(self) -> bool:
+        return bool(self.flags & SHIM_MIRROR)
+
+    @property
+    def epoch(self) -> int:
+        """The assignment epoch the frame was split under (split_group's ``epoch``)."""
+        return self.flags >> 1
+
+
+def strip_shim(frame: bytes) -> tuple[Shim, bytes]:
+    """Split a frame from the switch into its shim and the original frame."""
+    if len(frame) < 14 + SHIM_BYTES - 2 or frame[12:14] != _LEGO_TYPE:
+        raise ValueError("frame carries no lego shim")
+    f, g, b, seq, ts_hi, ts_lo, olen = _SHIM.unpack_from(frame, 14)
+    etype = frame[14 + _SHIM.size:16 + _SHIM.size]
+    shim = Shim(f, g, b, seq, (ts_hi << 32) | ts_lo, olen, int.from_bytes(etype, "big"))
+    return shim, frame[:12] + frame[14 + _SHIM.size:]
+
+
+@dataclass
+class CloneSession:
+    replicas: list[int]  # egress ports
+    packet_length_bytes: int = 0  # 0: no truncation
+
+
+@dataclass
+class PipelineState:
+    """What P4Runtime writes and the dataplane keeps. Owners are -1 when unowned."""
+
+    port_roles: dict[int, tuple[int, int]] = field(default_factory=dict)  # port -> (role, fwd)
+    default_role: tuple[int, int] = (ROLE_DROP, 0)
+    primary_group: int = GROUP_SRCIP
+    mirror_group: int = GROUP_NONE
+    # [version, bucket]: the version a frame reads is the epoch's low bit
+    bucket_owner: np.ndarray = field(
+        default_factory=lambda: np.full((VERSIONS, 1 << 16), -1, dtype=np.int32))
+    mirror_owner: np.ndarray = field(
+        default_factory=lambda: np.full((VERSIONS, 1 << 16), -1, dtype=np.int32))
+    clone_sessions: dict[int, CloneSession] = field(default_factory=dict)
+    seq: int = 0
+    counters: dict[str, np.ndarray] = field(default_factory=lambda: {
+        name: np.zeros((size, 2), dtype=np.uint64) for name, size in COUNTER_SIZES.items()})
+    epoch: int = 0  # bumped with every bucket move, carried in the shim flags (7 bits)
+
+    @property
+    def version(self) -> int:
+        """The owner tables' version frames read now (the epoch's low bit)."""
+        return self.epoch & 1
+
+    def copy(self) -> PipelineState:
+        return PipelineState(
+            dict(self.port_roles), self.default_role, self.primary_group, self.mirror_group,
+            self.bucket_owner.copy(), self.mirror_owner.copy(),
+            {k: CloneSession(list(v.replicas), v.packet_length_bytes)
+             for k, v in self.clone_sessions.items()},
+            self.seq, {k: v.copy() for k, v in self.counters.items()}, self.epoch)
+
+
+@dataclass
+class Decisions:
+    """Per-packet split decisions of :meth:`Pipeline.decide` (numpy, one row a packet)."""
+
+    bucket: np.ndarray  # int64, primary bucket
+    owner: np.ndarray  # int32, primary replica port or -1
+    mirror_bucket: np.ndarray  # int64 (0 when no mirror group)
+    clone_owner: np.ndarray  # int32, replica the packet is cloned to, or -1
+
+
+def _count(counter: np.ndarray, index: np.ndarray, nbytes: np.ndarray) -> None:
+    np.add.at(counter[:, 0], index, np.uint64(1))
+    np.add.at(counter[:, 1], index, nbytes.astype(np.uint64))
+
+
+class Pipeline:
+    """``lego.p4`` on a :class:`PipelineState`. Thread-safe through ``lock``."""
+
+    def __init__(self, state: PipelineState | None = None):
+        self.state = state or PipelineState()
+        self.lock = threading.RLock()
+
+    def decide(self, records: np.ndarray) -> Decisions:
+        """Split decisions for key records (no counters, no sequence numbers)."""
+        if records.ndim != 2 or records.shape[1] != KEY_BYTES or records.dtype != np.uint8:
+            raise ValueError(f"key records: expected uint8[n, {KEY_BYTES}], got "
+                             f"{records.dtype}{list(records.shape)}")
+        s = self.state
+        bucket = group_buckets(records, s.primary_group)
+        owner = s.bucket_owner[s.version, bucket]
+        if s.mirror_group == GROUP_NONE:
+            mb = np.zeros(len(records), dtype=np.int64)
+            clone = np.full(len(records), -1, dtype=np.int32)
+        else:
+            mb = group_buckets(records, s.mirror_group)
+            mo = s.mirror_owner[s.version, mb]
+            clone = np.where((mo >= 0) & (mo != owner), mo, -1).astype(np.int32)
+        return Decisions(bucket, owner, mb, clone)
+
+    def process(self, frames: Sequence[bytes], ingress_port: int,
+                now_us: int | Sequence[int]) -> list[tuple[int, bytes]]:
+        """Frames that entered on ``ingress_port`` at ``now_us`` (one time for all, or
+        one per frame) -> [(egress port, frame)]."""
+        with self.lock:
+            return self._process(frames, ingress_port, now_us)
+
+    def _process(self, frames: Sequence[bytes], port: int,
+                 now_us: int | Sequence[int]) -> list[tuple[int, bytes]]:
+        s = self.state
+        n = len(frames)
+        if n == 0:
+            return []
+        c = s.counters
+        lens = np.fromiter((len(f) for f in frames), dtype=np.int64, count=n)
+        port_idx = port % N_PORTS
+        c[C_PORT_IN][port_idx, 0] += np.uint64(n)
+        c[C_PORT_IN][port_idx, 1] += np.uint64(int(lens.sum()))
+        role, fwd_port = s.port_roles.get(port, s.default_role)
+        if role == ROLE_FORWARD:
+            self._event(EVENT_FORWARD, n, lens)
+            self._count_out(np.full(n, fwd_port, dtype=np.int64), lens)
+            return [(fwd_port, bytes(f)) for f in frames]
+        if role != ROLE_TRAFFIC:
+            self._event(EVENT_PORT_DROP, n, lens)
+            return []
+        records, status = parse_keys(frames)
+        runt = status == STATUS_RUNT
+        if runt.any():
+            self._event(EVENT_RUNT, int(runt.sum()), lens[runt])
+        perr = status == STATUS_PARSER_ERROR
+        if perr.any():
+            self._event(EVENT_PARSER_ERROR, int(perr.sum()), lens[perr])
+        ok = np.flatnonzero(~runt)
+        if len(ok) == 0:
+            return []
+        if len(ok) < n:
+            records, lens_ok = records[ok], lens[ok]
+        else:
+            lens_ok = lens
+        d = self.decide(records)
+        seq0 = s.seq
+        s.seq = (s.seq + len(ok)) & 0xFFFFFFFFFFFFFFFF
+        _count(c[C_BUCKET], d.bucket, lens_ok)
+        unowned = d.owner < 0
+        if unowned.any():
+            self._event(EVENT_UNOWNED, int(unowned.sum()), lens_ok[unowned])
+        cloned = d.clone_owner >= 0
+        if cloned.any():
+            _count(c[C_MIRROR_BUCKET], d.mirror_bucket[cloned], lens_ok[cloned])
+            self._event(EVENT_MIRROR, int(cloned.sum()), lens_ok[cloned])
+        out: list[tuple[int, bytes]] = []
+        out_ports: list[int] = []
+        out_lens: list[int] = []
+        pg, mg = s.primary_group, s.mirror_group
+        flags = (s.epoch & 0x7F) << 1
+        shim = _SHIM.pack
+        stamps = [now_us] * n if isinstance(now_us, int) else now_us
+        owners = d.owner.tolist()
+        buckets = d.bucket.tolist()
+        clones = d.clone_owner.tolist()
+        mbuckets = d.mirror_bucket.tolist()
+        sessions = s.clone_sessions
+        for j, i in enumerate(ok.tolist()):
+            f = frames[i]
+            flen = len(f)
+            seq = (seq0 + j) & 0xFFFFFFFFFFFFFFFF
+            ts = stamps[i] & 0xFFFFFFFFFFFF
+            ts_hi, ts_lo = ts >> 32, ts & 0xFFFFFFFF
+            o = owners[j]
+            if o >= 0:
+                out.append((o, b"".join((f[:12], _LEGO_TYPE,
+                                         shim(flags, pg, buckets[j], seq, ts_hi, ts_lo, flen),
+                                         f[12:]))))
+                out_ports.append(o)
+                out_lens.append(flen)
+            co = clones[j]
+            if co >= 0:
+                sess = sessions.get(co + CLONE_SESSION_BASE)
+                if sess is None:
+                    continue
+                m = b"".join((f[:12], _LEGO_TYPE,
+                              shim(flags | SHIM_MIRROR, mg, mbuckets[j], seq, ts_hi, ts_lo, flen),
+                              f[12:]))
+                if sess.packet_length_bytes:
+                    m = m[:sess.packet_length_bytes]
+                for rp in sess.replicas:
+                    out.append((rp, m))
+                    out_ports.append(rp)
+                    out_lens.append(flen)
+        if out_ports:
+            self._count_out(np.asarray(out_ports, dtype=np.int64),
+                            np.asarray(out_lens, dtype=np.int64))
+        return out
+
+    def _event(self, event: int, n: int, lens: np.ndarray) -> None:
+        ctr = self.state.counters[C_EVENT]
+        ctr[event, 0] += np.uint64(n)
+        ctr[event, 1] += np.uint64(int(lens.sum()))
+
+    def _count_out(self, ports: np.ndarray, lens: np.ndarray) -> None:
+        _count(self.state.counters[C_PORT_OUT], ports % N_PORTS, lens)
+
+
+# --------------------------------------------------------------------------- control plane
+# What a P4Runtime entry does to the state, by P4Info names (the server validates
+# entries against the P4Info first; these trust their arguments).
+
+
+def apply_entry(state: PipelineState, table: str, key: dict[str, int], action: str,
+                params: dict[str, int]) -> None:
+    """Install (or modify) one match entry."""
+    if table == T_PORT_ROLE:
+        role = {A_ROLE_TRAFFIC: ROLE_TRAFFIC, A_ROLE_FORWARD: ROLE_FORWARD,
+                A_ROLE_DROP: ROLE_DROP}[action]
+        state.port_roles[key["standard_metadata.ingress_port"]] = (role, params.get("port", 0))
+    elif table == T_BUCKET_OWNER:
+        state.bucket_owner[key["meta.version"], key["meta.bucket"]] = \
+            params["port"] if action == A_TO_REPLICA else -1
+    elif table == T_MIRROR_OWNER:
+        state.mirror_owner[key["meta.version"], key["meta.mirror_bucket"]] = \
+            params["port"] if action == A_MIRROR_TO else -1
+    else:
+        raise KeyError(table)
+
+
+def remove_entry(state: PipelineState, table: str, key: dict[str, int]) -> None:
+    if table == T_PORT_ROLE:
+        state.port_roles.pop(key["standard_metadata.ingress_port"], None)
+    elif table == T_BUCKET_OWNER:
+        state.bucket_owner[key["meta.version"], key["meta.bucket"]] = -1
+    elif table == T_MIRROR_OWNER:
+        state.mirror_owner[key["meta.version"], key["meta.mirror_bucket"]] = -1
+    else:
+        raise KeyError(table)
+
+
+def apply_default(state: PipelineState, table: str, action: str, params: dict[str, int]) -> None:
+    """Set a table's default action (for the owner tables only their drop action exists)."""
+    if table == T_SPLIT_GROUP:
+        state.primary_group = params["primary"]
+        state.mirror_group = params["mirror"]
+        state.epoch = params.get("epoch", 0)
+    elif table == T_PORT_ROLE:
+        role = {A_ROLE_TRAFFIC: ROLE_TRAFFIC, A_ROLE_FORWARD: ROLE_FORWARD,
+                A_ROLE_DROP: ROLE_DROP}[action]
+        state.default_role = (role, params.get("port", 0))
+    elif table not in (T_BUCKET_OWNER, T_MIRROR_OWNER):
+        raise KeyError(table)
+
+
+def reset_default(state: PipelineState, table: str) -> None:
+    """Back to the program's initial default action."""
+    fresh = PipelineState()
+    if table == T_SPLIT_GROUP:
+        state.primary_group, state.mirror_group = fresh.primary_group, fresh.mirror_group
+        state.epoch = fresh.epoch
+    elif table == T_PORT_ROLE:
+        state.default_role = fresh.default_role
+
+
+def set_clone_session(state: PipelineState, session_id: int, replicas: list[int],
+                      packet_length_bytes: int) -> None:
+    state.clone_sessions[session_id] = CloneSession(list(replicas), packet_length_bytes)
+
+
+def remove_clone_session(state: PipelineState, session_id: int) -> None:
+    state.clone_sessions.pop(session_id, None)

@@ -1,0 +1,156 @@
+"""The real controller in Mininet: its config, its status, the end-of-run drain.
+
+- :func:`controller_config` turns a topology into the dict of ``lego controller
+  run --config`` (switch address, the management address for the northbound,
+  the NF hosts with their switch port, dataplane interface and core budget, the
+  model, semantics, scaling watermarks), which ``tomli_w`` writes as TOML;
+- :func:`dashboard_status` turns ``GetStatus`` (the JSON of ``lego controller
+  status --json``) plus the switch's counters into the status shape the
+  dashboard, the timeline and the tests read (:mod:`lego.topo.status`);
+- :func:`scaling_events` lists the scaling events of a status as table rows.
+
+All three are pure; :class:`~lego.topo.system.LegoSystem` does the I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from lego.topo.run_report import event_text
+from lego.topo.topology import NFHostSpec, Topology
+
+# Watermarks are busy fractions of an NF host's CPU quota (its cgroup's CPU time
+# over what the quota allows, read by its bricks' actors): scale out above 75 % for half
+# a second (two load reports; a full second let the ramp's peak step start short of
+# a replica), in below 30 %. ULN replicas stay one per graph: under a host quota of a
+# fraction of a core a second ULN process on the same host adds no CPU, so the
+# unit of scale is a whole graph on another host (the switch splits the traffic), and
+# there are at most as many replicas as NF hosts.
+SCALING: dict[str, Any] = {
+    "high": 0.75, "low": 0.30, "dwell": 0.5, "cooldown": 2.0,
+    "period": 0.25, "standby": False, "fe": True, "fe_standby": True, "uln": False,
+    "host_timeout": 0.9, "adopt_grace": 15.0,
+}
+#: what ``SCALING=off`` changes: the same system, no policy
+SCALING_OFF: dict[str, Any] = {"fe": False, "uln": False, "fe_standby": False,
+                               "rebalance_s": 0.0}
+GRAPH: dict[str, Any] = {"batch": 256, "flush_ms": 20, "hwm": 16, "window": 256, "uln": 1,
+                         "write_scores": True}
+BRICK_ROLES = {"packet_batching": "src", "feature_quantization": "fq",
+               "feature_mapping": "fm", "uln": "uln", "decision": "dec"}
+
+
+def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, results: Path,
+                      token_file: Path, semantics: str = "lego", election_id: int = 10,
+                      scaling: dict[str, Any] | None = None,
+                      graph: dict[str, Any] | None = None,
+                      sla_ms: float = 100.0, ray_address: str = "",
+                      brick_dir: Path | None = None) -> dict[str, Any]:
+    """The controller's config (pure): ``hosts`` are the NF hosts with a Ray node
+    (``ray_address``: the head); the first ``topo.replicas`` of them own buckets at
+    the start. Each host's bricks keep their sockets and logs in ``brick_dir``/host."""
+    sc = {**SCALING, "max_replicas": len(hosts), **(scaling or {})}
+    fe_initial = max(1, min(topo.replicas, len(hosts)))
+    if semantics == "kitsune":
+        sc["fe"] = False
+        fe_initial = 1
+    return {
+        "switch": {"address": topo.switch.grpc_addr, "device_id": topo.switch.device_id,
+                   "election_id": election_id, "traffic_ports": [topo.traffic.port]},
+        "northbound": {"bind": topo.management.northbound, "token_file": str(token_file)},
+        "nf": {"semantics": semantics, "model": str(model), "results": str(results),
+               "source": "interface", "fe_initial": fe_initial},
+        "graph": {**GRAPH, **(graph or {})},
+        "sla": {"latency_ms": float(sla_ms)},
+        "scaling": sc,
+        "placement": {"mode": "graph"},
+        "ray": {"address": ray_address, "namespace": "lego",
+                **({"workdir": str(brick_dir)} if brick_dir else {})},
+        "hosts": [{"name": h.name, "ports": [h.port], "interfaces": [f"{h.name}-eth0"],
+                   "cores": float(h.cores)} for h in hosts],
+    }
+
+
+def dashboard_status(ctl: dict[str, Any] | None, switch: dict[str, Any], now: float,
+                     mode: str = "controller") -> dict[str, Any]:
+    """GetStatus (``ctl``; None while the controller is down) and the switch's
+    counters (``{"ports": {port: {"in", "out"}}, "events": {...}}``) -> the
+    dashboard's status. Bricks are grouped per node (``fq-2``: every replica)."""
+    ctl = ctl or {}
+    graphs = {g["port"]: g for g in ctl.get("graphs", [])}
+    hosts = {b["id"]: b["host"] for b in ctl.get("bricks", [])}
+    nodes: dict[str, list[dict]] = {}
+    for b in ctl.get("bricks", []):
+        nodes.setdefault(b["id"].partition("/")[0], []).append(b)
+    bricks = []
+    for node, reps in sorted(nodes.items(), key=lambda kv: (kv[0].split("-")[-1], kv[0])):
+        port = int(node.rpartition("-")[2])
+        g = graphs.get(port, {})
+        active = [r for r in reps if not r.get("standby") and not r.get("retired")]
+        use = active or reps
+        state = "draining" if g.get("draining") else "standby" if g.get("standby") else \
+            "running"
+        if reps and not active:
+            state = "standby"
+        bricks.append({
+            "brick": f"{hosts.get(reps[0]['id'], '?')}/{node}", "type": reps[0]["type"],
+            "host": hosts.get(reps[0]["id"], "?"), "port": port, "replicas": len(active),
+            "standby": sum(1 for r in reps if r.get("standby")),
+            "utilisation": round(sum(r["utilisation"] for r in use) / len(use), 3),
+            "queue_depth": sum(r["queue_depth"] for r in reps),
+            "pps": round(sum(r["pps"] for r in reps), 1),
+            "packets_in": sum(r["packets_in"] for r in reps),
+            "ids": {r["id"]: r["packets_in"] for r in reps}, "state": state})
+    sw = dict(switch)
+    sw["replica_ports"] = list(ctl.get("switch", {}).get("replica_ports",
+                                                         switch.get("replica_ports", [])))
+    events = [{**e, "what": event_text(e)} for e in ctl.get("events", [])]
+    return {"time": now, "mode": mode if ctl else f"{mode} (not answering)", "switch": sw,
+            "bricks": bricks, "alerts": ctl.get("alerts", 0), "scores": ctl.get("scores", 0),
+            "events": events, "hosts": ctl.get("hosts", []),
+            "counters": ctl.get("counters", {}), "moves": ctl.get("moves", []),
+            "graphs": list(graphs.values()), "controller_now": ctl.get("now")}
+
+
+def uln_replicas(status: dict[str, Any]) -> int:
+    """Routed ULN replicas over every graph owning buckets."""
+    return sum(b["replicas"] for b in status.get("bricks", [])
+               if b["type"] == "uln" and b["state"] == "running")
+
+
+SCALE_KINDS = ("scale_out", "scale_in")
+_UTIL = re.compile(r"utilisation (\d+(?:\.\d+)?)")
+
+
+def scaling_events(events: list[dict[str, Any]], t0: float,
+                   scaling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The controller's scaling events with their state moves, as records: time since
+    ``t0`` (controller clock), brick, replicas before and after, the utilisation
+    and watermarks behind it, buckets and entries moved, packets held, why."""
+    sc = {**SCALING, **(scaling or {})}
+    rows = []
+    for i, e in enumerate(events):
+        if e["kind"] not in SCALE_KINDS:
+            continue
+        to = int(e.get("replicas", 0))
+        frm = to - 1 if e["kind"] == "scale_out" else to + 1
+        m = _UTIL.search(e.get("reason", ""))
+        row = {"t": round(e["t"] - t0, 2), "event": e["kind"].replace("_", "-"),
+               "brick": "feature extraction" if e.get("brick") == "fq" else "ULN",
+               "port": e.get("port"), "host": e.get("host", ""), "replicas_before": frm,
+               "replicas_after": to, "utilisation": float(m.group(1)) if m else None,
+               "high": sc["high"], "low": sc["low"], "buckets": 0, "entries": 0, "held": 0,
+               "seconds": 0.0, "lost_buckets": 0, "reason": e.get("reason", "")}
+        if e.get("brick") == "fq":
+            for f in events[i + 1:]:
+                if f["kind"] == "state_moved":
+                    row.update(buckets=f.get("buckets", 0), entries=f.get("entries", 0),
+                               held=f.get("held", 0), seconds=f.get("seconds", 0.0),
+                               lost_buckets=f.get("lost_buckets", 0))
+                    break
+                if f["kind"] in SCALE_KINDS and f.get("brick") == "fq":
+                    break
+        rows.append(row)
+    return rows
