@@ -32,7 +32,7 @@ class BrickType:
 
 
 BRICK_TYPES: dict[str, BrickType] = {t.name: t for t in (
-    BrickType("packet_batching", "lego.bricks.kitsune.detector:PacketBatching", "source",
+    BrickType("packet_batching", "lego.bricks.kitsune.source:PacketBatching", "source",
               "single", "reads a trace or an interface in batches; strips the LEGO shim"),
     BrickType("frame_feed", "lego.bricks.feed:FrameFeed", "source", "single",
               "packet_batching fed frames over ZeroMQ (a test playing the switch port)"),

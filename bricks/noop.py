@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lego.bricks.kitsune.detector import PACKET_FIELDS
+from lego.bricks.kitsune.source import PACKET_FIELDS
 from lego.bricks.wire import Message
 
 

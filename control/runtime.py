@@ -5,16 +5,8 @@ with what Ray tells (live NF nodes, the bricks' load reports, bricks Ray
 restarted) under one lock, and executes its commands on one thread, in order:
 brick actors through :class:`~lego.control.ray_bricks.RayBricks`, the switch through
 :class:`~lego.control.switch_manager.SwitchManager`, whose move hooks
-(:class:`LiveMoves`) run :mod:`lego.control.state_move`'s protocol on the live
-feature-extraction bricks:
-
-- ``on_buckets_moving``: each destination's FE brick holds the packets of its
-  incoming buckets (closure rule) and acknowledges before the switch is written;
-- ``on_buckets_moved(moves, seq_hint)``: each source FE brick processes the
-  packets the switch sent it before the write (``seq_hint`` minus what the port
-  carried before the brick's source started), exports each transfer (excluding
-  the pairs the destination already holds) and drops what it no longer owns; the
-  destination imports the blobs and releases the held packets in order.
+(:class:`~lego.control.live_moves.LiveMoves`) move the keyed state of the live
+feature-extraction bricks with the buckets.
 
 Scale-out and scale-in plan the bucket moves on the per-bucket loads a
 background thread reads every :data:`LOADS_EVERY_S` (a read of every bucket
@@ -89,11 +81,12 @@ import numpy as np
 
 from lego.control import northbound as nb
 from lego.control.config import Config
-from lego.control.core import Command, ControllerCore, brick_name, parse_name
+from lego.control.core import ControllerCore
+from lego.control.live_moves import LiveMoves
 from lego.control.p4rt_client import P4RuntimeClient
 from lego.control.p4rt_errors import SwitchError, SwitchUnavailable
 from lego.control.ray_bricks import RayBricks
-from lego.control.state_move import plan_move
+from lego.control.registry import Command, brick_name, parse_name
 from lego.control.switch_manager import SwitchManager
 from lego.control.switch_rebalance import CounterDeltas, bucket_loads, plan_moves, replica_load
 from lego.control.switch_state import SwitchPlan
@@ -104,113 +97,6 @@ log = logging.getLogger(__name__)
 
 LOADS_EVERY_S = 2.0  # per-bucket load window for scale-out/in (background reads)
 WATCH_S = 0.25  # Ray's nodes and the bricks' loads read this often (the heartbeat)
-
-
-class LiveMoves:
-    """SwitchManager hooks: the state-move protocol on live FE bricks."""
-
-    def __init__(self, rt: ControllerRuntime) -> None:
-        self.rt = rt
-        self.transfer = True
-        self._before: np.ndarray | None = None
-        self.log: list[dict[str, Any]] = []
-        self._held_seen: dict[str, int] = {}  # FE brick -> rows it held, all moves
-
-    def _fq(self, port: int) -> str | None:
-        """The FE brick of ``port``'s graph, if its host is alive."""
-        core = self.rt.core
-        g = core.graphs.get(port)
-        if g is None or core.hosts.get(g.host) is None or not core.hosts[g.host].alive:
-            return None
-        return brick_name("fq", port)
-
-    def _rows_held(self, brick: str) -> int:
-        """Packets ``brick`` held (closure rule) since the last count: its move counters."""
-        try:
-            rows = int(self.rt.engine.request(brick, {"op": "move_stats"}).get("rows_held", 0))
-        except LegoError:
-            return 0
-        seen = self._held_seen.get(brick, 0)
-        self._held_seen[brick] = max(rows, seen)
-        return max(0, rows - seen)
-
-    def on_buckets_moving(self, moves) -> None:
-        self._before = self.rt.manager.owners.copy()
-        self._engaged = []
-        if not self.transfer:
-            return
-        incoming: dict[int, list[int]] = {}
-        for m in moves:
-            incoming.setdefault(m.new_port, []).append(m.bucket)
-        # sources stop at the write, so they export exactly the state before it
-        sources = sorted({m.old_port for m in moves if m.old_port >= 0})
-        commands = [(port, {"op": "prepare"}) for port in sources]
-        commands += [(port, {"op": "hold", "buckets": b}) for port, b in incoming.items()]
-        for port, cmd in commands:
-            brick = self._fq(port)
-            if brick is None:
-                continue
-            reply = self.rt.engine.request(brick, cmd)
-            if not reply.get("ok", True):
-                raise LegoError(f"{cmd['op']} on {brick}: {reply}")
-            self._engaged.append(port)
-
-    def cancel(self) -> None:
-        """The switch write failed: every engaged FE brick goes on as before."""
-        for port in dict.fromkeys(getattr(self, "_engaged", [])):
-            brick = self._fq(port)
-            if brick is not None:
-                self.rt.engine.request(brick, {"op": "cancel"})
-        self._engaged = []
-
-    def on_buckets_moved(self, moves, seq_hint: dict[int, int]) -> None:
-        t0 = time.monotonic()
-        old = self._before
-        new = self.rt.manager.owners
-        record: dict[str, Any] = {"buckets": len(moves), "transfers": 0, "entries": 0,
-                                  "bytes": 0, "lost_buckets": 0}
-        blobs: dict[int, list[bytes]] = {}
-        transfers = plan_move(np.where(old < 0, new, old), new)
-        by_src: dict[int, list] = {}
-        for t in transfers:
-            by_src.setdefault(t.src, []).append(t)
-        for src, ts in by_src.items():
-            brick = self._fq(src) if self.transfer else None
-            if brick is None:
-                record["lost_buckets"] += int(sum(t.buckets.sum() for t in ts))
-                continue
-            base = self.rt.core.graphs[src].base
-            after = max(0, seq_hint.get(src, 0) - base) if base >= 0 else 0
-            for i, t in enumerate(ts):
-                cmd = {"buckets": np.flatnonzero(t.buckets).tolist(),
-                       "exclude": np.flatnonzero(t.exclude).tolist(), "after": after,
-                       "epoch": self.rt.manager.epoch}
-                if i == len(ts) - 1:
-                    cmd["keep"] = np.flatnonzero(new == src).tolist()
-                info, blob = self.rt.engine.export_state(brick, cmd)
-                if not info.get("ok"):
-                    raise LegoError(f"export from {brick}: {info}")
-                blobs.setdefault(t.dst, []).append(blob)
-                record["transfers"] += 1
-                record["entries"] += info.get("entries", 0)
-                record["bytes"] += len(blob)
-                # where the source cut its stream: the write (by epoch), vs the count hint
-                record.setdefault("export_at", {})[src] = {"cut": info.get("exported_at"),
-                                                           "hint": after}
-        for dst in sorted({m.new_port for m in moves}):
-            brick = self._fq(dst)
-            if brick is None or not self.transfer:
-                continue
-            reply = self.rt.engine.import_state(brick, blobs.get(dst, []))
-            if not reply.get("ok"):
-                raise LegoError(f"import into {brick}: {reply}")
-            record["held"] = record.get("held", 0) + self._rows_held(brick)
-        record["seconds"] = round(time.monotonic() - t0, 4)
-        self.log.append(record)
-        with self.rt.lock:
-            self.rt.core.counters["moves"] += 1
-            self.rt.core.counters["state_lost_buckets"] += record["lost_buckets"]
-            self.rt.core.event(time.monotonic(), "state_moved", **record)
 
 
 class ControllerRuntime:

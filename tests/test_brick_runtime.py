@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from lego.bricks.errors import WireError
-from lego.bricks.kitsune.detector import (
+from lego.bricks.kitsune.detector import Decision
+from lego.bricks.kitsune.source import (
     PACKET_FIELDS,
-    Decision,
     Frames,
     address_buckets,
     frames_to_batch,
@@ -165,7 +165,8 @@ def test_alert_lines_are_json_dumps_lines():
 
 def test_feature_brick_state_moves_west_east_as_a_blob():
     from lego.bricks.errors import StateTransferError
-    from lego.bricks.kitsune.detector import PACKET_FIELDS, FeatureQuantization
+    from lego.bricks.kitsune.detector import FeatureQuantization
+    from lego.bricks.kitsune.source import PACKET_FIELDS
     from lego.testing import mixed_traffic
 
     batch = mixed_traffic(1500, seed=4)

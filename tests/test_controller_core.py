@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lego.control.config import config_from_dict
-from lego.control.core import ControllerCore, GraphRec
+from lego.control.core import ControllerCore
+from lego.control.graph_specs import graph_specs
+from lego.control.registry import GraphRec
 from lego.errors import ConfigError
 
 BASE = {
@@ -103,7 +105,7 @@ def test_a_dead_brick_is_restarted_in_place_and_its_upstream_rerouted():
 
 def test_re_registration_rebuilds_the_registry_without_commands():
     core = core_with_graph()
-    specs = core.graph_specs(2, "nf1", 5, 1, 1)
+    specs = graph_specs(core.cfg, 2, core.hosts["nf1"].workdir, 5, 1, 1)
     fresh = ControllerCore(config_from_dict(BASE))
     bricks = [{"id": f"{s['node']}/{s['serial']}", "type": s["type"], "spec": s, "pid": 1,
                "state": "running"} for s in specs]
@@ -236,7 +238,8 @@ def test_a_graph_whose_host_joins_after_the_start_is_started_then():
 def test_after_a_controller_restart_a_graph_on_a_port_without_buckets_is_the_standby():
     core = ControllerCore(config_from_dict(FE))
     core.on_host_joined(0.0, "nf1", "nf1:1", "/tmp/nf1", 8, "x", [])
-    specs = core.graph_specs(2, "nf1", 0, 1, 1) + core.graph_specs(3, "nf1", 0, 1, 1)
+    workdir = core.hosts["nf1"].workdir
+    specs = graph_specs(core.cfg, 2, workdir, 0, 1, 1) + graph_specs(core.cfg, 3, workdir, 0, 1, 1)
     fresh = ControllerCore(config_from_dict(FE))
     bricks = [{"id": f"{s['node']}/{s['serial']}", "type": s["type"], "spec": s, "pid": 1,
                "state": "running"} for s in specs]
@@ -357,7 +360,7 @@ def test_uln_overload_on_a_full_host_starts_a_whole_graph_elsewhere_in_graph_mod
 
 
 def test_uln_overload_on_a_full_host_starts_one_tcp_replica_elsewhere_in_brick_mode():
-    from lego.control.core import tcp_port
+    from lego.control.graph_specs import tcp_port
 
     core = full_host_core("brick")
     cmds = overload_uln(core)

@@ -18,7 +18,7 @@ import pytest
 
 from lego.bricks.kitsune.graph import monolith_scores, read_scores, train_model
 from lego.control.config import config_from_dict
-from lego.control.core import Command
+from lego.control.registry import Command
 from lego.control.runtime import ControllerRuntime
 from lego.control.testbed import Driver
 from lego.switch import pipeline as pl
@@ -267,7 +267,7 @@ def test_brick_placement_puts_one_uln_on_another_host_over_tcp_exactly(trace_mod
     the mapping brick over tcp and sending its scores to the decision over tcp.
     The remote replica takes batches, then is retired (scale-in: an end marker
     over tcp, it finishes its queue); zero loss, scores bit-equal to the monolith."""
-    from lego.control.core import tcp_port
+    from lego.control.graph_specs import tcp_port
 
     tr, pcap, model = trace_model
     work, srv, cfg = _live_system(

@@ -135,7 +135,7 @@ class LegoMininetTest:
 
 def _switch_batch(pcaps: list[Path]):
     """The frames the NF hosts received (shims kept) as one batch, switch-stamped."""
-    from lego.bricks.kitsune.detector import Frames, frames_to_batch
+    from lego.bricks.kitsune.source import Frames, frames_to_batch
     from lego.ext.packets import open_trace
 
     frames: list[bytes] = []
@@ -164,7 +164,7 @@ def capture_epoch_s(pcaps: list[Path], sample: int = 20_000) -> float | None:
     the smallest (capture time - shim timestamp) over their first frames. Where the
     switch does not say its epoch (BMv2), latencies measured from it are short by
     the fastest frame's switch-to-host delay (tens of microseconds)."""
-    from lego.bricks.kitsune.detector import Frames, strip_shims
+    from lego.bricks.kitsune.source import Frames, strip_shims
     from lego.ext.packets import open_trace
 
     best = []
