@@ -3,18 +3,16 @@
 Order: refuse if another run is alive, clean what a dead one left; measure one
 replica's capacity; speed the trace's clock up step by step to the ramp's rates;
 train KitNET offline on the benign prefix at that timing (the NF hosts use the
-switch's timestamps, which follow it); start the network, switch, controller and
-NF agents; replay the trace with the pacer while the dashboard shows the status;
-wait for the NF hosts to drain; write ``results/``; tear everything down
-(``finally``, plus ``atexit`` and SIGTERM/SIGHUP handlers for the paths a
-``finally`` does not cover).
+switch's timestamps, which follow it); start the network, the switch, Ray and the
+controller; replay the trace with the pacer while the dashboard shows the status;
+wait for the NF hosts to drain; write ``results/`` (:mod:`lego.topo.run_results`);
+tear everything down (``finally``, plus ``atexit`` and SIGTERM/SIGHUP handlers for
+the paths a ``finally`` does not cover).
 """
 
 from __future__ import annotations
 
 import atexit
-import csv
-import json
 import logging
 import shutil
 import signal
@@ -29,9 +27,14 @@ from rich.live import Live
 from lego.errors import LegoError
 from lego.topo.calibrate import Calibration
 from lego.topo.cleanup import active_run, cleanup
-from lego.topo.controller import GRAPH, SCALING_OFF, scaling_events, uln_replicas
+from lego.topo.controller import GRAPH, SCALING_OFF, uln_replicas
 from lego.topo.record import Recorders
-from lego.topo.run_report import core_seconds, event_sentence, sla_figures, yes_no
+from lego.topo.run_results import (
+    offline_original,
+    offline_reference,
+    packet_latency,
+    write_results,
+)
 from lego.topo.status import rates
 from lego.topo.topology import Topology
 from lego.topo.traffic import Segment, speedup_schedule
@@ -250,12 +253,12 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
             t1 = time.perf_counter()
             got = recorders.stop(want)
             extra["recorded"] = {"want": want, "got": got}
-            extra["reference"] = _reference(system, recorders.paths, opts)
+            extra["reference"] = offline_reference(system, recorders.paths, opts)
             extra["reference_s"] = round(time.perf_counter() - t1, 1)
             extra["latency"] = packet_latency(system, recorders.paths)
-            extra["offline_original"] = _offline_original(opts, reference)
+            extra["offline_original"] = offline_original(opts, reference)
             if reference != original:
-                extra["offline_natural"] = _offline_original(opts, original)
+                extra["offline_natural"] = offline_original(opts, original)
         extra["run"] = run
         extra["reference_trace"] = str(reference)
         bad = system.collect(results / "logs")
@@ -356,334 +359,3 @@ def _cores(st: dict, topo: Topology, prev: tuple[float, float] | None) -> dict:
     return {"cores": round(sum(topo.nf(h).cores for h in owners if h in
                                {n.name for n in topo.nf_hosts}), 3),
             "cpu_s": round(cpu, 3), "cores_used": round(max(0.0, used), 3)}
-
-
-def _reference(system, pcaps: list[Path], opts: RunOptions) -> dict:
-    """One offline NF instance over the recorded, switch-stamped stream vs the run."""
-    from lego.topo.testlib import offline_scores
-
-    seq, score, _ = _merge_scores(system)
-    ref_seq, ref_score = offline_scores(pcaps, system.model, opts.semantics)
-    same_seq = len(seq) == len(ref_seq) and bool(np.array_equal(seq, ref_seq))
-    return {"packets": int(len(ref_seq)), "same packets": same_seq,
-            "bit-identical": same_seq and bool(np.array_equal(score.view(np.uint64),
-                                                                ref_score.view(np.uint64))),
-            "max abs difference": float(np.max(np.abs(score - ref_score)))
-            if same_seq and len(seq) else None}
-
-
-def switch_epoch_s(system) -> float | None:
-    """The wall-clock time of the switch's timestamp 0 where the switch logs it (the
-    software target), else None (BMv2: estimated from the captures instead)."""
-    import re
-
-    log_path = getattr(system.net.switch, "log_path", None)
-    text = log_path.read_text(errors="replace") if log_path and log_path.is_file() else ""
-    m = re.search(r"clock epoch (\d+) us", text)
-    return int(m.group(1)) / 1e6 if m else None
-
-
-def packet_latency(system, pcaps: list[Path]) -> dict[str, np.ndarray] | None:
-    """Per scored packet: its switch ingress (wall clock, from the shim's timestamp)
-    and its latency to the decision that scored it (seconds)."""
-    from lego.topo.testlib import capture_epoch_s, ingress_times
-
-    epoch = switch_epoch_s(system) or capture_epoch_s(pcaps)
-    seq, _, _, decided = _merge_scores(system, with_decided=True)
-    if epoch is None or not len(seq):
-        return None
-    iseq, its = ingress_times(pcaps)
-    pos = np.searchsorted(iseq, seq)
-    ok = (pos < len(iseq)) & (iseq[np.minimum(pos, len(iseq) - 1)] == seq)
-    ingress = epoch + its[np.minimum(pos, len(iseq) - 1)]
-    return {"seq": seq[ok], "ingress": ingress[ok], "latency": (decided - ingress)[ok]}
-
-
-def latency_per_second(lat: dict[str, np.ndarray], start: float, sla_s: float
-                       ) -> list[dict]:
-    """p50/p99 latency of the packets that entered the switch in each second since
-    ``start`` (pure)."""
-    sec = np.floor(lat["ingress"] - start).astype(np.int64)
-    rows = []
-    for t in np.unique(sec):
-        x = lat["latency"][sec == t]
-        p99 = float(np.percentile(x, 99))
-        rows.append({"t": int(t), "packets": int(len(x)), "p50_ms": round(1e3 * float(
-            np.percentile(x, 50)), 1), "p99_ms": round(1e3 * p99, 1),
-                     "within_sla": bool(p99 <= sla_s)})
-    return rows
-
-
-def _offline_original(opts: RunOptions, original: Path) -> dict:
-    """One offline NF instance on the original trace (its own timing; the packets
-    the replay covers), trained on the same prefix: the detection the live system
-    should match."""
-    from lego.bricks.kitsune.monolith import KitsuneNF
-    from lego.cli_kitsune import detection, score_trace
-
-    if opts.labels is None:
-        return {}
-    nf = KitsuneNF.fresh(opts.semantics, fm=opts.fm, ad=opts.ad)
-    return detection(score_trace(nf, original, True, fit=("lognormal", 1e-4)), opts.labels)
-
-
-def _merge_scores(system, with_decided: bool = False) -> tuple:
-    """Every decision brick's scores, in switch sequence order: (seq, score, alert),
-    plus the wall-clock time each was decided (``with_decided``)."""
-    seqs, scores, alerts, decided = [], [], [], []
-    for d in system.score_dirs():
-        path = d / "scores.csv"
-        if not path.is_file():
-            continue
-        with open(path) as f:  # a replica that scored nothing wrote only the header
-            if not f.readline() or not f.readline():
-                continue
-        t = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-        if len(t):
-            seqs.append(t[:, 0].astype(np.int64))
-            scores.append(t[:, 1])
-            alerts.append(t[:, 3].astype(bool))
-            decided.append(t[:, 4] if t.shape[1] > 4 else np.full(len(t), np.nan))
-    if not seqs:
-        out = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool), np.zeros(0))
-        return out if with_decided else out[:3]
-    seq = np.concatenate(seqs)
-    order = np.argsort(seq, kind="stable")
-    out = tuple(np.concatenate(a)[order] for a in (seqs, scores, alerts, decided))
-    return out if with_decided else out[:3]
-
-
-def write_results(system, replayer, opts: RunOptions, timeline: list[dict], start: float,
-                  bad_logs: list[str], extra: dict | None = None) -> dict:
-    from lego.metrics import detection_report, load_labels
-
-    extra = extra or {}
-    out = opts.results
-    seq, score, alert = _merge_scores(system)
-    with open(out / "scores.csv", "w") as f:
-        f.write("seq,score,alert\n")
-        np.savetxt(f, np.column_stack([seq, score, alert]), fmt=["%d", "%.17g", "%d"],
-                   delimiter=",")
-    with open(out / "alerts.jsonl", "w") as f:
-        for i in np.flatnonzero(alert):
-            f.write(json.dumps({"seq": int(seq[i]), "score": float(score[i])}) + "\n")
-    keys = list(dict.fromkeys(k for row in timeline for k in row))
-    with open(out / "timeline.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, restval="")
-        w.writeheader()
-        w.writerows(timeline)
-    final = extra.get("final") or system.status()
-    sw = final["switch"]
-    ports = sw.get("ports", {})
-    tport = str(opts.topo.traffic.port)
-    switch_in = ports.get(tport, {}).get("in", 0)
-    switch_out = sum(v["out"] for p, v in ports.items() if p != tport)
-    if system.mode == "controller":
-        brick_in = sum(n for b, n in system.packets_seen.items() if b.startswith("src-"))
-        decisions = {}
-        for d in system.score_dirs():
-            try:
-                decisions[d.name] = json.loads((d / "summary.json").read_text())
-            except (FileNotFoundError, ValueError):
-                decisions[d.name] = {}
-    else:
-        brick_in = sum(b["packets_in"] for b in final["bricks"]
-                       if b["type"] == "packet_batching")
-        decisions = {}
-        for host in system.agents:
-            try:
-                decisions[host] = json.loads((system.agent_dir(host) / "out" /
-                                              "summary.json").read_text())
-            except (FileNotFoundError, ValueError):
-                decisions[host] = {}
-    last = extra.get("last") or {}
-    t0 = last.get("now", 0.0) - (system.last_wall - start) if last else 0.0
-    events = scaling_events(last.get("events", []), t0, system.config_scaling())
-    run = extra.get("run", {})
-    cal = run.get("calibration")
-    sla_ms = float(run.get("sla_ms", 100.0))
-    segs = run.get("segments") or [r.segment for r in replayer.results]
-    step_s = run.get("step_s") or 0.0
-    rates = run.get("rates") or [sg.pps for sg in segs]
-    peak_step = int(np.argmax(rates)) if rates else -1  # the step the profile peaks in
-    peak_pps, peak = 0, None
-    t_replay = replayer.results[0].t_start - start if replayer.results else 0.0
-    for sg in segs:  # the peak step, in seconds since the replay began
-        if sg.index == peak_step:
-            peak_pps = sg.pps
-            peak = (t_replay + sg.index * step_s, t_replay + (sg.index + 1) * step_s)
-    lat = extra.get("latency")
-    per_second = latency_per_second(lat, start, sla_ms / 1e3) if lat else []
-    sla = sla_figures(per_second, sla_ms, peak)
-    _attach_seconds(timeline, per_second)
-    train_n = opts.fm + opts.ad + 1
-    unique = int(len(np.unique(seq)))
-    lost_rows = sum(d.get("lost_rows", 0) for d in decisions.values())
-    zero = (replayer.failed == 0 and switch_out == brick_in and unique == len(seq)
-            == replayer.sent and lost_rows == 0)
-    ref = extra.get("reference", {})
-    live = {}
-    if opts.labels is not None and len(seq):
-        labels = load_labels(opts.labels, int(seq.max()) + 1)[seq]
-        after = seq >= train_n
-        if after.any() and 0 < labels[after].sum() < after.sum():
-            live = detection_report(score[after], labels[after])
-    off = extra.get("offline_original", {})
-    nat = extra.get("offline_natural", {})
-    summary = {
-        "trace": str(opts.trace), "switch": opts.target_why, "semantics": opts.semantics,
-        "scaling_policy": yes_no(opts.scaling), "nf_hosts": system.nf_host_names,
-        "nf_host_cores": {h.name: h.cores for h in opts.topo.nf_hosts},
-        **ray_figures(system, timeline),
-        "capacity_one_replica_pps": round(cal.pps) if cal else None,
-        "calibration": cal.line() if cal else None,
-        "replay_steps_pps": [sg.pps for sg in segs], "peak_offered_pps": peak_pps,
-        "peak_offered_capacities": round(peak_pps / cal.pps, 2) if cal else None,
-        "replay_seconds": round(sum(r.t_end - r.t_start for r in replayer.results), 1),
-        "packets_sent": replayer.sent, "tcpreplay_failed": replayer.failed,
-        "switch_in": switch_in, "switch_out": switch_out,
-        "mirrored": sw.get("events", {}).get("mirror", 0), "nf_hosts_received": brick_in,
-        "lost_switch_to_bricks": switch_out - brick_in, "packets_scored": int(len(seq)),
-        "scored_once_each": unique == len(seq), "lost_sent_minus_scored":
-            int(replayer.sent - unique), "lost_in_brick_graphs": lost_rows,
-        "zero_loss": zero, "alerts": int(alert.sum()),
-        "alerts_after_training": int(alert[seq >= train_n].sum()),
-        **sla, **core_seconds(timeline),
-        "max_fe_replicas": max((r["replicas"] for r in timeline), default=0),
-        "auc_live": _r(live.get("auc")), "auc_offline_original": _r(off.get("auc")),
-        "tpr_0_1pct_live": _r(live.get("tpr@0.1%fpr")),
-        "tpr_0_1pct_offline_original": _r(off.get("tpr@0.1%fpr")),
-        "tpr_1pct_live": _r(live.get("tpr@1%fpr")),
-        "tpr_1pct_offline_original": _r(off.get("tpr@1%fpr")),
-        "offline_original_trace": extra.get("reference_trace"),
-        "auc_offline_natural_clock": _r(nat.get("auc")),
-        "tpr_1pct_offline_natural_clock": _r(nat.get("tpr@1%fpr")),
-        "bit_identical_to_offline": bool(ref.get("bit-identical")) if ref else None,
-        "offline_reference_packets": ref.get("packets"),
-        "state_moves": last.get("counters", {}).get("moves", 0),
-        "state_lost_buckets": last.get("counters", {}).get("state_lost_buckets", 0),
-        "components_with_exceptions": bad_logs,
-        "scaling_events": events,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    with open(out / "latency.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["t", "packets", "p50_ms", "p99_ms", "within_sla"])
-        w.writeheader()
-        w.writerows(per_second)
-    plots = _plots(timeline, out, events, sla_ms, start)
-    (out / "summary.md").write_text(summary_markdown(summary, plots))
-    return summary
-
-
-def _r(x: float | None) -> float | None:
-    return None if x is None else round(float(x), 4)
-
-
-def _attach_seconds(timeline: list[dict], per_second: list[dict]) -> None:
-    """Each timeline row gets the p99 latency of its second (for the plot)."""
-    by_t = {r["t"]: r["p99_ms"] for r in per_second}
-    for row in timeline:
-        row["p99_ms"] = by_t.get(int(row["t"]), "")
-
-
-def summary_markdown(summary: dict, plots: list[Path]) -> str:
-    """summary.md: the figures a person looks for first, then each event as a sentence."""
-    s = summary
-    lines = ["# LEGO run summary", ""]
-    if s["calibration"]:
-        lines.append(f"- {s['calibration']}; peak offered {s['peak_offered_pps']:,} pkt/s "
-                     f"({s['peak_offered_capacities']}x one replica)")
-    lines += [
-        f"- scaling policy: {s['scaling_policy']}; most feature-extraction replicas: "
-        f"{s['max_fe_replicas']}",
-        f"- zero loss: {yes_no(s['zero_loss'])} ({s['packets_sent']:,} sent, "
-        f"{s['switch_out']:,} frames to the NF hosts ({s['mirrored']:,} mirrors), "
-        f"{s['packets_scored']:,} scored, {s['lost_sent_minus_scored']:,} lost)",
-        f"- SLA p99 <= {s['sla_ms']:g} ms (switch ingress to decision): held in "
-        f"{_pct(s['seconds_within_sla_fraction_peak'])} of the {s['peak_seconds']} seconds at "
-        f"the peak (worst p99 {s['p99_latency_ms_peak']} ms), "
-        f"{_pct(s['seconds_within_sla_fraction'])} of all seconds",
-        f"- core-seconds: {s['core_seconds']} allocated, against "
-        f"{s['core_seconds_static_peak']} for a static allocation sized for the peak",
-        *([f"- Ray: {s['ray_nodes']} NF-host nodes joined in {s['ray_join_s']} s; its "
-           f"processes (head, raylets, actors; not the bricks) took at most "
-           f"{s['ray_pss_mib_peak']:,} MiB (PSS; their resident sets summed "
-           f"{s['ray_rss_mib_peak']:,} MiB)"] if s.get("ray_nodes") else []),
-        f"- detection after training: live AUC {s['auc_live']}, TPR {s['tpr_0_1pct_live']} at "
-        f"0.1 % FPR, {s['tpr_1pct_live']} at 1 % FPR; one offline instance on the original "
-        f"trace: AUC {s['auc_offline_original']}, TPR {s['tpr_0_1pct_offline_original']} / "
-        f"{s['tpr_1pct_offline_original']}" + (
-            f" (the same packets at the generator's constant-rate clock: AUC "
-            f"{s['auc_offline_natural_clock']}, TPR {s['tpr_1pct_offline_natural_clock']} at "
-            "1 % FPR)" if s.get("auc_offline_natural_clock") is not None else ""),
-        f"- scores bit-identical to one offline instance on the switch-stamped stream: "
-        f"{yes_no(bool(s['bit_identical_to_offline']))} "
-        f"({s['offline_reference_packets'] or 0:,} packets)",
-        "", "## Scaling events (decided by the controller's policy)", ""]
-    lines += [f"- {event_sentence(e)}" for e in s["scaling_events"]] or ["none"]
-    lines += ["", "## Everything else", ""]
-    lines += [f"- {k}: {yes_no(v) if isinstance(v, bool) else v}" for k, v in s.items()
-              if k != "scaling_events"]
-    lines += ["", *(f"![{p.stem}]({p.name})" for p in plots), ""]
-    return "\n".join(lines)
-
-
-def ray_figures(system, timeline: list[dict]) -> dict:
-    """The Ray cluster's start-up and memory over the run (controller mode)."""
-    ray = getattr(system, "ray", None)
-    if ray is None:
-        return {}
-    mem = [r for r in timeline if "ray_pss_mib" in r]
-    return {"ray_nodes": len(ray.start_s) - 1, "ray_head_s": round(ray.start_s["head"], 1),
-            "ray_join_s": round(sum(ray.start_s.values()) - ray.start_s["head"], 1),
-            "ray_pss_mib_peak": max((r["ray_pss_mib"] for r in mem), default=0),
-            "ray_rss_mib_peak": max((r["ray_rss_mib"] for r in mem), default=0)}
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.0f} %"
-
-
-def _plots(timeline: list[dict], out: Path, events: list[dict], sla_ms: float,
-           start: float) -> list[Path]:
-    """timeline.png: offered load and throughput, p99 latency against the SLA, and
-    replicas / cores, on one time axis ending when the run's scoring ended."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not timeline:
-        return []
-    busy = max((r["t"] for r in timeline if r["pps_in"] > 0 or r["target_pps"] > 0),
-               default=timeline[-1]["t"])
-    end = max([busy, *(e["t"] for e in events)]) + 1.0  # the run ends with its last event
-    rows = [r for r in timeline if r["t"] <= end]
-    t = [r["t"] for r in rows]
-    fig, (a1, a2, a3) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
-    a1.step(t, [r["target_pps"] for r in rows], where="post", ls="--", label="offered")
-    a1.plot(t, [r["pps_in"] for r in rows], label="into the switch")
-    a1.plot(t, [r["pps_out"] for r in rows], label="to the NF hosts (with mirrors)")
-    a1.set_ylabel("packets/s")
-    a1.legend(fontsize=8)
-    lat = [(r["t"], r["p99_ms"]) for r in rows if r.get("p99_ms") != ""]
-    if lat:
-        a2.plot([x for x, _ in lat], [y for _, y in lat], label="p99 latency")
-    a2.axhline(sla_ms, color="red", ls=":", label=f"SLA {sla_ms:g} ms")
-    a2.set_yscale("log")
-    a2.set_ylabel("ms")
-    a2.legend(fontsize=8)
-    a3.step(t, [r["replicas"] for r in rows], where="post", label="FE replicas (graphs)")
-    a3.step(t, [r["cores"] for r in rows], where="post", ls="--", label="cores allocated")
-    a3.plot(t, [r["cores_used"] for r in rows], lw=0.8, label="cores used")
-    for e in events:
-        a3.axvline(e["t"], color="grey", lw=0.6, ls=":")
-    a3.set_ylabel("replicas / cores")
-    a3.set_xlabel("seconds since the replay began")
-    a3.set_ylim(bottom=0)
-    a3.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "timeline.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]

@@ -117,7 +117,7 @@ class LegoSystem:
         self.token_file = self.workdir / "token"
         self.config_path = self.workdir / "controller.toml"
         self.results_dir = self.workdir / "nf"
-        self.agent_hosts: list[NFHostSpec] = []  # the NF hosts with a Ray node
+        self.ray_hosts: list[NFHostSpec] = []  # the NF hosts with a Ray node
         self._ctl_client = None
         self._last_ctl: dict | None = None
         self.packets_seen: dict[str, int] = {}  # brick id -> most packets_in it reported
@@ -139,7 +139,7 @@ class LegoSystem:
         hosts = list(agents if agents is not None else every)
         try:
             if self.mode == "controller":
-                self.agent_hosts = hosts or list(self.topo.nf_hosts[:self.topo.replicas])
+                self.ray_hosts = hosts or list(self.topo.nf_hosts[:self.topo.replicas])
                 self.start_ray()
                 self.write_config()
                 self.start_controller()
@@ -164,7 +164,7 @@ class LegoSystem:
         if not self.token_file.is_file():
             self.token_file.write_text(secrets.token_hex(24) + "\n")
             self.token_file.chmod(0o600)
-        cfg = controller_config(self.topo, self.agent_hosts, model=self.model.resolve(),
+        cfg = controller_config(self.topo, self.ray_hosts, model=self.model.resolve(),
                                 results=self.results_dir, token_file=self.token_file,
                                 semantics=self.semantics,
                                 election_id=CONTROLLER_ELECTION_ID, scaling=self.scaling,
@@ -176,7 +176,7 @@ class LegoSystem:
     def config_scaling(self) -> dict:
         from lego.topo.controller import SCALING
 
-        return {**SCALING, "max_replicas": len(self.agent_hosts), **self.scaling}
+        return {**SCALING, "max_replicas": len(self.ray_hosts), **self.scaling}
 
     def token(self) -> str:
         return self.token_file.read_text().strip()
@@ -332,7 +332,7 @@ class LegoSystem:
         from lego.topo.ray_cluster import RayCluster
 
         self.ray = RayCluster(self.net, self.topo, Path(tempfile.mkdtemp(prefix="lego-ray-")),
-                              hosts=self.agent_hosts, host_env=lambda h: self.quota(h).env())
+                              hosts=self.ray_hosts, host_env=lambda h: self.quota(h).env())
         self.ray.start()
 
     def start_agent(self, h: NFHostSpec) -> None:
@@ -446,7 +446,7 @@ class LegoSystem:
             out[f"agent-{name}"] = p.log_path
             for brick_log in sorted(self.agent_dir(name).glob("*.log")):
                 out[f"{name}/{brick_log.stem}"] = brick_log
-        for h in self.agent_hosts if self.ray is not None else []:
+        for h in self.ray_hosts if self.ray is not None else []:
             for brick_log in sorted(self.brick_dir(h.name).glob("*.log")):
                 out[f"{h.name}/{brick_log.stem}"] = brick_log
         return out
@@ -454,7 +454,7 @@ class LegoSystem:
     @property
     def nf_host_names(self) -> list[str]:
         """The NF hosts of the run: with a Ray node, or (southbound) with bricks."""
-        return [h.name for h in self.agent_hosts] if self.mode == "controller" \
+        return [h.name for h in self.ray_hosts] if self.mode == "controller" \
             else list(self.agents)
 
     def collect(self, dest: Path) -> list[str]:

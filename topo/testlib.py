@@ -115,9 +115,9 @@ class LegoMininetTest:
         return json.loads((self.system.agent_dir(host) / "out" / "summary.json").read_text())
 
     def host_scores(self) -> tuple[np.ndarray, np.ndarray]:
-        from lego.topo.run_mininet import _merge_scores
+        from lego.topo.run_results import merge_scores
 
-        seq, score, _ = _merge_scores(self.system)
+        seq, score, _ = merge_scores(self.system)
         return seq, score
 
     def record(self, host: str) -> tuple[subprocess.Popen, Path]:
