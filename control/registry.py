@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from lego.control.config import Config, HostConfig
+from lego.control.config import Config
 from lego.control.graph_specs import graph_specs
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,6 @@ class Registry:
         self.events.append({**detail, "t": now, "kind": what})
         del self.events[:-EVENTS_KEPT]
         log.info("event %s %s", what, detail)
-
-    def host_cfg(self, host: str) -> HostConfig:
-        return next(h for h in self.cfg.hosts if h.name == host)
 
     def live_graphs(self) -> list[GraphRec]:
         """Graphs owning buckets (or about to) on live hosts: not draining, no standby."""
