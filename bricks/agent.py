@@ -1,6 +1,8 @@
 """The brick agent of one host: starts and stops bricks as OS processes.
 
-Told by a graph file now (later by the controller), the agent writes one
+Told by a graph file (``lego bricks run``, Figure 4, the calibration, the
+southbound mode of ``lego run``; the controller places bricks as Ray actors
+instead, :mod:`lego.bricks.actor`), the agent writes one
 :class:`~lego.bricks.runtime.BrickSpec` per replica, starts
 ``python -m lego.bricks.main`` for each (pinned to its CPUs), collects
 their northbound messages in a :class:`~lego.bricks.northbound.LoadBoard`

@@ -90,6 +90,8 @@ class ElasticDecisions(Registry):
         return [Command("switch_rebalance", self.graphs[hi].host, hi,
                         {"tolerance": sc["rebalance_tolerance"]})]
 
+    # ------------------------------------------------------------ ULN (per graph)
+
     def _update_deadlines(self) -> None:
         """SLA split by per-batch cost: the profile's at first (``lego profile``),
         folded with each live report since (exponential average, on_heartbeat)."""
@@ -159,6 +161,8 @@ class ElasticDecisions(Registry):
         g.next_uln += 1
         return uln_spec(template, g.port, g.next_uln - 1, self.hosts[g.host].workdir)
 
+    # ------------------------------------------------------------ capacity
+
     def _used(self, host: str) -> float:
         """Cores in use on a host: one per ULN or FE replica, the rest share one."""
         n = sum(1 for b in self.bricks.values() if b.host == host and not b.retired
@@ -180,6 +184,8 @@ class ElasticDecisions(Registry):
         if a.quota and sum(1 for h in self.live_graphs() if h.host == g.host) == 1:
             return a.util
         return self.bricks[brick_name("fq", g.port)].util
+
+    # ------------------------------------------------------------ FE (whole graphs)
 
     def _scale_fe(self, now: float) -> list[Command]:
         live = self.live_graphs()
@@ -225,6 +231,8 @@ class ElasticDecisions(Registry):
                    replicas=replicas, reason=reason, t_detect=now, warm=False, graph=True)
         return self._add_graph(now, host, port, base=-1) + [
             Command("switch_scale_out", host, port, {"transfer": True})]
+
+    # ------------------------------------------------------------ ULN on a full host
 
     def _uln_elsewhere(self, now: float, g: GraphRec, reason: str) -> list[Command]:
         """ULN overload on a full host, by ``[placement].mode``: ``graph``: a whole

@@ -2,7 +2,7 @@
 
 The first tests are pure (topology validation, argv builders, ramp cutting).
 Classes marked ``mininet`` build the network (software target, the real
-controller ``lego controller run --config``, one ``lego agent`` per NF host)
+controller ``lego controller run --config``, a Ray node in each NF host)
 through the declarative base in
 :mod:`lego.topo.testlib`; they need root and Mininet and are skipped, with
 the reason, otherwise.

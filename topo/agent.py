@@ -6,9 +6,10 @@ Runs the graph's bricks on this host (:class:`~lego.bricks.agent.BrickAgent`)
 until they have all exited, and every half second writes the agent's view as
 JSON to ``--status`` (atomically): each brick's latest load report, its queue
 depth and whether it registered, finished or died, plus the agent's events.
-This is what the run's dashboard and the topology tests read until the
-controller's northbound (``lego agent --controller ...``) takes over. Exits 0
-when every brick ended normally, 1 otherwise; SIGTERM stops the bricks.
+This is what the run's dashboard and the topology tests read in the southbound
+mode (no Ray: the controller keeps only the switch; with Ray the controller's
+status says it). Exits 0 when every brick ended normally, 1 otherwise; SIGTERM
+stops the bricks.
 """
 
 from __future__ import annotations
