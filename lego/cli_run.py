@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lego.cli_args import non_negative_int, positive_int
-from lego.errors import ConfigError
+from lego.errors import ConfigError, LegoError
 from lego.ext.features import SEMANTICS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,11 +116,18 @@ def cmd_mininet(args: argparse.Namespace) -> int:
                       ad=args.ad, cli=args.cli, quiet=args.quiet,
                       synthetic=args.trace is None, scaling=args.scaling == "on",
                       sla_ms=args.sla_ms)
-    run_mininet(opts, console)
+    summary = run_mininet(opts, console)
     head = (args.results / "summary.md").read_text().split("## Everything else")[0]
     console.print(head.strip(), markup=False, highlight=False)
     console.print(f"wrote {args.results}/alerts.jsonl, scores.csv, timeline.csv, latency.csv, "
                   "timeline.png, summary.md, summary.json, logs/")
+    if not summary["zero_loss"]:  # the run's promise: every packet scored, once
+        raise LegoError(
+            f"the run lost packets: {summary['packets_sent']:,} sent, "
+            f"{summary['packets_scored']:,} scored; lost before the switch's ingress "
+            f"{summary['lost_before_switch']:,}, between the switch and the NF hosts "
+            f"{summary['lost_switch_to_bricks']:,}, in the brick graphs "
+            f"{summary['lost_in_brick_graphs']:,} (see {args.results}/summary.md)")
     return 0
 
 

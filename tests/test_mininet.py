@@ -22,7 +22,7 @@ import pytest
 
 from lego.errors import ConfigError
 from lego.topo.pacer import due
-from lego.topo.run_mininet import scheduled_step
+from lego.topo.run_mininet import drained, scheduled_step
 from lego.topo.switches import pick_target, realtime_refused, switch_argv
 from lego.topo.testlib import (
     TEST_AD,
@@ -144,6 +144,23 @@ def test_the_replay_step_by_elapsed_time_and_the_pacers_due_frames():
     assert due(rel, 5, 1.5) == 5 and due(rel, 5, 9.0) == 6
     assert parse_pacer('{"sent": 12, "failed": 1, "seconds": 2.0}\n') == (12, 1)
     assert parse_pacer("Traceback ...\n") == (0, 0)
+
+
+def test_the_drain_ends_when_all_is_scored_or_nothing_more_can_come():
+    def st(scored, entered):
+        return {"scores": scored, "switch": {"ports": {"1": {"in": entered, "out": 0}}}}
+
+    assert drained(st(1000, 1000), 1000, 1, scaled_back=True, late=False) == ""
+    assert drained(st(1000, 1000), 1000, 1, scaled_back=False, late=False) is None
+    assert drained(st(1000, 1000), 1000, 1, scaled_back=False, late=True) == ""
+    # 50 frames never reached the switch's ingress: no wait for the drain time
+    why = drained(st(950, 950), 1000, 1, scaled_back=True, late=False)
+    assert why.startswith("50 of 1,000 packets never entered the switch")
+    assert drained(st(950, 950), 1000, 1, scaled_back=False, late=False) is None
+    # frames that entered are still on their way: wait, until the drain time
+    assert drained(st(900, 1000), 1000, 1, scaled_back=True, late=False) is None
+    assert "100 of 1,000 packets still unscored" in drained(st(900, 1000), 1000, 1,
+                                                            scaled_back=True, late=True)
 
 
 # ---------------------------------------------------------------- Mininet

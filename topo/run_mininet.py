@@ -279,6 +279,25 @@ def scheduled_step(segments: list[Segment], step_s: float, elapsed: float) -> Se
 RSS_EVERY = 4  # dashboard rounds between two reads of the Ray processes' memory
 
 
+def drained(st: dict, sent: int, traffic_port: int, scaled_back: bool,
+            late: bool) -> str | None:
+    """After the replay (pure): None to keep waiting, "" when every packet is scored
+    and the controller scaled back in (or ``late``: past the drain time), else why
+    the run ends short. Frames that never entered the switch (its traffic port's
+    ingress counter below ``sent``) will never be scored: once every frame that did
+    enter is, waiting longer tells nothing."""
+    scored = st["scores"]
+    entered = st["switch"].get("ports", {}).get(str(traffic_port), {}).get("in", sent)
+    if scored >= sent:
+        return "" if scaled_back or late else None
+    if scored >= entered and (scaled_back or late):
+        return (f"{sent - entered:,} of {sent:,} packets never entered the switch "
+                f"(its port {traffic_port} took in {entered:,})")
+    if late:
+        return f"{sent - scored:,} of {sent:,} packets still unscored after the drain time"
+    return None
+
+
 def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[dict],
            start: float, segments: list[Segment]) -> None:
     """Dashboard and timeline until the replay is done and scored (controller mode:
@@ -327,14 +346,13 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
                             refresh=True)
             if system.mode == "controller":
                 if replayer.done():
-                    scored = st["scores"] >= replayer.sent
-                    back = row["replicas"] <= initial
                     drain_deadline = drain_deadline or time.monotonic() + opts.drain_s
-                    if scored and (back or time.monotonic() > drain_deadline):
+                    why = drained(st, replayer.sent, traffic[0], row["replicas"] <= initial,
+                                  time.monotonic() > drain_deadline)
+                    if why is not None:
+                        if why:  # the summary counts the loss, the command ends with it
+                            log.warning("end of the run: %s", why)
                         break
-                    if time.monotonic() > drain_deadline and not scored:
-                        raise LegoError(f"{replayer.sent - st['scores']} packets still "
-                                        f"unscored {opts.drain_s:.0f} s after the replay")
                 time.sleep(0.5)  # the dashboard's refresh period, not a synchronisation
                 continue
             agents_done = all(not p.alive() for p in system.agents.values())

@@ -208,6 +208,7 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         "packets_sent": replayer.sent, "tcpreplay_failed": replayer.failed,
         "switch_in": switch_in, "switch_out": switch_out,
         "mirrored": sw.get("events", {}).get("mirror", 0), "nf_hosts_received": brick_in,
+        "lost_before_switch": replayer.sent - switch_in,
         "lost_switch_to_bricks": switch_out - brick_in, "packets_scored": int(len(seq)),
         "scored_once_each": unique == len(seq), "lost_sent_minus_scored":
             int(replayer.sent - unique), "lost_in_brick_graphs": lost_rows,
@@ -263,7 +264,9 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
         f"{s['max_fe_replicas']}",
         f"- zero loss: {yes_no(s['zero_loss'])} ({s['packets_sent']:,} sent, "
         f"{s['switch_out']:,} frames to the NF hosts ({s['mirrored']:,} mirrors), "
-        f"{s['packets_scored']:,} scored, {s['lost_sent_minus_scored']:,} lost)",
+        f"{s['packets_scored']:,} scored, {s['lost_sent_minus_scored']:,} lost"
+        + (f", {s['lost_before_switch']:,} of them before the switch's ingress"
+           if s.get("lost_before_switch") else "") + ")",
         f"- SLA p99 <= {s['sla_ms']:g} ms (switch ingress to decision): held in "
         f"{_pct(s['seconds_within_sla_fraction_peak'])} of the {s['peak_seconds']} seconds at "
         f"the peak (worst p99 {s['p99_latency_ms_peak']} ms), "
