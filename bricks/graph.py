@@ -57,7 +57,6 @@ only input.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,7 +67,7 @@ from lego.bricks.errors import GraphError
 from lego.bricks.routing import POLICIES
 from lego.bricks.runtime import BrickSpec, OutletSpec
 from lego.bricks.transport import OVERFLOWS, TRANSPORTS, addresses
-from lego.tables import typed_table
+from lego.tables import read_toml, typed_table
 
 CHAIN = "chain"  # the brick type of a fused group (lego.bricks.chain)
 
@@ -189,12 +188,7 @@ class Graph:
 def load_graph(path: str | Path) -> Graph:
     """Read and check a graph file."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise GraphError(f"{path}: no such graph file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise GraphError(f"{path}: not valid TOML: {exc}") from exc
+    data = read_toml(path, "graph file", GraphError)
     _resolve_paths(data, path.parent)
     return graph_from_dict(data, str(path))
 

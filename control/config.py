@@ -64,13 +64,12 @@ Unknown keys and wrong types are refused before the domain rules
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lego.errors import ConfigError
-from lego.tables import typed_table
+from lego.tables import read_toml, typed_table
 
 _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
     "switch": {"address": (str, "127.0.0.1:9559"), "device_id": (int, 0),
@@ -231,10 +230,5 @@ def _rules(cfg: Config, base: Path | None) -> None:
 
 def load_config(path: str | Path) -> Config:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such controller config") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    data = read_toml(path, "controller config", ConfigError)
     return config_from_dict(data, str(path), path.parent)

@@ -156,10 +156,14 @@ class ElasticDecisions(Registry):
             "op": "route", "target": out["target"], "addresses": out["addresses"],
             "retire": [victim.spec["inlet"]]}})]
 
-    def _uln_spec(self, g: GraphRec) -> dict:
-        template = next(b.spec for b in self.graph_bricks(g.port, "uln"))
+    def _next_uln(self, g: GraphRec) -> tuple[dict, int]:
+        """A ULN replica's spec to copy and the serial of the next one of graph ``g``."""
         g.next_uln += 1
-        return uln_spec(template, g.port, g.next_uln - 1, self.hosts[g.host].workdir)
+        return next(b.spec for b in self.graph_bricks(g.port, "uln")), g.next_uln - 1
+
+    def _uln_spec(self, g: GraphRec) -> dict:
+        template, serial = self._next_uln(g)
+        return uln_spec(template, g.port, serial, self.hosts[g.host].workdir)
 
     # ------------------------------------------------------------ capacity
 
@@ -285,9 +289,7 @@ class ElasticDecisions(Registry):
             dec.spec["binds"] = dec.spec.get("binds", []) + [dec_tcp]
             cmds.append(Command("control", g.host, g.port, {"brick": dec.id, "cmd": {
                 "op": "bind", "address": dec_tcp}}))
-        template = next(b.spec for b in self.graph_bricks(g.port, "uln"))
-        serial = g.next_uln
-        g.next_uln += 1
+        template, serial = self._next_uln(g)
         there = self.hosts[target]
         spec = remote_uln_spec(template, g.port, serial, there.workdir, there.address, dec_tcp)
         name = f"{spec['node']}/{serial}"

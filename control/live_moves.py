@@ -40,6 +40,7 @@ class LiveMoves:
         self._before: np.ndarray | None = None
         self.log: list[dict[str, Any]] = []
         self._held_seen: dict[str, int] = {}  # FE brick -> rows it held, all moves
+        self._engaged: list[int] = []  # ports whose FE brick the current move engaged
 
     def _fq(self, port: int) -> str | None:
         """The FE brick of ``port``'s graph, if its host is alive."""
@@ -82,7 +83,7 @@ class LiveMoves:
 
     def cancel(self) -> None:
         """The switch write failed: every engaged FE brick goes on as before."""
-        for port in dict.fromkeys(getattr(self, "_engaged", [])):
+        for port in dict.fromkeys(self._engaged):
             brick = self._fq(port)
             if brick is not None:
                 self.rt.engine.request(brick, {"op": "cancel"})

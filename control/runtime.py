@@ -117,6 +117,8 @@ class ControllerRuntime:
         self._executing = False  # a command is under way (on the command thread)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loads_thread: threading.Thread | None = None
+        self._watch_thread: threading.Thread | None = None
         self.failure: BaseException | None = None
         self.hooks = LiveMoves(self)
         self.client: P4RuntimeClient | None = None
@@ -191,8 +193,7 @@ class ControllerRuntime:
         """Stop the controller; the brick actors keep running (a new controller adopts
         them) unless ``stop_bricks``."""
         self._stop.set()
-        for t in (self._thread, getattr(self, "_loads_thread", None),
-                  getattr(self, "_watch_thread", None)):
+        for t in (self._thread, self._loads_thread, self._watch_thread):
             if t is not None:
                 t.join(5.0)
         if stop_bricks:

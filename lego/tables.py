@@ -1,15 +1,29 @@
 """Checked TOML tables: what every config-file reader (brick graphs, the
-controller's config, Mininet topologies) does with one table before its own
-rules: unknown keys refused, required keys present, each value of its declared
-type, defaults filled in."""
+controller's config, Mininet topologies) does with its file (:func:`read_toml`)
+and with one table before its own rules: unknown keys refused, required keys
+present, each value of its declared type, defaults filled in."""
 
 from __future__ import annotations
 
 import copy
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from lego.errors import ConfigError
+
+
+def read_toml(path: Path, what: str, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """The TOML file at ``path`` as a dict; ``error`` naming the file (a ``what``)
+    when it is missing or not TOML."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from exc
+
 
 #: key -> (type or tuple of types, default); a default of None makes the key required
 Keys = Mapping[str, tuple[Any, Any]]

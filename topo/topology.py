@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lego.errors import ConfigError
-from lego.tables import typed_table
+from lego.tables import read_toml, typed_table
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().with_name("default.toml")
 TARGETS = ("auto", "soft", "bmv2")
@@ -154,12 +153,7 @@ class Topology:
 def load_topology(path: str | Path | None = None) -> Topology:
     """Read and check a topology file (default: ``topo/default.toml``)."""
     path = Path(path) if path is not None else DEFAULT_TOPOLOGY
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise TopologyError(f"{path}: no such topology file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise TopologyError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, "topology file", TopologyError)
     return topology_from_dict(data, str(path))
 
 
