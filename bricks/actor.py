@@ -51,6 +51,14 @@ ACK_TIMEOUT_S = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
+def _niceness(pid: int) -> int | None:
+    """A process's niceness now (None: it is gone)."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
 def _die_with_parent_thread() -> None:
     """In the child, before exec: SIGKILL when the thread that forked it ends."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -159,7 +167,8 @@ class BrickActor:
 
     def info(self) -> dict:
         return {"id": self.name, "type": self.spec.type, "spec": asdict(self.spec),
-                "pid": self.pid, "incarnation": self.incarnation, "state": self._state(),
+                "pid": self.pid, "niceness": _niceness(self.pid),
+                "incarnation": self.incarnation, "state": self._state(),
                 "code": self.code, "previous": self.previous, "node_id": _node_id()}
 
     def load(self) -> dict:

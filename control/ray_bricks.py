@@ -46,8 +46,12 @@ HEALTH_CHECK = {"health_check_period_ms": 500, "health_check_timeout_ms": 500,
                 "health_check_failure_threshold": 3}
 #: Ray's smallest object store (75 MiB and a little): objects are control messages
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
-#: what every node leaves off
-QUIET = ["--disable-usage-stats", f"--object-store-memory={OBJECT_STORE_BYTES}"]
+#: what every node leaves off: usage stats, a large object store, and the log
+#: monitor (a process per node, 1 % of a core each, that streams the workers'
+#: output to the driver: a brick logs to its own file, an actor's last words go to
+#: its ``deaths.jsonl``)
+QUIET = ["--disable-usage-stats", f"--object-store-memory={OBJECT_STORE_BYTES}",
+         "--include-log-monitor=false"]
 
 
 def ray_binary() -> str:

@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="accepted and ignored (no Thrift here)")
     p.add_argument("--batch", type=non_negative_int, default=64, metavar="N",
                    help="frames per recvmmsg/sendmmsg (default 64)")
+    p.add_argument("--coalesce-us", type=non_negative_int, default=1000, metavar="US",
+                   help="pause after a round that read less than a batch, so that "
+                        "frames are taken together (default 1000; 0: none)")
     _add_target_options(p, suppress=False)
     p.add_argument("rest", nargs="*", metavar="JSON [-- TARGET-OPTIONS]",
                    help="the BMv2 JSON (accepted, not read), then target options")
@@ -108,7 +111,8 @@ def switch_config(args: argparse.Namespace):
             raise ConfigError(f"switch: P4Info {args.p4info} is not lego.p4's: {problems[0]}")
     return SwitchConfig(interfaces=ports, device_id=args.device_id,
                         grpc_addr=args.grpc_server_addr, p4info=p4info,
-                        cpu_port=args.cpu_port, batch=max(1, args.batch))
+                        cpu_port=args.cpu_port, batch=max(1, args.batch),
+                        coalesce_us=args.coalesce_us)
 
 
 def cmd_switch(args: argparse.Namespace) -> int:

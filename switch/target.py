@@ -8,7 +8,14 @@ the semantics of ``lego.p4`` (:mod:`lego.switch.pipeline`).
 One forwarding thread polls every port; each ready port yields a batch of
 frames (recvmmsg), the batch goes through the pipeline under its lock (so a
 P4Runtime Write is atomic with respect to batches), and the output frames go
-out per egress port (sendmmsg). Frames for a port number that is not attached
+out per egress port (sendmmsg). A round that read less than a full batch is
+followed by a pause of ``coalesce_us`` before the next poll (receive interrupt
+moderation, as a NIC's rx-usecs): at make run's few thousand frames per second
+a round took one or two frames, and the pause cuts the CPU per forwarded frame
+by a sixth (25 against 31 us, measured in make run), while it adds at most
+``coalesce_us`` to a frame's time in the switch (its ingress stamp is still its
+kernel arrival time, so the pause counts in every latency measured from it).
+Frames for a port number that is not attached
 are counted (``no_port``) and dropped. Malformed frames never raise: the
 parser's rules (:mod:`lego.switch.parser`) classify or drop them and the
 event counter counts them. The ingress timestamp is microseconds since the
@@ -45,6 +52,7 @@ class SwitchConfig:
     p4info: p4info_pb2.P4Info | None = None  # None: start without a pipeline (--no-p4)
     cpu_port: int | None = None
     batch: int = 64
+    coalesce_us: int = 1000  # 0: poll again at once after every round
 
 
 class SoftSwitch:
@@ -105,10 +113,13 @@ class SoftSwitch:
             by_fd[port.fileno()] = port
         process = self.pipeline.process
         ports = self.ports
+        pause = self.config.coalesce_us / 1e6
         while not self._stop.is_set():
+            read = 0
             for fd, _ in poller.poll(100):
                 port = by_fd[fd]
                 frames, stamps = port.recv_stamped()
+                read = max(read, len(frames))
                 if not frames:
                     continue
                 out = process(frames, port.port_no, self.ingress_us(stamps))
@@ -123,6 +134,8 @@ class SoftSwitch:
                         self.no_port += len(batch)
                     else:
                         dest.send(batch)
+            if pause and 0 < read < self.config.batch:
+                time.sleep(pause)
 
     def stats(self) -> dict[str, object]:
         return {"ports": {p: port.stats() for p, port in self.ports.items()},

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lego.bricks.graph import graph_from_dict
+from lego.bricks.main import BRICK_NICENESS
 from lego.control.ray_bricks import RayBricks, node_resources, worker_argv
 from lego.errors import LegoError
 from lego.testing import wait_for
@@ -76,6 +77,30 @@ def test_bricks_run_on_the_node_wired_to_their_port(bricks, trace):
     assert bricks.request("src-4/0", {"op": "go"})["ok"]
     wait_for(lambda: bricks.poll().get("dec-4/0", {}).get("packets_in", 0) > 0, 20,
              "packets at the sink")
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="lowering a niceness needs root")
+def test_a_brick_runs_at_the_normal_priority_not_at_rays_worker_niceness(bricks, trace):
+    """Ray nices its workers (15): a brick warms up at its actor's niceness (a standby
+    starting takes only idle CPU) and runs its data path at the normal priority (one
+    inheriting 15 got a sliver of the CPU whenever the machine was busy)."""
+    work, specs = _specs(trace, 4)
+    bricks.start("nf2", 4, specs, str(work))
+    sink = bricks._call("dec-4/0", "info")
+    actor_nice = int(_proc_stat(int(_proc_stat(sink["pid"])[1]))[16])
+    assert actor_nice > BRICK_NICENESS, "Ray no longer nices its workers"
+    assert sink["niceness"] == actor_nice  # no data yet: still warming up
+    assert bricks.request("src-4/0", {"op": "go"})["ok"]
+    wait_for(lambda: bricks.poll().get("dec-4/0", {}).get("packets_in", 0) > 0, 20,
+             "packets at the sink")
+    for brick in ("src-4/0", "dec-4/0"):
+        info = bricks._call(brick, "info")
+        assert info["niceness"] == int(_proc_stat(info["pid"])[16]) == BRICK_NICENESS
 
 
 def test_a_dead_brick_is_restarted_by_ray_with_its_exit_code_and_bounded(bricks, trace):
