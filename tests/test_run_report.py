@@ -1,9 +1,17 @@
-"""The run's report: events as plain sentences, SLA figures, core-seconds (pure)."""
+"""The run's report: events as plain sentences, SLA figures, core-seconds, the
+machine's CPU (pure, but for reading /proc/stat)."""
 
 from __future__ import annotations
 
+from lego.cpu_quota import machine_cpu_s
 from lego.topo.controller import scaling_events
-from lego.topo.run_report import core_seconds, event_sentence, event_text, sla_figures
+from lego.topo.run_report import (
+    core_seconds,
+    event_sentence,
+    event_text,
+    machine_figures,
+    sla_figures,
+)
 
 EVENTS = [
     {"t": 112.1, "kind": "scale_out", "brick": "fq", "port": 3, "host": "nf2", "replicas": 2,
@@ -39,6 +47,29 @@ def test_sla_figures_count_the_peak_seconds_apart():
 def test_core_seconds_against_a_static_peak_allocation():
     tl = [{"t": 0.0, "cores": 0.1}, {"t": 10.0, "cores": 0.3}, {"t": 20.0, "cores": 0.1}]
     assert core_seconds(tl) == {"core_seconds": 4.0, "core_seconds_static_peak": 6.0}
+
+
+def test_machine_figures_cover_the_replay_rows_only():
+    """Rows before and after the replay (target 0) and rows without a reading do not
+    count; a row at 95 % or more of all cores counts as saturated for its span."""
+    tl = [{"t": 0.0, "target_pps": 0, "machine_busy": 0.1},
+          {"t": 1.0, "target_pps": 500, "machine_busy": 0.5},
+          {"t": 3.0, "target_pps": 900, "machine_busy": 1.0},
+          {"t": 4.0, "target_pps": 900, "machine_busy": None},
+          {"t": 5.0, "target_pps": 500, "machine_busy": 0.95},
+          {"t": 9.0, "target_pps": 0, "machine_busy": 1.0}]
+    f = machine_figures(tl, 2)
+    assert f == {"machine_cores": 2, "machine_cores_busy_replay": round(
+        (0.5 * 1 + 1.0 * 2 + 0.95 * 1) / 4 * 2, 2), "machine_saturated_s": 3.0,
+        "machine_replay_s": 4.0}
+    assert machine_figures(tl[:1], 2)["machine_cores_busy_replay"] is None
+
+
+def test_the_machine_cpu_is_read_in_seconds_and_grows():
+    busy0, all0 = machine_cpu_s()
+    sum(i * i for i in range(300_000))  # some CPU
+    busy1, all1 = machine_cpu_s()
+    assert 0 <= busy0 <= all0 and busy1 > busy0 and all1 > all0
 
 
 def test_any_controller_event_reads_as_plain_words():

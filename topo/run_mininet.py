@@ -24,6 +24,7 @@ import numpy as np
 from rich.console import Console
 from rich.live import Live
 
+from lego.cpu_quota import machine_cpu_s
 from lego.errors import LegoError
 from lego.topo.calibrate import Calibration
 from lego.topo.cleanup import active_run, cleanup
@@ -306,6 +307,7 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
 
     traffic = [opts.topo.traffic.port]
     prev = None
+    machine = machine_cpu_s()
     drain_deadline = None
     initial = opts.topo.replicas  # feature-extraction replicas before the replay
     title = f"LEGO: Kitsune ({opts.semantics}) behind {opts.target_why.split(' (')[0]}"
@@ -314,6 +316,7 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
         while True:
             st = system.status()
             prev_cpu = (timeline[-1]["t"] + start, timeline[-1]["cpu_s"]) if timeline else None
+            prev_machine = machine
             pin, pout = rates(prev, st, traffic)
             prev = st
             cur = replayer.current
@@ -333,6 +336,10 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
                    "alerts": st["alerts"], "scores": st["scores"],
                    "queue_depth": sum(b["queue_depth"] for b in st["bricks"]),
                    **_cores(st, opts.topo, prev_cpu)}
+            machine, row["machine_busy"] = machine_cpu_s(), None
+            if machine[1] > prev_machine[1]:  # busy fraction of all cores since the last row
+                row["machine_busy"] = round((machine[0] - prev_machine[0]) /
+                                            (machine[1] - prev_machine[1]), 3)
             if system.ray is not None and len(timeline) % RSS_EVERY == 0:
                 mem = system.ray.memory()
                 row["ray_pss_mib"] = round(mem["pss"] / 2**20)

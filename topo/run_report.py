@@ -80,6 +80,28 @@ def sla_figures(rows: list[dict[str, Any]], sla_ms: float,
     }
 
 
+#: a machine this busy (fraction of all its cores) had no CPU to spare: whatever
+#: waited for one waited on the others, not on its own quota
+SATURATED = 0.95
+
+
+def machine_figures(timeline: list[dict[str, Any]], cores: int) -> dict[str, float]:
+    """Over the replay's rows (``target_pps`` > 0): the machine's cores busy on
+    average, and the seconds it had every core busy (a row covers the time since
+    the previous one; ``machine_busy`` is the fraction of all cores busy then)."""
+    busy = sat = span = 0.0
+    for a, b in zip(timeline, timeline[1:], strict=False):
+        if not b.get("target_pps") or b.get("machine_busy") is None:
+            continue
+        dt = b["t"] - a["t"]
+        span += dt
+        busy += b["machine_busy"] * dt
+        sat += dt if b["machine_busy"] >= SATURATED else 0.0
+    return {"machine_cores": cores,
+            "machine_cores_busy_replay": round(busy / span * cores, 2) if span else None,
+            "machine_saturated_s": round(sat, 1), "machine_replay_s": round(span, 1)}
+
+
 def core_seconds(timeline: list[dict[str, Any]]) -> dict[str, float]:
     """Cores allocated (the quota of every NF host owning buckets) integrated over
     the timeline, against the most ever allocated held for the whole time."""

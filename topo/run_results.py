@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lego.topo.controller import scaling_events
-from lego.topo.run_report import core_seconds, event_sentence, sla_figures, yes_no
+from lego.topo.run_report import (
+    core_seconds,
+    event_sentence,
+    machine_figures,
+    sla_figures,
+    yes_no,
+)
 
 if TYPE_CHECKING:  # the run's options, for annotations only (run_mininet imports us)
     from lego.topo.run_mininet import RunOptions
@@ -214,7 +221,7 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
             int(replayer.sent - unique), "lost_in_brick_graphs": lost_rows,
         "zero_loss": zero, "alerts": int(alert.sum()),
         "alerts_after_training": int(alert[seq >= train_n].sum()),
-        **sla, **core_seconds(timeline),
+        **sla, **core_seconds(timeline), **machine_figures(timeline, os.cpu_count() or 1),
         "max_fe_replicas": max((r["replicas"] for r in timeline), default=0),
         "auc_live": _r(live.get("auc")), "auc_offline_original": _r(off.get("auc")),
         "tpr_0_1pct_live": _r(live.get("tpr@0.1%fpr")),
@@ -273,6 +280,11 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
         f"{_pct(s['seconds_within_sla_fraction'])} of all seconds",
         f"- core-seconds: {s['core_seconds']} allocated, against "
         f"{s['core_seconds_static_peak']} for a static allocation sized for the peak",
+        *([f"- the machine ({s['machine_cores']} cores, shared by the switch, the "
+           f"controller, Ray and the NF hosts' quotas): {s['machine_cores_busy_replay']} "
+           f"cores busy on average over the replay, every core busy for "
+           f"{s['machine_saturated_s']} of its {s['machine_replay_s']} s"]
+          if s.get("machine_cores_busy_replay") is not None else []),
         *([f"- Ray: {s['ray_nodes']} NF-host nodes joined in {s['ray_join_s']} s; its "
            f"processes (head, raylets, actors; not the bricks) took at most "
            f"{s['ray_pss_mib_peak']:,} MiB (PSS; their resident sets summed "
