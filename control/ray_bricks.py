@@ -65,6 +65,7 @@ def ray_binary() -> str:
 #: the controller's reads every 0.25 s (0.2 s before), measured idle in Mininet (six
 #: nodes, ten actors): Ray's processes 22 % of a core, against 28 % without.
 QUIET_ENV = {"RAY_enable_worker_prestart": "0", "RAY_prestart_worker_first_driver": "0",
+             "RAY_worker_niceness": "0",  # workers keep their node's (NODE_NICENESS)
              "RAY_enable_metrics_collection": "0", "RAY_task_events_report_interval_ms": "0",
              "RAY_event_stats": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -81,11 +82,23 @@ def node_resources(host: str, ports: list[int]) -> dict[str, float]:
     return {f"nf:{host}": 1.0, **{f"port:{int(p)}": 1.0 for p in ports}}
 
 
+#: an NF host's Ray node (raylet, agents, and the actor workers it starts) runs at this
+#: niceness from its start. Ray nices a worker itself (``worker_niceness``, 15) only
+#: once its interpreter is up and ``ray`` imported (about 0.4 CPU-seconds, five workers
+#: per graph, at every scale-out's new standby), so that start ran at the switch's and
+#: the bricks' priority: in make run, up to 1.76 of the machine's 2 cores busy at normal
+#: priority in the seconds after a scale-out, 1.31 at most with the node niced
+#: (measured). A brick takes the normal priority once warm
+#: (:func:`lego.bricks.main.enter_data_path`).
+NODE_NICENESS = 15
+
+
 def worker_argv(head: str, host: str, ports: list[int], cores: float,
                 node_ip: str | None = None) -> list[str]:
-    """``ray start`` joining ``head`` as NF host ``host`` (pure). Ray counts whole CPUs:
-    the host's cores rounded up (the real cap is its CPU quota, not Ray's count)."""
-    argv = [ray_binary(), "start", f"--address={head}",
+    """``ray start`` joining ``head`` as NF host ``host``, at :data:`NODE_NICENESS`
+    (pure). Ray counts whole CPUs: the host's cores rounded up (the real cap is its
+    CPU quota, not Ray's count)."""
+    argv = ["nice", "-n", str(NODE_NICENESS), ray_binary(), "start", f"--address={head}",
             f"--num-cpus={max(1, math.ceil(cores))}",
             f"--resources={json.dumps(node_resources(host, ports))}", *QUIET]
     return argv + ([f"--node-ip-address={node_ip}"] if node_ip else [])

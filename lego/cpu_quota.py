@@ -245,11 +245,13 @@ def mount_script() -> str:
     return "; ".join(cmds)
 
 
-def machine_cpu_s() -> tuple[float, float]:
-    """(busy, all) CPU seconds of the whole machine since boot, every core summed
-    (``/proc/stat``; idle and iowait are not busy): what everything on it used,
-    the NF hosts' quotas, the switch, the controller and Ray alike."""
+def machine_cpu_s() -> tuple[float, float, float]:
+    """(busy, of it niced, all) CPU seconds of the whole machine since boot, every
+    core summed (``/proc/stat``; idle and iowait are not busy): what everything on
+    it used, the NF hosts' quotas, the switch, the controller and Ray alike. Niced
+    time is the NF hosts' Ray nodes and warming bricks (niceness 15): it yields to
+    the rest."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     hz = os.sysconf("SC_CLK_TCK")
     total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
-    return (total - fields[3] - fields[4]) / hz, total / hz
+    return (total - fields[3] - fields[4]) / hz, fields[1] / hz, total / hz

@@ -16,7 +16,7 @@ import pytest
 
 from lego.bricks.graph import graph_from_dict
 from lego.bricks.main import BRICK_NICENESS
-from lego.control.ray_bricks import RayBricks, node_resources, worker_argv
+from lego.control.ray_bricks import NODE_NICENESS, RayBricks, node_resources, worker_argv
 from lego.errors import LegoError
 from lego.testing import wait_for
 
@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 def test_a_node_advertises_its_host_its_ports_and_its_cores_in_whole_cpus():
     argv = worker_argv("10.0.0.254:6380", "nf1", [2, 3], 2.5, "10.0.0.11")
-    assert argv[1:3] == ["start", "--address=10.0.0.254:6380"]
+    assert argv[:3] == ["nice", "-n", str(NODE_NICENESS)]  # the node's processes yield
+    assert argv[4:6] == ["start", "--address=10.0.0.254:6380"]
     assert "--num-cpus=3" in argv and "--node-ip-address=10.0.0.11" in argv
     res = json.loads(next(a for a in argv if a.startswith("--resources=")).split("=", 1)[1])
     assert res == node_resources("nf1", [2, 3]) == {"nf:nf1": 1.0, "port:2": 1.0,

@@ -9,6 +9,7 @@ from lego.topo.run_report import (
     core_seconds,
     event_sentence,
     event_text,
+    machine_busy,
     machine_figures,
     sla_figures,
 )
@@ -51,25 +52,30 @@ def test_core_seconds_against_a_static_peak_allocation():
 
 def test_machine_figures_cover_the_replay_rows_only():
     """Rows before and after the replay (target 0) and rows without a reading do not
-    count; a row at 95 % or more of all cores counts as saturated for its span."""
-    tl = [{"t": 0.0, "target_pps": 0, "machine_busy": 0.1},
-          {"t": 1.0, "target_pps": 500, "machine_busy": 0.5},
-          {"t": 3.0, "target_pps": 900, "machine_busy": 1.0},
-          {"t": 4.0, "target_pps": 900, "machine_busy": None},
-          {"t": 5.0, "target_pps": 500, "machine_busy": 0.95},
-          {"t": 9.0, "target_pps": 0, "machine_busy": 1.0}]
+    count; a row at 95 % or more of all cores at normal priority counts as saturated
+    for its span (niced time yields, so it does not)."""
+    def row(t, target, busy, normal):
+        return {"t": t, "target_pps": target, "machine_busy": busy,
+                "machine_busy_normal": normal}
+
+    tl = [row(0.0, 0, 0.1, 0.1), row(1.0, 500, 0.5, 0.5), row(3.0, 900, 1.0, 0.96),
+          row(4.0, 900, None, None), row(5.0, 500, 1.0, 0.6), row(9.0, 0, 1.0, 1.0)]
     f = machine_figures(tl, 2)
-    assert f == {"machine_cores": 2, "machine_cores_busy_replay": round(
-        (0.5 * 1 + 1.0 * 2 + 0.95 * 1) / 4 * 2, 2), "machine_saturated_s": 3.0,
-        "machine_replay_s": 4.0}
+    assert f == {"machine_cores": 2,
+                 "machine_cores_busy_replay": round((0.5 + 1.0 * 2 + 1.0) / 4 * 2, 2),
+                 "machine_cores_busy_normal_replay": round((0.5 + 0.96 * 2 + 0.6) / 4 * 2, 2),
+                 "machine_saturated_s": 2.0, "machine_replay_s": 4.0}
     assert machine_figures(tl[:1], 2)["machine_cores_busy_replay"] is None
 
 
-def test_the_machine_cpu_is_read_in_seconds_and_grows():
-    busy0, all0 = machine_cpu_s()
-    sum(i * i for i in range(300_000))  # some CPU
-    busy1, all1 = machine_cpu_s()
-    assert 0 <= busy0 <= all0 and busy1 > busy0 and all1 > all0
+def test_the_machine_cpu_is_read_in_seconds_and_split_by_priority():
+    before = machine_cpu_s()
+    sum(i * i for i in range(300_000))  # some CPU, at this process's priority
+    after = machine_cpu_s()
+    assert 0 <= before[1] <= before[0] <= before[2] and after[0] > before[0]
+    f = machine_busy(before, after)
+    assert 0 < f["machine_busy"] <= 1 and 0 <= f["machine_busy_normal"] <= f["machine_busy"]
+    assert machine_busy(after, after) == {"machine_busy": None, "machine_busy_normal": None}
 
 
 def test_any_controller_event_reads_as_plain_words():

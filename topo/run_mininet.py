@@ -30,6 +30,7 @@ from lego.topo.calibrate import Calibration
 from lego.topo.cleanup import active_run, cleanup
 from lego.topo.controller import GRAPH, SCALING_OFF, uln_replicas
 from lego.topo.record import Recorders
+from lego.topo.run_report import machine_busy
 from lego.topo.run_results import (
     offline_original,
     offline_reference,
@@ -80,6 +81,12 @@ SLA_MS = 1000.0
 #: busy 94 % at 0.4x the capacity it has with full batches (measured), so most of
 #: its quota went to wake-ups, not packets
 FLUSH_SLA_FRACTION = 1 / 8
+
+
+def flush_ms_for(sla_ms: float) -> int:
+    """The sources' batching delay for an SLA (pure): :data:`FLUSH_SLA_FRACTION` of
+    it, never below the graph's default."""
+    return max(GRAPH["flush_ms"], round(sla_ms * FLUSH_SLA_FRACTION))
 
 
 def retime(trace: Path, rates: list[int], step_s: float, work: Path
@@ -193,7 +200,7 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
     console.print(f"trained KitNET offline on the first {opts.fm + opts.ad + 1:,} packets "
                   f"({opts.semantics} features, the replay's timing) in "
                   f"{time.perf_counter() - t0:.1f} s")
-    flush_ms = max(GRAPH["flush_ms"], round(sla_ms * FLUSH_SLA_FRACTION))
+    flush_ms = flush_ms_for(sla_ms)
     system = LegoSystem(opts.topo, opts.target, work, model, semantics=opts.semantics,
                         scaling=None if opts.scaling else SCALING_OFF, sla_ms=sla_ms,
                         graph={"flush_ms": flush_ms})
@@ -336,10 +343,8 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
                    "alerts": st["alerts"], "scores": st["scores"],
                    "queue_depth": sum(b["queue_depth"] for b in st["bricks"]),
                    **_cores(st, opts.topo, prev_cpu)}
-            machine, row["machine_busy"] = machine_cpu_s(), None
-            if machine[1] > prev_machine[1]:  # busy fraction of all cores since the last row
-                row["machine_busy"] = round((machine[0] - prev_machine[0]) /
-                                            (machine[1] - prev_machine[1]), 3)
+            machine = machine_cpu_s()
+            row.update(machine_busy(prev_machine, machine))
             if system.ray is not None and len(timeline) % RSS_EVERY == 0:
                 mem = system.ray.memory()
                 row["ray_pss_mib"] = round(mem["pss"] / 2**20)

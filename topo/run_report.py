@@ -80,25 +80,41 @@ def sla_figures(rows: list[dict[str, Any]], sla_ms: float,
     }
 
 
-#: a machine this busy (fraction of all its cores) had no CPU to spare: whatever
-#: waited for one waited on the others, not on its own quota
+#: a machine this busy at normal priority (fraction of all its cores) had no CPU to
+#: spare: whatever waited for one waited on the others, not on its own quota
 SATURATED = 0.95
+
+
+def machine_busy(prev: tuple[float, float, float], cur: tuple[float, float, float]
+                 ) -> dict[str, float | None]:
+    """Two readings of :func:`~lego.cpu_quota.machine_cpu_s` -> the fraction of all
+    cores busy between them, and busy at normal priority (niced time left out: it
+    yields to everything else). None where no time passed."""
+    span = cur[2] - prev[2]
+    if span <= 0:
+        return {"machine_busy": None, "machine_busy_normal": None}
+    busy = (cur[0] - prev[0]) / span
+    return {"machine_busy": round(busy, 3),
+            "machine_busy_normal": round(busy - (cur[1] - prev[1]) / span, 3)}
 
 
 def machine_figures(timeline: list[dict[str, Any]], cores: int) -> dict[str, float]:
     """Over the replay's rows (``target_pps`` > 0): the machine's cores busy on
-    average, and the seconds it had every core busy (a row covers the time since
-    the previous one; ``machine_busy`` is the fraction of all cores busy then)."""
-    busy = sat = span = 0.0
+    average (all, and at normal priority), and the seconds every core was busy at
+    normal priority (a row covers the time since the previous one)."""
+    busy = normal = sat = span = 0.0
     for a, b in zip(timeline, timeline[1:], strict=False):
-        if not b.get("target_pps") or b.get("machine_busy") is None:
+        if not b.get("target_pps") or b.get("machine_busy") in (None, ""):
             continue
         dt = b["t"] - a["t"]
         span += dt
         busy += b["machine_busy"] * dt
-        sat += dt if b["machine_busy"] >= SATURATED else 0.0
+        normal += b["machine_busy_normal"] * dt
+        sat += dt if b["machine_busy_normal"] >= SATURATED else 0.0
     return {"machine_cores": cores,
             "machine_cores_busy_replay": round(busy / span * cores, 2) if span else None,
+            "machine_cores_busy_normal_replay": round(normal / span * cores, 2)
+            if span else None,
             "machine_saturated_s": round(sat, 1), "machine_replay_s": round(span, 1)}
 
 

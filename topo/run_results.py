@@ -282,7 +282,9 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
         f"{s['core_seconds_static_peak']} for a static allocation sized for the peak",
         *([f"- the machine ({s['machine_cores']} cores, shared by the switch, the "
            f"controller, Ray and the NF hosts' quotas): {s['machine_cores_busy_replay']} "
-           f"cores busy on average over the replay, every core busy for "
+           f"cores busy on average over the replay, "
+           f"{s['machine_cores_busy_normal_replay']} at normal priority (the NF hosts' Ray "
+           f"nodes and warming bricks run niced); every core busy at normal priority for "
            f"{s['machine_saturated_s']} of its {s['machine_replay_s']} s"]
           if s.get("machine_cores_busy_replay") is not None else []),
         *([f"- Ray: {s['ray_nodes']} NF-host nodes joined in {s['ray_join_s']} s; its "
@@ -355,7 +357,14 @@ def _plots(timeline: list[dict], out: Path, events: list[dict], sla_ms: float,
     a2.legend(fontsize=8)
     a3.step(t, [r["replicas"] for r in rows], where="post", label="FE replicas (graphs)")
     a3.step(t, [r["cores"] for r in rows], where="post", ls="--", label="cores allocated")
-    a3.plot(t, [r["cores_used"] for r in rows], lw=0.8, label="cores used")
+    a3.plot(t, [r["cores_used"] for r in rows], lw=0.8, label="cores used (NF hosts)")
+    cores = os.cpu_count() or 1
+    machine = [r for r in rows if r.get("machine_busy") not in (None, "")]
+    if machine:
+        a3.plot([r["t"] for r in machine], [r["machine_busy"] * cores for r in machine],
+                lw=0.6, color="grey", label=f"cores busy, whole machine ({cores})")
+        a3.plot([r["t"] for r in machine], [r["machine_busy_normal"] * cores for r in machine],
+                lw=0.6, color="black", label="of them at normal priority")
     for e in events:
         a3.axvline(e["t"], color="grey", lw=0.6, ls=":")
     a3.set_ylabel("replicas / cores")

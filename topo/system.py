@@ -424,10 +424,8 @@ class LegoSystem:
         from lego.topo.status import SwitchMonitor
 
         if self._monitor is None:
-            ports = [self.topo.traffic.port] + [h.port for h in self.topo.nf_hosts]
             self._monitor = SwitchMonitor(self.topo.switch.grpc_addr,
-                                          self.topo.switch.device_id, MONITOR_ELECTION_ID,
-                                          ports)
+                                          self.topo.switch.device_id, MONITOR_ELECTION_ID)
         return self._monitor
 
     def status(self) -> dict:
