@@ -230,3 +230,26 @@ def test_the_example_graph_file_runs_from_the_cli_and_scores_exactly(shared_data
     want_seq, want_score = monolith_scores(trace, tmp_path / "model.npz", "lego")
     assert np.array_equal(seq, want_seq)
     assert np.array_equal(score.view(np.uint64), want_score.view(np.uint64))
+
+
+def test_a_decision_on_a_reused_port_keeps_the_earlier_graphs_results(tmp_path):
+    """A standby graph started on the port of a graph scaled in writes to the same
+    port-N directory: the finished graph's results move aside to port-N.1, .2 ...
+    (a make run lost 29,363 scores when the new decision truncated them)."""
+    from lego.bricks.kitsune.detector import keep_earlier
+
+    out = tmp_path / "port-2"
+    keep_earlier(out)  # nothing there yet
+    assert not out.exists()
+    out.mkdir()
+    (out / "scores.csv").write_text("seq,score\n1,0.5\n")
+    keep_earlier(out)  # running (no summary yet): a restart of the same graph stays put
+    assert (out / "scores.csv").is_file()
+    (out / "summary.json").write_text("{}")
+    keep_earlier(out)
+    assert not out.exists() and (tmp_path / "port-2.1" / "scores.csv").read_text().endswith(
+        "1,0.5\n")
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    keep_earlier(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["port-2.1", "port-2.2"]

@@ -233,6 +233,7 @@ class Decision:
         if not out:
             raise BrickError(f"{brick_id}: option 'out' (a results directory) is required")
         self.out = Path(out)
+        keep_earlier(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.write_scores = bool(options.get("write_scores", True))
         self.write_alerts = bool(options.get("write_alerts", True))
@@ -331,3 +332,17 @@ class Decision:
             log.warning("decision: %d batches (partly) lost: %s", len(s.lost), s.lost[:5])
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         return []
+
+
+def keep_earlier(out: Path) -> None:
+    """A graph's results directory is named by its switch port, and a port is used
+    again: a standby graph started on the port of one scaled in. An earlier graph's
+    results there (its summary written: it finished) move aside to ``<out>.1``,
+    ``.2`` ..., so that the new decision does not truncate them (29,363 scores of a
+    make run were lost so) and ``port-*`` still finds them."""
+    if not (out / "summary.json").is_file():
+        return
+    n = 1
+    while out.with_name(f"{out.name}.{n}").exists():
+        n += 1
+    out.rename(out.with_name(f"{out.name}.{n}"))
