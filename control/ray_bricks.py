@@ -86,9 +86,9 @@ def node_resources(host: str, ports: list[int]) -> dict[str, float]:
 #: niceness from its start. Ray nices a worker itself (``worker_niceness``, 15) only
 #: once its interpreter is up and ``ray`` imported (about 0.4 CPU-seconds, five workers
 #: per graph, at every scale-out's new standby), so that start ran at the switch's and
-#: the bricks' priority: in make run, up to 1.76 of the machine's 2 cores busy at normal
-#: priority in the seconds after a scale-out, 1.31 at most with the node niced
-#: (measured). A brick takes the normal priority once warm
+#: the bricks' priority: in make run (one run each, status reads trimmed), up to 1.76 of
+#: the machine's 2 cores busy at normal priority in the seconds after a scale-out, 1.31
+#: at most with the node niced. A brick takes the normal priority once warm
 #: (:func:`lego.bricks.main.enter_data_path`).
 NODE_NICENESS = 15
 

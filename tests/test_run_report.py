@@ -3,6 +3,8 @@ machine's CPU (pure, but for reading /proc/stat)."""
 
 from __future__ import annotations
 
+import time
+
 from lego.cpu_quota import machine_cpu_s
 from lego.topo.controller import scaling_events
 from lego.topo.run_report import (
@@ -69,9 +71,11 @@ def test_machine_figures_cover_the_replay_rows_only():
 
 
 def test_the_machine_cpu_is_read_in_seconds_and_split_by_priority():
-    before = machine_cpu_s()
-    sum(i * i for i in range(300_000))  # some CPU, at this process's priority
-    after = machine_cpu_s()
+    before = after = machine_cpu_s()
+    deadline = time.monotonic() + 2.0
+    while after[0] <= before[0] and time.monotonic() < deadline:
+        sum(i * i for i in range(100_000))  # some CPU, at this process's priority, until
+        after = machine_cpu_s()  # the kernel's next tick has counted it (10 ms each)
     assert 0 <= before[1] <= before[0] <= before[2] and after[0] > before[0]
     f = machine_busy(before, after)
     assert 0 < f["machine_busy"] <= 1 and 0 <= f["machine_busy_normal"] <= f["machine_busy"]

@@ -83,12 +83,6 @@ SLA_MS = 1000.0
 FLUSH_SLA_FRACTION = 1 / 8
 
 
-def flush_ms_for(sla_ms: float) -> int:
-    """The sources' batching delay for an SLA (pure): :data:`FLUSH_SLA_FRACTION` of
-    it, never below the graph's default."""
-    return max(GRAPH["flush_ms"], round(sla_ms * FLUSH_SLA_FRACTION))
-
-
 def retime(trace: Path, rates: list[int], step_s: float, work: Path
            ) -> tuple[list[Segment], Path, Path]:
     """The replay's trace: the trace's clock sped up by one factor per step
@@ -200,7 +194,7 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
     console.print(f"trained KitNET offline on the first {opts.fm + opts.ad + 1:,} packets "
                   f"({opts.semantics} features, the replay's timing) in "
                   f"{time.perf_counter() - t0:.1f} s")
-    flush_ms = flush_ms_for(sla_ms)
+    flush_ms = max(GRAPH["flush_ms"], round(sla_ms * FLUSH_SLA_FRACTION))
     system = LegoSystem(opts.topo, opts.target, work, model, semantics=opts.semantics,
                         scaling=None if opts.scaling else SCALING_OFF, sla_ms=sla_ms,
                         graph={"flush_ms": flush_ms})

@@ -243,7 +243,7 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         w = csv.DictWriter(f, fieldnames=["t", "packets", "p50_ms", "p99_ms", "within_sla"])
         w.writeheader()
         w.writerows(per_second)
-    plots = _plots(timeline, out, events, sla_ms, start)
+    plots = _plots(timeline, out, events, sla_ms, summary["machine_cores"])
     (out / "summary.md").write_text(summary_markdown(summary, plots))
     return summary
 
@@ -327,9 +327,10 @@ def _pct(x: float | None) -> str:
 
 
 def _plots(timeline: list[dict], out: Path, events: list[dict], sla_ms: float,
-           start: float) -> list[Path]:
+           cores: int) -> list[Path]:
     """timeline.png: offered load and throughput, p99 latency against the SLA, and
-    replicas / cores, on one time axis ending when the run's scoring ended."""
+    replicas / cores (``cores``: the machine's, for its busy fraction), on one time
+    axis ending when the run's scoring ended."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -358,7 +359,6 @@ def _plots(timeline: list[dict], out: Path, events: list[dict], sla_ms: float,
     a3.step(t, [r["replicas"] for r in rows], where="post", label="FE replicas (graphs)")
     a3.step(t, [r["cores"] for r in rows], where="post", ls="--", label="cores allocated")
     a3.plot(t, [r["cores_used"] for r in rows], lw=0.8, label="cores used (NF hosts)")
-    cores = os.cpu_count() or 1
     machine = [r for r in rows if r.get("machine_busy") not in (None, "")]
     if machine:
         a3.plot([r["t"] for r in machine], [r["machine_busy"] * cores for r in machine],
