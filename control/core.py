@@ -317,14 +317,18 @@ class ControllerCore(ElasticDecisions):
         for g in [g for g in self.graphs.values() if g.draining]:
             bricks = self.graph_bricks(g.port)
             if all(now - b.last_seen > 1.0 or b.load.get("state") == "done" for b in bricks):
-                for b in bricks:
-                    if b.role == "dec":  # its scores and alerts stay in the totals
+                taken = 0
+                for b in bricks:  # what it took, scored and alerted stays in the totals
+                    if b.role == "src":
+                        taken += b.load.get("packets_in", 0)
+                    if b.role == "dec":
                         extra = b.load.get("extra", {})
                         self.counters["retired_scores"] += extra.get("scores", 0)
                         self.counters["retired_alerts"] += extra.get("alerts", 0)
                     del self.bricks[b.id]
+                self.counters["retired_taken"] += taken
                 del self.graphs[g.port]
-                self.event(now, "graph_gone", port=g.port, host=g.host)
+                self.event(now, "graph_gone", port=g.port, host=g.host, taken=taken)
         return []
 
 
@@ -346,6 +350,7 @@ class ControllerCore(ElasticDecisions):
             if not b.standby and not b.retired:
                 replicas[f"{b.role}-{b.port}"] = replicas.get(f"{b.role}-{b.port}", 0) + 1
         decs = [b.load.get("extra", {}) for b in self.bricks.values() if b.role == "dec"]
+        taken = sum(b.load.get("packets_in", 0) for b in self.bricks.values() if b.role == "src")
         return {
             "now": now,
             "hosts": [{"host": a.host, "address": a.address, "alive": a.alive,
@@ -367,6 +372,7 @@ class ControllerCore(ElasticDecisions):
             "switch": self.switch,
             "alerts": self.counters["retired_alerts"] + sum(d.get("alerts", 0) for d in decs),
             "scores": self.counters["retired_scores"] + sum(d.get("scores", 0) for d in decs),
+            "taken": self.counters["retired_taken"] + taken,  # frames the sources read
             "deadlines_ms": {k: round(v * 1e3, 3) for k, v in self.deadlines.items()},
             "costs_ms": {k: round(v, 4) for k, v in self.costs.items()},
             "counters": dict(self.counters),

@@ -28,7 +28,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -466,17 +466,23 @@ class P4RuntimeClient:
         return out
 
     def read_counters(self, counters: Sequence[str],
-                      indices: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+                      indices: Sequence[int] | Mapping[str, Sequence[int] | None] | None = None
+                      ) -> dict[str, np.ndarray]:
         """Per counter, uint64[size, 2] (packets, bytes), in one Read. With
-        ``indices``, only those cells are read (the others stay 0)."""
+        ``indices`` (for every counter, or per counter name: None reads it whole),
+        only those cells are read and the others stay 0: a port counter is 512
+        cells, of which a run uses eight, and every cell is one entity to build,
+        send and parse."""
         names = self.names
         out = {c: np.zeros((names.counter_size(c), 2), dtype=np.uint64) for c in counters}
         by_id = {names.counter_id(c): c for c in counters}
-        if indices is None:
-            q = [names.counter_query(c) for c in counters]
-        else:
-            q = [names.counter_query(c, i) for c in counters for i in indices]
-        for e in self.read(q):
+        per = indices if isinstance(indices, Mapping) else dict.fromkeys(counters, indices)
+        q = []
+        for c in counters:
+            cells = per.get(c)
+            q += [names.counter_query(c)] if cells is None else \
+                [names.counter_query(c, int(i)) for i in cells]
+        for e in self.read(q) if q else ():
             ce = e.counter_entry
             arr = out.get(by_id.get(ce.counter_id, ""))
             if arr is not None and 0 <= ce.index.index < len(arr):

@@ -95,7 +95,8 @@ class Registry:
         self.events: list[dict[str, Any]] = []
         self.counters: dict[str, Any] = {"state_lost_buckets": 0, "bricks_restarted": 0,
                                          "hosts_lost": 0, "moves": 0,
-                                         "retired_scores": 0, "retired_alerts": 0}
+                                         "retired_scores": 0, "retired_alerts": 0,
+                                         "retired_taken": 0}
 
     def event(self, now: float, what: str, **detail: Any) -> None:
         self.events.append({**detail, "t": now, "kind": what})

@@ -120,6 +120,9 @@ class ControllerRuntime:
         self._loads_thread: threading.Thread | None = None
         self._watch_thread: threading.Thread | None = None
         self.failure: BaseException | None = None
+        # the ports whose counters the status reads: their cells only (of 512 each)
+        self._ports = list(dict.fromkeys(cfg.switch["traffic_ports"] + cfg.all_ports))
+        self._port_cells = sorted({p % pl.N_PORTS for p in self._ports})
         self.hooks = LiveMoves(self)
         self.client: P4RuntimeClient | None = None
         self.manager: SwitchManager | None = None
@@ -418,7 +421,8 @@ class ControllerRuntime:
         try:
             if not self.client.connected:
                 raise SwitchUnavailable(self.client.switch, "stream lost")
-            c = self.client.read_counters([pl.C_PORT_IN, pl.C_PORT_OUT])
+            c = self.client.read_counters([pl.C_PORT_IN, pl.C_PORT_OUT],
+                                          self._port_cells)
         except (SwitchUnavailable, SwitchError) as exc:
             log.warning("switch unavailable (%s): recovering", exc)
             with self.lock:
@@ -438,7 +442,7 @@ class ControllerRuntime:
                                 pipeline_pushed=report.pipeline_pushed)
             return
         ports = {}
-        for p in self.cfg.switch["traffic_ports"] + self.cfg.all_ports:
+        for p in self._ports:
             ports[str(p)] = {"packets_in": int(c[pl.C_PORT_IN][p % pl.N_PORTS, 0]),
                              "packets_out": int(c[pl.C_PORT_OUT][p % pl.N_PORTS, 0])}
         with self.lock:

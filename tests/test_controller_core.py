@@ -95,6 +95,28 @@ def test_a_silent_host_is_lost_within_a_second_and_its_buckets_go_elsewhere():
     assert any(e["kind"] == "state_lost" for e in core.events)
 
 
+def test_a_drained_graph_leaves_what_it_took_and_scored_in_the_totals():
+    """A graph scaled in is forgotten once drained; the frames its source took and
+    the packets its decision scored stay in the status totals (the zero-loss check
+    compares them with the switch's counters) and in its ``graph_gone`` event."""
+    core = core_with_graph()
+
+    def report(b, now):
+        extra = {"scores": 700, "alerts": 3} if b.role == "dec" else {}
+        return {"brick": b.id, "now": now, "busy_s": 0.0, "queue_depth": 0, "state": "done",
+                "packets_in": 700, "extra": extra}
+
+    assert core.on_heartbeat(1.0, "nf1", "inc", [report(b, 1.0) for b in core.bricks.values()])
+    live = core.status(1.0)
+    assert (live["taken"], live["scores"], live["alerts"]) == (700, 700, 3)
+    core.graphs[2].draining = True
+    core.tick(1.5)
+    assert 2 not in core.graphs and not core.graph_bricks(2)
+    gone = core.status(1.5)
+    assert (gone["taken"], gone["scores"], gone["alerts"]) == (700, 700, 3)
+    assert [e["taken"] for e in gone["events"] if e["kind"] == "graph_gone"] == [700]
+
+
 def test_a_dead_brick_is_restarted_in_place_and_its_upstream_rerouted():
     core = core_with_graph()
     cmds = core.on_death(1.0, "nf1", "uln-2/0", -9)

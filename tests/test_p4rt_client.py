@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 
+import numpy as np
 import pytest
 from google.rpc import code_pb2
 from p4.v1 import p4runtime_pb2 as p4r
@@ -109,6 +110,17 @@ def test_connect_push_pipeline_write_and_read_back(servers, clients):
     counters = c.read_counters([pl.C_PORT_OUT, pl.C_BUCKET])
     assert counters[pl.C_PORT_OUT].shape == (pl.N_PORTS, 2)
     assert counters[pl.C_BUCKET].shape == (pl.N_BUCKETS, 2)
+    # only the cells asked for, per counter: the rest stay 0 and are not sent
+    state.counters[pl.C_PORT_OUT][[2, 3, 9], 0] = [5, 6, 7]
+    state.counters[pl.C_EVENT][:, 0] = np.arange(1, pl.N_EVENTS + 1)
+    sent = []
+    real_read = c.read
+    c.read = lambda q: sent.append(len(q)) or real_read(q)
+    got = c.read_counters([pl.C_PORT_OUT, pl.C_EVENT], {pl.C_PORT_OUT: [2, 3]})
+    assert sent == [3]  # two cells and one whole counter
+    assert got[pl.C_PORT_OUT][:, 0].tolist() == [0, 0, 5, 6] + [0] * (pl.N_PORTS - 4)
+    assert got[pl.C_EVENT][:, 0].tolist() == list(range(1, pl.N_EVENTS + 1))
+    assert c.read_counters([pl.C_PORT_OUT], {pl.C_PORT_OUT: []})[pl.C_PORT_OUT].sum() == 0
 
 
 def test_failed_batch_reports_each_failed_update_by_index(servers, clients):

@@ -38,6 +38,19 @@ SCALING_OFF: dict[str, Any] = {"fe": False, "uln": False, "fe_standby": False,
                                "rebalance_s": 0.0}
 GRAPH: dict[str, Any] = {"batch": 256, "flush_ms": 20, "hwm": 16, "window": 256, "uln": 1,
                          "write_scores": True}
+#: the sources' batching delay, as a fraction of the SLA: every flushed batch wakes
+#: each of a graph's five processes; at 20 ms a replica under a 0.1-core quota was
+#: busy 94 % at 0.4x the capacity it has with full batches (measured), so most of
+#: its quota went to wake-ups, not packets
+FLUSH_SLA_FRACTION = 1 / 8
+
+
+def sla_flush_ms(sla_ms: float) -> int:
+    """The sources' batching delay for an SLA (pure): :data:`FLUSH_SLA_FRACTION` of
+    it, never below :data:`GRAPH`'s."""
+    return max(GRAPH["flush_ms"], round(sla_ms * FLUSH_SLA_FRACTION))
+
+
 BRICK_ROLES = {"packet_batching": "src", "feature_quantization": "fq",
                "feature_mapping": "fm", "uln": "uln", "decision": "dec"}
 
@@ -50,7 +63,8 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
                       brick_dir: Path | None = None) -> dict[str, Any]:
     """The controller's config (pure): ``hosts`` are the NF hosts with a Ray node
     (``ray_address``: the head); the first ``topo.replicas`` of them own buckets at
-    the start. Each host's bricks keep their sockets and logs in ``brick_dir``/host."""
+    the start. Each host's bricks keep their sockets and logs in ``brick_dir``/host;
+    their sources flush after :func:`sla_flush_ms` unless ``graph`` says otherwise."""
     sc = {**SCALING, "max_replicas": len(hosts), **(scaling or {})}
     fe_initial = max(1, min(topo.replicas, len(hosts)))
     if semantics == "kitsune":
@@ -62,7 +76,7 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
         "northbound": {"bind": topo.management.northbound, "token_file": str(token_file)},
         "nf": {"semantics": semantics, "model": str(model), "results": str(results),
                "source": "interface", "fe_initial": fe_initial},
-        "graph": {**GRAPH, **(graph or {})},
+        "graph": {**GRAPH, "flush_ms": sla_flush_ms(sla_ms), **(graph or {})},
         "sla": {"latency_ms": float(sla_ms)},
         "scaling": sc,
         "placement": {"mode": "graph"},
@@ -109,6 +123,7 @@ def dashboard_status(ctl: dict[str, Any] | None, switch: dict[str, Any], now: fl
     events = [{**e, "what": event_text(e)} for e in ctl.get("events", [])]
     return {"time": now, "mode": mode if ctl else f"{mode} (not answering)", "switch": sw,
             "bricks": bricks, "alerts": ctl.get("alerts", 0), "scores": ctl.get("scores", 0),
+            "taken": ctl.get("taken", 0),
             "events": events, "hosts": ctl.get("hosts", []),
             "counters": ctl.get("counters", {}), "moves": ctl.get("moves", []),
             "graphs": list(graphs.values()), "controller_now": ctl.get("now")}

@@ -28,7 +28,7 @@ from lego.cpu_quota import machine_cpu_s
 from lego.errors import LegoError
 from lego.topo.calibrate import Calibration
 from lego.topo.cleanup import active_run, cleanup
-from lego.topo.controller import GRAPH, SCALING_OFF, uln_replicas
+from lego.topo.controller import SCALING_OFF, sla_flush_ms, uln_replicas
 from lego.topo.record import Recorders
 from lego.topo.run_report import machine_busy
 from lego.topo.run_results import (
@@ -76,11 +76,6 @@ ATTACK_BUDGET = 12
 #: 2,034 pkt/s between runs) while the pipeline's floor under 0.1-core quotas did not
 #: move (p99 150-300 ms at 0.4x load): one peak second in four missed it.
 SLA_MS = 1000.0
-#: the sources' batching delay, as a fraction of the SLA: every flushed batch wakes
-#: each of a graph's five processes; at 20 ms a replica under a 0.1-core quota was
-#: busy 94 % at 0.4x the capacity it has with full batches (measured), so most of
-#: its quota went to wake-ups, not packets
-FLUSH_SLA_FRACTION = 1 / 8
 
 
 def retime(trace: Path, rates: list[int], step_s: float, work: Path
@@ -194,10 +189,9 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
     console.print(f"trained KitNET offline on the first {opts.fm + opts.ad + 1:,} packets "
                   f"({opts.semantics} features, the replay's timing) in "
                   f"{time.perf_counter() - t0:.1f} s")
-    flush_ms = max(GRAPH["flush_ms"], round(sla_ms * FLUSH_SLA_FRACTION))
+    flush_ms = sla_flush_ms(sla_ms)
     system = LegoSystem(opts.topo, opts.target, work, model, semantics=opts.semantics,
-                        scaling=None if opts.scaling else SCALING_OFF, sla_ms=sla_ms,
-                        graph={"flush_ms": flush_ms})
+                        scaling=None if opts.scaling else SCALING_OFF, sla_ms=sla_ms)
     run = {"calibration": cal, "sla_ms": sla_ms, "rates": rates, "segments": segments,
            "step_s": step_s, "flush_ms": flush_ms}
     done = False

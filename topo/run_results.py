@@ -151,7 +151,7 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
     switch_in = ports.get(tport, {}).get("in", 0)
     switch_out = sum(v["out"] for p, v in ports.items() if p != tport)
     if system.mode == "controller":
-        brick_in = sum(n for b, n in system.packets_seen.items() if b.startswith("src-"))
+        brick_in = final.get("taken", 0)
         decisions = {}
         for d in system.score_dirs():
             try:

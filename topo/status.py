@@ -34,7 +34,11 @@ EVENT_NAMES = {pl.EVENT_PARSER_ERROR: "parser_error", pl.EVENT_RUNT: "runt",
 class SwitchMonitor:
     """Reads the switch's counters as a backup client (never writes)."""
 
-    def __init__(self, address: str, device_id: int, election_id: int) -> None:
+    def __init__(self, address: str, device_id: int, election_id: int,
+                 ports: list[int] | None = None) -> None:
+        """``ports``: the switch ports to report (their counter cells only are read);
+        None: every port that counted a frame (all 512 cells read)."""
+        self.ports = ports
         self.address = address
         self.device_id = device_id
         self.election_id = election_id
@@ -55,7 +59,9 @@ class SwitchMonitor:
     def counters(self) -> dict:
         """{"ports": {port: {"in", "out"}}, "events": {name: n}} or {} when unreadable."""
         try:
-            c = self._client().read_counters([pl.C_PORT_IN, pl.C_PORT_OUT, pl.C_EVENT])
+            cells = None if self.ports is None else sorted({p % pl.N_PORTS for p in self.ports})
+            c = self._client().read_counters([pl.C_PORT_IN, pl.C_PORT_OUT, pl.C_EVENT],
+                                             {pl.C_PORT_IN: cells, pl.C_PORT_OUT: cells})
         except Exception as exc:  # noqa: BLE001 - the switch may be restarting
             log.debug("switch counters unreadable: %s", exc)
             if self.client is not None:
@@ -63,8 +69,9 @@ class SwitchMonitor:
                 self.client = None
             return {}
         pin, pout, ev = c[pl.C_PORT_IN], c[pl.C_PORT_OUT], c[pl.C_EVENT]
-        ports = {str(p): {"in": int(pin[p, 0]), "out": int(pout[p, 0])}
-                 for p in range(len(pin)) if pin[p, 0] or pout[p, 0]}
+        ports = {str(p): {"in": int(pin[p % pl.N_PORTS, 0]), "out": int(pout[p % pl.N_PORTS, 0])}
+                 for p in (self.ports if self.ports is not None else range(len(pin)))
+                 if pin[p % pl.N_PORTS, 0] or pout[p % pl.N_PORTS, 0]}
         events = {EVENT_NAMES.get(i, str(i)): int(ev[i, 0]) for i in range(len(ev))}
         return {"ports": ports, "events": events}
 

@@ -120,7 +120,6 @@ class LegoSystem:
         self.ray_hosts: list[NFHostSpec] = []  # the NF hosts with a Ray node
         self._ctl_client = None
         self._last_ctl: dict | None = None
-        self.packets_seen: dict[str, int] = {}  # brick id -> most packets_in it reported
         self.last_wall = 0.0
         self.net = LegoNet(topo, target, self.workdir / "net")
         self.controller: Proc | None = None
@@ -215,9 +214,6 @@ class LegoSystem:
 
         st = json.loads(reply.json)
         self._last_ctl = st
-        for b in st.get("bricks", []):
-            self.packets_seen[b["id"]] = max(self.packets_seen.get(b["id"], 0),
-                                             b["packets_in"])
         return st
 
     def finish(self, timeout: float = 60.0) -> dict | None:
@@ -424,8 +420,10 @@ class LegoSystem:
         from lego.topo.status import SwitchMonitor
 
         if self._monitor is None:
+            ports = [self.topo.traffic.port] + [h.port for h in self.topo.nf_hosts]
             self._monitor = SwitchMonitor(self.topo.switch.grpc_addr,
-                                          self.topo.switch.device_id, MONITOR_ELECTION_ID)
+                                          self.topo.switch.device_id, MONITOR_ELECTION_ID,
+                                          ports)
         return self._monitor
 
     def status(self) -> dict:

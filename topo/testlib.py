@@ -66,6 +66,7 @@ class LegoMininetTest:
     MODE = "controller"  # the real controller; "southbound": switch manager + graph files
     SCALING: dict = {"high": 0.99, "low": 0.0, "dwell": 3600.0}  # no scaling unless asked
     CORES: float | None = None  # each NF host's CPU quota (None: the topology's)
+    SLA_MS = 100.0  # the controller's SLA (the sources flush after an eighth of it)
 
     def build(self, tmp: Path, model: Path):
         from lego.topo.system import LegoSystem
@@ -76,7 +77,7 @@ class LegoMininetTest:
                                                 for h in topo.nf_hosts))
         self.tmp = tmp
         self.system = LegoSystem(topo, "soft", tmp / "run", model, idle_s=self.IDLE_S,
-                                 scaling=self.SCALING, mode=self.MODE)
+                                 scaling=self.SCALING, mode=self.MODE, sla_ms=self.SLA_MS)
         self.system.start(agents=[topo.nf(n) for n in self.AGENTS])
         return self.system
 
