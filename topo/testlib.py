@@ -66,7 +66,7 @@ class LegoMininetTest:
     MODE = "controller"  # the real controller; "southbound": switch manager + graph files
     SCALING: dict = {"high": 0.99, "low": 0.0, "dwell": 3600.0}  # no scaling unless asked
     CORES: float | None = None  # each NF host's CPU quota (None: the topology's)
-    SLA_MS = 100.0  # the controller's SLA (the sources flush after an eighth of it)
+    SLA_MS = 100.0  # the controller's SLA (the sources flush after an eighth of it, 20 ms at least)
 
     def build(self, tmp: Path, model: Path):
         from lego.topo.system import LegoSystem
