@@ -55,7 +55,7 @@ def _niceness(pid: int) -> int | None:
     """A process's niceness now (None: it is gone)."""
     try:
         return os.getpriority(os.PRIO_PROCESS, pid)
-    except (ProcessLookupError, PermissionError):
+    except ProcessLookupError:
         return None
 
 

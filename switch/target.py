@@ -11,10 +11,10 @@ P4Runtime Write is atomic with respect to batches), and the output frames go
 out per egress port (sendmmsg). A round that read less than a full batch is
 followed by a pause of ``coalesce_us`` before the next poll (receive interrupt
 moderation, as a NIC's rx-usecs): at make run's few thousand frames per second
-a round takes one or two frames. With the status reads trimmed to the port cells
-a run uses, the pause cut this process's CPU per forwarded frame by a sixth (25
-against 31 us, one make run each); with the whole-counter reads of today those
-reads dominate and no difference shows (0.49 core either way). It adds at most
+a round takes one or two frames, and the pause cut this process's CPU per
+forwarded frame by a sixth (25 against 31 us, one make run each, status reads of
+the run's port cells only; with whole-counter reads those reads dominated and no
+difference showed, 0.49 core either way). It adds at most
 ``coalesce_us`` to a frame's time in the switch (its ingress stamp is still its
 kernel arrival time, so the pause counts in every latency measured from it).
 Frames for a port number that is not attached

@@ -28,7 +28,7 @@ from lego.cpu_quota import machine_cpu_s
 from lego.errors import LegoError
 from lego.topo.calibrate import Calibration
 from lego.topo.cleanup import active_run, cleanup
-from lego.topo.controller import SCALING_OFF, sla_flush_ms, uln_replicas
+from lego.topo.controller import SCALING_OFF, uln_replicas
 from lego.topo.record import Recorders
 from lego.topo.run_report import machine_busy
 from lego.topo.run_results import (
@@ -189,11 +189,10 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
     console.print(f"trained KitNET offline on the first {opts.fm + opts.ad + 1:,} packets "
                   f"({opts.semantics} features, the replay's timing) in "
                   f"{time.perf_counter() - t0:.1f} s")
-    flush_ms = sla_flush_ms(sla_ms)
     system = LegoSystem(opts.topo, opts.target, work, model, semantics=opts.semantics,
                         scaling=None if opts.scaling else SCALING_OFF, sla_ms=sla_ms)
     run = {"calibration": cal, "sla_ms": sla_ms, "rates": rates, "segments": segments,
-           "step_s": step_s, "flush_ms": flush_ms}
+           "step_s": step_s}
     done = False
 
     def teardown() -> None:
@@ -311,7 +310,6 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
         while True:
             st = system.status()
             prev_cpu = (timeline[-1]["t"] + start, timeline[-1]["cpu_s"]) if timeline else None
-            prev_machine = machine
             pin, pout = rates(prev, st, traffic)
             prev = st
             cur = replayer.current
@@ -331,8 +329,9 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
                    "alerts": st["alerts"], "scores": st["scores"],
                    "queue_depth": sum(b["queue_depth"] for b in st["bricks"]),
                    **_cores(st, opts.topo, prev_cpu)}
-            machine = machine_cpu_s()
-            row.update(machine_busy(prev_machine, machine))
+            now_machine = machine_cpu_s()
+            row.update(machine_busy(machine, now_machine))
+            machine = now_machine
             if system.ray is not None and len(timeline) % RSS_EVERY == 0:
                 mem = system.ray.memory()
                 row["ray_pss_mib"] = round(mem["pss"] / 2**20)

@@ -39,6 +39,7 @@ class SwitchMonitor:
         """``ports``: the switch ports to report (their counter cells only are read);
         None: every port that counted a frame (all 512 cells read)."""
         self.ports = ports
+        self.cells = None if ports is None else sorted({p % pl.N_PORTS for p in ports})
         self.address = address
         self.device_id = device_id
         self.election_id = election_id
@@ -59,9 +60,9 @@ class SwitchMonitor:
     def counters(self) -> dict:
         """{"ports": {port: {"in", "out"}}, "events": {name: n}} or {} when unreadable."""
         try:
-            cells = None if self.ports is None else sorted({p % pl.N_PORTS for p in self.ports})
             c = self._client().read_counters([pl.C_PORT_IN, pl.C_PORT_OUT, pl.C_EVENT],
-                                             {pl.C_PORT_IN: cells, pl.C_PORT_OUT: cells})
+                                             {pl.C_PORT_IN: self.cells,
+                                              pl.C_PORT_OUT: self.cells})
         except Exception as exc:  # noqa: BLE001 - the switch may be restarting
             log.debug("switch counters unreadable: %s", exc)
             if self.client is not None:
