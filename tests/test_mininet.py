@@ -363,8 +363,10 @@ def test_make_run_scales_on_real_overload_holds_the_sla_and_detects_as_offline()
                           "machine_cores_busy_normal_replay", "machine_saturated_s",
                           "machine_replay_s")}
     assert 0 < s["machine_cores_busy_replay"] <= s["machine_cores"], s
-    assert abs(s["auc_live"] - s["auc_offline_original"]) <= 0.01, s
-    assert abs(s["tpr_1pct_live"] - s["tpr_1pct_offline_original"]) <= 0.03, s
+    detection = {k: s[k] for k in s if k.startswith(("auc_", "tpr_", "replay_lag_"))
+                 or k == "pacer_scheduling"}  # the replay's timing is what can set them apart
+    assert abs(s["auc_live"] - s["auc_offline_original"]) <= 0.01, detection
+    assert abs(s["tpr_1pct_live"] - s["tpr_1pct_offline_original"]) <= 0.03, detection
 
 
 class TestKillNode(LegoMininetTest):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from lego.cpu_quota import machine_cpu_s
 from lego.topo.controller import scaling_events
 from lego.topo.run_report import (
@@ -15,6 +17,7 @@ from lego.topo.run_report import (
     machine_figures,
     sla_figures,
 )
+from lego.topo.run_results import lag_figures
 
 EVENTS = [
     {"t": 112.1, "kind": "scale_out", "brick": "fq", "port": 3, "host": "nf2", "replicas": 2,
@@ -111,3 +114,15 @@ def test_the_dashboard_fits_80_columns_and_prints_no_python_structures():
     text = console.export_text()
     assert all(len(line) <= 80 for line in text.splitlines())
     assert "cut 26753, hint 26753" in text and not set("{['") & set(text), text
+
+
+def test_replay_lag_is_measured_from_the_earliest_frame_against_the_trace_clock():
+    trace = 1000.0 + np.arange(6) * 0.01  # the replayed pcap: 10 ms apart
+    stamps = 5.0 + np.arange(6) * 0.01  # the switch's clock: another origin
+    stamps[3:5] += 0.004  # a late wake-up: two frames 4 ms late, sent together
+    seq = np.arange(6)
+    lag = lag_figures(seq, stamps, trace)
+    assert lag["p50"] == 0.0 and lag["max"] == 4.0 and 2.0 < lag["p99"] <= 4.0, lag
+    # frames the replay did not send (the switch numbered more): no figure, not a wrong one
+    assert lag_figures(np.arange(7), np.zeros(7), trace) is None
+    assert lag_figures(np.zeros(0, np.int64), np.zeros(0), trace) is None

@@ -35,6 +35,7 @@ from lego.topo.run_results import (
     offline_original,
     offline_reference,
     packet_latency,
+    replay_lag,
     write_results,
 )
 from lego.topo.status import rates
@@ -251,6 +252,7 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
             extra["reference"] = offline_reference(system, recorders.paths, opts)
             extra["reference_s"] = round(time.perf_counter() - t1, 1)
             extra["latency"] = packet_latency(system, recorders.paths)
+            extra["replay_lag"] = replay_lag(recorders.paths, retimed)
             extra["offline_original"] = offline_original(opts, reference)
             if reference != original:
                 extra["offline_natural"] = offline_original(opts, original)

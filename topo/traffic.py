@@ -53,6 +53,7 @@ class SegmentResult:
     failed: int = 0
     code: int | None = None
     output: str = ""
+    scheduling: str = ""  # the pacer's: fifo, or normal and why
 
 
 def ramp_segments(packets: int, rates: tuple[int, ...] | list[int]) -> list[Segment]:
@@ -150,13 +151,18 @@ def pacer_argv(iface: str, pcap: Path) -> list[str]:
     return [sys.executable, "-m", "lego.topo.pacer", iface, str(pcap)]
 
 
-def parse_pacer(output: str) -> tuple[int, int]:
-    """(packets sent, packets failed) from the pacer's JSON line."""
+def pacer_report(output: str) -> dict:
+    """The pacer's JSON line ({} if it printed none: it failed)."""
     for line in reversed(output.strip().splitlines()):
         if line.startswith("{"):
-            r = json.loads(line)
-            return int(r["sent"]), int(r["failed"])
-    return 0, 0
+            return json.loads(line)
+    return {}
+
+
+def parse_pacer(output: str) -> tuple[int, int]:
+    """(packets sent, packets failed) from the pacer's JSON line."""
+    r = pacer_report(output)
+    return int(r.get("sent", 0)), int(r.get("failed", 0))
 
 
 def parse_tcpreplay(output: str) -> tuple[int, int]:
@@ -209,6 +215,8 @@ class Replayer:
                 r.output = out.decode(errors="replace") if out else ""
                 r.sent, r.failed = (parse_pacer if self.own_timing else
                                     parse_tcpreplay)(r.output)
+                if self.own_timing:
+                    r.scheduling = str(pacer_report(r.output).get("scheduling", ""))
                 if r.code != 0 and not self._stop.is_set():
                     self.error = (f"tcpreplay step {seg.index} exited with {r.code}: "
                                   f"{r.output.strip()[-500:]}")
