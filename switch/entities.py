@@ -15,7 +15,10 @@ canonical code the P4Runtime spec gives it, which the server reports per update
   be MODIFIED; a MODIFY without an action restores the program's default.
 - Clone sessions (PacketReplicationEngineEntry): ids 1..511, INSERT / MODIFY /
   DELETE, replicas by ``egress_port`` (or the 1.4 ``port`` bytes).
-- Counters: read all, one counter, or one index; MODIFY sets values.
+- Counters: read all, one counter, or one index; MODIFY sets values. A read
+  copies the cells (:class:`CounterCells`) and the entities are built after the
+  pipeline lock is released: building 2,048 of them in pure-Python protobuf took
+  about 40 ms, and the switch forwarded nothing meanwhile.
 - Every change is applied to the :class:`~lego.switch.pipeline.PipelineState`
   by P4Info *names*; IDs come from the running P4Info only.
 """
@@ -23,7 +26,9 @@ canonical code the P4Runtime spec gives it, which the server reports per update
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
+import numpy as np
 from google.rpc import code_pb2
 from p4.config.v1 import p4info_pb2
 from p4.v1 import p4runtime_pb2
@@ -33,6 +38,33 @@ from lego.switch import pipeline as pl
 
 MAX_CLONE_SESSION = 511
 MAX_PORT = 511
+
+
+@dataclass(frozen=True)
+class CounterCells:
+    """Cells of one counter copied under the pipeline lock: ``data`` is
+    uint64[len(index), 2] (packets, bytes)."""
+
+    counter_id: int
+    index: np.ndarray
+    data: np.ndarray
+
+    def add_to(self, entities, start: int, stop: int) -> None:
+        """Append cells ``start:stop`` to a repeated Entity field, in place."""
+        for i, (packets, nbytes) in zip(self.index[start:stop].tolist(),
+                                        self.data[start:stop].tolist(), strict=True):
+            ce = entities.add().counter_entry
+            ce.counter_id = self.counter_id
+            ce.index.index = i
+            ce.data.packet_count = packets
+            ce.data.byte_count = nbytes
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+#: what a read of one entity gives: entities, or counter cells still to be built
+ReadPart = p4runtime_pb2.Entity | CounterCells
 
 
 class P4RuntimeError(Exception):
@@ -286,7 +318,11 @@ class TableStore:
             arr[:] = values
 
     # ------------------------------------------------------------------ read
-    def read(self, entity: p4runtime_pb2.Entity) -> Iterator[p4runtime_pb2.Entity]:
+    def read(self, entity: p4runtime_pb2.Entity) -> list[ReadPart]:
+        """What one read entity selects, copied: call under the pipeline lock."""
+        return list(self._read(entity))
+
+    def _read(self, entity: p4runtime_pb2.Entity) -> Iterator[ReadPart]:
         kind = entity.WhichOneof("entity")
         if kind == "table_entry":
             yield from self._read_table(entity.table_entry)
@@ -342,7 +378,7 @@ class TableStore:
             for e in found:
                 yield p4runtime_pb2.Entity(table_entry=e)
 
-    def _read_counter(self, q: p4runtime_pb2.CounterEntry) -> Iterator[p4runtime_pb2.Entity]:
+    def _read_counter(self, q: p4runtime_pb2.CounterEntry) -> Iterator[CounterCells]:
         counters = [self._counter(q.counter_id)] if q.counter_id else list(self.p4info.counters)
         for c in counters:
             arr = self.state.counters[c.preamble.name]
@@ -352,14 +388,7 @@ class TableStore:
                     raise P4RuntimeError(code_pb2.OUT_OF_RANGE,
                                          f"counter {c.preamble.name}: index {i} not in "
                                          f"0..{c.size - 1}")
-                indices = [i]
+                index = np.array([i], dtype=np.int64)
             else:
-                indices = range(c.size)
-            for i in indices:
-                out = p4runtime_pb2.Entity()
-                ce = out.counter_entry
-                ce.counter_id = c.preamble.id
-                ce.index.index = i
-                ce.data.packet_count = int(arr[i, 0])
-                ce.data.byte_count = int(arr[i, 1])
-                yield out
+                index = np.arange(c.size, dtype=np.int64)
+            yield CounterCells(c.preamble.id, index, arr[index].astype(np.uint64))

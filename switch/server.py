@@ -28,6 +28,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
@@ -39,13 +40,37 @@ from lego.errors import LegoError
 from lego.p4src.p4info import P4_SOURCE, check_ids, compare, parse_p4_source
 from lego.switch import pipeline as pl
 from lego.switch.arbitration import Arbitration, election_id
-from lego.switch.entities import P4RuntimeError, TableStore
+from lego.switch.entities import CounterCells, P4RuntimeError, ReadPart, TableStore
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "1.4.1"
 READ_CHUNK = 1000
 _GRPC_CODES = {sc.value[0]: sc for sc in grpc.StatusCode}
+
+
+def read_responses(parts: list[ReadPart]) -> Iterator[p4runtime_pb2.ReadResponse]:
+    """The read's entities, ``READ_CHUNK`` per response (one empty response for
+    none), counter cells built straight into the response."""
+    resp, n = p4runtime_pb2.ReadResponse(), 0
+    for part in parts:
+        if isinstance(part, CounterCells):
+            start = 0
+            while start < len(part):
+                if n == READ_CHUNK:
+                    yield resp
+                    resp, n = p4runtime_pb2.ReadResponse(), 0
+                stop = min(len(part), start + READ_CHUNK - n)
+                part.add_to(resp.entities, start, stop)
+                n += stop - start
+                start = stop
+            continue
+        if n == READ_CHUNK:
+            yield resp
+            resp, n = p4runtime_pb2.ReadResponse(), 0
+        resp.entities.append(part)
+        n += 1
+    yield resp
 
 
 class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_metadata")),
@@ -207,18 +232,12 @@ class P4RuntimeService(p4runtime_pb2_grpc.P4RuntimeServicer):
 
     def Read(self, request, context):
         store = self._require(context, request.device_id)
-        entities = []
         try:
-            with self.pipeline.lock:
-                for q in request.entities:
-                    entities.extend(store.read(q))
+            with self.pipeline.lock:  # copies only: the entities are built after
+                parts = [part for q in request.entities for part in store.read(q)]
         except P4RuntimeError as exc:
             _abort(context, exc.code, exc.message)
-        if not entities:
-            yield p4runtime_pb2.ReadResponse()
-            return
-        for i in range(0, len(entities), READ_CHUNK):
-            yield p4runtime_pb2.ReadResponse(entities=entities[i:i + READ_CHUNK])
+        yield from read_responses(parts)
 
     def StreamChannel(self, request_iterator, context):
         stream = _Stream()

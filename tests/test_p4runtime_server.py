@@ -16,7 +16,7 @@ from scapy.layers.l2 import Ether
 
 from lego.p4src.p4info import P4Type, load_p4info
 from lego.switch import pipeline as pl
-from lego.switch.server import P4RuntimeServer
+from lego.switch.server import READ_CHUNK, P4RuntimeServer, read_responses
 from lego.switch.testclient import SmallClient, WriteFailed
 
 INSERT, MODIFY, DELETE = p4r.Update.INSERT, p4r.Update.MODIFY, p4r.Update.DELETE
@@ -323,6 +323,25 @@ def test_clone_sessions(clients, server):
 
 
 # ---------------------------------------------------------------- counters and forwarding
+def test_a_read_copies_counter_cells_and_builds_them_in_chunks_afterwards(server):
+    store = server.service.store
+    cid = store.index.id(P4Type.COUNTER, "LegoIngress.bucket_counter")
+    arr = server.service.pipeline.state.counters["LegoIngress.bucket_counter"]
+    arr[5] = (3, 300)
+    (cells,) = store.read(p4r.Entity(counter_entry=p4r.CounterEntry(counter_id=cid)))
+    arr[5] = (4, 400)  # a frame counted after the read (the lock released): not in it
+    table = p4r.Entity(table_entry=p4r.TableEntry(table_id=1))
+    resps = list(read_responses([table, cells, table]))
+    assert [len(r.entities) for r in resps] == [READ_CHUNK, pl.N_BUCKETS + 2 - READ_CHUNK]
+    got = [e for r in resps for e in r.entities]
+    assert got[0] == table and got[-1] == table
+    five = got[1 + 5].counter_entry
+    assert (five.counter_id, five.index.index, five.data.packet_count,
+            five.data.byte_count) == (cid, 5, 3, 300)
+    assert [e.counter_entry.index.index for e in got[1:-1]] == list(range(pl.N_BUCKETS))
+    assert [len(r.entities) for r in read_responses([])] == [0]  # nothing: one empty answer
+
+
 def test_writes_steer_frames_and_counters_read_back(clients, server):
     c = clients()
     pipe = server.service.pipeline
