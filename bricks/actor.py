@@ -13,7 +13,8 @@ would answer nothing. The actor's part is small and bounded:
   brick again from the same spec (one that fails while starting does not: its
   error and log go back to the caller of :meth:`BrickActor.ready`). The exit is
   written to ``<node>-<serial>.deaths.jsonl`` in the work directory first, so
-  the new incarnation reports what killed the old;
+  the new incarnation reports what killed the old, and starts its brick in the
+  next epoch (a source's batch ids: :data:`~lego.bricks.wire.EPOCH_BITS`);
 - control messages, acknowledged requests and state export/import are actor
   methods (``max_concurrency`` threads: a request waiting for the brick never
   blocks a load read). Blobs travel as bytes through Ray's object store.
@@ -75,9 +76,10 @@ class BrickActor:
         self.name = str(base.id)
         self.stem = self.workdir / f"{base.node}-{base.serial}"
         self.report_address = f"ipc://{self.stem}-report.sock"
-        self.spec = BrickSpec.from_dict({**asdict(base), "report": self.report_address})
         self.incarnation = uuid.uuid4().hex[:12]  # new at every Ray restart
         self.previous = _read_deaths(self.stem)  # what ended the earlier incarnations
+        self.spec = BrickSpec.from_dict({**asdict(base), "report": self.report_address,
+                                         "epoch": len(self.previous)})
         self.log_path = Path(f"{self.stem}.log")
         self.env = dict(os.environ, **ONE_CORE_ENV, **(env or {}))
         self.ctx = zmq.Context()

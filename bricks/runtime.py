@@ -41,7 +41,7 @@ from lego.bricks.northbound import HEARTBEAT_S, LoadReport, Northbound
 from lego.bricks.routing import RoutingTable, Splitter
 from lego.bricks.shm import socket_address
 from lego.bricks.transport import Control, Inlet, Outlet, rows_of
-from lego.bricks.wire import Message, encode
+from lego.bricks.wire import Message, encode, epoch_start
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,9 @@ class BrickSpec:
     #: a replica of the next hop run in this process (graph edge ``inline = true``):
     #: {node, type, serial, options, outlets}; see :class:`InlineReplica`
     inline: dict[str, Any] | None = None
+    #: earlier incarnations of this brick (its supervisor restarted it): a source
+    #: numbers its batches from this epoch (:data:`~lego.bricks.wire.EPOCH_BITS`)
+    epoch: int = 0
 
     @property
     def id(self) -> BrickId:
@@ -243,6 +246,7 @@ class Brick:
             self._maybe_report()
         if self.stopping:
             return
+        batch0 = epoch_start(self.spec.epoch)
         for msg in self.logic.produce():
             self._serve_control()
             if self.stopping:
@@ -252,12 +256,13 @@ class Brick:
             if msg is None:  # nothing to send yet (a quiet interface)
                 self._maybe_report()
                 continue
+            msg.batch += batch0
             self.packets_in += msg.n
             if not self.first_in:
                 self.first_in = time.time()
             self._emit([msg])
             self._maybe_report()
-        meta = getattr(self.logic, "end_meta", lambda: {})()
+        meta = {**getattr(self.logic, "end_meta", lambda: {})(), "batch0": batch0}
         self._emit(self.logic.finish(meta))
         self._emit([Message(kind="end", src=str(self.id), meta=meta)])
         if self.inline is not None:

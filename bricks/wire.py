@@ -9,7 +9,10 @@ Frame 0 is a small JSON header; frames 1..n are the raw bytes of n numpy arrays
               "t0": 1718000000.25, "meta": {...},
               "arrays": [["ts", "<f8", [4051]], ["src_addr", "|u1", [4051, 16]], ...]}
 
-- ``batch``: the id the source gave the batch (0, 1, 2, ... with no gaps);
+- ``batch``: the id the source gave the batch (0, 1, 2, ... with no gaps), in
+  the source's epoch: a source restarted k times numbers from ``k << EPOCH_BITS``
+  (:func:`epoch_start`), so that a merger tells its batches from those its dead
+  incarnation sent, some of which may still be in flight;
   ``part``/``parts``: which of the pieces a key-routing brick split it into
   (every piece is sent, empty or not, so the merger knows how many to expect).
 - ``seq0``/``seq1``: the half-open switch-sequence range the whole batch covers;
@@ -45,6 +48,18 @@ from lego.bricks.errors import WireError
 
 WIRE_VERSION = 1
 KINDS = ("data", "end")
+#: the low bits of a batch id count the batches of one incarnation of the source
+EPOCH_BITS = 32
+
+
+def epoch_of(batch: int) -> int:
+    """The incarnation of the source that numbered ``batch``."""
+    return batch >> EPOCH_BITS
+
+
+def epoch_start(epoch: int) -> int:
+    """The first batch id of a source's ``epoch``-th incarnation."""
+    return epoch << EPOCH_BITS
 
 
 @dataclass

@@ -331,17 +331,6 @@ class ControllerCore(ElasticDecisions):
                 self.event(now, "graph_gone", port=g.port, host=g.host, taken=taken)
         return []
 
-
-
-
-
-
-
-
-
-
-
-
     # ------------------------------------------------------------ status
 
     def status(self, now: float) -> dict[str, Any]:

@@ -55,17 +55,12 @@ Known limits (measured on nothing: reasoned from the protocol):
   ``seq`` is lower than the previous row's opens an epoch) and send ``after``
   with the epoch it counts in; that needs an epoch id the brick sees even when
   no frame reached the port before the restart (a boot id in the shim).
-- A restarted source or decision brick (``ControllerCore.on_death``) numbers its
-  batches from 0 again. After a source restart the decision brick, already past
-  those numbers, counts the new batches as duplicates and drops them; after a
-  decision restart it waits for batch 0, which its new upstream never sends
-  again, so it releases nothing until ``window`` batches pile up and then
-  records each missing number as lost. Feature, mapping and ULN restarts are
-  unaffected (they keep no numbering). Fix, not built: start the new source at
-  a ``batch0`` past every number the old one may have used and tell the decision
-  brick (a control op) to close the old numbering once ``window`` newer batches
-  have arrived; a new decision brick takes its first batch number from the first
-  batch it receives.
+- A restarted decision brick (``ControllerCore.on_death``) waits for batch 0,
+  which its upstream never sends again, so it releases nothing until ``window``
+  batches pile up and then records each missing number as lost. Fix, not built:
+  a restarted decision takes its first batch number from the first batches it
+  receives. (A restarted source numbers its batches from a new epoch,
+  :data:`lego.bricks.wire.EPOCH_BITS`, which the decision follows.)
 """
 
 from __future__ import annotations

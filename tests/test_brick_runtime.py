@@ -19,7 +19,7 @@ from lego.bricks.kitsune.source import (
 )
 from lego.bricks.northbound import LoadBoard
 from lego.bricks.routing import N_BUCKETS, RoutingTable, dealt_owners
-from lego.bricks.wire import Message, decode, encode
+from lego.bricks.wire import Message, decode, encode, epoch_start
 from lego.ext.packets import open_trace
 
 
@@ -143,6 +143,39 @@ def test_decision_merges_in_order_and_counts_lost(tmp_path):
     table = np.loadtxt(tmp_path / "scores.csv", delimiter=",", skiprows=1)
     assert table[:, 0].tolist() == [0, 1, 2, 3, 10, 11, 30, 40]
     assert summary["alerts"] == 0
+
+
+def test_decision_takes_a_restarted_sources_batches_from_its_new_epoch(tmp_path):
+    """A source its supervisor restarted numbers from the next epoch: the decision
+    scores those batches (they are no duplicates of the dead incarnation's ids),
+    still takes the dead one's stragglers in order, and closes its epoch once the
+    new one is a window ahead; a straggler after that is late, not scored."""
+    d = Decision({"threshold": 0.5, "out": str(tmp_path), "window": 2}, "decision/0")
+    new = epoch_start(1)
+    d.handle(_scores(0, 0, 1, [0], 1))
+    d.handle(_scores(1, 0, 2, [10], 2))  # one part of two
+    d.handle(_scores(new, 0, 1, [50], 1))  # the restarted source's first batch
+    d.handle(_scores(1, 1, 2, [11], 2))  # the dead one's straggler completes batch 1
+    assert d.state.next_batch == 2
+    d.handle(_scores(3, 0, 1, [30], 1))  # the old epoch's batch 2 never comes
+    d.handle(_scores(new + 1, 0, 1, [51], 1))  # a window ahead: the old epoch closes
+    assert d.state.next_batch == new + 2
+    d.handle(_scores(4, 0, 1, [40], 1))
+    d.finish({"batches": 3, "batch0": new})  # the new source sent 3: new + 2 is lost
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    table = np.loadtxt(tmp_path / "scores.csv", delimiter=",", skiprows=1)
+    assert table[:, 0].tolist() == [0, 10, 11, 30, 50, 51]
+    assert [x["batch"] for x in summary["lost"]] == [2, new + 2]
+    assert summary["late"] == 1 and summary["duplicates"] == 0
+    assert summary["source_epochs"] == [{"epoch": 1, "closed_after": 3}]
+    assert summary["batches_total"] == 7
+    # a restarted source that sent nothing but its end: the old epoch still closes
+    d = Decision({"threshold": 0.5, "out": str(tmp_path / "b"), "window": 2}, "decision/0")
+    d.handle(_scores(0, 0, 1, [0], 1))
+    d.handle(_scores(2, 0, 1, [20], 1))
+    d.finish({"batches": 0, "batch0": new})
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert [x["batch"] for x in summary["lost"]] == [1] and summary["batches_total"] == 3
 
 
 def test_load_board_queue_depth():

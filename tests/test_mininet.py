@@ -455,6 +455,38 @@ class TestKillBrick(LegoMininetTest):
         assert nf2["lost_rows"] == 0 and nf2["rows"] > 0
 
 
+class TestKillSource(LegoMininetTest):
+    """The source brick dies (SIGKILL) while frames flow: Ray restarts it, and the
+    new incarnation numbers its batches from the next epoch, so the decision
+    scores them; numbered from 0 again, they were taken for duplicates of the dead
+    one's batches and dropped until the count passed the old one's."""
+
+    RATES = (1500,)
+
+    pytestmark = mininet
+
+    def test_a_restarted_source_is_scored_in_its_new_epoch(self, system, trace_and_model):
+        trace, _ = trace_and_model
+        r = self.replay(trace)
+        wait_for(lambda: _taken(system, 2) > 500, 30, "frames at nf1's source")
+        spec = str(system.brick_dir("nf1") / "src-2-0.json")
+        pid = next((p for p in system.ray.node_pids("nf1")
+                    if spec in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")),
+                   None)
+        assert pid is not None, "nf1's source brick not found"
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: _events(system, "brick_restart", brick="src-2/0"), 15, "the restart")
+        restarted = time.time()
+        r.wait(120)
+        system.finish()
+        out = system.results_dir / "port-2"
+        dec = json.loads((out / "summary.json").read_text())
+        assert dec["duplicates"] == 0, dec
+        assert [e["epoch"] for e in dec["source_epochs"]] == [1], dec["source_epochs"]
+        decided = np.loadtxt(out / "scores.csv", delimiter=",", skiprows=1, ndmin=2)[:, 4]
+        assert (decided > restarted + 1.0).sum() > 300  # the new incarnation's, scored
+
+
 class TestBadTraffic(LegoMininetTest):
     """Malformed frames and a flood of tiny packets crash nothing and are counted."""
 

@@ -115,6 +115,7 @@ def test_a_dead_brick_is_restarted_by_ray_with_its_exit_code_and_bounded(bricks,
     again = bricks._call("dec-2/0", "ready")
     assert again["pid"] != first["pid"] and again["node_id"] == first["node_id"]
     assert [d["pid"] for d in again["previous"]] == [first["pid"]]
+    assert (first["spec"]["epoch"], again["spec"]["epoch"]) == (0, 1)  # a source's batch ids
     os.kill(again["pid"], signal.SIGKILL)  # max_restarts = 2: this restart is the last
     third = wait_for(lambda: (i := _ready(bricks)) and i["pid"] != again["pid"] and i, 30,
                      "the second restart")

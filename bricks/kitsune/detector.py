@@ -38,7 +38,7 @@ import numpy as np
 from lego.bricks.errors import BrickError, StateTransferError
 from lego.bricks.kitsune import moves
 from lego.bricks.kitsune.source import PACKET_FIELDS
-from lego.bricks.wire import Message
+from lego.bricks.wire import Message, epoch_of, epoch_start
 from lego.errors import ModelError
 from lego.ext.batch import PacketBatch
 from lego.ext.features import make_extractor
@@ -209,6 +209,8 @@ class DecisionState:
     rows: int = 0
     alerts: int = 0
     duplicates: int = 0
+    late: int = 0  # parts of a dead source incarnation's batches, after its epoch closed
+    epochs: list[dict] = field(default_factory=list)  # each restarted source's epoch
     lost: list[dict] = field(default_factory=list)
 
 
@@ -245,7 +247,10 @@ class Decision:
     def handle(self, msg: Message) -> list[Message]:
         s = self.state
         if msg.batch < s.next_batch:
-            s.duplicates += 1
+            if epoch_of(msg.batch) < epoch_of(s.next_batch):
+                s.late += 1
+            else:
+                s.duplicates += 1
             return []
         p = s.pending.get(msg.batch)
         if p is None:
@@ -270,12 +275,32 @@ class Decision:
             if p is not None and p.complete:
                 self._release(s.next_batch, s.pending.pop(s.next_batch))
                 continue
-            newest = max(s.pending, default=-1)
+            epoch = epoch_of(s.next_batch)
+            newer = [b for b in s.pending if epoch_of(b) > epoch]
+            if len(newer) >= self.window:  # the dead incarnation's stragglers had their time
+                self._close_epochs(epoch_of(min(newer)))
+                continue
+            newest = max((b for b in s.pending if epoch_of(b) == epoch), default=-1)
             overdue = newest - s.next_batch >= self.window
             if (until is not None and s.next_batch < until) or (until is None and overdue):
                 self._release(s.next_batch, s.pending.pop(s.next_batch, None))
                 continue
             return
+
+    def _close_epochs(self, epoch: int) -> None:
+        """A restarted source numbers its batches from ``epoch``: release what the
+        earlier incarnations' batches left pending, in order (ids missing up to the
+        newest one pending are lost; what the dead one sent after that is unknown
+        here), and go on at the new epoch's first id."""
+        s = self.state
+        for b in sorted(b for b in s.pending if epoch_of(b) < epoch):
+            if epoch_of(s.next_batch) < epoch_of(b):
+                s.next_batch = epoch_start(epoch_of(b))
+            while s.next_batch < b:
+                self._release(s.next_batch, None)
+            self._release(b, s.pending.pop(b))
+        s.epochs.append({"epoch": epoch, "closed_after": s.next_batch - 1})
+        s.next_batch = epoch_start(epoch)
 
     def _release(self, batch: int, p: _Pending | None) -> None:
         s = self.state
@@ -316,17 +341,25 @@ class Decision:
     def finish(self, meta: dict[str, Any]) -> list[Message]:
         s = self.state
         total = meta.get("batches")
-        until = int(total) if total is not None else max(s.pending, default=s.next_batch - 1) + 1
+        first = int(meta.get("batch0", 0)) if total is not None else \
+            max(s.pending, default=s.next_batch)
+        if epoch_of(first) > epoch_of(s.next_batch):  # the last incarnation's epoch
+            self._close_epochs(epoch_of(first))
+        until = first + int(total) if total is not None else \
+            max(s.pending, default=s.next_batch - 1) + 1
         self._drain(until=until)
         for b in sorted(s.pending):  # beyond the source's count: should not happen
             self._release(b, s.pending.pop(b))
         self._scores.close()
         self._alerts.close()
-        summary = {"batches_total": until, "batches_scored": s.batches, "rows": s.rows,
+        whole = sum(1 for x in s.lost if x["parts_missing"] == "all")
+        summary = {"batches_total": s.batches + whole, "batches_scored": s.batches,
+                   "rows": s.rows,
                    "alerts": s.alerts, "threshold": self.threshold,
                    "lost_batches": len(s.lost),
                    "lost_rows": sum(x["rows_lost"] or 0 for x in s.lost),
-                   "lost": s.lost, "duplicates": s.duplicates,
+                   "lost": s.lost, "duplicates": s.duplicates, "late": s.late,
+                   "source_epochs": s.epochs,
                    "source": {k: v for k, v in meta.items() if isinstance(v, int | float | str)}}
         if s.lost:
             log.warning("decision: %d batches (partly) lost: %s", len(s.lost), s.lost[:5])
