@@ -114,7 +114,9 @@ class StateIO(Protocol):
 
 
 class Logic(Protocol):
-    """What a brick does; ``state`` is a separate object holding what it keeps."""
+    """What a brick does; ``state`` is a separate object holding what it keeps. A
+    logic may also have ``resume()``: called when it starts as a restarted
+    incarnation (``spec.epoch`` > 0), whose input stream is already under way."""
 
     state: Any
 
@@ -143,6 +145,8 @@ class Brick:
         self.spec = spec
         self.id = spec.id
         self.logic = logic
+        if spec.epoch and hasattr(logic, "resume"):
+            logic.resume()
         self.northbound = northbound
         self.ctx = ctx or zmq.Context.instance()
         self.inlet: Inlet | None = None

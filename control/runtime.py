@@ -55,12 +55,15 @@ Known limits (measured on nothing: reasoned from the protocol):
   ``seq`` is lower than the previous row's opens an epoch) and send ``after``
   with the epoch it counts in; that needs an epoch id the brick sees even when
   no frame reached the port before the restart (a boot id in the shim).
-- A restarted decision brick (``ControllerCore.on_death``) waits for batch 0,
-  which its upstream never sends again, so it releases nothing until ``window``
-  batches pile up and then records each missing number as lost. Fix, not built:
-  a restarted decision takes its first batch number from the first batches it
-  receives. (A restarted source numbers its batches from a new epoch,
-  :data:`lego.bricks.wire.EPOCH_BITS`, which the decision follows.)
+- A restarted source or decision (``ControllerCore.on_death``; Ray restarted it)
+  carries on: a source numbers its batches from a new epoch
+  (:data:`lego.bricks.wire.EPOCH_BITS`) and the decision follows it; a decision
+  appends to the dead one's outputs and starts at the lowest batch pending once
+  a reorder window has arrived (:meth:`~lego.bricks.kitsune.detector.Decision.resume`).
+  What the dead brick held (a source's socket buffer, a decision's unreleased
+  batches) is lost and shows in the run's accounting, not in a decision's
+  ``lost`` list, which cannot know it; the dead source's intake leaves the
+  status's ``taken``.
 """
 
 from __future__ import annotations

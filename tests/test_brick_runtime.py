@@ -178,6 +178,30 @@ def test_decision_takes_a_restarted_sources_batches_from_its_new_epoch(tmp_path)
     assert [x["batch"] for x in summary["lost"]] == [1] and summary["batches_total"] == 3
 
 
+def test_a_restarted_decision_appends_and_takes_up_the_numbering_where_it_is(tmp_path):
+    """A decision restarted after a crash keeps what the dead one wrote (its torn
+    last line cut off) and starts at the lowest batch pending once a reorder window
+    has arrived, not at 0, which its upstream never sends again."""
+    d = Decision({"threshold": 0.5, "out": str(tmp_path), "window": 2}, "decision/0")
+    for b in range(3):
+        d.handle(_scores(b, 0, 1, [b * 10], 1))
+    with open(tmp_path / "scores.csv", "a") as f:
+        f.write("31,0.1")  # the dead incarnation was killed mid-line
+    d = Decision({"threshold": 0.5, "out": str(tmp_path), "window": 2}, "decision/0")
+    d.resume()
+    d.handle(_scores(8, 0, 1, [80], 1))
+    assert d.state.next_batch == 0 and d.state.resuming  # one batch: wait for a window
+    d.handle(_scores(7, 0, 1, [70], 1))
+    assert d.state.next_batch == 9 and d.state.resumed_from == 7
+    d.handle(_scores(6, 0, 1, [60], 1))  # older than where it resumed: late
+    d.finish({"batches": 10})
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["resumed_from"] == 7 and summary["late"] == 1
+    assert [x["batch"] for x in summary["lost"]] == [9]
+    table = np.loadtxt(tmp_path / "scores.csv", delimiter=",", skiprows=1)
+    assert table[:, 0].tolist() == [0, 10, 20, 70, 80]  # one header, no torn row
+
+
 def test_load_board_queue_depth():
     board = LoadBoard()
     board.update({"op": "load", "brick": "fm/0", "sent": {"uln": [5, 7]}, "batches_in": 9})

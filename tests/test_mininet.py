@@ -436,11 +436,7 @@ class TestKillBrick(LegoMininetTest):
         trace, _ = trace_and_model
         r = self.replay(trace)
         wait_for(lambda: _accounting(self)[2] > 300, 30, "scores")
-        spec = str(system.brick_dir("nf1") / "uln-2-0.json")
-        pid = next((p for p in system.ray.node_pids("nf1")
-                    if spec in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")),
-                   None)
-        assert pid is not None, "nf1's uln brick not found"
+        pid = _brick_pid(system, "nf1", "uln-2-0.json")
         before = _accounting(self)[2]
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
@@ -453,6 +449,16 @@ class TestKillBrick(LegoMininetTest):
         system.finish()
         nf2 = json.loads((system.results_dir / "port-3" / "summary.json").read_text())
         assert nf2["lost_rows"] == 0 and nf2["rows"] > 0
+
+
+def _brick_pid(system, host: str, brick_file: str) -> int:
+    """The pid of the brick process started from ``brick_file`` on ``host``."""
+    spec = str(system.brick_dir(host) / brick_file)
+    pid = next((p for p in system.ray.node_pids(host)
+                if spec in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")),
+               None)
+    assert pid is not None, f"{host}'s {brick_file} brick not found"
+    return pid
 
 
 class TestKillSource(LegoMininetTest):
@@ -469,12 +475,7 @@ class TestKillSource(LegoMininetTest):
         trace, _ = trace_and_model
         r = self.replay(trace)
         wait_for(lambda: _taken(system, 2) > 500, 30, "frames at nf1's source")
-        spec = str(system.brick_dir("nf1") / "src-2-0.json")
-        pid = next((p for p in system.ray.node_pids("nf1")
-                    if spec in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")),
-                   None)
-        assert pid is not None, "nf1's source brick not found"
-        os.kill(pid, signal.SIGKILL)
+        os.kill(_brick_pid(system, "nf1", "src-2-0.json"), signal.SIGKILL)
         wait_for(lambda: _events(system, "brick_restart", brick="src-2/0"), 15, "the restart")
         restarted = time.time()
         r.wait(120)
@@ -485,6 +486,35 @@ class TestKillSource(LegoMininetTest):
         assert [e["epoch"] for e in dec["source_epochs"]] == [1], dec["source_epochs"]
         decided = np.loadtxt(out / "scores.csv", delimiter=",", skiprows=1, ndmin=2)[:, 4]
         assert (decided > restarted + 1.0).sum() > 300  # the new incarnation's, scored
+
+
+class TestKillDecision(LegoMininetTest):
+    """The decision brick dies (SIGKILL) while frames flow: Ray restarts it, and the
+    new incarnation keeps the dead one's scores (flushed batch by batch, appended
+    to) and takes up the batch numbering where its upstream is; from 0, it waited
+    for a batch that never came and truncated the dead one's scores."""
+
+    RATES = (600,)  # 10 s of traffic
+
+    pytestmark = mininet
+
+    def test_a_restarted_decision_keeps_the_scores_and_goes_on(self, system, trace_and_model):
+        trace, _ = trace_and_model
+        r = self.replay(trace)
+        wait_for(lambda: _taken(system, 2) > 500, 30, "frames at nf1's source")
+        killed = time.time()
+        os.kill(_brick_pid(system, "nf1", "dec-2-0.json"), signal.SIGKILL)
+        wait_for(lambda: _events(system, "brick_restart", brick="dec-2/0"), 15, "the restart")
+        r.wait(120)
+        system.finish()
+        out = system.results_dir / "port-2"
+        dec = json.loads((out / "summary.json").read_text())
+        assert dec["duplicates"] == 0 and dec["resumed_from"], dec
+        table = np.loadtxt(out / "scores.csv", delimiter=",", skiprows=1, ndmin=2)
+        seq, decided = table[:, 0], table[:, 4]
+        assert len(np.unique(seq)) == len(seq)  # no row scored twice
+        assert (decided < killed).sum() > 100  # the dead decision's scores are kept
+        assert (decided > killed + 1.0).sum() > 300  # and the new one scores on
 
 
 class TestBadTraffic(LegoMininetTest):

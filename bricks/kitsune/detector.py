@@ -21,7 +21,10 @@ message (a batch) and returns the messages it emits:
   through a bounded reorder window, writes scores as CSV and alerts as JSON
   lines, and accounts for every batch: a batch (or piece of one) that has not
   arrived when ``window`` later batches have, or at the end, is recorded as lost
-  with its sequence range and number of rows (``summary.json``).
+  with its sequence range and number of rows (``summary.json``). Its outputs
+  are flushed batch by batch and appended to, so that a decision restarted after
+  a crash keeps what the dead one wrote; it takes up the numbering where its
+  upstream is (:meth:`Decision.resume`).
 """
 
 from __future__ import annotations
@@ -209,7 +212,9 @@ class DecisionState:
     rows: int = 0
     alerts: int = 0
     duplicates: int = 0
-    late: int = 0  # parts of a dead source incarnation's batches, after its epoch closed
+    late: int = 0  # parts of batches a restart skipped: a dead source's, or before a resume
+    resuming: bool = False  # a restarted decision, its first batch not yet chosen
+    resumed_from: int | None = None
     epochs: list[dict] = field(default_factory=list)  # each restarted source's epoch
     lost: list[dict] = field(default_factory=list)
 
@@ -239,15 +244,22 @@ class Decision:
         self.out.mkdir(parents=True, exist_ok=True)
         self.write_scores = bool(options.get("write_scores", True))
         self.write_alerts = bool(options.get("write_alerts", True))
-        self._scores = open(self.out / "scores.csv", "w")
-        self._scores.write("seq,score,trained,alert,decided\n")
-        self._alerts = open(self.out / "alerts.jsonl", "w")
+        self._scores = append_lines(self.out / "scores.csv", "seq,score,trained,alert,decided")
+        self._alerts = append_lines(self.out / "alerts.jsonl")
         self.state = DecisionState()
+
+    def resume(self) -> None:
+        """This decision replaces a dead one (the runtime calls this on a restart):
+        its upstream goes on numbering where it was, so the first batch is the
+        lowest one pending once a reorder window of them has arrived (or at the
+        end), not 0; what the dead one released is in the files already."""
+        self.state.resuming = True
 
     def handle(self, msg: Message) -> list[Message]:
         s = self.state
         if msg.batch < s.next_batch:
-            if epoch_of(msg.batch) < epoch_of(s.next_batch):
+            if epoch_of(msg.batch) < epoch_of(s.next_batch) or \
+                    (s.resumed_from is not None and msg.batch < s.resumed_from):
                 s.late += 1
             else:
                 s.duplicates += 1
@@ -270,6 +282,11 @@ class Decision:
 
     def _drain(self, until: int | None) -> None:
         s = self.state
+        if s.resuming:  # (finish ends it before it drains)
+            if len(s.pending) < self.window:
+                return
+            s.resuming = False
+            s.next_batch = s.resumed_from = min(s.pending)
         while True:
             p = s.pending.get(s.next_batch)
             if p is not None and p.complete:
@@ -337,12 +354,17 @@ class Decision:
                        delimiter=",")
         if self.write_alerts and alert.any():
             self._alerts.write(alert_lines(seq[alert], score[alert]))
+        self._scores.flush()  # a crash loses no released batch (a restart appends)
+        self._alerts.flush()
 
     def finish(self, meta: dict[str, Any]) -> list[Message]:
         s = self.state
         total = meta.get("batches")
         first = int(meta.get("batch0", 0)) if total is not None else \
             max(s.pending, default=s.next_batch)
+        if s.resuming:  # nothing pending yet picked the first batch: the source's does
+            s.resuming = False
+            s.next_batch = s.resumed_from = min(s.pending, default=first)
         if epoch_of(first) > epoch_of(s.next_batch):  # the last incarnation's epoch
             self._close_epochs(epoch_of(first))
         until = first + int(total) if total is not None else \
@@ -359,12 +381,29 @@ class Decision:
                    "lost_batches": len(s.lost),
                    "lost_rows": sum(x["rows_lost"] or 0 for x in s.lost),
                    "lost": s.lost, "duplicates": s.duplicates, "late": s.late,
-                   "source_epochs": s.epochs,
+                   "source_epochs": s.epochs, "resumed_from": s.resumed_from,
                    "source": {k: v for k, v in meta.items() if isinstance(v, int | float | str)}}
         if s.lost:
             log.warning("decision: %d batches (partly) lost: %s", len(s.lost), s.lost[:5])
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         return []
+
+
+def append_lines(path: Path, header: str | None = None):
+    """``path`` opened to append lines: a dead writer's torn last line cut off, the
+    header written if the file is new (or was empty)."""
+    with open(path, "a+b") as f:
+        size = f.seek(0, 2)
+        if size:
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+            cut = tail.rfind(b"\n") + 1
+            if cut < len(tail):  # a line the dead writer did not finish
+                f.truncate(size - len(tail) + cut)
+    out = open(path, "a")
+    if header is not None and out.tell() == 0:
+        out.write(header + "\n")
+    return out
 
 
 def keep_earlier(out: Path) -> None:
