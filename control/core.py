@@ -148,6 +148,8 @@ class ControllerCore(ElasticDecisions):
         self.event(now, "brick_died", host=host, brick=brick, code=code)
         if b is None or b.retired:
             return []
+        self._keep_totals(b)  # its successor counts from 0
+        b.load = {k: v for k, v in b.load.items() if k not in ("packets_in", "extra")}
         g = self.graphs.get(b.port)
         a = self.hosts.get(host)
         if g is None or g.draining or a is None or not a.alive:
@@ -319,17 +321,23 @@ class ControllerCore(ElasticDecisions):
             if all(now - b.last_seen > 1.0 or b.load.get("state") == "done" for b in bricks):
                 taken = 0
                 for b in bricks:  # what it took, scored and alerted stays in the totals
-                    if b.role == "src":
-                        taken += b.load.get("packets_in", 0)
-                    if b.role == "dec":
-                        extra = b.load.get("extra", {})
-                        self.counters["retired_scores"] += extra.get("scores", 0)
-                        self.counters["retired_alerts"] += extra.get("alerts", 0)
+                    taken += self._keep_totals(b)
                     del self.bricks[b.id]
-                self.counters["retired_taken"] += taken
                 del self.graphs[g.port]
                 self.event(now, "graph_gone", port=g.port, host=g.host, taken=taken)
         return []
+
+    def _keep_totals(self, b) -> int:
+        """What ``b`` last reported (a source's intake, a decision's scores and
+        alerts) into the retired totals: its graph drained, or it died and its
+        successor counts from 0. Returns the frames it took."""
+        taken = b.load.get("packets_in", 0) if b.role == "src" else 0
+        self.counters["retired_taken"] += taken
+        if b.role == "dec":
+            extra = b.load.get("extra", {})
+            self.counters["retired_scores"] += extra.get("scores", 0)
+            self.counters["retired_alerts"] += extra.get("alerts", 0)
+        return taken
 
     # ------------------------------------------------------------ status
 

@@ -62,8 +62,9 @@ Known limits (measured on nothing: reasoned from the protocol):
   a reorder window has arrived (:meth:`~lego.bricks.kitsune.detector.Decision.resume`).
   What the dead brick held (a source's socket buffer, a decision's unreleased
   batches) is lost and shows in the run's accounting, not in a decision's
-  ``lost`` list, which cannot know it; the dead source's intake leaves the
-  status's ``taken``.
+  ``lost`` list, which cannot know it. What the dead one last reported (a
+  source's intake, a decision's scores) stays in the status totals; what it did
+  after its last report (up to 0.25 s) is missing from them.
 """
 
 from __future__ import annotations
@@ -274,6 +275,11 @@ class ControllerRuntime:
                     if b is not None and "now" in rep:  # it has reported once
                         by_host.setdefault(b.host, []).append(
                             {**rep, "queue_depth": queue_depth(self.core, name, loads)})
+                while self.engine.restarted:  # first: the dead one's last load is b.load
+                    r = self.engine.restarted.pop(0)
+                    b = self.core.bricks.get(r["brick"])
+                    if b is not None:
+                        cmds += self.core.on_death(now, b.host, r["brick"], r["code"])
                 for host, a in self.core.hosts.items():  # Ray says the node died
                     if a.alive and host not in self.nodes:
                         cmds += self.core.on_host_lost(now, host, reason="Ray node dead")
@@ -285,11 +291,6 @@ class ControllerRuntime:
                     cpu = next((r["host_cpu"] for r in reps if r.get("host_cpu")), None)
                     self.core.on_heartbeat(now, host, n["node_id"], reps,
                                            tuple(cpu) if cpu else None)
-                while self.engine.restarted:
-                    r = self.engine.restarted.pop(0)
-                    b = self.core.bricks.get(r["brick"])
-                    if b is not None:
-                        cmds += self.core.on_death(now, b.host, r["brick"], r["code"])
                 gone = [n for n in self.engine.handles if n not in self.core.bricks]
                 self.core.heard_until = now  # this round is complete
             for c in cmds:

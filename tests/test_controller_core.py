@@ -125,6 +125,25 @@ def test_a_dead_brick_is_restarted_in_place_and_its_upstream_rerouted():
     assert cmds[1].args["brick"] == "fm-2/0"
 
 
+def test_a_restarted_source_and_decision_leave_what_they_reported_in_the_totals():
+    """A restarted brick's successor counts from 0: what the dead source took and
+    the dead decision scored (as last reported) stays in the status totals."""
+    core = core_with_graph()
+
+    def report(b, n):
+        extra = {"scores": n, "alerts": 1} if b.role == "dec" else {}
+        return {"brick": b.id, "now": 1.0, "busy_s": 0.0, "queue_depth": 0,
+                "state": "running", "packets_in": n, "extra": extra}
+
+    core.on_heartbeat(1.0, "nf1", "inc", [report(b, 500) for b in core.bricks.values()])
+    core.on_death(1.1, "nf1", "src-2/0", -9)
+    core.on_death(1.1, "nf1", "dec-2/0", -9)
+    core.on_heartbeat(1.2, "nf1", "inc", [report(b, 40 if b.role in ("src", "dec") else 500)
+                                          for b in core.bricks.values()])
+    st = core.status(1.2)
+    assert (st["taken"], st["scores"], st["alerts"]) == (540, 540, 2)
+
+
 def test_re_registration_rebuilds_the_registry_without_commands():
     core = core_with_graph()
     specs = graph_specs(core.cfg, 2, core.hosts["nf1"].workdir, 5, 1, 1)
