@@ -35,8 +35,10 @@ def test_an_event_is_one_plain_sentence_with_its_move():
     assert rows[0]["utilisation"] == 0.83 and rows[0]["high"] == 0.75
     text = event_sentence(rows[0])
     assert text == ("12.1 s: feature extraction 1 -> 2 replicas on nf2 (utilisation 0.83 > "
-                    "0.75 for 1.0s); 452 buckets, 27,944 entries moved in 0.25 s, 12 packets "
+                    "0.75 for 1.0 s); 452 buckets, 27,944 entries moved in 0.25 s, 12 packets "
                     "held, 0 buckets lost")
+    one = event_sentence({**rows[0], "buckets": 1, "entries": 1, "held": 1})
+    assert one.endswith("1 bucket, 1 entry moved in 0.25 s, 1 packet held, 0 buckets lost")
     for r in rows:
         s = event_sentence(r)
         assert not set("{['") & set(s), s

@@ -12,7 +12,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+#: the policy's "for 0.5s", written "for 0.5 s" in a sentence
+_SECONDS = re.compile(r"for ([0-9.]+)s\b")
 
 
 def yes_no(value: bool) -> str:
@@ -52,13 +56,20 @@ def event_sentence(e: dict[str, Any]) -> str:
         if e.get("port") is not None else ""
     text = (f"{e['t']:.1f} s: {e['brick']} {e['replicas_before']} -> {e['replicas_after']} "
             f"replicas{where}")
-    if e.get("reason"):
-        text += f" ({e['reason'].replace('for ', 'for ', 1)})"
+    if e.get("reason"):  # the policy writes "for 0.5s"
+        text += " (" + _SECONDS.sub(r"for \1 s", e["reason"]) + ")"
     if e.get("buckets"):
-        text += (f"; {_num(int(e['buckets']))} buckets, {_num(int(e['entries']))} entries "
-                 f"moved in {float(e['seconds']):.2f} s, {_num(int(e.get('held', 0)))} "
-                 f"packets held, {_num(int(e.get('lost_buckets', 0)))} buckets lost")
+        text += (f"; {_count(e['buckets'], 'bucket')}, {_count(e['entries'], 'entry')} "
+                 f"moved in {float(e['seconds']):.2f} s, {_count(e.get('held', 0), 'packet')} "
+                 f"held, {_count(e.get('lost_buckets', 0), 'bucket')} lost")
     return text
+
+
+def _count(n: float, noun: str) -> str:
+    """``1 bucket``, ``2 buckets``, ``1 entry``, ``27,944 entries``."""
+    n = int(n)
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{_num(n)} {noun if n == 1 else plural}"
 
 
 def sla_figures(rows: list[dict[str, Any]], sla_ms: float,
