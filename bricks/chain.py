@@ -61,6 +61,14 @@ class Chain:
             self.control = self._control
         if hasattr(tail, "bind_output"):  # only the tail's output leaves the process
             self.bind_output = tail.bind_output
+        if any(hasattr(m, "resume") for m in self.members):
+            self.resume = self._resume
+
+    def _resume(self) -> None:
+        """A restarted chain: every member that resumes does."""
+        for member in self.members:
+            if hasattr(member, "resume"):
+                member.resume()
 
     def _step(self, i: int, msgs: list[Message]) -> list[Message]:
         """Messages through member ``i``: what it emits."""

@@ -322,6 +322,20 @@ def test_chain_composes_handles_and_flows_finish_output_through_the_rest(monkeyp
     assert [list(m.arrays["v"]) for m in fin] == [[110], [1000]]
     assert set(chain.report()["members_cpu_s"]) == {"a", "b"}
     assert not hasattr(chain, "produce") and not hasattr(chain, "split")
+    assert not hasattr(chain, "resume")  # no member resumes: neither does the chain
+
+
+def test_a_restarted_chain_resumes_the_members_that_resume(monkeypatch, tmp_path):
+    from lego.bricks import catalog
+
+    monkeypatch.setitem(catalog.BRICK_TYPES, "add", catalog.BrickType(
+        "add", f"{__name__}:_Add", "worker", "stateless"))
+    chain = make_chain({"members": [
+        {"node": "a", "type": "add", "options": {"k": 1}},
+        {"node": "d", "type": "decision", "options": {"threshold": 0.5, "out": str(tmp_path)}}]},
+        type("Id", (), {"serial": 0})())
+    chain.resume()
+    assert chain.members[1].state.resuming
 
 
 class _Src:
