@@ -148,8 +148,7 @@ class ControllerCore(ElasticDecisions):
         self.event(now, "brick_died", host=host, brick=brick, code=code)
         if b is None or b.retired:
             return []
-        self._keep_totals(b)  # its successor counts from 0
-        b.load = {k: v for k, v in b.load.items() if k not in ("packets_in", "extra")}
+        self._retire_counts(b)  # its successor counts from 0
         g = self.graphs.get(b.port)
         a = self.hosts.get(host)
         if g is None or g.draining or a is None or not a.alive:
@@ -321,23 +320,25 @@ class ControllerCore(ElasticDecisions):
             if all(now - b.last_seen > 1.0 or b.load.get("state") == "done" for b in bricks):
                 taken = 0
                 for b in bricks:  # what it took, scored and alerted stays in the totals
-                    taken += self._keep_totals(b)
+                    taken += self._retire_counts(b)
                     del self.bricks[b.id]
                 del self.graphs[g.port]
                 self.event(now, "graph_gone", port=g.port, host=g.host, taken=taken)
         return []
 
-    def _keep_totals(self, b) -> int:
-        """What ``b`` last reported (a source's intake, a decision's scores and
-        alerts) into the retired totals: its graph drained, or it died and its
-        successor counts from 0. Returns the frames it took."""
-        taken = b.load.get("packets_in", 0) if b.role == "src" else 0
-        self.counters["retired_taken"] += taken
+    def _retire_counts(self, b) -> int:
+        """Move what ``b`` last reported (a source's intake, a decision's scores and
+        alerts) from its load into the retired totals: its graph drained, or it died
+        and its successor counts from 0. Returns the frames it took."""
+        if b.role == "src":
+            taken = b.load.pop("packets_in", 0)
+            self.counters["retired_taken"] += taken
+            return taken
         if b.role == "dec":
-            extra = b.load.get("extra", {})
+            extra = b.load.pop("extra", {})
             self.counters["retired_scores"] += extra.get("scores", 0)
             self.counters["retired_alerts"] += extra.get("alerts", 0)
-        return taken
+        return 0
 
     # ------------------------------------------------------------ status
 

@@ -121,7 +121,7 @@ class ControllerRuntime:
         self.failure: BaseException | None = None
         # the ports whose counters the status reads: their cells only (of 512 each)
         self._ports = list(dict.fromkeys(cfg.switch["traffic_ports"] + cfg.all_ports))
-        self._port_cells = sorted({p % pl.N_PORTS for p in self._ports})
+        self._port_cells = pl.port_cells(self._ports)
         self.hooks = LiveMoves(self)
         self.client: P4RuntimeClient | None = None
         self.manager: SwitchManager | None = None

@@ -33,7 +33,7 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,6 +98,12 @@ C_EVENT = "LegoIngress.event_counter"
 C_PORT_OUT = "LegoEgress.port_out_counter"
 COUNTER_SIZES = {C_BUCKET: N_BUCKETS, C_MIRROR_BUCKET: N_BUCKETS, C_PORT_IN: N_PORTS,
                  C_EVENT: N_EVENTS, C_PORT_OUT: N_PORTS}
+
+
+def port_cells(ports: Iterable[int]) -> list[int]:
+    """The port counters' cells that count these switch ports (cell = port mod
+    N_PORTS, as the pipeline indexes them), sorted: what a reader of a few ports asks for."""
+    return sorted({p % N_PORTS for p in ports})
 
 
 def group_buckets(records: np.ndarray, group: int) -> np.ndarray:

@@ -210,6 +210,16 @@ def _taken(system, port: int) -> int:
             and e["port"] == port)
 
 
+def _brick_pid(system, host: str, brick_file: str) -> int:
+    """The pid of the brick process started from ``brick_file`` on ``host``."""
+    spec = str(system.brick_dir(host) / brick_file)
+    pid = next((p for p in system.ray.node_pids(host)
+                if spec in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")),
+               None)
+    assert pid is not None, f"{host}'s {brick_file} brick not found"
+    return pid
+
+
 def _port_out(system, port: int) -> int:
     return system.status()["switch"]["ports"].get(str(port), {}).get("out", 0)
 
@@ -449,16 +459,6 @@ class TestKillBrick(LegoMininetTest):
         system.finish()
         nf2 = json.loads((system.results_dir / "port-3" / "summary.json").read_text())
         assert nf2["lost_rows"] == 0 and nf2["rows"] > 0
-
-
-def _brick_pid(system, host: str, brick_file: str) -> int:
-    """The pid of the brick process started from ``brick_file`` on ``host``."""
-    spec = str(system.brick_dir(host) / brick_file)
-    pid = next((p for p in system.ray.node_pids(host)
-                if spec in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")),
-               None)
-    assert pid is not None, f"{host}'s {brick_file} brick not found"
-    return pid
 
 
 class TestKillSource(LegoMininetTest):

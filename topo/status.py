@@ -39,7 +39,7 @@ class SwitchMonitor:
         """``ports``: the switch ports to report (their counter cells only are read);
         None: every port that counted a frame (all 512 cells read)."""
         self.ports = ports
-        self.cells = None if ports is None else sorted({p % pl.N_PORTS for p in ports})
+        self.cells = None if ports is None else pl.port_cells(ports)
         self.address = address
         self.device_id = device_id
         self.election_id = election_id
@@ -69,10 +69,12 @@ class SwitchMonitor:
                 self.client.close()
                 self.client = None
             return {}
-        pin, pout, ev = c[pl.C_PORT_IN], c[pl.C_PORT_OUT], c[pl.C_EVENT]
-        ports = {str(p): {"in": int(pin[p % pl.N_PORTS, 0]), "out": int(pout[p % pl.N_PORTS, 0])}
-                 for p in (self.ports if self.ports is not None else range(len(pin)))
-                 if pin[p % pl.N_PORTS, 0] or pout[p % pl.N_PORTS, 0]}
+        pin, pout, ev = c[pl.C_PORT_IN][:, 0], c[pl.C_PORT_OUT][:, 0], c[pl.C_EVENT]
+        ports = {}
+        for p in self.ports if self.ports is not None else range(len(pin)):
+            cell = p % pl.N_PORTS
+            if pin[cell] or pout[cell]:
+                ports[str(p)] = {"in": int(pin[cell]), "out": int(pout[cell])}
         events = {EVENT_NAMES.get(i, str(i)): int(ev[i, 0]) for i in range(len(ev))}
         return {"ports": ports, "events": events}
 

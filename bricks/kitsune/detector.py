@@ -285,24 +285,32 @@ class Decision:
         if s.resuming:  # (finish ends it before it drains)
             if len(s.pending) < self.window:
                 return
-            s.resuming = False
-            s.next_batch = s.resumed_from = min(s.pending)
+            self._resume_at(min(s.pending))
         while True:
             p = s.pending.get(s.next_batch)
             if p is not None and p.complete:
                 self._release(s.next_batch, s.pending.pop(s.next_batch))
                 continue
+            newest = max(s.pending, default=-1)
             epoch = epoch_of(s.next_batch)
-            newer = [b for b in s.pending if epoch_of(b) > epoch]
-            if len(newer) >= self.window:  # the dead incarnation's stragglers had their time
-                self._close_epochs(epoch_of(min(newer)))
-                continue
-            newest = max((b for b in s.pending if epoch_of(b) == epoch), default=-1)
+            if epoch_of(newest) > epoch:  # a restarted source's batches are pending
+                newer = [b for b in s.pending if epoch_of(b) > epoch]
+                if len(newer) >= self.window:  # the dead one's stragglers had their time
+                    self._close_epochs(epoch_of(min(newer)))
+                    continue
+                newest = max(b for b in s.pending if epoch_of(b) == epoch) \
+                    if len(newer) < len(s.pending) else -1
             overdue = newest - s.next_batch >= self.window
             if (until is not None and s.next_batch < until) or (until is None and overdue):
                 self._release(s.next_batch, s.pending.pop(s.next_batch, None))
                 continue
             return
+
+    def _resume_at(self, batch: int) -> None:
+        """A restarted decision's first batch is chosen: ``batch``."""
+        s = self.state
+        s.resuming = False
+        s.next_batch = s.resumed_from = batch
 
     def _close_epochs(self, epoch: int) -> None:
         """A restarted source numbers its batches from ``epoch``: release what the
@@ -360,15 +368,16 @@ class Decision:
     def finish(self, meta: dict[str, Any]) -> list[Message]:
         s = self.state
         total = meta.get("batches")
-        first = int(meta.get("batch0", 0)) if total is not None else \
-            max(s.pending, default=s.next_batch)
-        if s.resuming:  # nothing pending yet picked the first batch: the source's does
-            s.resuming = False
-            s.next_batch = s.resumed_from = min(s.pending, default=first)
-        if epoch_of(first) > epoch_of(s.next_batch):  # the last incarnation's epoch
+        if total is not None:  # the last source incarnation's ids: [first, until)
+            first = int(meta.get("batch0", 0))
+            until = first + int(total)
+        else:  # no count: up to the newest batch here
+            first = max(s.pending, default=s.next_batch)
+            until = first + 1 if s.pending else first
+        if s.resuming:  # no window of batches chose the first one: the source's does
+            self._resume_at(min(s.pending, default=first))
+        if epoch_of(first) > epoch_of(s.next_batch):
             self._close_epochs(epoch_of(first))
-        until = first + int(total) if total is not None else \
-            max(s.pending, default=s.next_batch - 1) + 1
         self._drain(until=until)
         for b in sorted(s.pending):  # beyond the source's count: should not happen
             self._release(b, s.pending.pop(b))
