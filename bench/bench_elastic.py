@@ -34,11 +34,11 @@ import time
 from pathlib import Path
 
 from bench.common import Row, latency_row
-from lego.bricks.kitsune.graph import train_model
 from lego.control.config import config_from_dict
 from lego.control.policy_scaling import ScalingConfig, ScalingPolicy
 from lego.control.runtime import ControllerRuntime
 from lego.control.testbed import TOKEN, Driver, brick_dir, system_config, wait_for
+from lego.nfs.kitsune.graph import train_model
 from lego.switch import pipeline as pl
 from lego.switch.server import P4RuntimeServer
 from lego.topo.traffic_synth import generate, write_trace

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import SHARED_DATA, Row
-from lego.bricks.kitsune.monolith import KitsuneNF
 from lego.ext.features import make_extractor
 from lego.ext.kitnet import KitNET
 from lego.ext.kitnet_spec import KitNETSpec
 from lego.ext.packets import open_trace, read_trace
+from lego.nfs.kitsune.monolith import KitsuneNF
 
 FM, AD = 2000, 15000
 BATCH = 8192

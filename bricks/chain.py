@@ -8,8 +8,8 @@ operators, and only what the last member emits leaves the process.
 What composition costs: one Python call per member per batch and the
 intermediate arrays the members allocate anyway (a member's output is its
 successor's input, by reference: no queue, no copy, no header). Measured on
-the Kitsune graph (8192-packet batches), ``feature_mapping -> uln`` fused costs
-the same as ``KitNET.execute`` alone to within noise, while a process hop costs
+the first NF's graph (8192-packet batches), its feature mapping and ensemble fused
+cost the same as the ensemble's own execute alone to within noise, while a process hop costs
 one copy of the batch into shared memory and a context switch (see
 ``bench/bench_bricks.py``). What fusion gives up: the members share one core
 (they cannot be scaled apart) and the chain's replicas are replicas of every
@@ -147,8 +147,8 @@ class SourceChain(Chain):
 
 def make_chain(options: dict[str, Any], brick_id: Any) -> Chain:
     """The chain logic for a group (a source chain when its head produces)."""
-    from lego.bricks.catalog import BRICK_TYPES
+    from lego.bricks.catalog import brick_type
 
     head = options["members"][0]["type"]
-    cls = SourceChain if BRICK_TYPES[head].role == "source" else Chain
+    cls = SourceChain if brick_type(head, options.get("nf")).role == "source" else Chain
     return cls(options, brick_id)

@@ -1,6 +1,6 @@
 """A source brick fed frames over ZeroMQ instead of an interface (tests, benchmarks).
 
-``frame_feed`` is :class:`~lego.bricks.kitsune.source.PacketBatching` whose
+``frame_feed`` is :class:`~lego.bricks.source.PacketBatching` whose
 "interface" is a PULL socket bound at option ``feed``: the process that plays the
 switch's egress port (a test driving the software target's pipeline model) sends
 the frames that port would carry, shim and all, in order. One message:
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from lego.bricks.kitsune.source import Frames, PacketBatching, frames_to_batch
+from lego.bricks.source import Frames, PacketBatching, frames_to_batch
 from lego.ext.batch import PacketBatch
 
 

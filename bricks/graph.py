@@ -1,7 +1,7 @@
 """Brick graph files (TOML): which bricks, how many replicas, edges, transport, CPUs.
 
     [graph]
-    name = "kitsune"
+    name = "my-nf"
     transport = "ipc"        # ipc (one host) | tcp (across hosts: host + base_port)
     shm = true               # ipc: arrays in shared-memory slots, headers on the socket
     hwm = 4                  # batches per queue (each link is bounded; shm: slots per link)
@@ -62,11 +62,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lego.bricks.catalog import BRICK_TYPES
+from lego.bricks.catalog import brick_type, known_types
 from lego.bricks.errors import GraphError
 from lego.bricks.routing import POLICIES
 from lego.bricks.runtime import BrickSpec, OutletSpec
 from lego.bricks.transport import OVERFLOWS, TRANSPORTS, addresses
+from lego.errors import LegoError
 from lego.tables import read_toml, typed_table
 
 CHAIN = "chain"  # the brick type of a fused group (lego.bricks.chain)
@@ -270,9 +271,10 @@ def graph_from_dict(data: Mapping[str, Any], where: str = "<graph>") -> Graph:
 def node_role(node: Node) -> str:
     """source | worker | sink; a chain's from its first and last member."""
     if node.type != CHAIN:
-        return BRICK_TYPES[node.type].role
+        return brick_type(node.type).role
     members = node.options["members"]
-    head, tail = BRICK_TYPES[members[0]["type"]].role, BRICK_TYPES[members[-1]["type"]].role
+    head = brick_type(members[0]["type"], members[0].get("options", {}).get("nf")).role
+    tail = brick_type(members[-1]["type"], members[-1].get("options", {}).get("nf")).role
     return "source" if head == "source" else "sink" if tail == "sink" else "worker"
 
 
@@ -347,7 +349,7 @@ def check_inline(graph: Graph) -> None:
         where = f"{graph.where}: edge {e.src} -> {e.dst} (inline = true)"
         dst = graph.nodes[e.dst]
         types = [m["type"] for m in dst.options["members"]] if dst.type == CHAIN else [dst.type]
-        stateful = [t for t in types if BRICK_TYPES[t].replication != "stateless"]
+        stateful = [t for t in types if brick_type(t).replication != "stateless"]
         if stateful:
             raise GraphError(f"{where}: a {stateful[0]} brick keeps state or runs once, so "
                              "it cannot have a replica inline in another process")
@@ -383,8 +385,30 @@ def topo_order(graph: Graph) -> list[str]:
     return order
 
 
+def _owner(type_name: str) -> str | None:
+    from lego import nfs
+
+    nf = nfs.owner(type_name)
+    return nf.name if nf else None
+
+
+def _splits_exactly(nf_name: str, options: Mapping[str, Any]) -> bool:
+    from lego import nfs
+
+    nf = nfs.get(nf_name)
+    return nf.splits_exactly({k: v for k, v in options.items() if k in nf.options})
+
+
 def check_rules(graph: Graph) -> None:
     w = graph.where
+    nf = graph.params.get("nf")
+    if nf is not None:
+        from lego import nfs
+
+        try:
+            nfs.get(nf)
+        except LegoError as exc:
+            raise GraphError(f"{w}: params.nf: {exc}") from exc
     if graph.transport not in TRANSPORTS:
         raise GraphError(f"{w}: graph.transport: expected one of {TRANSPORTS}, "
                          f"got {graph.transport!r}")
@@ -399,13 +423,13 @@ def check_rules(graph: Graph) -> None:
     allowed_cpus = os.sched_getaffinity(0)
     for node in graph.nodes.values():
         where = f"{w}: bricks.{node.name}"
-        if node.type not in BRICK_TYPES or node.type == CHAIN:
+        if brick_type(node.type, nf) is None or node.type == CHAIN:
             raise GraphError(f"{where}.type: unknown brick type {node.type!r} (expected one "
-                             f"of {', '.join(sorted(set(BRICK_TYPES) - {CHAIN}))})")
+                             f"of {', '.join(sorted(set(known_types(nf)) - {CHAIN}))})")
         if not 0 <= node.replicas <= MAX_REPLICAS:  # 0: only inline (check_inline)
             raise GraphError(f"{where}.replicas: expected 1..{MAX_REPLICAS}, "
                              f"got {node.replicas}")
-        bt = BRICK_TYPES[node.type]
+        bt = brick_type(node.type, nf)
         if bt.replication == "single" and node.replicas != 1:
             raise GraphError(f"{where}.replicas: a {node.type} brick runs as one replica, "
                              f"got {node.replicas}")
@@ -425,14 +449,14 @@ def check_rules(graph: Graph) -> None:
         if (e.src, e.dst) in seen:
             raise GraphError(f"{where}: duplicate edge {e.src} -> {e.dst}")
         seen.add((e.src, e.dst))
-        if e.route == "key" and not BRICK_TYPES[graph.nodes[e.src].type].role == "source":
+        if e.route == "key" and not brick_type(graph.nodes[e.src].type, nf).role == "source":
             raise GraphError(f"{where}.route: key routing splits rows by address owner, which "
                              f"only a packet source can do; {e.src} is a "
                              f"{graph.nodes[e.src].type}")
     topo_order(graph)
     for node in graph.nodes.values():
         where = f"{w}: bricks.{node.name}"
-        role = BRICK_TYPES[node.type].role
+        role = brick_type(node.type, nf).role
         ins, outs = graph.upstream(node.name), graph.downstream(node.name)
         if role == "source" and ins:
             raise GraphError(f"{where}: a {node.type} brick is a source, but the edge from "
@@ -444,15 +468,15 @@ def check_rules(graph: Graph) -> None:
                              f"{outs[0].dst}")
         if role != "sink" and not outs:
             raise GraphError(f"{where}: this {node.type} brick has no outgoing edge")
-        if BRICK_TYPES[node.type].replication == "keyed" and node.replicas > 1:
+        if brick_type(node.type, nf).replication == "keyed" and node.replicas > 1:
             if any(e.route != "key" for e in ins):
                 raise GraphError(f"{where}.replicas: {node.replicas} replicas of a stateful "
                                  f"{node.type} brick need key-routed input edges "
                                  f"(route = \"key\"), got {[e.route for e in ins]}")
-            semantics = graph.options(node.name).get("semantics", "kitsune")
-            if semantics != "lego":
-                raise GraphError(f"{where}.replicas: the {semantics!r} feature semantics has "
-                                 f"no exact split (Algorithm 1), so it runs as one replica, "
-                                 f"got {node.replicas}")
-    if not any(BRICK_TYPES[n.type].role == "source" for n in graph.nodes.values()):
+            nf_name = graph.options(node.name).get("nf") or _owner(node.type)
+            if nf_name is None or not _splits_exactly(nf_name, graph.options(node.name)):
+                raise GraphError(f"{where}.replicas: NF {nf_name!r} with these options has "
+                                 f"no exact split (Algorithm 1), so its {node.type} runs as "
+                                 f"one replica, got {node.replicas}")
+    if not any(brick_type(n.type, nf).role == "source" for n in graph.nodes.values()):
         raise GraphError(f"{w}: bricks: expected at least one source brick, got none")

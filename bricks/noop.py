@@ -1,7 +1,7 @@
 """No-op bricks: the transport alone, for the IPC benchmark.
 
-They move batches of the same shapes as the Kitsune graph's hops (packets, then
-feature rows, then per-autoencoder inputs, then scores) through the same
+They move batches of the same shapes as an NF graph's hops (packets, then
+feature rows, then the ANN's inputs, then scores) through the same
 transport (shared memory or ZeroMQ, fused or not, as the graph says), doing no
 work on them, so their CPU time is the cost of the transport (writing the
 payload once into a slot or a socket, the header, receiving, routing) per
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lego.bricks.kitsune.source import PACKET_FIELDS
+from lego.bricks.source import PACKET_FIELDS
 from lego.bricks.wire import Message
 
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from lego.bricks.errors import BrickError
 from lego.bricks.wire import Message
+from lego.p4src.contract import N_BUCKETS
 
-N_BUCKETS = 1024
 POLICIES = ("round_robin", "key")
 
 #: split(message, owner_of_bucket, n_replicas) -> one message per replica

@@ -8,7 +8,8 @@ A brick replica is one OS process running :class:`Brick`:
 - one routing table per outgoing edge (:class:`~lego.bricks.routing.RoutingTable`);
 - a northbound client (:class:`~lego.bricks.northbound.Northbound`);
 - its logic (a :class:`Logic`), which holds its state in a separate object
-  (``logic.state``) so that state can be exported and imported (:class:`StateIO`).
+  (``logic.state``) so that a keyed brick's state can be exported and imported by
+  owner bucket (:class:`lego.nfs.KeyedState`, moved by :mod:`lego.bricks.moves`).
 
 Lifecycle, as in openNetVM's nflib: :meth:`Brick.init` (sockets, register),
 :meth:`Brick.run` (the loop, with the logic as handler), :meth:`Brick.stop`.
@@ -34,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import zmq
 
 from lego.bricks.northbound import HEARTBEAT_S, LoadReport, Northbound
@@ -102,15 +102,6 @@ class BrickSpec:
         d = dict(d)
         d["outlets"] = [OutletSpec(**o) for o in d.get("outlets", [])]
         return cls(**d)
-
-
-class StateIO(Protocol):
-    """West-east interface: the keyed state of a set of owner buckets, as a
-    versioned blob for the network (moved between replicas by the controller)."""
-
-    def export_state(self, buckets: np.ndarray) -> bytes: ...
-
-    def import_state(self, blob: bytes) -> None: ...
 
 
 class Logic(Protocol):

@@ -11,7 +11,8 @@
     token_file = "token"
 
     [nf]
-    semantics = "lego"
+    name = "..."                   # the NF (lego.nfs.<name>, or a module path; lego.nfs.DEFAULT)
+    semantics = "lego"             # ... and the keys that NF declares (its options)
     model = "model.npz"
     results = "results"            # one folder per feature-extraction replica (port)
     source = "interface"           # interface (AF_PACKET on the host) | feed (tests)
@@ -68,6 +69,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lego import nfs
 from lego.errors import ConfigError
 from lego.tables import read_toml, typed_table
 
@@ -76,7 +78,7 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
                "election_id": (int, 1), "traffic_ports": (list, None),
                "forward": (dict, {}), "truncate": (int, 0)},
     "northbound": {"bind": (str, "127.0.0.1:50051"), "token_file": (str, None)},
-    "nf": {"semantics": (str, "lego"), "model": (str, None), "results": (str, "results"),
+    "nf": {"name": (str, nfs.DEFAULT), "results": (str, "results"),
            "source": (str, "interface"), "fe_initial": (int, 1)},
     "graph": {"batch": (int, 1024), "flush_ms": (int, 20), "hwm": (int, 8),
               "window": (int, 256), "uln": (int, 1), "write_scores": (bool, True)},
@@ -142,6 +144,17 @@ class Config:
         return h.interfaces[i]
 
     @property
+    def nf_options(self) -> dict[str, Any]:
+        """The ``[nf]`` keys the NF declares (its own options)."""
+        own = nfs.get(self.nf["name"]).options
+        return {k: v for k, v in self.nf.items() if k in own}
+
+    @property
+    def splits_exactly(self) -> bool:
+        """Algorithm 1 gives the NF an exact split: its keyed brick may be replicated."""
+        return nfs.get(self.nf["name"]).splits_exactly(self.nf_options)
+
+    @property
     def all_ports(self) -> list[int]:
         return [p for h in self.hosts for p in h.ports]
 
@@ -152,6 +165,19 @@ def _typed(where: str, table: Any, keys: dict[str, tuple[Any, Any]]) -> dict[str
     return {k: float(v) if keys[k][0] == (int, float) else v for k, v in out.items()}
 
 
+def _nf_keys(table: Any, where: str) -> dict[str, tuple[Any, Any]]:
+    """The ``[nf]`` keys: the framework's, and those the named NF declares."""
+    keys = _SECTIONS["nf"]
+    name = table.get("name", keys["name"][1]) if isinstance(table, dict) else keys["name"][1]
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: [nf].name: expected str, got {name!r}")
+    try:
+        nf = nfs.get(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: [nf].name: {exc}") from exc
+    return {**keys, **nf.options}
+
+
 def config_from_dict(data: dict, where: str = "<config>", base: Path | None = None) -> Config:
     """Check a parsed config (keys and types, then the domain rules)."""
     top = set(_SECTIONS) | {"hosts"}
@@ -159,8 +185,9 @@ def config_from_dict(data: dict, where: str = "<config>", base: Path | None = No
     if unknown:
         raise ConfigError(f"{where}: unknown section {unknown[0]!r} (expected one of "
                           f"{', '.join(sorted(top))})")
+    sections = {**_SECTIONS, "nf": _nf_keys(data.get("nf", {}), where)}
     sec = {name: _typed(f"{where}: [{name}]", data.get(name, {}), keys)
-           for name, keys in _SECTIONS.items() if name in data or
+           for name, keys in sections.items() if name in data or
            all(d is not None for _, d in keys.values())}
     for name in _SECTIONS:
         if name not in sec:
@@ -193,17 +220,17 @@ def _rules(cfg: Config, base: Path | None) -> None:
     if set(cfg.switch["traffic_ports"]) & set(ports):
         raise ConfigError(f"{w}: [switch].traffic_ports {cfg.switch['traffic_ports']} overlap "
                           f"the NF hosts' ports {ports}")
-    if cfg.nf["semantics"] not in ("lego", "kitsune"):
-        raise ConfigError(f"{w}: [nf].semantics: expected lego or kitsune, got "
-                          f"{cfg.nf['semantics']!r}")
+    nf = nfs.get(cfg.nf["name"])
+    nf.resolve(cfg.nf_options, f"{w}: [nf]")
     if cfg.nf["source"] not in ("interface", "feed"):
         raise ConfigError(f"{w}: [nf].source: expected interface or feed, got "
                           f"{cfg.nf['source']!r}")
     if not 1 <= cfg.nf["fe_initial"] <= len(ports):
         raise ConfigError(f"{w}: [nf].fe_initial: expected 1..{len(ports)} (the ports), got "
                           f"{cfg.nf['fe_initial']}")
-    if cfg.nf["semantics"] == "kitsune" and (cfg.nf["fe_initial"] > 1 or cfg.scaling["fe"]):
-        raise ConfigError(f"{w}: [nf].semantics = 'kitsune' has no exact split: set "
+    if (cfg.nf["fe_initial"] > 1 or cfg.scaling["fe"]) and not cfg.splits_exactly:
+        raise ConfigError(f"{w}: [nf]: {nf.name} with {cfg.nf_options} has no exact split "
+                          f"(Algorithm 1: {nf.plan(cfg.nf_options).describe()}): set "
                           "[nf].fe_initial = 1 and [scaling].fe = false")
     if cfg.placement["mode"] not in ("graph", "brick"):
         raise ConfigError(f"{w}: [placement].mode: expected graph or brick, got "
@@ -223,7 +250,7 @@ def _rules(cfg: Config, base: Path | None) -> None:
     if base is not None:
         for sec, key in (("nf", "model"), ("nf", "results"), ("northbound", "token_file"),
                          ("sla", "profile"), ("ray", "workdir")):
-            v = getattr(cfg, sec)[key]
+            v = getattr(cfg, sec).get(key)  # an NF's model path, where it has one
             if v and not Path(v).is_absolute():
                 getattr(cfg, sec)[key] = str(base / v)
 

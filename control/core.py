@@ -47,7 +47,6 @@ from lego.control.config import Config
 from lego.control.elastic import ElasticDecisions
 from lego.control.profile import update_cost
 from lego.control.registry import (
-    ROLES,
     BrickRec,
     Command,
     GraphRec,
@@ -87,25 +86,25 @@ class ControllerCore(ElasticDecisions):
                 del self.bricks[name]  # a new node: what the old one ran is gone
         for b in bricks:
             role, port, serial = parse_name(b["id"])
-            if b["id"] in self.bricks or role not in ROLES:
+            if b["id"] in self.bricks or role not in self.chain.nodes:
                 continue
             spec = b["spec"]
             self.bricks[b["id"]] = BrickRec(b["id"], host, port, role, spec, last_seen=now)
             g = self.graphs.get(port)
             if g is None:
                 g = self.graphs[port] = GraphRec(port, host)
-            if role != "uln":  # a ULN may run on another host than its graph (brick mode)
+            if role != self.chain.stateless:  # may run on another host (brick placement)
                 g.host = host
-            if role == "fq":
+            if role == self.chain.keyed:
                 g.base = int(spec["options"].get("port_base", 0))
-            if role == "uln":
+            if role == self.chain.stateless:
                 g.next_uln = max(g.next_uln, serial + 1)
         for g in self.graphs.values():  # standby = a ULN its fm does not route to
-            fm = self.bricks.get(brick_name("fm", g.port))
+            fm = self.bricks.get(brick_name(self.chain.router, g.port))
             if fm is None:
                 continue
             routed = set(fm.spec["outlets"][0]["addresses"]) if fm.spec["outlets"] else set()
-            for b in self.graph_bricks(g.port, "uln"):
+            for b in self.graph_bricks(g.port, self.chain.stateless):
                 b.standby = b.spec["inlet"] not in routed
         self.event(now, "host_joined", host=host, bricks=len(bricks),
                    again=old is not None)
@@ -154,11 +153,11 @@ class ControllerCore(ElasticDecisions):
         if g is None or g.draining or a is None or not a.alive:
             return []
         cmds = [Command("start", host, b.port, {"specs": [b.spec]})]
-        if b.role == "src":
+        if b.role == self.chain.source:
             cmds.append(Command("go", host, b.port, {"brick": brick}))
-        if b.role == "fq":
+        if b.role == self.chain.keyed:
             self.event(now, "state_lost", port=b.port, brick=brick,
-                       packets=b.load.get("packets_in", 0), reason="feature brick died")
+                       packets=b.load.get("packets_in", 0), reason="keyed brick died")
         for up in self.bricks.values():  # re-route its upstream to the new process
             if up.host != host or not b.spec.get("inlet"):
                 continue
@@ -267,7 +266,7 @@ class ControllerCore(ElasticDecisions):
                     cmds += self._add_graph(now, h, p, base=-1)
                 cmds.append(Command("switch_scale_out", h, p, {"transfer": False}))
             cmds.append(Command("switch_scale_in", host, g.port, {"transfer": False}))
-            fq = self.bricks.get(brick_name("fq", g.port))
+            fq = self.bricks.get(brick_name(self.chain.keyed, g.port))
             self.event(now, "state_lost", port=g.port, host=host, reason="host lost",
                        packets=(fq.load.get("packets_in", 0) if fq else 0))
         cmds += self._lose_remote_ulns(now, host)
@@ -282,10 +281,10 @@ class ControllerCore(ElasticDecisions):
         their mapping brick stops routing to them and their decision brick counts
         them as ended (what was queued there is lost, and counted by the decision)."""
         cmds = []
-        for b in [b for b in self.bricks.values() if b.host == host and b.role == "uln"
-                  and not b.retired]:
+        for b in [b for b in self.bricks.values() if b.host == host and not b.retired
+                  and b.role == self.chain.stateless]:
             g = self.graphs.get(b.port)
-            fm = self.bricks.get(brick_name("fm", b.port))
+            fm = self.bricks.get(brick_name(self.chain.router, b.port))
             if g is None or g.host == host or fm is None or not fm.spec["outlets"]:
                 continue
             b.retired = True
@@ -294,9 +293,9 @@ class ControllerCore(ElasticDecisions):
             cmds += [Command("control", g.host, g.port, {"brick": fm.id, "cmd": {
                          "op": "route", "target": out["target"],
                          "addresses": out["addresses"]}}),
-                     Command("control", g.host, g.port, {"brick": brick_name("dec", g.port),
-                                                         "cmd": {"op": "upstream_dead",
-                                                                 "brick": b.id}})]
+                     Command("control", g.host, g.port, {
+                         "brick": brick_name(self.chain.sink, g.port),
+                         "cmd": {"op": "upstream_dead", "brick": b.id}})]
             self.event(now, "replica_lost", brick=b.id, host=host, port=g.port)
         return cmds
 
@@ -330,11 +329,11 @@ class ControllerCore(ElasticDecisions):
         """Move what ``b`` last reported (a source's intake, a decision's scores and
         alerts) from its load into the retired totals: its graph drained, or it died
         and its successor counts from 0. Returns the frames it took."""
-        if b.role == "src":
+        if b.role == self.chain.source:
             taken = b.load.pop("packets_in", 0)
             self.counters["retired_taken"] += taken
             return taken
-        if b.role == "dec":
+        if b.role == self.chain.sink:
             extra = b.load.pop("extra", {})
             self.counters["retired_scores"] += extra.get("scores", 0)
             self.counters["retired_alerts"] += extra.get("alerts", 0)
@@ -347,8 +346,10 @@ class ControllerCore(ElasticDecisions):
         for b in self.bricks.values():
             if not b.standby and not b.retired:
                 replicas[f"{b.role}-{b.port}"] = replicas.get(f"{b.role}-{b.port}", 0) + 1
-        decs = [b.load.get("extra", {}) for b in self.bricks.values() if b.role == "dec"]
-        taken = sum(b.load.get("packets_in", 0) for b in self.bricks.values() if b.role == "src")
+        c = self.chain
+        decs = [b.load.get("extra", {}) for b in self.bricks.values() if b.role == c.sink]
+        taken = sum(b.load.get("packets_in", 0) for b in self.bricks.values()
+                    if b.role == c.source)
         return {
             "now": now,
             "hosts": [{"host": a.host, "address": a.address, "alive": a.alive,

@@ -13,7 +13,7 @@ tells the whole policy (ULN, FE, rebalance, faults).
 from __future__ import annotations
 
 from lego.control.config import Config
-from lego.control.graph_specs import host_ip, remote_uln_spec, tcp_port, uln_spec
+from lego.control.graph_specs import host_ip, remote_replica_spec, replica_spec, tcp_port
 from lego.control.policy_placement import Host, place_replica
 from lego.control.policy_scaling import Action, ScalingConfig, ScalingPolicy, brick_deadlines
 from lego.control.registry import BrickRec, Command, GraphRec, Registry, brick_name
@@ -99,25 +99,26 @@ class ElasticDecisions(Registry):
             self.deadlines = brick_deadlines(self.cfg.sla["latency_ms"] / 1e3, self.costs)
 
     def _scale_uln(self, now: float, g: GraphRec) -> list[Command]:
-        ulns = [b for b in self.graph_bricks(g.port, "uln") if not b.standby and not b.retired]
+        ulns = [b for b in self.graph_bricks(g.port, self.chain.stateless)
+                if not b.standby and not b.retired]
         if not ulns or any(not b.load for b in ulns):
             return []
         growth = sum(b.depth_growth for b in ulns)
         d = self.policy.observe(f"uln@{g.port}", now, [b.util for b in ulns], growth)
         if d is None:
             return []
-        fm = self.bricks[brick_name("fm", g.port)]
+        fm = self.bricks[brick_name(self.chain.router, g.port)]
         out = fm.spec["outlets"][0]
-        dec = brick_name("dec", g.port)
+        dec = brick_name(self.chain.sink, g.port)
         if d.action is Action.SCALE_OUT:
-            spare = [b for b in self.graph_bricks(g.port, "uln") if b.standby]
+            spare = [b for b in self.graph_bricks(g.port, self.chain.stateless) if b.standby]
             cmds, warm = [], bool(spare)
             if not spare:
                 if self._used(g.host) + 1.0 > self.hosts[g.host].cores + 1e-9:
                     return self._uln_elsewhere(now, g, d.reason)
                 spec = self._uln_spec(g)
                 b = self.bricks[f"{spec['node']}/{spec['serial']}"] = BrickRec(
-                    f"{spec['node']}/{spec['serial']}", g.host, g.port, "uln", spec,
+                    f"{spec['node']}/{spec['serial']}", g.host, g.port, self.chain.stateless, spec,
                     last_seen=now)
                 cmds.append(Command("start", g.host, g.port, {"specs": [spec]}))
                 spare = [b]
@@ -129,13 +130,14 @@ class ElasticDecisions(Registry):
                      Command("control", g.host, g.port, {"brick": fm.id, "cmd": {
                          "op": "route", "target": out["target"],
                          "addresses": out["addresses"]}}, )]
-            self.event(now, "scale_out", brick="uln", port=g.port, replicas=len(ulns) + 1,
-                       reason=d.reason, t_detect=now, replica=new.id, warm=warm)
+            self.event(now, "scale_out", brick=self.chain.stateless, port=g.port,
+                       replicas=len(ulns) + 1, reason=d.reason, t_detect=now, replica=new.id,
+                       warm=warm)
             if self.cfg.scaling["standby"] and self._used(g.host) + 1.0 <= \
                     self.hosts[g.host].cores + 1e-9:
                 spec = self._uln_spec(g)
                 self.bricks[f"{spec['node']}/{spec['serial']}"] = BrickRec(
-                    f"{spec['node']}/{spec['serial']}", g.host, g.port, "uln", spec,
+                    f"{spec['node']}/{spec['serial']}", g.host, g.port, self.chain.stateless, spec,
                     last_seen=now, standby=True)
                 cmds.append(Command("start", g.host, g.port, {"specs": [spec]}))
             return cmds
@@ -146,11 +148,11 @@ class ElasticDecisions(Registry):
         """Scale-in: the mapping brick stops routing to ``victim`` and sends it an
         end marker (it finishes its queue, sends its end to the decision, ends),
         on this host or another (``brick`` placement) alike."""
-        fm = self.bricks[brick_name("fm", g.port)]
+        fm = self.bricks[brick_name(self.chain.router, g.port)]
         out = fm.spec["outlets"][0]
         victim.retired = True
         out["addresses"] = [a for a in out["addresses"] if a != victim.spec["inlet"]]
-        self.event(now, "scale_in", brick="uln", port=g.port, host=victim.host,
+        self.event(now, "scale_in", brick=self.chain.stateless, port=g.port, host=victim.host,
                    replicas=len(out["addresses"]), reason=reason, replica=victim.id)
         return [Command("control", g.host, g.port, {"brick": fm.id, "cmd": {
             "op": "route", "target": out["target"], "addresses": out["addresses"],
@@ -159,18 +161,18 @@ class ElasticDecisions(Registry):
     def _next_uln(self, g: GraphRec) -> tuple[dict, int]:
         """A ULN replica's spec to copy and the serial of the next one of graph ``g``."""
         g.next_uln += 1
-        return next(b.spec for b in self.graph_bricks(g.port, "uln")), g.next_uln - 1
+        return next(b.spec for b in self.graph_bricks(g.port, self.chain.stateless)), g.next_uln - 1
 
     def _uln_spec(self, g: GraphRec) -> dict:
         template, serial = self._next_uln(g)
-        return uln_spec(template, g.port, serial, self.hosts[g.host].workdir)
+        return replica_spec(template, g.port, serial, self.hosts[g.host].workdir)
 
     # ------------------------------------------------------------ capacity
 
     def _used(self, host: str) -> float:
         """Cores in use on a host: one per ULN or FE replica, the rest share one."""
         n = sum(1 for b in self.bricks.values() if b.host == host and not b.retired
-                and b.role in ("uln", "fq"))
+                and b.role in (self.chain.stateless, self.chain.keyed))
         return n + 0.5 * len([g for g in self.graphs.values() if g.host == host])
 
     def _fits_graph(self, host: str) -> bool:
@@ -187,13 +189,13 @@ class ElasticDecisions(Registry):
         a = self.hosts[g.host]
         if a.quota and sum(1 for h in self.live_graphs() if h.host == g.host) == 1:
             return a.util
-        return self.bricks[brick_name("fq", g.port)].util
+        return self.bricks[brick_name(self.chain.keyed, g.port)].util
 
     # ------------------------------------------------------------ FE (whole graphs)
 
     def _scale_fe(self, now: float) -> list[Command]:
         live = self.live_graphs()
-        fqs = [self.bricks.get(brick_name("fq", g.port)) for g in live]
+        fqs = [self.bricks.get(brick_name(self.chain.keyed, g.port)) for g in live]
         if not fqs or any(b is None or not b.load for b in fqs):
             return []
         util = {g.port: self.fe_util(g) for g in live}
@@ -204,16 +206,17 @@ class ElasticDecisions(Registry):
             return self._fe_scale_out(now, live[0].host, d.reason, len(fqs) + 1)
         victim = min(live, key=lambda g: (util[g.port], -g.port))
         victim.draining = True
-        self.event(now, "scale_in", brick="fq", port=victim.port, replicas=len(fqs) - 1,
+        self.event(now, "scale_in", brick=self.chain.keyed, port=victim.port, replicas=len(fqs) - 1,
                    reason=d.reason)
         return [Command("switch_scale_in", victim.host, victim.port, {"transfer": True}),
                 Command("drain", victim.host, victim.port,
-                        {"brick": brick_name("src", victim.port)})]
+                        {"brick": brick_name(self.chain.source, victim.port)})]
 
     def _fe_scale_out(self, now: float, home: str, reason: str, replicas: int,
-                      away: bool = False, brick: str = "fq") -> list[Command]:
+                      away: bool = False, brick: str | None = None) -> list[Command]:
         """One more FE replica (a whole graph): the warm standby if any, else a graph
         on a free port, ``home``'s first (``away``: never on ``home``, it is full)."""
+        brick = brick or self.chain.keyed
         spare = [g for g in self.standby_graphs(prefer=home) if not (away and g.host == home)]
         if spare:  # warm: the switch write and the state move only
             g = spare[0]
@@ -248,20 +251,21 @@ class ElasticDecisions(Registry):
             hosts = [Host(a.host, a.cores, self._used(a.host)) for a in self.hosts.values()
                      if a.alive]
             try:
-                target = place_replica(hosts, g.host, "uln", 1.0, {}, "brick").starts[0][0]
+                target = place_replica(hosts, g.host, self.chain.stateless, 1.0, {},
+                                       "brick").starts[0][0]
             except ConfigError:
                 target = None
             if target is not None and target != g.host:
                 return self._uln_remote(now, g, target, reason)
-            self.event(now, "placement_fallback", brick="uln", port=g.port, host=g.host,
-                       mode="brick", target=target, to="graph",
+            self.event(now, "placement_fallback", brick=self.chain.stateless, port=g.port,
+                       host=g.host, mode="brick", target=target, to="graph",
                        reason="no other host has a free core for a ULN replica")
-        if not (self.cfg.scaling["fe"] and self.cfg.nf["semantics"] == "lego"):
-            self.event(now, "no_capacity", host=g.host, brick="uln", port=g.port,
+        if not (self.cfg.scaling["fe"] and self.cfg.splits_exactly):
+            self.event(now, "no_capacity", host=g.host, brick=self.chain.stateless, port=g.port,
                        reason="host full and FE scaling off: no new graph")
             return []
         return self._fe_scale_out(now, g.host, reason, len(self.live_graphs()) + 1,
-                                  away=True, brick="uln")
+                                  away=True, brick=self.chain.stateless)
 
     def _uln_remote(self, now: float, g: GraphRec, target: str, reason: str) -> list[Command]:
         """``brick`` placement: one ULN replica of ``g`` on host ``target``.
@@ -280,8 +284,8 @@ class ElasticDecisions(Registry):
         Ports are fixed per (graph port, serial) (:func:`tcp_port`): the pure core
         cannot ask a remote host for a free one; a bind that fails (the port taken)
         fails the command (``command_failed``)."""
-        fm = self.bricks[brick_name("fm", g.port)]
-        dec = self.bricks[brick_name("dec", g.port)]
+        fm = self.bricks[brick_name(self.chain.router, g.port)]
+        dec = self.bricks[brick_name(self.chain.sink, g.port)]
         out = fm.spec["outlets"][0]
         dec_tcp = f"tcp://{host_ip(self.hosts[g.host].address)}:{tcp_port(g.port, 0)}"
         cmds = []
@@ -291,18 +295,19 @@ class ElasticDecisions(Registry):
                 "op": "bind", "address": dec_tcp}}))
         template, serial = self._next_uln(g)
         there = self.hosts[target]
-        spec = remote_uln_spec(template, g.port, serial, there.workdir, there.address, dec_tcp)
+        spec = remote_replica_spec(template, g.port, serial, there.workdir, there.address, dec_tcp)
         name = f"{spec['node']}/{serial}"
-        self.bricks[name] = BrickRec(name, target, g.port, "uln", spec, last_seen=now)
+        self.bricks[name] = BrickRec(name, target, g.port, self.chain.stateless, spec,
+                                     last_seen=now)
         out["addresses"] = out["addresses"] + [spec["inlet"]]
         cmds += [Command("start", target, g.port, {"specs": [spec]}),
                  Command("control", g.host, g.port, {"brick": dec.id, "cmd": {
                      "op": "add_upstream", "n": 1}}),
                  Command("control", g.host, g.port, {"brick": fm.id, "cmd": {
                      "op": "route", "target": out["target"], "addresses": out["addresses"]}})]
-        replicas = len([b for b in self.graph_bricks(g.port, "uln")
+        replicas = len([b for b in self.graph_bricks(g.port, self.chain.stateless)
                         if not b.standby and not b.retired])
-        self.event(now, "scale_out", brick="uln", port=g.port, host=target, replicas=replicas,
-                   reason=reason, t_detect=now, replica=name, warm=False, placement="brick",
-                   inlet=spec["inlet"])
+        self.event(now, "scale_out", brick=self.chain.stateless, port=g.port, host=target,
+                   replicas=replicas, reason=reason, t_detect=now, replica=name, warm=False,
+                   placement="brick", inlet=spec["inlet"])
         return cmds

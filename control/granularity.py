@@ -5,7 +5,7 @@ A group partitions traffic: two packets are in the same class when they agree on
 the group's header fields. A *symmetric* group also puts a packet and its reverse
 (source and destination swapped) in one class: the 2-D statistics that couple a
 directed stream with its reverse. A group may instead declare that its state is
-coupled to every peer's outbound stream (Kitsune-py's 2-D statistics): no header
+coupled to every peer's outbound stream (2-D statistics over all of a host's pairs): no header
 group can hold such state.
 
 Algorithm 1 works on the containment relation of those partitions: group G1 is
@@ -15,8 +15,8 @@ G2 keeps each G1 class whole). It returns the groups nothing contains (indegree
 the others, where the dataplane can express it (:func:`plan_split`); otherwise
 there is no exact split and the plan names the features affected.
 
-Nothing here is Kitsune-specific: Kitsune declares its two semantics in
-``lego.ext.features``.
+Nothing here knows an NF: each declares its state groups through the NF boundary
+(:mod:`lego.nfs`).
 """
 
 from __future__ import annotations

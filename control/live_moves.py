@@ -3,7 +3,7 @@
 :class:`~lego.control.switch_manager.SwitchManager` calls these hooks around each
 switch write that moves buckets; they run :mod:`lego.control.state_move`'s
 protocol on the FE bricks through their Ray actors
-(:mod:`lego.bricks.kitsune.moves` is the brick's side):
+(:mod:`lego.bricks.moves` is the brick's side):
 
 - ``on_buckets_moving``: each destination's FE brick holds the packets of its
   incoming buckets (closure rule) and acknowledges before the switch is written;
@@ -48,7 +48,7 @@ class LiveMoves:
         g = core.graphs.get(port)
         if g is None or core.hosts.get(g.host) is None or not core.hosts[g.host].alive:
             return None
-        return brick_name("fq", port)
+        return brick_name(core.chain.keyed, port)
 
     def _rows_held(self, brick: str) -> int:
         """Packets ``brick`` held (closure rule) since the last count: its move counters."""

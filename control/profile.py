@@ -1,4 +1,5 @@
-"""Cost estimation by pre-execution (``lego profile``): each Kitsune brick's
+"""Cost estimation by pre-execution (``lego profile``): each of an NF's bricks'
+
 per-packet CPU cost on a trace, and the SLA split into per-brick deadlines.
 
 The brick logics run in this process, in graph order, one batch at a time,
@@ -23,25 +24,24 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from lego.control.policy_scaling import brick_deadlines
 from lego.errors import ConfigError
 
-# graph role -> brick type, in graph order (the controller's role names)
-ROLES = (("src", "packet_batching"), ("fq", "feature_quantization"),
-         ("fm", "feature_mapping"), ("uln", "uln"), ("dec", "decision"))
 LIVE_WEIGHT = 0.2  # weight of one live report in the exponential average
 
 
 @dataclass
 class Profile:
     trace: str
-    model: str
-    semantics: str
+    nf: str
+    options: dict[str, Any]  # the NF's options (its model among them)
     batch: int
     packets: int
     batches: int
-    cost_us: dict[str, float]  # role -> CPU microseconds per trace packet
+    types: dict[str, str]  # node -> brick type, in graph order
+    cost_us: dict[str, float]  # node -> CPU microseconds per trace packet
     sla_ms: float
     deadlines_ms: dict[str, float]
 
@@ -53,10 +53,12 @@ class Profile:
         return {r: c * batch / 1e3 for r, c in self.cost_us.items()}
 
 
-def profile_trace(trace: str | Path, model: str | Path, semantics: str = "lego",
+def profile_trace(trace: str | Path, nf: str | None = None, options: dict | None = None,
                   sla_ms: float = 100.0, batch: int = 1024,
                   limit: int | None = None) -> Profile:
-    """Run the five Kitsune brick logics over ``trace`` in process; time each."""
+    """Run the NF's brick logics (its graph template, one replica each) over
+    ``trace`` in process, in graph order; time each."""
+    from lego import nfs
     from lego.bricks.catalog import make_logic
     from lego.bricks.runtime import BrickId
 
@@ -64,40 +66,41 @@ def profile_trace(trace: str | Path, model: str | Path, semantics: str = "lego",
         raise ConfigError(f"profile: --sla-ms: expected > 0, got {sla_ms}")
     if batch < 1:
         raise ConfigError(f"profile: --batch: expected >= 1, got {batch}")
-    common = {"semantics": semantics, "model": str(model)}
+    decl = nfs.get(nf or nfs.DEFAULT)
+    options = decl.resolve(options, "profile")
     src_opts: dict = {"trace": str(trace), "batch": batch}
     if limit is not None:
         src_opts["limit"] = limit
     with tempfile.TemporaryDirectory(prefix="lego-profile-") as out:
-        options = {"src": src_opts, "fq": {"semantics": semantics}, "fm": common,
-                   "uln": common, "dec": {**common, "out": out, "write_scores": False,
-                                          "write_alerts": False}}
-        logics = {role: make_logic(kind, options[role], BrickId(role, 0))
-                  for role, kind in ROLES}
+        tmpl = decl.graph(source={"type": "packet_batching", "options": src_opts},
+                          options=options, sink={"out": out, "write_scores": False,
+                                                 "write_alerts": False})
+        order = [tmpl["edges"][0]["from"]] + [e["to"] for e in tmpl["edges"]]
+        types = {n: tmpl["bricks"][n]["type"] for n in order}
+        logics = {n: make_logic(types[n], {**tmpl["params"], **tmpl["bricks"][n]["options"]},
+                                BrickId(n, 0)) for n in order}
         cpu = dict.fromkeys(logics, 0.0)
         packets = batches = 0
-        produce = logics["src"].produce()
-        chain = [logics[r] for r in ("fq", "fm", "uln", "dec")]
-        names = ("fq", "fm", "uln", "dec")
+        produce = logics[order[0]].produce()
         while True:
             t = time.process_time()
             msg = next(produce, None)
-            cpu["src"] += time.process_time() - t
+            cpu[order[0]] += time.process_time() - t
             if msg is None:
                 break
             packets += msg.n
             batches += 1
             msgs = [msg]
-            for role, logic in zip(names, chain, strict=True):
+            for node in order[1:]:
                 t = time.process_time()
-                msgs = [o for m in msgs for o in logic.handle(m)]
-                cpu[role] += time.process_time() - t
-        logics["dec"].finish({"batches": batches})
+                msgs = [o for m in msgs for o in logics[node].handle(m)]
+                cpu[node] += time.process_time() - t
+        logics[order[-1]].finish({"batches": batches})
     if not packets:
         raise ConfigError(f"profile: trace {trace}: no packets")
-    cost_us = {r: 1e6 * cpu[r] / packets for r, _ in ROLES}
+    cost_us = {r: 1e6 * cpu[r] / packets for r in order}
     deadlines = brick_deadlines(sla_ms / 1e3, cost_us)
-    return Profile(str(trace), str(model), semantics, batch, packets, batches, cost_us,
+    return Profile(str(trace), decl.name, options, batch, packets, batches, types, cost_us,
                    sla_ms, {r: v * 1e3 for r, v in deadlines.items()})
 
 
@@ -113,8 +116,8 @@ def load_profile(path: str | Path) -> Profile:
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"[sla].profile: {path}: not a profile written by "
                           f"`lego profile`: {exc}") from None
-    known = {r for r, _ in ROLES}
-    if set(p.cost_us) - known or any(not isinstance(v, int | float) or v < 0
+    known = set(p.types)
+    if set(p.cost_us) != known or any(not isinstance(v, int | float) or v < 0
                                      for v in p.cost_us.values()):
         raise ConfigError(f"[sla].profile: {path}: cost_us: expected non-negative costs for "
                           f"{sorted(known)}, got {p.cost_us}")
@@ -135,9 +138,9 @@ def table_lines(p: Profile) -> list[str]:
     """The profile as a short table (pure; the CLI prints it)."""
     total = sum(p.cost_us.values())
     lines = [f"profile of {p.packets} packets ({p.batches} batches of {p.batch}), "
-             f"semantics {p.semantics}, SLA {p.sla_ms:g} ms",
+             f"NF {p.nf} {p.options}, SLA {p.sla_ms:g} ms",
              f"  {'brick':<6} {'type':<22} {'us/packet':>10} {'share':>7} {'deadline ms':>12}"]
-    for role, kind in ROLES:
+    for role, kind in p.types.items():
         c = p.cost_us[role]
         lines.append(f"  {role:<6} {kind:<22} {c:>10.3f} {c / total:>7.1%} "
                      f"{p.deadlines_ms[role]:>12.3f}")

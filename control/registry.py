@@ -3,9 +3,10 @@ graphs, the commands for the I/O edge, how bricks are named, and the queries
 over them (:class:`Registry`, the base of
 :class:`~lego.control.core.ControllerCore`).
 
-A brick of the NF is named ``ROLE-PORT/SERIAL``: its role in the graph of
-switch port ``PORT`` (:data:`ROLES`) and its replica serial (see
-:mod:`lego.control.graph_specs` for the graph itself).
+A brick of the NF is named ``NODE-PORT/SERIAL``: its node in the NF's graph
+template for switch port ``PORT`` and its replica serial. The controller knows a
+node by the role it plays (:class:`~lego.control.graph_specs.Chain`: source,
+keyed, router, stateless, sink), never by the NF's name for it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lego.control.config import Config
-from lego.control.graph_specs import graph_specs
+from lego.control.graph_specs import graph_specs, nf_chain, node_of
 
 log = logging.getLogger(__name__)
 
 EVENTS_KEPT = 200
-ROLES = ("src", "fq", "fm", "uln", "dec")
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def brick_name(role: str, port: int, serial: int = 0) -> str:
 
 def parse_name(name: str) -> tuple[str, int, int]:
     node, _, serial = name.partition("/")
-    role, _, port = node.partition("-")
+    role, _, port = node.rpartition("-")
     return role, int(port), int(serial or 0)
 
 
@@ -89,6 +89,7 @@ class Registry:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.chain = nf_chain(cfg)  # the NF's graph template, node by role
         self.hosts: dict[str, HostRec] = {}
         self.bricks: dict[str, BrickRec] = {}
         self.graphs: dict[int, GraphRec] = {}
@@ -137,9 +138,9 @@ class Registry:
                                      standby=fe_standby)
         for s in specs:
             name = f"{s['node']}/{s['serial']}"
-            self.bricks[name] = BrickRec(name, host, port, s["node"].split("-")[0], s,
-                                         last_seen=now,
-                                         standby=s["type"] == "uln" and s["serial"] >= uln)
+            self.bricks[name] = BrickRec(name, host, port, node_of(s), s, last_seen=now,
+                                         standby=node_of(s) == self.chain.stateless
+                                         and s["serial"] >= uln)
         self.event(now, "graph_start", host=host, port=port, uln=uln, standby=standby,
                    fe_standby=fe_standby)
         return [Command("start_graph", host, port, {"specs": specs, "fe_standby": fe_standby})]

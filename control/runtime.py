@@ -59,7 +59,7 @@ Known limits (measured on nothing: reasoned from the protocol):
   carries on: a source numbers its batches from a new epoch
   (:data:`lego.bricks.wire.EPOCH_BITS`) and the decision follows it; a decision
   appends to the dead one's outputs and starts at the lowest batch pending once
-  a reorder window has arrived (:meth:`~lego.bricks.kitsune.detector.Decision.resume`).
+  a reorder window has arrived (its logic's ``resume``).
   What the dead brick held (a source's socket buffer, a decision's unreleased
   batches) is lost and shows in the run's accounting, not in a decision's
   ``lost`` list, which cannot know it. What the dead one last reported (a
@@ -81,6 +81,7 @@ import numpy as np
 from lego.control import northbound as nb
 from lego.control.config import Config
 from lego.control.core import ControllerCore
+from lego.control.graph_specs import node_of
 from lego.control.live_moves import LiveMoves
 from lego.control.p4rt_client import P4RuntimeClient
 from lego.control.p4rt_errors import SwitchError, SwitchUnavailable
@@ -90,7 +91,7 @@ from lego.control.switch_manager import SwitchManager
 from lego.control.switch_rebalance import CounterDeltas, bucket_loads, plan_moves, replica_load
 from lego.control.switch_state import SwitchPlan
 from lego.errors import LegoError
-from lego.switch import pipeline as pl
+from lego.p4src import contract as pl
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ class ControllerRuntime:
                      if g.host in self.nodes and not g.draining]
         for port in ports:
             try:
-                self.engine.send(brick_name("src", port), {"op": "drain"})
+                self.engine.send(brick_name(self.core.chain.source, port), {"op": "drain"})
             except LegoError as exc:
                 log.warning("drain of port %d: %s", port, exc)
         return ports
@@ -434,7 +435,7 @@ class ControllerRuntime:
             if report.pipeline_pushed:  # counters restart at 0: rebase each port
                 with self.lock:
                     for g in self.core.graphs.values():
-                        fq = self.core.bricks.get(brick_name("fq", g.port))
+                        fq = self.core.bricks.get(brick_name(self.core.chain.keyed, g.port))
                         g.base = -int(fq.load.get("packets_in", 0)) if fq else 0
             with self.lock:
                 self.core.event(time.monotonic(), "switch_resync", changes=report.changes,
@@ -480,7 +481,7 @@ class ControllerRuntime:
             base = self._port_out(c.port)
             specs = c.args["specs"]
             for s in specs:
-                if s["type"] == "feature_quantization":
+                if node_of(s) == self.core.chain.keyed:
                     s["options"]["port_base"] = base
             with self.lock:
                 self.core.graphs[c.port].base = base
@@ -544,18 +545,20 @@ def initial_costs(cfg: Config) -> dict[str, float]:
     if not cfg.sla["profile"]:
         return {}
     prof = load_profile(cfg.sla["profile"])
-    if prof.semantics != cfg.nf["semantics"]:
+    def same(options: dict) -> dict:  # the model may differ: its cost is the NF's
+        return {k: v for k, v in options.items() if k != "model"}
+
+    if (prof.nf, same(prof.options)) != (cfg.nf["name"], same(cfg.nf_options)):
         raise ConfigError(f"{cfg.where}: [sla].profile {cfg.sla['profile']} was measured "
-                          f"with semantics {prof.semantics!r}, [nf].semantics is "
-                          f"{cfg.nf['semantics']!r}")
+                          f"with NF {prof.nf!r} {prof.options}, [nf] is {cfg.nf['name']!r} "
+                          f"{cfg.nf_options}")
     return prof.batch_costs_ms(cfg.graph["batch"])
 
 
 def _split_plan(cfg: Config):
-    from lego.control.granularity import plan_split
-    from lego.ext.features import state_groups
+    from lego import nfs
 
-    return plan_split(state_groups(cfg.nf["semantics"]))
+    return nfs.get(cfg.nf["name"]).plan(cfg.nf_options)
 
 
 class _ControllerService:

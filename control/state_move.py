@@ -1,29 +1,30 @@
-"""Loss-free, order-preserving moves of ``lego`` feature state between replicas.
+"""Loss-free, order-preserving moves of a keyed brick's state between replicas.
 
-The switch sends a packet to the owner of its source bucket (primary) and clones
-it to the owner of its destination bucket when that is another replica (mirror);
-an entry of the feature state is owned by the bucket of its source (MI, H,
-jitter) or of both its ends (channel and socket pairs, replicated at each owner).
-A move changes the bucket -> replica assignment ``old`` -> ``new`` at switch
-sequence number ``M``: the primary and the mirror tables both change at M, so
-every packet with seq < M went to the old owners and every packet with seq >= M
-goes to the new ones. The protocol, as :func:`simulate_moves` runs it:
+The switch sends a packet to the owner of its primary bucket and, under a mirror
+plan, clones it to the owner of its mirror bucket when that is another replica;
+an entry of the keyed state is owned by the bucket(s) of the key that decides
+its owner (one end, or both ends of a pair, replicated at each owner). A move
+changes the bucket -> replica assignment ``old`` -> ``new`` at switch sequence
+number ``M``: the primary and the mirror tables both change at M, so every packet
+with seq < M went to the old owners and every packet with seq >= M goes to the
+new ones. The protocol (the live bricks' side is :mod:`lego.bricks.moves`, driven
+by :mod:`lego.control.live_moves`; an NF's package may run it offline over a
+trace, as the first NF's ``move_sim`` does):
 
 1. Plan (:func:`plan_move`): one transfer per (source A, destination B) of the
    buckets that move from A to B. B already holds the pairs whose other end it
    owned before M, and keeps updating them after M, so A exports the moved
    buckets' entries *excluding* those (``exclude`` = B's old buckets).
 2. A processes all its packets with seq < M, exports each transfer
-   (:meth:`~lego.ext.legostats.LegoExtractor.export_state`, a snapshot between
-   batches, serialised with ``to_bytes``), then drops what it no longer owns
-   (``drop_state(new == A)``). A never holds anything: after M it receives no
+   (``export_buckets``, a snapshot between batches, serialised), then drops what it
+   no longer owns (``drop_buckets(new == A)``). A never holds anything: after M it receives no
    packet that touches a moved entry.
 3. B, from M until all its incoming state has arrived, holds the packets that
    could touch moved state (:func:`hold_mask`) and processes the others at once.
    Then it imports every blob (an entry already present must be bitwise identical,
    a pair that two sources both exported, and is skipped) and processes the held
    packets in seq order, before anything that arrives later. With ``evict_idle``
-   it pauses its background sweep meanwhile (``pause_sweep``): the held packets
+   it pauses its background sweep meanwhile (``hold_state``): the held packets
    run after later ones, and a sweep at those later times could free a key that
    is not yet idle at theirs.
 
@@ -43,19 +44,12 @@ show (in the tests) that it is not.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from lego.errors import ConfigError
-from lego.experiments.split_sim import REPLICA_PORT0
-from lego.ext.batch import PacketBatch
-from lego.ext.features import make_extractor
-from lego.ext.legostats import StateBlob
-from lego.ext.legostats_spec import N_FEATURES, OWNER_BUCKETS
-from lego.switch.parser import records_from_batch
-from lego.switch.pipeline import GROUP_DSTIP, GROUP_SRCIP, Pipeline, PipelineState
+from lego.p4src.contract import N_BUCKETS as OWNER_BUCKETS
 
 HOLD_RULES = ("closure", "barrier", "routing")
 
@@ -69,44 +63,6 @@ class Transfer:
     dst: int
     buckets: np.ndarray
     exclude: np.ndarray
-
-
-@dataclass
-class MoveStats:
-    """What one move cost: entries, bytes on the wire and packets held."""
-
-    seq: int
-    buckets_moved: int
-    replicas_before: list[int]
-    replicas_after: list[int]
-    transfers: int = 0
-    entries_exported: int = 0
-    entries_imported: int = 0
-    entries_skipped: int = 0  # identical replicated pairs already present
-    entries_dropped: int = 0
-    bytes: int = 0
-    packets_window: int = 0  # packets the destinations received before their state
-    packets_held: int = 0
-    retired: dict[int, int] = field(default_factory=dict)  # replica -> keys left (0)
-
-
-@dataclass
-class MoveRun:
-    """Merged result of :func:`simulate_moves`."""
-
-    features: np.ndarray  # float64[n, 115], by switch sequence number (NaN: no row)
-    primary_count: np.ndarray  # int64[n]: rows each packet yielded (1 when loss-free)
-    mirror_count: np.ndarray  # int64[n]: mirror copies processed
-    moves: list[MoveStats]
-    keys_live: dict[int, int]  # replica -> live entries at the end
-
-    @property
-    def packets_lost(self) -> int:
-        return int(np.count_nonzero(self.primary_count == 0))
-
-    @property
-    def packets_duplicated(self) -> int:
-        return int(np.count_nonzero(self.primary_count > 1))
 
 
 def _check_owners(owners, what: str) -> np.ndarray:
@@ -146,145 +102,3 @@ def hold_mask(src_bucket: np.ndarray, dst_bucket: np.ndarray, mirror: np.ndarray
     return held
 
 
-def export_move(replicas: dict, transfers: list[Transfer], new: np.ndarray,
-                stats: MoveStats) -> dict[int, list[bytes]]:
-    """The sources' side, at M (every source has processed its packets < M):
-    export and serialise each transfer, then drop what each source no longer owns.
-    Returns the serialised blobs per destination."""
-    out: dict[int, list[bytes]] = {}
-    for t in transfers:
-        if t.src not in replicas:
-            continue
-        blob = replicas[t.src].export_state(t.buckets, exclude=t.exclude)
-        data = blob.to_bytes()
-        out.setdefault(t.dst, []).append(data)
-        stats.transfers += 1
-        stats.entries_exported += blob.n_entries
-        stats.bytes += len(data)
-    for src in sorted({t.src for t in transfers}):
-        if src in replicas:
-            stats.entries_dropped += replicas[src].drop_state(new == src)
-    return out
-
-
-def import_move(replica, blobs: Sequence[bytes], stats: MoveStats) -> None:
-    """The destination's side, once every blob for it has arrived."""
-    for data in blobs:
-        res = replica.import_state(StateBlob.from_bytes(data))
-        stats.entries_imported += res.imported
-        stats.entries_skipped += res.skipped
-
-
-def _route(records: np.ndarray, owners: np.ndarray):
-    """The switch's decisions (``lego.switch.pipeline``) under the SrcIP + DstIP
-    mirror plan with replica r behind port r + REPLICA_PORT0."""
-    state = PipelineState(primary_group=GROUP_SRCIP, mirror_group=GROUP_DSTIP)
-    state.bucket_owner[:, :OWNER_BUCKETS] = owners + REPLICA_PORT0
-    state.mirror_owner[:, :OWNER_BUCKETS] = owners + REPLICA_PORT0
-    return Pipeline(state).decide(records)
-
-
-def simulate_moves(batch: PacketBatch, semantics: str = "lego", k: int = 1,
-                   moves: Sequence[tuple[int, np.ndarray]] = (), *, lag: int = 256,
-                   transfer: bool = True, hold: str = "closure", spec: bool = False,
-                   initial: np.ndarray | None = None, **options) -> MoveRun:
-    """Run feature-extraction replicas over ``batch`` (seq = packet index) through a
-    schedule of assignment changes ``moves = [(M, new owners int[1024]), ...]``,
-    starting from ``initial`` (default: buckets dealt round robin over ``k``).
-
-    ``lag``: packets (of switch sequence) between M and the arrival of the state at
-    the destinations; moves must be at least ``lag`` apart. ``transfer=False``
-    moves buckets without their state (to show that it matters); ``hold``: see the
-    module doc; ``spec``: run the pure-Python specification; ``options``: the
-    extractor's. Returns the features merged by sequence number and the cost of
-    each move."""
-    if semantics != "lego":
-        raise ConfigError(f"simulate_moves semantics: expected 'lego' (the kitsune "
-                          f"semantics couples a host with every peer, so its state has no "
-                          f"owner bucket), got {semantics!r}")
-    if hold not in HOLD_RULES:
-        raise ConfigError(f"simulate_moves hold: expected one of {HOLD_RULES}, got {hold!r}")
-    if not (isinstance(lag, int) and lag >= 0):
-        raise ConfigError(f"simulate_moves lag: expected packets >= 0, got {lag!r}")
-    n = len(batch)
-    owners = _check_owners(np.arange(OWNER_BUCKETS) % k if initial is None else initial,
-                           "simulate_moves initial")
-    schedule = []
-    last = -lag
-    for i, (m, new) in enumerate(moves):
-        if not (isinstance(m, (int, np.integer)) and last + lag <= m <= n):
-            raise ConfigError(f"simulate_moves moves[{i}] seq: expected an int in "
-                              f"[{last + lag}, {n}] (after the previous move's state has "
-                              f"arrived), got {m!r}")
-        schedule.append((int(m), _check_owners(new, f"simulate_moves moves[{i}] owners")))
-        last = int(m)
-    records = records_from_batch(batch)
-    features = np.full((n, N_FEATURES), np.nan)
-    primary_count = np.zeros(n, dtype=np.int64)
-    mirror_count = np.zeros(n, dtype=np.int64)
-    replicas: dict = {}
-
-    def feed(r: int, seqs: np.ndarray, mirror: np.ndarray) -> None:
-        if len(seqs) == 0:
-            return
-        if r not in replicas:
-            replicas[r] = make_extractor(semantics, spec=spec, **options)
-        sub = batch.take(seqs)
-        sub.mirror[:] = mirror
-        rows = replicas[r].process(sub)
-        prim = seqs[~mirror]
-        features[prim] = rows
-        primary_count[prim] += 1
-        mirror_count[seqs[mirror]] += 1
-
-    def segment(lo: int, hi: int, assignment: np.ndarray, incoming: dict | None = None,
-                blobs: dict | None = None, stats: MoveStats | None = None) -> None:
-        """Packets lo..hi-1 under ``assignment``; destinations in ``incoming`` hold
-        per ``hold`` and import their ``blobs`` before processing the held packets."""
-        d = _route(records[lo:hi], assignment)
-        for r in sorted(set(assignment.tolist()) | set((incoming or {}).keys())):
-            port = r + REPLICA_PORT0
-            mir = d.clone_owner == port
-            idx = np.flatnonzero((d.owner == port) | mir)
-            seqs, m = idx + lo, mir[idx]
-            if incoming is None or r not in incoming:
-                feed(r, seqs, m)
-                continue
-            held = hold_mask(d.bucket[idx], d.mirror_bucket[idx], m, incoming[r], hold)
-            stats.packets_window += len(idx)
-            stats.packets_held += int(held.sum())
-            if r not in replicas:
-                replicas[r] = make_extractor(semantics, spec=spec, **options)
-            replicas[r].pause_sweep(True)
-            feed(r, seqs[~held], m[~held])
-            import_move(replicas[r], blobs.get(r, []), stats)
-            feed(r, seqs[held], m[held])
-            replicas[r].pause_sweep(False)
-
-    stats_all: list[MoveStats] = []
-    pos = 0
-    for m, new in schedule:
-        segment(pos, m, owners)
-        before = sorted(set(owners.tolist()))
-        stats = MoveStats(m, int((owners != new).sum()), before, sorted(set(new.tolist())))
-        transfers = plan_move(owners, new)
-        if transfer:
-            blobs = export_move(replicas, transfers, new, stats)
-            incoming = {t.dst: np.zeros(OWNER_BUCKETS, dtype=bool) for t in transfers}
-            for t in transfers:
-                incoming[t.dst] |= t.buckets
-        else:
-            blobs, incoming = {}, None
-            for src in sorted({t.src for t in transfers}):
-                if src in replicas:
-                    stats.entries_dropped += replicas[src].drop_state(new == src)
-        for r in sorted(set(before) - set(stats.replicas_after)):
-            if r in replicas:  # scaled in: nothing is left
-                stats.retired[r] = replicas.pop(r).counters()["keys_live"]
-        end = min(m + lag, n)
-        segment(m, end, new, incoming, blobs, stats)
-        stats_all.append(stats)
-        owners, pos = new, end
-    segment(pos, n, owners)
-    return MoveRun(features, primary_count, mirror_count, stats_all,
-                   {r: e.counters()["keys_live"] for r, e in sorted(replicas.items())})

@@ -57,8 +57,8 @@ from lego.control.switch_state import (
     state_from_rows,
 )
 from lego.errors import ConfigError
+from lego.p4src import contract as pl
 from lego.p4src.p4info import load_p4info
-from lego.switch import pipeline as pl
 
 EPOCHS = 128  # the shim carries the epoch in 7 bits
 
@@ -265,7 +265,7 @@ class SwitchManager:
         previous = None
         if moves:  # the new owners go into the version frames do not read, then a new
             # epoch switches every frame to it at once: replicas tell the frames of the
-            # old assignment from the new (lego.bricks.kitsune.moves cuts there), exactly,
+            # old assignment from the new (lego.bricks.moves cuts there), exactly,
             # even on a target that applies a Write's updates one by one (BMv2)
             self.epoch = (self.epoch + 1) % EPOCHS
             previous = self.owners

@@ -30,7 +30,7 @@ import numpy as np
 from lego.control.granularity import SplitGroup, SplitPlan, Verdict
 from lego.control.p4rt_entities import DELETE, INSERT, MODIFY, CloneSpec, Pairs, TableRow, pairs
 from lego.errors import ConfigError
-from lego.switch import pipeline as pl
+from lego.p4src import contract as pl
 
 MANAGED_TABLES = (pl.T_PORT_ROLE, pl.T_SPLIT_GROUP, pl.T_BUCKET_OWNER, pl.T_MIRROR_OWNER)
 MAX_PORT = 510  # 511 is BMv2's drop port

@@ -48,8 +48,8 @@ import numpy as np
 
 from lego.bricks.agent import BrickAgent
 from lego.bricks.graph import Graph, graph_from_dict
-from lego.bricks.kitsune.graph import kitsune_graph, train_model
 from lego.bricks.main import ONE_CORE_ENV
+from lego.nfs.kitsune.graph import kitsune_graph, train_model
 
 #: glibc malloc settings for every process of the experiment, bricks and monoliths
 #: alike: batch arrays are reallocated from the heap instead of fresh mmaps, so no
@@ -125,8 +125,8 @@ def _monolith_child(trace: str, model: str, semantics: str, repeat: int, index: 
     """Body of a monolith process: the NF over (a share of) the repeated trace."""
     import resource
 
-    from lego.bricks.kitsune.monolith import KitsuneNF
     from lego.ext.kitnet import KitNET
+    from lego.nfs.kitsune.monolith import KitsuneNF
 
     os.sched_setaffinity(0, cpus)
     batch = repeated_trace(trace, repeat)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lego.bricks.kitsune.monolith import KitsuneNF
 from lego.control.granularity import Verdict, plan_split
 from lego.experiments.split_sim import GRANULARITIES, MIRROR_PLAN, round_robin_owners, run_split
 from lego.ext.batch import PacketBatch
 from lego.ext.features import state_groups
 from lego.metrics import auc
+from lego.nfs.kitsune.monolith import KitsuneNF
 
 CHUNK = 8192
 

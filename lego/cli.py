@@ -12,12 +12,11 @@ import importlib
 import logging
 import sys
 
-from lego import __version__
+from lego import __version__, nfs
 from lego.errors import LegoError
 
 COMMAND_MODULES = (
     "lego.cli_trace",
-    "lego.cli_kitsune",
     "lego.cli_run",
     "lego.cli_experiment",
     "lego.cli_switch",
@@ -37,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for nf in nfs.all_builtin():  # each NF's own subcommand (``lego kitsune`` ...)
+        if nf.cli:
+            importlib.import_module(nf.cli).register(subparsers)
     return parser
 
 

@@ -1,7 +1,7 @@
 """``lego profile``: each Kitsune brick's per-packet CPU cost on a trace, and the SLA
 split into per-brick deadlines (:mod:`lego.control.profile`).
 
-    lego profile --trace TRACE --model MODEL.npz [--semantics lego] [--sla-ms 100] \\
+    lego profile --trace TRACE --model MODEL.npz [--nf kitsune] [--semantics lego] [--sla-ms 100] \\
         [--batch 1024] [--limit N] [--out results/profile.json]
 
 Prints a table; ``--out`` writes the profile as JSON, which the controller
@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pcap, pcapng or TSV trace")
     p.add_argument("--model", type=existing_file, required=True, metavar="MODEL.npz",
                    help="a trained model (lego kitsune train)")
-    p.add_argument("--semantics", choices=("lego", "kitsune"), default="lego")
+    p.add_argument("--nf", default=None, metavar="NAME", help="the NF (default: lego.nfs.DEFAULT)")
+    p.add_argument("--semantics", default="lego", help="the NF's feature semantics, where it "
+                   "has that option (Kitsune: lego or kitsune; default lego)")
     p.add_argument("--sla-ms", type=positive_ms, default=100.0, metavar="MS",
                    help="end-to-end latency target to split (default 100)")
     p.add_argument("--batch", type=positive_int, default=1024, metavar="N",
@@ -46,10 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from lego import nfs
     from lego.control.profile import profile_trace, table_lines
 
-    prof = profile_trace(args.trace, args.model, args.semantics, args.sla_ms, args.batch,
-                         args.limit)
+    own = nfs.get(args.nf or nfs.DEFAULT).options
+    options = {k: v for k, v in (("model", str(args.model)), ("semantics", args.semantics))
+               if k in own}
+    prof = profile_trace(args.trace, args.nf, options, args.sla_ms, args.batch, args.limit)
     print("\n".join(table_lines(prof)))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -112,8 +112,8 @@ def cmd_mininet(args: argparse.Namespace) -> int:
     trace, labels = _trace_and_labels(args)
     _log_to_file(args.results / "run" / "lego.log")
     opts = RunOptions(trace=trace, labels=labels, results=args.results, topo=topo,
-                      target=target, target_why=why, semantics=args.semantics, fm=args.fm,
-                      ad=args.ad, cli=args.cli, quiet=args.quiet,
+                      target=target, target_why=why, semantics=args.semantics,
+                      train_packets=args.fm + args.ad + 1, cli=args.cli, quiet=args.quiet,
                       synthetic=args.trace is None, scaling=args.scaling == "on",
                       sla_ms=args.sla_ms)
     summary = run_mininet(opts, console)
@@ -132,8 +132,8 @@ def cmd_mininet(args: argparse.Namespace) -> int:
 
 
 def cmd_offline(args: argparse.Namespace) -> int:
-    from lego.bricks.kitsune.monolith import KitsuneNF
-    from lego.cli_kitsune import detection, score_trace, write_outputs
+    from lego.nfs.kitsune.cli import detection, score_trace, write_outputs
+    from lego.nfs.kitsune.monolith import KitsuneNF
 
     console = Console()
     args.results.mkdir(parents=True, exist_ok=True)

@@ -33,11 +33,58 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from lego.p4src.contract import (  # noqa: F401 (the model re-exports the contract)
+    A_MIRROR_TO,
+    A_MIRROR_UNOWNED,
+    A_ROLE_DROP,
+    A_ROLE_FORWARD,
+    A_ROLE_TRAFFIC,
+    A_SET_GROUPS,
+    A_TO_REPLICA,
+    A_UNOWNED,
+    C_BUCKET,
+    C_EVENT,
+    C_MIRROR_BUCKET,
+    C_PORT_IN,
+    C_PORT_OUT,
+    CLONE_SESSION_BASE,
+    COUNTER_SIZES,
+    DROP_PORT,
+    EVENT_FORWARD,
+    EVENT_MIRROR,
+    EVENT_PARSER_ERROR,
+    EVENT_PORT_DROP,
+    EVENT_RUNT,
+    EVENT_UNOWNED,
+    GROUP_DSTIP,
+    GROUP_NAMES,
+    GROUP_NONE,
+    GROUP_SLICES,
+    GROUP_SOCKET,
+    GROUP_SRCIP,
+    GROUP_SRCIP_DSTIP,
+    GROUP_SRCMAC_SRCIP,
+    INITIAL_DEFAULTS,
+    N_BUCKETS,
+    N_EVENTS,
+    N_PORTS,
+    ROLE_DROP,
+    ROLE_FORWARD,
+    ROLE_TRAFFIC,
+    SHIM_BYTES,
+    SHIM_MIRROR,
+    T_BUCKET_OWNER,
+    T_MIRROR_OWNER,
+    T_PORT_ROLE,
+    T_SPLIT_GROUP,
+    VERSIONS,
+    port_cells,
+)
 from lego.switch.parser import (
     KEY_BYTES,
     STATUS_PARSER_ERROR,
@@ -45,65 +92,8 @@ from lego.switch.parser import (
     parse_keys,
 )
 
-N_BUCKETS = 1024
-VERSIONS = 2  # the owner tables' versions (meta.version, the epoch's low bit)
-N_PORTS = 512
-N_EVENTS = 8
-CLONE_SESSION_BASE = 1  # clone session id = replica port + 1
-DROP_PORT = 511
-
-GROUP_NONE, GROUP_SRCMAC_SRCIP, GROUP_SRCIP, GROUP_SRCIP_DSTIP, GROUP_SOCKET, GROUP_DSTIP = range(6)
-GROUP_NAMES = {GROUP_SRCMAC_SRCIP: "SrcMAC-SrcIP", GROUP_SRCIP: "SrcIP",
-               GROUP_SRCIP_DSTIP: "SrcIP-DstIP", GROUP_SOCKET: "Socket", GROUP_DSTIP: "DstIP"}
-# each group's field list in lego.p4 GroupHash, as a slice of the key record
-GROUP_SLICES = {GROUP_SRCMAC_SRCIP: (0, 23), GROUP_SRCIP: (6, 23), GROUP_SRCIP_DSTIP: (6, 40),
-                GROUP_SOCKET: (6, 45), GROUP_DSTIP: (23, 40)}
-
-ROLE_DROP, ROLE_TRAFFIC, ROLE_FORWARD = 0, 1, 2
-
-EVENT_PARSER_ERROR, EVENT_RUNT, EVENT_UNOWNED, EVENT_PORT_DROP, EVENT_MIRROR, EVENT_FORWARD = \
-    range(6)
-
-SHIM_MIRROR = 0x01
-SHIM_BYTES = 24
 _SHIM = struct.Struct("!BBHQHII")  # the shim less origEtherType (which is frame[12:14])
 _LEGO_TYPE = b"\x88\xb5"
-
-# P4Info names of the objects this model implements
-T_PORT_ROLE = "LegoIngress.port_role"
-T_SPLIT_GROUP = "LegoIngress.split_group"
-T_BUCKET_OWNER = "LegoIngress.bucket_owner"
-T_MIRROR_OWNER = "LegoIngress.mirror_owner"
-A_ROLE_TRAFFIC = "LegoIngress.role_traffic"
-A_ROLE_FORWARD = "LegoIngress.role_forward"
-A_ROLE_DROP = "LegoIngress.role_drop"
-A_SET_GROUPS = "LegoIngress.set_groups"
-A_TO_REPLICA = "LegoIngress.to_replica"
-A_UNOWNED = "LegoIngress.unowned"
-A_MIRROR_TO = "LegoIngress.mirror_to"
-A_MIRROR_UNOWNED = "LegoIngress.mirror_unowned"
-#: each table's ``default_action`` in lego.p4: what a switch holds before any write
-#: and restores on a reset (BMv2 takes it from the JSON; p4c 1.2.4's P4Info has no
-#: ``initial_default_action``)
-INITIAL_DEFAULTS: dict[str, tuple[str, dict[str, int]]] = {
-    T_PORT_ROLE: (A_ROLE_DROP, {}),
-    T_SPLIT_GROUP: (A_SET_GROUPS, {"primary": GROUP_SRCIP, "mirror": GROUP_NONE, "epoch": 0}),
-    T_BUCKET_OWNER: (A_UNOWNED, {}),
-    T_MIRROR_OWNER: (A_MIRROR_UNOWNED, {}),
-}
-C_BUCKET = "LegoIngress.bucket_counter"
-C_MIRROR_BUCKET = "LegoIngress.mirror_bucket_counter"
-C_PORT_IN = "LegoIngress.port_in_counter"
-C_EVENT = "LegoIngress.event_counter"
-C_PORT_OUT = "LegoEgress.port_out_counter"
-COUNTER_SIZES = {C_BUCKET: N_BUCKETS, C_MIRROR_BUCKET: N_BUCKETS, C_PORT_IN: N_PORTS,
-                 C_EVENT: N_EVENTS, C_PORT_OUT: N_PORTS}
-
-
-def port_cells(ports: Iterable[int]) -> list[int]:
-    """The port counters' cells that count these switch ports (cell = port mod
-    N_PORTS, as the pipeline indexes them), sorted: what a reader of a few ports asks for."""
-    return sorted({p % N_PORTS for p in ports})
 
 
 def group_buckets(records: np.ndarray, group: int) -> np.ndarray:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from lego.bricks.agent import BrickAgent
-from lego.bricks.kitsune.graph import kitsune_graph, monolith_scores, read_scores, train_model
 from lego.bricks.shm import run_id, segment_names
+from lego.nfs.kitsune.graph import kitsune_graph, monolith_scores, read_scores, train_model
 
 LIMIT = 6000
 BATCH = 512
@@ -236,7 +236,7 @@ def test_a_decision_on_a_reused_port_keeps_the_earlier_graphs_results(tmp_path):
     """A standby graph started on the port of a graph scaled in writes to the same
     port-N directory: the finished graph's results move aside to port-N.1, .2 ...
     (a make run lost 29,363 scores when the new decision truncated them)."""
-    from lego.bricks.kitsune.detector import keep_earlier
+    from lego.nfs.kitsune.detector import keep_earlier
 
     out = tmp_path / "port-2"
     keep_earlier(out)  # nothing there yet

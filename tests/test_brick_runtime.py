@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 
 from lego.bricks.errors import WireError
-from lego.bricks.kitsune.detector import Decision
-from lego.bricks.kitsune.source import (
+from lego.bricks.northbound import LoadBoard
+from lego.bricks.routing import N_BUCKETS, RoutingTable, dealt_owners
+from lego.bricks.source import (
     PACKET_FIELDS,
     Frames,
     address_buckets,
     frames_to_batch,
     split_by_owner,
 )
-from lego.bricks.northbound import LoadBoard
-from lego.bricks.routing import N_BUCKETS, RoutingTable, dealt_owners
 from lego.bricks.wire import Message, decode, encode, epoch_start
 from lego.ext.packets import open_trace
+from lego.nfs.kitsune.detector import Decision
 
 
 def _bytes(frames):
@@ -211,7 +211,7 @@ def test_load_board_queue_depth():
 
 
 def test_alert_lines_are_json_dumps_lines():
-    from lego.bricks.kitsune.detector import alert_lines
+    from lego.nfs.kitsune.detector import alert_lines
 
     seq = np.array([3, 2**40, 7], dtype=np.uint64)
     for score in (np.array([0.1, 1 / 3, 1e-300]), np.array([0.5, np.inf, 2.0])):
@@ -222,8 +222,8 @@ def test_alert_lines_are_json_dumps_lines():
 
 def test_feature_brick_state_moves_west_east_as_a_blob():
     from lego.bricks.errors import StateTransferError
-    from lego.bricks.kitsune.detector import FeatureQuantization
-    from lego.bricks.kitsune.source import PACKET_FIELDS
+    from lego.bricks.source import PACKET_FIELDS
+    from lego.nfs.kitsune.detector import FeatureQuantization
     from lego.testing import mixed_traffic
 
     batch = mixed_traffic(1500, seed=4)
@@ -235,10 +235,10 @@ def test_feature_brick_state_moves_west_east_as_a_blob():
     one = FeatureQuantization({"semantics": "lego"}, None)
     one.handle(message(first))
     other = FeatureQuantization({"semantics": "lego"}, None)
-    other.import_state(one.export_state(np.arange(N_BUCKETS)))
+    other.import_buckets(one.export_buckets(np.arange(N_BUCKETS))[0])
     a, b = one.handle(message(rest))[0], other.handle(message(rest))[0]
     assert np.array_equal(a.arrays["x"], b.arrays["x"])  # the moved state continues exactly
     fresh = FeatureQuantization({"semantics": "lego"}, None).handle(message(rest))[0]
     assert not np.array_equal(a.arrays["x"], fresh.arrays["x"])
     with pytest.raises(StateTransferError, match="cannot be split"):
-        FeatureQuantization({"semantics": "kitsune"}, None).export_state(np.arange(4))
+        FeatureQuantization({"semantics": "kitsune"}, None).export_buckets(np.arange(4))

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from lego.bricks.kitsune.graph import train_model
 from lego.control import northbound as nb
 from lego.control.config import config_from_dict
 from lego.control.runtime import ControllerRuntime
@@ -32,6 +31,7 @@ from lego.control.testbed import (
     system_config,
     wait_for,
 )
+from lego.nfs.kitsune.graph import train_model
 from lego.switch import pipeline as pl
 from lego.switch.server import P4RuntimeServer
 from lego.topo.traffic_synth import generate, write_trace

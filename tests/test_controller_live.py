@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lego.bricks.kitsune.graph import monolith_scores, read_scores, train_model
 from lego.control.config import config_from_dict
 from lego.control.registry import Command
 from lego.control.runtime import ControllerRuntime
 from lego.control.testbed import Driver
+from lego.nfs.kitsune.graph import monolith_scores, read_scores, train_model
 from lego.switch import pipeline as pl
 from lego.switch.server import P4RuntimeServer
 from lego.testing import wait_for

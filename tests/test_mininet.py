@@ -173,7 +173,7 @@ mininet = [pytest.mark.mininet, pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def trace_and_model(tmp_path_factory):
-    from lego.bricks.kitsune.graph import train_model
+    from lego.nfs.kitsune.graph import train_model
 
     d = tmp_path_factory.mktemp("mn")
     trace = small_trace(d)

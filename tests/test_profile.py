@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from lego.bricks.kitsune.graph import train_model
 from lego.control.config import config_from_dict
 from lego.control.core import ControllerCore
-from lego.control.profile import LIVE_WEIGHT, ROLES, load_profile, profile_trace
+from lego.control.profile import LIVE_WEIGHT, load_profile, profile_trace
 from lego.control.runtime import initial_costs
 from lego.errors import ConfigError
+from lego.nfs.kitsune.graph import train_model
 from lego.topo.traffic_synth import generate, write_trace
 
 N = 4000
@@ -27,11 +27,16 @@ def trace_model(tmp_path_factory):
     return pcap, train_model(pcap, d / "model.npz", "lego", fm=300, ad=2000)
 
 
+def _opts(model) -> dict:
+    return {"semantics": "lego", "model": str(model)}
+
+
 def test_profile_costs_each_brick_and_splits_the_sla_in_proportion(trace_model, tmp_path):
     pcap, model = trace_model
-    p = profile_trace(pcap, model, "lego", sla_ms=50.0, batch=512)
+    p = profile_trace(pcap, "kitsune", _opts(model), sla_ms=50.0, batch=512)
     assert p.packets == N and p.batches == -(-N // 512)
-    assert set(p.cost_us) == {r for r, _ in ROLES}
+    assert list(p.cost_us) == list(p.types) == ["src", "fq", "fm", "uln", "dec"]
+    assert p.types["fq"] == "feature_quantization"
     assert all(c > 0 for c in p.cost_us.values())
     assert sum(p.deadlines_ms.values()) == pytest.approx(50.0)
     total = sum(p.cost_us.values())
@@ -50,7 +55,8 @@ def test_profile_cli_prints_the_table_and_writes_the_json(trace_model, tmp_path,
     assert main(["profile", "--trace", str(pcap), "--model", str(model), "--sla-ms", "20",
                  "--limit", "1500", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    for role, kind in ROLES:
+    for role, kind in (("src", "packet_batching"), ("fq", "feature_quantization"),
+                       ("fm", "feature_mapping"), ("uln", "uln"), ("dec", "decision")):
         assert role in text and kind in text
     data = json.loads(out.read_text())
     assert data["packets"] == 1500 and data["sla_ms"] == 20.0
@@ -72,7 +78,7 @@ def _cfg(tmp_path, profile: str = "", semantics: str = "lego"):
 
 def test_controller_starts_from_the_profile_then_averages_live_reports(trace_model, tmp_path):
     pcap, model = trace_model
-    p = profile_trace(pcap, model, "lego", batch=256, limit=2000)
+    p = profile_trace(pcap, "kitsune", _opts(model), batch=256, limit=2000)
     (tmp_path / "profile.json").write_text(p.to_json())
     cfg = _cfg(tmp_path, "profile.json")
     costs = initial_costs(cfg)
@@ -104,9 +110,9 @@ def test_a_missing_foreign_or_malformed_profile_is_refused(trace_model, tmp_path
     (tmp_path / "bad.json").write_text('{"cost_us": 3}')
     with pytest.raises(ConfigError, match="not a profile"):
         load_profile(tmp_path / "bad.json")
-    p = profile_trace(pcap, model, "lego", batch=512, limit=600)
+    p = profile_trace(pcap, "kitsune", _opts(model), batch=512, limit=600)
     (tmp_path / "p.json").write_text(p.to_json())
-    with pytest.raises(ConfigError, match="semantics"):
+    with pytest.raises(ConfigError, match="measured with NF 'kitsune'"):
         initial_costs(_cfg(tmp_path, "p.json", semantics="kitsune"))
     with pytest.raises(ConfigError, match="sla-ms"):
-        profile_trace(pcap, model, "lego", sla_ms=0)
+        profile_trace(pcap, "kitsune", _opts(model), sla_ms=0)

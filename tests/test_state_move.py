@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lego.control.policy_buckets import initial_assignment, rebalance
-from lego.control.state_move import hold_mask, plan_move, simulate_moves
+from lego.control.state_move import hold_mask, plan_move
 from lego.errors import ConfigError
 from lego.ext.legostats import (
     LegoExtractor,
@@ -34,6 +34,7 @@ from lego.ext.legostats_spec import (
     key_words,
     owners,
 )
+from lego.nfs.kitsune.move_sim import simulate_moves
 from lego.switch.parser import records_from_batch
 from lego.switch.pipeline import GROUP_DSTIP, GROUP_SRCIP, N_BUCKETS, group_buckets
 from lego.testing import mixed_traffic

@@ -29,23 +29,24 @@ STATUS_EVERY_S = 0.5
 
 def nf_graph(host: str, iface: str, model: Path, out: Path, *, semantics: str = "lego",
              uln: int = 1, batch: int = 1024, flush_ms: int = 50, idle_s: float = 8.0,
-             window: int = 64) -> dict:
-    """The Kitsune brick graph of one NF host, reading its dataplane interface."""
-    return {
-        "graph": {"name": f"kitsune-{host}", "transport": "ipc", "hwm": 64},
-        "params": {"semantics": semantics, "model": str(model)},
-        "bricks": {
-            "source": {"type": "packet_batching",
-                       "options": {"interface": iface, "batch": batch, "flush_ms": flush_ms,
-                                   "idle_s": idle_s, "timestamps": "switch"}},
-            "fq": {"type": "feature_quantization"},
-            "fm": {"type": "feature_mapping"},
-            "uln": {"type": "uln", "replicas": uln},
-            "decision": {"type": "decision", "options": {"out": str(out), "window": window}},
-        },
-        "edges": [{"from": "source", "to": "fq"}, {"from": "fq", "to": "fm"},
-                  {"from": "fm", "to": "uln"}, {"from": "uln", "to": "decision"}],
-    }
+             window: int = 64, nf: str | None = None) -> dict:
+    """The NF's brick graph (its template, :attr:`lego.nfs.NetworkFunction.graph`) of
+    one NF host, reading its dataplane interface; ``uln`` stateless replicas."""
+    from lego import nfs
+    from lego.control.graph_specs import nf_chain_of
+
+    decl = nfs.get(nf or nfs.DEFAULT)
+    options = decl.resolve({k: v for k, v in (("semantics", semantics), ("model", str(model)))
+                            if k in decl.options})
+    replicas = {nf_chain_of(decl, options).stateless: uln}
+    graph = decl.graph(source={"type": "packet_batching",
+                               "options": {"interface": iface, "batch": batch,
+                                           "flush_ms": flush_ms, "idle_s": idle_s,
+                                           "timestamps": "switch"}},
+                       options=options, replicas=replicas,
+                       sink={"out": str(out), "window": window}, name=f"{decl.name}-{host}")
+    graph["graph"].update(transport="ipc", hwm=64)
+    return graph
 
 
 def agent_status(agent, host: str, now: float) -> dict:

@@ -1,8 +1,8 @@
 """One replica's capacity under an NF host's CPU quota, measured before a run.
 
 ``lego run`` sizes its load from this number: :func:`calibrate` runs the same
-Kitsune brick graph an NF host runs (source -> feature extraction -> feature
-mapping -> autoencoders -> decision, as separate processes over ipc), fed the
+brick graph an NF host runs (the NF's template: source -> keyed feature
+extraction -> ... -> stateless replicas -> sink, as separate processes over ipc), fed the
 trace's first packets as fast as it takes them, inside a cgroup with the
 host's quota (:class:`~lego.cpu_quota.CpuQuota`), and reports packets per
 second from the sources' ``go`` to the decision's end (start-up, outside the
@@ -52,8 +52,9 @@ def calibration_graph(trace: Path, model: Path, out: Path, semantics: str,
     """An NF host's graph (:func:`~lego.topo.agent.nf_graph`) read from ``trace``."""
     graph = nf_graph("calibration", "unused", model, out, semantics=semantics, batch=batch,
                      flush_ms=flush_ms)
-    graph["bricks"]["source"]["options"] = {"trace": str(trace), "batch": batch}
-    graph["bricks"]["decision"]["options"]["write_scores"] = False
+    chain = [graph["edges"][0]["from"]] + [e["to"] for e in graph["edges"]]
+    graph["bricks"][chain[0]]["options"] = {"trace": str(trace), "batch": batch}
+    graph["bricks"][chain[-1]]["options"]["write_scores"] = False
     return graph
 
 

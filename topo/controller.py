@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lego import nfs
 from lego.topo.run_report import event_text
 from lego.topo.topology import NFHostSpec, Topology
 
@@ -51,10 +52,6 @@ def sla_flush_ms(sla_ms: float) -> int:
     return max(GRAPH["flush_ms"], round(sla_ms * FLUSH_SLA_FRACTION))
 
 
-BRICK_ROLES = {"packet_batching": "src", "feature_quantization": "fq",
-               "feature_mapping": "fm", "uln": "uln", "decision": "dec"}
-
-
 def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, results: Path,
                       token_file: Path, semantics: str = "lego", election_id: int = 10,
                       scaling: dict[str, Any] | None = None,
@@ -67,8 +64,8 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
     their sources flush after :func:`sla_flush_ms` unless ``graph`` says otherwise."""
     sc = {**SCALING, "max_replicas": len(hosts), **(scaling or {})}
     fe_initial = max(1, min(topo.replicas, len(hosts)))
-    if semantics == "kitsune":
-        sc["fe"] = False
+    if not nfs.get(nfs.DEFAULT).splits_exactly({"semantics": semantics}):
+        sc["fe"] = False  # Algorithm 1 finds no exact split: one keyed replica
         fe_initial = 1
     return {
         "switch": {"address": topo.switch.grpc_addr, "device_id": topo.switch.device_id,

@@ -10,7 +10,8 @@ at the first frame: an oversleep delays a few frames and is caught up at once, s
 the replay never drifts.
 
 A late wake-up still sends the frames due meanwhile together, and the switch stamps
-them together: Kitsune's jitter statistics then see a burst the trace does not have.
+them together: an NF's timing features (inter-arrival jitter) then see a burst the
+trace does not have.
 Under CPU contention a sleeper at normal priority woke 4.7 ms late at the 99th
 percentile here (two cores, three busy loops); the pacer asks for the lowest
 real-time priority (``SCHED_FIFO`` 1: above every normal task, below the kernel's

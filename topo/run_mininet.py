@@ -2,7 +2,7 @@
 
 Order: refuse if another run is alive, clean what a dead one left; measure one
 replica's capacity; speed the trace's clock up step by step to the ramp's rates;
-train KitNET offline on the benign prefix at that timing (the NF hosts use the
+train the NF's model offline on the benign prefix at that timing (the NF hosts use the
 switch's timestamps, which follow it); start the network, the switch, Ray and the
 controller; replay the trace with the pacer while the dashboard shows the status;
 wait for the NF hosts to drain; write ``results/`` (:mod:`lego.topo.run_results`);
@@ -24,6 +24,7 @@ import numpy as np
 from rich.console import Console
 from rich.live import Live
 
+from lego import nfs
 from lego.cpu_quota import machine_cpu_s
 from lego.errors import LegoError
 from lego.topo.calibrate import Calibration
@@ -53,9 +54,9 @@ class RunOptions:
     topo: Topology
     target: str  # soft | bmv2 (already picked)
     target_why: str
-    semantics: str = "lego"
-    fm: int = 5000
-    ad: int = 50000
+    semantics: str = "lego"  # the NF's feature semantics, where it has that option
+    train_packets: int = 55_001  # the NF's model is prepared on the trace's first N
+    nf: str = nfs.DEFAULT
     cli: bool = False
     quiet: bool = False
     drain_s: float = 60.0
@@ -63,10 +64,21 @@ class RunOptions:
     scaling: bool = True  # False: the same run with the scaling policy off
     sla_ms: float | None = None  # None: from the calibration
 
+    @property
+    def decl(self):
+        """The NF (:class:`lego.nfs.NetworkFunction`)."""
+        return nfs.get(self.nf)
+
+    @property
+    def nf_options(self) -> dict:
+        own = self.decl.options
+        return self.decl.resolve({k: v for k, v in (("semantics", self.semantics),)
+                                  if k in own})
+
 
 #: packets the calibration replica processes (its first ones are the trace's)
 CALIBRATION_PACKETS = 12_000
-#: benign packets before the last step, in KitNET training packets
+#: benign packets before the last step, in the NF's training packets
 TRAIN_MARGIN = 1.05
 #: attack packets the generated trace holds, in base-rate packets of the last step
 #: (Mirai's scan runs at about 6x the LAN's base rate: more than the step takes)
@@ -108,9 +120,8 @@ def size_load(opts: RunOptions, console: Console, work: Path
     measured first (:func:`~lego.topo.calibrate.calibrate`, on the trace's first
     packets with a model trained on them), and each step offers ``load`` x that.
     The generated trace is benign until the last step, where the infection
-    starts: the ramp (and KitNET's training) runs on benign traffic, and the
+    starts: the ramp (and the model's training) runs on benign traffic, and the
     attack arrives at the trace's own rates, sped up like everything else."""
-    from lego.bricks.kitsune.graph import train_model
     from lego.topo.calibrate import calibrate
     from lego.topo.traffic_synth import default_trace, labels_path
 
@@ -120,18 +131,18 @@ def size_load(opts: RunOptions, console: Console, work: Path
     cores = min(h.cores for h in opts.topo.nf_hosts)
     cdir = work / "calibration"
     cdir.mkdir(parents=True, exist_ok=True)
-    model = train_model(opts.trace, cdir / "model.npz", opts.semantics, fm=1000,
-                        ad=CALIBRATION_PACKETS - 1001)
+    model = opts.decl.train(opts.trace, cdir / "model.npz", opts.nf_options,
+                            CALIBRATION_PACKETS)
     cal = calibrate(opts.trace, model, cores, cdir, packets=CALIBRATION_PACKETS,
                     semantics=opts.semantics)
     console.print(cal.line())
     rates = [max(1, round(x * cal.pps)) for x in tr.load]
     if not opts.synthetic:
         return opts.trace, opts.labels, rates, cal
-    train = opts.fm + opts.ad + 1
+    train = opts.train_packets
     if sum(rates[:-1]) * tr.step_s < TRAIN_MARGIN * train:  # longer steps, same rates
         step_s = round(TRAIN_MARGIN * train / sum(rates[:-1]), 1)
-        console.print(f"steps of {step_s:g} s instead of {tr.step_s:g} s, so that KitNET's "
+        console.print(f"steps of {step_s:g} s instead of {tr.step_s:g} s, so that the NF's "
                       f"{train:,} training packets precede the last step")
         tr = replace(tr, step_s=step_s)
         opts.topo = replace(opts.topo, traffic=tr)
@@ -151,7 +162,6 @@ def _install_handlers(teardown) -> None:
 
 
 def run_mininet(opts: RunOptions, console: Console) -> dict:
-    from lego.bricks.kitsune.graph import train_model
     from lego.topo.system import LegoSystem
     from lego.topo.traffic import Replayer
 
@@ -186,9 +196,9 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
                   "packets/s")
     sla_ms = opts.sla_ms or SLA_MS
     t0 = time.perf_counter()
-    model = train_model(retimed, work / "model.npz", opts.semantics, opts.fm, opts.ad)
-    console.print(f"trained KitNET offline on the first {opts.fm + opts.ad + 1:,} packets "
-                  f"({opts.semantics} features, the replay's timing) in "
+    model = opts.decl.train(retimed, work / "model.npz", opts.nf_options, opts.train_packets)
+    console.print(f"trained {opts.nf}'s model offline on the first {opts.train_packets:,} "
+                  f"packets ({opts.semantics} features, the replay's timing) in "
                   f"{time.perf_counter() - t0:.1f} s")
     system = LegoSystem(opts.topo, opts.target, work, model, semantics=opts.semantics,
                         scaling=None if opts.scaling else SCALING_OFF, sla_ms=sla_ms)
@@ -306,7 +316,7 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
     machine = machine_cpu_s()
     drain_deadline = None
     initial = opts.topo.replicas  # feature-extraction replicas before the replay
-    title = f"LEGO: Kitsune ({opts.semantics}) behind {opts.target_why.split(' (')[0]}"
+    title = f"LEGO: {opts.nf} ({opts.semantics}) behind {opts.target_why.split(' (')[0]}"
     with Live(console=console, refresh_per_second=4, transient=False,
               auto_refresh=False) as live:
         while True:

@@ -35,7 +35,7 @@ def offline_reference(system, pcaps: list[Path], opts: RunOptions) -> dict:
     from lego.topo.testlib import offline_scores
 
     seq, score, _ = merge_scores(system)
-    ref_seq, ref_score = offline_scores(pcaps, system.model, opts.semantics)
+    ref_seq, ref_score = offline_scores(pcaps, system.model, opts.decl, opts.nf_options)
     same_seq = len(seq) == len(ref_seq) and bool(np.array_equal(seq, ref_seq))
     return {"packets": int(len(ref_seq)), "same packets": same_seq,
             "bit-identical": same_seq and bool(np.array_equal(score.view(np.uint64),
@@ -116,13 +116,14 @@ def offline_original(opts: RunOptions, original: Path) -> dict:
     """One offline NF instance on the original trace (its own timing; the packets
     the replay covers), trained on the same prefix: the detection the live system
     should match."""
-    from lego.bricks.kitsune.monolith import KitsuneNF
-    from lego.cli_kitsune import detection, score_trace
+    from lego.metrics import detection_report, load_labels
 
     if opts.labels is None:
         return {}
-    nf = KitsuneNF.fresh(opts.semantics, fm=opts.fm, ad=opts.ad)
-    return detection(score_trace(nf, original, True, fit=("lognormal", 1e-4)), opts.labels)
+    seq, score, scored = opts.decl.run(original, opts.nf_options, opts.train_packets)
+    n = int(seq.max()) + 1 if len(seq) else 0
+    labels = load_labels(opts.labels, n)[seq.astype(np.int64)]
+    return detection_report(score[scored], labels[scored])
 
 
 def merge_scores(system, with_decided: bool = False) -> tuple:
@@ -214,7 +215,7 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
     per_second = latency_per_second(lat, start, sla_ms / 1e3) if lat else []
     sla = sla_figures(per_second, sla_ms, peak)
     _attach_seconds(timeline, per_second)
-    train_n = opts.fm + opts.ad + 1
+    train_n = opts.train_packets
     unique = int(len(np.unique(seq)))
     lost_rows = sum(d.get("lost_rows", 0) for d in decisions.values())
     zero = (replayer.failed == 0 and switch_out == brick_in and unique == len(seq)

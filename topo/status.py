@@ -22,7 +22,7 @@ import logging
 import time
 from pathlib import Path
 
-from lego.switch import pipeline as pl
+from lego.p4src import contract as pl
 
 log = logging.getLogger(__name__)
 

@@ -136,7 +136,7 @@ class LegoMininetTest:
 
 def _switch_batch(pcaps: list[Path]):
     """The frames the NF hosts received (shims kept) as one batch, switch-stamped."""
-    from lego.bricks.kitsune.source import Frames, frames_to_batch
+    from lego.bricks.source import Frames, frames_to_batch
     from lego.ext.packets import open_trace
 
     frames: list[bytes] = []
@@ -165,7 +165,7 @@ def capture_epoch_s(pcaps: list[Path], sample: int = 20_000) -> float | None:
     the smallest (capture time - shim timestamp) over their first frames. Where the
     switch does not say its epoch (BMv2), latencies measured from it are short by
     the fastest frame's switch-to-host delay (tens of microseconds)."""
-    from lego.bricks.kitsune.source import Frames, strip_shims
+    from lego.bricks.source import Frames, strip_shims
     from lego.ext.packets import open_trace
 
     best = []
@@ -183,17 +183,14 @@ def capture_epoch_s(pcaps: list[Path], sample: int = 20_000) -> float | None:
     return min(best) if best else None
 
 
-def offline_scores(pcaps: list[Path], model: Path, semantics: str = "lego"
+def offline_scores(pcaps: list[Path], model: Path, nf=None, options: dict | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """One offline NF instance over the frames the NF hosts received (shims kept):
     the primaries, in switch sequence order, with the switch's timestamps."""
-    from lego.bricks.kitsune.monolith import KitsuneNF
-    from lego.ext.kitnet import KitNET
+    from lego import nfs
 
-    one = _switch_batch(pcaps)
-    nf = KitsuneNF(semantics, KitNET.load(model), keep_training_rows=False)
-    s = nf.process(one)
-    return s.seq.astype(np.int64), s.score
+    nf = nf or nfs.get(nfs.DEFAULT)
+    return nf.reference([_switch_batch(pcaps)], model, nf.resolve(options))
 
 
 def copy_evidence(src: Path, dest: Path) -> None:

@@ -1,6 +1,6 @@
 """A deterministic, labelled synthetic trace: an IoT camera LAN, then a Mirai-like attack.
 
-The benign part is what the Kitsune Mirai trace looks like from the LAN switch: a
+The benign part is what the public Mirai capture looks like from the LAN switch: a
 gateway (192.168.2.1, also DNS and DHCP server, and IPv6 router fe80::1), IP
 cameras streaming to cloud servers over TLS, sensors doing HTTP check-ins, and
 everyone doing DNS, NTP, ARP, DHCP renewals, SSDP/mDNS multicast, ICMP (echo, and
@@ -14,7 +14,7 @@ UDP. Benign traffic goes on meanwhile.
 
 Frames are packed with ``struct`` (valid IPv4, TCP, UDP and ICMPv6 checksums) and
 written with :func:`lego.ext.packets.write_pcap`; labels are one ``0``/``1`` per
-line (Kitsune's label-file format), 1 for every packet of the attack, including
+line (that capture's label-file format), 1 for every packet of the attack, including
 the replies it provokes. Time is kept in integer microseconds, so the pcap holds
 exactly the generated times. Everything depends only on ``seed``.
 """

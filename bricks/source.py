@@ -1,4 +1,4 @@
-"""Kitsune's source brick, Packet Batching (paper Table I): frames in, batches out.
+"""The packet source brick, Packet Batching (paper Table I): frames in, batches out.
 
 :class:`PacketBatching` reads a pcap/pcapng/TSV (``trace``) or an interface
 (``interface``, AF_PACKET) in batches and strips the LEGO shim (EtherType
@@ -8,8 +8,8 @@
 is also the splitter of a key-routed edge: rows go to the feature-extractor
 replica that owns the source address, and a mirror copy to the owner of the
 destination (the same rule as the switch, DESIGN §7), so K extractor replicas
-are exact (``lego`` semantics only). The detector bricks it feeds are in
-:mod:`lego.bricks.kitsune.detector`.
+are exact where Algorithm 1 finds an exact split. Every NF's graph starts with it
+(the NF boundary, :mod:`lego.nfs`).
 """
 
 from __future__ import annotations
@@ -24,19 +24,17 @@ from typing import Any
 import numpy as np
 
 from lego.bricks.errors import BrickError
-from lego.bricks.routing import N_BUCKETS
 from lego.bricks.wire import Message
 from lego.ext.batch import PacketBatch
 from lego.ext.packets import packet_socket
+from lego.p4src.contract import LEGO_ETHERTYPE, N_BUCKETS, SHIM_FIELDS_LEN, SHIM_MIRROR
 
 log = logging.getLogger(__name__)
 
 PACKET_FIELDS = tuple(f.name for f in fields(PacketBatch))
-LEGO_ETHERTYPE = 0x88B5
 #: the longest an idle interface source sleeps before the runtime serves its control
 IDLE_WAIT_S = 0.02
-SHIM_LEN = 22  # shim fields between the 0x88B5 EtherType and the original EtherType
-SHIM_MIRROR = 0x01
+SHIM_LEN = SHIM_FIELDS_LEN  # shim fields between the 0x88B5 EtherType and the original one
 
 
 # ---------------------------------------------------------------- shim and owners

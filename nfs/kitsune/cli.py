@@ -114,7 +114,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def _fresh_nf(args: argparse.Namespace):
-    from lego.bricks.kitsune.monolith import KitsuneNF
+    from lego.nfs.kitsune.monolith import KitsuneNF
 
     return KitsuneNF.fresh(args.semantics, fm=args.fm, ad=args.ad, max_ae=args.max_ae,
                            lr=args.lr, hidden_ratio=args.hidden_ratio)
@@ -210,8 +210,8 @@ def _report(args: argparse.Namespace, result: TraceScores) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from lego.bricks.kitsune.monolith import KitsuneNF
     from lego.ext.kitnet import KitNET
+    from lego.nfs.kitsune.monolith import KitsuneNF
 
     kitnet = KitNET.load(args.model)
     semantics = kitnet.meta.get("semantics", "kitsune")

@@ -80,9 +80,9 @@ def read_scores(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def monolith_scores(trace: str | Path, model: str | Path, semantics: str, batch: int = 8192,
                     limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(seq, score) of the monolithic KitsuneNF over the same trace and model."""
-    from lego.bricks.kitsune.monolith import KitsuneNF
     from lego.ext.kitnet import KitNET
     from lego.ext.packets import open_trace
+    from lego.nfs.kitsune.monolith import KitsuneNF
 
     nf = KitsuneNF(semantics, KitNET.load(model), keep_training_rows=False)
     seqs, scores = [], []
@@ -102,8 +102,8 @@ def monolith_scores(trace: str | Path, model: str | Path, semantics: str, batch:
 def train_model(trace: str | Path, out: str | Path, semantics: str, fm: int, ad: int,
                 batch: int = 8192) -> Path:
     """Train KitNET on the trace's prefix (FM + AD + 1 packets), save MODEL.npz."""
-    from lego.bricks.kitsune.monolith import KitsuneNF
     from lego.ext.packets import open_trace
+    from lego.nfs.kitsune.monolith import KitsuneNF
 
     nf = KitsuneNF.fresh(semantics, fm=fm, ad=ad)
     for b in open_trace(trace).batches(batch):

@@ -1,8 +1,21 @@
-"""West-east state moves on a live feature-extraction brick (``lego`` semantics).
+"""West-east state moves on a live keyed brick: the brick's side of the protocol.
 
 The controller runs :mod:`lego.control.state_move`'s protocol on live bricks
-through control messages; this module is the brick's side of it, used by
-:class:`~lego.bricks.kitsune.detector.FeatureQuantization`:
+through control messages; this module is the keyed brick's side of it, for any
+NF whose keyed logic offers (:class:`lego.nfs.KeyedState`):
+
+- ``moves``: a :class:`MoveState`;
+- ``rows(msg, idx) -> (seq, x)``: process rows ``idx`` of a batch, returning the
+  output rows (sequence numbers and a row matrix) of the primaries among them;
+- ``row_buckets(msg, idx) -> [buckets, ...]``: the owner buckets each row's update
+  touches (one int64 array per touched key, e.g. the source's and the
+  destination's), for the closure rule;
+- ``export_buckets(buckets, exclude) -> (blob, entries)``, ``import_buckets(blob)
+  -> (imported, skipped)``, ``drop_buckets(keep) -> dropped``;
+- optionally ``hold_state(on)``: pause what would change state on its own (an
+  idle sweep) while rows are held.
+
+The control messages:
 
 - ``{"op": "hold", "buckets": [...]}`` (destination, before the switch moves the
   buckets): from now on, hold the packets that could touch moved state, by the
@@ -38,9 +51,16 @@ from typing import Any
 import numpy as np
 
 from lego.bricks.wire import Message
-from lego.ext.legostats import StateBlob, address_buckets, bucket_mask
+from lego.p4src.contract import N_BUCKETS
 
 log = logging.getLogger(__name__)
+
+
+def bucket_mask(buckets) -> np.ndarray:
+    """bool[N_BUCKETS] from bucket numbers."""
+    mask = np.zeros(N_BUCKETS, dtype=bool)
+    mask[np.asarray(buckets, dtype=np.int64)] = True
+    return mask
 
 
 @dataclass
@@ -53,7 +73,7 @@ class _Held:
 
 @dataclass
 class MoveState:
-    """What a feature-extraction brick keeps while a move is under way."""
+    """What a keyed brick keeps while a move is under way."""
 
     blocked: np.ndarray | None = None  # bool[OWNER_BUCKETS] while holding
     held: list[_Held] = field(default_factory=list)
@@ -81,8 +101,8 @@ def control(fq: Any, cmd: dict, packets_in: int) -> tuple[dict | None, list[Mess
         incoming = bucket_mask(np.asarray(cmd.get("buckets", []), dtype=np.int64))
         moves.blocked = incoming if moves.blocked is None else moves.blocked | incoming
         moves.stats["holds"] += 1
-        if hasattr(fq.state, "pause_sweep"):
-            fq.state.pause_sweep(True)
+        if hasattr(fq, "hold_state"):
+            fq.hold_state(True)
         return {"ok": True, "holding": int(moves.blocked.sum())}, []
     if op == "prepare":
         if moves.paused is None:
@@ -93,27 +113,26 @@ def control(fq: Any, cmd: dict, packets_in: int) -> tuple[dict | None, list[Mess
         outs, ready = _advance(fq, after, cmd.get("epoch"))
         if not ready:
             return None, outs  # the packets before the write have not all come yet
-        blob = fq.state.export_state(np.asarray(cmd.get("buckets", []), dtype=np.int64),
-                                     exclude=np.asarray(cmd.get("exclude", []), dtype=np.int64))
-        data = blob.to_bytes()
+        data, entries = fq.export_buckets(np.asarray(cmd.get("buckets", []), dtype=np.int64),
+                                          np.asarray(cmd.get("exclude", []), dtype=np.int64))
         Path(cmd["path"]).write_bytes(data)
         dropped = 0
         if cmd.get("keep") is not None:
-            dropped = fq.state.drop_state(np.asarray(cmd["keep"], dtype=np.int64))
+            dropped = fq.drop_buckets(np.asarray(cmd["keep"], dtype=np.int64))
         moves.stats["exports"] += 1
-        moves.stats["entries_exported"] += blob.n_entries
+        moves.stats["entries_exported"] += entries
         moves.stats["entries_dropped"] += dropped
         if cmd.get("keep") is not None:  # the source's last transfer: go on with the queue
             outs += _resume(fq)
-        return {"ok": True, "path": cmd["path"], "entries": blob.n_entries, "bytes": len(data),
+        return {"ok": True, "path": cmd["path"], "entries": entries, "bytes": len(data),
                 "dropped": dropped, "packets_in": packets_in, "hint": after,
                 "exported_at": moves.processed}, outs
     if op == "import":
         imported = skipped = 0
         for path in cmd.get("paths", []):
-            res = fq.state.import_state(StateBlob.from_bytes(Path(path).read_bytes()))
-            imported += res.imported
-            skipped += res.skipped
+            done, left = fq.import_buckets(Path(path).read_bytes())
+            imported += done
+            skipped += left
         moves.stats["imports"] += 1
         moves.stats["entries_imported"] += imported
         moves.stats["entries_skipped"] += skipped
@@ -145,13 +164,13 @@ def _take(fq: Any, msg: Message, idx: np.ndarray, hold: bool,
     moves: MoveState = fq.moves
     held = np.zeros(len(idx), dtype=bool)
     if hold and moves.holding:
-        a = msg.arrays
-        src = address_buckets(a["src_family"][idx], a["src_addr"][idx])
-        dst = address_buckets(a["dst_family"][idx], a["dst_addr"][idx])
+        touched = [b.tolist() for b in fq.row_buckets(msg, idx)]
         blocked = moves.blocked
-        for i, (s, d) in enumerate(zip(src.tolist(), dst.tolist(), strict=True)):
-            if blocked[s] or blocked[d]:
-                held[i] = blocked[s] = blocked[d] = True
+        for i, keys in enumerate(zip(*touched, strict=True)):
+            if any(blocked[k] for k in keys):
+                held[i] = True
+                for k in keys:
+                    blocked[k] = True
     idx_now, idx_held = idx[~held], idx[held]
     moves.processed += len(idx)
     seq, x = fq.rows(msg, idx_now)
@@ -234,6 +253,6 @@ def release(fq: Any) -> list[Message]:
         outs.append(h.msg.with_arrays({"seq": seq[order], "x": x[order]}))
     moves.held.clear()
     moves.blocked = None
-    if hasattr(fq.state, "pause_sweep"):
-        fq.state.pause_sweep(False)
+    if hasattr(fq, "hold_state"):
+        fq.hold_state(False)
     return outs

@@ -6,11 +6,11 @@
 Each logic keeps what it remembers in ``state`` (a separate object), takes one
 message (a batch) and returns the messages it emits:
 
-- :class:`~lego.bricks.kitsune.source.PacketBatching` (its own module): frames
+- :class:`~lego.bricks.source.PacketBatching` (its own module): frames
   from a trace or an interface, the LEGO shim stripped, rows split by owner.
 - :class:`FeatureQuantization`: the feature extractor (stateful). Under the
   ``lego`` semantics its keyed state moves between replicas by owner bucket
-  (:mod:`lego.bricks.kitsune.moves`, driven by the controller).
+  (:mod:`lego.bricks.moves`, driven by the controller).
 - :class:`FeatureMapping`: feature rows -> each autoencoder's min-max normalised
   sub-vector (Table I: "map the features into the input of the ANN"). It moves
   the gather and normalisation off the ensemble, and it is stateless.
@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from lego.bricks import moves
 from lego.bricks.errors import BrickError, StateTransferError
-from lego.bricks.kitsune import moves
-from lego.bricks.kitsune.source import PACKET_FIELDS
+from lego.bricks.source import PACKET_FIELDS
 from lego.bricks.wire import Message, epoch_of, epoch_start
 from lego.errors import ModelError
 from lego.ext.batch import PacketBatch
@@ -88,7 +88,7 @@ class FeatureQuantization:
     def finish(self, meta: dict[str, Any]) -> list[Message]:
         return moves.flush(self)  # a move cut short by the end: nothing stays queued
 
-    # west-east moves driven by the controller (lego.bricks.kitsune.moves)
+    # west-east moves driven by the controller (lego.bricks.moves)
     def control(self, cmd: dict, packets_in: int) -> tuple[dict | None, list[Message]]:
         return moves.control(self, cmd, packets_in)
 
@@ -103,20 +103,46 @@ class FeatureQuantization:
             x = x[primary]
         return batch.seq[primary], x
 
-    def export_state(self, buckets: np.ndarray) -> bytes:
-        """West-east: the keyed state of ``buckets`` (``lego`` semantics only)."""
+    # the keyed state, by owner bucket (lego.nfs.KeyedState; ``lego`` semantics only)
+    def _splittable(self) -> None:
         if not hasattr(self.state, "export_state"):
             raise StateTransferError(f"feature_quantization ({self.semantics}): this "
                                      "semantics' state cannot be split by bucket")
-        return self.state.export_state(np.asarray(buckets, dtype=np.int64)).to_bytes()
 
-    def import_state(self, blob: bytes) -> None:
+    def export_buckets(self, buckets: np.ndarray, exclude: np.ndarray | None = None
+                       ) -> tuple[bytes, int]:
+        """(blob, entries) of the state of ``buckets`` (pairs in ``exclude`` left out)."""
+        self._splittable()
+        blob = self.state.export_state(np.asarray(buckets, dtype=np.int64),
+                                       exclude=np.asarray(() if exclude is None else exclude,
+                                                          dtype=np.int64))
+        return blob.to_bytes(), blob.n_entries
+
+    def import_buckets(self, blob: bytes) -> tuple[int, int]:
+        """(imported, skipped) entries of an exported blob."""
         from lego.ext.legostats import StateBlob
 
-        if not hasattr(self.state, "import_state"):
-            raise StateTransferError(f"feature_quantization ({self.semantics}): this "
-                                     "semantics' state cannot be split by bucket")
-        self.state.import_state(StateBlob.from_bytes(blob))
+        self._splittable()
+        res = self.state.import_state(StateBlob.from_bytes(blob))
+        return res.imported, res.skipped
+
+    def drop_buckets(self, keep: np.ndarray) -> int:
+        self._splittable()
+        return self.state.drop_state(np.asarray(keep, dtype=np.int64))
+
+    def row_buckets(self, msg: Message, idx: np.ndarray) -> list[np.ndarray]:
+        """The owner buckets a row's update touches: its source's and its destination's
+        (DESIGN §7: every key holds the derived addresses that decide its owner)."""
+        from lego.ext.legostats import address_buckets
+
+        a = msg.arrays
+        return [address_buckets(a["src_family"][idx], a["src_addr"][idx]),
+                address_buckets(a["dst_family"][idx], a["dst_addr"][idx])]
+
+    def hold_state(self, on: bool) -> None:
+        """No idle sweep while rows are held: it would evict what they update."""
+        if hasattr(self.state, "pause_sweep"):
+            self.state.pause_sweep(on)
 
 
 # ---------------------------------------------------------------- model-backed bricks

@@ -1,0 +1,173 @@
+"""The NF boundary: everything the framework needs from an ANN-based NF, in one object.
+
+An NF is one package (``lego.nfs.<name>``, or any module a user names as
+``package.module``) whose module-level ``NF`` is a :class:`NetworkFunction`. It
+declares:
+
+- its **state groups** for Algorithm 1 (:mod:`lego.control.granularity`), which
+  give the split the switch installs (:meth:`NetworkFunction.plan`);
+- the **packet fields** its extractor reads (columns of
+  :class:`~lego.ext.batch.PacketBatch`);
+- its **brick types** (logic classes, each with a role and a replication, the
+  catalog's vocabulary) and its **graph template**: one chain
+  ``source -> keyed -> ... -> stateless (x R) -> sink`` parameterised by replicas
+  and options (:meth:`NetworkFunction.graph`), from which the controller, the
+  graph files, the calibration and the experiments build their graphs;
+- how its **outputs merge** (by switch sequence, or by another key such as a time
+  window) and where they are written;
+- its **options** (the ``[nf]`` keys beyond the framework's, e.g. Kitsune's feature
+  semantics), checked before anything starts;
+- **model preparation** (:attr:`NetworkFunction.train`) and the **offline
+  reference** (:attr:`NetworkFunction.reference`: one instance on a trace, whose
+  outputs the live system must equal).
+
+The keyed brick exports, imports and drops its state by switch bucket
+(:class:`KeyedState`); the framework's move protocol (:mod:`lego.bricks.moves`)
+drives it without knowing what the state is.
+
+The framework (``control/``, ``switch/``, ``bricks/``, ``topo/``) refers to an NF
+only through this module: by name, as configs and the CLI give it
+(``[nf] name = "kitsune"``, ``--nf kitsune``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from lego.errors import ConfigError
+
+#: the NF a config or command that names none runs (the first one LEGO shipped)
+DEFAULT = "kitsune"
+#: how a sink merges its replicas' outputs
+MERGES = ("sequence", "window")
+
+
+class KeyedState(Protocol):
+    """What the keyed brick's logic offers the move protocol (lego.bricks.moves).
+
+    Buckets are the switch's owner buckets (``lego.p4src.contract.N_BUCKETS``)."""
+
+    def export_buckets(self, buckets) -> bytes: ...  # the state of these buckets
+    def import_buckets(self, blob: bytes) -> int: ...  # entries imported
+    def drop_buckets(self, keep) -> int: ...  # entries dropped (those not in ``keep``)
+    def row_buckets(self, msg, idx) -> list: ...  # buckets each row's update touches
+
+
+@dataclass(frozen=True)
+class NetworkFunction:
+    """One NF, as the framework sees it. Callables take plain data (options dicts,
+    paths) so that an NF module stays importable without its kernels built."""
+
+    name: str
+    #: ``options`` -> the state groups Algorithm 1 reads (lego.control.granularity)
+    state_groups: Callable[[Mapping[str, Any]], list]
+    #: the graph template: ``graph(source, options, replicas, sink) -> graph-file dict``
+    #: (the layout :func:`lego.bricks.graph.graph_from_dict` reads), a linear chain
+    graph: Callable[..., dict]
+    #: ``lego.bricks.catalog.BrickType`` records of this NF's brick types
+    brick_types: tuple = ()
+    #: PacketBatch columns the extractor reads
+    packet_fields: tuple[str, ...] = ()
+    #: ``[nf]`` keys of this NF: key -> (type, default)
+    options: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
+    #: ``check(options, where)``: the NF's domain rules on its options (raises ConfigError)
+    check: Callable[[Mapping[str, Any], str], None] | None = None
+    #: how the sink merges replica outputs: ``sequence`` (switch order) or ``window``
+    merge: str = "sequence"
+    #: ``train(trace, out, options, packets) -> model path``: prepared on a prefix
+    train: Callable[..., Path] | None = None
+    #: ``reference(batches, model, options) -> (seq, score)``: one offline instance
+    #: with a trained model over a stream (PacketBatch, switch order, mirrors included)
+    reference: Callable[..., tuple] | None = None
+    #: ``run(trace, options, packets) -> (seq, score, scored)``: one fresh instance,
+    #: prepared on the trace's first ``packets`` packets, then scoring the rest
+    run: Callable[..., tuple] | None = None
+    #: the module of the NF's ``lego <name>`` subcommand (``register(subparsers)``)
+    cli: str | None = None
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if self.merge not in MERGES:
+            raise ConfigError(f"NF {self.name!r}: merge: expected one of {MERGES}, "
+                              f"got {self.merge!r}")
+
+    def defaults(self) -> dict[str, Any]:
+        return {k: d for k, (_, d) in self.options.items()}
+
+    def resolve(self, options: Mapping[str, Any] | None = None,
+                where: str = "<nf>") -> dict[str, Any]:
+        """Defaults, then ``options`` (unknown keys and wrong types refused), then
+        the NF's own rules."""
+        out = self.defaults()
+        for k, v in (options or {}).items():
+            if k not in self.options:
+                raise ConfigError(f"{where}: unknown option {k!r} for NF {self.name!r} "
+                                  f"(expected one of {sorted(self.options)})")
+            kind = self.options[k][0]
+            if v is not None and not isinstance(v, kind):
+                raise ConfigError(f"{where}: {k}: expected {getattr(kind, '__name__', kind)}, "
+                                  f"got {v!r}")
+            out[k] = v
+        if self.check is not None:
+            self.check(out, where)
+        return out
+
+    def plan(self, options: Mapping[str, Any] | None = None):
+        """Algorithm 1's split for these options (lego.control.granularity.SplitPlan)."""
+        from lego.control.granularity import plan_split
+
+        return plan_split(self.state_groups(self.resolve(options)))
+
+    def splits_exactly(self, options: Mapping[str, Any] | None = None) -> bool:
+        """Whether K replicas of the keyed brick give one instance's answers."""
+        from lego.control.granularity import Verdict
+
+        return self.plan(options).verdict is not Verdict.NO_EXACT_SPLIT
+
+
+_loaded: dict[str, NetworkFunction] = {}
+
+
+def builtin_names() -> list[str]:
+    """The NF packages under ``lego.nfs``, by name."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg)
+
+
+def get(name: str) -> NetworkFunction:
+    """The NF called ``name``: a package of ``lego.nfs``, or a dotted module path
+    (``mypkg.mynf``) whose ``NF`` attribute is the declaration."""
+    if name in _loaded:
+        return _loaded[name]
+    module = f"{__name__}.{name}" if name in builtin_names() else name
+    try:
+        nf = importlib.import_module(module).NF
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"NF {name!r}: expected one of {builtin_names()} or an importable "
+                          f"module with an NF declaration ({exc})") from exc
+    if not isinstance(nf, NetworkFunction):
+        raise ConfigError(f"NF {name!r}: {module}.NF is not a lego.nfs.NetworkFunction")
+    _loaded[name] = _loaded[nf.name] = nf
+    return nf
+
+
+def all_builtin() -> list[NetworkFunction]:
+    return [get(n) for n in builtin_names()]
+
+
+def owner(type_name: str) -> NetworkFunction | None:
+    """The loaded or built-in NF that declares brick type ``type_name`` (None if none)."""
+    for nf in list(_loaded.values()) + all_builtin():
+        if any(t.name == type_name for t in nf.brick_types):
+            return nf
+    return None
+
+
+def brick_type(type_name: str):
+    """The brick type ``type_name`` of a loaded or built-in NF (None if none has it)."""
+    nf = owner(type_name)
+    return None if nf is None else next(t for t in nf.brick_types if t.name == type_name)
