@@ -284,7 +284,7 @@ class TestDetectionThroughSwitch(LegoMininetTest):
 
 
 class TestScaleUnderRamp(LegoMininetTest):
-    """Under a real CPU quota (0.2 core per NF host) and the default watermarks, a
+    """Under a real CPU quota (0.1 core per NF host) and the default watermarks, a
     step to 5,000 pkt/s overloads the single feature-extraction replica: the
     policy adds a switch port owner (exact state move) only then, and removes it
     once the load falls; nothing is lost and the scores equal one offline
@@ -293,7 +293,7 @@ class TestScaleUnderRamp(LegoMininetTest):
     REPLICAS = 1
     AGENTS = ("nf1", "nf2", "nf3")
     RATES = (150, 5000, 5000, 150)
-    CORES = 0.2
+    CORES = 0.1
     SCALING = {"cooldown": 1.0, "max_replicas": 2}  # the default dwell (0.5 s), as make run
     # make run's SLA, so its sources' flush (SLA/8): at 20 ms a graph under 0.2 cores
     # spent its whole quota on per-batch wake-ups at 150 pkt/s (measured)
