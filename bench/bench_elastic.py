@@ -1,6 +1,6 @@
 """Elasticity: seconds from overload detected to the new replica receiving traffic.
 
-A live system (:mod:`lego.control.testbed`: the software target's
+A live system (:mod:`lego.topo.local_system`: the software target's
 P4Runtime server and the controller in this process, the bricks as actors on a
 local Ray cluster, frames driven through the target's pipeline model into each
 port's feed) carries a synthetic trace at a steady rate. The scaling policy is then
@@ -37,10 +37,11 @@ from bench.common import Row, latency_row
 from lego.control.config import config_from_dict
 from lego.control.policy_scaling import ScalingConfig, ScalingPolicy
 from lego.control.runtime import ControllerRuntime
-from lego.control.testbed import TOKEN, Driver, brick_dir, system_config, wait_for
 from lego.nfs.kitsune.graph import train_model
+from lego.polling import wait_for
 from lego.switch import pipeline as pl
 from lego.switch.server import P4RuntimeServer
+from lego.topo.local_system import TOKEN, Driver, brick_dir, system_config
 from lego.topo.traffic_synth import generate, write_trace
 
 TARGET_S = 1.0
@@ -143,7 +144,7 @@ def measure(work: Path, trace, model: Path, warm: bool) -> dict[str, float]:
 def run(quick: bool) -> list[Row]:
     if hasattr(os, "sched_setaffinity"):  # a system of processes: every core (the driver
         os.sched_setaffinity(0, range(os.cpu_count() or 1))  # pins benchmarks to one)
-    from lego.testing import LocalRay
+    from lego.topo.ray_cluster import LocalRay
 
     tmp = Path(tempfile.mkdtemp(prefix="lgel", dir="/tmp"))
     ray = LocalRay({"nf1": {"ports": [2, 3], "cpus": 2}})  # the bricks as Ray actors

@@ -8,7 +8,7 @@ each from an empty state, whole input as one batch):
 - scan: the attack part of the reference fixture (``fx16k.tsv`` from packet
   13,337), timed after both extractors have processed the benign part before
   it (untimed); the spec runs on the same attack packets.
-- generated scan: ``lego.testing.mixed_traffic`` with a port scan of one host
+- generated scan: ``lego.topo.traffic_batches.mixed_traffic`` with a port scan of one host
   to 1,000 addresses (the reference couples a host with every peer, so each
   probe updates every earlier pair: cost grows with the fan-out); the spec runs
   on the same packets.
@@ -23,7 +23,7 @@ from bench.common import SHARED_DATA, Row, timed
 from lego.ext.afterimage import KitsuneExtractor
 from lego.ext.afterimage_spec import KitsuneSpecExtractor
 from lego.ext.batch import PacketBatch
-from lego.testing import mixed_traffic
+from lego.topo.traffic_batches import mixed_traffic
 
 TARGET_BENIGN_PPS = 50_000.0
 ATTACK_START = 13_337

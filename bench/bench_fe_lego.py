@@ -20,7 +20,7 @@ from bench.common import SHARED_DATA, Row, timed
 from lego.ext.batch import PacketBatch
 from lego.ext.legostats import LegoExtractor
 from lego.ext.legostats_spec import LegoSpecExtractor
-from lego.testing import mixed_traffic, scan_batch
+from lego.topo.traffic_batches import mixed_traffic, scan_batch
 
 TARGET_PPS = 300_000.0
 TRACE = SHARED_DATA / "kitsune_mirai_first38363.tsv"

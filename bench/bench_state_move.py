@@ -19,7 +19,7 @@ import numpy as np
 from bench.common import SHARED_DATA, Row
 from lego.ext.legostats import LegoExtractor, StateBlob
 from lego.ext.legostats_spec import OWNER_BUCKETS, LegoSpecExtractor
-from lego.testing import mixed_traffic
+from lego.topo.traffic_batches import mixed_traffic
 
 TRACE = SHARED_DATA / "kitsune_mirai_first38363.tsv"
 TARGET_ENTRIES_PS = 1_000_000.0

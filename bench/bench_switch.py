@@ -122,7 +122,7 @@ def _configure(addr: str, clone: bool) -> None:
     from lego.control.p4rt_client import default_device_config
     from lego.p4src.p4info import load_p4info
     from lego.switch import pipeline as pl
-    from lego.switch.testclient import SmallClient
+    from lego.switch.small_client import SmallClient
 
     with SmallClient(addr) as c:
         c.open_stream()

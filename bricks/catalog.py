@@ -40,6 +40,8 @@ BRICK_TYPES: dict[str, BrickType] = {t.name: t for t in (
               "single", "reads a trace or an interface in batches; strips the LEGO shim"),
     BrickType("frame_feed", "lego.bricks.feed:FrameFeed", "source", "single",
               "packet_batching fed frames over ZeroMQ (a test playing the switch port)"),
+    BrickType("sequence_merge", "lego.bricks.merge:SequenceMerge", "sink", "single",
+              "merges (seq, score) rows in switch order; alerts above a threshold"),
     BrickType("chain", "lego.bricks.chain:make_chain", "worker", "stateless",
               "bricks of one group fused into one process (graph key `group`)"),
     BrickType("noop_source", "lego.bricks.noop:NoopSource", "source", "single",

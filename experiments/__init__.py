@@ -1,2 +1,3 @@
 """The paper's experiments (``lego.experiments``): Table II (one instance vs K
-replicas, both feature semantics) and Figure 4 (monolith vs brick graph)."""
+replicas, both feature semantics), Figure 4 (monolith vs brick graph), and the
+elasticity run of ``make run`` (:mod:`lego.experiments.elastic`)."""

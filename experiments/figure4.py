@@ -59,7 +59,7 @@ from lego.nfs.kitsune.graph import kitsune_graph, train_model
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(512 << 20)}
 
 #: the default layout on a small core budget: brick -> process (group)
-LAYOUT = {"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}
+LAYOUT = {"src": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}
 #: the layout with several extractors (replicated by key)
 LAYOUT_FQ = {"fm": "scorer", "uln": "scorer"}
 
@@ -202,11 +202,11 @@ def _graph_setups(trace: Path, model: Path, semantics: str, repeat: int, cpus: l
 
     def graph(name: str, fq: int = 1, uln: int = 1, groups: dict[str, str] | None = None,
               shm: bool = True, inline: bool = False) -> Graph:
-        pin = {n: cpus for n in ("source", "fq", "fm", "uln", "decision")}
+        pin = {n: cpus for n in ("src", "fq", "fm", "uln", "dec")}
         if inline:  # extractors (+ inline scorers) own the first cores, scorers the rest
             pin.update({"fq": cpus[:fq], "fm": cpus[fq:], "uln": cpus[fq:]})
             if fq == 1:
-                pin["source"] = cpus[:1]
+                pin["src"] = cpus[:1]
         g = kitsune_graph(trace, model, tmp / f"out-{len(name)}-{abs(hash(name))}",
                           semantics=semantics, fq=fq, uln=uln, batch=batch, repeat=repeat,
                           write_scores=False, write_alerts=False, preload=True, shm=shm,
@@ -219,7 +219,7 @@ def _graph_setups(trace: Path, model: Path, semantics: str, repeat: int, cpus: l
     per_node: dict[str, float] = {}
     for b, us in calib.cpu_us_per_packet.items():
         per_node[b.split("/")[0]] = per_node.get(b.split("/")[0], 0.0) + us
-    n, m = split_cores(k, per_node.get("source", 0.0) + per_node.get("fq", 0.0),
+    n, m = split_cores(k, per_node.get("src", 0.0) + per_node.get("fq", 0.0),
                        per_node.get("fm", 0.0) + per_node.get("uln", 0.0), semantics)
     groups = LAYOUT if n == 1 else LAYOUT_FQ  # one extractor: fused with the source
     front = "source+fq" if n == 1 else f"source | fq x{n} (key)"
@@ -376,14 +376,14 @@ def transport_cost(trace: Path, packets_limit: int, repeat: int, n_features: int
     replicas = {"uln": uln, "fm": uln if groups.get("fm") and groups.get("fm") ==
                 groups.get("uln") else 1}
     options = {
-        "source": {"trace": str(trace), "batch": batch, "repeat": repeat,
-                   "limit": packets_limit},
+        "src": {"trace": str(trace), "batch": batch, "repeat": repeat,
+                "limit": packets_limit},
         "fq": {"emit": "features", "width": n_features},
         "fm": {"emit": "mapped", "width": n_features, "arrays": n_autoencoders},
         "uln": {"emit": "scores"},
     }
-    types = {"source": "noop_source", "fq": "noop_relay", "fm": "noop_relay",
-             "uln": "noop_relay", "decision": "noop_sink"}
+    types = {"src": "noop_source", "fq": "noop_relay", "fm": "noop_relay",
+             "uln": "noop_relay", "dec": "noop_sink"}
     bricks = {}
     for n, t in types.items():
         bricks[n] = {"type": t, "cpus": cpus, "options": options.get(n, {}),
@@ -393,8 +393,8 @@ def transport_cost(trace: Path, packets_limit: int, repeat: int, n_features: int
     data = {
         "graph": {"name": name, "hwm": 4, "shm": shm},
         "bricks": bricks,
-        "edges": [{"from": "source", "to": "fq"}, {"from": "fq", "to": "fm", "inline": inline},
-                  {"from": "fm", "to": "uln"}, {"from": "uln", "to": "decision"}],
+        "edges": [{"from": "src", "to": "fq"}, {"from": "fq", "to": "fm", "inline": inline},
+                  {"from": "fm", "to": "uln"}, {"from": "uln", "to": "dec"}],
     }
     from lego.ext.packets import read_trace
 

@@ -3,23 +3,25 @@
 The switch's decisions come from ``lego.switch.pipeline`` — the same code the
 software target runs — applied to a whole trace: each packet goes to the owner of
 its primary-group bucket and, under a mirror plan, is cloned to the owner of its
-mirror-group bucket when that is another replica. Each replica then runs the
-feature extractor over its own stream (primaries and mirrors, in switch order,
-with the trace's timestamps) and the one trained KitNET model every replica
-loads; the scores of the primaries are merged back by sequence number.
+mirror-group bucket when that is another replica. Each replica then runs an
+offline instance of the NF over its own stream (primaries and mirrors, in switch
+order, with the trace's timestamps; :attr:`lego.nfs.NetworkFunction.instance`),
+every replica with the one prepared model; the scores of the primaries are
+merged back by sequence number (:func:`nf_split`). An NF's own package may look
+deeper (Kitsune's features: :mod:`lego.nfs.kitsune.split`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from lego.control.granularity import SplitGroup, SplitPlan, Verdict
 from lego.ext.batch import PacketBatch
-from lego.ext.features import make_extractor
-from lego.ext.kitnet import KitNET
-from lego.switch.parser import records_from_batch
-from lego.switch.pipeline import (
+from lego.nfs import Instance
+from lego.p4src.contract import (
     GROUP_DSTIP,
     GROUP_NONE,
     GROUP_SOCKET,
@@ -27,10 +29,14 @@ from lego.switch.pipeline import (
     GROUP_SRCIP_DSTIP,
     GROUP_SRCMAC_SRCIP,
     N_BUCKETS,
-    Pipeline,
-    PipelineState,
 )
+from lego.switch.parser import records_from_batch
+from lego.switch.pipeline import Pipeline, PipelineState
 
+#: Algorithm 1's split groups -> the dataplane's group ids (lego.p4src.contract)
+GROUP_BY_SPLIT = {SplitGroup.SRC_MAC_SRC_IP: GROUP_SRCMAC_SRCIP, SplitGroup.SRC_IP: GROUP_SRCIP,
+                  SplitGroup.SRC_IP_DST_IP: GROUP_SRCIP_DSTIP, SplitGroup.SOCKET: GROUP_SOCKET,
+                  SplitGroup.DST_IP: GROUP_DSTIP}
 REPLICA_PORT0 = 1  # replica r sits behind switch port r + 1 (port 0 faces the traffic)
 
 
@@ -89,34 +95,35 @@ def split(batch: PacketBatch, config: SplitConfig, owners: np.ndarray) -> Replic
     return ReplicaStreams(index, mirror)
 
 
-def replica_features(batch: PacketBatch, semantics: str) -> np.ndarray:
-    """Feature rows of a replica's primaries (a fresh extractor over its stream).
-
-    The ``kitsune`` semantics has no notion of mirrors: mirror copies update its
-    state as any packet does and their rows are dropped here."""
-    rows = make_extractor(semantics).process(batch)
-    if len(rows) == len(batch) and batch.mirror.any():
-        rows = rows[batch.mirror == 0]
-    return rows
-
-
-def run_split(batch: PacketBatch, semantics: str, model: KitNET, config: SplitConfig | None,
-              owners: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per-packet (features, scores) merged over the replicas, and the mirrored
-    fraction. ``config=None``: one instance."""
+def nf_split(batch: PacketBatch, new_instance: Callable[[], Instance],
+             config: SplitConfig | None, owners: np.ndarray | None = None
+             ) -> tuple[np.ndarray, float]:
+    """Per-packet scores merged by sequence number over K replicas of any NF (each a
+    fresh ``new_instance()`` over its own stream, mirrors marked), and the mirrored
+    fraction. ``config=None``: one instance. A packet no replica scored is NaN."""
+    scores = np.full(len(batch), np.nan)
     if config is None:
-        features = replica_features(batch, semantics)
-        return features, model.execute(features), 0.0
+        one = batch.take(np.arange(len(batch)))
+        one.seq[:] = np.arange(len(batch))
+        seq, score = new_instance().process(one)
+        scores[seq.astype(np.int64)] = score
+        return scores, 0.0
     streams = split(batch, config, owners)
-    features = np.empty((len(batch), model.n_features))
-    scores = np.empty(len(batch))
     for idx, mirror in zip(streams.index, streams.mirror, strict=True):
         if len(idx) == 0:
             continue
         sub = batch.take(idx)
         sub.mirror[:] = mirror
-        rows = replica_features(sub, semantics)
-        primaries = idx[mirror == 0]  # merge by sequence number
-        features[primaries] = rows
-        scores[primaries] = model.execute(rows)
-    return features, scores, streams.mirrored_fraction
+        sub.seq[:] = idx  # the switch's sequence number: the packet's index
+        seq, score = new_instance().process(sub)
+        scores[seq.astype(np.int64)] = score
+    return scores, streams.mirrored_fraction
+
+
+def plan_config(plan: SplitPlan) -> SplitConfig | None:
+    """What the switch installs for Algorithm 1's plan (None: no exact split)."""
+    if plan.verdict is Verdict.NO_EXACT_SPLIT:
+        return None
+    primary = GROUP_BY_SPLIT[plan.primary]
+    mirror = GROUP_BY_SPLIT[plan.mirror] if plan.mirror is not None else GROUP_NONE
+    return SplitConfig(f"Algorithm 1: {plan.describe()}", primary, mirror)

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from lego.control.granularity import Verdict, plan_split
-from lego.experiments.split_sim import GRANULARITIES, MIRROR_PLAN, round_robin_owners, run_split
+from lego.experiments.split_sim import GRANULARITIES, MIRROR_PLAN, round_robin_owners
 from lego.ext.batch import PacketBatch
 from lego.ext.features import state_groups
 from lego.metrics import auc
 from lego.nfs.kitsune.monolith import KitsuneNF
+from lego.nfs.kitsune.split import run_split
 
 CHUNK = 8192
 

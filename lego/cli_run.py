@@ -1,7 +1,7 @@
 """``lego run``: the main job on the embedded defaults (``make run``).
 
 Where Mininet and root are available (the default), it runs the whole system
-in Mininet (:mod:`lego.topo.run_mininet`): the P4 switch (BMv2 if
+in Mininet (:mod:`lego.experiments.elastic.run`): the P4 switch (BMv2 if
 ``simple_switch_grpc`` is on PATH, else the software target), the controller,
 brick agents on the NF hosts, a ramping tcpreplay of the trace, a live
 dashboard, and ``results/`` (alerts, scores, timeline, plots, summary).
@@ -99,7 +99,7 @@ def _log_to_file(path: Path) -> None:
 
 
 def cmd_mininet(args: argparse.Namespace) -> int:
-    from lego.topo.run_mininet import RunOptions, run_mininet
+    from lego.experiments.elastic.run import RunOptions, run_mininet
     from lego.topo.switches import pick_target
     from lego.topo.topology import load_topology
 

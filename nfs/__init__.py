@@ -18,8 +18,8 @@ declares:
 - its **options** (the ``[nf]`` keys beyond the framework's, e.g. Kitsune's feature
   semantics), checked before anything starts;
 - **model preparation** (:attr:`NetworkFunction.train`) and the **offline
-  reference** (:attr:`NetworkFunction.reference`: one instance on a trace, whose
-  outputs the live system must equal).
+  reference** (:attr:`NetworkFunction.instance`, :meth:`NetworkFunction.reference`:
+  one instance over a stream, whose outputs the live system must equal).
 
 The keyed brick exports, imports and drops its state by switch bucket
 (:class:`KeyedState`); the framework's move protocol (:mod:`lego.bricks.moves`)
@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from lego.errors import ConfigError
 
@@ -45,6 +47,13 @@ from lego.errors import ConfigError
 DEFAULT = "kitsune"
 #: how a sink merges its replicas' outputs
 MERGES = ("sequence", "window")
+
+
+class Instance(Protocol):
+    """One offline instance of an NF: its whole pipeline in one object."""
+
+    def process(self, batch) -> tuple[np.ndarray, np.ndarray]: ...  # (seq, score) of
+    # the batch's primaries; mirror copies (batch.mirror == 1) only update state
 
 
 class KeyedState(Protocol):
@@ -81,9 +90,9 @@ class NetworkFunction:
     merge: str = "sequence"
     #: ``train(trace, out, options, packets) -> model path``: prepared on a prefix
     train: Callable[..., Path] | None = None
-    #: ``reference(batches, model, options) -> (seq, score)``: one offline instance
-    #: with a trained model over a stream (PacketBatch, switch order, mirrors included)
-    reference: Callable[..., tuple] | None = None
+    #: ``instance(model, options) -> Instance``: one offline instance of the NF with a
+    #: prepared model: the reference the live system and K replicas must equal
+    instance: Callable[..., Instance] | None = None
     #: ``run(trace, options, packets) -> (seq, score, scored)``: one fresh instance,
     #: prepared on the trace's first ``packets`` packets, then scoring the rest
     run: Callable[..., tuple] | None = None
@@ -95,6 +104,20 @@ class NetworkFunction:
         if self.merge not in MERGES:
             raise ConfigError(f"NF {self.name!r}: merge: expected one of {MERGES}, "
                               f"got {self.merge!r}")
+
+    def reference(self, batches: Iterable, model: str | Path | None,
+                  options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One offline instance over ``batches`` (PacketBatch in switch order, mirrors
+        included): the (seq, score) of its primaries, in order."""
+        one = self.instance(model, self.resolve(options))
+        seqs, scores = [], []
+        for b in batches:
+            seq, score = one.process(b)
+            seqs.append(seq)
+            scores.append(score)
+        if not seqs:
+            return np.zeros(0, np.int64), np.zeros(0)
+        return np.concatenate(seqs).astype(np.int64), np.concatenate(scores)
 
     def defaults(self) -> dict[str, Any]:
         return {k: d for k, (_, d) in self.options.items()}

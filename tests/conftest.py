@@ -11,6 +11,8 @@ from lego.switch import pipeline as pl
 from lego.switch.server import P4RuntimeServer
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: the NF hosts of the tests' local Ray cluster: their switch ports and CPUs
+RAY_TEST_NODES = {"nf1": {"ports": [2, 3], "cpus": 2}, "nf2": {"ports": [4], "cpus": 2}}
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +50,9 @@ def local_ray():
     """A local Ray cluster (head + nf1 with ports 2, 3 + nf2 with port 4) for the
     tests of a module that run bricks as actors (each test in its own namespace);
     stopped after the module, so that its processes load no later test."""
-    from lego.testing import LocalRay
+    from lego.topo.ray_cluster import LocalRay
 
-    ray = LocalRay()
+    ray = LocalRay(RAY_TEST_NODES)
     try:
         yield ray
     finally:

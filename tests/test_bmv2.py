@@ -21,7 +21,7 @@ from p4.v1 import p4runtime_pb2 as p4r
 from lego.p4src.p4info import P4_SOURCE, load_p4info
 from lego.switch import pipeline as pl
 from lego.switch.netns import NetnsLab, netns_available, recv_until
-from lego.switch.testclient import SmallClient
+from lego.switch.small_client import SmallClient
 
 _missing = [t for t in ("simple_switch_grpc", "p4c") if shutil.which(t) is None]
 _why = (f"BMv2 tools not on PATH: {', '.join(_missing)} (install p4c and BMv2 to run)"

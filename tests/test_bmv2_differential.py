@@ -243,7 +243,7 @@ def test_software_target_equals_bmv2_frame_for_frame_and_read_for_read(tmp_path)
 
 def test_p4runtime_shell_reads_bmv2_while_the_controller_is_primary(tmp_path):
     """The README's inspection recipe, unchanged, against BMv2."""
-    from lego.testing import shell_reads
+    from tests.support.p4rt import shell_reads
 
     with NetnsLab(4, prefix="lp") as lab:
         sw = Switch(KINDS[0], lab, "127.0.0.1:50083", tmp_path)

@@ -54,9 +54,9 @@ def test_brick_graph_scores_equal_monolith_bit_for_bit(models, tmp_path, semanti
 
 
 @pytest.mark.parametrize("layout,shm,uln", [
-    ({"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}, True, 2),
-    ({"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}, False, 2),
-    ({"source": "front", "fq": "front", "fm": "front"}, True, 3)])
+    ({"src": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}, True, 2),
+    ({"src": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}, False, 2),
+    ({"src": "front", "fq": "front", "fm": "front"}, True, 3)])
 def test_fused_layouts_give_the_monoliths_scores_bit_for_bit(models, tmp_path, layout, shm, uln):
     trace, model = models[0], models[1]["lego"]
     out = tmp_path / "out"
@@ -75,14 +75,14 @@ def test_fused_layouts_give_the_monoliths_scores_bit_for_bit(models, tmp_path, l
 def test_a_brick_run_only_inline_has_no_process_and_scores_exactly(models, tmp_path):
     trace, model = models[0], models[1]["lego"]
     out = tmp_path / "out"
-    layout = {"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}
+    layout = {"src": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}
     graph = kitsune_graph(trace, model, out, semantics="lego", uln=0, batch=BATCH,
                           limit=LIMIT, groups=layout, preload=True, inline=True)
     agent = _run(graph, tmp_path / "w")
-    assert agent.exit_codes() == {"front/0": 0, "decision/0": 0}, agent.events
+    assert agent.exit_codes() == {"front/0": 0, "dec/0": 0}, agent.events
     _assert_monolith_scores(trace, model, out, "lego")
     assert agent.board.latest["front/0"]["extra"]["inline"]["packets"] == LIMIT
-    assert agent.board.latest["decision/0"]["ended_from"] == ["scorer/0"]
+    assert agent.board.latest["dec/0"]["ended_from"] == ["scorer/0"]
 
 
 @pytest.mark.parametrize("shm", [True, False])
@@ -91,10 +91,10 @@ def test_inline_replica_takes_the_overflow_and_scores_stay_exact(models, tmp_pat
     gets what it has room for. Both replicas score, exactly, nothing lost."""
     trace, model = models[0], models[1]["lego"]
     out = tmp_path / "out"
-    layout = {"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}
+    layout = {"src": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}
     graph = kitsune_graph(trace, model, out, semantics="lego", uln=1, batch=BATCH, hwm=1,
                           limit=LIMIT, groups=layout, shm=shm, preload=True, inline=True)
-    assert sorted(graph.nodes) == ["decision", "front", "scorer"]
+    assert sorted(graph.nodes) == ["dec", "front", "scorer"]
     agent = _run(graph, tmp_path / "w")
     assert set(agent.exit_codes().values()) == {0}, agent.events
     _assert_monolith_scores(trace, model, out, "lego")
@@ -105,7 +105,7 @@ def test_inline_replica_takes_the_overflow_and_scores_stay_exact(models, tmp_pat
     assert inline["brick"] == "scorer/1"
     assert inline["packets"] > 0 and remote > 0  # a one-slot queue overflows
     assert inline["packets"] + remote == LIMIT
-    assert sorted(agent.board.latest["decision/0"]["ended_from"]) == ["scorer/0", "scorer/1"]
+    assert sorted(agent.board.latest["dec/0"]["ended_from"]) == ["scorer/0", "scorer/1"]
     assert segment_names(run_id(tmp_path / "w")) == []
 
 
@@ -118,7 +118,7 @@ def _assert_monolith_scores(trace, model, out, semantics):
 
 def _wait_for_scores(agent, timeout=20.0):
     deadline = time.monotonic() + timeout
-    while agent.board.latest.get("decision/0", {}).get("packets_in", 0) == 0:
+    while agent.board.latest.get("dec/0", {}).get("packets_in", 0) == 0:
         assert time.monotonic() < deadline, "no batch reached the decision"
         agent.poll(0.05)
 
@@ -186,7 +186,7 @@ def test_killed_host_of_an_inline_replica_drains_the_graph(models, tmp_path):
     for their next hops, so the scorer process and the decision finish."""
     trace, model = models[0], models[1]["lego"]
     out = tmp_path / "out"
-    layout = {"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}
+    layout = {"src": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}
     graph = kitsune_graph(trace, model, out, semantics="lego", uln=1, batch=BATCH, limit=LIMIT,
                           groups=layout, inline=True, source_options={"pps": 4000})
     agent = BrickAgent(graph, tmp_path / "w")
@@ -236,7 +236,7 @@ def test_a_decision_on_a_reused_port_keeps_the_earlier_graphs_results(tmp_path):
     """A standby graph started on the port of a graph scaled in writes to the same
     port-N directory: the finished graph's results move aside to port-N.1, .2 ...
     (a make run lost 29,363 scores when the new decision truncated them)."""
-    from lego.nfs.kitsune.detector import keep_earlier
+    from lego.bricks.merge import keep_earlier
 
     out = tmp_path / "port-2"
     keep_earlier(out)  # nothing there yet

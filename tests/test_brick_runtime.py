@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lego.bricks.errors import WireError
+from lego.bricks.merge import SequenceMerge
 from lego.bricks.northbound import LoadBoard
 from lego.bricks.routing import N_BUCKETS, RoutingTable, dealt_owners
 from lego.bricks.source import (
@@ -20,7 +21,6 @@ from lego.bricks.source import (
 )
 from lego.bricks.wire import Message, decode, encode, epoch_start
 from lego.ext.packets import open_trace
-from lego.nfs.kitsune.detector import Decision
 
 
 def _bytes(frames):
@@ -126,7 +126,7 @@ def _scores(batch, part, parts, seqs, rows):
 
 
 def test_decision_merges_in_order_and_counts_lost(tmp_path):
-    d = Decision({"threshold": 0.5, "out": str(tmp_path), "window": 2}, "decision/0")
+    d = SequenceMerge({"threshold": 0.5, "out": str(tmp_path), "window": 2}, "decision/0")
     d.handle(_scores(1, 0, 1, [10, 11], 2))
     d.handle(_scores(0, 1, 2, [3, 1], 4))
     d.handle(_scores(0, 0, 2, [0, 2], 4))  # batch 0 complete -> 0, 1 released
@@ -150,7 +150,7 @@ def test_decision_takes_a_restarted_sources_batches_from_its_new_epoch(tmp_path)
     scores those batches (they are no duplicates of the dead incarnation's ids),
     still takes the dead one's stragglers in order, and closes its epoch once the
     new one is a window ahead; a straggler after that is late, not scored."""
-    d = Decision({"threshold": 0.5, "out": str(tmp_path), "window": 2}, "decision/0")
+    d = SequenceMerge({"threshold": 0.5, "out": str(tmp_path), "window": 2}, "decision/0")
     new = epoch_start(1)
     d.handle(_scores(0, 0, 1, [0], 1))
     d.handle(_scores(1, 0, 2, [10], 2))  # one part of two
@@ -170,7 +170,7 @@ def test_decision_takes_a_restarted_sources_batches_from_its_new_epoch(tmp_path)
     assert summary["source_epochs"] == [{"epoch": 1, "closed_after": 3}]
     assert summary["batches_total"] == 7
     # a restarted source that sent nothing but its end: the old epoch still closes
-    d = Decision({"threshold": 0.5, "out": str(tmp_path / "b"), "window": 2}, "decision/0")
+    d = SequenceMerge({"threshold": 0.5, "out": str(tmp_path / "b"), "window": 2}, "decision/0")
     d.handle(_scores(0, 0, 1, [0], 1))
     d.handle(_scores(2, 0, 1, [20], 1))
     d.finish({"batches": 0, "batch0": new})
@@ -182,12 +182,12 @@ def test_a_restarted_decision_appends_and_takes_up_the_numbering_where_it_is(tmp
     """A decision restarted after a crash keeps what the dead one wrote (its torn
     last line cut off) and starts at the lowest batch pending once a reorder window
     has arrived, not at 0, which its upstream never sends again."""
-    d = Decision({"threshold": 0.5, "out": str(tmp_path), "window": 2}, "decision/0")
+    d = SequenceMerge({"threshold": 0.5, "out": str(tmp_path), "window": 2}, "decision/0")
     for b in range(3):
         d.handle(_scores(b, 0, 1, [b * 10], 1))
     with open(tmp_path / "scores.csv", "a") as f:
         f.write("31,0.1")  # the dead incarnation was killed mid-line
-    d = Decision({"threshold": 0.5, "out": str(tmp_path), "window": 2}, "decision/0")
+    d = SequenceMerge({"threshold": 0.5, "out": str(tmp_path), "window": 2}, "decision/0")
     d.resume()
     d.handle(_scores(8, 0, 1, [80], 1))
     assert d.state.next_batch == 0 and d.state.resuming  # one batch: wait for a window
@@ -211,7 +211,7 @@ def test_load_board_queue_depth():
 
 
 def test_alert_lines_are_json_dumps_lines():
-    from lego.nfs.kitsune.detector import alert_lines
+    from lego.bricks.merge import alert_lines
 
     seq = np.array([3, 2**40, 7], dtype=np.uint64)
     for score in (np.array([0.1, 1 / 3, 1e-300]), np.array([0.5, np.inf, 2.0])):
@@ -224,7 +224,7 @@ def test_feature_brick_state_moves_west_east_as_a_blob():
     from lego.bricks.errors import StateTransferError
     from lego.bricks.source import PACKET_FIELDS
     from lego.nfs.kitsune.detector import FeatureQuantization
-    from lego.testing import mixed_traffic
+    from lego.topo.traffic_batches import mixed_traffic
 
     batch = mixed_traffic(1500, seed=4)
 

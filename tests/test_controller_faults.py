@@ -1,4 +1,4 @@
-"""Faults on a live system (:mod:`lego.control.testbed`): the software
+"""Faults on a live system (:mod:`lego.topo.local_system`): the software
 target's P4Runtime server, the controller, its bricks as actors on a local Ray
 cluster, frames driven through the target's pipeline model. Each test kills one
 component:
@@ -22,19 +22,13 @@ import pytest
 from lego.control import northbound as nb
 from lego.control.config import config_from_dict
 from lego.control.runtime import ControllerRuntime
-from lego.control.testbed import (
-    TOKEN,
-    Driver,
-    brick_dir,
-    controller_process,
-    free_tcp_port,
-    system_config,
-    wait_for,
-)
 from lego.nfs.kitsune.graph import train_model
+from lego.polling import wait_for
 from lego.switch import pipeline as pl
 from lego.switch.server import P4RuntimeServer
+from lego.topo.local_system import TOKEN, Driver, brick_dir, system_config
 from lego.topo.traffic_synth import generate, write_trace
+from tests.support.controller import controller_process, free_tcp_port
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 N = 4500

@@ -19,11 +19,11 @@ import pytest
 from lego.control.config import config_from_dict
 from lego.control.registry import Command
 from lego.control.runtime import ControllerRuntime
-from lego.control.testbed import Driver
 from lego.nfs.kitsune.graph import monolith_scores, read_scores, train_model
+from lego.polling import wait_for
 from lego.switch import pipeline as pl
 from lego.switch.server import P4RuntimeServer
-from lego.testing import wait_for
+from lego.topo.local_system import Driver
 from lego.topo.traffic_synth import generate, write_trace
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]

@@ -14,7 +14,7 @@ from lego.ext.afterimage import KitsuneExtractor
 from lego.ext.afterimage_spec import KitsuneSpecExtractor
 from lego.ext.batch import ADDR_BYTES, Family, PacketBatch, Proto
 from lego.ext.features import make_extractor
-from lego.testing import mixed_traffic
+from lego.topo.traffic_batches import mixed_traffic
 
 RTOL = ATOL = 1e-9
 NAMES = KitsuneSpecExtractor().feature_names()

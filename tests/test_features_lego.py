@@ -20,7 +20,7 @@ from lego.ext.batch import Family, PacketBatch, Proto
 from lego.ext.features import LAMBDAS, make_extractor
 from lego.ext.legostats import LegoExtractor
 from lego.ext.legostats_spec import N_FEATURES, LegoSpecExtractor, feature_names
-from lego.testing import mixed_traffic, scan_batch
+from lego.topo.traffic_batches import mixed_traffic, scan_batch
 
 TRACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitsune_mirai_first38363.tsv"
 _ADDRS = [(4, bytes((10, 0, 0, i)) + bytes(12)) for i in range(4)] + [

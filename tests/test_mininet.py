@@ -4,7 +4,7 @@ The first tests are pure (topology validation, argv builders, ramp cutting).
 Classes marked ``mininet`` build the network (software target, the real
 controller ``lego controller run --config``, a Ray node in each NF host)
 through the declarative base in
-:mod:`lego.topo.testlib`; they need root and Mininet and are skipped, with
+:mod:`tests.support.mininet`; they need root and Mininet and are skipped, with
 the reason, otherwise.
 """
 
@@ -21,19 +21,12 @@ import numpy as np
 import pytest
 
 from lego.errors import ConfigError
+from lego.experiments.elastic.record import offline_scores
+from lego.experiments.elastic.run import SLA_MS as MAKE_RUN_SLA_MS
+from lego.experiments.elastic.run import drained, scheduled_step
+from lego.polling import wait_for
 from lego.topo.pacer import due
-from lego.topo.run_mininet import SLA_MS as MAKE_RUN_SLA_MS
-from lego.topo.run_mininet import drained, scheduled_step
 from lego.topo.switches import pick_target, realtime_refused, switch_argv
-from lego.topo.testlib import (
-    TEST_AD,
-    TEST_FM,
-    LegoMininetTest,
-    offline_scores,
-    skip_reason,
-    small_trace,
-    wait_for,
-)
 from lego.topo.topology import TopologyError, load_topology, topology_from_dict
 from lego.topo.traffic import (
     parse_pacer,
@@ -41,6 +34,13 @@ from lego.topo.traffic import (
     ramp_segments,
     speedup_schedule,
     tcpreplay_argv,
+)
+from tests.support.mininet import (
+    TEST_AD,
+    TEST_FM,
+    LegoMininetTest,
+    skip_reason,
+    small_trace,
 )
 
 # ---------------------------------------------------------------- pure
@@ -270,7 +270,7 @@ class TestDetectionThroughSwitch(LegoMininetTest):
     pytestmark = mininet
 
     def test_k_replicas_equal_one_offline_instance(self, system, trace_and_model):
-        from lego.topo.record import Recorders
+        from lego.experiments.elastic.record import Recorders
 
         trace, model = trace_and_model
         rec = Recorders(system, list(self.AGENTS), self.tmp / "rec")
@@ -303,7 +303,7 @@ class TestScaleUnderRamp(LegoMininetTest):
 
     def test_policy_scales_out_on_real_overload_and_in_when_idle_losing_nothing(
             self, system, trace_and_model):
-        from lego.topo.record import Recorders
+        from lego.experiments.elastic.record import Recorders
 
         _, model = trace_and_model
         trace = small_trace(self.tmp, 40_000)  # about 4 s per step
@@ -562,7 +562,7 @@ class TestInspection(LegoMininetTest):
 
     def test_p4runtime_shell_reads_the_running_switch(self, system):
         pytest.importorskip("p4runtime_sh", reason="pip install -e '.[dev]'")
-        from lego.testing import shell_reads
+        from tests.support.p4rt import shell_reads
 
         out = shell_reads(system.topo.switch.grpc_addr)
         assert out["default"] == ["LegoIngress.set_groups"]

@@ -96,3 +96,14 @@ def test_the_controller_reads_the_roles_off_the_template(tmp_path):
     assert by["dec-2/0"]["upstream"] == 2  # the routed replicas, not the standby
     assert len(by["fm-2/0"]["outlets"][0]["addresses"]) == 2
     assert by["src-2/0"]["inlet"] is None and by["src-2/0"]["type"] == "frame_feed"
+
+
+def test_every_nf_reads_only_packet_batch_columns():
+    from dataclasses import fields
+
+    from lego.ext.batch import PacketBatch
+    from tests.support import flowcount
+
+    columns = {f.name for f in fields(PacketBatch)}
+    for nf in nfs.all_builtin() + [nfs.get(flowcount.NAME)]:
+        assert nf.packet_fields and set(nf.packet_fields) <= columns, nf.name

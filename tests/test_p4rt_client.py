@@ -28,8 +28,8 @@ from lego.control.p4rt_errors import (
 )
 from lego.errors import ConfigError
 from lego.p4src.p4info import load_p4info
+from lego.polling import wait_for
 from lego.switch import pipeline as pl
-from lego.testing import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,7 +17,7 @@ from scapy.layers.l2 import Ether
 from lego.p4src.p4info import P4Type, load_p4info
 from lego.switch import pipeline as pl
 from lego.switch.server import READ_CHUNK, P4RuntimeServer, read_responses
-from lego.switch.testclient import SmallClient, WriteFailed
+from lego.switch.small_client import SmallClient, WriteFailed
 
 INSERT, MODIFY, DELETE = p4r.Update.INSERT, p4r.Update.MODIFY, p4r.Update.DELETE
 

@@ -302,7 +302,7 @@ def test_switch_and_nf_derive_the_same_key():
 
 
 def test_decide_on_a_generated_batch():
-    from lego.testing import mixed_traffic
+    from lego.topo.traffic_batches import mixed_traffic
 
     batch = mixed_traffic(n=500, seed=3)
     rec = records_from_batch(batch)

@@ -18,7 +18,7 @@ from lego.bricks.graph import graph_from_dict
 from lego.bricks.main import BRICK_NICENESS
 from lego.control.ray_bricks import NODE_NICENESS, RayBricks, node_resources, worker_argv
 from lego.errors import LegoError
-from lego.testing import wait_for
+from lego.polling import wait_for
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 

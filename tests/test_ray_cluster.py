@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from lego.topo.ray_cluster import START_TIMEOUT_S, RayCluster, head_argv, host_argv, ray_missing
-from lego.topo.testlib import skip_reason
 from lego.topo.topology import load_topology
+from tests.support.mininet import skip_reason
 
 
 def test_ray_start_command_lines_name_the_quota_and_the_port():
@@ -95,7 +95,7 @@ def test_a_local_ray_head_that_timed_out_is_cleared_and_started_once_more():
     """Ray's head sometimes never registers its raylet (a bare Exception after
     30 s): the processes that attempt started are killed and it starts again; any
     other failure, or a second timeout, is raised."""
-    from lego.testing import RAY_START_TIMEOUT, start_again_once
+    from lego.topo.ray_cluster import RAY_START_TIMEOUT, start_again_once
 
     left = []
 

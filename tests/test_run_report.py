@@ -8,16 +8,16 @@ import time
 import numpy as np
 
 from lego.cpu_quota import machine_cpu_s
-from lego.topo.controller import scaling_events
-from lego.topo.run_report import (
+from lego.experiments.elastic.report import (
     core_seconds,
     event_sentence,
-    event_text,
     machine_busy,
     machine_figures,
+    scaling_events,
     sla_figures,
 )
-from lego.topo.run_results import lag_figures
+from lego.experiments.elastic.results import lag_figures
+from lego.topo.status import event_text
 
 EVENTS = [
     {"t": 112.1, "kind": "scale_out", "brick": "fq", "port": 3, "host": "nf2", "replicas": 2,
@@ -99,8 +99,8 @@ def test_any_controller_event_reads_as_plain_words():
 def test_the_dashboard_fits_80_columns_and_prints_no_python_structures():
     from rich.console import Console
 
+    from lego.experiments.elastic.dashboard import render
     from lego.topo.controller import dashboard_status
-    from lego.topo.dashboard import render
 
     ctl = {"graphs": [{"port": 2, "host": "nf1"}],
            "bricks": [{"id": f"{role}-2/0", "host": "nf1", "type": t, "utilisation": 0.83,

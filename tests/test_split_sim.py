@@ -10,12 +10,12 @@ from lego.experiments.split_sim import (
     GRANULARITIES,
     MIRROR_PLAN,
     round_robin_owners,
-    run_split,
     split,
 )
 from lego.experiments.table2 import grace_for, table2, train_model
 from lego.ext.packets import read_trace
-from lego.testing import mixed_traffic
+from lego.nfs.kitsune.split import run_split
+from lego.topo.traffic_batches import mixed_traffic
 
 SHARED_TRACES = ["kitsune-reference/fx16k.tsv", "kitsune_mirai_first38363.tsv",
                  "kitsune_mirai_first2000.pcap", "netspot_wifi.pcap", "netspot_openflow.pcapng"]

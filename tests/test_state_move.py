@@ -37,7 +37,7 @@ from lego.ext.legostats_spec import (
 from lego.nfs.kitsune.move_sim import simulate_moves
 from lego.switch.parser import records_from_batch
 from lego.switch.pipeline import GROUP_DSTIP, GROUP_SRCIP, N_BUCKETS, group_buckets
-from lego.testing import mixed_traffic
+from lego.topo.traffic_batches import mixed_traffic
 
 THIRD = np.arange(0, OWNER_BUCKETS, 3)
 ALL = np.arange(OWNER_BUCKETS)

@@ -18,8 +18,8 @@ from scapy.packet import Raw
 from lego.p4src.p4info import load_p4info
 from lego.switch import pipeline as pl
 from lego.switch.netns import NetnsLab, netns_available, recv_until
+from lego.switch.small_client import SmallClient
 from lego.switch.target import SoftSwitch, SwitchConfig
-from lego.switch.testclient import SmallClient
 
 _why = netns_available()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(_why is not None, reason=f"netns: {_why}")]

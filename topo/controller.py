@@ -1,4 +1,4 @@
-"""The real controller in Mininet: its config, its status, the end-of-run drain.
+"""The real controller in Mininet: its config and its status.
 
 - :func:`controller_config` turns a topology into the dict of ``lego controller
   run --config`` (switch address, the management address for the northbound,
@@ -6,20 +6,18 @@
   model, semantics, scaling watermarks), which ``tomli_w`` writes as TOML;
 - :func:`dashboard_status` turns ``GetStatus`` (the JSON of ``lego controller
   status --json``) plus the switch's counters into the status shape the
-  dashboard, the timeline and the tests read (:mod:`lego.topo.status`);
-- :func:`scaling_events` lists the scaling events of a status as table rows.
+  dashboard, the timeline and the tests read (:mod:`lego.topo.status`).
 
-All three are pure; :class:`~lego.topo.system.LegoSystem` does the I/O.
+Both are pure; :class:`~lego.topo.system.LegoSystem` does the I/O.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from lego import nfs
-from lego.topo.run_report import event_text
+from lego.topo.status import event_text
 from lego.topo.topology import NFHostSpec, Topology
 
 # Watermarks are busy fractions of an NF host's CPU quota (its cgroup's CPU time
@@ -34,9 +32,6 @@ SCALING: dict[str, Any] = {
     "period": 0.25, "standby": False, "fe": True, "fe_standby": True, "uln": False,
     "host_timeout": 0.9, "adopt_grace": 15.0,
 }
-#: what ``SCALING=off`` changes: the same system, no policy
-SCALING_OFF: dict[str, Any] = {"fe": False, "uln": False, "fe_standby": False,
-                               "rebalance_s": 0.0}
 GRAPH: dict[str, Any] = {"batch": 256, "flush_ms": 20, "hwm": 16, "window": 256, "uln": 1,
                          "write_scores": True}
 #: the sources' batching delay, as a fraction of the SLA: every flushed batch wakes
@@ -124,45 +119,3 @@ def dashboard_status(ctl: dict[str, Any] | None, switch: dict[str, Any], now: fl
             "events": events, "hosts": ctl.get("hosts", []),
             "counters": ctl.get("counters", {}), "moves": ctl.get("moves", []),
             "graphs": list(graphs.values()), "controller_now": ctl.get("now")}
-
-
-def uln_replicas(status: dict[str, Any]) -> int:
-    """Routed ULN replicas over every graph owning buckets."""
-    return sum(b["replicas"] for b in status.get("bricks", [])
-               if b["type"] == "uln" and b["state"] == "running")
-
-
-SCALE_KINDS = ("scale_out", "scale_in")
-_UTIL = re.compile(r"utilisation (\d+(?:\.\d+)?)")
-
-
-def scaling_events(events: list[dict[str, Any]], t0: float,
-                   scaling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The controller's scaling events with their state moves, as records: time since
-    ``t0`` (controller clock), brick, replicas before and after, the utilisation
-    and watermarks behind it, buckets and entries moved, packets held, why."""
-    sc = {**SCALING, **(scaling or {})}
-    rows = []
-    for i, e in enumerate(events):
-        if e["kind"] not in SCALE_KINDS:
-            continue
-        to = int(e.get("replicas", 0))
-        frm = to - 1 if e["kind"] == "scale_out" else to + 1
-        m = _UTIL.search(e.get("reason", ""))
-        row = {"t": round(e["t"] - t0, 2), "event": e["kind"].replace("_", "-"),
-               "brick": "feature extraction" if e.get("brick") == "fq" else "ULN",
-               "port": e.get("port"), "host": e.get("host", ""), "replicas_before": frm,
-               "replicas_after": to, "utilisation": float(m.group(1)) if m else None,
-               "high": sc["high"], "low": sc["low"], "buckets": 0, "entries": 0, "held": 0,
-               "seconds": 0.0, "lost_buckets": 0, "reason": e.get("reason", "")}
-        if e.get("brick") == "fq":
-            for f in events[i + 1:]:
-                if f["kind"] == "state_moved":
-                    row.update(buckets=f.get("buckets", 0), entries=f.get("entries", 0),
-                               held=f.get("held", 0), seconds=f.get("seconds", 0.0),
-                               lost_buckets=f.get("lost_buckets", 0))
-                    break
-                if f["kind"] in SCALE_KINDS and f.get("brick") == "fq":
-                    break
-        rows.append(row)
-    return rows

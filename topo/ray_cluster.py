@@ -18,18 +18,24 @@ stats stay off, and each node's object store is the smallest Ray allows
     argv = head_argv("10.99.0.1", 6380)            # pure: the ray start command lines
     cluster = RayCluster(net, topo, Path("/tmp/lego-ray")).start()
     cluster.memory()                # Ray's processes: {'rss': bytes, 'pss': bytes}
+
+:class:`LocalRay` is the same cluster on this machine without Mininet (Ray's
+``cluster_utils``: one node per NF host, this process the driver), for the
+benchmarks and the tests that run bricks as actors.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lego.control.ray_bricks import QUIET, QUIET_ENV, head_env, ray_binary, worker_argv
 from lego.errors import LegoError
@@ -198,3 +204,84 @@ def _with_descendants(*marks: str) -> list[int]:
         ours |= more
         grown = bool(more)
     return sorted(ours)
+
+
+# ---------------------------------------------------------------- a local Ray cluster
+
+#: what Ray raises when a node's raylet does not register within 30 s
+RAY_START_TIMEOUT = "timed out during startup"
+
+
+def start_again_once(start: Callable[[], Any]) -> Any:
+    """``start()``; if Ray's head timed out starting (once in about ten runs of the
+    suite here, its raylet never writing a log), kill the processes that attempt
+    left (this process's new children: Ray keeps no handle on a head that failed)
+    and start once more."""
+    before = child_pids()
+    try:
+        return start()
+    except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception
+        if RAY_START_TIMEOUT not in str(exc):
+            raise
+        for pid in child_pids() - before:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return start()
+
+
+def child_pids() -> set[int]:
+    """This process's children (from /proc)."""
+    me, out = os.getpid(), set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == me:
+            out.add(int(stat.parent.name))
+    return out
+
+
+class LocalRay:
+    """A Ray cluster on this machine (``ray.cluster_utils.Cluster``), without Mininet:
+    a head with no CPUs and one node per NF host (``nodes``: host -> its switch
+    ``ports`` and ``cpus``), this process connected as the driver. Nodes can be added
+    and removed (a lost server)."""
+
+    def __init__(self, nodes: dict[str, dict]) -> None:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        from lego.control.ray_bricks import HEALTH_CHECK, OBJECT_STORE_BYTES
+
+        self.cluster = start_again_once(lambda: Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "include_dashboard": False, "object_store_memory": OBJECT_STORE_BYTES,
+            "_system_config": HEALTH_CHECK}))
+        self.nodes: dict[str, Any] = {}
+        for host, n in nodes.items():
+            self.add(host, n["ports"], n["cpus"])
+        self.cluster.wait_for_nodes()
+        ray.init(address=self.cluster.address, namespace="lego-tests", log_to_driver=False)
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def add(self, host: str, ports: list[int], cpus: int = 2) -> None:
+        from lego.control.ray_bricks import OBJECT_STORE_BYTES, node_resources
+
+        self.nodes[host] = self.cluster.add_node(
+            num_cpus=cpus, resources=node_resources(host, ports),
+            object_store_memory=OBJECT_STORE_BYTES)
+
+    def remove(self, host: str) -> None:
+        """The node goes away (its raylet and every worker on it are killed)."""
+        self.cluster.remove_node(self.nodes.pop(host), allow_graceful=False)
+
+    def shutdown(self) -> None:
+        import ray
+
+        ray.shutdown()
+        self.cluster.shutdown()

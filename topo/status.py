@@ -1,4 +1,5 @@
-"""The run's status, in the shape of ``lego controller status --json``.
+"""A system's status (:class:`~lego.topo.system.LegoSystem`), in the shape of
+``lego controller status --json``.
 
 Until the controller's northbound runs, the status is built here from what
 exists: the switch's counters, read over P4Runtime by a backup client
@@ -12,7 +13,8 @@ status files (:mod:`lego.topo.agent`). The shape::
                  "packets_in": N, "state": "running"}, ...],
      "alerts": N, "scores": N, "events": [{"t": T, "kind": "died", "what": "..."}]}
 
-:func:`rates` turns two statuses into packets/s in and out of the switch.
+:func:`event_text` writes any controller event as plain words (the ``what`` of
+each event: the live dashboard's panel).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from lego.p4src import contract as pl
 
@@ -29,6 +32,33 @@ log = logging.getLogger(__name__)
 EVENT_NAMES = {pl.EVENT_PARSER_ERROR: "parser_error", pl.EVENT_RUNT: "runt",
                pl.EVENT_UNOWNED: "unowned", pl.EVENT_PORT_DROP: "port_drop",
                pl.EVENT_MIRROR: "mirror", pl.EVENT_FORWARD: "forward"}
+
+
+def yes_no(value: bool) -> str:
+    """Booleans as a person writes them."""
+    return "yes" if value else "no"
+
+
+def _plain(v: Any) -> str:
+    if isinstance(v, bool):
+        return yes_no(v)
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{_plain(k)} {_plain(x)}" for k, x in v.items())
+    if isinstance(v, list | tuple | set):
+        return ", ".join(_plain(x) for x in v)
+    return str(v)
+
+
+def event_text(e: dict[str, Any]) -> str:
+    """``scale out: brick fq, port 3, utilisation 0.93`` (nested values flattened:
+    ``export at 3 cut 26753``)."""
+    skip = {"kind", "t", "t_detect", "what"}
+    detail = "; ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in e.items()
+                       if k not in skip)
+    head = str(e.get("kind", "event")).replace("_", " ")
+    return f"{head}: {detail}" if detail else head
 
 
 class SwitchMonitor:
@@ -146,18 +176,3 @@ def build_status(system) -> dict:
         scores += s
     return {"time": now, "mode": system.mode, "switch": switch, "bricks": bricks,
             "alerts": alerts, "scores": scores, "events": events}
-
-
-def rates(prev: dict | None, cur: dict, traffic_ports: list[int]) -> tuple[float, float]:
-    """(packets/s into the switch on the traffic ports, packets/s out to the others)."""
-    if not prev or not prev.get("switch", {}).get("ports") or not cur["switch"].get("ports"):
-        return 0.0, 0.0
-    dt = max(cur["time"] - prev["time"], 1e-3)
-
-    def total(st: dict, key: str, want) -> int:
-        return sum(v[key] for p, v in st["switch"]["ports"].items() if want(int(p)))
-
-    tin = set(traffic_ports)
-    pin = total(cur, "in", lambda p: p in tin) - total(prev, "in", lambda p: p in tin)
-    pout = total(cur, "out", lambda p: p not in tin) - total(prev, "out", lambda p: p not in tin)
-    return max(0.0, pin / dt), max(0.0, pout / dt)

@@ -21,14 +21,17 @@ def kitsune_graph(trace: str | Path, model: str | Path, out: str | Path, *,
                   cpus: dict[str, list[int]] | None = None,
                   source_options: dict[str, Any] | None = None,
                   uln_options: dict[str, Any] | None = None) -> Graph:
-    """source -> fq (x fq, key-routed when > 1) -> fm (x fm) -> uln (x uln) -> decision.
+    """Kitsune's template (:func:`lego.nfs.kitsune.nf.graph`) read from a trace:
+    src -> fq (x fq, key-routed when > 1) -> fm (x fm) -> uln (x uln) -> dec.
 
     ``groups``: brick -> group (bricks of a group run fused in one process, e.g.
-    ``{"source": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}``, where
+    ``{"src": "front", "fq": "front", "fm": "scorer", "uln": "scorer"}``, where
     ``fm`` then takes ``uln``'s replicas); ``shm``: shared-memory hops (default:
     with ``ipc``); ``preload``: the source parses the trace before the run;
     ``inline``: each extractor process also runs a feature-mapping (+ fused
     ensemble) replica inline, fed the batches its remote replicas have no room for."""
+    from lego.nfs.kitsune.nf import NF
+
     cpus = cpus or {}
     groups = groups or {}
     if groups.get("fm") and groups.get("fm") == groups.get("uln"):
@@ -39,33 +42,21 @@ def kitsune_graph(trace: str | Path, model: str | Path, out: str | Path, *,
     if limit is not None:
         src_opts["limit"] = limit
     src_opts.update(source_options or {})
-
-    def node(kind: str, replicas: int = 1, **options: Any) -> dict[str, Any]:
-        d: dict[str, Any] = {"type": kind, "replicas": replicas, "options": options}
-        return d
-
-    bricks = {
-        "source": node("packet_batching", **src_opts),
-        "fq": node("feature_quantization", fq),
-        "fm": node("feature_mapping", fm),
-        "uln": node("uln", uln, **(uln_options or {})),
-        "decision": node("decision", window=window, out=str(out),
-                         write_scores=write_scores, write_alerts=write_alerts),
-    }
+    data = NF.graph(source={"type": "packet_batching", "options": src_opts},
+                    options={"semantics": semantics, "model": str(model)},
+                    replicas={"fq": fq, "fm": fm, "uln": uln},
+                    sink={"window": window, "out": str(out), "write_scores": write_scores,
+                          "write_alerts": write_alerts})
+    bricks = data["bricks"]
+    bricks["uln"]["options"].update(uln_options or {})
     for name, c in cpus.items():
         bricks[name]["cpus"] = list(c)
     for name, group in groups.items():
         bricks[name]["group"] = group
-    edges = [{"from": "source", "to": "fq", "route": "key" if fq > 1 else "round_robin"},
-             {"from": "fq", "to": "fm", "inline": inline}, {"from": "fm", "to": "uln"},
-             {"from": "uln", "to": "decision"}]
-    settings: dict[str, Any] = {"name": f"kitsune-{semantics}", "transport": transport,
-                                "hwm": hwm, "base_port": base_port}
+    data["edges"][1]["inline"] = inline  # fq -> fm
+    data["graph"].update(transport=transport, hwm=hwm, base_port=base_port)
     if shm is not None:
-        settings["shm"] = shm
-    data = {"graph": settings,
-            "params": {"semantics": semantics, "model": str(model)},
-            "bricks": bricks, "edges": edges}
+        data["graph"]["shm"] = shm
     return graph_from_dict(data, f"<kitsune graph {semantics}>")
 
 

@@ -12,7 +12,7 @@ declaration imports before ``make build`` and costs ``lego --help`` nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,9 @@ BRICK_TYPES = (
               "merges scores in sequence order; alerts, scores, lost batches"),
 )
 
-PACKET_FIELDS = ("ts", "length", "src_mac", "dst_mac", "src_family", "src_addr",
-                 "dst_family", "dst_addr", "src_port", "dst_port", "proto", "mirror", "seq")
+#: AfterImage reads every column of a PacketBatch
+PACKET_FIELDS = ("ts", "frame_len", "eth_src", "eth_dst", "proto", "src_family", "dst_family",
+                 "src_addr", "dst_addr", "sport", "dport", "mirror", "seq")
 
 
 def state_groups(options: Mapping[str, Any]) -> list:
@@ -109,22 +110,19 @@ def training_graces(packets: int) -> tuple[int, int]:
     return fm, packets - 1 - fm
 
 
-def score(batches: Iterable, model: str | Path, options: Mapping[str, Any]
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """One offline instance with a trained model over ``batches`` (PacketBatch, in
-    switch order, mirrors included): (seq, score) of the primaries."""
-    from lego.ext.kitnet import KitNET
-    from lego.nfs.kitsune.monolith import KitsuneNF
+class Instance:
+    """One offline Kitsune (the monolith) with a trained model: (seq, score) of a
+    batch's primaries; mirror copies update the damped statistics only."""
 
-    nf = KitsuneNF(options["semantics"], KitNET.load(model), keep_training_rows=False)
-    seqs, scores = [], []
-    for b in batches:
-        s = nf.process(b)
-        seqs.append(s.seq)
-        scores.append(s.score)
-    if not seqs:
-        return np.zeros(0, np.int64), np.zeros(0)
-    return np.concatenate(seqs).astype(np.int64), np.concatenate(scores)
+    def __init__(self, model: str | Path, options: Mapping[str, Any]) -> None:
+        from lego.ext.kitnet import KitNET
+        from lego.nfs.kitsune.monolith import KitsuneNF
+
+        self.nf = KitsuneNF(options["semantics"], KitNET.load(model), keep_training_rows=False)
+
+    def process(self, batch) -> tuple[np.ndarray, np.ndarray]:
+        s = self.nf.process(batch)
+        return s.seq, s.score
 
 
 def run(trace: str | Path, options: Mapping[str, Any], packets: int
@@ -150,7 +148,7 @@ NF = NetworkFunction(
     check=check,
     merge="sequence",
     train=train,
-    reference=score,
+    instance=Instance,
     run=run,
     cli="lego.nfs.kitsune.cli",
     help="AfterImage damped statistics + KitNET autoencoder ensemble (unsupervised)",

@@ -9,7 +9,7 @@ second from the sources' ``go`` to the decision's end (start-up, outside the
 quota, is not measured). The only difference
 from the live graph is the source (a pcap file instead of the switch port).
 
-    python -m lego.topo.calibrate GRAPH.toml PACKETS   (prints one JSON line)
+    python -m lego.experiments.elastic.calibrate GRAPH.toml PACKETS   (prints one JSON line)
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def calibrate(trace: Path, model: Path, cores: float, workdir: Path, *, packets:
                                                      batch, flush_ms)))
     quota = CpuQuota("calibration", cores).create()
     try:
-        argv = [sys.executable, "-m", "lego.topo.calibrate", str(graph), str(len(frames)),
-                str(workdir / "bricks")]
+        argv = [sys.executable, "-m", "lego.experiments.elastic.calibrate", str(graph),
+                str(len(frames)), str(workdir / "bricks")]
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         ready = proc.stdout.readline()  # the bricks started (outside the quota)

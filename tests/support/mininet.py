@@ -1,4 +1,4 @@
-"""The declarative base of the Mininet topology tests (apart from the tests).
+"""The declarative base of the Mininet tests (the harness, apart from the tests).
 
 A test class states its network and config as class attributes::
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lego.testing import wait_for  # noqa: F401  (the harness waits; tests import it here)
+from lego.polling import wait_for
 from lego.topo.cleanup import MARKER, link_exists, marked_processes
 from lego.topo.net import mininet_available
 from lego.topo.topology import load_topology
@@ -116,7 +116,7 @@ class LegoMininetTest:
         return json.loads((self.system.agent_dir(host) / "out" / "summary.json").read_text())
 
     def host_scores(self) -> tuple[np.ndarray, np.ndarray]:
-        from lego.topo.run_results import merge_scores
+        from lego.experiments.elastic.results import merge_scores
 
         seq, score, _ = merge_scores(self.system)
         return seq, score
@@ -132,65 +132,6 @@ class LegoMininetTest:
         wait_for(lambda: "listening on" in err.read_text(errors="replace"), 20,
                  f"tcpdump on {host}")
         return p, path
-
-
-def _switch_batch(pcaps: list[Path]):
-    """The frames the NF hosts received (shims kept) as one batch, switch-stamped."""
-    from lego.bricks.source import Frames, frames_to_batch
-    from lego.ext.packets import open_trace
-
-    frames: list[bytes] = []
-    for p in pcaps:
-        for raw in open_trace(p).raw_batches(65536):
-            frames.extend(raw.frame(i) for i in range(len(raw)))
-    lens = np.fromiter((len(x) for x in frames), dtype=np.uint32, count=len(frames))
-    offsets = np.concatenate([[0], np.cumsum(lens[:-1], dtype=np.int64)]).astype(np.int64)
-    buf = np.frombuffer(b"".join(frames), dtype=np.uint8)
-    batch, _ = frames_to_batch(Frames(buf, offsets, lens, lens.copy(),
-                                      np.zeros(len(frames)), 1,
-                                      np.arange(len(frames), dtype=np.uint64)), "switch")
-    prim = np.flatnonzero(batch.mirror == 0)
-    return batch.take(prim[np.argsort(batch.seq[prim], kind="stable")])
-
-
-def ingress_times(pcaps: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """(switch sequence number, switch ingress timestamp in seconds) of every primary
-    the NF hosts received, in sequence order."""
-    one = _switch_batch(pcaps)
-    return one.seq.astype(np.int64), np.asarray(one.ts, dtype=np.float64)
-
-
-def capture_epoch_s(pcaps: list[Path], sample: int = 20_000) -> float | None:
-    """The wall-clock time of the switch's timestamp 0, from the NF hosts' captures:
-    the smallest (capture time - shim timestamp) over their first frames. Where the
-    switch does not say its epoch (BMv2), latencies measured from it are short by
-    the fastest frame's switch-to-host delay (tens of microseconds)."""
-    from lego.bricks.source import Frames, strip_shims
-    from lego.ext.packets import open_trace
-
-    best = []
-    for p in pcaps:
-        raw = next(iter(open_trace(p).raw_batches(sample)), None)
-        if raw is None:
-            continue
-        ts = np.asarray(raw.ts, dtype=np.float64)
-        f = Frames(raw.buffer, raw.offsets, raw.caplens, raw.origlens, ts, raw.linktypes,
-                   np.zeros(len(raw), dtype=np.uint64))
-        out, _, shim = strip_shims(f)
-        if shim is not None:
-            shimmed = out.offsets != np.asarray(f.offsets, dtype=np.int64)
-            best.append(float(np.min(ts[shimmed] - shim.ts_us[shimmed] / 1e6)))
-    return min(best) if best else None
-
-
-def offline_scores(pcaps: list[Path], model: Path, nf=None, options: dict | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """One offline NF instance over the frames the NF hosts received (shims kept):
-    the primaries, in switch sequence order, with the switch's timestamps."""
-    from lego import nfs
-
-    nf = nf or nfs.get(nfs.DEFAULT)
-    return nf.reference([_switch_batch(pcaps)], model, nf.resolve(options))
 
 
 def copy_evidence(src: Path, dest: Path) -> None:

@@ -5,7 +5,7 @@ replica's capacity; speed the trace's clock up step by step to the ramp's rates;
 train the NF's model offline on the benign prefix at that timing (the NF hosts use the
 switch's timestamps, which follow it); start the network, the switch, Ray and the
 controller; replay the trace with the pacer while the dashboard shows the status;
-wait for the NF hosts to drain; write ``results/`` (:mod:`lego.topo.run_results`);
+wait for the NF hosts to drain; write ``results/`` (:mod:`lego.experiments.elastic.results`);
 tear everything down (``finally``, plus ``atexit`` and SIGTERM/SIGHUP handlers for
 the paths a ``finally`` does not cover).
 """
@@ -19,6 +19,7 @@ import signal
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -27,23 +28,25 @@ from rich.live import Live
 from lego import nfs
 from lego.cpu_quota import machine_cpu_s
 from lego.errors import LegoError
-from lego.topo.calibrate import Calibration
-from lego.topo.cleanup import active_run, cleanup
-from lego.topo.controller import SCALING_OFF, uln_replicas
-from lego.topo.record import Recorders
-from lego.topo.run_report import machine_busy
-from lego.topo.run_results import (
+from lego.experiments.elastic.calibrate import Calibration
+from lego.experiments.elastic.record import Recorders
+from lego.experiments.elastic.report import machine_busy
+from lego.experiments.elastic.results import (
     offline_original,
     offline_reference,
     packet_latency,
     replay_lag,
     write_results,
 )
-from lego.topo.status import rates
+from lego.topo.cleanup import active_run, cleanup
 from lego.topo.topology import Topology
 from lego.topo.traffic import Segment, speedup_schedule
 
 log = logging.getLogger(__name__)
+
+#: what ``SCALING=off`` changes: the same system, no policy
+SCALING_OFF: dict[str, Any] = {"fe": False, "uln": False, "fe_standby": False,
+                               "rebalance_s": 0.0}
 
 
 @dataclass
@@ -117,12 +120,12 @@ def size_load(opts: RunOptions, console: Console, work: Path
     """The replay's rates (and, for the generated trace, the trace sized to them).
 
     ``capacity`` profile: one replica's capacity under an NF host's quota is
-    measured first (:func:`~lego.topo.calibrate.calibrate`, on the trace's first
+    measured first (:func:`~lego.experiments.elastic.calibrate.calibrate`, on the trace's first
     packets with a model trained on them), and each step offers ``load`` x that.
     The generated trace is benign until the last step, where the infection
     starts: the ramp (and the model's training) runs on benign traffic, and the
     attack arrives at the trace's own rates, sped up like everything else."""
-    from lego.topo.calibrate import calibrate
+    from lego.experiments.elastic.calibrate import calibrate
     from lego.topo.traffic_synth import default_trace, labels_path
 
     tr = opts.topo.traffic
@@ -305,11 +308,32 @@ def drained(st: dict, sent: int, traffic_port: int, scaled_back: bool,
     return None
 
 
+def rates(prev: dict | None, cur: dict, traffic_ports: list[int]) -> tuple[float, float]:
+    """(packets/s into the switch on the traffic ports, packets/s out to the others)."""
+    if not prev or not prev.get("switch", {}).get("ports") or not cur["switch"].get("ports"):
+        return 0.0, 0.0
+    dt = max(cur["time"] - prev["time"], 1e-3)
+
+    def total(st: dict, key: str, want) -> int:
+        return sum(v[key] for p, v in st["switch"]["ports"].items() if want(int(p)))
+
+    tin = set(traffic_ports)
+    pin = total(cur, "in", lambda p: p in tin) - total(prev, "in", lambda p: p in tin)
+    pout = total(cur, "out", lambda p: p not in tin) - total(prev, "out", lambda p: p not in tin)
+    return max(0.0, pin / dt), max(0.0, pout / dt)
+
+
+def uln_replicas(status: dict[str, Any]) -> int:
+    """Routed ULN replicas over every graph owning buckets."""
+    return sum(b["replicas"] for b in status.get("bricks", [])
+               if b["type"] == "uln" and b["state"] == "running")
+
+
 def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[dict],
            start: float, segments: list[Segment]) -> None:
     """Dashboard and timeline until the replay is done and scored (controller mode:
     and the controller scaled back in, or ``drain_s``)."""
-    from lego.topo.dashboard import render
+    from lego.experiments.elastic.dashboard import render
 
     traffic = [opts.topo.traffic.port]
     prev = None

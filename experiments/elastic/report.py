@@ -1,13 +1,15 @@
 """What ``lego run`` reports, as plain data and plain sentences (pure functions).
 
+- :func:`scaling_events`: the controller's scaling events with their state moves,
+  as records (``summary.json``'s ``scaling_events``);
 - :func:`event_sentence`: one scaling event as one sentence a person reads;
 - :func:`sla_figures`: per-second latency rows -> the SLA's figures (overall and
   at the peak step);
 - :func:`core_seconds`: cores allocated over the run against a static
-  allocation sized for the peak;
-- :func:`event_text`: any controller event (the live dashboard's panel) as
-  plain words, without Python's braces and quotes;
-- :func:`yes_no`: booleans as a person writes them.
+  allocation sized for the peak.
+
+Any controller event as plain words (the live dashboard's panel) is the status's
+(:func:`lego.topo.status.event_text`).
 """
 
 from __future__ import annotations
@@ -15,38 +17,49 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from lego.topo.controller import SCALING
+
 #: the policy's "for 0.5s", written "for 0.5 s" in a sentence
 _SECONDS = re.compile(r"for ([0-9.]+)s\b")
 
+SCALE_KINDS = ("scale_out", "scale_in")
+_UTIL = re.compile(r"utilisation (\d+(?:\.\d+)?)")
 
-def yes_no(value: bool) -> str:
-    return "yes" if value else "no"
+
+def scaling_events(events: list[dict[str, Any]], t0: float,
+                   scaling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The controller's scaling events with their state moves, as records: time since
+    ``t0`` (controller clock), brick, replicas before and after, the utilisation
+    and watermarks behind it, buckets and entries moved, packets held, why."""
+    sc = {**SCALING, **(scaling or {})}
+    rows = []
+    for i, e in enumerate(events):
+        if e["kind"] not in SCALE_KINDS:
+            continue
+        to = int(e.get("replicas", 0))
+        frm = to - 1 if e["kind"] == "scale_out" else to + 1
+        m = _UTIL.search(e.get("reason", ""))
+        row = {"t": round(e["t"] - t0, 2), "event": e["kind"].replace("_", "-"),
+               "brick": "feature extraction" if e.get("brick") == "fq" else "ULN",
+               "port": e.get("port"), "host": e.get("host", ""), "replicas_before": frm,
+               "replicas_after": to, "utilisation": float(m.group(1)) if m else None,
+               "high": sc["high"], "low": sc["low"], "buckets": 0, "entries": 0, "held": 0,
+               "seconds": 0.0, "lost_buckets": 0, "reason": e.get("reason", "")}
+        if e.get("brick") == "fq":
+            for f in events[i + 1:]:
+                if f["kind"] == "state_moved":
+                    row.update(buckets=f.get("buckets", 0), entries=f.get("entries", 0),
+                               held=f.get("held", 0), seconds=f.get("seconds", 0.0),
+                               lost_buckets=f.get("lost_buckets", 0))
+                    break
+                if f["kind"] in SCALE_KINDS and f.get("brick") == "fq":
+                    break
+        rows.append(row)
+    return rows
 
 
 def _num(x: float) -> str:
     return f"{x:,}" if isinstance(x, int) else f"{x:,.2f}".rstrip("0").rstrip(".")
-
-
-def _plain(v: Any) -> str:
-    if isinstance(v, bool):
-        return yes_no(v)
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    if isinstance(v, dict):
-        return ", ".join(f"{_plain(k)} {_plain(x)}" for k, x in v.items())
-    if isinstance(v, list | tuple | set):
-        return ", ".join(_plain(x) for x in v)
-    return str(v)
-
-
-def event_text(e: dict[str, Any]) -> str:
-    """``scale out: brick fq, port 3, utilisation 0.93`` (nested values flattened:
-    ``export at 3 cut 26753``)."""
-    skip = {"kind", "t", "t_detect", "what"}
-    detail = "; ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in e.items()
-                       if k not in skip)
-    head = str(e.get("kind", "event")).replace("_", " ")
-    return f"{head}: {detail}" if detail else head
 
 
 def event_sentence(e: dict[str, Any]) -> str:

@@ -1,43 +1,20 @@
-"""Generated traffic for tests and baselines: PacketBatch objects built directly.
+"""Generated traffic for tests and benchmarks: PacketBatch objects built directly
+(no frames, no pcap; :mod:`lego.topo.traffic_synth` writes traces).
 
 ``mixed_traffic`` covers what the feature semantics must get right: TCP and UDP
 sessions, ARP (including a host that changes its IP), ICMP echo and ICMP errors
 quoting UDP ports, IPv6 with and without ports, frames without IP (MAC
 addresses), a host talking to itself, repeated timestamps and a port scan.
-Deterministic for a given seed.
+Deterministic for a given seed. ``scan_batch`` is one host probing many addresses.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-from lego.errors import LegoError
 from lego.ext.batch import ADDR_BYTES, Family, PacketBatch, Proto
 
 BROADCAST_MAC = 0xFFFFFFFFFFFF
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str | Callable[[], str],
-             poll: float = 0.01) -> Any:
-    """Poll ``cond`` until it returns a true value (returned) or ``timeout`` seconds
-    pass (LegoError naming ``what``, or what it returns then when it is a function):
-    how tests and harnesses wait, never by sleeping."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise LegoError(f"timed out after {timeout:.1f} s waiting for "
-                            f"{what() if callable(what) else what}")
-        time.sleep(poll)
 
 
 def _ipv4(a: int, b: int, c: int, d: int) -> bytes:
@@ -170,134 +147,3 @@ def scan_batch(n_dst: int, answered_every: int = 10, t0: float = 1_540_446_400.0
     ans.sport, ans.dport = ans.dport.copy(), ans.sport.copy()
     both = PacketBatch.concat([probe, ans])
     return both.take(np.argsort(both.ts, kind="stable"))
-
-
-#: the README's inspection recipe as a script: p4runtime-shell connects as a backup
-#: (election id 0,1) and prints what it reads as one JSON line
-_SHELL_READS = """
-import json, sys
-import p4runtime_sh.shell as sh
-sh.setup(device_id=0, grpc_addr=sys.argv[1], election_id=(0, 1), verbose=False)
-out = {}
-try:
-    te = sh.TableEntry("LegoIngress.split_group")
-    te.is_default = True
-    defaults = list(te.read())
-    out["default"] = [e.action.action_name for e in defaults]
-    # the owner table's version frames read: split_group's epoch, low bit
-    version = int.from_bytes(defaults[0].action["epoch"].value, "big") & 1
-    out["owners"] = sum(int.from_bytes(e.match["meta.version"].exact.value, "big") == version
-                        for e in sh.TableEntry("LegoIngress.bucket_owner").read())
-    out["sessions"] = sorted(s.session_id for s in sh.CloneSessionEntry(0).read())
-    out["port_in"] = len(list(sh.CounterEntry("LegoIngress.port_in_counter").read()))
-    try:
-        sh.TableEntry("LegoIngress.bucket_owner")(action="LegoIngress.unowned").insert()
-        out["write"] = "accepted"
-    except Exception as exc:
-        out["write"] = type(exc).__name__
-finally:
-    sh.teardown()
-print(json.dumps(out))
-"""
-
-
-def shell_reads(grpc_addr: str, timeout: float = 60.0) -> dict[str, Any]:
-    """What p4runtime-shell reads from a running switch as a backup: the split
-    group's default action, bucket owners (of the version frames read),
-    clone sessions, port counters, and
-    whether its write was refused. A subprocess: the shell's client is one global
-    and its stream thread is not a daemon."""
-    import json
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", _SHELL_READS, grpc_addr],
-                          capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise LegoError(f"p4runtime-shell failed: {done.stderr[-1500:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-# ---------------------------------------------------------------- a local Ray cluster
-
-
-#: the NF hosts of the tests' local Ray cluster: their switch ports and CPUs
-RAY_TEST_NODES = {"nf1": {"ports": [2, 3], "cpus": 2}, "nf2": {"ports": [4], "cpus": 2}}
-
-
-#: what Ray raises when a node's raylet does not register within 30 s
-RAY_START_TIMEOUT = "timed out during startup"
-
-
-def start_again_once(start: Callable[[], Any]) -> Any:
-    """``start()``; if Ray's head timed out starting (once in about ten runs of the
-    suite here, its raylet never writing a log), kill the processes that attempt
-    left (this process's new children: Ray keeps no handle on a head that failed)
-    and start once more."""
-    before = child_pids()
-    try:
-        return start()
-    except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception
-        if RAY_START_TIMEOUT not in str(exc):
-            raise
-        for pid in child_pids() - before:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    return start()
-
-
-def child_pids() -> set[int]:
-    """This process's children (from /proc)."""
-    me, out = os.getpid(), set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if int(fields[1]) == me:
-            out.add(int(stat.parent.name))
-    return out
-
-
-class LocalRay:
-    """A Ray cluster on this machine (``ray.cluster_utils.Cluster``): a head with no
-    CPUs and one node per NF host, this process connected as the driver. Nodes can
-    be added and removed (a lost server)."""
-
-    def __init__(self, nodes: dict[str, dict] = RAY_TEST_NODES) -> None:
-        import ray
-        from ray.cluster_utils import Cluster
-
-        from lego.control.ray_bricks import HEALTH_CHECK, OBJECT_STORE_BYTES
-
-        self.cluster = start_again_once(lambda: Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "include_dashboard": False, "object_store_memory": OBJECT_STORE_BYTES,
-            "_system_config": HEALTH_CHECK}))
-        self.nodes: dict[str, Any] = {}
-        for host, n in nodes.items():
-            self.add(host, n["ports"], n["cpus"])
-        self.cluster.wait_for_nodes()
-        ray.init(address=self.cluster.address, namespace="lego-tests", log_to_driver=False)
-
-    @property
-    def address(self) -> str:
-        return self.cluster.address
-
-    def add(self, host: str, ports: list[int], cpus: int = 2) -> None:
-        from lego.control.ray_bricks import OBJECT_STORE_BYTES, node_resources
-
-        self.nodes[host] = self.cluster.add_node(
-            num_cpus=cpus, resources=node_resources(host, ports),
-            object_store_memory=OBJECT_STORE_BYTES)
-
-    def remove(self, host: str) -> None:
-        """The node goes away (its raylet and every worker on it are killed)."""
-        self.cluster.remove_node(self.nodes.pop(host), allow_graceful=False)
-
-    def shutdown(self) -> None:
-        import ray
-
-        ray.shutdown()
-        self.cluster.shutdown()

@@ -1,4 +1,4 @@
-"""A small P4Runtime client on the ``p4.v1`` stubs, for tests and the benchmark.
+"""A small P4Runtime client on the ``p4.v1`` stubs, for the switch benchmark and the tests.
 
 Not the controller's client (``lego.control`` has its own): just enough to open
 a StreamChannel, arbitrate, and build entries by P4Info *name* (IDs resolved

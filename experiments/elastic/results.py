@@ -3,8 +3,8 @@ offline references they are held against, per-packet latency, summary.json and
 summary.md, and the timeline plot.
 
 :func:`write_results` is called once, after the run drained
-(:mod:`lego.topo.run_mininet`); the sentences and figures of the summary are
-:mod:`lego.topo.run_report`'s pure functions.
+(:mod:`lego.experiments.elastic.run`); the sentences and figures of the summary are
+:mod:`lego.experiments.elastic.report`'s pure functions.
 """
 
 from __future__ import annotations
@@ -17,23 +17,22 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lego.topo.controller import scaling_events
-from lego.topo.run_report import (
+from lego.experiments.elastic.record import capture_epoch_s, ingress_times, offline_scores
+from lego.experiments.elastic.report import (
     core_seconds,
     event_sentence,
     machine_figures,
+    scaling_events,
     sla_figures,
-    yes_no,
 )
+from lego.topo.status import yes_no
 
-if TYPE_CHECKING:  # the run's options, for annotations only (run_mininet imports us)
-    from lego.topo.run_mininet import RunOptions
+if TYPE_CHECKING:  # the run's options, for annotations only (the run imports us)
+    from lego.experiments.elastic.run import RunOptions
 
 
 def offline_reference(system, pcaps: list[Path], opts: RunOptions) -> dict:
     """One offline NF instance over the recorded, switch-stamped stream vs the run."""
-    from lego.topo.testlib import offline_scores
-
     seq, score, _ = merge_scores(system)
     ref_seq, ref_score = offline_scores(pcaps, system.model, opts.decl, opts.nf_options)
     same_seq = len(seq) == len(ref_seq) and bool(np.array_equal(seq, ref_seq))
@@ -58,8 +57,6 @@ def switch_epoch_s(system) -> float | None:
 def packet_latency(system, pcaps: list[Path]) -> dict[str, np.ndarray] | None:
     """Per scored packet: its switch ingress (wall clock, from the shim's timestamp)
     and its latency to the decision that scored it (seconds)."""
-    from lego.topo.testlib import capture_epoch_s, ingress_times
-
     epoch = switch_epoch_s(system) or capture_epoch_s(pcaps)
     seq, _, _, decided = merge_scores(system, with_decided=True)
     if epoch is None or not len(seq):
@@ -75,7 +72,6 @@ def replay_lag(pcaps: list[Path], replayed: Path) -> dict[str, float] | None:
     """How late the switch stamped the replay's frames against the replayed trace's
     clock (:func:`lag_figures`)."""
     from lego.ext.packets import open_trace
-    from lego.topo.testlib import ingress_times
 
     seq, stamps = ingress_times(pcaps)
     ts = [np.asarray(b.ts, dtype=np.float64) for b in open_trace(replayed).raw_batches(65536)]

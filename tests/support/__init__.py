@@ -1,0 +1,1 @@
+"""Test support: the harnesses and fixtures the tests share, imported by tests only."""
