@@ -7,8 +7,9 @@ brick agents on the NF hosts, a ramping tcpreplay of the trace, a live
 dashboard, and ``results/`` (alerts, scores, timeline, plots, summary).
 
 ``lego run --offline`` (and the automatic fallback, with a one-line reason,
-when Mininet or root is missing) runs the Kitsune NF as one offline instance
-over the trace and writes ``results/``: scores, alerts, and a summary.
+when Mininet or root is missing) runs the NF as one offline instance over the
+trace (:attr:`lego.nfs.NetworkFunction.offline`) and writes ``results/``: scores,
+alerts, and a summary.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from lego.cli_args import non_negative_int, positive_int
+from lego import nfs
+from lego.cli_args import positive_int
 from lego.errors import ConfigError, LegoError
 from lego.ext.features import SEMANTICS
 
@@ -34,9 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", type=Path, metavar="LABELS",
                    help="0/1 per packet (default: the trace's .labels.csv if present)")
     p.add_argument("--results", type=Path, default=REPO / "results", metavar="DIR")
-    p.add_argument("--semantics", choices=SEMANTICS, default="lego")
-    p.add_argument("--fm", type=non_negative_int, default=5000, metavar="N")
-    p.add_argument("--ad", type=positive_int, default=50000, metavar="N")
+    p.add_argument("--nf", default=None, metavar="NAME",
+                   help="the NF (lego.nfs.<NAME> or a module path; default: lego.nfs.DEFAULT)")
+    p.add_argument("--semantics", choices=SEMANTICS, default="lego",
+                   help="the NF's feature semantics, where it has that option (default lego)")
+    p.add_argument("--train-packets", type=positive_int, default=55_001, metavar="N",
+                   help="the NF's model is prepared on the trace's first N packets "
+                        "(default 55,001: Kitsune's 5,000 feature-mapping + 50,000 training "
+                        "+ 1)")
     p.add_argument("--quiet", "-q", action="store_true")
     p.add_argument("--offline", action="store_true",
                    help="one NF instance, offline, no Mininet (the fallback without root)")
@@ -113,7 +120,8 @@ def cmd_mininet(args: argparse.Namespace) -> int:
     _log_to_file(args.results / "run" / "lego.log")
     opts = RunOptions(trace=trace, labels=labels, results=args.results, topo=topo,
                       target=target, target_why=why, semantics=args.semantics,
-                      train_packets=args.fm + args.ad + 1, cli=args.cli, quiet=args.quiet,
+                      nf=args.nf or nfs.DEFAULT,
+                      train_packets=args.train_packets, cli=args.cli, quiet=args.quiet,
                       synthetic=args.trace is None, scaling=args.scaling == "on",
                       sla_ms=args.sla_ms)
     summary = run_mininet(opts, console)
@@ -132,32 +140,18 @@ def cmd_mininet(args: argparse.Namespace) -> int:
 
 
 def cmd_offline(args: argparse.Namespace) -> int:
-    from lego.nfs.kitsune.cli import detection, score_trace, write_outputs
-    from lego.nfs.kitsune.monolith import KitsuneNF
-
+    nf = nfs.get(args.nf or nfs.DEFAULT)
+    if nf.offline is None:
+        raise ConfigError(f"run --offline: NF {nf.name!r} declares no offline run")
+    options = nf.resolve({k: v for k, v in (("semantics", args.semantics),) if k in nf.options})
     console = Console()
     args.results.mkdir(parents=True, exist_ok=True)
     trace, labels = _trace_and_labels(args)
-    console.print(f"[bold]LEGO[/bold]: Kitsune ({args.semantics} features) on {trace}, "
-                  "one instance, offline (the switch and bricks are not in this run)")
-    nf = KitsuneNF.fresh(args.semantics, fm=args.fm, ad=args.ad)
-    result = score_trace(nf, trace, args.quiet, fit=("lognormal", 1e-4))
-    write_outputs(result, args.results / "scores.csv", args.results / "alerts.jsonl")
-    summary = {
-        "trace": str(trace),
-        "semantics": args.semantics,
-        "packets": int(len(result.seq)),
-        "training packets": args.fm + args.ad + 1,
-        "autoencoders": len(nf.kitnet.feature_map),
-        "scored by the trained model": int(result.trained.sum()),
-        "threshold": result.threshold,
-        "alerts": int(result.alert.sum()),
-        "seconds": round(result.seconds, 3),
-        "packets/s (read + features + KitNET, training included)":
-            round(len(result.seq) / result.seconds),
-    }
-    if labels is not None:
-        summary.update({k: round(v, 4) for k, v in detection(result, labels).items()})
+    shown = {k: v for k, v in options.items() if v is not None}
+    console.print(f"[bold]LEGO[/bold]: {nf.name} {shown} on {trace}, one instance, offline "
+                  "(the switch and bricks are not in this run)")
+    summary = nf.offline(trace, options, args.train_packets, args.results, labels,
+                         args.quiet)
     (args.results / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     table = Table(title="summary", show_header=False)
     for key, value in summary.items():

@@ -96,6 +96,9 @@ class NetworkFunction:
     #: ``run(trace, options, packets) -> (seq, score, scored)``: one fresh instance,
     #: prepared on the trace's first ``packets`` packets, then scoring the rest
     run: Callable[..., tuple] | None = None
+    #: ``offline(trace, options, packets, results, labels, quiet) -> summary``: ``lego
+    #: run --offline``, one instance over a trace writing results/ (no switch, no bricks)
+    offline: Callable[..., dict] | None = None
     #: the module of the NF's ``lego <name>`` subcommand (``register(subparsers)``)
     cli: str | None = None
     help: str = ""

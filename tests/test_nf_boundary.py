@@ -3,6 +3,7 @@ state groups and graph template, and the framework's packages name no NF."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -107,3 +108,21 @@ def test_every_nf_reads_only_packet_batch_columns():
     columns = {f.name for f in fields(PacketBatch)}
     for nf in nfs.all_builtin() + [nfs.get(flowcount.NAME)]:
         assert nf.packet_fields and set(nf.packet_fields) <= columns, nf.name
+
+
+def test_lego_run_offline_runs_the_named_nf_through_its_declaration(tmp_path, capsys):
+    from lego.cli import main
+    from lego.topo.traffic_synth import generate, write_trace
+    from tests.support import flowcount
+
+    trace = tmp_path / "t.pcap"
+    write_trace(generate(seed=3, packets=3000), trace)
+    out = tmp_path / "results"
+    assert main(["run", "--offline", "--trace", str(trace), "--train-packets", "1500",
+                 "--results", str(out), "-q"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["packets"] == 3000 and summary["training packets"] == 1500
+    assert len((out / "scores.csv").read_text().splitlines()) == 3001
+    assert main(["run", "--offline", "--nf", flowcount.NAME, "--trace", str(trace),
+                 "--results", str(out)]) == 1
+    assert "declares no offline run" in capsys.readouterr().err

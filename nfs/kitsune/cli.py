@@ -229,3 +229,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         nf.kitnet.meta["semantics"] = args.semantics
         nf.kitnet.save(args.save_model)
     return status
+
+
+def offline_run(trace: Path, options: dict, packets: int, results: Path,
+                labels: Path | None, quiet: bool) -> dict:
+    """One instance over a trace, trained on its first ``packets`` (``lego run
+    --offline``): scores.csv and alerts.jsonl in ``results``; the summary."""
+    from lego.nfs.kitsune.monolith import KitsuneNF
+    from lego.nfs.kitsune.nf import training_graces
+
+    fm, ad = training_graces(packets)
+    nf = KitsuneNF.fresh(options["semantics"], fm=fm, ad=ad)
+    result = score_trace(nf, trace, quiet, fit=("lognormal", 1e-4))
+    write_outputs(result, results / "scores.csv", results / "alerts.jsonl")
+    summary = {
+        "trace": str(trace),
+        "semantics": options["semantics"],
+        "packets": int(len(result.seq)),
+        "training packets": packets,
+        "autoencoders": len(nf.kitnet.feature_map),
+        "scored by the trained model": int(result.trained.sum()),
+        "threshold": result.threshold,
+        "alerts": int(result.alert.sum()),
+        "seconds": round(result.seconds, 3),
+        "packets/s (read + features + KitNET, training included)":
+            round(len(result.seq) / result.seconds),
+    }
+    if labels is not None:
+        summary.update({k: round(v, 4) for k, v in detection(result, labels).items()})
+    return summary

@@ -138,6 +138,12 @@ def run(trace: str | Path, options: Mapping[str, Any], packets: int
     return r.seq, r.score, r.trained
 
 
+def offline(trace, options, packets, results, labels, quiet) -> dict:
+    from lego.nfs.kitsune.cli import offline_run
+
+    return offline_run(Path(trace), dict(options), packets, Path(results), labels, quiet)
+
+
 NF = NetworkFunction(
     name="kitsune",
     state_groups=state_groups,
@@ -150,6 +156,7 @@ NF = NetworkFunction(
     train=train,
     instance=Instance,
     run=run,
+    offline=offline,
     cli="lego.nfs.kitsune.cli",
     help="AfterImage damped statistics + KitNET autoencoder ensemble (unsupervised)",
 )
