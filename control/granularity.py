@@ -15,13 +15,18 @@ G2 keeps each G1 class whole). It returns the groups nothing contains (indegree
 the others, where the dataplane can express it (:func:`plan_split`); otherwise
 there is no exact split and the plan names the features affected.
 
+An NF may also declare *global* state that no header group keys, such as a window
+clock shared by all flows (:class:`GlobalState`). Held by the switch (a register
+stamped on every frame), it is satisfied by any split; otherwise no split is exact.
+
 Nothing here knows an NF: each declares its state groups through the NF boundary
 (:mod:`lego.nfs`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from lego.errors import ConfigError
@@ -89,6 +94,18 @@ class StateGroup:
                               f"of each field, got {sorted(self.fields)}")
 
 
+@dataclass(frozen=True)
+class GlobalState:
+    """State that no header group keys: one value shared by all traffic (e.g. a
+    window clock that every flow's fragments follow). ``switch_held``: the switch
+    keeps it and stamps it on every frame (lego.p4's window register), so every
+    replica reads the same value and the split need not keep it whole."""
+
+    name: str
+    switch_held: bool = False
+    features: tuple[str, ...] = ()
+
+
 def contains(outer: StateGroup, inner: StateGroup) -> bool:
     """True when every class of ``inner`` lies inside one class of ``outer``."""
     if outer.symmetric:
@@ -141,19 +158,40 @@ class SplitPlan:
     mirror: SplitGroup | None = None
     reason: str = ""
     affected_features: tuple[str, ...] = field(default=())
+    switch_held: tuple[str, ...] = ()  # global state the switch holds (stamped per frame)
 
     def describe(self) -> str:
+        held = f", with {', '.join(self.switch_held)} held by the switch" \
+            if self.switch_held else ""
         if self.verdict is Verdict.SPLIT:
-            return f"split on {self.primary.name}"
+            return f"split on {self.primary.name}{held}"
         if self.verdict is Verdict.SPLIT_AND_MIRROR:
-            return f"split on {self.primary.name}, mirror to the owner of {self.mirror.name}"
+            return (f"split on {self.primary.name}, mirror to the owner of "
+                    f"{self.mirror.name}{held}")
         return f"no exact split: {self.reason}"
 
 
-def plan_split(groups: list[StateGroup]) -> SplitPlan:
-    """Turn Algorithm 1's answer into what the dataplane installs."""
+def plan_split(groups: list[StateGroup], global_state: Sequence[GlobalState] = ()
+               ) -> SplitPlan:
+    """Turn Algorithm 1's answer into what the dataplane installs. Global state the
+    switch holds is satisfied whatever the split; any other global state is kept
+    whole by no split."""
     maximal = algorithm1(groups)
     names = tuple(g.name for g in maximal)
+    loose = [g for g in global_state if not g.switch_held]
+    if loose:
+        return SplitPlan(
+            Verdict.NO_EXACT_SPLIT, names,
+            reason="state " + ", ".join(repr(g.name) for g in loose) + " is shared by all "
+            "traffic and not held by the switch, so no split keeps it whole",
+            affected_features=tuple(f for g in loose for f in g.features))
+    held = tuple(g.name for g in global_state)
+    plan = _plan_groups(groups, maximal, names)
+    return replace(plan, switch_held=held) if held else plan
+
+
+def _plan_groups(groups: list[StateGroup], maximal: list[StateGroup],
+                 names: tuple[str, ...]) -> SplitPlan:
     coupled = [g for g in groups if g.peer_coupled]
     if coupled:
         return SplitPlan(

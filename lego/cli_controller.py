@@ -75,8 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    metavar="PORT", dest="replicas", help="NF replica port (repeatable)")
     p.add_argument("--forward", type=port_pair, action="append", default=[], metavar="IN:OUT",
                    help="forward frames from IN to OUT unchanged, e.g. alerts (repeatable)")
+    p.add_argument("--nf", default=None, metavar="NAME",
+                   help="the NF whose state groups Algorithm 1 reads (default: lego.nfs.DEFAULT)")
     p.add_argument("--semantics", choices=("lego", "kitsune"), default="lego",
-                   help="the NF's feature semantics, declared to Algorithm 1 (default lego)")
+                   help="the NF's feature semantics, where it has that option (default lego)")
     p.add_argument("--truncate", type=non_negative_int, default=0, metavar="BYTES",
                    help="truncate mirrored copies to BYTES (default 0: whole frames)")
     mode = p.add_mutually_exclusive_group()
@@ -166,9 +168,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def controller_config(args: argparse.Namespace) -> ControllerConfig:
     """Arguments -> config (pure: runs Algorithm 1, opens nothing)."""
-    from lego.control.granularity import plan_split
+    from lego import nfs
     from lego.control.switch_state import SwitchPlan
-    from lego.ext.features import state_groups
 
     if not args.traffic:
         raise ConfigError("controller: expected at least one --traffic-port, got none")
@@ -177,7 +178,9 @@ def controller_config(args: argparse.Namespace) -> ControllerConfig:
     forward = dict(args.forward)
     if len(forward) != len(args.forward):
         raise ConfigError(f"controller: a --forward IN port is given twice: {args.forward}")
-    plan = SwitchPlan.from_split(plan_split(state_groups(args.semantics)), args.traffic,
+    nf = nfs.get(args.nf or nfs.DEFAULT)
+    options = {k: v for k, v in (("semantics", args.semantics),) if k in nf.options}
+    plan = SwitchPlan.from_split(nf.plan(options), args.traffic,
                                  args.replicas, forward=forward, truncate=args.truncate)
     return ControllerConfig(args.switch, args.device_id, args.election_id, plan,
                             None if args.once else args.rebalance_every)

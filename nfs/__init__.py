@@ -5,7 +5,9 @@ An NF is one package (``lego.nfs.<name>``, or any module a user names as
 declares:
 
 - its **state groups** for Algorithm 1 (:mod:`lego.control.granularity`), which
-  give the split the switch installs (:meth:`NetworkFunction.plan`);
+  give the split the switch installs (:meth:`NetworkFunction.plan`), and any
+  **global state** no header keys (a window clock shared by all flows), with
+  where it lives (held by the switch, or not: then no split is exact);
 - the **packet fields** its extractor reads (columns of
   :class:`~lego.ext.batch.PacketBatch`);
 - its **brick types** (logic classes, each with a role and a replication, the
@@ -80,6 +82,9 @@ class NetworkFunction:
     graph: Callable[..., dict]
     #: ``lego.bricks.catalog.BrickType`` records of this NF's brick types
     brick_types: tuple = ()
+    #: state no header group keys (lego.control.granularity.GlobalState): where it
+    #: lives (the switch, or nowhere that keeps a split exact)
+    global_state: tuple = ()
     #: PacketBatch columns the extractor reads
     packet_fields: tuple[str, ...] = ()
     #: ``[nf]`` keys of this NF: key -> (type, default)
@@ -147,7 +152,7 @@ class NetworkFunction:
         """Algorithm 1's split for these options (lego.control.granularity.SplitPlan)."""
         from lego.control.granularity import plan_split
 
-        return plan_split(self.state_groups(self.resolve(options)))
+        return plan_split(self.state_groups(self.resolve(options)), self.global_state)
 
     def splits_exactly(self, options: Mapping[str, Any] | None = None) -> bool:
         """Whether K replicas of the keyed brick give one instance's answers."""

@@ -120,3 +120,16 @@ def test_kitsune_semantics_declared():
     assert len(ref.affected_features) == 40  # 2 groups x 5 lambdas x 4 two-D statistics
     assert all(f.rsplit("_", 1)[1] in ("radius", "magnitude", "covariance", "pcc")
                for f in ref.affected_features)
+
+
+def test_global_state_is_split_exactly_only_when_the_switch_holds_it():
+    from lego.control.granularity import GlobalState
+
+    clock = GlobalState("window clock", features=("time",))
+    loose = plan_split([H], [clock])
+    assert loose.verdict is Verdict.NO_EXACT_SPLIT and "window clock" in loose.reason
+    assert loose.affected_features == ("time",)
+    held = plan_split([H], [GlobalState("window clock", switch_held=True)])
+    assert held.verdict is Verdict.SPLIT and held.primary is SplitGroup.SRC_IP
+    assert held.switch_held == ("window clock",) and "held by the switch" in held.describe()
+    assert plan_split([H]).switch_held == ()

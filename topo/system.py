@@ -389,14 +389,13 @@ class LegoSystem:
         assignment and rewrites nothing. The switch forwards throughout. Returns
         the bucket moves. (Keyed state does not move here: the controller's
         state-move protocol does that.)"""
-        from lego.control.granularity import plan_split
+        from lego import nfs
         from lego.control.p4rt_client import P4RuntimeClient
         from lego.control.switch_manager import SwitchManager
         from lego.control.switch_state import SwitchPlan
-        from lego.ext.features import state_groups
 
         self.kill_controller()
-        plan = SwitchPlan.from_split(plan_split(state_groups(self.semantics)),
+        plan = SwitchPlan.from_split(nfs.get(nfs.DEFAULT).plan({"semantics": self.semantics}),
                                      [self.topo.traffic.port], self.replica_ports)
         moves = []
         with P4RuntimeClient(self.topo.switch.grpc_addr, self.topo.switch.device_id,
