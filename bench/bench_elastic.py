@@ -57,7 +57,7 @@ class System:
         self.srv.start()
         data = system_config(self.srv.grpc_addr, work, model,
                              [{"name": "nf1", "ports": [2, 3], "cores": 16}],
-                             scaling={"fe": True, "uln": True, "standby": warm,
+                             scaling={"fe": True, "stateless": True, "standby": warm,
                                       "fe_standby": warm, "high": 0.99, "low": 0.0,
                                       "dwell": 1000.0, "max_replicas": 4, "period": 0.05,
                                       "adopt_grace": 0.3})
@@ -89,7 +89,7 @@ class System:
     def arm(self, brick: str) -> None:
         """From now on, the next load report of ``brick`` (uln | fq) is an overload."""
         with self.rt.lock:
-            self.cfg.scaling["uln"] = brick == "uln"
+            self.cfg.scaling["stateless"] = brick == "uln"
             self.cfg.scaling["fe"] = brick == "fq"
             self.rt.core.policy = ScalingPolicy(ScalingConfig(
                 high=0.001, low=0.0, dwell=0.0, cooldown=1000.0, max_replicas=4))

@@ -8,6 +8,7 @@
     overflow = "block"       # block (backpressure) | drop (counted)
 
     [params]                 # merged into every brick's options
+    nf = "my_nf"             # the NF whose brick types these are (lego.nfs; optional)
     semantics = "lego"
     model = "model.npz"
 
@@ -16,8 +17,8 @@
     options = { trace = "trace.pcap", batch = 8192 }
     cpus = [0]
 
-    [bricks.uln]
-    type = "uln"
+    [bricks.scorer]
+    type = "my_scorer"       # a type of the framework's catalog or of the NF's
     replicas = 2
     group = "scorer"         # bricks with one group run in one process (fusion)
 

@@ -23,7 +23,7 @@
     flush_ms = 20
     hwm = 8
     window = 256
-    uln = 1
+    stateless = 1                  # stateless replicas per graph at the start
 
     [sla]
     latency_ms = 100.0
@@ -39,7 +39,7 @@
     standby = true                 # keep a warm ULN replica per graph (scale out = a route)
     fe = true                      # scale feature extraction (graphs on more switch ports)
     fe_standby = true              # keep one warm graph owning no buckets (scale out = a move)
-    uln = true                     # scale the ULN replicas of each graph
+    stateless = true               # scale the stateless replicas of each graph
     host_timeout = 0.7            # a host unheard this long (its Ray node gone) is lost
     rebalance_s = 5.0              # check the FE replicas' bucket loads this often (0: never)
     rebalance_tolerance = 0.2      # rebalance when the busiest > (1 + this) x the mean
@@ -81,13 +81,13 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
     "nf": {"name": (str, nfs.DEFAULT), "results": (str, "results"),
            "source": (str, "interface"), "fe_initial": (int, 1)},
     "graph": {"batch": (int, 1024), "flush_ms": (int, 20), "hwm": (int, 8),
-              "window": (int, 256), "uln": (int, 1), "write_scores": (bool, True)},
+              "window": (int, 256), "stateless": (int, 1), "write_scores": (bool, True)},
     "sla": {"latency_ms": ((int, float), 100.0), "profile": (str, "")},
     "scaling": {"high": ((int, float), 0.8), "low": ((int, float), 0.3),
                 "dwell": ((int, float), 1.0), "cooldown": ((int, float), 2.0),
                 "max_replicas": (int, 4), "period": ((int, float), 0.25),
                 "standby": (bool, True), "host_timeout": ((int, float), 0.7),
-                "fe": (bool, True), "fe_standby": (bool, True), "uln": (bool, True),
+                "fe": (bool, True), "fe_standby": (bool, True), "stateless": (bool, True),
                 "adopt_grace": ((int, float), 2.0), "rebalance_s": ((int, float), 5.0),
                 "rebalance_tolerance": ((int, float), 0.2)},
     "placement": {"mode": (str, "graph")},
@@ -242,8 +242,8 @@ def _rules(cfg: Config, base: Path | None) -> None:
         raise ConfigError(f"{w}: [ray].max_restarts: expected >= 0")
     if cfg.scaling["rebalance_s"] < 0 or cfg.scaling["rebalance_tolerance"] < 0:
         raise ConfigError(f"{w}: [scaling].rebalance_s and .rebalance_tolerance: expected >= 0")
-    if cfg.graph["uln"] < 1 or cfg.graph["batch"] < 1:
-        raise ConfigError(f"{w}: [graph].uln and .batch: expected >= 1")
+    if cfg.graph["stateless"] < 1 or cfg.graph["batch"] < 1:
+        raise ConfigError(f"{w}: [graph].stateless and .batch: expected >= 1")
     if cfg.nf["source"] == "interface":
         for p in ports:
             cfg.interface_of(p)

@@ -205,7 +205,7 @@ class ControllerCore(ElasticDecisions):
         cmds += self._start_pending(now)
         cmds += self._forget_drained(now)
         self._update_deadlines()
-        if self.cfg.scaling["uln"]:
+        if self.cfg.scaling["stateless"]:
             for g in self.live_graphs():
                 cmds += self._scale_uln(now, g)
         if self.cfg.scaling["fe"]:
@@ -361,6 +361,7 @@ class ControllerCore(ElasticDecisions):
                         "standby": g.standby}
                        for g in self.graphs.values()],
             "bricks": [{"id": b.id, "type": b.spec.get("type"), "host": b.host,
+                        "role": c.role_of(b.role),
                         "replicas": replicas.get(f"{b.role}-{b.port}", 0),
                         "standby": b.standby, "retired": b.retired,
                         "utilisation": round(b.util, 4),

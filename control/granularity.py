@@ -97,9 +97,11 @@ class StateGroup:
 @dataclass(frozen=True)
 class GlobalState:
     """State that no header group keys: one value shared by all traffic (e.g. a
-    window clock that every flow's fragments follow). ``switch_held``: the switch
-    keeps it and stamps it on every frame (lego.p4's window register), so every
-    replica reads the same value and the split need not keep it whole."""
+    window clock that every flow's fragments follow). ``switch_held``: the NF
+    declares that the switch keeps it and stamps it on every frame (a register in
+    the P4 program; DESIGN §4), so every replica reads the same value and the
+    split need not keep it whole. Algorithm 1 takes the declaration at its word:
+    the dataplane that holds it is the NF's deployment to provide."""
 
     name: str
     switch_held: bool = False

@@ -52,6 +52,13 @@ class Chain:
     stateless: str  # replicated within a graph, fed round robin
     sink: str  # merges the replicas' outputs
 
+    def role_of(self, node: str) -> str:
+        """The role ``node`` plays (``worker`` for a node with none of the five)."""
+        for role in ("source", "keyed", "stateless", "sink", "router"):
+            if getattr(self, role) == node:
+                return role
+        return "worker"
+
     def upstream(self, node: str) -> str | None:
         i = self.nodes.index(node)
         return self.nodes[i - 1] if i else None
@@ -68,6 +75,9 @@ def nf_chain_of(nf, options: dict) -> Chain:
     """The chain of NF ``nf`` (a :class:`lego.nfs.NetworkFunction`) under ``options``."""
     from lego.bricks.catalog import brick_type
 
+    if nf.merge != "sequence":  # the sinks it supervises merge in switch sequence order
+        raise ConfigError(f"NF {nf.name!r}: merge {nf.merge!r}: the controller runs graphs "
+                          "whose sink merges by switch sequence")
     tmpl = nf.graph(source={"type": "packet_batching"}, options=options)
     bricks, edges = tmpl["bricks"], tmpl["edges"]
     order = [edges[0]["from"]] + [e["to"] for e in edges]

@@ -1,5 +1,4 @@
 """Cost estimation by pre-execution (``lego profile``): each of an NF's bricks'
-
 per-packet CPU cost on a trace, and the SLA split into per-brick deadlines.
 
 The brick logics run in this process, in graph order, one batch at a time,
@@ -77,8 +76,8 @@ def profile_trace(trace: str | Path, nf: str | None = None, options: dict | None
                                                  "write_alerts": False})
         order = [tmpl["edges"][0]["from"]] + [e["to"] for e in tmpl["edges"]]
         types = {n: tmpl["bricks"][n]["type"] for n in order}
-        logics = {n: make_logic(types[n], {**tmpl["params"], **tmpl["bricks"][n]["options"]},
-                                BrickId(n, 0)) for n in order}
+        opts = {n: {**tmpl["params"], **tmpl["bricks"][n].get("options", {})} for n in order}
+        logics = {n: make_logic(types[n], opts[n], BrickId(n, 0)) for n in order}
         cpu = dict.fromkeys(logics, 0.0)
         packets = batches = 0
         produce = logics[order[0]].produce()

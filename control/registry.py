@@ -100,6 +100,8 @@ class Registry:
                                          "retired_taken": 0}
 
     def event(self, now: float, what: str, **detail: Any) -> None:
+        if detail.get("brick") in self.chain.nodes:  # a node: say the role it plays
+            detail["role"] = self.chain.role_of(detail["brick"])
         self.events.append({**detail, "t": now, "kind": what})
         del self.events[:-EVENTS_KEPT]
         log.info("event %s %s", what, detail)
@@ -132,7 +134,7 @@ class Registry:
     def _add_graph(self, now: float, host: str, port: int, base: int,
                    fe_standby: bool = False) -> list[Command]:
         standby = 1 if self.cfg.scaling["standby"] else 0
-        uln = self.cfg.graph["uln"]
+        uln = self.cfg.graph["stateless"]
         specs = graph_specs(self.cfg, port, self.hosts[host].workdir, base, uln, standby)
         self.graphs[port] = GraphRec(port, host, base, next_uln=uln + standby,
                                      standby=fe_standby)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lego.control.granularity import SplitGroup, SplitPlan, Verdict
+from lego.control.granularity import SplitPlan, Verdict
+from lego.control.switch_state import GROUP_IDS
 from lego.ext.batch import PacketBatch
 from lego.nfs import Instance
 from lego.p4src.contract import (
@@ -33,10 +34,6 @@ from lego.p4src.contract import (
 from lego.switch.parser import records_from_batch
 from lego.switch.pipeline import Pipeline, PipelineState
 
-#: Algorithm 1's split groups -> the dataplane's group ids (lego.p4src.contract)
-GROUP_BY_SPLIT = {SplitGroup.SRC_MAC_SRC_IP: GROUP_SRCMAC_SRCIP, SplitGroup.SRC_IP: GROUP_SRCIP,
-                  SplitGroup.SRC_IP_DST_IP: GROUP_SRCIP_DSTIP, SplitGroup.SOCKET: GROUP_SOCKET,
-                  SplitGroup.DST_IP: GROUP_DSTIP}
 REPLICA_PORT0 = 1  # replica r sits behind switch port r + 1 (port 0 faces the traffic)
 
 
@@ -124,6 +121,6 @@ def plan_config(plan: SplitPlan) -> SplitConfig | None:
     """What the switch installs for Algorithm 1's plan (None: no exact split)."""
     if plan.verdict is Verdict.NO_EXACT_SPLIT:
         return None
-    primary = GROUP_BY_SPLIT[plan.primary]
-    mirror = GROUP_BY_SPLIT[plan.mirror] if plan.mirror is not None else GROUP_NONE
+    primary = GROUP_IDS[plan.primary]
+    mirror = GROUP_IDS[plan.mirror] if plan.mirror is not None else GROUP_NONE
     return SplitConfig(f"Algorithm 1: {plan.describe()}", primary, mirror)

@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="forward frames from IN to OUT unchanged, e.g. alerts (repeatable)")
     p.add_argument("--nf", default=None, metavar="NAME",
                    help="the NF whose state groups Algorithm 1 reads (default: lego.nfs.DEFAULT)")
-    p.add_argument("--semantics", choices=("lego", "kitsune"), default="lego",
+    p.add_argument("--semantics", default="lego",
                    help="the NF's feature semantics, where it has that option (default lego)")
     p.add_argument("--truncate", type=non_negative_int, default=0, metavar="BYTES",
                    help="truncate mirrored copies to BYTES (default 0: whole frames)")
@@ -179,8 +179,7 @@ def controller_config(args: argparse.Namespace) -> ControllerConfig:
     if len(forward) != len(args.forward):
         raise ConfigError(f"controller: a --forward IN port is given twice: {args.forward}")
     nf = nfs.get(args.nf or nfs.DEFAULT)
-    options = {k: v for k, v in (("semantics", args.semantics),) if k in nf.options}
-    plan = SwitchPlan.from_split(nf.plan(options), args.traffic,
+    plan = SwitchPlan.from_split(nf.plan(nf.pick(semantics=args.semantics)), args.traffic,
                                  args.replicas, forward=forward, truncate=args.truncate)
     return ControllerConfig(args.switch, args.device_id, args.election_id, plan,
                             None if args.once else args.rebalance_every)

@@ -1,4 +1,4 @@
-"""``lego profile``: each Kitsune brick's per-packet CPU cost on a trace, and the SLA
+"""``lego profile``: each of an NF's bricks' per-packet CPU cost on a trace, and the SLA
 split into per-brick deadlines (:mod:`lego.control.profile`).
 
     lego profile --trace TRACE --model MODEL.npz [--nf kitsune] [--semantics lego] [--sla-ms 100] \\
@@ -51,9 +51,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from lego import nfs
     from lego.control.profile import profile_trace, table_lines
 
-    own = nfs.get(args.nf or nfs.DEFAULT).options
-    options = {k: v for k, v in (("model", str(args.model)), ("semantics", args.semantics))
-               if k in own}
+    decl = nfs.get(args.nf or nfs.DEFAULT)
+    options = decl.pick(model=str(args.model), semantics=args.semantics)
     prof = profile_trace(args.trace, args.nf, options, args.sla_ms, args.batch, args.limit)
     print("\n".join(table_lines(prof)))
     if args.out is not None:

@@ -24,7 +24,6 @@ from rich.table import Table
 from lego import nfs
 from lego.cli_args import positive_int
 from lego.errors import ConfigError, LegoError
-from lego.ext.features import SEMANTICS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--results", type=Path, default=REPO / "results", metavar="DIR")
     p.add_argument("--nf", default=None, metavar="NAME",
                    help="the NF (lego.nfs.<NAME> or a module path; default: lego.nfs.DEFAULT)")
-    p.add_argument("--semantics", choices=SEMANTICS, default="lego",
+    p.add_argument("--semantics", default="lego",
                    help="the NF's feature semantics, where it has that option (default lego)")
     p.add_argument("--train-packets", type=positive_int, default=55_001, metavar="N",
                    help="the NF's model is prepared on the trace's first N packets "
@@ -143,7 +142,7 @@ def cmd_offline(args: argparse.Namespace) -> int:
     nf = nfs.get(args.nf or nfs.DEFAULT)
     if nf.offline is None:
         raise ConfigError(f"run --offline: NF {nf.name!r} declares no offline run")
-    options = nf.resolve({k: v for k, v in (("semantics", args.semantics),) if k in nf.options})
+    options = nf.pick(semantics=args.semantics)
     console = Console()
     args.results.mkdir(parents=True, exist_ok=True)
     trace, labels = _trace_and_labels(args)

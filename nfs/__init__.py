@@ -59,14 +59,18 @@ class Instance(Protocol):
 
 
 class KeyedState(Protocol):
-    """What the keyed brick's logic offers the move protocol (lego.bricks.moves).
+    """What the keyed brick's logic offers the move protocol (lego.bricks.moves),
+    beside a ``moves`` attribute (a :class:`lego.bricks.moves.MoveState`, whose
+    ``processed`` it advances by the rows it handles outside a move: an export
+    cuts at a packet count) and an optional ``hold_state(on)``. Buckets are the
+    switch's owner buckets (``lego.p4src.contract.N_BUCKETS``)."""
 
-    Buckets are the switch's owner buckets (``lego.p4src.contract.N_BUCKETS``)."""
-
-    def export_buckets(self, buckets) -> bytes: ...  # the state of these buckets
-    def import_buckets(self, blob: bytes) -> int: ...  # entries imported
-    def drop_buckets(self, keep) -> int: ...  # entries dropped (those not in ``keep``)
+    def rows(self, msg, idx) -> tuple: ...  # (seq, x) of the primaries among rows idx
     def row_buckets(self, msg, idx) -> list: ...  # buckets each row's update touches
+    def export_buckets(self, buckets, exclude) -> tuple[bytes, int]: ...  # (blob, entries);
+    # ``exclude``: buckets whose pairs the destination holds already
+    def import_buckets(self, blob: bytes) -> tuple[int, int]: ...  # (imported, skipped)
+    def drop_buckets(self, keep) -> int: ...  # entries dropped (those not in ``keep``)
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,13 @@ class NetworkFunction:
         if self.check is not None:
             self.check(out, where)
         return out
+
+    def pick(self, **given: Any) -> dict[str, Any]:
+        """The options among ``given`` this NF declares (None left out), resolved: how
+        the framework passes on what a user gave (``semantics=``, ``model=``) to
+        whichever NF runs."""
+        return self.resolve({k: v for k, v in given.items()
+                             if k in self.options and v is not None})
 
     def plan(self, options: Mapping[str, Any] | None = None):
         """Algorithm 1's split for these options (lego.control.granularity.SplitPlan)."""

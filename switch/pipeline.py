@@ -70,6 +70,7 @@ from lego.p4src.contract import (  # noqa: F401 (the model re-exports the contra
     GROUP_SRCIP_DSTIP,
     GROUP_SRCMAC_SRCIP,
     INITIAL_DEFAULTS,
+    LEGO_ETHERTYPE,
     N_BUCKETS,
     N_EVENTS,
     N_PORTS,
@@ -93,7 +94,7 @@ from lego.switch.parser import (
 )
 
 _SHIM = struct.Struct("!BBHQHII")  # the shim less origEtherType (which is frame[12:14])
-_LEGO_TYPE = b"\x88\xb5"
+_LEGO_TYPE = LEGO_ETHERTYPE.to_bytes(2, "big")
 
 
 def group_buckets(records: np.ndarray, group: int) -> np.ndarray:

@@ -209,13 +209,13 @@ def test_killed_host_of_an_inline_replica_drains_the_graph(models, tmp_path):
 
 
 def test_the_example_graph_file_runs_from_the_cli_and_scores_exactly(shared_data, tmp_path):
-    """bricks/graphs/kitsune_2cores.toml, as its header says to use it (the trace
+    """nfs/kitsune/kitsune_2cores.toml, as its header says to use it (the trace
     path made absolute, the model trained next to it)."""
     from pathlib import Path
 
     from lego.cli import main
 
-    example = Path(__file__).resolve().parents[1] / "bricks" / "graphs" / "kitsune_2cores.toml"
+    example = Path(__file__).resolve().parents[1] / "nfs" / "kitsune" / "kitsune_2cores.toml"
     trace = shared_data / "kitsune_mirai_first38363.tsv"
     text = example.read_text().replace("../../../shared/data/kitsune_mirai_first38363.tsv",
                                        str(trace))

@@ -171,7 +171,7 @@ def test_bad_configs_are_refused(patch, match):
         config_from_dict({**BASE, **patch})
 
 
-FE = {**BASE, "scaling": {**BASE["scaling"], "fe": True, "fe_standby": True, "uln": False},
+FE = {**BASE, "scaling": {**BASE["scaling"], "fe": True, "fe_standby": True, "stateless": False},
       "hosts": [{"name": "nf1", "ports": [2, 3], "cores": 8}, {"name": "nf2", "ports": [4],
                                                                 "cores": 8}]}
 
@@ -291,7 +291,7 @@ def test_after_a_controller_restart_a_graph_on_a_port_without_buckets_is_the_sta
 
 
 REB = {**BASE, "nf": {**BASE["nf"], "fe_initial": 2},
-       "scaling": {**BASE["scaling"], "uln": False, "rebalance_s": 5.0,
+       "scaling": {**BASE["scaling"], "stateless": False, "rebalance_s": 5.0,
                    "rebalance_tolerance": 0.2, "cooldown": 2.0}}
 
 
@@ -359,7 +359,7 @@ def test_rebalance_waits_for_scale_commands_and_the_cooldown_and_can_be_off():
 def full_host_core(mode):
     """Port 2's graph fills nf1 (2.5 cores: FE + ULN + the rest); nf2 has room."""
     cfg = {**BASE, "scaling": {**BASE["scaling"], "fe": True, "fe_standby": False,
-                               "standby": False, "uln": True, "rebalance_s": 0},
+                               "standby": False, "stateless": True, "rebalance_s": 0},
            "placement": {"mode": mode},
            "hosts": [{"name": "nf1", "ports": [2, 3], "cores": 2.5},
                      {"name": "nf2", "ports": [4], "cores": 8}]}

@@ -56,7 +56,7 @@ def _live_system(model: Path, fe_initial: int, *, mode: str, name: str, scaling:
         "northbound": {"bind": "127.0.0.1:0", "token_file": str(work / "token")},
         "nf": {"semantics": "lego", "model": str(model), "results": str(work / "results"),
                "source": "feed", "fe_initial": fe_initial},
-        "graph": {"batch": 256, "flush_ms": 10, "uln": 1},
+        "graph": {"batch": 256, "flush_ms": 10, "stateless": 1},
         "scaling": scaling,
         "placement": {"mode": mode},
         "sla": {"latency_ms": 100.0},
@@ -206,7 +206,7 @@ def test_skewed_buckets_are_rebalanced_live_with_exact_scores(trace_model, monke
     tr, pcap, model = trace_model
     work, srv, cfg = _live_system(
         model, 2, mode="graph", name="<live rebalance test>",
-        scaling={"fe": False, "uln": False, "standby": False, "fe_standby": False,
+        scaling={"fe": False, "stateless": False, "standby": False, "fe_standby": False,
                  "adopt_grace": 0.3, "rebalance_s": 0.5, "rebalance_tolerance": 0.25,
                  "cooldown": 0.5, "host_timeout": 2.0},
         hosts=[{"name": "nf1", "ports": [2, 3], "cores": 16}])
@@ -272,7 +272,7 @@ def test_brick_placement_puts_one_uln_on_another_host_over_tcp_exactly(trace_mod
     tr, pcap, model = trace_model
     work, srv, cfg = _live_system(
         model, 1, mode="brick", name="<live brick placement test>",
-        scaling={"fe": False, "uln": False, "standby": False, "fe_standby": False,
+        scaling={"fe": False, "stateless": False, "standby": False, "fe_standby": False,
                  "adopt_grace": 0.3, "rebalance_s": 0},
         hosts=[{"name": "nf1", "ports": [2], "cores": 2.5},  # FE + one ULN + the rest
                {"name": "nf2", "ports": [4], "cores": 8}])

@@ -16,9 +16,11 @@ from lego.control.graph_specs import graph_specs, nf_chain
 from lego.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-#: the framework's packages: none of their modules may name an NF
-FRAMEWORK = ("control", "switch", "bricks", "topo")
-NF_NAMES = re.compile(r"kitsune|afterimage|kitnet", re.IGNORECASE)
+#: the framework's packages: none of their modules may name an NF, import an NF's
+#: kernels or name its brick types
+FRAMEWORK = ("control", "switch", "bricks", "topo", "experiments/elastic")
+NF_NAMES = re.compile(r"kitsune|afterimage|kitnet|lego\.ext\.(features|kitnet|legostats|afterimage)"
+                      r"|\"(feature_quantization|feature_mapping|uln|decision)\"", re.IGNORECASE)
 
 
 def _cfg(tmp_path, **nf):

@@ -93,19 +93,41 @@ def _msg(batch, rows) -> Message:
     return Message(batch=0, arrays={f: getattr(b, f) for f in flowcount.FIELDS})
 
 
-def test_its_keyed_state_moves_by_bucket_and_goes_on_exactly(trace_model):
+def test_its_keyed_state_moves_by_bucket_through_the_protocol(trace_model, tmp_path):
+    """Half of the hosts' buckets move from replica a to b mid-trace, through the
+    framework's move protocol (hold, prepare, export with drop, import): each goes
+    on exactly, b's held rows released in order once the state is in."""
     pcap, _ = trace_model
     batch = read_trace(pcap)
     half = len(batch) // 2
-    whole, a, b = (flowcount.HostCounter({}, None) for _ in range(3))
-    ref = whole.handle(_msg(batch, slice(None)))[0].arrays["x"]
+    ref = flowcount.HostCounter({}, None).handle(_msg(batch, slice(None)))[0].arrays["x"]
+    a, b = flowcount.HostCounter({}, None), flowcount.HostCounter({}, None)
     a.handle(_msg(batch, slice(0, half)))
-    blob, entries = a.export_buckets(np.arange(1024))
-    assert entries == len(a.state.hosts) > 0
-    assert b.import_buckets(blob) == (entries, 0)
-    assert a.drop_buckets(np.zeros(1024, dtype=bool)) == entries and not a.state.hosts
-    rest = b.handle(_msg(batch, slice(half, None)))[0].arrays["x"]
-    assert np.array_equal(rest, ref[half:])  # the moved state continues exactly
+    owned = np.unique(a.row_buckets(_msg(batch, slice(0, half)), np.arange(half))[0])
+    moving = owned[::2]  # a strict subset of the buckets a holds state for
+    keep = np.setdiff1d(np.arange(1024), moving)
+    rest = np.arange(half, len(batch))
+    to_b = np.isin(a.row_buckets(_msg(batch, rest), np.arange(len(rest)))[0], moving)
+    assert 0 < to_b.sum() < len(rest)
+
+    assert b.control({"op": "hold", "buckets": moving.tolist()}, 0)[0]["ok"]
+    assert b.handle(_msg(batch, rest[to_b])) == []  # every row touches a moving bucket
+    assert a.control({"op": "prepare"}, half)[0]["ok"]
+    blob = tmp_path / "move.blob"
+    reply, _ = a.control({"op": "export", "buckets": moving.tolist(), "exclude": [],
+                          "keep": keep.tolist(), "after": half, "path": str(blob)}, half)
+    hosts_before = len(a.state.hosts) + reply["dropped"]
+    assert 0 < reply["entries"] == reply["dropped"] < hosts_before
+    got_a = a.handle(_msg(batch, rest[~to_b]))[0].arrays["x"]
+    reply, released = b.control({"op": "import", "paths": [str(blob)]}, 0)
+    assert reply["imported"] == reply_entries(blob) and len(released) == 1
+    assert np.array_equal(got_a, ref[rest[~to_b]])
+    assert np.array_equal(released[0].arrays["x"], ref[rest[to_b]])  # exactly, in order
+
+
+def reply_entries(blob: Path) -> int:
+    with np.load(blob) as z:
+        return len(z["keys"])
 
 
 def test_the_controller_builds_its_graph_from_the_template(tmp_path):

@@ -20,11 +20,12 @@ from lego.experiments.elastic.results import lag_figures
 from lego.topo.status import event_text
 
 EVENTS = [
-    {"t": 112.1, "kind": "scale_out", "brick": "fq", "port": 3, "host": "nf2", "replicas": 2,
+    {"t": 112.1, "kind": "scale_out", "brick": "fq", "role": "keyed", "port": 3, "host": "nf2",
+     "replicas": 2,
      "reason": "utilisation 0.83 > 0.75 for 1.0s", "export_at": {"3": {"x": 1}}},
     {"t": 112.4, "kind": "state_moved", "buckets": 452, "entries": 27944, "held": 12,
      "seconds": 0.25, "lost_buckets": 0},
-    {"t": 130.0, "kind": "scale_in", "brick": "fq", "port": 3, "replicas": 1,
+    {"t": 130.0, "kind": "scale_in", "brick": "fq", "role": "keyed", "port": 3, "replicas": 1,
      "reason": "utilisation 0.10 < 0.3 for 1.2s"},
 ]
 

@@ -36,8 +36,7 @@ def nf_graph(host: str, iface: str, model: Path, out: Path, *, semantics: str = 
     from lego.control.graph_specs import nf_chain_of
 
     decl = nfs.get(nf or nfs.DEFAULT)
-    options = decl.resolve({k: v for k, v in (("semantics", semantics), ("model", str(model)))
-                            if k in decl.options})
+    options = decl.pick(semantics=semantics, model=str(model))
     replicas = {nf_chain_of(decl, options).stateless: uln}
     graph = decl.graph(source={"type": "packet_batching",
                                "options": {"interface": iface, "batch": batch,

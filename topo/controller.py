@@ -3,7 +3,7 @@
 - :func:`controller_config` turns a topology into the dict of ``lego controller
   run --config`` (switch address, the management address for the northbound,
   the NF hosts with their switch port, dataplane interface and core budget, the
-  model, semantics, scaling watermarks), which ``tomli_w`` writes as TOML;
+  the NF and its options, scaling watermarks), which ``tomli_w`` writes as TOML;
 - :func:`dashboard_status` turns ``GetStatus`` (the JSON of ``lego controller
   status --json``) plus the switch's counters into the status shape the
   dashboard, the timeline and the tests read (:mod:`lego.topo.status`).
@@ -29,10 +29,10 @@ from lego.topo.topology import NFHostSpec, Topology
 # there are at most as many replicas as NF hosts.
 SCALING: dict[str, Any] = {
     "high": 0.75, "low": 0.30, "dwell": 0.5, "cooldown": 2.0,
-    "period": 0.25, "standby": False, "fe": True, "fe_standby": True, "uln": False,
+    "period": 0.25, "standby": False, "fe": True, "fe_standby": True, "stateless": False,
     "host_timeout": 0.9, "adopt_grace": 15.0,
 }
-GRAPH: dict[str, Any] = {"batch": 256, "flush_ms": 20, "hwm": 16, "window": 256, "uln": 1,
+GRAPH: dict[str, Any] = {"batch": 256, "flush_ms": 20, "hwm": 16, "window": 256, "stateless": 1,
                          "write_scores": True}
 #: the sources' batching delay, as a fraction of the SLA: every flushed batch wakes
 #: each of a graph's five processes; at 20 ms a replica under a 0.1-core quota was
@@ -48,7 +48,8 @@ def sla_flush_ms(sla_ms: float) -> int:
 
 
 def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, results: Path,
-                      token_file: Path, semantics: str = "lego", election_id: int = 10,
+                      token_file: Path, semantics: str = "lego", nf: str | None = None,
+                      election_id: int = 10,
                       scaling: dict[str, Any] | None = None,
                       graph: dict[str, Any] | None = None,
                       sla_ms: float = 100.0, ray_address: str = "",
@@ -59,14 +60,16 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
     their sources flush after :func:`sla_flush_ms` unless ``graph`` says otherwise."""
     sc = {**SCALING, "max_replicas": len(hosts), **(scaling or {})}
     fe_initial = max(1, min(topo.replicas, len(hosts)))
-    if not nfs.get(nfs.DEFAULT).splits_exactly({"semantics": semantics}):
+    decl = nfs.get(nf or nfs.DEFAULT)
+    options = decl.pick(semantics=semantics, model=str(model))
+    if not decl.splits_exactly(options):
         sc["fe"] = False  # Algorithm 1 finds no exact split: one keyed replica
         fe_initial = 1
     return {
         "switch": {"address": topo.switch.grpc_addr, "device_id": topo.switch.device_id,
                    "election_id": election_id, "traffic_ports": [topo.traffic.port]},
         "northbound": {"bind": topo.management.northbound, "token_file": str(token_file)},
-        "nf": {"semantics": semantics, "model": str(model), "results": str(results),
+        "nf": {"name": decl.name, **options, "results": str(results),
                "source": "interface", "fe_initial": fe_initial},
         "graph": {**GRAPH, "flush_ms": sla_flush_ms(sla_ms), **(graph or {})},
         "sla": {"latency_ms": float(sla_ms)},
@@ -102,6 +105,7 @@ def dashboard_status(ctl: dict[str, Any] | None, switch: dict[str, Any], now: fl
             state = "standby"
         bricks.append({
             "brick": f"{hosts.get(reps[0]['id'], '?')}/{node}", "type": reps[0]["type"],
+            "role": reps[0].get("role", ""),
             "host": hosts.get(reps[0]["id"], "?"), "port": port, "replicas": len(active),
             "standby": sum(1 for r in reps if r.get("standby")),
             "utilisation": round(sum(r["utilisation"] for r in use) / len(use), 3),

@@ -8,7 +8,7 @@ status files (:mod:`lego.topo.agent`). The shape::
 
     {"time": T, "switch": {"ports": {"1": {"in": N, "out": N}, ...},
                            "events": {"unowned": N, ...}, "replica_ports": [2, 3]},
-     "bricks": [{"brick": "nf1/fq/0", "type": "feature_quantization", "host": "nf1",
+     "bricks": [{"brick": "nf1/fq-2", "type": "...", "role": "keyed", "host": "nf1",
                  "replicas": 1, "utilisation": 0.4, "queue_depth": 0, "pps": 800.0,
                  "packets_in": N, "state": "running"}, ...],
      "alerts": N, "scores": N, "events": [{"t": T, "kind": "died", "what": "..."}]}

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import tomli_w
 
+from lego import nfs
 from lego.cpu_quota import CpuQuota, mount_script
 from lego.errors import LegoError
 from lego.logs import log_tail
@@ -71,13 +72,14 @@ def controller_mode(repo: Path = REPO) -> str:
 
 
 def southbound_controller_argv(topo: Topology, replica_ports: list[int],
-                               semantics: str = "lego", rebalance_every: float = 0.0
-                               ) -> list[str]:
+                               semantics: str = "lego", rebalance_every: float = 0.0,
+                               nf: str | None = None) -> list[str]:
     """``lego controller`` (southbound only) for this topology (pure)."""
     argv = [sys.executable, "-m", "lego", "controller", "--switch", topo.switch.grpc_addr,
             "--device-id", str(topo.switch.device_id),
             "--election-id", str(CONTROLLER_ELECTION_ID),
-            "--traffic-port", str(topo.traffic.port), "--semantics", semantics]
+            "--traffic-port", str(topo.traffic.port), "--semantics", semantics,
+            "--nf", nf or nfs.DEFAULT]
     for p in replica_ports:
         argv += ["--replica", str(p)]
     # no rebalancing unless asked: a bucket move without its state move is inexact
@@ -100,7 +102,8 @@ class LegoSystem:
     """Start, observe and stop one LEGO system in Mininet."""
 
     def __init__(self, topo: Topology, target: str, workdir: Path, model: Path, *,
-                 semantics: str = "lego", idle_s: float = 8.0, batch: int = 1024,
+                 semantics: str = "lego", nf: str | None = None, idle_s: float = 8.0,
+                 batch: int = 1024,
                  scaling: dict | None = None, mode: str | None = None,
                  sla_ms: float = 100.0, graph: dict | None = None) -> None:
         self.topo = topo
@@ -108,6 +111,7 @@ class LegoSystem:
         self.workdir = Path(workdir)
         self.model = Path(model)
         self.semantics = semantics
+        self.nf = nf or nfs.DEFAULT  # the NF (lego.nfs) its bricks run
         self.idle_s = idle_s
         self.batch = batch
         self.mode = mode or controller_mode()
@@ -165,7 +169,7 @@ class LegoSystem:
             self.token_file.chmod(0o600)
         cfg = controller_config(self.topo, self.ray_hosts, model=self.model.resolve(),
                                 results=self.results_dir, token_file=self.token_file,
-                                semantics=self.semantics,
+                                semantics=self.semantics, nf=self.nf,
                                 election_id=CONTROLLER_ELECTION_ID, scaling=self.scaling,
                                 graph=self.graph, sla_ms=self.sla_ms,
                                 ray_address=self.ray.head, brick_dir=self.brick_dir())
@@ -286,7 +290,8 @@ class LegoSystem:
             if wait:  # the first graphs' actors start too (new Ray workers: seconds)
                 self.wait_controller(max(timeout, 120.0))
             return
-        argv = southbound_controller_argv(self.topo, self.replica_ports, self.semantics)
+        argv = southbound_controller_argv(self.topo, self.replica_ports, self.semantics,
+                                          nf=self.nf)
         self.controller = p = self._popen("controller", argv)
         deadline = time.monotonic() + timeout
         while "controller: switch" not in p.log_path.read_text(errors="replace"):
@@ -340,7 +345,7 @@ class LegoSystem:
         graph = wd / "graph.toml"
         graph.write_text(tomli_w.dumps(nf_graph(
             h.name, self.net.nf_iface(h.name), self.model, wd / "out",
-            semantics=self.semantics, idle_s=self.idle_s, batch=self.batch)))
+            semantics=self.semantics, idle_s=self.idle_s, batch=self.batch, nf=self.nf)))
         argv = [sys.executable, "-m", "lego.topo.agent", str(graph), "--workdir", str(wd),
                 "--host", h.name, "--status", str(wd / "status.json")]
         self.agents[h.name] = self._popen(f"agent-{h.name}", argv, self.net.host(h.name))
@@ -389,13 +394,13 @@ class LegoSystem:
         assignment and rewrites nothing. The switch forwards throughout. Returns
         the bucket moves. (Keyed state does not move here: the controller's
         state-move protocol does that.)"""
-        from lego import nfs
         from lego.control.p4rt_client import P4RuntimeClient
         from lego.control.switch_manager import SwitchManager
         from lego.control.switch_state import SwitchPlan
 
         self.kill_controller()
-        plan = SwitchPlan.from_split(nfs.get(nfs.DEFAULT).plan({"semantics": self.semantics}),
+        decl = nfs.get(self.nf)
+        plan = SwitchPlan.from_split(decl.plan(decl.pick(semantics=self.semantics)),
                                      [self.topo.traffic.port], self.replica_ports)
         moves = []
         with P4RuntimeClient(self.topo.switch.grpc_addr, self.topo.switch.device_id,

@@ -12,10 +12,6 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-#: brick types as the paper's Table I abbreviates them
-SHORT_TYPES = {"packet_batching": "batching", "feature_quantization": "FE",
-               "feature_mapping": "FM", "uln": "ULN", "decision": "decision"}
-
 
 def _bar(fraction: float, width: int = 12) -> str:
     n = int(round(max(0.0, min(1.0, fraction)) * width))
@@ -39,13 +35,13 @@ def render(status: dict, pps_in: float, pps_out: float, step: str, elapsed: floa
                       f"{ev.get('parser_error', 0) + ev.get('runt', 0):,}"))
     head.add_row(Text(f"controller: {status.get('mode', '?')}"), Text(""), Text(""))
     bricks = Table(title="bricks", expand=True, title_justify="left")
-    for col in ("brick", "type", "replicas", "load", "pps", "queue", "packets", "state"):
+    for col in ("brick", "role", "replicas", "load", "pps", "queue", "packets", "state"):
         bricks.add_column(col, justify="right" if col in ("pps", "queue", "packets",
                                                           "replicas") else "left",
                           no_wrap=col == "load")
     for b in status.get("bricks", []):
         style = "red" if b.get("state") == "died" else None
-        bricks.add_row(b["brick"], SHORT_TYPES.get(b["type"], b["type"]), str(b["replicas"]),
+        bricks.add_row(b["brick"], b.get("role") or b["type"], str(b["replicas"]),
                        f"{_bar(b['utilisation'], 8)} {100 * b['utilisation']:3.0f}%",
                        f"{b['pps']:.0f}", str(b["queue_depth"]), f"{b['packets_in']:,}",
                        b.get("state", ""), style=style)

@@ -40,19 +40,20 @@ def scaling_events(events: list[dict[str, Any]], t0: float,
         frm = to - 1 if e["kind"] == "scale_out" else to + 1
         m = _UTIL.search(e.get("reason", ""))
         row = {"t": round(e["t"] - t0, 2), "event": e["kind"].replace("_", "-"),
-               "brick": "feature extraction" if e.get("brick") == "fq" else "ULN",
+               "brick": "feature extraction" if e.get("role") == "keyed" else
+               f"{e.get('brick', '?')} (stateless)",
                "port": e.get("port"), "host": e.get("host", ""), "replicas_before": frm,
                "replicas_after": to, "utilisation": float(m.group(1)) if m else None,
                "high": sc["high"], "low": sc["low"], "buckets": 0, "entries": 0, "held": 0,
                "seconds": 0.0, "lost_buckets": 0, "reason": e.get("reason", "")}
-        if e.get("brick") == "fq":
+        if e.get("role") == "keyed":
             for f in events[i + 1:]:
                 if f["kind"] == "state_moved":
                     row.update(buckets=f.get("buckets", 0), entries=f.get("entries", 0),
                                held=f.get("held", 0), seconds=f.get("seconds", 0.0),
                                lost_buckets=f.get("lost_buckets", 0))
                     break
-                if f["kind"] in SCALE_KINDS and f.get("brick") == "fq":
+                if f["kind"] in SCALE_KINDS and f.get("role") == "keyed":
                     break
         rows.append(row)
     return rows

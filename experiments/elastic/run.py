@@ -45,7 +45,7 @@ from lego.topo.traffic import Segment, speedup_schedule
 log = logging.getLogger(__name__)
 
 #: what ``SCALING=off`` changes: the same system, no policy
-SCALING_OFF: dict[str, Any] = {"fe": False, "uln": False, "fe_standby": False,
+SCALING_OFF: dict[str, Any] = {"fe": False, "stateless": False, "fe_standby": False,
                                "rebalance_s": 0.0}
 
 
@@ -74,9 +74,7 @@ class RunOptions:
 
     @property
     def nf_options(self) -> dict:
-        own = self.decl.options
-        return self.decl.resolve({k: v for k, v in (("semantics", self.semantics),)
-                                  if k in own})
+        return self.decl.pick(semantics=self.semantics)
 
 
 #: packets the calibration replica processes (its first ones are the trace's)
@@ -137,7 +135,7 @@ def size_load(opts: RunOptions, console: Console, work: Path
     model = opts.decl.train(opts.trace, cdir / "model.npz", opts.nf_options,
                             CALIBRATION_PACKETS)
     cal = calibrate(opts.trace, model, cores, cdir, packets=CALIBRATION_PACKETS,
-                    semantics=opts.semantics)
+                    semantics=opts.semantics, nf=opts.nf)
     console.print(cal.line())
     rates = [max(1, round(x * cal.pps)) for x in tr.load]
     if not opts.synthetic:
@@ -168,6 +166,10 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
     from lego.topo.system import LegoSystem
     from lego.topo.traffic import Replayer
 
+    missing = [h for h in ("train", "instance", "run") if getattr(opts.decl, h) is None]
+    if missing:  # the run prepares a model, and holds itself against offline instances
+        raise LegoError(f"run: NF {opts.decl.name!r} declares no {', '.join(missing)}: "
+                        "make run trains its model and compares with offline instances")
     other = active_run()
     if other is not None:
         raise LegoError(f"another lego run is active (pid {other.pid}, run {other.run_id}): "
@@ -203,7 +205,7 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
     console.print(f"trained {opts.nf}'s model offline on the first {opts.train_packets:,} "
                   f"packets ({opts.semantics} features, the replay's timing) in "
                   f"{time.perf_counter() - t0:.1f} s")
-    system = LegoSystem(opts.topo, opts.target, work, model, semantics=opts.semantics,
+    system = LegoSystem(opts.topo, opts.target, work, model, semantics=opts.semantics, nf=opts.nf,
                         scaling=None if opts.scaling else SCALING_OFF, sla_ms=sla_ms)
     run = {"calibration": cal, "sla_ms": sla_ms, "rates": rates, "segments": segments,
            "step_s": step_s}
@@ -324,9 +326,9 @@ def rates(prev: dict | None, cur: dict, traffic_ports: list[int]) -> tuple[float
 
 
 def uln_replicas(status: dict[str, Any]) -> int:
-    """Routed ULN replicas over every graph owning buckets."""
+    """Routed stateless replicas over every graph owning buckets."""
     return sum(b["replicas"] for b in status.get("bricks", [])
-               if b["type"] == "uln" and b["state"] == "running")
+               if b.get("role") == "stateless" and b["state"] == "running")
 
 
 def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[dict],

@@ -39,6 +39,7 @@ from lego.errors import ModelError
 from lego.ext.batch import PacketBatch
 from lego.ext.features import make_extractor
 from lego.ext.kitnet import KitNET
+from lego.nfs.kitsune.nf import DEFAULT_SEMANTICS
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class FeatureQuantization:
     ``seq`` (uint64) and ``x`` (float64 rows x features) for the batch's primaries."""
 
     def __init__(self, options: dict[str, Any], brick_id: Any) -> None:
-        self.semantics = options.get("semantics", "kitsune")
+        self.semantics = options.get("semantics") or DEFAULT_SEMANTICS
         self.state = make_extractor(self.semantics)
         self.width = len(self.state.feature_names())
         self.moves = moves.MoveState()  # state moves under way (controller)

@@ -23,6 +23,9 @@ from lego.errors import ConfigError
 from lego.nfs import NetworkFunction
 
 SEMANTICS = ("kitsune", "lego")
+#: the semantics when a config or graph names none (the bricks default to it too, so
+#: that Algorithm 1, which reads this declaration, and the bricks agree)
+DEFAULT_SEMANTICS = "lego"
 #: Kitsune's own graces (feature mapping, autoencoder training), bounds of train()'s split
 FM_GRACE_MAX, FM_GRACE_MIN = 5000, 1000
 
@@ -150,7 +153,7 @@ NF = NetworkFunction(
     graph=graph,
     brick_types=BRICK_TYPES,
     packet_fields=PACKET_FIELDS,
-    options={"semantics": (str, "lego"), "model": (str, None)},
+    options={"semantics": (str, DEFAULT_SEMANTICS), "model": (str, None)},
     check=check,
     merge="sequence",
     train=train,

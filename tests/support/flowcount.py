@@ -111,6 +111,7 @@ class HostCounter:
     def handle(self, msg: Message) -> list[Message]:
         if self.moves.active:
             return moves.handle(self, msg)
+        self.moves.processed += msg.n  # the move protocol cuts at a packet count
         seq, x = self.rows(msg, np.arange(msg.n))
         return [msg.with_arrays({"seq": seq, "x": x})]
 
