@@ -43,9 +43,12 @@ Rules for bad input:
   naming the file and, for a record, the 0-based packet index: empty file, bad
   magic, truncated file header, unsupported link type (Ethernet 1, raw IP 12/101,
   IPv4 228, IPv6 229, Linux SLL 113 and SLL2 276 are supported), a record whose
-  captured length exceeds ``max(snaplen, 262144)``, a file cut inside a record,
-  a pcapng block with a bad length or an unknown interface id. Packets before
-  the bad record have already been yielded by :meth:`TraceReader.batches`.
+  captured length exceeds ``max(snaplen, 262144)``, a pcapng block with a bad
+  length or an unknown interface id. Packets before the bad record have already
+  been yielded by :meth:`TraceReader.batches`.
+- A file cut inside its last record or block (a capture whose writer was killed)
+  is read up to it, as tcpdump and tshark do: one warning names the offset, and
+  ``cut_at`` holds it (None for a whole file).
 - A malformed frame never raises: it is parsed as far as its bytes go and counted
   in ``counters['malformed']``. A header is used only if complete: Ethernet 14
   bytes, a VLAN tag 4, IPv4 20 with IHL >= 5 and total length 0 (TSO) or >= the
@@ -86,6 +89,8 @@ except ImportError as exc:  # pragma: no cover - depends on the build
     ) from exc
 
 log = logging.getLogger(__name__)
+#: how an error about a file cut short begins (the last record is incomplete)
+CUT = "file cut inside a"
 
 __all__ = [
     "LINKTYPES",
@@ -199,6 +204,7 @@ class TraceReader:
         self._mm = data
         self._buf = np.frombuffer(data, dtype=np.uint8)
         self.counters: dict[str, int] = _new_counters()
+        self.cut_at: int | None = None  # the offset of a cut last record, if any
 
     def batches(self, size: int = 65536) -> Iterator[PacketBatch]:
         """Yield consecutive PacketBatch of at most ``size`` packets; ``seq`` is the
@@ -262,6 +268,7 @@ class _FrameReader(TraceReader):
             raise ValueError(f"raw_batches: size must be positive, got {size}")
         seq = 0
         pos = self._start
+        self.cut_at = None
         while True:
             offsets = np.empty(size, dtype=np.int64)
             caplens = np.empty(size, dtype=np.uint32)
@@ -269,6 +276,11 @@ class _FrameReader(TraceReader):
             ts = np.empty(size, dtype=np.float64)
             linktypes = np.empty(size, dtype=np.uint16)
             n, pos, error = self._scan(pos, offsets, caplens, origlens, ts, linktypes, seq)
+            if error is not None and error.startswith(CUT):  # read what is whole
+                self.cut_at = pos
+                log.warning("%s: %s: read the %d whole records before it", self.path,
+                            error, seq + n)
+                error = None
             if n:
                 lt = linktypes[:n]
                 bad = ~np.isin(lt, list(LINKTYPES))
@@ -315,12 +327,12 @@ class PcapReader(_FrameReader):
         linktypes[:n] = self.linktype
         error = None
         if status == 1:
-            error = (f"file cut inside a record header ({len(self._buf) - pos} of 16 bytes "
+            error = (f"{CUT} record header ({len(self._buf) - pos} of 16 bytes "
                      f"at offset {pos})")
         elif status == 2:
             cl = int.from_bytes(bytes(self._buf[pos + 8:pos + 12]),
                                 "big" if self.big_endian else "little")
-            error = (f"file cut inside a record: captured length {cl} but "
+            error = (f"{CUT} record: captured length {cl} but "
                      f"{len(self._buf) - pos - 16} bytes left at offset {pos}")
         elif status == 3:
             cl = int.from_bytes(bytes(self._buf[pos + 8:pos + 12]),
@@ -401,6 +413,8 @@ class PcapngReader(_FrameReader):
                 offsets[n:], caplens[n:], origlens[n:], ts[n:], linktypes[n:])
             n += k
             if status == 5:
+                if pos + 12 > len(self._buf):
+                    return n, pos, f"{CUT} block header at offset {pos}"
                 pos = self._block(pos, seq + n)
                 if n < cap:
                     continue
@@ -408,7 +422,7 @@ class PcapngReader(_FrameReader):
             if status == 0:
                 return n, pos, None
             messages = {
-                1: f"file cut inside a block at offset {pos}",
+                1: f"{CUT} block at offset {pos}",
                 2: f"bad block length in block type {btype:#x} at offset {pos}",
                 3: f"corrupt packet block at offset {pos}: captured length above "
                    f"{MAX_SNAPLEN}",

@@ -410,22 +410,23 @@ def test_unknown_linktype_pcapng_names_packet(tmp_path):
         read_trace(tmp_path / "l.pcapng")
 
 
-def test_cut_mid_record(tmp_path):
+def test_a_file_cut_inside_its_last_record_is_read_up_to_it(tmp_path, caplog):
     path, frames, _ = _crafted_capture(tmp_path)
     raw = path.read_bytes()
     cut = tmp_path / "cut.pcap"
     first_two = 24 + 16 * 2 + len(frames[0]) + len(frames[1])
-    cut.write_bytes(raw[:first_two + 16 + 5])
-    reader = open_trace(cut)
-    got = []
-    with pytest.raises(TraceError, match=r"packet 2: file cut inside a record") as info:
-        for b in reader.batches():
-            got.append(b)
-    assert info.value.index == 2
-    assert sum(len(b) for b in got) == 2
-    cut.write_bytes(raw[:first_two + 7])
-    with pytest.raises(TraceError, match=r"packet 2: file cut inside a record header"):
-        read_trace(cut)
+    for length, what in ((first_two + 16 + 5, "record: captured length"),
+                         (first_two + 7, "record header (7 of 16 bytes")):
+        cut.write_bytes(raw[:length])
+        caplog.clear()
+        reader = open_trace(cut)
+        with caplog.at_level("WARNING", logger="lego.ext.packets"):
+            got = sum(len(b) for b in reader.batches())
+        assert got == 2 and reader.cut_at == first_two
+        warned = [r.getMessage() for r in caplog.records]
+        assert len(warned) == 1 and f"file cut inside a {what}" in warned[0]
+        assert f"offset {first_two}" in warned[0] and "2 whole records" in warned[0]
+    assert open_trace(path).cut_at is None and len(read_trace(path)) == len(frames)
 
 
 def test_absurd_record_length(tmp_path):
@@ -444,12 +445,13 @@ def test_truncated_file_header(tmp_path):
         open_trace(tmp_path / "h.pcap")
 
 
-def test_pcapng_cut_block(tmp_path):
+def test_pcapng_cut_inside_its_last_block_is_read_up_to_it(tmp_path, caplog):
     frames = [bytes(CRAFTED[0][1])] * 4
     data = _pcapng(frames, [1, 2, 3, 4])
     (tmp_path / "c.pcapng").write_bytes(data[:-30])
-    with pytest.raises(TraceError, match="file cut inside a block"):
-        read_trace(tmp_path / "c.pcapng")
+    with caplog.at_level("WARNING", logger="lego.ext.packets"):
+        assert len(read_trace(tmp_path / "c.pcapng")) == 3
+    assert "file cut inside a block at offset" in caplog.text
 
 
 TSV_HEADER = ("frame.time_epoch\tframe.len\teth.src\teth.dst\tip.src\tip.dst\ttcp.srcport\t"
