@@ -475,6 +475,10 @@ class ControllerRuntime:
             if c.kind.startswith("switch_"):  # the rebalance cooldown starts now
                 with self.lock:
                     self.core.on_switch_done(time.monotonic(), c.kind)
+                    # the assignment the status shows is the switch's from now on, not
+                    # from the next switch read (after the commands queued behind this
+                    # one: a standby graph's start takes seconds)
+                    self.core.switch["replica_ports"] = list(self.manager.plan.replica_ports)
 
     def _do(self, c: Command) -> None:
         if c.kind == "start_graph":

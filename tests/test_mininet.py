@@ -348,6 +348,7 @@ def test_make_run_scales_on_real_overload_holds_the_sla_and_detects_as_offline()
     scale-in once the load falls, the SLA held at the peak, nothing lost, scores
     bit-identical to one offline instance, and live detection within 0.01 AUC and
     0.03 TPR at 1 % FPR of one offline instance on the trace."""
+    import csv
     import shutil
     import sys
     import tempfile
@@ -360,9 +361,14 @@ def test_make_run_scales_on_real_overload_holds_the_sla_and_detects_as_offline()
                                str(results)], capture_output=True, text=True, timeout=480)
         assert done.returncode == 0, done.stderr[-2000:]
         s = json.loads((results / "summary.json").read_text())
+        with open(results / "timeline.csv") as f:
+            steps = [(float(r["t"]), int(float(r["replicas"]))) for r in csv.DictReader(f)]
     finally:
         shutil.rmtree(results, ignore_errors=True)
     assert s["zero_loss"] and s["bit_identical_to_offline"], s
+    for e in s["scaling_events"]:  # the picture follows the switch's assignment
+        seen = next((t for t, n in steps if t >= e["t"] and n == e["replicas_after"]), None)
+        assert seen is not None and seen - e["t"] <= e["seconds"] + 4.0, (e, steps)
     outs = [e for e in s["scaling_events"] if e["event"] == "scale-out"]
     ins = [e for e in s["scaling_events"] if e["event"] == "scale-in"]
     assert outs and all(e["utilisation"] >= e["high"] for e in outs), outs
