@@ -167,10 +167,11 @@ def _take(fq: Any, msg: Message, idx: np.ndarray, hold: bool,
         touched = [b.tolist() for b in fq.row_buckets(msg, idx)]
         blocked = moves.blocked
         for i, keys in enumerate(zip(*touched, strict=True)):
-            if any(blocked[k] for k in keys):
-                held[i] = True
-                for k in keys:
-                    blocked[k] = True
+            for k in keys:
+                if blocked[k]:
+                    held[i] = True
+                    blocked[list(keys)] = True
+                    break
     idx_now, idx_held = idx[~held], idx[held]
     moves.processed += len(idx)
     seq, x = fq.rows(msg, idx_now)

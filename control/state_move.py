@@ -65,7 +65,7 @@ class Transfer:
     exclude: np.ndarray
 
 
-def _check_owners(owners, what: str) -> np.ndarray:
+def check_owners(owners, what: str) -> np.ndarray:
     arr = np.asarray(owners)
     if arr.shape != (OWNER_BUCKETS,) or not np.issubdtype(arr.dtype, np.integer) \
             or arr.min() < 0:
@@ -76,8 +76,8 @@ def _check_owners(owners, what: str) -> np.ndarray:
 
 def plan_move(old: np.ndarray, new: np.ndarray) -> list[Transfer]:
     """One transfer per (old owner, new owner) of the buckets whose owner changes."""
-    old = _check_owners(old, "plan_move old")
-    new = _check_owners(new, "plan_move new")
+    old = check_owners(old, "plan_move old")
+    new = check_owners(new, "plan_move new")
     changed = old != new
     pairs = sorted(set(zip(old[changed].tolist(), new[changed].tolist(), strict=True)))
     return [Transfer(a, b, changed & (old == a) & (new == b), old == b) for a, b in pairs]

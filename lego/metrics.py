@@ -57,3 +57,12 @@ def detection_report(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]
         "tpr@0.1%fpr": tpr_at_fpr(scores, labels, 0.001),
         "tpr@1%fpr": tpr_at_fpr(scores, labels, 0.01),
     }
+
+
+def labelled_detection(seq: np.ndarray, score: np.ndarray, scored: np.ndarray,
+                       labels_file: str | Path) -> dict[str, float]:
+    """:func:`detection_report` over the packets ``scored`` marks, each labelled by its
+    sequence number (its index in the trace) from ``labels_file``."""
+    n = int(seq.max()) + 1 if len(seq) else 0
+    labels = load_labels(labels_file, n)[seq.astype(np.int64)]
+    return detection_report(score[scored], labels[scored])

@@ -34,6 +34,7 @@ only through this module: by name, as configs and the CLI give it
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping
@@ -175,9 +176,10 @@ class NetworkFunction:
 _loaded: dict[str, NetworkFunction] = {}
 
 
-def builtin_names() -> list[str]:
-    """The NF packages under ``lego.nfs``, by name."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg)
+@functools.cache
+def builtin_names() -> tuple[str, ...]:
+    """The NF packages under ``lego.nfs``, by name (found once: brick-type lookups ask)."""
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg))
 
 
 def get(name: str) -> NetworkFunction:
@@ -189,7 +191,7 @@ def get(name: str) -> NetworkFunction:
     try:
         nf = importlib.import_module(module).NF
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"NF {name!r}: expected one of {builtin_names()} or an importable "
+        raise ConfigError(f"NF {name!r}: expected one of {list(builtin_names())} or an importable "
                           f"module with an NF declaration ({exc})") from exc
     if not isinstance(nf, NetworkFunction):
         raise ConfigError(f"NF {name!r}: {module}.NF is not a lego.nfs.NetworkFunction")

@@ -112,14 +112,12 @@ def offline_original(opts: RunOptions, original: Path) -> dict:
     """One offline NF instance on the original trace (its own timing; the packets
     the replay covers), trained on the same prefix: the detection the live system
     should match."""
-    from lego.metrics import detection_report, load_labels
+    from lego.metrics import labelled_detection
 
     if opts.labels is None:
         return {}
     seq, score, scored = opts.decl.run(original, opts.nf_options, opts.train_packets)
-    n = int(seq.max()) + 1 if len(seq) else 0
-    labels = load_labels(opts.labels, n)[seq.astype(np.int64)]
-    return detection_report(score[scored], labels[scored])
+    return labelled_detection(seq, score, scored, opts.labels)
 
 
 def merge_scores(system, with_decided: bool = False) -> tuple:

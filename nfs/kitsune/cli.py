@@ -15,7 +15,7 @@ from lego.cli_args import existing_file, non_negative_int, positive_int, probabi
 from lego.errors import ConfigError
 from lego.ext.batch import PacketBatch
 from lego.ext.features import SEMANTICS, make_extractor
-from lego.metrics import detection_report, load_labels
+from lego.metrics import labelled_detection
 from lego.progress import packet_progress, stderr
 
 # The NF and the readers import the compiled kernels: imported where used, so that
@@ -194,9 +194,7 @@ def write_outputs(result: TraceScores, scores_csv: Path | None, alerts_jsonl: Pa
 
 def detection(result: TraceScores, labels_file: Path) -> dict[str, float]:
     """AUC and TPR at low FPR over the packets the trained model scored."""
-    n = int(result.seq.max()) + 1 if len(result.seq) else 0
-    labels = load_labels(labels_file, n)[result.seq.astype(np.int64)]
-    return detection_report(result.score[result.trained], labels[result.trained])
+    return labelled_detection(result.seq, result.score, result.trained, labels_file)
 
 
 def _report(args: argparse.Namespace, result: TraceScores) -> int:

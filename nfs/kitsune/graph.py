@@ -70,24 +70,22 @@ def read_scores(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def monolith_scores(trace: str | Path, model: str | Path, semantics: str, batch: int = 8192,
                     limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(seq, score) of the monolithic KitsuneNF over the same trace and model."""
-    from lego.ext.kitnet import KitNET
+    """(seq, score) of one offline instance (the NF's reference, the monolith) over
+    the trace's first ``limit`` packets."""
     from lego.ext.packets import open_trace
-    from lego.nfs.kitsune.monolith import KitsuneNF
+    from lego.nfs.kitsune.nf import NF
 
-    nf = KitsuneNF(semantics, KitNET.load(model), keep_training_rows=False)
-    seqs, scores = [], []
-    seen = 0
-    for b in open_trace(trace).batches(batch):
-        if limit is not None and seen + len(b) > limit:
-            b = b.take(slice(0, limit - seen))
-        seen += len(b)
-        s = nf.process(b)
-        seqs.append(s.seq)
-        scores.append(s.score)
-        if limit is not None and seen >= limit:
-            break
-    return np.concatenate(seqs), np.concatenate(scores)
+    def prefix():
+        seen = 0
+        for b in open_trace(trace).batches(batch):
+            if limit is not None and seen + len(b) > limit:
+                b = b.take(slice(0, limit - seen))
+            seen += len(b)
+            yield b
+            if limit is not None and seen >= limit:
+                return
+
+    return NF.reference(prefix(), model, {"semantics": semantics})
 
 
 def train_model(trace: str | Path, out: str | Path, semantics: str, fm: int, ad: int,

@@ -19,7 +19,7 @@ from lego.control.state_move import (
     HOLD_RULES,
     OWNER_BUCKETS,
     Transfer,
-    _check_owners,
+    check_owners,
     hold_mask,
     plan_move,
 )
@@ -134,7 +134,7 @@ def simulate_moves(batch: PacketBatch, semantics: str = "lego", k: int = 1,
     if not (isinstance(lag, int) and lag >= 0):
         raise ConfigError(f"simulate_moves lag: expected packets >= 0, got {lag!r}")
     n = len(batch)
-    owners = _check_owners(np.arange(OWNER_BUCKETS) % k if initial is None else initial,
+    owners = check_owners(np.arange(OWNER_BUCKETS) % k if initial is None else initial,
                            "simulate_moves initial")
     schedule = []
     last = -lag
@@ -143,7 +143,7 @@ def simulate_moves(batch: PacketBatch, semantics: str = "lego", k: int = 1,
             raise ConfigError(f"simulate_moves moves[{i}] seq: expected an int in "
                               f"[{last + lag}, {n}] (after the previous move's state has "
                               f"arrived), got {m!r}")
-        schedule.append((int(m), _check_owners(new, f"simulate_moves moves[{i}] owners")))
+        schedule.append((int(m), check_owners(new, f"simulate_moves moves[{i}] owners")))
         last = int(m)
     records = records_from_batch(batch)
     features = np.full((n, N_FEATURES), np.nan)

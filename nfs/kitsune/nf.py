@@ -89,19 +89,9 @@ def train(trace: str | Path, out: str | Path, options: Mapping[str, Any], packet
     """KitNET trained on the trace's first ``packets`` packets (a feature-mapping grace
     of a tenth, within Kitsune's 1,000-5,000, then autoencoder training), its
     threshold fitted log-normal on the benign training scores; saved to ``out``."""
-    from lego.ext.packets import open_trace
-    from lego.nfs.kitsune.monolith import KitsuneNF
+    from lego.nfs.kitsune.graph import train_model
 
-    fm, ad = training_graces(packets)
-    nf = KitsuneNF.fresh(options["semantics"], fm=fm, ad=ad)
-    for b in open_trace(trace).batches(batch):
-        nf.process(b)
-        if nf.trained:
-            break
-    nf.fit_threshold("lognormal", 1e-4)
-    nf.kitnet.meta["semantics"] = options["semantics"]
-    nf.kitnet.save(out)
-    return Path(out)
+    return train_model(trace, out, options["semantics"], *training_graces(packets), batch=batch)
 
 
 def training_graces(packets: int) -> tuple[int, int]:

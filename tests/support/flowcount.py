@@ -160,7 +160,8 @@ class HostCounter:
     def drop_buckets(self, keep: np.ndarray) -> int:
         keep = np.asarray(keep)
         owned = np.flatnonzero(keep) if keep.dtype == bool else keep
-        gone = [k for k in self.state.hosts if k not in set(self._in(owned))]
+        kept = set(self._in(owned))
+        gone = [k for k in self.state.hosts if k not in kept]
         for k in gone:
             del self.state.hosts[k]
         return len(gone)
