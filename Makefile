@@ -15,7 +15,7 @@ SCALING ?=
 
 all: build
 
-$(STAMP): pyproject.toml setup.py tools/setup-host $(wildcard ext/*.pyx ext/*.pxd control/proto/*.proto)
+$(STAMP): pyproject.toml setup.py tools/setup-host $(wildcard ext/*.pyx ext/*.pxd nfs/*/*.pyx control/proto/*.proto)
 	tools/setup-host
 	touch $@
 

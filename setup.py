@@ -1,4 +1,5 @@
-"""Build the Cython kernels in ext/ (every ``ext/_*.pyx`` becomes ``lego.ext._*``).
+"""Build the Cython kernels: every ``ext/_*.pyx`` becomes ``lego.ext._*``, every
+``nfs/<nf>/_*.pyx`` (an NF's own kernel) ``lego.nfs.<nf>._*``.
 
 Directives are set once here. ``LEGO_CYTHON_DEBUG=1`` turns bounds and wraparound
 checks back on; ``LEGO_CYTHON_ANNOTATE=1`` writes the HTML annotation next to each
@@ -23,15 +24,21 @@ directives = {
     "embedsignature": True,
 }
 
+def _module(path: str) -> str:
+    """ext/_x.pyx -> lego.ext._x; nfs/<nf>/_x.pyx (an NF's own kernel) -> lego.nfs.<nf>._x."""
+    parts = os.path.splitext(path)[0].split(os.sep)
+    return ".".join(["lego"] + parts)
+
+
 extensions = [
     Extension(
-        "lego.ext." + os.path.splitext(os.path.basename(path))[0],
+        _module(path),
         [path],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=(["-O2", "-g0"] if not DEBUG else ["-O0", "-g"]) + ["-ffp-contract=off"],
     )
-    for path in sorted(glob("ext/_*.pyx"))
+    for path in sorted(glob("ext/_*.pyx")) + sorted(glob("nfs/*/_*.pyx"))
 ]
 
 

@@ -13,7 +13,11 @@ contained in G2 when every class of G1 lies inside one class of G2 (the split by
 G2 keeps each G1 class whole). It returns the groups nothing contains (indegree
 0). One result: split on it. Several: split on one and mirror the packets for
 the others, where the dataplane can express it (:func:`plan_split`); otherwise
-there is no exact split and the plan names the features affected.
+there is no exact split and the plan names the features affected. Where every
+maximal group is symmetric and the dataplane hashes that very key with its two
+endpoints ordered (:attr:`SplitGroup.SOCKET_SYM`, :attr:`SplitGroup.SRC_IP_DST_IP_SYM`),
+the plan is a plain split on it: a flow and its reverse share one bucket, so no
+mirror is needed.
 
 An NF may also declare *global* state that no header group keys, such as a window
 clock shared by all flows (:class:`GlobalState`). Held by the switch (a register
@@ -45,19 +49,44 @@ FIELDS = frozenset(SWAP)
 DIRECTIONAL = frozenset(f for f in FIELDS if SWAP[f] != f)
 
 
-class SplitGroup(Enum):
-    """The split groups the dataplane can hash on (``lego.p4``'s selector)."""
+@dataclass(frozen=True)
+class HashedKey:
+    """What a split group hashes: header ``fields``, and whether the two endpoints
+    are ordered first (``symmetric``: a packet and its reply get one bucket)."""
 
-    SRC_MAC_SRC_IP = frozenset({"src_mac", "src_ip"})
-    SRC_IP = frozenset({"src_ip"})
-    SRC_IP_DST_IP = frozenset({"src_ip", "dst_ip"})
-    SOCKET = frozenset({"src_ip", "dst_ip", "src_port", "dst_port", "proto"})
-    DST_IP = frozenset({"dst_ip"})
+    fields: frozenset[str]
+    symmetric: bool = False
+
+
+_SOCKET = frozenset({"src_ip", "dst_ip", "src_port", "dst_port", "proto"})
+
+
+class SplitGroup(Enum):
+    """The split groups the dataplane can hash on (``lego.p4``'s selector, and the
+    symmetric variants of the two-endpoint groups: DESIGN §4)."""
+
+    SRC_MAC_SRC_IP = HashedKey(frozenset({"src_mac", "src_ip"}))
+    SRC_IP = HashedKey(frozenset({"src_ip"}))
+    SRC_IP_DST_IP = HashedKey(frozenset({"src_ip", "dst_ip"}))
+    SOCKET = HashedKey(_SOCKET)
+    DST_IP = HashedKey(frozenset({"dst_ip"}))
+    SRC_IP_DST_IP_SYM = HashedKey(frozenset({"src_ip", "dst_ip"}), symmetric=True)
+    SOCKET_SYM = HashedKey(_SOCKET, symmetric=True)
+
+    @property
+    def fields(self) -> frozenset[str]:
+        return self.value.fields
+
+    @property
+    def symmetric(self) -> bool:
+        return self.value.symmetric
 
     @classmethod
-    def for_fields(cls, fields: frozenset[str]) -> SplitGroup | None:
+    def for_fields(cls, fields: frozenset[str], symmetric: bool = False) -> SplitGroup | None:
+        """The group hashing exactly ``fields`` (with the endpoints ordered when
+        ``symmetric``), or None."""
         for group in cls:
-            if group.value == fields:
+            if group.value == HashedKey(frozenset(fields), symmetric):
                 return group
         return None
 
@@ -166,6 +195,9 @@ class SplitPlan:
         held = f", with {', '.join(self.switch_held)} held by the switch" \
             if self.switch_held else ""
         if self.verdict is Verdict.SPLIT:
+            if self.primary.symmetric:
+                return (f"split on {self.primary.name} (symmetric: both directions of a flow "
+                        f"in one bucket), no mirror{held}")
             return f"split on {self.primary.name}{held}"
         if self.verdict is Verdict.SPLIT_AND_MIRROR:
             return (f"split on {self.primary.name}, mirror to the owner of "
@@ -203,10 +235,17 @@ def _plan_groups(groups: list[StateGroup], maximal: list[StateGroup],
             affected_features=tuple(f for g in coupled for f in g.features))
     directed = [g for g in maximal if not g.symmetric]
     symmetric = [g for g in maximal if g.symmetric]
+    if not directed:
+        # the state's own key up to direction, hashed with the endpoints ordered: each
+        # class (a flow and its reverse) lands whole in one bucket, no mirror needed
+        exact = [h for h in SplitGroup
+                 if h.symmetric and all(s.fields == h.fields for s in symmetric)]
+        if exact:
+            return SplitPlan(Verdict.SPLIT, names, primary=exact[0])
     # only symmetric groups: hash on the source address, mirror to the destination's owner
     keys = [directed[0].fields] if len(directed) == 1 else []
     if not directed and all({"src_ip", "dst_ip"} <= s.fields for s in symmetric):
-        keys = [SplitGroup.SRC_IP.value]
+        keys = [SplitGroup.SRC_IP.fields]
     if keys:
         primary = SplitGroup.for_fields(keys[0])
         mirror = SplitGroup.for_fields(frozenset(SWAP[f] for f in keys[0]))

@@ -19,15 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from lego.control.granularity import SplitPlan, Verdict
-from lego.control.switch_state import GROUP_IDS
+from lego.control.switch_state import GROUP_IDS, SIMULATED_GROUP_IDS
 from lego.ext.batch import PacketBatch
 from lego.nfs import Instance
 from lego.p4src.contract import (
     GROUP_DSTIP,
     GROUP_NONE,
     GROUP_SOCKET,
+    GROUP_SOCKET_SYM,
     GROUP_SRCIP,
     GROUP_SRCIP_DSTIP,
+    GROUP_SRCIP_DSTIP_SYM,
     GROUP_SRCMAC_SRCIP,
     N_BUCKETS,
 )
@@ -53,6 +55,14 @@ GRANULARITIES = (
     SplitConfig("Socket", GROUP_SOCKET),
 )
 MIRROR_PLAN = SplitConfig("SrcIP + DstIP mirror", GROUP_SRCIP, GROUP_DSTIP)
+#: the symmetric groups (both directions of a flow in one bucket): simulated here, not
+#: yet in lego.p4 (the controller refuses to install them)
+SYMMETRIC = (
+    SplitConfig("SrcIP-DstIP (sym)", GROUP_SRCIP_DSTIP_SYM),
+    SplitConfig("Socket (sym)", GROUP_SOCKET_SYM),
+)
+#: every split group the simulator hashes, by Algorithm 1's name for it
+SIM_GROUP_IDS = {**GROUP_IDS, **SIMULATED_GROUP_IDS}
 
 
 def round_robin_owners(k: int) -> np.ndarray:
@@ -118,9 +128,10 @@ def nf_split(batch: PacketBatch, new_instance: Callable[[], Instance],
 
 
 def plan_config(plan: SplitPlan) -> SplitConfig | None:
-    """What the switch installs for Algorithm 1's plan (None: no exact split)."""
+    """What the switch installs for Algorithm 1's plan (None: no exact split). A
+    symmetric group maps to its simulated id (:data:`SYMMETRIC`)."""
     if plan.verdict is Verdict.NO_EXACT_SPLIT:
         return None
-    primary = GROUP_IDS[plan.primary]
-    mirror = GROUP_IDS[plan.mirror] if plan.mirror is not None else GROUP_NONE
+    primary = SIM_GROUP_IDS[plan.primary]
+    mirror = SIM_GROUP_IDS[plan.mirror] if plan.mirror is not None else GROUP_NONE
     return SplitConfig(f"Algorithm 1: {plan.describe()}", primary, mirror)

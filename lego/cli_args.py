@@ -51,3 +51,26 @@ def existing_file(text: str) -> Path:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
     return path
+
+
+def positive_int_list(text: str) -> tuple[int, ...]:
+    """``N[,N...]``: positive integers, comma-separated, each once."""
+    parts = text.split(",")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas (N[,N...]), got {text!r}") from None
+    if any(v <= 0 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct positive integers (N[,N...]), got {text!r}")
+    return values
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """``NAME[,NAME...]``: non-empty names, comma-separated, each once."""
+    names = tuple(p.strip() for p in text.split(","))
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct names separated by commas (NAME[,NAME...]), got {text!r}")
+    return names

@@ -8,7 +8,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from lego.cli_args import existing_file, non_negative_int, positive_int
+from lego.cli_args import (
+    existing_file,
+    name_list,
+    non_negative_int,
+    positive_int,
+    positive_int_list,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", type=existing_file, metavar="LABELS",
                    help="0/1 per packet (default: the trace's .labels.csv if present)")
     p.add_argument("--replicas", "-k", type=positive_int, default=3, metavar="K")
+    p.add_argument("--nf", metavar="NAME", help="the NF (default: kitsune's Table II)")
+    p.add_argument("--model", type=existing_file, metavar="MODEL",
+                   help="an NF's trained model, to count changed decisions")
     p.add_argument("--fm", type=non_negative_int, metavar="N",
                    help="feature-mapping grace (default: 5000, or 1/16 of a short trace)")
     p.add_argument("--ad", type=positive_int, metavar="N",
@@ -29,12 +38,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=REPO / "results", metavar="DIR")
     p.set_defaults(func=cmd_split)
 
+    p = sub.add_parser("hotspot", help="the hot spot: each replica's share of the load under "
+                                       "each NF's split, K = 2, 4, 8")
+    p.add_argument("--trace", type=existing_file, metavar="TRACE",
+                   help="pcap/pcapng/TSV (default: the generated synthetic IoT trace)")
+    p.add_argument("--nf", type=name_list, default=("kitsune", "lucid"), metavar="NF[,NF...]",
+                   help="NFs, each split by its Algorithm-1 plan with its default options "
+                        "(default: kitsune,lucid)")
+    p.add_argument("--replicas", "-k", type=positive_int_list, default=(2, 4, 8),
+                   metavar="K[,K...]", help="replica counts (default: 2,4,8)")
+    p.add_argument("--start", type=non_negative_int, default=0, metavar="N",
+                   help="count from the trace's frame N on (e.g. where the attack starts; "
+                        "each frame's split depends on that frame alone)")
+    p.add_argument("--out", type=Path, default=REPO / "results", metavar="DIR")
+    p.set_defaults(func=cmd_hotspot)
+
     from lego.cli_bricks import add_experiment
 
     add_experiment(sub)  # Figure 4
 
 
 def cmd_split(args: argparse.Namespace) -> int:
+    from lego import nfs
+    from lego.topo.traffic_synth import default_trace
+
+    nf = nfs.get(args.nf or nfs.DEFAULT)
+    if nf.split_experiment is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        trace = args.trace or default_trace(args.out)
+        rows = nf.split_experiment(trace, args.replicas, args.out, args.model)
+        for md in sorted(args.out.glob(f"split_{nf.name}_{trace.stem}.md")):
+            Console(width=200).print(md.read_text())
+        return 0 if rows else 1
+    if nf.name != nfs.DEFAULT:
+        raise SystemExit(f"lego experiment split: NF {nf.name!r} declares no split experiment")
     from lego.experiments.table2 import (
         algorithm1_lines,
         grace_for,
@@ -66,6 +103,42 @@ def cmd_split(args: argparse.Namespace) -> int:
     for line in algorithm1_lines():
         Console().print(line)
     Console().print(f"wrote {stem}.md, .csv, .png")
+    return 0
+
+
+def cmd_hotspot(args: argparse.Namespace) -> int:
+    from lego import nfs
+    from lego.errors import ConfigError
+    from lego.experiments.hotspot import hotspot, title_for, write_outputs
+    from lego.ext.packets import read_trace
+    from lego.topo.traffic_synth import default_trace
+
+    declared = [nfs.get(name) for name in args.nf]  # an unknown name: ConfigError first
+    args.out.mkdir(parents=True, exist_ok=True)
+    trace = args.trace or default_trace(args.out)
+    batch = read_trace(trace)
+    if args.start >= len(batch):
+        raise ConfigError(f"--start: expected a frame of the trace (0..{len(batch) - 1}), "
+                          f"got {args.start}")
+    if args.start:
+        batch = batch.take(slice(args.start, len(batch)))
+    rows = hotspot(declared, batch, args.replicas)
+    stem = write_outputs(rows, args.out, trace, args.start)
+    table = Table(title=title_for(trace.name, len(batch), args.start))
+    for col in ("NF", "K", "replica shares", "max share", "max/mean", "busiest/trace",
+                "mirrored"):
+        table.add_column(col, justify="left" if col in ("NF", "replica shares") else "right")
+    for r in rows:
+        table.add_row(r.nf, str(r.k), " / ".join(f"{s:.3f}" for s in r.shares),
+                      f"{r.max_share:.3f}", f"{r.imbalance:.2f}", f"{100 * r.busiest:.1f}%",
+                      f"{100 * r.mirrored:.1f}%")
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+    for nf in declared:
+        console.print(f"{nf.name}: Algorithm 1: {nf.plan().describe()}")
+    console.print(f"wrote {stem}.md, .csv, .png")
     return 0
 
 

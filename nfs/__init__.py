@@ -50,6 +50,9 @@ from lego.errors import ConfigError
 DEFAULT = "kitsune"
 #: how a sink merges its replicas' outputs
 MERGES = ("sequence", "window")
+#: the packet field of an NF that reads each frame's bytes as captured (its own
+#: dissector), rather than PacketBatch columns
+FRAME = "frame"
 
 
 class Instance(Protocol):
@@ -90,7 +93,7 @@ class NetworkFunction:
     #: state no header group keys (lego.control.granularity.GlobalState): where it
     #: lives (the switch, or nowhere that keeps a split exact)
     global_state: tuple = ()
-    #: PacketBatch columns the extractor reads
+    #: PacketBatch columns the extractor reads, or (FRAME,): the frames' bytes
     packet_fields: tuple[str, ...] = ()
     #: ``[nf]`` keys of this NF: key -> (type, default)
     options: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
@@ -109,6 +112,10 @@ class NetworkFunction:
     #: ``offline(trace, options, packets, results, labels, quiet) -> summary``: ``lego
     #: run --offline``, one instance over a trace writing results/ (no switch, no bricks)
     offline: Callable[..., dict] | None = None
+    #: ``split_experiment(trace, replicas, out, model) -> rows``: ``lego experiment split
+    #: --nf <name>``, the NF's own table of K replicas against one instance (None: the
+    #: framework's per-packet table, lego.experiments.table2)
+    split_experiment: Callable[..., list] | None = None
     #: the module of the NF's ``lego <name>`` subcommand (``register(subparsers)``)
     cli: str | None = None
     help: str = ""

@@ -1,9 +1,10 @@
 """The dataplane contract of ``lego.p4``: what the P4 program, its software model
 (:mod:`lego.switch`) and the controller (:mod:`lego.control`) must agree on.
 
-Buckets and port counters' sizes, the split groups' ids and their fields, port
-roles, the event counter's cells, the shim to the bricks, and the P4Info names of
-every table, action and counter the controller writes or reads. ``lego.p4``
+Buckets and port counters' sizes, the split groups' ids and their fields (also
+the symmetric groups', which only the model hashes so far), port roles, the event
+counter's cells, the shim to the bricks, and the P4Info names of every table,
+action and counter the controller writes or reads. ``lego.p4``
 declares the same values (``test_p4info`` checks the names against the
 committed P4Info); nothing here knows an NF.
 """
@@ -25,6 +26,16 @@ GROUP_NAMES = {GROUP_SRCMAC_SRCIP: "SrcMAC-SrcIP", GROUP_SRCIP: "SrcIP",
 # each group's field list in lego.p4 GroupHash, as a slice of the key record
 GROUP_SLICES = {GROUP_SRCMAC_SRCIP: (0, 23), GROUP_SRCIP: (6, 23), GROUP_SRCIP_DSTIP: (6, 40),
                 GROUP_SOCKET: (6, 45), GROUP_DSTIP: (23, 40)}
+#: the symmetric groups (DESIGN §4): a two-endpoint group hashed on the key record
+#: with its endpoints ordered, the lower (family, address[, port]) first, so a packet
+#: and its reply share a bucket. The model (``lego.switch.pipeline``) and the split
+#: simulator hash them; ``lego.p4`` does not carry them yet, so they are not in
+#: GROUP_NAMES (the groups the controller may install): each maps to the directed
+#: group whose slice it hashes once the endpoints are ordered
+GROUP_SRCIP_DSTIP_SYM, GROUP_SOCKET_SYM = 6, 7
+SYMMETRIC_GROUPS = {GROUP_SRCIP_DSTIP_SYM: GROUP_SRCIP_DSTIP, GROUP_SOCKET_SYM: GROUP_SOCKET}
+SYMMETRIC_GROUP_NAMES = {GROUP_SRCIP_DSTIP_SYM: "SrcIP-DstIP (sym)",
+                         GROUP_SOCKET_SYM: "Socket (sym)"}
 
 ROLE_DROP, ROLE_TRAFFIC, ROLE_FORWARD = 0, 1, 2
 

@@ -9,7 +9,9 @@ the epoch's low bit names (``lego.p4`` set_groups).
 
 - :func:`group_buckets` hashes a matrix of key records (:mod:`lego.switch.parser`) for
   one split group: ``crc32(fields bit-packed MSB first) % N_BUCKETS``, as BMv2's
-  ``hash(..., HashAlgorithm.crc32, 0, {...}, N_BUCKETS)`` computes it.
+  ``hash(..., HashAlgorithm.crc32, 0, {...}, N_BUCKETS)`` computes it. The
+  symmetric groups (``SYMMETRIC_GROUPS``: the two-endpoint groups with the
+  endpoints ordered) are hashed here ahead of ``lego.p4``, which lacks them yet.
 - :meth:`Pipeline.decide` turns records into per-packet decisions (bucket, owner,
   mirror bucket, clone owner) with numpy; the offline simulator calls it on a
   whole ``PacketBatch`` (``records_from_batch``) and never builds frames.
@@ -66,8 +68,10 @@ from lego.p4src.contract import (  # noqa: F401 (the model re-exports the contra
     GROUP_NONE,
     GROUP_SLICES,
     GROUP_SOCKET,
+    GROUP_SOCKET_SYM,
     GROUP_SRCIP,
     GROUP_SRCIP_DSTIP,
+    GROUP_SRCIP_DSTIP_SYM,
     GROUP_SRCMAC_SRCIP,
     INITIAL_DEFAULTS,
     LEGO_ETHERTYPE,
@@ -79,6 +83,8 @@ from lego.p4src.contract import (  # noqa: F401 (the model re-exports the contra
     ROLE_TRAFFIC,
     SHIM_BYTES,
     SHIM_MIRROR,
+    SYMMETRIC_GROUP_NAMES,
+    SYMMETRIC_GROUPS,
     T_BUCKET_OWNER,
     T_MIRROR_OWNER,
     T_PORT_ROLE,
@@ -97,9 +103,38 @@ _SHIM = struct.Struct("!BBHQHII")  # the shim less origEtherType (which is frame
 _LEGO_TYPE = LEGO_ETHERTYPE.to_bytes(2, "big")
 
 
+# the key record's two endpoints: (family, address) slices and port slices
+_SRC_ADDR, _DST_ADDR, _SPORT, _DPORT = slice(6, 23), slice(23, 40), slice(41, 43), slice(43, 45)
+
+
+def ordered_endpoints(records: np.ndarray, ports: bool) -> np.ndarray:
+    """Key records with each packet's endpoints ordered: where the destination
+    (family, address[, port]) compares below the source's, as byte strings, the two
+    swap (addresses, and ports when ``ports``), so a packet and its reply give one
+    record. ``records`` is left as it is."""
+    src, dst = records[:, _SRC_ADDR], records[:, _DST_ADDR]
+    if ports:
+        src = np.concatenate((src, records[:, _SPORT]), axis=1)
+        dst = np.concatenate((dst, records[:, _DPORT]), axis=1)
+    differ = src != dst
+    first = differ.argmax(axis=1)  # the first byte that differs (0 where none does)
+    rows = np.arange(len(records))
+    swap = differ[rows, first] & (dst[rows, first] < src[rows, first])
+    out = records.copy()
+    out[swap, _SRC_ADDR], out[swap, _DST_ADDR] = records[swap, _DST_ADDR], records[swap, _SRC_ADDR]
+    if ports:
+        out[swap, _SPORT], out[swap, _DPORT] = records[swap, _DPORT], records[swap, _SPORT]
+    return out
+
+
 def group_buckets(records: np.ndarray, group: int) -> np.ndarray:
-    """Bucket (int64[n]) of each key record under ``group``; 0 for GROUP_NONE or unknown."""
+    """Bucket (int64[n]) of each key record under ``group``; 0 for GROUP_NONE or unknown.
+    A symmetric group hashes its directed group's slice of the records with their
+    endpoints ordered (:func:`ordered_endpoints`)."""
     n = len(records)
+    if group in SYMMETRIC_GROUPS:
+        records = ordered_endpoints(records, ports=group == GROUP_SOCKET_SYM)
+        group = SYMMETRIC_GROUPS[group]
     if group not in GROUP_SLICES:
         return np.zeros(n, dtype=np.int64)
     lo, hi = GROUP_SLICES[group]

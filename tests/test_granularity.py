@@ -45,8 +45,11 @@ def test_symmetric_pairs_need_a_mirror_to_the_destination():
     assert "mirror to the owner of DST_IP" in plan.describe()
 
 
-def test_symmetric_pair_alone_is_covered_by_src_and_dst_owners():
-    plan = plan_split([SOCKET_PAIR])
+def test_symmetric_pair_the_dataplane_cannot_hash_is_covered_by_src_and_dst_owners():
+    # (a symmetric key the dataplane hashes itself splits with no mirror:
+    # tests/test_granularity_symmetric.py)
+    per_proto = StateGroup("pair per protocol", {"src_ip", "dst_ip", "proto"}, symmetric=True)
+    plan = plan_split([per_proto])
     assert plan.verdict is Verdict.SPLIT_AND_MIRROR and plan.primary is SplitGroup.SRC_IP
 
 

@@ -87,3 +87,45 @@ def test_table2_on_the_reference_trace(shared_data):
     assert max(dev["SrcMAC-SrcIP"], dev["SrcIP"]) * 10 < min(dev["SrcIP-DstIP"], dev["Socket"])
     assert not rows[("kitsune", MIRROR_PLAN.name)].identical_features
     assert rows[("kitsune", "one instance")].auc > 0.9
+
+
+def _replica_of(streams, n: int) -> np.ndarray:
+    """Replica receiving each packet (every packet is primary once, no mirrors here)."""
+    where = np.full(n, -1)
+    for r, idx in enumerate(streams.index):
+        where[idx] = r
+    assert (where >= 0).all()
+    return where
+
+
+def test_symmetric_socket_keeps_both_directions_of_a_flow_at_one_replica(synthetic):
+    from lego.experiments.split_sim import SYMMETRIC, plan_config
+    from lego.nfs import get
+
+    b = synthetic
+    n = len(b)
+    src = [(int(f), a.tobytes(), int(p)) for f, a, p in zip(b.src_family, b.src_addr, b.sport,
+                                                             strict=True)]
+    dst = [(int(f), a.tobytes(), int(p)) for f, a, p in zip(b.dst_family, b.dst_addr, b.dport,
+                                                             strict=True)]
+    forward = list(zip(src, dst, b.proto.tolist(), strict=True))
+    flow = [(p, min(s, d), max(s, d)) for s, d, p in forward]  # the 5-tuple up to direction
+    directions: dict = {}
+    for key, f in zip(flow, forward, strict=True):
+        directions.setdefault(key, set()).add(f)
+    both = {key for key, seen in directions.items() if len(seen) == 2}
+    assert len(both) > 50  # the trace has many conversations seen both ways
+    socket_sym = next(c for c in SYMMETRIC if c.name == "Socket (sym)")
+    socket = next(c for c in GRANULARITIES if c.name == "Socket")
+    assert plan_config(get("lucid").plan()).primary == socket_sym.primary
+    for k in range(2, 9):
+        owners = round_robin_owners(k)
+        sym = split(b, socket_sym, owners)
+        assert sym.mirrored_fraction == 0.0
+        at, plain = _replica_of(sym, n), _replica_of(split(b, socket, owners), n)
+        replicas, plain_replicas = {}, {}
+        for i, key in enumerate(flow):
+            replicas.setdefault(key, set()).add(at[i])
+            plain_replicas.setdefault(key, set()).add(plain[i])
+        assert all(len(r) == 1 for r in replicas.values()), f"K={k}"
+        assert sum(len(plain_replicas[key]) > 1 for key in both) > 0, f"K={k}"

@@ -1,0 +1,673 @@
+# cython: language_level=3
+"""LUCID's feature extraction kernel: frames in, (flow, window) fragments out.
+
+Private; the public API is :mod:`lego.nfs.lucid.features`, the specification
+:mod:`lego.nfs.lucid.features_spec` (with :mod:`lego.nfs.lucid.dissect_spec` for
+what Wireshark says of a frame). One pass over a capture's frames, in order,
+without the GIL: the window clock, the dissection (headers, the application layer
+by port, TCP's relative acknowledgement numbers and TLS's record state), and the
+flow table, an open-addressing hash table keyed by the 5-tuple with its endpoints
+ordered, so that a packet and its reply find one entry.
+"""
+
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, realloc
+from libc.string cimport memset
+
+import numpy as np
+
+include "_tls.pxi"
+
+cdef enum:
+    NF = 11  # features per packet
+    TCP = 6
+    UDP = 17
+    ICMP = 1
+    IGMP = 2
+    SYN = 0x002
+    ACK = 0x010
+
+# the kinds of application layer a port leads to (lego.nfs.lucid.dissect: APP_KINDS)
+cdef enum:
+    K_PLAIN = 0  # the port's dissector, whatever the payload
+    K_HTTP = 1
+    K_TLS = 2
+    K_DNS = 3
+    K_SNMP = 4
+    K_NBDGM = 5
+
+# protocol-vocabulary bits (dissect_spec.VOCABULARY)
+cdef enum:
+    B_DATA = 1 << 1
+    B_ICMP = 1 << 5
+    B_IP = 1 << 6
+    B_TCP = 1 << 9
+    B_UDP = 1 << 11
+
+# highest-layer names the kernel itself gives (dissect.NAMES starts with them)
+cdef enum:
+    H_TCP = 0
+    H_UDP = 1
+    H_ICMP = 2
+    H_DATA = 3
+    H_IGMP = 4
+    H_SHORT = 5
+    H_MALFORMED = 6
+    H_SMB = 7
+    H_BROWSER = 8
+    H_TLS = 9
+    H_TEXT_LINES = 10
+    H_H1 = 11
+
+
+cdef struct Flow:
+    uint64_t k0  # lower endpoint's address << 32 | higher endpoint's address
+    uint64_t k1  # lower port << 24 | higher port << 8 | proto; 0 marks an empty slot...
+    uint8_t used  # ...with this flag, since a key may be all zero
+    int64_t id  # creation order (LUCID's flow order)
+    double window  # the window of the open fragment (valid when frag >= 0)
+    int64_t frag  # index of the flow's fragment in the current window, -1 if none
+    uint32_t base[2]  # TCP base sequence number per direction (0: from the lower end)
+    uint8_t base_set[2]
+    uint32_t next_seq[2]  # TCP: end of the data seen per direction
+    uint8_t next_set[2]
+    TlsConv *tls  # the TLS conversation's state (NULL until a TLS payload)
+
+
+cdef inline uint64_t mix64(uint64_t x) noexcept nogil:
+    x ^= x >> 30
+    x *= <uint64_t>0xBF58476D1CE4E5B9
+    x ^= x >> 27
+    x *= <uint64_t>0x94D049BB133111EB
+    x ^= x >> 31
+    return x
+
+
+cdef inline uint16_t be16(const uint8_t *p) noexcept nogil:
+    return (<uint16_t>p[0] << 8) | p[1]
+
+
+cdef inline uint32_t be32(const uint8_t *p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+cdef struct Pkt:
+    uint32_t src
+    uint32_t dst
+    uint16_t sport
+    uint16_t dport
+    uint8_t proto  # the key's: TCP, UDP, ICMP, or 0 for other IPv4
+    uint8_t ip_proto
+    int ihl
+    Py_ssize_t body  # where the IP payload starts and ends in the frame
+    Py_ssize_t end
+    double f[NF]
+    int highest
+    int64_t mask
+
+
+cdef class Extractor:
+    """LUCID's offline extraction over a capture given in batches of frames
+    (:meth:`feed`), fragments read out at the end (:meth:`fragments`)."""
+
+    cdef double t
+    cdef int n
+    cdef double start
+    cdef bint started
+    cdef int64_t frames_seen
+    cdef bint out_of_memory
+    # the flow table
+    cdef Flow *table
+    cdef int64_t cap
+    cdef int64_t count
+    # flows' stored keys, by creation order
+    cdef object keys
+    # fragments
+    cdef double *raw
+    cdef int64_t *frag_flow
+    cdef double *frag_window
+    cdef int64_t *frag_first
+    cdef int32_t *frag_n
+    cdef int64_t nfrag
+    cdef int64_t frag_cap
+    # dissection tables (lego.nfs.lucid.wireshark.kernel_tables)
+    cdef int16_t[::1] tcp_app
+    cdef int16_t[::1] udp_to
+    cdef int16_t[::1] udp_from
+    cdef uint8_t[::1] app_kind
+    cdef uint8_t[::1] app_binary
+    cdef int32_t[::1] app_highest
+    cdef int64_t[::1] app_mask
+    cdef double[::1] name_hash
+
+    def __cinit__(self, double t, int n, tcp_app, udp_to, udp_from, app_kind, app_binary,
+                  app_highest, app_mask, name_hash):
+        if not t > 0 or n < 1:
+            raise ValueError(f"LUCID extractor: expected t > 0 and n >= 1, got t={t}, n={n}")
+        self.t, self.n = t, n
+        self.started = False
+        self.cap = 1024
+        self.table = <Flow *>calloc(self.cap, sizeof(Flow))
+        self.frag_cap = 1024
+        self.raw = <double *>calloc(self.frag_cap * n * NF, sizeof(double))
+        self.frag_flow = <int64_t *>calloc(self.frag_cap, sizeof(int64_t))
+        self.frag_window = <double *>calloc(self.frag_cap, sizeof(double))
+        self.frag_first = <int64_t *>calloc(self.frag_cap, sizeof(int64_t))
+        self.frag_n = <int32_t *>calloc(self.frag_cap, sizeof(int32_t))
+        if (self.table == NULL or self.raw == NULL or self.frag_flow == NULL
+                or self.frag_window == NULL or self.frag_first == NULL or self.frag_n == NULL):
+            raise MemoryError()
+        self.keys = []
+        self.tcp_app, self.udp_to, self.udp_from = tcp_app, udp_to, udp_from
+        self.app_kind, self.app_binary = app_kind, app_binary
+        self.app_highest, self.app_mask = app_highest, app_mask
+        self.name_hash = name_hash
+
+    def __dealloc__(self):
+        cdef int64_t i
+        if self.table != NULL:
+            for i in range(self.cap):
+                if self.table[i].used:
+                    tls_free(self.table[i].tls)
+        free(self.table)
+        free(self.raw)
+        free(self.frag_flow)
+        free(self.frag_window)
+        free(self.frag_first)
+        free(self.frag_n)
+
+    # ------------------------------------------------------------ the pass
+
+    def feed(self, const uint8_t[::1] buffer, const int64_t[::1] offsets,
+             const uint32_t[::1] caplens, const double[::1] ts, const uint16_t[::1] linktypes,
+             const double[::1] windows=None, const int64_t[::1] index=None):
+        """Take the next frames of the capture, in order. ``windows``: each frame's window
+        start as the switch stamped it (a replica sees only its share of the frames, so
+        it cannot keep the clock itself); ``index``: each frame's index in the capture
+        (default: counted from 0 over the frames fed)."""
+        cdef Py_ssize_t i, m = offsets.shape[0]
+        cdef Pkt p
+        cdef Flow *flow
+        cdef const uint8_t *fr
+        cdef bint stamped = windows is not None, indexed = index is not None
+        if (stamped and windows.shape[0] != m) or (indexed and index.shape[0] != m):
+            raise ValueError(f"feed: expected windows and index for each of the {m} frames")
+        for i in range(m):
+            if stamped:
+                self.start, self.started = windows[i], True
+            elif not self.started or ts[i] > self.start + self.t:
+                self.start, self.started = ts[i], True
+            fr = &buffer[offsets[i]]
+            if not ipv4(fr, caplens[i], linktypes[i], &p):
+                continue
+            flow = self.lookup(&p)
+            if flow == NULL:
+                raise MemoryError()
+            if p.proto == TCP:
+                self.tcp(fr, flow, &p)
+            elif p.proto == UDP:
+                self.udp(fr, &p)
+            elif p.proto == ICMP:
+                self.icmp(fr, &p)
+            elif p.ip_proto == IGMP:
+                p.highest, p.mask = H_IGMP, B_IP
+            if self.out_of_memory:
+                raise MemoryError()
+            p.f[0] = ts[i]
+            p.f[2] = self.name_hash[p.highest]
+            p.f[4] = p.mask
+            if not self.store(flow, &p, index[i] if indexed else self.frames_seen + i):
+                raise MemoryError()
+        self.frames_seen += m
+
+    # ------------------------------------------------------------ dissection
+
+    cdef void tcp(self, const uint8_t *fr, Flow *flow, Pkt *p) noexcept:
+        cdef const uint8_t *h = fr + p.body
+        cdef uint32_t seq = be32(h + 4), ack = be32(h + 8)
+        cdef int hlen = (h[12] >> 4) * 4, flags = be16(h + 12) & 0x0FFF
+        cdef int d = 0 if src_is_low(p) else 1
+        cdef Py_ssize_t payload = p.body + hlen
+        cdef int app
+        p.f[5] = max(0, <int>p.f[1] - p.ihl - hlen)
+        p.f[7], p.f[8] = flags, be16(h + 14)
+        if (flags & (SYN | ACK)) == SYN and flow.base_set[d] and seq != flow.base[d]:
+            reset_conversation(flow)  # Wireshark: "TCP port numbers reused"
+        if not flow.base_set[d]:
+            flow.base[d] = seq if flags & SYN else seq - 1
+            flow.base_set[d] = 1
+        if flags & ACK:
+            if not flow.base_set[1 - d]:
+                flow.base[1 - d], flow.base_set[1 - d] = ack - 1, 1
+            p.f[6] = <uint32_t>(ack - flow.base[1 - d])
+        p.highest, p.mask = H_TCP, B_IP | B_TCP
+        if retransmits(flow, d, seq, <uint32_t>p.f[5]):
+            return  # Wireshark hands a retransmission to no application dissector
+        advance(flow, d, seq, <uint32_t>p.f[5])
+        if payload >= p.end:
+            return
+        app = self.port_app(self.tcp_app, p.sport, p.dport)
+        if app < 0:
+            p.highest, p.mask = H_DATA, p.mask | B_DATA
+        elif self.app_kind[app] == K_TLS:
+            if not self.tls(fr + payload, p.end - payload, seq, flow, d,
+                            self.tcp_app[p.dport] == app, p):
+                self.out_of_memory = True
+        elif self.app_kind[app] == K_HTTP:
+            self.http(fr + payload, p.end - payload, app, p)
+        else:
+            p.highest, p.mask = self.app_highest[app], p.mask | self.app_mask[app]
+
+    cdef void udp(self, const uint8_t *fr, Pkt *p) noexcept:
+        """The lower port's dissector, then the other's (wireshark.udp_layers)."""
+        cdef int first, second
+        cdef const uint8_t *pl = fr + p.body + 8
+        cdef Py_ssize_t captured = p.end - p.body - 8
+        cdef Py_ssize_t reported = <Py_ssize_t>be16(fr + p.body + 4) - 8
+        p.f[9] = reported + 8
+        p.highest, p.mask = H_UDP, B_IP | B_UDP
+        if p.sport < p.dport:
+            first, second = self.udp_from[p.sport], self.udp_to[p.dport]
+        else:
+            first, second = self.udp_to[p.dport], self.udp_from[p.sport]
+        if first >= 0 and self.name_app(first, pl, captured, reported, p):
+            return
+        if second >= 0 and self.name_app(second, pl, captured, reported, p):
+            return
+        if reported > 0:
+            p.highest, p.mask = H_DATA, p.mask | B_DATA
+
+    cdef bint name_app(self, int app, const uint8_t *pl, Py_ssize_t captured,
+                       Py_ssize_t reported, Pkt *p) noexcept:
+        """What ``app``'s dissector names the datagram (wireshark.app_layers); False
+        when it declines."""
+        cdef int kind = self.app_kind[app]
+        cdef Py_ssize_t need
+        if kind == K_SNMP and (captured < 1 or pl[0] != 0x30):
+            return False
+        p.highest, p.mask = self.app_highest[app], p.mask | self.app_mask[app]
+        if kind == K_NBDGM and captured >= 86 and pl[82] == 0xFF and pl[83] == 0x53 \
+                and pl[84] == 0x4D and pl[85] == 0x42:
+            p.highest = H_BROWSER if contains(pl, captured, b"\\MAILSLOT\\BROWSE") else H_SMB
+        elif kind == K_DNS:
+            need = dns_extent(pl, captured)
+            if need > reported:
+                p.highest = H_MALFORMED
+            elif need > captured:
+                p.highest = H_SHORT
+        elif self.app_binary[app] and captured < reported:  # the capture cut the datagram
+            p.highest = H_SHORT
+        return True
+
+    cdef inline int udp_app(self, int sport, int dport) noexcept:
+        """The lower port's dissector first (wireshark.udp_app), named by direction."""
+        cdef int app
+        if sport < dport:
+            app = self.udp_from[sport]
+            return app if app >= 0 else self.udp_to[dport]
+        app = self.udp_to[dport]
+        return app if app >= 0 else self.udp_from[sport]
+
+    cdef inline int port_app(self, const int16_t[::1] table, int sport, int dport) noexcept:
+        """Wireshark tries the lower port's dissector first."""
+        cdef int low = min(sport, dport), high = max(sport, dport)
+        return table[low] if table[low] >= 0 else table[high]
+
+    cdef void icmp(self, const uint8_t *fr, Pkt *p) noexcept:
+        """ICMP's type; an error quotes the datagram's IP header and the start of its
+        payload, which Wireshark dissects too (into frame.protocols, not the highest
+        layer)."""
+        cdef const uint8_t *h = fr + p.body
+        cdef Py_ssize_t q = p.body + 8, qihl, qend
+        cdef int app, t = h[0]
+        p.f[10] = t
+        p.highest, p.mask = H_ICMP, B_IP | B_ICMP
+        if t in (3, 4, 5, 11, 12) and p.end - q >= 20 and fr[q] >> 4 == 4:
+            qihl = (fr[q] & 0x0F) * 4
+            qend = q + qihl
+            if fr[q + 9] == TCP and p.end - qend >= 8:
+                p.mask |= B_TCP
+            elif fr[q + 9] == UDP and p.end - qend >= 8:
+                p.mask |= B_UDP
+                if p.end > qend + 8:
+                    app = self.udp_app(be16(fr + qend), be16(fr + qend + 2))
+                    p.mask |= self.app_mask[app] if app >= 0 else B_DATA
+                    p.highest = self.app_highest[app] if app >= 0 else H_DATA
+        elif p.end > q:
+            p.mask |= B_DATA
+
+    cdef void http(self, const uint8_t *pl, Py_ssize_t m, int app, Pkt *p) noexcept:
+        """An HTTP message in one segment; a body adds data-text-lines (text/*, the
+        highest layer) or data (dissect_spec._http)."""
+        cdef int body
+        p.highest, p.mask = self.app_highest[app], p.mask | self.app_mask[app]
+        if not http_start(pl, m):
+            return
+        body = http_body(pl, m)
+        if body > 0:
+            p.mask |= B_DATA
+        if body == 2:
+            p.highest = H_TEXT_LINES
+
+    cdef bint tls(self, const uint8_t *pl, Py_ssize_t m, uint32_t seq, Flow *flow, int d,
+                  bint from_client, Pkt *p) noexcept:
+        """TLS's layers for this segment (_tls.pxi); False when out of memory."""
+        cdef uint8_t layers[TL_MAX]
+        cdef int count, i
+        if flow.tls == NULL:
+            flow.tls = tls_new()
+            if flow.tls == NULL:
+                return False
+        count = tls_segment(flow.tls, pl, m, <int64_t><uint32_t>(seq - flow.base[d]),
+                            from_client, layers)
+        if count < 0:
+            return False
+        p.highest = H_TCP
+        for i in range(count):
+            if layers[i] == TL_DATA:
+                p.mask |= B_DATA
+            p.highest = (H_TLS if layers[i] == TL_TLS else H_DATA if layers[i] == TL_DATA
+                         else H_MALFORMED if layers[i] == TL_MALFORMED else H_H1)
+        return True
+
+    # ------------------------------------------------------------ the flow table
+
+    cdef Flow *lookup(self, Pkt *p) noexcept:
+        """The flow's entry (created, with the packet's direction stored, if new)."""
+        cdef bint low = src_is_low(p)
+        cdef uint64_t k0, k1
+        cdef Flow *f
+        if low:
+            k0 = (<uint64_t>p.src << 32) | p.dst
+            k1 = (<uint64_t>p.sport << 24) | (<uint64_t>p.dport << 8) | p.proto
+        else:
+            k0 = (<uint64_t>p.dst << 32) | p.src
+            k1 = (<uint64_t>p.dport << 24) | (<uint64_t>p.sport << 8) | p.proto
+        f = self.slot(k0, k1)
+        if f.used:
+            return f
+        if 2 * (self.count + 1) > self.cap:
+            if not self.grow():
+                return NULL
+            f = self.slot(k0, k1)
+        memset(f, 0, sizeof(Flow))
+        f.used, f.k0, f.k1 = 1, k0, k1
+        f.id, f.frag = self.count, -1
+        self.count += 1
+        self.keys.append((p.src, p.sport, p.dst, p.dport, p.proto))
+        return f
+
+    cdef inline Flow *slot(self, uint64_t k0, uint64_t k1) noexcept:
+        cdef uint64_t mask = <uint64_t>self.cap - 1
+        cdef uint64_t i = mix64(k0 ^ mix64(k1)) & mask
+        while self.table[i].used and (self.table[i].k0 != k0 or self.table[i].k1 != k1):
+            i = (i + 1) & mask
+        return &self.table[i]
+
+    cdef bint grow(self) noexcept:
+        cdef Flow *old = self.table
+        cdef int64_t i, n = self.cap
+        cdef Flow *f
+        self.table = <Flow *>calloc(2 * n, sizeof(Flow))
+        if self.table == NULL:
+            self.table = old
+            return False
+        self.cap = 2 * n
+        for i in range(n):
+            if old[i].used:
+                f = self.slot(old[i].k0, old[i].k1)
+                f[0] = old[i]
+        free(old)
+        return True
+
+    cdef bint store(self, Flow *flow, Pkt *p, int64_t index) noexcept:
+        """LUCID's store_packet: into the flow's fragment of this window while it holds
+        fewer than n packets; a flow's first packet in a window opens its fragment."""
+        cdef int64_t k
+        cdef int j
+        if flow.frag >= 0 and flow.window == self.start:
+            k = flow.frag
+            if self.frag_n[k] >= self.n:
+                return True
+        else:
+            if self.nfrag == self.frag_cap and not self.grow_fragments():
+                return False
+            k = self.nfrag
+            self.nfrag += 1
+            flow.frag, flow.window = k, self.start
+            self.frag_flow[k], self.frag_window[k], self.frag_first[k] = flow.id, self.start, index
+            self.frag_n[k] = 0
+        for j in range(NF):
+            self.raw[(k * self.n + self.frag_n[k]) * NF + j] = p.f[j]
+        self.frag_n[k] += 1
+        return True
+
+    cdef bint grow_fragments(self) noexcept:
+        cdef int64_t c = 2 * self.frag_cap
+        cdef void *r = realloc(self.raw, c * self.n * NF * sizeof(double))
+        if r == NULL:
+            return False
+        self.raw = <double *>r
+        memset(self.raw + self.frag_cap * self.n * NF, 0, self.frag_cap * self.n * NF * sizeof(double))
+        r = realloc(self.frag_flow, c * sizeof(int64_t))
+        if r == NULL:
+            return False
+        self.frag_flow = <int64_t *>r
+        r = realloc(self.frag_window, c * sizeof(double))
+        if r == NULL:
+            return False
+        self.frag_window = <double *>r
+        r = realloc(self.frag_first, c * sizeof(int64_t))
+        if r == NULL:
+            return False
+        self.frag_first = <int64_t *>r
+        r = realloc(self.frag_n, c * sizeof(int32_t))
+        if r == NULL:
+            return False
+        self.frag_n = <int32_t *>r
+        self.frag_cap = c
+        return True
+
+    # ------------------------------------------------------------ results
+
+    def frame_keys(self, const uint8_t[::1] buffer, const int64_t[::1] offsets,
+                   const uint32_t[::1] caplens, const uint16_t[::1] linktypes):
+        """LUCID's flow key (src, sport, dst, dport, proto) of each frame as sent: the
+        outer header's ports (an ICMP error's are 0, not the quoted ones); -1 rows
+        for frames that are not IPv4."""
+        out = np.full((offsets.shape[0], 5), -1, dtype=np.int64)
+        cdef int64_t[:, ::1] o = out
+        cdef Py_ssize_t i
+        cdef Pkt p
+        for i in range(offsets.shape[0]):
+            if ipv4(&buffer[offsets[i]], caplens[i], linktypes[i], &p):
+                o[i, 0], o[i, 1], o[i, 2], o[i, 3], o[i, 4] = p.src, p.sport, p.dst, p.dport, p.proto
+        return out
+
+    def clock(self, const double[::1] ts):
+        """The window start of each frame (LUCID's clock, which the switch keeps): what
+        :meth:`feed` takes as ``windows``. Advances this extractor's clock."""
+        out = np.empty(ts.shape[0])
+        cdef double[::1] o = out
+        cdef Py_ssize_t i
+        for i in range(ts.shape[0]):
+            if not self.started or ts[i] > self.start + self.t:
+                self.start, self.started = ts[i], True
+            o[i] = self.start
+        return out
+
+    def fragments(self):
+        """(flow id, window, first frame, packets, raw features) per fragment in LUCID's
+        order (by flow, then window), the time column made relative, and the flows'
+        stored keys (src, sport, dst, dport, proto) by flow id."""
+        cdef int64_t F = self.nfrag
+        raw = np.asarray(<double[:max(F, 1) * self.n * NF]>self.raw)[:F * self.n * NF].copy()
+        raw = raw.reshape(F, self.n, NF)
+        flow = np.asarray(<int64_t[:max(F, 1)]>self.frag_flow)[:F].copy()
+        window = np.asarray(<double[:max(F, 1)]>self.frag_window)[:F].copy()
+        first = np.asarray(<int64_t[:max(F, 1)]>self.frag_first)[:F].copy()
+        npkts = np.asarray(<int32_t[:max(F, 1)]>self.frag_n)[:F].astype(np.int64)
+        order = np.argsort(flow, kind="stable")
+        raw = raw[order]
+        rows = np.arange(self.n)[None, :] < npkts[order][:, None]
+        t0 = np.where(rows, raw[:, :, 0], np.inf).min(axis=1)
+        raw[:, :, 0] = np.where(rows, raw[:, :, 0] - t0[:, None], 0.0)
+        return (flow[order], window[order], first[order], npkts[order], raw,
+                np.array(self.keys, dtype=np.int64).reshape(-1, 5))
+
+
+cdef inline bint src_is_low(Pkt *p) noexcept nogil:
+    return p.src < p.dst or (p.src == p.dst and p.sport <= p.dport)
+
+
+cdef inline bint retransmits(Flow *f, int d, uint32_t seq, uint32_t length) noexcept nogil:
+    """Whether a segment's payload was all seen before (dissect_spec.Direction)."""
+    if length == 0 or not f.next_set[d]:
+        return False
+    return <uint32_t>(f.next_seq[d] - seq - length) < 0x80000000u
+
+
+cdef inline void advance(Flow *f, int d, uint32_t seq, uint32_t length) noexcept nogil:
+    cdef uint32_t end = seq + length
+    if not f.next_set[d] or <uint32_t>(end - f.next_seq[d]) < 0x80000000u:
+        f.next_seq[d], f.next_set[d] = end, 1
+
+
+cdef inline void reset_conversation(Flow *f) noexcept nogil:
+    f.base_set[0] = f.base_set[1] = 0
+    f.next_set[0] = f.next_set[1] = 0
+    tls_free(f.tls)
+    f.tls = NULL
+
+
+cdef bint ipv4(const uint8_t *fr, Py_ssize_t caplen, int linktype, Pkt *p) noexcept nogil:
+    """The frame's IPv4 header into ``p`` (key, lengths, flags); False if it has none."""
+    cdef Py_ssize_t at = 0
+    cdef int etype
+    if linktype == 1:
+        if caplen < 14:
+            return False
+        at, etype = 14, be16(fr + 12)
+        while (etype == 0x8100 or etype == 0x88A8 or etype == 0x9100) and caplen >= at + 4:
+            etype, at = be16(fr + at + 2), at + 4
+        if etype != 0x0800:
+            return False
+    elif linktype != 228 and linktype != 12 and linktype != 101:
+        return False
+    if caplen < at + 20 or fr[at] >> 4 != 4 or (fr[at] & 0x0F) < 5:
+        return False
+    memset(p, 0, sizeof(Pkt))
+    p.ihl = (fr[at] & 0x0F) * 4
+    p.f[1] = be16(fr + at + 2)
+    p.f[3] = fr[at + 6] >> 5
+    p.src, p.dst = be32(fr + at + 12), be32(fr + at + 16)
+    p.ip_proto = fr[at + 9]
+    p.highest, p.mask = H_DATA, B_IP | B_DATA
+    p.body = at + p.ihl
+    p.end = min(caplen, at + max(<Py_ssize_t>p.f[1], p.ihl))
+    if be16(fr + at + 6) & 0x3FFF:  # an IP fragment: Wireshark reassembles, we do not
+        return True
+    if p.ip_proto == TCP and p.end - p.body >= 20:
+        p.proto, p.sport, p.dport = TCP, be16(fr + p.body), be16(fr + p.body + 2)
+    elif p.ip_proto == UDP and p.end - p.body >= 8:
+        p.proto, p.sport, p.dport = UDP, be16(fr + p.body), be16(fr + p.body + 2)
+    elif p.ip_proto == ICMP and p.end - p.body >= 4:
+        p.proto = ICMP
+    return True
+
+
+cdef Py_ssize_t dns_extent(const uint8_t *pl, Py_ssize_t n) noexcept nogil:
+    """How many bytes a DNS-format message claims (wireshark.dns_extent)."""
+    cdef Py_ssize_t at = 12
+    cdef int section, size
+    cdef long count, i
+    if n < 12:
+        return 12
+    for section in range(4):
+        count = be16(pl + 4 + 2 * section)
+        for i in range(count):
+            while True:  # the name
+                if at >= n:
+                    return n + 1
+                size = pl[at]
+                if size == 0:
+                    at += 1
+                    break
+                if size & 0xC0 == 0xC0:
+                    at += 2
+                    break
+                at += 1 + (size & 0x3F)
+            if at > n:
+                return at
+            at += 4 if section == 0 else 10
+            if section and at <= n:
+                at += be16(pl + at - 2)
+            if at > n:
+                return at
+    return at
+
+
+cdef bint contains(const uint8_t *pl, Py_ssize_t n, const char *word) noexcept nogil:
+    cdef Py_ssize_t i, j
+    for i in range(n):
+        j = 0
+        while word[j] != 0 and i + j < n and pl[i + j] == <uint8_t>word[j]:
+            j += 1
+        if word[j] == 0:
+            return True
+    return False
+
+
+cdef bint starts(const uint8_t *pl, Py_ssize_t m, const char *word) noexcept nogil:
+    cdef Py_ssize_t i = 0
+    while word[i] != 0:
+        if i >= m or pl[i] != <uint8_t>word[i]:
+            return False
+        i += 1
+    return True
+
+
+cdef bint http_start(const uint8_t *pl, Py_ssize_t m) noexcept nogil:
+    """A request line or a status line (dissect_spec.HTTP_STARTS)."""
+    return (starts(pl, m, b"GET ") or starts(pl, m, b"POST ") or starts(pl, m, b"PUT ")
+            or starts(pl, m, b"HEAD ") or starts(pl, m, b"DELETE ")
+            or starts(pl, m, b"OPTIONS ") or starts(pl, m, b"HTTP/"))
+
+
+cdef int http_body(const uint8_t *pl, Py_ssize_t m) noexcept nogil:
+    """0: no body after the header; 1: a body; 2: a body of a text/* content type."""
+    cdef Py_ssize_t i, line = 0, j, k
+    cdef bint text = False
+    for i in range(m - 1):
+        if pl[i] != 13 or pl[i + 1] != 10:
+            continue
+        if i == line and line > 0:  # the empty line ending the header
+            return 0 if i + 2 >= m else (2 if text else 1)
+        if line > 0 and header_is(pl + line, i - line, b"content-type"):
+            j = line + 12
+            while j < i and (pl[j] == 58 or pl[j] == 32 or pl[j] == 9):
+                j += 1
+            text = i - j >= 5 and lower_is(pl + j, b"text/")
+        line = i + 2
+    return 0
+
+
+cdef bint lower_is(const uint8_t *p, const char *word) noexcept nogil:
+    cdef Py_ssize_t i = 0
+    while word[i] != 0:
+        if p[i] | 0x20 != <uint8_t>word[i] and p[i] != <uint8_t>word[i]:
+            return False
+        i += 1
+    return True
+
+
+cdef bint header_is(const uint8_t *p, Py_ssize_t n, const char *name) noexcept nogil:
+    """Whether a header line's name is ``name`` (case-insensitive, spaces before ':')."""
+    cdef Py_ssize_t i = 0
+    while name[i] != 0:
+        if i >= n or (p[i] | 0x20) != <uint8_t>name[i] and p[i] != <uint8_t>name[i]:
+            return False
+        i += 1
+    while i < n and (p[i] == 32 or p[i] == 9):
+        i += 1
+    return i < n and p[i] == 58
