@@ -18,9 +18,8 @@ import numpy as np
 
 from bench.common import SHARED_DATA, Row, timed
 from lego.nfs.lucid.cnn import forward_spec, glorot_model
-from lego.nfs.lucid.features import new_extractor
+from lego.nfs.lucid.features import Capture, load_capture, new_extractor
 from lego.nfs.lucid.features_spec import extract_spec
-from lego.nfs.lucid.split import Capture, load_capture
 
 FE_TARGET_PPS = 1_000_000.0
 CNN_TARGET_FPS = 200_000.0

@@ -69,7 +69,7 @@ def _configure(c: SmallClient, primary: int, mirror: int) -> None:
                                     (pl.GROUP_SOCKET, pl.GROUP_NONE),
                                     (pl.GROUP_SRCMAC_SRCIP, pl.GROUP_SRCIP_DSTIP)])
 def test_bmv2_agrees_with_the_model(compiled, groups):
-    from test_pipeline import CASES  # the same crafted frames as the model's tests
+    from tests.test_pipeline import CASES  # the same crafted frames as the model's tests
 
     json_path, p4info_path = compiled
     with NetnsLab(3) as lab:

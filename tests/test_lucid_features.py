@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lego.errors import ConfigError, TraceError
 from lego.nfs.lucid.features import extract, new_extractor
 from lego.nfs.lucid.features_spec import extract_spec
 from lego.nfs.lucid.wireshark import layer_hash, protocols_mask
@@ -57,7 +58,7 @@ def test_the_generated_trace_fixture_value_for_value(synth3):
 
 
 def frames_of(path: Path):
-    from lego.nfs.lucid.split import load_capture
+    from lego.nfs.lucid.features import load_capture
 
     cap = load_capture(path)
     frames = [bytes(cap.buffer[o:o + c]) for o, c in zip(cap.offsets, cap.caplens, strict=True)]
@@ -73,7 +74,8 @@ def test_the_kernel_equals_its_specification(synth3, t, n):
 
 
 def test_stamped_windows_equal_the_extractors_own_clock(synth3):
-    from lego.nfs.lucid.split import load_capture, run, switch_clock
+    from lego.nfs.lucid.features import load_capture
+    from lego.nfs.lucid.split import run, switch_clock
 
     cap = load_capture(synth3)
     own, stamped = run(cap, 10.0, 10), run(cap, 10.0, 10, windows=switch_clock(cap, 10.0, 10))
@@ -122,13 +124,13 @@ def test_truncated_and_non_ip_frames_do_not_stop_the_pass(tmp_path):
 
 
 def test_bad_windows_and_captures_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="t > 0"):
+    with pytest.raises(ConfigError, match="t > 0"):
         new_extractor(0.0, 10)
-    with pytest.raises(ValueError, match="n >= 1"):
+    with pytest.raises(ConfigError, match="n >= 1"):
         new_extractor(10.0, 0)
     tsv = SHARED / "kitsune_mirai_first38363.tsv"
     if tsv.is_file():  # a capture of tshark's fields has no frames to dissect
-        with pytest.raises(ValueError, match="LUCID reads frames: expected a pcap"):
+        with pytest.raises(TraceError, match="LUCID reads frames: expected a pcap"):
             extract(tsv, 10.0, 10)
 
 

@@ -12,7 +12,8 @@ import pytest
 from lego import nfs
 from lego.experiments.split_sim import GRANULARITIES, plan_config
 from lego.ext.packets import read_trace
-from lego.nfs.lucid.split import as_sent, load_capture, split_experiment, split_rows
+from lego.nfs.lucid.features import load_capture
+from lego.nfs.lucid.split import as_sent, split_experiment, split_rows
 
 SYNFLOOD = Path(__file__).resolve().parents[2] / "shared" / "data" / "cic-ddos2019" / \
     "synflood.pcap"

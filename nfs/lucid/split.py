@@ -13,35 +13,12 @@ directions (or one host's flows) part, and fragments split or change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from lego.nfs.lucid.features import new_extractor
-
-
-@dataclass
-class Capture:
-    """A whole capture's frames (one mapped buffer, absolute offsets) and times."""
-
-    buffer: np.ndarray
-    offsets: np.ndarray
-    caplens: np.ndarray
-    ts: np.ndarray
-    linktypes: np.ndarray
-
-
-def load_capture(trace: str | Path) -> Capture:
-    from lego.ext.packets import open_trace
-
-    reader = open_trace(trace)
-    parts = list(reader.raw_batches())
-    if not parts:
-        return Capture(np.zeros(0, np.uint8), *(np.zeros(0, d) for d in
-                       (np.int64, np.uint32, np.float64, np.uint16)))
-    return Capture(parts[0].buffer, *(np.concatenate([getattr(p, f) for p in parts])
-                                      for f in ("offsets", "caplens", "ts", "linktypes")))
+from lego.nfs.lucid.features import Capture, load_capture, new_extractor
 
 
 @dataclass
@@ -161,10 +138,10 @@ def split_experiment(trace: Path, replicas: int, out: Path, model_path: Path | N
     t, n = model.window, model.n
     cap = load_capture(trace)
     batch = as_sent(cap, read_trace(trace))
-    plan = plan_config(nf.plan())
+    plan = replace(plan_config(nf.plan()), name="Algorithm 1: Socket (sym), the switch's clock")
     _, rows = split_rows(cap, batch, t, n, [plan], range(2, max(8, replicas) + 1), model)
     _, local = split_rows(cap, batch, t, n, [plan], [replicas], model, local_clock=True)
-    local[0].method += ", each replica's own clock"
+    local[0].method = "Algorithm 1: Socket (sym), each replica's own clock"
     _, others = split_rows(cap, batch, t, n, GRANULARITIES, [replicas], model)
     rows += local + others
     title = (f"LUCID split: {trace.name}, {len(cap.ts):,} frames, t = {t:g} s, n = {n}; "
