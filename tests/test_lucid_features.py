@@ -141,3 +141,76 @@ def test_the_protocols_feature_is_lucids_token_bitmask():
     assert protocols_mask("eth:ethertype:ip:udp:pn_rt:pn_io") == 64 + 2048
     assert protocols_mask("eth:ethertype:ip:tcp:tls:tls") == 64 + 512  # no "ssl" in 4.0
     assert layer_hash("TCP") == 78354535 and layer_hash("tls") == 18228385
+
+
+REAL = ("cic-ddos2019/webddos.pcap", "netspot_wifi.pcap", "netspot_openflow.pcapng",
+        "kitsune_mirai_first2000.pcap")
+
+
+@needs_shared
+@pytest.mark.parametrize("name", REAL)
+def test_the_kernel_equals_its_specification_on_real_captures(name):
+    frames, ts = frames_of(SHARED / name)
+    spec, kernel = extract_spec(frames, ts, 10.0, 10), extract(SHARED / name, 10.0, 10)
+    for field in FIELDS:
+        assert np.array_equal(getattr(spec, field), getattr(kernel, field)), field
+
+
+def eth_ipv4_tcp(src: int, dst: int, sport: int, dport: int, seq: int, payload: bytes,
+                 flags: int = 0x18) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 1, 0x50, flags, 1000, 0, 0) + payload
+    ip = struct.pack("!BBHHHBBHII", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, src, dst)
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp
+
+
+def openflow(kind: int, body: bytes) -> bytes:
+    return struct.pack("!BBHI", 4, kind, 8 + len(body), 7) + body
+
+
+def highest_per_packet(tmp_path, frames) -> list[float]:
+    from lego.ext.packets import write_pcap
+
+    write_pcap(tmp_path / "t.pcap", frames, [0.001 * i for i in range(len(frames))])
+    frags = extract(tmp_path / "t.pcap", 10.0, 100)
+    spec = extract_spec(frames, [0.001 * i for i in range(len(frames))], 10.0, 100)
+    assert np.array_equal(frags.raw, spec.raw)
+    return [frags.raw[0, i, 2] for i in range(int(frags.npkts[0]))], frags.raw[0, :, 4]
+
+
+def test_openflow_messages_across_segments_and_tcp_keep_alives(tmp_path):
+    a, b = 0x0A000001, 0x0A000002
+    packet_in = openflow(10, bytes(16) + struct.pack("!HH", 1, 4) + bytes(4) + bytes(2)
+                         + bytes(12) + b"\x08\x06" + bytes(28))  # an ARP inside
+    echo = openflow(2, b"")
+    stream = echo + packet_in + echo
+    cuts = [0, 5, 40, len(stream)]  # a cut header, then a message over two segments
+    frames, seq = [], 100
+    for lo, hi in zip(cuts, cuts[1:], strict=False):
+        frames.append(eth_ipv4_tcp(a, b, 40000, 6633, seq, stream[lo:hi]))
+        seq += hi - lo
+    frames.append(eth_ipv4_tcp(a, b, 40000, 6633, seq - 1, b"k", flags=0x10))  # keep-alive
+    frames.append(eth_ipv4_tcp(a, b, 40000, 6633, 100, stream[:5]))  # a retransmission
+    highest, protocols = highest_per_packet(tmp_path, frames)
+    assert highest == [layer_hash(x) for x in ("TCP", "OPENFLOW_V4", "OPENFLOW_V4", "DATA",
+                                               "TCP")]
+    assert protocols[2] == protocols_mask("ip:tcp:openflow:openflow_v4:eth:ethertype:arp")
+
+
+def test_the_packet_inside_an_openflow_message_sets_its_protocol_bits(tmp_path):
+    # pyshark 0.6 / tshark 4.0.17 on these frames: highest OPENFLOW_V4 for each, and
+    # frame.protocols ...:openflow_v4:eth:ethertype:arp / :data / :ip:udp
+    a, b = 0x0A000001, 0x0A000002
+    head = bytes(16) + struct.pack("!HH", 1, 4) + bytes(4) + bytes(2) + bytes(12)
+    udp = bytes.fromhex("450000300000400040110000c0a80001c0a80002") + bytes(28)
+    messages = [openflow(10, head + b"\x08\x06" + bytes(28)),
+                openflow(10, head + b"\x89\x99" + bytes(28)),
+                openflow(10, head + b"\x08\x00" + udp)]
+    frames, seq = [], 100
+    for m in messages:
+        frames.append(eth_ipv4_tcp(a, b, 40000, 6633, seq, m))
+        seq += len(m)
+    highest, protocols = highest_per_packet(tmp_path, frames)
+    assert highest == [layer_hash("OPENFLOW_V4")] * 3
+    assert protocols[:3].tolist() == [
+        protocols_mask(f"eth:ethertype:ip:tcp:openflow:openflow_v4:eth:ethertype:{inner}")
+        for inner in ("arp", "data", "ip:udp")]

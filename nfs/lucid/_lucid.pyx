@@ -12,7 +12,7 @@ ordered, so that a packet and its reply find one entry.
 
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
@@ -35,9 +35,11 @@ cdef enum:
     K_DNS = 3
     K_SNMP = 4
     K_NBDGM = 5
+    K_OPENFLOW = 6
 
 # protocol-vocabulary bits (dissect_spec.VOCABULARY)
 cdef enum:
+    B_ARP = 1 << 0
     B_DATA = 1 << 1
     B_ICMP = 1 << 5
     B_IP = 1 << 6
@@ -58,6 +60,7 @@ cdef enum:
     H_TLS = 9
     H_TEXT_LINES = 10
     H_H1 = 11
+    H_OPENFLOW = 12  # then OPENFLOW_V1, _V4, _V5, _V6
 
 
 cdef struct Flow:
@@ -72,6 +75,8 @@ cdef struct Flow:
     uint32_t next_seq[2]  # TCP: end of the data seen per direction
     uint8_t next_set[2]
     TlsConv *tls  # the TLS conversation's state (NULL until a TLS payload)
+    OpenFlowConv *of  # the OpenFlow conversation's state (NULL until one)
+    int16_t owner  # 1 + the app a TCP heuristic gave the conversation (0: none)
 
 
 cdef inline uint64_t mix64(uint64_t x) noexcept nogil:
@@ -169,6 +174,7 @@ cdef class Extractor:
             for i in range(self.cap):
                 if self.table[i].used:
                     tls_free(self.table[i].tls)
+                    free(self.table[i].of)
         free(self.table)
         free(self.raw)
         free(self.frag_flow)
@@ -241,17 +247,25 @@ cdef class Extractor:
                 flow.base[1 - d], flow.base_set[1 - d] = ack - 1, 1
             p.f[6] = <uint32_t>(ack - flow.base[1 - d])
         p.highest, p.mask = H_TCP, B_IP | B_TCP
+        if payload < p.end and keep_alive(flow, d, seq, <uint32_t>p.f[5]):
+            p.highest, p.mask = H_DATA, p.mask | B_DATA  # its byte goes to "data"
+            return
         if retransmits(flow, d, seq, <uint32_t>p.f[5]):
             return  # Wireshark hands a retransmission to no application dissector
         advance(flow, d, seq, <uint32_t>p.f[5])
         if payload >= p.end:
             return
-        app = self.port_app(self.tcp_app, p.sport, p.dport)
+        app = flow.owner - 1 if flow.owner else self.port_app(self.tcp_app, p.sport, p.dport)
+        if app < 0:
+            app = self.tcp_heuristic(fr + payload, p.end - payload, p.dport)
+            flow.owner = app + 1
         if app < 0:
             p.highest, p.mask = H_DATA, p.mask | B_DATA
         elif self.app_kind[app] == K_TLS:
-            if not self.tls(fr + payload, p.end - payload, seq, flow, d,
-                            self.tcp_app[p.dport] == app, p):
+            if not self.tls(fr + payload, p.end - payload, seq, flow, d, p):
+                self.out_of_memory = True
+        elif self.app_kind[app] == K_OPENFLOW:
+            if not openflow(fr + payload, p.end - payload, flow, d, p):
                 self.out_of_memory = True
         elif self.app_kind[app] == K_HTTP:
             self.http(fr + payload, p.end - payload, app, p)
@@ -349,8 +363,25 @@ cdef class Extractor:
         if body == 2:
             p.highest = H_TEXT_LINES
 
+    cdef int tcp_heuristic(self, const uint8_t *pl, Py_ssize_t m, int dport) noexcept:
+        """The app a TCP heuristic claims the conversation for, or -1
+        (wireshark.tcp_heuristic)."""
+        cdef int length
+        if dport == 6633 or dport == 6634 or dport == 6653:
+            return self.tcp_app[6653]
+        if m >= 5 and (pl[0] == 22 or pl[0] == 23):
+            length = be16(pl + 3)
+            if (be16(pl + 1) in (0x0300, 0x0301, 0x0302, 0x0303, 0x0101)
+                    and 0 < length < 16384 + 2048):
+                return self.tcp_app[443]
+        if (m >= 46 and pl[0] == 0x80 and pl[2] == 1 and be16(pl + 5) > 0
+                and be16(pl + 5) % 3 == 0 and (be16(pl + 7) == 0 or be16(pl + 7) == 16)
+                and be16(pl + 9) == 32):
+            return self.tcp_app[443]
+        return -1
+
     cdef bint tls(self, const uint8_t *pl, Py_ssize_t m, uint32_t seq, Flow *flow, int d,
-                  bint from_client, Pkt *p) noexcept:
+                  Pkt *p) noexcept:
         """TLS's layers for this segment (_tls.pxi); False when out of memory."""
         cdef uint8_t layers[TL_MAX]
         cdef int count, i
@@ -359,7 +390,7 @@ cdef class Extractor:
             if flow.tls == NULL:
                 return False
         count = tls_segment(flow.tls, pl, m, <int64_t><uint32_t>(seq - flow.base[d]),
-                            from_client, layers)
+                            d == 0, layers)
         if count < 0:
             return False
         p.highest = H_TCP
@@ -443,28 +474,14 @@ cdef class Extractor:
         return True
 
     cdef bint grow_fragments(self) noexcept:
-        cdef int64_t c = 2 * self.frag_cap
-        cdef void *r = realloc(self.raw, c * self.n * NF * sizeof(double))
-        if r == NULL:
+        cdef int64_t c = 2 * self.frag_cap, rows = self.n * NF
+        if not (regrow(<void **>&self.raw, c * rows * sizeof(double))
+                and regrow(<void **>&self.frag_flow, c * sizeof(int64_t))
+                and regrow(<void **>&self.frag_window, c * sizeof(double))
+                and regrow(<void **>&self.frag_first, c * sizeof(int64_t))
+                and regrow(<void **>&self.frag_n, c * sizeof(int32_t))):
             return False
-        self.raw = <double *>r
-        memset(self.raw + self.frag_cap * self.n * NF, 0, self.frag_cap * self.n * NF * sizeof(double))
-        r = realloc(self.frag_flow, c * sizeof(int64_t))
-        if r == NULL:
-            return False
-        self.frag_flow = <int64_t *>r
-        r = realloc(self.frag_window, c * sizeof(double))
-        if r == NULL:
-            return False
-        self.frag_window = <double *>r
-        r = realloc(self.frag_first, c * sizeof(int64_t))
-        if r == NULL:
-            return False
-        self.frag_first = <int64_t *>r
-        r = realloc(self.frag_n, c * sizeof(int32_t))
-        if r == NULL:
-            return False
-        self.frag_n = <int32_t *>r
+        memset(self.raw + self.frag_cap * rows, 0, self.frag_cap * rows * sizeof(double))
         self.frag_cap = c
         return True
 
@@ -516,6 +533,130 @@ cdef class Extractor:
                 np.array(self.keys, dtype=np.int64).reshape(-1, 5))
 
 
+cdef enum:
+    OF_HEAD = 512  # a message's bytes kept while it spans segments
+
+
+cdef struct OpenFlowConv:
+    int64_t missing[2]  # bytes still missing of a message; -1: a cut header
+    int32_t kept[2]
+    uint8_t head[2][OF_HEAD]
+
+
+cdef bint openflow(const uint8_t *pl, Py_ssize_t m, Flow *flow, int d, Pkt *p) noexcept nogil:
+    """OpenFlow messages across segments (dissect_spec.OpenFlowStream); False when out
+    of memory."""
+    cdef OpenFlowConv *c = flow.of
+    cdef Py_ssize_t at = 0, take, used
+    cdef int last = -1, n, version
+    if c == NULL:
+        c = flow.of = <OpenFlowConv *>calloc(1, sizeof(OpenFlowConv))
+        if c == NULL:
+            return False
+    p.highest = H_TCP
+    if c.missing[d] == -1:  # a cut header: complete it from this segment
+        n = c.kept[d]
+        take = min(m, <Py_ssize_t>(8 - n))
+        memcpy(c.head[d] + n, pl, take)
+        c.kept[d] += <int32_t>take
+        if c.kept[d] < 8:
+            return True
+        if be16(c.head[d] + 2) < 8:  # a bogus length ends the tvb
+            c.missing[d], c.kept[d] = 0, 0
+            return True
+        c.missing[d] = be16(c.head[d] + 2) - 8
+        pl, m = pl + take, m - take
+        if c.missing[d] == 0:
+            last = of_message(c.head[d], 8, p)
+    if c.missing[d] > 0:
+        take = min(<Py_ssize_t>c.missing[d], m)
+        n = <int>min(take, <Py_ssize_t>(OF_HEAD - c.kept[d]))
+        memcpy(c.head[d] + c.kept[d], pl, n)
+        c.kept[d] += n
+        c.missing[d] -= take
+        if c.missing[d]:
+            return True  # inside the message: nothing dissected
+        last = of_message(c.head[d], c.kept[d], p)
+        at = take
+    version = of_messages(pl + at, m - at, c, d, p, &used)
+    if version >= 0:
+        last = version
+    if last >= 0:
+        p.highest = H_OPENFLOW + last
+    return True
+
+
+cdef int of_messages(const uint8_t *pl, Py_ssize_t m, OpenFlowConv *c, int d, Pkt *p,
+                     Py_ssize_t *used) noexcept nogil:
+    """The whole messages of ``pl``; a message cut at the end is kept for the next
+    segments. Returns the last message's version code (of_message), -1 for none."""
+    cdef Py_ssize_t at = 0, length, rest
+    cdef int last = -1
+    while at < m:
+        rest = m - at
+        if rest < 8:
+            c.missing[d], c.kept[d] = -1, <int32_t>rest
+            memcpy(c.head[d], pl + at, rest)
+            break
+        length = be16(pl + at + 2)
+        if length < 8:  # a bogus length ends the tvb
+            break
+        if length > rest:
+            c.missing[d] = length - rest
+            c.kept[d] = <int32_t>min(rest, <Py_ssize_t>OF_HEAD)
+            memcpy(c.head[d], pl + at, c.kept[d])
+            break
+        last = of_message(pl + at, length, p)
+        at += length
+    used[0] = at
+    return last
+
+
+cdef int of_message(const uint8_t *msg, Py_ssize_t m, Pkt *p) noexcept nogil:
+    """One message: its version's code (0 OPENFLOW, 1 V1, 2 V4, 3 V5, 4 V6), and the
+    packet inside a packet-in or packet-out (the arp or the data bit)."""
+    cdef int version = 1 if msg[0] == 1 else 2 if msg[0] == 4 else 3 if msg[0] == 5 \
+        else 4 if msg[0] == 6 else 0
+    cdef Py_ssize_t inner
+    if msg[0] != 4 or m < 24:
+        return version
+    if msg[1] == 10:
+        inner = 24 + ((be16(msg + 26) if m >= 28 else 0) + 7) // 8 * 8 + 2
+    elif msg[1] == 13:
+        inner = 24 + be16(msg + 16)
+    else:
+        return version
+    if m - inner >= 14:
+        p.mask |= inner_packet(be16(msg + inner + 12), msg + inner + 14, m - inner - 14)
+    return version
+
+
+cdef int64_t inner_packet(int ethertype, const uint8_t *body, Py_ssize_t m) noexcept nogil:
+    """The protocols bits of a packet an OpenFlow message carries
+    (dissect_spec._inner_packet)."""
+    cdef int transport = -1
+    if ethertype == 0x0806:
+        return B_ARP
+    if ethertype == 0x0800 and m >= 20 and body[0] >> 4 == 4:
+        transport = body[9]
+    elif ethertype == 0x86DD and m >= 40:
+        transport = body[6]
+    else:
+        return B_DATA
+    return (B_IP if ethertype == 0x0800 else 0) | (
+        B_TCP if transport == 6 else B_UDP if transport == 17 else B_ICMP if transport == 1
+        else 0)
+
+
+cdef bint regrow(void **block, size_t size) noexcept nogil:
+    """realloc in place; False (the block untouched) when out of memory."""
+    cdef void *r = realloc(block[0], size)
+    if r == NULL:
+        return False
+    block[0] = r
+    return True
+
+
 cdef inline bint src_is_low(Pkt *p) noexcept nogil:
     return p.src < p.dst or (p.src == p.dst and p.sport <= p.dport)
 
@@ -533,11 +674,19 @@ cdef inline void advance(Flow *f, int d, uint32_t seq, uint32_t length) noexcept
         f.next_seq[d], f.next_set[d] = end, 1
 
 
+cdef inline bint keep_alive(Flow *f, int d, uint32_t seq, uint32_t length) noexcept nogil:
+    """A one-byte probe one below the data seen (dissect_spec.Direction.keep_alive)."""
+    return length == 1 and f.next_set[d] and f.next_seq[d] == seq + 1
+
+
 cdef inline void reset_conversation(Flow *f) noexcept nogil:
     f.base_set[0] = f.base_set[1] = 0
     f.next_set[0] = f.next_set[1] = 0
     tls_free(f.tls)
     f.tls = NULL
+    free(f.of)
+    f.of = NULL
+    f.owner = 0
 
 
 cdef bint ipv4(const uint8_t *fr, Py_ssize_t caplen, int linktype, Pkt *p) noexcept nogil:

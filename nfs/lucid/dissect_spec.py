@@ -15,10 +15,13 @@ from dataclasses import dataclass
 
 from lego.nfs.lucid.wireshark import (
     HTTP,
+    OPENFLOW,
     TCP_PORTS,
     TLS,
+    App,
     layer_hash,
     protocols_mask,
+    tcp_heuristic,
     udp_apps,
     udp_layers,
 )
@@ -74,6 +77,11 @@ class Direction:
             return False
         return ((self.next_seq - seq - length) & 0xFFFFFFFF) < 0x80000000
 
+    def keep_alive(self, seq: int, length: int) -> bool:
+        """A one-byte probe one below the data seen (Wireshark gives its byte to the
+        data dissector, whatever the port)."""
+        return length == 1 and self.next_seq == (seq + 1) & 0xFFFFFFFF
+
     def advance(self, seq: int, length: int) -> None:
         end = (seq + length) & 0xFFFFFFFF
         if self.next_seq is None or ((end - self.next_seq) & 0xFFFFFFFF) < 0x80000000:
@@ -87,6 +95,7 @@ class Conversation:
 
     ends: tuple[Direction, Direction]
     app: object = None
+    owner: App | None = None  # the dissector a heuristic gave the whole conversation
 
 
 class TcpConversations:
@@ -128,16 +137,14 @@ class Dissector:
         self.tcp = TcpConversations()
 
     @staticmethod
-    def tls(conv: Conversation, d: int, payload: bytes, seq: int, from_client: bool
-            ) -> tuple[list, str]:
+    def tls(conv: Conversation, d: int, payload: bytes, seq: int) -> tuple[list, str]:
         """TLS's layers for a segment (lego.nfs.lucid.tls_spec), with the TLS state kept
-        in the TCP conversation."""
+        in the TCP conversation (its two directions as the endpoints sort)."""
         from lego.nfs.lucid import tls_spec
 
         if conv.app is None:
             conv.app = tls_spec.TlsConversation()
-        layers = conv.app.segment(payload, (seq - conv.ends[d].base) & 0xFFFFFFFF,
-                                  from_client)
+        layers = conv.app.segment(payload, (seq - conv.ends[d].base) & 0xFFFFFFFF, d == 0)
         return list(tls_spec.protocols_tail(layers)), tls_spec.highest(layers)
 
     def packet(self, frame: bytes, linktype: int = 1) -> Packet | None:
@@ -173,16 +180,25 @@ class Dissector:
         payload = frame[at + hlen:end]
         p.layers, p.highest = ("ip", "tcp"), "TCP"
         direction = conv.ends[d]
+        if direction.keep_alive(seq, p.tcp_len) and payload:
+            p.layers, p.highest = ("ip", "tcp", "data"), "DATA"
+            return
         if direction.retransmits(seq, p.tcp_len):
             return
         direction.advance(seq, p.tcp_len)
         if not payload:
             return
-        app = _by_port(TCP_PORTS, sport, dport)
+        app = conv.owner or _by_port(TCP_PORTS, sport, dport)
+        if app is None:
+            app = conv.owner = tcp_heuristic(dport, payload)
         if app is None:
             tail, p.highest = ("data",), "DATA"
         elif app.kind == TLS:
-            tail, p.highest = self.tls(conv, d, payload, seq, TCP_PORTS.get(dport) == app)
+            tail, p.highest = self.tls(conv, d, payload, seq)
+        elif app.kind == OPENFLOW:
+            if conv.app is None:
+                conv.app = OpenFlowStream()
+            tail, p.highest = conv.app.segment(d, payload)
         else:
             tail, p.highest = app.layers.split(":"), app.highest
             if app.kind == HTTP and payload.startswith(HTTP_STARTS):
@@ -216,6 +232,82 @@ class Dissector:
                 app = apps[0] if apps else None  # quoted: named by its port only
                 p.layers += (app.layers,) if app is not None else ("data",)
                 p.highest = app.highest if app is not None else "DATA"
+
+
+class OpenFlowStream:
+    """OpenFlow over TCP as Wireshark cuts it (tcp_dissect_pdus: 8-byte headers, the
+    length at offset 2): per direction, the bytes still missing of a message that
+    spans segments, and its first bytes. A message adds ``openflow_<version>`` (the
+    highest layer) and, for a packet-in or packet-out, the packet inside: ``eth``,
+    ``ethertype`` and ``arp`` or ``data`` (other EtherTypes are not dissected further
+    here; an IP packet adds its IP and transport layers, not the application's)."""
+
+    HEAD = 512  # a message's bytes kept while it spans segments (its packet's start)
+    VERSIONS = {1: "openflow_v1", 4: "openflow_v4", 5: "openflow_v5", 6: "openflow_v6"}
+
+    def __init__(self) -> None:
+        self.missing = [0, 0]  # -1: an incomplete header, the next segment completes it
+        self.head = [b"", b""]
+
+    def segment(self, d: int, payload: bytes) -> tuple[list, str]:
+        layers: list[str] = []
+        at = 0
+        if self.missing[d] == -1:  # the header was cut: read again from its start
+            payload, self.missing[d] = self.head[d] + payload, 0
+        elif self.missing[d]:
+            take = min(self.missing[d], len(payload))
+            self.head[d] = (self.head[d] + payload[:take])[:self.HEAD]
+            self.missing[d] -= take
+            if self.missing[d]:
+                return [], "TCP"  # inside the message: nothing dissected
+            layers += ["openflow"] + self._message(self.head[d])
+            at = take
+        while at < len(payload):
+            rest = payload[at:]
+            if len(rest) < 8:
+                self.missing[d], self.head[d] = -1, rest
+                break
+            length = int.from_bytes(rest[2:4], "big")
+            if length < 8:  # a bogus length ends the tvb
+                break
+            if length > len(rest):
+                self.missing[d], self.head[d] = length - len(rest), rest[:self.HEAD]
+                break
+            layers += (["openflow"] if not layers else []) + self._message(rest[:length])
+            at += length
+        names = [x for x in layers if x.startswith("openflow_")]
+        return layers, (names[-1].upper() if names else "OPENFLOW" if layers else "TCP")
+
+    def _message(self, msg: bytes) -> list[str]:
+        layers = [self.VERSIONS.get(msg[0], "openflow")]
+        if msg[0] != 4 or len(msg) < 24:
+            return layers
+        if msg[1] == 10:  # packet-in: header, buffer, length, reason, table, cookie, match
+            match = int.from_bytes(msg[26:28], "big") if len(msg) >= 28 else 0
+            inner = 24 + (match + 7) // 8 * 8 + 2
+        elif msg[1] == 13:  # packet-out: header, buffer, in port, actions length, pad
+            inner = 24 + int.from_bytes(msg[16:18], "big")
+        else:
+            return layers
+        frame = msg[inner:]
+        if len(frame) < 14:
+            return layers
+        return layers + ["eth", "ethertype"] + _inner_packet(frame[12:14], frame[14:])
+
+
+INNER_TRANSPORT = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+
+
+def _inner_packet(ethertype: bytes, body: bytes) -> list[str]:
+    """The layers of a packet an OpenFlow message carries, as far as LUCID's vocabulary
+    tells them apart: ARP, IPv4/IPv6 and their transport, else data."""
+    if ethertype == b"\x08\x06":
+        return ["arp"]
+    if ethertype == b"\x08\x00" and len(body) >= 20 and body[0] >> 4 == 4:
+        return ["ip"] + ([INNER_TRANSPORT[body[9]]] if body[9] in INNER_TRANSPORT else [])
+    if ethertype == b"\x86\xdd" and len(body) >= 40:
+        return ["ipv6"] + ([INNER_TRANSPORT[body[6]]] if body[6] in INNER_TRANSPORT else [])
+    return ["data"]
 
 
 def _by_port(table: dict, sport: int, dport: int) -> str | None:

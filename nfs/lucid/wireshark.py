@@ -37,11 +37,12 @@ def protocols_mask(protocols: str) -> int:
 
 
 #: the kinds of application layer: the port's dissector whatever the payload, HTTP
-#: (a body adds its media layer), TLS (records across segments), the DNS message
+#: (a body adds its media layer), TLS (records across segments), OpenFlow (messages
+#: across segments, packets inside), the DNS message
 #: format (DNS, mDNS, LLMNR, NBNS: malformed when its counts run past the datagram),
 #: SNMP (a BER sequence, else the dissector declines), NetBIOS datagrams (an SMB
 #: browser announcement inside, or not)
-PLAIN, HTTP, TLS, DNS, SNMP, NBDGM = 0, 1, 2, 3, 4, 5
+PLAIN, HTTP, TLS, DNS, SNMP, NBDGM, OPENFLOW = 0, 1, 2, 3, 4, 5, 6
 MALFORMED, SHORT = "_WS.MALFORMED", "_WS.SHORT"
 
 
@@ -65,6 +66,7 @@ HTTP_PORTS = (80, 631, 1900, 2710, 2869, 3128, 3132, 3689, 5985, 8080, 8088, 113
 TCP_PORTS = {
     21: App("ftp", "FTP"),
     23: App("telnet", "TELNET"),
+    6653: App("openflow", "OPENFLOW", OPENFLOW),
     **{port: App("http", "HTTP", HTTP) for port in HTTP_PORTS},
     **{port: App("tls", "TLS", TLS) for port in TLS_PORTS},
 }
@@ -102,6 +104,31 @@ UDP_WELL_FORMED = {
 _to, _from = _probed_udp_ports()
 #: what a UDP port's dissector names a datagram sent to it, and one sent from it
 UDP_TO, UDP_FROM = _to | UDP_WELL_FORMED, _from | UDP_WELL_FORMED
+
+
+#: the TCP heuristic dissectors our traces meet, for a payload no port claims (each
+#: then owns the conversation): OpenFlow's (to one of its ports) and TLS's (a TLS
+#: handshake or application-data record header, or an SSLv2 ClientHello)
+OPENFLOW_HEURISTIC_PORTS = (6633, 6634, 6653)
+TLS_HEURISTIC_VERSIONS = (0x0300, 0x0301, 0x0302, 0x0303, 0x0101)
+TLS_MAX_RECORD = 16384 + 2048
+
+
+def tcp_heuristic(dport: int, payload: bytes) -> App | None:
+    if dport in OPENFLOW_HEURISTIC_PORTS:
+        return TCP_PORTS[6653]
+    if len(payload) >= 5 and payload[0] in (22, 23) and \
+            int.from_bytes(payload[1:3], "big") in TLS_HEURISTIC_VERSIONS and \
+            0 < int.from_bytes(payload[3:5], "big") < TLS_MAX_RECORD:
+        return TCP_PORTS[443]
+    return TCP_PORTS[443] if _sslv2_client_hello(payload) else None
+
+
+def _sslv2_client_hello(payload: bytes) -> bool:
+    if len(payload) < 46 or payload[0] != 0x80 or payload[2] != 1:
+        return False
+    specs, session, challenge = (int.from_bytes(payload[i:i + 2], "big") for i in (5, 7, 9))
+    return specs > 0 and specs % 3 == 0 and session in (0, 16) and challenge == 32
 
 
 def udp_apps(sport: int, dport: int) -> list[App]:
@@ -176,7 +203,8 @@ def udp_layers(sport: int, dport: int, payload: bytes, reported: int) -> tuple[l
 
 #: names the kernel gives by itself, in the kernel's order (H_TCP ...)
 BASE_NAMES = ("TCP", "UDP", "ICMP", "DATA", "IGMP", SHORT, MALFORMED, "SMB", "BROWSER", "TLS",
-              "DATA-TEXT-LINES", "H1")
+              "DATA-TEXT-LINES", "H1", "OPENFLOW", "OPENFLOW_V1", "OPENFLOW_V4", "OPENFLOW_V5",
+              "OPENFLOW_V6")
 
 
 def kernel_tables() -> dict[str, np.ndarray]:
