@@ -50,10 +50,9 @@ SHIM_TS = slice(14 + 2 + 12, 14 + 2 + 18)  # the shim's 48-bit timestamp (after 
 
 def corpus(seed: int = 7) -> list[bytes]:
     """At least 2,000 frames: real, synthetic, tagged, truncated and malformed."""
-    from tests.test_pipeline import CASES
-
     from lego.ext.packets import open_trace
     from lego.topo.traffic_synth import generate
+    from tests.test_pipeline import CASES
 
     rng = random.Random(seed)
     frames: list[bytes] = []
