@@ -56,6 +56,7 @@ def feature_rows(quick: bool) -> list[Row]:
         cap = load_capture(path)
         seconds, frags = timed(_kernel_pass, cap, 10.0, 10, repeat=3 if quick else 7)
         spec = _spec_pps(cap, 10.0, 10, 5_000 if quick else 30_000)
+        cap.close()
         rows.append(Row(f"lucid features kernel ({label}, 10t-10n, {frags:,} fragments)",
                         len(cap.ts), seconds, "spec, same frames (prefix)", spec,
                         FE_TARGET_PPS))

@@ -4,14 +4,14 @@ An NF's Algorithm-1 plan (:meth:`lego.nfs.NetworkFunction.plan`) is applied to a
 trace by the switch's own decisions (:func:`lego.experiments.split_sim.split`), the
 buckets dealt to K replicas round robin. A replica's load is every frame the switch
 sends it: its primaries plus the mirror copies it receives, all frames alike (the
-switch splits every frame, whatever the NF then keeps: LUCID, for one, stores only
-IPv4 frames). Its share is that count over the frames all replicas receive, so the
-shares sum to 1 and an even split gives each 1/K.
+switch splits every frame, whatever the NF then keeps: an NF that reads only IPv4
+frames still receives the others). Its share is that count over the frames all
+replicas receive, so the shares sum to 1 and an even split gives each 1/K.
 
-A host-keyed split (Kitsune: the source's owner, plus a mirror to the
-destination's) puts all of one attacking host's frames on one replica and their
-mirrors on its victim's; a flow-keyed split (LUCID: the symmetric 5-tuple) spreads
-an attack of many flows over all of them. Nothing here knows an NF: each is named
+A host-keyed split (the source's owner, plus a mirror to the destination's) puts all
+of one attacking host's frames on one replica and their mirrors on its victim's; a
+flow-keyed split (the symmetric 5-tuple) spreads an attack of many flows over all of
+them. Nothing here knows an NF: each is named
 by the caller and planned through its declaration.
 """
 
@@ -100,7 +100,7 @@ def title_for(trace: str, frames: int, start: int = 0) -> str:
     part = f"frames {start:,}.. ({frames:,})" if start else f"{frames:,} frames"
     return (f"Hot spot: {trace}, {part}; each replica's share of the frames the "
             "switch sends the replicas (primaries + mirror copies; every frame counted, also "
-            "those the NF then skips, e.g. LUCID's non-IPv4), buckets dealt round robin")
+            "those the NF then skips), buckets dealt round robin")
 
 
 def _shares(row: HotspotRow) -> str:
@@ -177,7 +177,7 @@ def write_outputs(rows: Sequence[HotspotRow], out: Path, trace: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     stem = out / (f"hotspot_{Path(trace).stem}" + (f"_from{start}" if start else ""))
     title = title_for(Path(trace).name, rows[0].frames if rows else 0, start)
-    stem.with_suffix(".md").write_text(to_markdown(rows, title))
-    write_csv(rows, stem.with_suffix(".csv"), Path(trace).name)
-    plot(rows, stem.with_suffix(".png"), title)
+    stem.with_name(stem.name + ".md").write_text(to_markdown(rows, title))
+    write_csv(rows, stem.with_name(stem.name + ".csv"), Path(trace).name)
+    plot(rows, stem.with_name(stem.name + ".png"), title)
     return stem

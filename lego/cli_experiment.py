@@ -42,9 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                        "each NF's split, K = 2, 4, 8")
     p.add_argument("--trace", type=existing_file, metavar="TRACE",
                    help="pcap/pcapng/TSV (default: the generated synthetic IoT trace)")
-    p.add_argument("--nf", type=name_list, default=("kitsune", "lucid"), metavar="NF[,NF...]",
+    p.add_argument("--nf", type=name_list, metavar="NF[,NF...]",
                    help="NFs, each split by its Algorithm-1 plan with its default options "
-                        "(default: kitsune,lucid)")
+                        "(default: every built-in NF)")
     p.add_argument("--replicas", "-k", type=positive_int_list, default=(2, 4, 8),
                    metavar="K[,K...]", help="replica counts (default: 2,4,8)")
     p.add_argument("--start", type=non_negative_int, default=0, metavar="N",
@@ -64,6 +64,11 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     nf = nfs.get(args.nf or nfs.DEFAULT)
     if nf.split_experiment is not None:
+        given = [flag for flag, value in (("--labels", args.labels), ("--fm", args.fm),
+                                          ("--ad", args.ad)) if value is not None]
+        if given:
+            raise SystemExit(f"lego experiment split: {', '.join(given)}: not read by NF "
+                             f"{nf.name!r}'s split experiment")
         args.out.mkdir(parents=True, exist_ok=True)
         trace = args.trace or default_trace(args.out)
         rows = nf.split_experiment(trace, args.replicas, args.out, args.model)
@@ -72,6 +77,8 @@ def cmd_split(args: argparse.Namespace) -> int:
         return 0 if rows else 1
     if nf.name != nfs.DEFAULT:
         raise SystemExit(f"lego experiment split: NF {nf.name!r} declares no split experiment")
+    if args.model is not None:
+        raise SystemExit("lego experiment split: --model: Table II trains its own models")
     from lego.experiments.table2 import (
         algorithm1_lines,
         grace_for,
@@ -82,7 +89,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     )
     from lego.ext.packets import read_trace
     from lego.metrics import load_labels
-    from lego.topo.traffic_synth import default_trace, labels_path
+    from lego.topo.traffic_synth import labels_path
 
     args.out.mkdir(parents=True, exist_ok=True)
     trace = args.trace or default_trace(args.out)
@@ -96,9 +103,9 @@ def cmd_split(args: argparse.Namespace) -> int:
     title = (f"Table II: {trace.name}, {len(batch):,} packets, K = {args.replicas} replicas, "
              f"trained on the first {fm + ad + 1:,} (FM {fm}, AD {ad})")
     stem = args.out / f"table2_{trace.stem}_k{args.replicas}"
-    stem.with_suffix(".md").write_text(to_markdown(rows, title))
-    write_csv(rows, stem.with_suffix(".csv"))
-    plot(rows, stem.with_suffix(".png"), title)
+    stem.with_name(stem.name + ".md").write_text(to_markdown(rows, title))
+    write_csv(rows, stem.with_name(stem.name + ".csv"))
+    plot(rows, stem.with_name(stem.name + ".png"), title)
     _print(rows, title)
     for line in algorithm1_lines():
         Console().print(line)
@@ -113,7 +120,8 @@ def cmd_hotspot(args: argparse.Namespace) -> int:
     from lego.ext.packets import read_trace
     from lego.topo.traffic_synth import default_trace
 
-    declared = [nfs.get(name) for name in args.nf]  # an unknown name: ConfigError first
+    declared = ([nfs.get(name) for name in args.nf] if args.nf  # unknown: ConfigError first
+                else nfs.all_builtin())
     args.out.mkdir(parents=True, exist_ok=True)
     trace = args.trace or default_trace(args.out)
     batch = read_trace(trace)

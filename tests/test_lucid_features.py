@@ -214,3 +214,57 @@ def test_the_packet_inside_an_openflow_message_sets_its_protocol_bits(tmp_path):
     assert protocols[:3].tolist() == [
         protocols_mask(f"eth:ethertype:ip:tcp:openflow:openflow_v4:eth:ethertype:{inner}")
         for inner in ("arp", "data", "ip:udp")]
+
+
+def mutated(frames: list[bytes], rng) -> list[bytes]:
+    """Frames with headers damaged the ways captures are: bytes flipped in the first 80,
+    cut short, IP fragment bits and odd protocol numbers."""
+    out = []
+    for f in frames:
+        f = bytearray(f)
+        for _ in range(rng.integers(0, 4)):
+            f[rng.integers(0, min(len(f), 80))] = rng.integers(0, 256)
+        if rng.random() < 0.2:
+            f = f[:rng.integers(0, len(f) + 1)]
+        if rng.random() < 0.05 and len(f) > 23:
+            f[20] |= 0x20  # more fragments
+            f[23] = rng.choice([2, 6, 17, 1, 47])
+        out.append(bytes(f))
+    return out
+
+
+def http_frames() -> list[bytes]:
+    a, b = 0x0A000001, 0x0A000002
+    bodies = [b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<p>",
+              b"HTTP/1.1 200 OK\r\nContent-Type: text/x\r\nContent-Type: image/png\r\n\r\nx",
+              b"HTTP/1.1 200 OK\r\ncontent-TYPE :\ttext/plain\r\n\r\nx",
+              b"HTTP/1.1 200 OK\r\nContent-Type:: text/html\r\n\r\nx",
+              b"HTTP/1.1 200 OK\r\n Content-Type: text/html\r\n\r\nx",
+              b"HTTP/1.1 200 OK\r\nContent-Type: TEXT/html\r\n\r\n",
+              b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]
+    return [eth_ipv4_tcp(a, b, 80, 40000 + i, 1000, body) for i, body in enumerate(bodies)]
+
+
+@pytest.mark.parametrize("linktype", [1, 113, 276, 228])
+def test_the_kernel_equals_its_specification_on_damaged_frames(synth3, tmp_path, linktype):
+    from lego.ext.packets import write_pcap
+
+    frames, ts = frames_of(synth3)
+    rng = np.random.default_rng(linktype)
+    pick = np.sort(rng.choice(len(frames), 3000, replace=False))
+    chosen = [frames[i] for i in pick] + http_frames()
+    if linktype == 113:  # Linux cooked v1: 16 bytes, the protocol at 14
+        chosen = [bytes(14) + f[12:] for f in chosen]
+    elif linktype == 276:  # v2: 20 bytes, the protocol first
+        chosen = [f[12:14] + bytes(18) + f[14:] for f in chosen]
+    elif linktype == 228:  # raw IPv4
+        chosen = [f[14:] for f in chosen]
+    damaged = mutated(chosen, rng)
+    times = np.arange(len(damaged)) * 0.01
+    write_pcap(tmp_path / "d.pcap", damaged, times, linktype)
+    _, stored = frames_of(tmp_path / "d.pcap")  # the times as the capture holds them
+    kernel = extract(tmp_path / "d.pcap", 2.0, 10)
+    spec = extract_spec(damaged, stored, 2.0, 10, linktype)
+    assert len(kernel.window) > 100
+    for field in FIELDS:
+        assert np.array_equal(getattr(spec, field), getattr(kernel, field)), field

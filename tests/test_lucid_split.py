@@ -74,3 +74,13 @@ def test_the_experiment_writes_its_table(generated, tmp_path):
     assert [r.k for r in rows[:7]] == list(range(2, 9))
     assert all(r.identical == 1.0 and r.decisions_changed == 0.0 for r in rows[:7])
     assert all(r.identical < 1.0 and r.decisions_changed is not None for r in rows[7:])
+
+
+def test_a_capture_without_frames_splits_into_nothing(tmp_path):
+    from lego.ext.packets import write_pcap
+
+    write_pcap(tmp_path / "empty.v2.pcap", [], [])
+    cap = load_capture(tmp_path / "empty.v2.pcap")
+    one, rows = split_rows(cap, as_sent(cap, read_trace(tmp_path / "empty.v2.pcap")), 10.0,
+                           10, [plan_config(nfs.get("lucid").plan())], [2])
+    assert len(one.first) == 0 and rows[0].fragments == 0 and rows[0].identical == 1.0

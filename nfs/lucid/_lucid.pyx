@@ -27,7 +27,7 @@ cdef enum:
     SYN = 0x002
     ACK = 0x010
 
-# the kinds of application layer a port leads to (lego.nfs.lucid.dissect: APP_KINDS)
+# the kinds of application layer a port leads to (lego.nfs.lucid.wireshark: PLAIN ...)
 cdef enum:
     K_PLAIN = 0  # the port's dissector, whatever the payload
     K_HTTP = 1
@@ -46,7 +46,7 @@ cdef enum:
     B_TCP = 1 << 9
     B_UDP = 1 << 11
 
-# highest-layer names the kernel itself gives (dissect.NAMES starts with them)
+# highest-layer names the kernel itself gives (wireshark.BASE_NAMES, in this order)
 cdef enum:
     H_TCP = 0
     H_UDP = 1
@@ -103,6 +103,7 @@ cdef struct Pkt:
     uint16_t dport
     uint8_t proto  # the key's: TCP, UDP, ICMP, or 0 for other IPv4
     uint8_t ip_proto
+    bint fragment  # an IP fragment: no layer above IP is read
     int ihl
     Py_ssize_t body  # where the IP payload starts and ends in the frame
     Py_ssize_t end
@@ -198,6 +199,7 @@ cdef class Extractor:
         cdef bint stamped = windows is not None, indexed = index is not None
         if (stamped and windows.shape[0] != m) or (indexed and index.shape[0] != m):
             raise ValueError(f"feed: expected windows and index for each of the {m} frames")
+        check_frames(buffer, offsets, caplens, linktypes, ts)
         for i in range(m):
             if stamped:
                 self.start, self.started = windows[i], True
@@ -215,7 +217,7 @@ cdef class Extractor:
                 self.udp(fr, &p)
             elif p.proto == ICMP:
                 self.icmp(fr, &p)
-            elif p.ip_proto == IGMP:
+            elif p.ip_proto == IGMP and not p.fragment:
                 p.highest, p.mask = H_IGMP, B_IP
             if self.out_of_memory:
                 raise MemoryError()
@@ -314,7 +316,7 @@ cdef class Extractor:
         return True
 
     cdef inline int udp_app(self, int sport, int dport) noexcept:
-        """The lower port's dissector first (wireshark.udp_app), named by direction."""
+        """The lower port's dissector first (wireshark.udp_apps), named by direction."""
         cdef int app
         if sport < dport:
             app = self.udp_from[sport]
@@ -492,6 +494,7 @@ cdef class Extractor:
         """LUCID's flow key (src, sport, dst, dport, proto) of each frame as sent: the
         outer header's ports (an ICMP error's are 0, not the quoted ones); -1 rows
         for frames that are not IPv4."""
+        check_frames(buffer, offsets, caplens, linktypes)
         out = np.full((offsets.shape[0], 5), -1, dtype=np.int64)
         cdef int64_t[:, ::1] o = out
         cdef Py_ssize_t i
@@ -648,6 +651,19 @@ cdef int64_t inner_packet(int ethertype, const uint8_t *body, Py_ssize_t m) noex
         else 0)
 
 
+def check_frames(buffer, offsets, caplens, linktypes, ts=None) -> None:
+    """The kernel reads without bounds checks: every array one entry per frame, every
+    frame inside the buffer."""
+    m = len(offsets)
+    if len(caplens) != m or len(linktypes) != m or (ts is not None and len(ts) != m):
+        raise ValueError(f"LUCID extractor: expected offsets, caplens, linktypes and ts of one "
+                         f"length, got {m}, {len(caplens)}, {len(linktypes)}, "
+                         f"{None if ts is None else len(ts)}")
+    if m and (np.asarray(offsets).min() < 0 or (np.asarray(offsets)
+              + np.asarray(caplens, dtype=np.int64)).max() > len(buffer)):
+        raise ValueError("LUCID extractor: a frame lies outside the buffer")
+
+
 cdef bint regrow(void **block, size_t size) noexcept nogil:
     """realloc in place; False (the block untouched) when out of memory."""
     cdef void *r = realloc(block[0], size)
@@ -701,6 +717,10 @@ cdef bint ipv4(const uint8_t *fr, Py_ssize_t caplen, int linktype, Pkt *p) noexc
             etype, at = be16(fr + at + 2), at + 4
         if etype != 0x0800:
             return False
+    elif linktype == 113 or linktype == 276:  # Linux cooked captures (v1, v2)
+        at = 16 if linktype == 113 else 20
+        if caplen < at or be16(fr + (14 if linktype == 113 else 0)) != 0x0800:
+            return False
     elif linktype != 228 and linktype != 12 and linktype != 101:
         return False
     if caplen < at + 20 or fr[at] >> 4 != 4 or (fr[at] & 0x0F) < 5:
@@ -715,6 +735,7 @@ cdef bint ipv4(const uint8_t *fr, Py_ssize_t caplen, int linktype, Pkt *p) noexc
     p.body = at + p.ihl
     p.end = min(caplen, at + max(<Py_ssize_t>p.f[1], p.ihl))
     if be16(fr + at + 6) & 0x3FFF:  # an IP fragment: Wireshark reassembles, we do not
+        p.fragment = True
         return True
     if p.ip_proto == TCP and p.end - p.body >= 20:
         p.proto, p.sport, p.dport = TCP, be16(fr + p.body), be16(fr + p.body + 2)
@@ -784,39 +805,50 @@ cdef bint http_start(const uint8_t *pl, Py_ssize_t m) noexcept nogil:
 
 
 cdef int http_body(const uint8_t *pl, Py_ssize_t m) noexcept nogil:
-    """0: no body after the header; 1: a body; 2: a body of a text/* content type."""
-    cdef Py_ssize_t i, line = 0, j, k
+    """0: no body after the header; 1: a body; 2: a body whose (last) Content-Type is
+    text/* (dissect_spec._http)."""
+    cdef Py_ssize_t i, line = 0, value
     cdef bint text = False
     for i in range(m - 1):
         if pl[i] != 13 or pl[i + 1] != 10:
             continue
         if i == line and line > 0:  # the empty line ending the header
             return 0 if i + 2 >= m else (2 if text else 1)
-        if line > 0 and header_is(pl + line, i - line, b"content-type"):
-            j = line + 12
-            while j < i and (pl[j] == 58 or pl[j] == 32 or pl[j] == 9):
-                j += 1
-            text = i - j >= 5 and lower_is(pl + j, b"text/")
+        if line > 0:
+            value = header_value(pl + line, i - line, b"content-type")
+            if value >= 0:
+                text = lower_is(pl + line + value, i - line - value, b"text/")
         line = i + 2
     return 0
 
 
-cdef bint lower_is(const uint8_t *p, const char *word) noexcept nogil:
+cdef inline uint8_t ascii_lower(uint8_t c) noexcept nogil:
+    return c + 32 if 65 <= c <= 90 else c
+
+
+cdef bint lower_is(const uint8_t *p, Py_ssize_t n, const char *word) noexcept nogil:
+    """Whether ``p`` starts with ``word`` (lower case), ASCII case-insensitively."""
     cdef Py_ssize_t i = 0
     while word[i] != 0:
-        if p[i] | 0x20 != <uint8_t>word[i] and p[i] != <uint8_t>word[i]:
+        if i >= n or ascii_lower(p[i]) != <uint8_t>word[i]:
             return False
         i += 1
     return True
 
 
-cdef bint header_is(const uint8_t *p, Py_ssize_t n, const char *name) noexcept nogil:
-    """Whether a header line's name is ``name`` (case-insensitive, spaces before ':')."""
+cdef Py_ssize_t header_value(const uint8_t *p, Py_ssize_t n, const char *name) noexcept nogil:
+    """Where a header line's value starts if its name is ``name`` (case-insensitive,
+    blanks allowed before the colon and skipped after it), else -1."""
     cdef Py_ssize_t i = 0
     while name[i] != 0:
-        if i >= n or (p[i] | 0x20) != <uint8_t>name[i] and p[i] != <uint8_t>name[i]:
-            return False
+        if i >= n or ascii_lower(p[i]) != <uint8_t>name[i]:
+            return -1
         i += 1
     while i < n and (p[i] == 32 or p[i] == 9):
         i += 1
-    return i < n and p[i] == 58
+    if i >= n or p[i] != 58:
+        return -1
+    i += 1
+    while i < n and (p[i] == 32 or p[i] == 9):
+        i += 1
+    return i

@@ -91,6 +91,7 @@ def _add_training(p: argparse.ArgumentParser) -> None:
 def _samples(traces, labels, pairs, t: float, n: int):
     from lego.nfs.lucid.detect import parse_pairs, samples
 
+    _one_labelling(labels, pairs)
     if labels and len(labels) != len(traces):
         raise SystemExit(f"lego lucid: {len(labels)} label files for {len(traces)} captures "
                          "(give one per capture, in order)")
@@ -103,11 +104,17 @@ def _samples(traces, labels, pairs, t: float, n: int):
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def _one_labelling(labels, pairs) -> None:
+    if labels and pairs:
+        raise SystemExit("lego lucid: --labels and --pair: give one way to label, not both")
+
+
 def cmd_features(args: argparse.Namespace) -> int:
     from lego.nfs.lucid.detect import labels_for, parse_pairs
     from lego.nfs.lucid.features import extract
 
     start = time.perf_counter()
+    _one_labelling(args.labels, args.pair)
     frags = extract(args.input, args.window, args.packets)
     seconds = time.perf_counter() - start
     packet_labels = None
@@ -130,8 +137,7 @@ def _train(args: argparse.Namespace, X: np.ndarray, y: np.ndarray):
     start = time.perf_counter()
     model, history = train(X, y, k=args.filters, lr=args.lr, batch=args.batch,
                            epochs=args.epochs, patience=args.patience, dropout=args.dropout,
-                           seed=args.seed)
-    model.window = args.window
+                           seed=args.seed, window=args.window)
     stderr.print(f"trained on {len(y):,} fragments in {time.perf_counter() - start:.1f} s: "
                  f"best epoch {history.best_epoch + 1}, validation loss "
                  f"{history.val_loss[history.best_epoch]:.4f}, accuracy "
@@ -163,6 +169,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from lego.nfs.lucid.detect import labels_for, parse_pairs
     from lego.nfs.lucid.features import extract
 
+    _one_labelling(args.labels, args.pair)
     model = LucidCNN.load(args.model)
     frags = extract(args.input, model.window, model.n)
     prob, decision = model.predict(frags.X)
@@ -183,6 +190,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.test_labels and len(args.test_labels) != len(args.test):
+        raise SystemExit(f"lego lucid run: {len(args.test_labels)} --test-labels for "
+                         f"{len(args.test)} --test captures (give one per capture, in order)")
     X, y = _samples(args.input, args.labels, args.pair, args.window, args.packets)
     model = _train(args, X, y)
     if args.save_model:

@@ -8,8 +8,8 @@ positions, Dense(1) and a sigmoid; a fragment is an attack when its probability 
 :meth:`LucidCNN.forward` is the fast path: the convolution is ONE matrix product of the
 unfolded windows (a strided view, ``F*(n-h+1)`` rows by ``h*f``) with the filters, in
 blocks of windows that keep the temporaries in cache. It runs in float32 by default:
-the precision Keras trains and serves LUCID in, and 1.6x faster than float64 here
-(1.7M against 1.0M fragments/s on one core, n=10, k=64). float64 is the exact path,
+the precision Keras trains and serves LUCID in, and faster than float64 (make bench's
+"lucid cnn inference" row; docs/lucid.md has the figure). float64 is the exact path,
 which :func:`forward_spec` (loops, slow, obviously correct) checks to rounding. Bias
 and ReLU are applied after the max over positions: both are monotone per filter, so
 the result is the same, bit for bit, for k additions instead of (n-h+1)*k.
@@ -260,7 +260,7 @@ def _split(X, y, validation, rng) -> tuple[np.ndarray, ...]:
 def train(X: np.ndarray, y: np.ndarray, *, k: int = 64, h: int = 3, lr: float = 0.01,
           batch: int = 1024, epochs: int = 1000, dropout: float = 0.0, seed: int = 0,
           validation: float | tuple[np.ndarray, np.ndarray] = 0.1,
-          patience: int = 10) -> tuple[LucidCNN, History]:
+          patience: int = 10, window: float = 10.0) -> tuple[LucidCNN, History]:
     """Train LUCID's CNN on fragments X (F, n, f) labelled y (1 = attack); returns the
     weights of the epoch with the lowest validation loss, and the history. Training
     stops after ``patience`` epochs without a lower validation loss (Keras's
@@ -305,7 +305,7 @@ def train(X: np.ndarray, y: np.ndarray, *, k: int = 64, h: int = 3, lr: float = 
         if epoch == 0 or val_loss < best_loss:  # epoch 0: a model even if the loss is NaN
             best_loss, hist.best_epoch = val_loss, epoch
             best = LucidCNN(model.n, h, model.W.copy(), model.b.copy(), model.w_out.copy(),
-                            model.b_out)
+                            model.b_out, window)
         elif epoch - hist.best_epoch >= patience:
             break
     return best, hist

@@ -10,6 +10,7 @@ order); a capture with neither is benign.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,10 +40,11 @@ def parse_pairs(texts: Sequence[str]) -> list[tuple[str, str]]:
     pairs = []
     for text in texts:
         a, sep, v = text.partition(":")
-        if not sep or not a or not v:
+        try:
+            pairs.append((str(ipaddress.IPv4Address(a)), str(ipaddress.IPv4Address(v))))
+        except ValueError:
             raise ConfigError(f"--pair: expected ATTACKER:VICTIM (two IPv4 addresses), got "
-                              f"{text!r}")
-        pairs.append((a, v))
+                              f"{text!r}") from None
     return pairs
 
 

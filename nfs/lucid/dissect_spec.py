@@ -31,7 +31,6 @@ TCP, UDP, ICMP, IGMP = 6, 17, 1, 2
 ACK, SYN = 0x010, 0x002
 
 
-
 @dataclass
 class Packet:
     """LUCID's view of one IPv4 packet: its flow key and its features but the time."""
@@ -325,11 +324,13 @@ def _http(payload: bytes, tail: list, highest: str) -> tuple[list, str]:
     head, sep, body = payload.partition(b"\r\n\r\n")
     if not sep or not body:
         return tail, highest
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-type" and value.strip().lower().startswith(
-                b"text/"):
-            return tail + ["data-text-lines"], "DATA-TEXT-LINES"
+    text = False
+    for line in head.split(b"\r\n")[1:]:  # the last Content-Type counts
+        name, colon, value = line.partition(b":")
+        if colon and name.rstrip(b" \t").lower() == b"content-type":
+            text = value.lstrip(b" \t").lower().startswith(b"text/")
+    if text:
+        return tail + ["data-text-lines"], "DATA-TEXT-LINES"
     return tail + ["data"], highest
 
 
@@ -337,6 +338,10 @@ def _ipv4_offset(frame: bytes, linktype: int) -> int | None:
     """Where the IPv4 header starts, or None if the frame carries none LUCID reads."""
     if linktype in (228, 12, 101):
         at = 0
+    elif linktype in (113, 276):  # Linux cooked captures (v1, v2)
+        at, kind = (16, frame[14:16]) if linktype == 113 else (20, frame[0:2])
+        if kind != b"\x08\x00":
+            return None
     elif linktype == 1:
         at, etype = 14, int.from_bytes(frame[12:14], "big") if len(frame) >= 14 else 0
         while etype in ETH_VLAN and len(frame) >= at + 4:

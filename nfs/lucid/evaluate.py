@@ -72,7 +72,7 @@ def evaluate(shared: Path, out: Path, epochs: int = 1000) -> dict:
     for name, extra in training.items():
         X = np.concatenate([Xg] + [first.X for first, _ in extra])
         y = np.concatenate([yg] + [first.y for first, _ in extra])
-        model = train(X, y, epochs=epochs, seed=0)[0]
+        model = train(X, y, epochs=epochs, seed=0, window=10.0)[0]
         report[name] = {t.name: _figures(model, t) for t in tests}
     (out / "lucid_detection.json").write_text(json.dumps(report, indent=2, default=float))
     (out / "lucid_detection.md").write_text(to_markdown(report))

@@ -63,10 +63,15 @@ class Capture:
     caplens: np.ndarray
     ts: np.ndarray
     linktypes: np.ndarray
+    reader: object = None  # the open reader whose mapped file ``buffer`` is
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
 
 
 def load_capture(trace: str | Path) -> Capture:
-    """The capture's frames (the reader stays open: ``buffer`` maps its file)."""
+    """The capture's frames; ``close()`` it when done (``buffer`` maps the file)."""
     reader = _frame_reader(trace)
     parts = list(reader.raw_batches(BATCH))
     if not parts:
@@ -74,7 +79,8 @@ def load_capture(trace: str | Path) -> Capture:
         return Capture(np.zeros(0, np.uint8), *(np.zeros(0, d) for d in
                        (np.int64, np.uint32, np.float64, np.uint16)))
     return Capture(parts[0].buffer, *(np.concatenate([getattr(p, f) for p in parts])
-                                      for f in ("offsets", "caplens", "ts", "linktypes")))
+                                      for f in ("offsets", "caplens", "ts", "linktypes")),
+                   reader=reader)
 
 
 def fragments_of(ex, t: float) -> Fragments:

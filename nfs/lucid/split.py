@@ -34,6 +34,9 @@ class Result:
     def of(cls, parts: list, t: float) -> Result:
         from lego.nfs.lucid.features_spec import normalise
 
+        if not parts:  # no frames at all
+            empty = np.zeros((0, 0, 11))
+            return cls(np.zeros(0, np.int64), empty, np.zeros(0, np.int64), empty)
         first = np.concatenate([p[2] for p in parts])
         raw = np.concatenate([p[4] for p in parts])
         npkts = np.concatenate([p[3] for p in parts])
@@ -57,9 +60,12 @@ def switch_clock(cap: Capture, t: float, n: int) -> np.ndarray:
 
 
 def as_sent(cap: Capture, batch):
-    """The batch with each IPv4 frame's ports and protocol as its outer header has them:
-    the 5-tuple the switch hashes for LUCID (an ICMP error counts as ICMP, not as the
-    datagram it quotes, whose ports the batch carries for Kitsune)."""
+    """The batch with each IPv4 frame's ports and protocol as its outer header has them.
+    LUCID keys a flow by the outer 5-tuple (an ICMP error is ICMP with ports 0, an IP
+    fragment has no ports); the symmetric Socket group must hash that key for the
+    split to be exact, where the key records of lego.p4 and its model carry an ICMP
+    error's quoted ports (Kitsune's rule). The symmetric groups are the simulator's
+    only until lego.p4 carries them, with this key."""
     from lego.ext.batch import Proto
 
     keys = new_extractor(1.0, 1).frame_keys(cap.buffer, cap.offsets, cap.caplens,
@@ -120,23 +126,31 @@ def _compare(one: Result, got: Result, base, model, name: str, k: int,
                     changed / total if base is not None and total else None, mirrored)
 
 
-def split_experiment(trace: Path, replicas: int, out: Path, model_path: Path | None = None,
-                     t: float | None = None, n: int | None = None) -> list[SplitRow]:
+def split_experiment(trace: Path, replicas: int, out: Path,
+                     model_path: Path | None = None) -> list[SplitRow]:
     """``lego experiment split --nf lucid``: Algorithm 1's plan at K = 2..max(8, K), each
     single other group at K, and the plan with replica-local clocks; a table (.md,
-    .csv) in ``out``."""
+    .csv) in ``out``. The window and fragment size are the model's (LUCID's defaults
+    for the model trained when none is given)."""
     from lego import nfs
-    from lego.experiments.split_sim import GRANULARITIES, plan_config
-    from lego.ext.packets import read_trace
     from lego.nfs.lucid.cnn import LucidCNN
 
     nf = nfs.get("lucid")
     options = nf.resolve({})
-    t = options["window"] if t is None else t
-    n = options["packets"] if n is None else n
-    model = LucidCNN.load(model_path) if model_path else default_model(out, t, n)
+    model = (LucidCNN.load(model_path) if model_path
+             else default_model(out, options["window"], options["packets"]))
     t, n = model.window, model.n
     cap = load_capture(trace)
+    try:
+        return _write_table(trace, replicas, out, model_path, model, cap, nf, t, n)
+    finally:
+        cap.close()
+
+
+def _write_table(trace, replicas, out, model_path, model, cap, nf, t, n) -> list[SplitRow]:
+    from lego.experiments.split_sim import GRANULARITIES, plan_config
+    from lego.ext.packets import read_trace
+
     batch = as_sent(cap, read_trace(trace))
     plan = replace(plan_config(nf.plan()), name="Algorithm 1: Socket (sym), the switch's clock")
     _, rows = split_rows(cap, batch, t, n, [plan], range(2, max(8, replicas) + 1), model)
@@ -149,8 +163,8 @@ def split_experiment(trace: Path, replicas: int, out: Path, model_path: Path | N
              f"{model_path or 'a model trained on the generated trace (seed 1)'}")
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"split_lucid_{trace.stem}"
-    stem.with_suffix(".md").write_text(to_markdown(rows, title))
-    with open(stem.with_suffix(".csv"), "w") as f:
+    stem.with_name(stem.name + ".md").write_text(to_markdown(rows, title))
+    with open(stem.with_name(stem.name + ".csv"), "w") as f:
         f.write("method,k,fragments,identical,decisions_changed,mirrored\n")
         for r in rows:
             f.write(f"{r.method},{r.k},{r.fragments},{r.identical},"
@@ -167,9 +181,7 @@ def default_model(out: Path, t: float, n: int):
 
     trace = default_trace(out, seed=1)
     frags, y = samples(trace, t, n, labels_path(trace))
-    model = train(frags.X, y, seed=0)[0]
-    model.window = t
-    return model
+    return train(frags.X, y, seed=0, window=t)[0]
 
 
 def to_markdown(rows: list[SplitRow], title: str) -> str:
