@@ -63,3 +63,22 @@ def test_contradictions_and_bad_pairs_are_refused(small, tmp_path):
         parse_pairs(["10.0.0.1:foo"])
     assert main(["lucid", "features", "--input", str(trace), "--window", "0",
                  "-o", str(tmp_path / "f.npz")]) != 0
+
+
+def test_the_offline_run_scores_every_fragment_with_a_given_model(small, tmp_path):
+    from lego import nfs
+    from lego.nfs.lucid.cnn import train
+    from lego.nfs.lucid.detect import samples
+
+    trace, labels = small
+    frags, y = samples(trace, 10.0, 10, labels)
+    train(frags.X, y, k=8, epochs=5, seed=0)[0].save(tmp_path / "m.npz")
+    nf = nfs.get("lucid")
+    summary = nf.offline(trace, nf.resolve({"model": str(tmp_path / "m.npz")}), 0, tmp_path,
+                         labels, True)
+    assert summary["fragments"] == len(y)
+    rows = (tmp_path / "scores.csv").read_text().splitlines()[1:]
+    assert len(rows) == len(y)
+    alerts = (tmp_path / "alerts.jsonl").read_text().splitlines()
+    assert len(alerts) == summary["malicious fragments"] == sum(r.endswith(",1") for r in rows)
+    assert 0.0 <= summary["accuracy"] <= 1.0

@@ -56,3 +56,53 @@ def samples(trace: str | Path, t: float, n: int, labels: str | Path | None = Non
     frags = extract(trace, t, n)
     packet_labels = load_labels(labels) if labels else None
     return frags, labels_for(frags, packet_labels, pairs)
+
+
+#: the generated trace LUCID's offline run trains on, when no model is given: another
+#: seed than the default trace's, so that the run never scores its training traffic
+TRAINING_SEED = 2
+
+
+def offline_run(trace: Path, options: dict, packets: int, results: Path,
+                labels: Path | None, quiet: bool) -> dict:
+    """``lego run --nf lucid --offline``: one instance over ``trace``. LUCID is
+    supervised, and a trace's prefix rarely holds both classes, so its CNN is the
+    ``model`` option or one trained (seed 0) on the labelled generated trace of seed
+    :data:`TRAINING_SEED`; ``packets`` (a training prefix, for unsupervised NFs) is not
+    read. Writes scores.csv (one line per fragment) and alerts.jsonl (one per
+    malicious fragment) in ``results``; returns the summary."""
+    import json
+    import time
+
+    from lego.nfs.lucid.cnn import LucidCNN, metrics, train
+    from lego.topo.traffic_synth import default_trace, labels_path
+
+    start = time.perf_counter()
+    if options.get("model"):
+        model, source = LucidCNN.load(options["model"]), str(options["model"])
+    else:
+        training = default_trace(results, seed=TRAINING_SEED)
+        frags, y = samples(training, options["window"], options["packets"],
+                           labels_path(training))
+        model = train(frags.X, y, seed=0, window=options["window"])[0]
+        source = f"trained on {training.name} ({len(y):,} fragments)"
+    frags, y = samples(trace, model.window, model.n, labels)
+    prob, decision = model.predict(frags.X)
+    with open(results / "scores.csv", "w") as out:
+        out.write("src,sport,dst,dport,proto,window,probability,decision\n")
+        for key, w, p, d in zip(frags.key, frags.window, prob, decision, strict=True):
+            out.write(",".join(key) + f",{w!r},{p:.6f},{int(d)}\n")
+    with open(results / "alerts.jsonl", "w") as out:
+        for i in np.flatnonzero(decision):
+            out.write(json.dumps({"flow": list(frags.key[i]), "window": float(frags.window[i]),
+                                  "first_frame": int(frags.first_seen[i]),
+                                  "probability": round(float(prob[i]), 6)}) + "\n")
+    summary = {"trace": str(trace), "window (s)": model.window,
+               "packets per fragment": model.n, "model": source,
+               "fragments": int(len(prob)), "malicious fragments": int(decision.sum()),
+               "seconds": round(time.perf_counter() - start, 3)}
+    if labels is not None:
+        figures = metrics(y, decision, prob)
+        summary.update({k: round(float(figures[k]), 4)
+                        for k in ("accuracy", "f1", "tpr", "fpr")})
+    return summary

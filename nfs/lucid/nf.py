@@ -48,6 +48,12 @@ def split_experiment(trace, replicas, out, model=None) -> list:
     return run(trace, replicas, out, model)
 
 
+def offline(trace, options, packets, results, labels, quiet) -> dict:
+    from lego.nfs.lucid.detect import offline_run
+
+    return offline_run(trace, dict(options), packets, results, labels, quiet)
+
+
 def graph(**_: Any) -> dict:
     raise ConfigError("lucid: the live brick graph is not built yet: LUCID runs offline "
                       "(lego lucid run, lego run --nf lucid --offline)")
@@ -64,6 +70,7 @@ NF = NetworkFunction(
     check=check,
     merge="window",
     split_experiment=split_experiment,
+    offline=offline,
     cli="lego.nfs.lucid.cli",
     help="LUCID: a CNN over bidirectional-flow time windows (supervised)",
 )
