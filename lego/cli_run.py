@@ -104,12 +104,25 @@ def _log_to_file(path: Path) -> None:
     root.setLevel(min(root.level, logging.INFO))
 
 
+def _check_live(nf, args: argparse.Namespace) -> None:
+    """Refuse, before anything starts, an NF the live run cannot carry: it needs model
+    preparation, an offline reference and a graph the controller runs."""
+    from lego.control.graph_specs import nf_chain_of
+
+    if nf.train is None or nf.instance is None:
+        raise ConfigError(f"run: NF {nf.name!r} has no live run yet (it declares no model "
+                          f"preparation or offline reference); lego run --nf {nf.name} "
+                          "--offline runs one instance")
+    nf_chain_of(nf, nf.pick(semantics=args.semantics))
+
+
 def cmd_mininet(args: argparse.Namespace) -> int:
     from lego.experiments.elastic.run import RunOptions, run_mininet
     from lego.topo.switches import pick_target
     from lego.topo.topology import load_topology
 
     console = Console()
+    _check_live(nfs.get(args.nf or nfs.DEFAULT), args)
     topo = load_topology(args.topo)
     if args.replicas:
         topo = topo.with_replicas(args.replicas)

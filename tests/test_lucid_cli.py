@@ -82,3 +82,13 @@ def test_the_offline_run_scores_every_fragment_with_a_given_model(small, tmp_pat
     alerts = (tmp_path / "alerts.jsonl").read_text().splitlines()
     assert len(alerts) == summary["malicious fragments"] == sum(r.endswith(",1") for r in rows)
     assert 0.0 <= summary["accuracy"] <= 1.0
+
+
+def test_a_live_run_of_lucid_is_refused_before_anything_starts(tmp_path):
+    from lego import cli_run
+    from lego.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--nf", "lucid", "--results", str(tmp_path)])
+    with pytest.raises(ConfigError, match="'lucid' has no live run yet"):
+        cli_run.cmd_mininet(args)
+    assert not any(tmp_path.iterdir())  # nothing written, nothing started
