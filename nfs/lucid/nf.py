@@ -2,9 +2,11 @@
 
 LUCID's state is keyed by the bidirectional 5-tuple (a flow's open fragment and its
 TCP conversation's base numbers), and one clock no header keys: the time window
-every flow's fragments follow. The switch holds that clock (a register restarted
-by the first frame past start + t, stamped on every frame; DESIGN §4), so
-Algorithm 1 splits on the symmetric 5-tuple with no mirror.
+every flow's fragments follow. The declaration puts that clock in the switch (a
+register restarted by the first frame past start + t, stamped on every frame;
+DESIGN §4), so Algorithm 1 splits on the symmetric 5-tuple with no mirror. The
+split simulator keeps the clock and the symmetric hash as the switch will;
+lego.p4 carries neither yet, and the live brick graph is not built.
 """
 
 from __future__ import annotations
