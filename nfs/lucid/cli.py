@@ -152,13 +152,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _figures(model, X: np.ndarray, y: np.ndarray) -> dict:
-    from lego.nfs.lucid.cnn import metrics
-
-    prob, decision = model.predict(X)
-    return metrics(y, decision, prob)
-
-
 def _print_figures(name: str, m: dict) -> None:
     stderr.print(f"{name}: {m['tp'] + m['fp'] + m['tn'] + m['fn']:,} fragments  "
                  + "  ".join(f"{k} = {m[k]:.4f}" for k in ("accuracy", "f1", "tpr", "fpr")))
@@ -166,7 +159,7 @@ def _print_figures(name: str, m: dict) -> None:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from lego.nfs.lucid.cnn import LucidCNN
-    from lego.nfs.lucid.detect import labels_for, parse_pairs
+    from lego.nfs.lucid.detect import labels_for, parse_pairs, write_decisions
     from lego.nfs.lucid.features import extract
 
     _one_labelling(args.labels, args.pair)
@@ -174,10 +167,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     frags = extract(args.input, model.window, model.n)
     prob, decision = model.predict(frags.X)
     if args.decisions:
-        with open(args.decisions, "w") as out:
-            out.write("src,sport,dst,dport,proto,window,probability,decision\n")
-            for key, w, p, d in zip(frags.key, frags.window, prob, decision, strict=True):
-                out.write(",".join(key) + f",{w!r},{p:.6f},{int(d)}\n")
+        write_decisions(args.decisions, frags, prob, decision)
     stderr.print(f"{args.input}: {len(prob):,} fragments, {int(decision.sum()):,} malicious")
     if args.labels or args.pair:
         from lego.metrics import load_labels
@@ -190,6 +180,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from lego.nfs.lucid.detect import figures
+
     if args.test_labels and len(args.test_labels) != len(args.test):
         raise SystemExit(f"lego lucid run: {len(args.test_labels)} --test-labels for "
                          f"{len(args.test)} --test captures (give one per capture, in order)")
@@ -201,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for i, trace in enumerate(args.test):
         labels = [args.test_labels[i]] if len(args.test_labels) > i else []
         Xt, yt = _samples([trace], labels, args.pair, args.window, args.packets)
-        report[str(trace)] = m = _figures(model, Xt, yt)
+        report[str(trace)] = m = figures(model, Xt, yt)
         _print_figures(str(trace), m)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")

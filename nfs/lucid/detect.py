@@ -58,6 +58,40 @@ def samples(trace: str | Path, t: float, n: int, labels: str | Path | None = Non
     return frags, labels_for(frags, packet_labels, pairs)
 
 
+def generated_samples(out: Path, seed: int, t: float, n: int) -> tuple[Fragments, np.ndarray]:
+    """The generated trace of ``seed`` (written in ``out`` if missing): its fragments
+    and their labels."""
+    from lego.topo.traffic_synth import default_trace, labels_path
+
+    trace = default_trace(out, seed=seed)
+    return samples(trace, t, n, labels_path(trace))
+
+
+def generated_model(out: Path, seed: int, t: float, n: int):
+    """LUCID's CNN trained (seed 0) on the generated trace of ``seed``."""
+    from lego.nfs.lucid.cnn import train
+
+    frags, y = generated_samples(out, seed, t, n)
+    return train(frags.X, y, seed=0, window=t)[0]
+
+
+def figures(model, X: np.ndarray, y: np.ndarray) -> dict:
+    """The model's accuracy, F1, TPR, FPR ... on fragments X labelled y."""
+    from lego.nfs.lucid.cnn import metrics
+
+    prob, decision = model.predict(X)
+    return metrics(y, decision, prob)
+
+
+def write_decisions(path: Path, frags: Fragments, prob: np.ndarray,
+                    decision: np.ndarray) -> None:
+    """One CSV line per fragment: its flow key, window, probability and decision."""
+    with open(path, "w") as out:
+        out.write("src,sport,dst,dport,proto,window,probability,decision\n")
+        for key, w, p, d in zip(frags.key, frags.window, prob, decision, strict=True):
+            out.write(",".join(key) + f",{w!r},{p:.6f},{int(d)}\n")
+
+
 #: the generated trace LUCID's offline run trains on, when no model is given: another
 #: seed than the default trace's, so that the run never scores its training traffic
 TRAINING_SEED = 2
@@ -74,24 +108,17 @@ def offline_run(trace: Path, options: dict, packets: int, results: Path,
     import json
     import time
 
-    from lego.nfs.lucid.cnn import LucidCNN, metrics, train
-    from lego.topo.traffic_synth import default_trace, labels_path
+    from lego.nfs.lucid.cnn import LucidCNN, metrics
 
     start = time.perf_counter()
     if options.get("model"):
         model, source = LucidCNN.load(options["model"]), str(options["model"])
     else:
-        training = default_trace(results, seed=TRAINING_SEED)
-        frags, y = samples(training, options["window"], options["packets"],
-                           labels_path(training))
-        model = train(frags.X, y, seed=0, window=options["window"])[0]
-        source = f"trained on {training.name} ({len(y):,} fragments)"
+        model = generated_model(results, TRAINING_SEED, options["window"], options["packets"])
+        source = f"trained on the generated trace of seed {TRAINING_SEED}"
     frags, y = samples(trace, model.window, model.n, labels)
     prob, decision = model.predict(frags.X)
-    with open(results / "scores.csv", "w") as out:
-        out.write("src,sport,dst,dport,proto,window,probability,decision\n")
-        for key, w, p, d in zip(frags.key, frags.window, prob, decision, strict=True):
-            out.write(",".join(key) + f",{w!r},{p:.6f},{int(d)}\n")
+    write_decisions(results / "scores.csv", frags, prob, decision)
     with open(results / "alerts.jsonl", "w") as out:
         for i in np.flatnonzero(decision):
             out.write(json.dumps({"flow": list(frags.key[i]), "window": float(frags.window[i]),

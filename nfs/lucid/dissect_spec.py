@@ -309,7 +309,7 @@ def _inner_packet(ethertype: bytes, body: bytes) -> list[str]:
     return ["data"]
 
 
-def _by_port(table: dict, sport: int, dport: int) -> str | None:
+def _by_port(table: dict, sport: int, dport: int) -> App | None:
     low, high = sorted((sport, dport))
     return table.get(low) or table.get(high)
 

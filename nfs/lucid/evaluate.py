@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lego.nfs.lucid.cnn import metrics, train
-from lego.nfs.lucid.detect import samples
+from lego.nfs.lucid.cnn import train
+from lego.nfs.lucid.detect import figures, generated_samples, samples
 
 CIC = ("172.16.0.5", "192.168.50.4"), ("172.16.0.5", "192.168.50.1")
 PUBLISHED = {"accuracy": 0.9947, "f1": 0.9939, "tpr": 0.9909, "fpr": 0.0024}
@@ -36,10 +36,7 @@ class TestSet:
 
 
 def _generated(seed: int, out: Path) -> tuple[np.ndarray, np.ndarray]:
-    from lego.topo.traffic_synth import default_trace, labels_path
-
-    trace = default_trace(out, seed=seed)
-    frags, y = samples(trace, 10.0, 10, labels_path(trace))
+    frags, y = generated_samples(out, seed, 10.0, 10)
     return frags.X, y
 
 
@@ -73,15 +70,10 @@ def evaluate(shared: Path, out: Path, epochs: int = 1000) -> dict:
         X = np.concatenate([Xg] + [first.X for first, _ in extra])
         y = np.concatenate([yg] + [first.y for first, _ in extra])
         model = train(X, y, epochs=epochs, seed=0, window=10.0)[0]
-        report[name] = {t.name: _figures(model, t) for t in tests}
+        report[name] = {t.name: figures(model, t.X, t.y) for t in tests}
     (out / "lucid_detection.json").write_text(json.dumps(report, indent=2, default=float))
     (out / "lucid_detection.md").write_text(to_markdown(report))
     return report
-
-
-def _figures(model, test: TestSet) -> dict:
-    prob, decision = model.predict(test.X)
-    return metrics(test.y, decision, prob)
 
 
 def to_markdown(report: dict) -> str:

@@ -134,11 +134,12 @@ def split_experiment(trace: Path, replicas: int, out: Path,
     for the model trained when none is given)."""
     from lego import nfs
     from lego.nfs.lucid.cnn import LucidCNN
+    from lego.nfs.lucid.detect import generated_model
 
     nf = nfs.get("lucid")
     options = nf.resolve({})
     model = (LucidCNN.load(model_path) if model_path
-             else default_model(out, options["window"], options["packets"]))
+             else generated_model(out, 1, options["window"], options["packets"]))
     t, n = model.window, model.n
     cap = load_capture(trace)
     try:
@@ -171,17 +172,6 @@ def _write_table(trace, replicas, out, model_path, model, cap, nf, t, n) -> list
                     f"{'' if r.decisions_changed is None else r.decisions_changed},"
                     f"{r.mirrored}\n")
     return rows
-
-
-def default_model(out: Path, t: float, n: int):
-    """LUCID's CNN trained (seed 0) on the generated trace of seed 1 and its labels."""
-    from lego.nfs.lucid.cnn import train
-    from lego.nfs.lucid.detect import samples
-    from lego.topo.traffic_synth import default_trace, labels_path
-
-    trace = default_trace(out, seed=1)
-    frags, y = samples(trace, t, n, labels_path(trace))
-    return train(frags.X, y, seed=0, window=t)[0]
 
 
 def to_markdown(rows: list[SplitRow], title: str) -> str:
