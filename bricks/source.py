@@ -4,7 +4,10 @@
 (``interface``, AF_PACKET) in batches and strips the LEGO shim (EtherType
 0x88B5): the shim's mirror flag and switch sequence number go into the batch's
 ``mirror``/``seq``, the switch timestamp travels as ``switch_ts_us`` (and becomes
-``ts`` with ``timestamps = "switch"``) and the assignment epoch as ``epoch``. It
+``ts`` with ``timestamps = "switch"``), the assignment epoch as ``epoch`` and the
+window clock's window as ``window``. A window mark (a shim with no frame) is no
+packet: the highest window a batch's marks opened travels as its
+``meta["window_mark"]``, and a batch of marks alone is still sent. It
 is also the splitter of a key-routed edge: rows go to the feature-extractor
 replica that owns the source address, and a mirror copy to the owner of the
 destination (the same rule as the switch, DESIGN §7), so K extractor replicas
@@ -27,7 +30,13 @@ from lego.bricks.errors import BrickError
 from lego.bricks.wire import Message
 from lego.ext.batch import PacketBatch
 from lego.ext.packets import packet_socket
-from lego.p4src.contract import LEGO_ETHERTYPE, N_BUCKETS, SHIM_FIELDS_LEN, SHIM_MIRROR
+from lego.p4src.contract import (
+    LEGO_ETHERTYPE,
+    N_BUCKETS,
+    SHIM_FIELDS_LEN,
+    SHIM_KIND_WINDOW,
+    SHIM_MIRROR,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +68,13 @@ class ShimFields:
 
     ts_us: np.ndarray  # uint64 switch ingress timestamps (0: no shim)
     epoch: np.ndarray  # uint8 assignment epochs (split_group's epoch; 0: no shim)
+    window: np.ndarray  # uint32 windows of the switch's window clock (0: none)
+    mark: np.ndarray  # bool: a window mark, not a frame
+    marked: int = 0  # the highest window the marks taken out of these frames opened
 
     def take(self, index) -> ShimFields:
-        return ShimFields(self.ts_us[index], self.epoch[index])
+        return ShimFields(self.ts_us[index], self.epoch[index], self.window[index],
+                          self.mark[index], self.marked)
 
 
 def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, ShimFields | None]:
@@ -89,6 +102,7 @@ def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, ShimFields | None]:
     ts_hi = np.ascontiguousarray(shim[:, 12:14]).view(">u2").ravel().astype(np.uint64)
     ts_lo = np.ascontiguousarray(shim[:, 14:18]).view(">u4").ravel().astype(np.uint64)
     olen = np.ascontiguousarray(shim[:, 18:22]).view(">u4").ravel().astype(np.uint32)
+    window = np.ascontiguousarray(shim[:, 22:26]).view(">u4").ravel().astype(np.uint32)
     macs = (o[:, None] + np.arange(12)).ravel()
     buf[macs + SHIM_LEN + 2] = buf[macs]  # MACs move up to sit before origEtherType
     offsets = off.copy()
@@ -104,16 +118,36 @@ def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, ShimFields | None]:
     ts_us[cand] = (ts_hi << np.uint64(32)) | ts_lo
     epoch = np.zeros(n, dtype=np.uint8)
     epoch[cand] = flags >> 1
+    windows = np.zeros(n, dtype=np.uint32)
+    windows[cand] = window
+    mark = np.zeros(n, dtype=bool)
+    mark[cand] = shim[:, 26] == SHIM_KIND_WINDOW
     return (Frames(buf, offsets, caplens, origlens, f.ts, f.linktypes, seqs), mirror,
-            ShimFields(ts_us, epoch))
+            ShimFields(ts_us, epoch, windows, mark))
+
+
+def without_marks(f: Frames, mirror: np.ndarray, shim: ShimFields | None
+                  ) -> tuple[Frames, np.ndarray, ShimFields | None]:
+    """The frames less the window marks among them; the highest window the marks
+    opened goes to the shim fields' ``marked``."""
+    if shim is None or not shim.mark.any():
+        return f, mirror, shim
+    keep = np.flatnonzero(~shim.mark)
+    lt = f.linktypes if np.ndim(f.linktypes) == 0 else np.asarray(f.linktypes)[keep]
+    kept = Frames(f.buffer, f.offsets[keep], f.caplens[keep], f.origlens[keep], f.ts[keep], lt,
+                  f.seq[keep])
+    rest = shim.take(keep)
+    rest.marked = max(shim.marked, int(shim.window[shim.mark].max()))
+    return kept, mirror[keep], rest
 
 
 def frames_to_batch(f: Frames, timestamps: str = "capture"
                     ) -> tuple[PacketBatch, ShimFields | None]:
-    """Strip shims and parse: the PacketBatch and the other shim fields."""
+    """Strip shims and parse: the PacketBatch (window marks left out: see
+    :func:`without_marks`) and the other shim fields, per packet."""
     from lego.ext.packets import parse_frames
 
-    f, mirror, shim = strip_shims(f)
+    f, mirror, shim = without_marks(*strip_shims(f))
     ts = f.ts
     if timestamps == "switch" and shim is not None:
         ts = np.where(shim.ts_us > 0, shim.ts_us / 1e6, f.ts)
@@ -224,16 +258,20 @@ class PacketBatching:
             if self.limit is not None and self.state.packets + len(batch) > int(self.limit):
                 batch = batch.take(slice(0, int(self.limit) - self.state.packets))
                 shim = None if shim is None else shim.take(slice(0, len(batch)))
-            if not len(batch):
+            marked = shim.marked if shim is not None else 0
+            if not len(batch) and not marked:
                 break
             arrays = {name: getattr(batch, name) for name in PACKET_FIELDS}
             if shim is not None:
                 arrays["switch_ts_us"] = shim.ts_us
                 arrays["epoch"] = shim.epoch
-            msg = Message(batch=self.state.batches, seq0=int(batch.seq.min()),
-                          seq1=int(batch.seq.max()) + 1,
+                arrays["window"] = shim.window
+            seq0 = int(batch.seq.min()) if len(batch) else self.state.seq_end
+            msg = Message(batch=self.state.batches, seq0=seq0,
+                          seq1=int(batch.seq.max()) + 1 if len(batch) else seq0,
                           rows=int(np.count_nonzero(batch.mirror == 0)), src=self.src,
-                          t0=time.time(), arrays=arrays)
+                          t0=time.time(), arrays=arrays,
+                          meta={"window_mark": marked} if marked else {})
             self.state.batches += 1
             self.state.packets += len(batch)
             self.state.seq_end = max(self.state.seq_end, msg.seq1)

@@ -172,7 +172,8 @@ class ControllerRuntime:
                                      [self.cfg.all_ports[0]],
                                      forward={int(k): v for k, v in
                                               self.cfg.switch["forward"].items()},
-                                     truncate=self.cfg.switch["truncate"])
+                                     truncate=self.cfg.switch["truncate"],
+                                     window_us=_window_us(self.cfg))
         self.manager = SwitchManager(self.client, plan, hooks=self.hooks)
         # the hosts heartbeat while the first graphs start (seconds: new Ray workers)
         self._watch_thread = threading.Thread(target=self._guarded(self._watch_loop),
@@ -563,6 +564,12 @@ def _split_plan(cfg: Config):
     from lego import nfs
 
     return nfs.get(cfg.nf["name"]).plan(cfg.nf_options)
+
+
+def _window_us(cfg: Config) -> int:
+    from lego import nfs
+
+    return nfs.get(cfg.nf["name"]).window_us(cfg.nf_options)
 
 
 class _ControllerService:

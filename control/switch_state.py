@@ -5,12 +5,14 @@ Pure logic, no I/O (the manager, :mod:`.switch_manager`, reads and writes):
 - :class:`SwitchPlan`: port roles (traffic-facing ports are split; NF-facing
   replica ports; ports whose frames are forwarded, e.g. alerts; everything else
   dropped by the table's default), the split groups (from Algorithm 1's
-  :class:`~lego.control.granularity.SplitPlan`) and the clone truncation;
+  :class:`~lego.control.granularity.SplitPlan`), the clone truncation and the
+  window clock's period (a switch-held global state);
 - :func:`desired_state`: a plan plus a bucket -> replica assignment -> a
   :class:`SwitchState` (entries by P4Info name): ``bucket_owner`` and
   ``mirror_owner`` written identically, in the version the epoch names and (the
   previous assignment) in the other, one clone session per replica port
-  (session id = port + 1);
+  (session id = port + 1), and with a window clock its period and the window
+  marks' session (every replica port);
 - :func:`state_from_rows`: the same record from what a Read returned;
 - :func:`diff`: the :class:`Change` list that turns one state into the other,
   ordered so that no frame can meet a half-made change even when a target
@@ -32,19 +34,17 @@ from lego.control.p4rt_entities import DELETE, INSERT, MODIFY, CloneSpec, Pairs,
 from lego.errors import ConfigError
 from lego.p4src import contract as pl
 
-MANAGED_TABLES = (pl.T_PORT_ROLE, pl.T_SPLIT_GROUP, pl.T_BUCKET_OWNER, pl.T_MIRROR_OWNER)
+MANAGED_TABLES = (pl.T_PORT_ROLE, pl.T_SPLIT_GROUP, pl.T_BUCKET_OWNER, pl.T_MIRROR_OWNER,
+                  pl.T_WINDOW_CLOCK)
 MAX_PORT = 510  # 511 is BMv2's drop port
+MAX_WINDOW_US = (1 << 47) - 1  # the 48-bit register holds start + period
 
 #: the split groups lego.p4 hashes: what the controller may install
 GROUP_IDS = {SplitGroup.SRC_MAC_SRC_IP: pl.GROUP_SRCMAC_SRCIP, SplitGroup.SRC_IP: pl.GROUP_SRCIP,
              SplitGroup.SRC_IP_DST_IP: pl.GROUP_SRCIP_DSTIP, SplitGroup.SOCKET: pl.GROUP_SOCKET,
-             SplitGroup.DST_IP: pl.GROUP_DSTIP}
-#: the symmetric groups: the model of the dataplane (lego.switch.pipeline) and the split
-#: simulator hash them, lego.p4 does not yet, so :func:`group_id` refuses to install them
-SIMULATED_GROUP_IDS = {SplitGroup.SRC_IP_DST_IP_SYM: pl.GROUP_SRCIP_DSTIP_SYM,
-                       SplitGroup.SOCKET_SYM: pl.GROUP_SOCKET_SYM}
-SIMULATED_ONLY = ("the symmetric groups are simulated only until lego.p4 carries them "
-                  "(lego.experiments.split_sim hashes them offline)")
+             SplitGroup.DST_IP: pl.GROUP_DSTIP,
+             SplitGroup.SRC_IP_DST_IP_SYM: pl.GROUP_SRCIP_DSTIP_SYM,
+             SplitGroup.SOCKET_SYM: pl.GROUP_SOCKET_SYM}
 
 # the program's own defaults (what a table holds when nobody wrote its default), but
 # split_group's: that one is the plan's, always written (it carries the epoch)
@@ -64,17 +64,16 @@ def split_groups(plan: SplitPlan) -> tuple[int, int]:
 
 
 def group_id(group: SplitGroup) -> int:
-    """The ``lego.p4`` group id the switch is given for ``group``; ConfigError for a
-    group lego.p4 does not hash (the symmetric ones)."""
-    if group in SIMULATED_GROUP_IDS:
-        raise ConfigError(f"split group {group.name}: {SIMULATED_ONLY}; expected one of "
+    """The ``lego.p4`` group id the switch is given for ``group``."""
+    if group not in GROUP_IDS:
+        raise ConfigError(f"split group {group.name}: expected one of "
                           f"{[g.name for g in GROUP_IDS]}")
     return GROUP_IDS[group]
 
 
-def _check_port(port: int, what: str) -> int:
-    if not isinstance(port, int | np.integer) or not 0 <= int(port) <= MAX_PORT:
-        raise ConfigError(f"switch plan: {what} must be a port in 0..{MAX_PORT}, got {port!r}")
+def _check_port(port: int, what: str, highest: int = MAX_PORT) -> int:
+    if not isinstance(port, int | np.integer) or not 0 <= int(port) <= highest:
+        raise ConfigError(f"switch plan: {what} must be a port in 0..{highest}, got {port!r}")
     return int(port)
 
 
@@ -86,7 +85,8 @@ class SwitchPlan:
     NF-facing ports that own buckets (frames *from* them are dropped unless
     ``forward`` names them). ``forward``: port -> port its frames go to unchanged.
     ``groups``: (primary, mirror) ``lego.p4`` group ids. ``truncate``: clone
-    length in bytes (0: whole frames).
+    length in bytes (0: whole frames). ``window_us``: the window clock's period in
+    microseconds (0: no clock), for an NF whose global state the switch holds.
     """
 
     traffic_ports: tuple[int, ...]
@@ -94,6 +94,7 @@ class SwitchPlan:
     groups: tuple[int, int] = (pl.GROUP_SRCIP, pl.GROUP_NONE)
     forward: Mapping[int, int] = field(default_factory=dict)
     truncate: int = 0
+    window_us: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "traffic_ports", tuple(int(p) for p in self.traffic_ports))
@@ -101,8 +102,8 @@ class SwitchPlan:
         object.__setattr__(self, "forward", dict(self.forward))
         for p in self.traffic_ports:
             _check_port(p, "a traffic port")
-        for p in self.replica_ports:
-            _check_port(p, "a replica port")
+        for p in self.replica_ports:  # its clone session must not be the window marks'
+            _check_port(p, "a replica port", pl.MAX_REPLICA_PORT)
         for a, b in self.forward.items():
             _check_port(a, "a forwarded port")
             _check_port(b, f"the forward target of port {a}")
@@ -116,17 +117,15 @@ class SwitchPlan:
             raise ConfigError(f"switch plan: ports {both} are both traffic-facing and "
                               "NF-facing/forwarded")
         p, m = self.groups
-        simulated = sorted({p, m} & set(pl.SYMMETRIC_GROUPS))
-        if simulated:
-            raise ConfigError(f"switch plan: groups {self.groups}: "
-                              f"{[pl.SYMMETRIC_GROUP_NAMES[g] for g in simulated]}: "
-                              f"{SIMULATED_ONLY}")
         if p not in pl.GROUP_NAMES or (m != pl.GROUP_NONE and m not in pl.GROUP_NAMES):
             raise ConfigError(f"switch plan: groups must be lego.p4 group ids "
                               f"{sorted(pl.GROUP_NAMES)} (mirror may be 0), got {self.groups}")
         if not 0 <= self.truncate <= 0xFFFF:
             raise ConfigError(f"switch plan: truncate must be in 0..65535 bytes, got "
                               f"{self.truncate}")
+        if not isinstance(self.window_us, int) or not 0 <= self.window_us <= MAX_WINDOW_US:
+            raise ConfigError(f"switch plan: window_us must be an integer in "
+                              f"0..{MAX_WINDOW_US} microseconds, got {self.window_us!r}")
 
     @classmethod
     def from_split(cls, split: SplitPlan, traffic_ports: Iterable[int],
@@ -135,7 +134,7 @@ class SwitchPlan:
 
     def with_replicas(self, replica_ports: Iterable[int]) -> SwitchPlan:
         return SwitchPlan(self.traffic_ports, tuple(replica_ports), self.groups,
-                          self.forward, self.truncate)
+                          self.forward, self.truncate, self.window_us)
 
 
 @dataclass
@@ -209,6 +208,10 @@ def desired_state(plan: SwitchPlan, owners: np.ndarray, epoch: int = 0,
     s.defaults[pl.T_SPLIT_GROUP] = (pl.A_SET_GROUPS, pairs({"primary": primary,
                                                             "mirror": mirror, "epoch": epoch}))
     s.defaults.update(INITIAL_DEFAULTS)
+    if plan.window_us:
+        s.defaults[pl.T_WINDOW_CLOCK] = (pl.A_SET_WINDOW, pairs({"period": plan.window_us}))
+        s.clone_sessions[pl.WINDOW_MARK_SESSION] = CloneSpec(
+            pl.WINDOW_MARK_SESSION, tuple(sorted(plan.replica_ports)), 0)  # lego.p4 cuts marks
     version = epoch & 1
     for v, assignment in ((version, owners), (1 - version, previous)):
         for b, port in enumerate(assignment.tolist()):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lego.control.granularity import SplitPlan, Verdict
-from lego.control.switch_state import GROUP_IDS, SIMULATED_GROUP_IDS
+from lego.control.switch_state import GROUP_IDS
 from lego.ext.batch import PacketBatch
 from lego.nfs import Instance
 from lego.p4src.contract import (
@@ -55,14 +55,11 @@ GRANULARITIES = (
     SplitConfig("Socket", GROUP_SOCKET),
 )
 MIRROR_PLAN = SplitConfig("SrcIP + DstIP mirror", GROUP_SRCIP, GROUP_DSTIP)
-#: the symmetric groups (both directions of a flow in one bucket): simulated here, not
-#: yet in lego.p4 (the controller refuses to install them)
+#: the symmetric groups (both directions of a flow in one bucket)
 SYMMETRIC = (
     SplitConfig("SrcIP-DstIP (sym)", GROUP_SRCIP_DSTIP_SYM),
     SplitConfig("Socket (sym)", GROUP_SOCKET_SYM),
 )
-#: every split group the simulator hashes, by Algorithm 1's name for it
-SIM_GROUP_IDS = {**GROUP_IDS, **SIMULATED_GROUP_IDS}
 
 
 def round_robin_owners(k: int) -> np.ndarray:
@@ -132,6 +129,6 @@ def plan_config(plan: SplitPlan) -> SplitConfig | None:
     symmetric group maps to its simulated id (:data:`SYMMETRIC`)."""
     if plan.verdict is Verdict.NO_EXACT_SPLIT:
         return None
-    primary = SIM_GROUP_IDS[plan.primary]
-    mirror = SIM_GROUP_IDS[plan.mirror] if plan.mirror is not None else GROUP_NONE
+    primary = GROUP_IDS[plan.primary]
+    mirror = GROUP_IDS[plan.mirror] if plan.mirror is not None else GROUP_NONE
     return SplitConfig(f"Algorithm 1: {plan.describe()}", primary, mirror)

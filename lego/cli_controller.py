@@ -179,8 +179,10 @@ def controller_config(args: argparse.Namespace) -> ControllerConfig:
     if len(forward) != len(args.forward):
         raise ConfigError(f"controller: a --forward IN port is given twice: {args.forward}")
     nf = nfs.get(args.nf or nfs.DEFAULT)
-    plan = SwitchPlan.from_split(nf.plan(nf.pick(semantics=args.semantics)), args.traffic,
-                                 args.replicas, forward=forward, truncate=args.truncate)
+    options = nf.pick(semantics=args.semantics)
+    plan = SwitchPlan.from_split(nf.plan(options), args.traffic, args.replicas,
+                                 forward=forward, truncate=args.truncate,
+                                 window_us=nf.window_us(options))
     return ControllerConfig(args.switch, args.device_id, args.election_id, plan,
                             None if args.once else args.rebalance_every)
 

@@ -116,6 +116,9 @@ class NetworkFunction:
     #: --nf <name>``, the NF's own table of K replicas against one instance (None: the
     #: framework's per-packet table, lego.experiments.table2)
     split_experiment: Callable[..., list] | None = None
+    #: ``window_clock(options) -> seconds``: the period of the window clock the switch
+    #: holds for this NF (its switch-held global state), None: no clock
+    window_clock: Callable[[Mapping[str, Any]], float] | None = None
     #: the module of the NF's ``lego <name>`` subcommand (``register(subparsers)``)
     cli: str | None = None
     help: str = ""
@@ -172,6 +175,13 @@ class NetworkFunction:
         from lego.control.granularity import plan_split
 
         return plan_split(self.state_groups(self.resolve(options)), self.global_state)
+
+    def window_us(self, options: Mapping[str, Any] | None = None) -> int:
+        """The period of the switch's window clock for these options, in microseconds
+        (the switch plan's ``window_us``; 0: the NF declares no clock)."""
+        if self.window_clock is None:
+            return 0
+        return round(self.window_clock(self.resolve(options)) * 1e6)
 
     def splits_exactly(self, options: Mapping[str, Any] | None = None) -> bool:
         """Whether K replicas of the keyed brick give one instance's answers."""

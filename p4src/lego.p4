@@ -21,6 +21,16 @@
  *   clone session (port + 1). SrcIP and DstIP hash the same (family, address)
  *   bytes, so a host has one owner whether it sends or receives; the
  *   controller writes bucket_owner and mirror_owner identically.
+ * - Symmetric groups (SrcIP-DstIP, Socket): the two endpoints ordered, the
+ *   lower (family, address[, port]) first, before hashing, so a packet and its
+ *   reply share a bucket. The symmetric Socket group hashes the outer header's
+ *   ports and protocol class: an ICMP error is ICMP (or IP) with ports 0.
+ * - Window clock (keyless table window_clock, period 0 = off): a register
+ *   holds the current window's start and number (from 1); the first traffic
+ *   frame whose ingress time exceeds start + period opens the next window. Every
+ *   frame to a replica carries its window in the shim; the frame that opens one
+ *   is also cloned to WINDOW_MARK_SESSION (every replica port) as a window
+ *   mark, cut to Ethernet + shim, unless it is mirrored in the same pass.
  * - Both owner tables hold two versions of the assignment, keyed by the low
  *   bit of split_group's epoch: the controller writes the new assignment into
  *   the version no frame reads, then bumps the epoch (one update), so every
@@ -33,7 +43,8 @@
  *   header that does not fit (or is bogus: IPv4 version/IHL, IPv6 version)
  *   stays invalid; the frame is classified by the headers that parsed and
  *   forwarded; a parser error is counted (EVENT_PARSER_ERROR).
- * - Counter bytes are the frame's ingress length (BMv2 semantics).
+ * - Counter bytes are the frame's ingress length (BMv2 semantics); port_out_counter
+ *   counts frames, not window marks.
  */
 #include <core.p4>
 #include <v1model.p4>
@@ -55,6 +66,8 @@ const bit<32> N_BUCKETS = 1024;
 const bit<32> N_PORTS   = 512;
 const bit<32> N_EVENTS  = 8;
 const bit<32> CLONE_SESSION_BASE = 1;    /* clone session id = replica port + 1 */
+const bit<32> WINDOW_MARK_SESSION = 511; /* every replica port: window marks */
+const bit<32> WINDOW_MARK_BYTES = 43;    /* a mark: Ethernet and shim */
 
 /* split groups, chosen by the controller (split_group.set_groups) */
 const bit<8> GROUP_NONE         = 0;
@@ -63,6 +76,8 @@ const bit<8> GROUP_SRCIP        = 2;
 const bit<8> GROUP_SRCIP_DSTIP  = 3;
 const bit<8> GROUP_SOCKET       = 4;
 const bit<8> GROUP_DSTIP        = 5;
+const bit<8> GROUP_SRCIP_DSTIP_SYM = 6;
+const bit<8> GROUP_SOCKET_SYM      = 7;
 
 /* lego.ext.batch.Family */
 const bit<8> FAMILY_NONE = 0;
@@ -85,6 +100,9 @@ const bit<2> ROLE_FORWARD = 2;
 
 /* shim flags: bit 0 mirror, bits 1..7 the assignment epoch (split_group.set_groups) */
 const bit<8> SHIM_MIRROR = 0x01;
+/* shim kind: a frame, or a window mark (Ethernet and shim only) */
+const bit<8> SHIM_KIND_FRAME  = 0;
+const bit<8> SHIM_KIND_WINDOW = 1;
 
 /* event_counter indices */
 const bit<32> EVENT_PARSER_ERROR = 0;
@@ -93,9 +111,13 @@ const bit<32> EVENT_UNOWNED      = 2;
 const bit<32> EVENT_PORT_DROP    = 3;
 const bit<32> EVENT_MIRROR       = 4;
 const bit<32> EVENT_FORWARD      = 5;
+const bit<32> EVENT_WINDOW       = 6;
 
 const bit<32> PKT_INSTANCE_TYPE_INGRESS_CLONE = 1;
 const bit<8>  FL_MIRROR = 1;
+/* what an ingress clone is */
+const bit<1>  CLONE_MIRROR = 0;
+const bit<1>  CLONE_WINDOW_MARK = 1;
 
 header ethernet_t {
     bit<48> dstAddr;
@@ -103,7 +125,7 @@ header ethernet_t {
     bit<16> etherType;
 }
 
-/* 24 bytes after the MACs; EtherType ETHERTYPE_LEGO. A brick restores the
+/* 29 bytes after the MACs; EtherType ETHERTYPE_LEGO. A brick restores the
  * frame by putting origEtherType back and removing the shim. */
 header lego_shim_t {
     bit<8>  flags;          /* epoch << 1 | (SHIM_MIRROR for a clone, 0 for the primary) */
@@ -112,6 +134,8 @@ header lego_shim_t {
     bit<64> seq;            /* per-switch sequence number, shared by a clone */
     bit<48> ts;             /* ingress global timestamp, microseconds */
     bit<32> origLen;        /* original frame length (kept under truncation) */
+    bit<32> window;         /* the window clock's window (0: no clock) */
+    bit<8>  kind;           /* SHIM_KIND_FRAME, or SHIM_KIND_WINDOW for a mark */
     bit<16> origEtherType;
 }
 
@@ -226,6 +250,16 @@ struct metadata_t {
     bit<8>   proto;
     bit<16>  sport;
     bit<16>  dport;
+    /* the outer header's protocol class and ports (an ICMP error's: ICMP, 0, 0) */
+    bit<8>   outer_proto;
+    bit<16>  outer_sport;
+    bit<16>  outer_dport;
+    /* the symmetric groups' order: 1 where the destination endpoint is the lower */
+    bit<1>   swap_hosts;
+    bit<1>   swap_sockets;
+    bit<48>  window_period;
+    bit<48>  window_start;
+    bit<1>   window_opened;
     bit<8>   primary_group;
     bit<16>  bucket;
     bit<1>   version;       /* the owner tables' version: epoch's low bit */
@@ -240,6 +274,8 @@ struct metadata_t {
     @field_list(FL_MIRROR) bit<48> ingress_ts;
     @field_list(FL_MIRROR) bit<32> orig_len;
     @field_list(FL_MIRROR) bit<7>  epoch;
+    @field_list(FL_MIRROR) bit<32> window;
+    @field_list(FL_MIRROR) bit<1>  clone_kind;
 }
 
 parser LegoParser(packet_in packet, out headers_t hdr, inout metadata_t meta,
@@ -424,6 +460,26 @@ control GroupHash(in headers_t hdr, in metadata_t meta, in bit<8> group, out bit
         } else if (group == GROUP_DSTIP) {
             hash(bucket, HashAlgorithm.crc32, 16w0,
                  { meta.dst_family, meta.dst_addr }, N_BUCKETS);
+        } else if (group == GROUP_SRCIP_DSTIP_SYM) {
+            if (meta.swap_hosts == 1) {
+                hash(bucket, HashAlgorithm.crc32, 16w0,
+                     { meta.dst_family, meta.dst_addr, meta.src_family, meta.src_addr },
+                     N_BUCKETS);
+            } else {
+                hash(bucket, HashAlgorithm.crc32, 16w0,
+                     { meta.src_family, meta.src_addr, meta.dst_family, meta.dst_addr },
+                     N_BUCKETS);
+            }
+        } else if (group == GROUP_SOCKET_SYM) {
+            if (meta.swap_sockets == 1) {
+                hash(bucket, HashAlgorithm.crc32, 16w0,
+                     { meta.dst_family, meta.dst_addr, meta.src_family, meta.src_addr,
+                       meta.outer_proto, meta.outer_dport, meta.outer_sport }, N_BUCKETS);
+            } else {
+                hash(bucket, HashAlgorithm.crc32, 16w0,
+                     { meta.src_family, meta.src_addr, meta.dst_family, meta.dst_addr,
+                       meta.outer_proto, meta.outer_sport, meta.outer_dport }, N_BUCKETS);
+            }
         }
     }
 }
@@ -435,6 +491,8 @@ control LegoIngress(inout headers_t hdr, inout metadata_t meta,
     counter(N_PORTS, CounterType.packets_and_bytes) port_in_counter;
     counter(N_EVENTS, CounterType.packets_and_bytes) event_counter;
     register<bit<64>>(1) seq_register;
+    register<bit<48>>(1) window_start_register;
+    register<bit<32>>(1) window_register;
     GroupHash() primary_hash;
     GroupHash() mirror_hash;
 
@@ -467,6 +525,16 @@ control LegoIngress(inout headers_t hdr, inout metadata_t meta,
     table split_group {
         actions = { @defaultonly set_groups; }
         default_action = set_groups(GROUP_SRCIP, GROUP_NONE, 0);
+        size = 1;
+    }
+
+    /* the window clock's period in microseconds (0: no clock) */
+    action set_window(bit<48> period) {
+        meta.window_period = period;
+    }
+    table window_clock {
+        actions = { @defaultonly set_window; }
+        default_action = set_window(0);
         size = 1;
     }
 
@@ -505,6 +573,20 @@ control LegoIngress(inout headers_t hdr, inout metadata_t meta,
         meta.dst_family = FAMILY_MAC;
         meta.dst_addr = hdr.ethernet.dstAddr ++ 80w0;
         meta.proto = PROTO_L2;
+    }
+
+    /* the symmetric groups' endpoint order: (family, address[, outer port]) */
+    action order_endpoints() {
+        meta.swap_hosts = 0;
+        if (meta.dst_family < meta.src_family
+                || (meta.dst_family == meta.src_family && meta.dst_addr < meta.src_addr)) {
+            meta.swap_hosts = 1;
+        }
+        meta.swap_sockets = meta.swap_hosts;
+        if (meta.dst_family == meta.src_family && meta.dst_addr == meta.src_addr
+                && meta.outer_dport < meta.outer_sport) {
+            meta.swap_sockets = 1;
+        }
     }
 
     apply {
@@ -563,7 +645,11 @@ control LegoIngress(inout headers_t hdr, inout metadata_t meta,
                 meta.proto = PROTO_UDP;
                 meta.sport = hdr.udp_ports.srcPort;
                 meta.dport = hdr.udp_ports.dstPort;
-            } else if (hdr.inner_ports.isValid()) {
+            }
+            meta.outer_proto = meta.proto;
+            meta.outer_sport = meta.sport;
+            meta.outer_dport = meta.dport;
+            if (hdr.inner_ports.isValid()) {
                 meta.proto = PROTO_UDP;
                 if ((hdr.inner_ipv4.isValid() && hdr.inner_ipv4.protocol == IPPROTO_TCP)
                         || (hdr.inner_ipv6.isValid() && hdr.inner_ipv6.nextHdr == IPPROTO_TCP)) {
@@ -572,11 +658,27 @@ control LegoIngress(inout headers_t hdr, inout metadata_t meta,
                 meta.sport = hdr.inner_ports.srcPort;
                 meta.dport = hdr.inner_ports.dstPort;
             }
+            order_endpoints();
 
             seq_register.read(meta.seq, 0);
             seq_register.write(0, meta.seq + 1);
             meta.ingress_ts = standard_metadata.ingress_global_timestamp;
             meta.orig_len = standard_metadata.packet_length;
+
+            meta.window = 0;
+            meta.window_opened = 0;
+            window_clock.apply();
+            if (meta.window_period != 0) {
+                window_register.read(meta.window, 0);
+                window_start_register.read(meta.window_start, 0);
+                if (meta.window == 0 || meta.ingress_ts > meta.window_start + meta.window_period) {
+                    meta.window = meta.window + 1;
+                    window_register.write(0, meta.window);
+                    window_start_register.write(0, meta.ingress_ts);
+                    meta.window_opened = 1;
+                    event_counter.count(EVENT_WINDOW);
+                }
+            }
 
             split_group.apply();
             primary_hash.apply(hdr, meta, meta.primary_group, meta.bucket);
@@ -594,9 +696,15 @@ control LegoIngress(inout headers_t hdr, inout metadata_t meta,
                 if (meta.mirror_owned == 1 && (meta.owned == 0 || meta.mirror_owner != meta.owner)) {
                     mirror_bucket_counter.count((bit<32>)meta.mirror_bucket);
                     event_counter.count(EVENT_MIRROR);
+                    meta.clone_kind = CLONE_MIRROR;
                     clone_preserving_field_list(CloneType.I2E,
                         (bit<32>)meta.mirror_owner + CLONE_SESSION_BASE, FL_MIRROR);
+                    meta.window_opened = 0;  /* one clone per pass: the mirror's */
                 }
+            }
+            if (meta.window_opened == 1) {
+                meta.clone_kind = CLONE_WINDOW_MARK;
+                clone_preserving_field_list(CloneType.I2E, WINDOW_MARK_SESSION, FL_MIRROR);
             }
         }
     }
@@ -607,11 +715,23 @@ control LegoEgress(inout headers_t hdr, inout metadata_t meta,
     counter(N_PORTS, CounterType.packets_and_bytes) port_out_counter;
 
     apply {
-        port_out_counter.count((bit<32>)standard_metadata.egress_port);
         bool is_clone = standard_metadata.instance_type == PKT_INSTANCE_TYPE_INGRESS_CLONE;
+        /* frames only: a window mark is no frame (the port counts match the bricks') */
+        if (!(is_clone && meta.clone_kind == CLONE_WINDOW_MARK)) {
+            port_out_counter.count((bit<32>)standard_metadata.egress_port);
+        }
         if (hdr.ethernet.isValid() && (is_clone || meta.role == ROLE_TRAFFIC)) {
             hdr.shim.setValid();
-            if (is_clone) {
+            hdr.shim.window = meta.window;
+            hdr.shim.kind = SHIM_KIND_FRAME;
+            if (is_clone && meta.clone_kind == CLONE_WINDOW_MARK) {
+                /* a window mark: no group, no bucket (ingress metadata is reset) */
+                hdr.shim.flags = meta.epoch ++ 1w0;
+                hdr.shim.group = GROUP_NONE;
+                hdr.shim.bucket = 0;
+                hdr.shim.kind = SHIM_KIND_WINDOW;
+                truncate(WINDOW_MARK_BYTES);  /* BMv2's clone sessions cannot truncate */
+            } else if (is_clone) {
                 hdr.shim.flags = meta.epoch ++ 1w1;
                 hdr.shim.group = meta.mirror_group;
                 hdr.shim.bucket = meta.mirror_bucket;

@@ -1,6 +1,6 @@
 """The parser of ``lego.p4`` and the split-key record it fills, in Python.
 
-A frame becomes one fixed 45-byte **key record**, the bit-packed fields every
+A frame becomes one fixed 46-byte **key record**, the bit-packed fields every
 split group hashes, laid out so that each group's field list (``lego.p4``
 ``GroupHash``) is one contiguous slice:
 
@@ -15,7 +15,14 @@ offset   bytes  field (``lego.p4`` name)
 40       1      ``meta.proto`` (``lego.ext.batch.Proto``)
 41       2      ``meta.sport`` (big-endian)
 43       2      ``meta.dport``
+45       1      ``meta.outer_proto``: the outer header's protocol class
 =======  =====  ==========================================================
+
+An ICMP error's proto and ports are those of the TCP/UDP datagram it quotes (as the
+NF's parser derives them); its ``outer_proto`` is ICMP (IP for ICMPv6) and
+its outer ports are 0. Everywhere else ``outer_proto`` equals ``proto`` and the
+outer ports are the ports: the symmetric Socket group hashes this outer view
+(:func:`outer_view`).
 
 It is the same record :func:`records_from_batch` builds from a ``PacketBatch``,
 so the software target and the offline split simulator hash identical bytes.
@@ -49,7 +56,7 @@ import numpy as np
 
 from lego.p4src.contract import LEGO_ETHERTYPE
 
-KEY_BYTES = 45
+KEY_BYTES = 46
 STATUS_OK = 0
 STATUS_PARSER_ERROR = 1
 STATUS_RUNT = 2
@@ -66,54 +73,62 @@ PROTO_L2, PROTO_ARP, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_IP = 0, 1, 2, 3, 4,
 _VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100))
 _ICMP4_ERRORS = frozenset((3, 4, 5, 11, 12))
 _ICMP6_ERRORS = frozenset((1, 2, 3, 4))
-_KEY = struct.Struct("!6sB16sB16sBHH")
+_KEY = struct.Struct("!6sB16sB16sBHHB")
 assert _KEY.size == KEY_BYTES
 
 
-def _l4(frame: bytes, off: int, n: int, ipproto: int, v6: bool) -> tuple[int, int, int, int]:
-    """(proto class, sport, dport, status) of the L4 header at ``off``."""
+def _pack(eth_src: bytes, src_family: int, src: bytes, dst_family: int, dst: bytes,
+          proto: int, sport: int, dport: int, outer_proto: int | None = None) -> bytes:
+    return _KEY.pack(eth_src, src_family, src, dst_family, dst, proto, sport, dport,
+                     proto if outer_proto is None else outer_proto)
+
+
+def _l4(frame: bytes, off: int, n: int, ipproto: int, v6: bool
+        ) -> tuple[int, int, int, int, int | None]:
+    """(proto class, sport, dport, status, outer proto class where it differs: an ICMP
+    error quoting TCP/UDP) of the L4 header at ``off``."""
     if ipproto == 6 or ipproto == 17:  # ports (4 bytes), then the rest of the header
         if off + 4 > n:
-            return PROTO_IP, 0, 0, STATUS_PARSER_ERROR
+            return PROTO_IP, 0, 0, STATUS_PARSER_ERROR, None
         return PROTO_TCP if ipproto == 6 else PROTO_UDP, (frame[off] << 8) | frame[off + 1], \
             (frame[off + 2] << 8) | frame[off + 3], \
-            STATUS_OK if off + (20 if ipproto == 6 else 8) <= n else STATUS_PARSER_ERROR
+            STATUS_OK if off + (20 if ipproto == 6 else 8) <= n else STATUS_PARSER_ERROR, None
     if (ipproto == 1 and not v6) or (ipproto == 58 and v6):
         base = PROTO_IP if v6 else PROTO_ICMP
         if off + 8 > n:
-            return PROTO_IP, 0, 0, STATUS_PARSER_ERROR
+            return PROTO_IP, 0, 0, STATUS_PARSER_ERROR, None
         icmp_type = frame[off]
         off += 8
         if icmp_type not in (_ICMP6_ERRORS if v6 else _ICMP4_ERRORS):
-            return base, 0, 0, STATUS_OK
+            return base, 0, 0, STATUS_OK, None
         if off >= n:  # the lookahead does not fit
-            return base, 0, 0, STATUS_PARSER_ERROR
+            return base, 0, 0, STATUS_PARSER_ERROR, None
         if v6:
             if frame[off] >> 4 != 6:
-                return base, 0, 0, STATUS_OK
+                return base, 0, 0, STATUS_OK, None
             if off + 40 > n:
-                return base, 0, 0, STATUS_PARSER_ERROR
+                return base, 0, 0, STATUS_PARSER_ERROR, None
             inner = frame[off + 6]
             off += 40
         else:
             if frame[off] != 0x45:
-                return base, 0, 0, STATUS_OK
+                return base, 0, 0, STATUS_OK, None
             if off + 20 > n:
-                return base, 0, 0, STATUS_PARSER_ERROR
+                return base, 0, 0, STATUS_PARSER_ERROR, None
             frag = ((frame[off + 6] & 0x3F) << 8) | frame[off + 7]  # MF, offset
             inner = frame[off + 9] if frag == 0 else -1
             off += 20
         if inner not in (6, 17):
-            return base, 0, 0, STATUS_OK
+            return base, 0, 0, STATUS_OK, None
         if off + 4 > n:
-            return base, 0, 0, STATUS_PARSER_ERROR
+            return base, 0, 0, STATUS_PARSER_ERROR, None
         return PROTO_TCP if inner == 6 else PROTO_UDP, (frame[off] << 8) | frame[off + 1], \
-            (frame[off + 2] << 8) | frame[off + 3], STATUS_OK
-    return PROTO_IP, 0, 0, STATUS_OK
+            (frame[off + 2] << 8) | frame[off + 3], STATUS_OK, base
+    return PROTO_IP, 0, 0, STATUS_OK, None
 
 
 def parse_key(frame: bytes) -> tuple[bytes, int]:
-    """The 45-byte key record of one frame and its status (see the module doc)."""
+    """The 46-byte key record of one frame and its status (see the module doc)."""
     n = len(frame)
     if n < 14:
         return bytes(KEY_BYTES), STATUS_RUNT
@@ -125,7 +140,7 @@ def parse_key(frame: bytes) -> tuple[bytes, int]:
         if etype not in _VLAN_TYPES:
             break
         if off + 4 > n:
-            return _KEY.pack(eth_src, FAMILY_MAC, eth_src, FAMILY_MAC, frame[0:6], PROTO_L2,
+            return _pack(eth_src, FAMILY_MAC, eth_src, FAMILY_MAC, frame[0:6], PROTO_L2,
                              0, 0), STATUS_PARSER_ERROR
         etype = (frame[off + 2] << 8) | frame[off + 3]
         off += 4
@@ -144,14 +159,14 @@ def parse_key(frame: bytes) -> tuple[bytes, int]:
                     ipproto = frame[off + 9]
                     off += (vihl & 0x0F) * 4
                     if off > n:  # options do not fit
-                        return _KEY.pack(eth_src, FAMILY_IPV4, src, FAMILY_IPV4, dst, PROTO_IP,
+                        return _pack(eth_src, FAMILY_IPV4, src, FAMILY_IPV4, dst, PROTO_IP,
                                          0, 0), STATUS_PARSER_ERROR
                     if frag != 0:
-                        proto, sport, dport = PROTO_IP, 0, 0
+                        proto, sport, dport, outer = PROTO_IP, 0, 0, None
                     else:
-                        proto, sport, dport, status = _l4(frame, off, n, ipproto, False)
-                    return _KEY.pack(eth_src, FAMILY_IPV4, src, FAMILY_IPV4, dst, proto,
-                                     sport, dport), status
+                        proto, sport, dport, status, outer = _l4(frame, off, n, ipproto, False)
+                    return _pack(eth_src, FAMILY_IPV4, src, FAMILY_IPV4, dst, proto,
+                                 sport, dport, outer), status
     elif etype == ETHERTYPE_IPV6:
         if off >= n:
             status = STATUS_PARSER_ERROR
@@ -161,9 +176,10 @@ def parse_key(frame: bytes) -> tuple[bytes, int]:
             else:
                 src = frame[off + 8:off + 24]
                 dst = frame[off + 24:off + 40]
-                proto, sport, dport, status = _l4(frame, off + 40, n, frame[off + 6], True)
-                return _KEY.pack(eth_src, FAMILY_IPV6, src, FAMILY_IPV6, dst, proto,
-                                 sport, dport), status
+                proto, sport, dport, status, outer = _l4(frame, off + 40, n, frame[off + 6],
+                                                         True)
+                return _pack(eth_src, FAMILY_IPV6, src, FAMILY_IPV6, dst, proto,
+                             sport, dport, outer), status
     elif etype == ETHERTYPE_ARP:
         if off + 8 > n:  # no ARP header: split on the MACs
             status = STATUS_PARSER_ERROR
@@ -172,16 +188,16 @@ def parse_key(frame: bytes) -> tuple[bytes, int]:
                 if off + 28 > n:
                     status = STATUS_PARSER_ERROR
                 else:
-                    return _KEY.pack(eth_src, FAMILY_IPV4, frame[off + 14:off + 18], FAMILY_IPV4,
+                    return _pack(eth_src, FAMILY_IPV4, frame[off + 14:off + 18], FAMILY_IPV4,
                                      frame[off + 24:off + 28], PROTO_ARP, 0, 0), STATUS_OK
-            return _KEY.pack(eth_src, FAMILY_NONE, b"", FAMILY_NONE, b"", PROTO_ARP, 0, 0), \
+            return _pack(eth_src, FAMILY_NONE, b"", FAMILY_NONE, b"", PROTO_ARP, 0, 0), \
                 status
-    return _KEY.pack(eth_src, FAMILY_MAC, eth_src, FAMILY_MAC, frame[0:6], PROTO_L2, 0, 0), \
+    return _pack(eth_src, FAMILY_MAC, eth_src, FAMILY_MAC, frame[0:6], PROTO_L2, 0, 0), \
         status
 
 
 def parse_keys(frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Key records (uint8[n, 45]) and statuses (uint8[n]) of a list of frames."""
+    """Key records (uint8[n, 46]) and statuses (uint8[n]) of a list of frames."""
     keys = []
     status = bytearray(len(frames))
     for i, frame in enumerate(frames):
@@ -193,10 +209,12 @@ def parse_keys(frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def records_from_batch(batch) -> np.ndarray:
-    """Key records (uint8[n, 45]) of a ``lego.ext.batch.PacketBatch``, vectorised.
+    """Key records (uint8[n, 46]) of a ``lego.ext.batch.PacketBatch``, vectorised.
 
     The batch's derived fields are exactly the record's: ``eth_src``, families,
-    16-byte addresses, ``proto``, ports.
+    16-byte addresses, ``proto``, ports. A batch does not say which ports an ICMP
+    error quoted: its ``outer_proto`` is its ``proto`` (a batch whose columns hold
+    the outer header gives the outer view).
     """
     n = len(batch)
     rec = np.zeros((n, KEY_BYTES), dtype=np.uint8)
@@ -211,4 +229,16 @@ def records_from_batch(batch) -> np.ndarray:
     rec[:, 42] = batch.sport & 0xFF
     rec[:, 43] = batch.dport >> 8
     rec[:, 44] = batch.dport & 0xFF
+    rec[:, 45] = batch.proto
     return rec
+
+
+def outer_view(records: np.ndarray) -> np.ndarray:
+    """Key records with each frame's outer header in the proto and port fields (a
+    copy): where ``outer_proto`` differs from ``proto`` (an ICMP error quoting a
+    datagram) the proto becomes the outer one and the ports 0."""
+    out = records.copy()
+    quoted = records[:, 45] != records[:, 40]
+    out[quoted, 40] = records[quoted, 45]
+    out[quoted, 41:45] = 0
+    return out

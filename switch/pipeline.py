@@ -10,13 +10,20 @@ the epoch's low bit names (``lego.p4`` set_groups).
 - :func:`group_buckets` hashes a matrix of key records (:mod:`lego.switch.parser`) for
   one split group: ``crc32(fields bit-packed MSB first) % N_BUCKETS``, as BMv2's
   ``hash(..., HashAlgorithm.crc32, 0, {...}, N_BUCKETS)`` computes it. The
-  symmetric groups (``SYMMETRIC_GROUPS``: the two-endpoint groups with the
-  endpoints ordered) are hashed here ahead of ``lego.p4``, which lacks them yet.
+  symmetric groups (``SYMMETRIC_GROUPS``) hash the two-endpoint groups with the
+  endpoints ordered, the symmetric Socket group on the outer header
+  (:func:`~lego.switch.parser.outer_view`).
 - :meth:`Pipeline.decide` turns records into per-packet decisions (bucket, owner,
   mirror bucket, clone owner) with numpy; the offline simulator calls it on a
   whole ``PacketBatch`` (``records_from_batch``) and never builds frames.
 - :meth:`Pipeline.process` is the target's path: frames from one ingress port
   -> ``decide`` -> shimmed output frames, counters, sequence numbers.
+
+The window clock, as in ``lego.p4``: with a period set, each split frame (in
+arrival order, owned or not) reads the window register and opens the next window
+when its ingress time exceeds the window's start + period; its window goes in the
+shim, and a frame that opens one (and is not mirrored) is cloned as a window mark
+to the ports of clone session ``WINDOW_MARK_SESSION``.
 
 Decisions, as in ``lego.p4``: a frame from a port whose role is *drop* (also the
 default for an unconfigured port) is dropped; *forward* sends it unchanged to
@@ -27,7 +34,7 @@ is set, that bucket has an owner, and the owner differs from the primary owner
 (or there is none); the clone goes to every replica of clone session
 ``owner + 1`` (none if the session is absent), truncated to the session's
 ``packet_length_bytes`` when that is non-zero. Counter bytes are the ingress
-frame length.
+frame length; the port-out counter counts frames, not window marks.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from lego.p4src.contract import (  # noqa: F401 (the model re-exports the contra
     A_ROLE_FORWARD,
     A_ROLE_TRAFFIC,
     A_SET_GROUPS,
+    A_SET_WINDOW,
     A_TO_REPLICA,
     A_UNOWNED,
     C_BUCKET,
@@ -63,6 +71,7 @@ from lego.p4src.contract import (  # noqa: F401 (the model re-exports the contra
     EVENT_PORT_DROP,
     EVENT_RUNT,
     EVENT_UNOWNED,
+    EVENT_WINDOW,
     GROUP_DSTIP,
     GROUP_NAMES,
     GROUP_NONE,
@@ -82,6 +91,8 @@ from lego.p4src.contract import (  # noqa: F401 (the model re-exports the contra
     ROLE_FORWARD,
     ROLE_TRAFFIC,
     SHIM_BYTES,
+    SHIM_KIND_FRAME,
+    SHIM_KIND_WINDOW,
     SHIM_MIRROR,
     SYMMETRIC_GROUP_NAMES,
     SYMMETRIC_GROUPS,
@@ -89,17 +100,22 @@ from lego.p4src.contract import (  # noqa: F401 (the model re-exports the contra
     T_MIRROR_OWNER,
     T_PORT_ROLE,
     T_SPLIT_GROUP,
+    T_WINDOW_CLOCK,
     VERSIONS,
+    WINDOW_MARK_BYTES,
+    WINDOW_MARK_SESSION,
     port_cells,
 )
 from lego.switch.parser import (
     KEY_BYTES,
     STATUS_PARSER_ERROR,
     STATUS_RUNT,
+    outer_view,
     parse_keys,
 )
 
-_SHIM = struct.Struct("!BBHQHII")  # the shim less origEtherType (which is frame[12:14])
+_SHIM = struct.Struct("!BBHQHIIIB")  # the shim less origEtherType (which is frame[12:14])
+_TS_MASK = 0xFFFFFFFFFFFF  # 48-bit ingress timestamps
 _LEGO_TYPE = LEGO_ETHERTYPE.to_bytes(2, "big")
 
 
@@ -130,11 +146,14 @@ def ordered_endpoints(records: np.ndarray, ports: bool) -> np.ndarray:
 def group_buckets(records: np.ndarray, group: int) -> np.ndarray:
     """Bucket (int64[n]) of each key record under ``group``; 0 for GROUP_NONE or unknown.
     A symmetric group hashes its directed group's slice of the records with their
-    endpoints ordered (:func:`ordered_endpoints`)."""
+    endpoints ordered (:func:`ordered_endpoints`), the symmetric Socket group the
+    records' outer view."""
     n = len(records)
-    if group in SYMMETRIC_GROUPS:
-        records = ordered_endpoints(records, ports=group == GROUP_SOCKET_SYM)
-        group = SYMMETRIC_GROUPS[group]
+    if group == GROUP_SOCKET_SYM:
+        records = ordered_endpoints(outer_view(records), ports=True)
+    elif group in SYMMETRIC_GROUPS:
+        records = ordered_endpoints(records, ports=False)
+    group = SYMMETRIC_GROUPS.get(group, group)
     if group not in GROUP_SLICES:
         return np.zeros(n, dtype=np.int64)
     lo, hi = GROUP_SLICES[group]
@@ -147,11 +166,11 @@ def group_buckets(records: np.ndarray, group: int) -> np.ndarray:
 
 
 def shim_header(flags: int, group: int, bucket: int, seq: int, ts_us: int, orig_len: int,
-                orig_ethertype: int) -> bytes:
-    """The 24-byte shim (lego.p4 ``lego_shim_t``)."""
-    ts = ts_us & 0xFFFFFFFFFFFF
+                orig_ethertype: int, window: int = 0, kind: int = SHIM_KIND_FRAME) -> bytes:
+    """The 29-byte shim (lego.p4 ``lego_shim_t``)."""
+    ts = ts_us & _TS_MASK
     return _SHIM.pack(flags, group, bucket, seq & 0xFFFFFFFFFFFFFFFF, ts >> 32, ts & 0xFFFFFFFF,
-                      orig_len) + orig_ethertype.to_bytes(2, "big")
+                      orig_len, window, kind) + orig_ethertype.to_bytes(2, "big")
 
 
 @dataclass(frozen=True)
@@ -163,6 +182,13 @@ class Shim:
     ts_us: int
     orig_len: int
     orig_ethertype: int
+    window: int = 0
+    kind: int = SHIM_KIND_FRAME
+
+    @property
+    def mark(self) -> bool:
+        """A window mark (Ethernet and shim only), not a frame."""
+        return self.kind == SHIM_KIND_WINDOW
 
     @property
     def mirror(self) -> bool:
@@ -178,9 +204,10 @@ def strip_shim(frame: bytes) -> tuple[Shim, bytes]:
     """Split a frame from the switch into its shim and the original frame."""
     if len(frame) < 14 + SHIM_BYTES - 2 or frame[12:14] != _LEGO_TYPE:
         raise ValueError("frame carries no lego shim")
-    f, g, b, seq, ts_hi, ts_lo, olen = _SHIM.unpack_from(frame, 14)
+    f, g, b, seq, ts_hi, ts_lo, olen, window, kind = _SHIM.unpack_from(frame, 14)
     etype = frame[14 + _SHIM.size:16 + _SHIM.size]
-    shim = Shim(f, g, b, seq, (ts_hi << 32) | ts_lo, olen, int.from_bytes(etype, "big"))
+    shim = Shim(f, g, b, seq, (ts_hi << 32) | ts_lo, olen, int.from_bytes(etype, "big"),
+                window, kind)
     return shim, frame[:12] + frame[14 + _SHIM.size:]
 
 
@@ -208,6 +235,9 @@ class PipelineState:
     counters: dict[str, np.ndarray] = field(default_factory=lambda: {
         name: np.zeros((size, 2), dtype=np.uint64) for name, size in COUNTER_SIZES.items()})
     epoch: int = 0  # bumped with every bucket move, carried in the shim flags (7 bits)
+    window_period_us: int = 0  # window_clock's period (0: no clock)
+    window: int = 0  # the window registers: the current window (0: none yet) and its start
+    window_start_us: int = 0
 
     @property
     def version(self) -> int:
@@ -220,7 +250,8 @@ class PipelineState:
             self.bucket_owner.copy(), self.mirror_owner.copy(),
             {k: CloneSession(list(v.replicas), v.packet_length_bytes)
              for k, v in self.clone_sessions.items()},
-            self.seq, {k: v.copy() for k, v in self.counters.items()}, self.epoch)
+            self.seq, {k: v.copy() for k, v in self.counters.items()}, self.epoch,
+            self.window_period_us, self.window, self.window_start_us)
 
 
 @dataclass
@@ -320,42 +351,69 @@ class Pipeline:
         flags = (s.epoch & 0x7F) << 1
         shim = _SHIM.pack
         stamps = [now_us] * n if isinstance(now_us, int) else now_us
+        windows, opened = self._windows([stamps[i] & _TS_MASK for i in ok.tolist()])
+        if opened:
+            self._event(EVENT_WINDOW, len(opened), lens_ok[opened])
         owners = d.owner.tolist()
         buckets = d.bucket.tolist()
         clones = d.clone_owner.tolist()
         mbuckets = d.mirror_bucket.tolist()
         sessions = s.clone_sessions
+        marking = set(opened)
+
+        def send(ports: list[int], frame: bytes, flen: int, counted: bool = True) -> None:
+            for p in ports:
+                out.append((p, frame))
+                if counted:  # port_out_counter counts frames, not window marks
+                    out_ports.append(p)
+                    out_lens.append(flen)
+
         for j, i in enumerate(ok.tolist()):
             f = frames[i]
             flen = len(f)
             seq = (seq0 + j) & 0xFFFFFFFFFFFFFFFF
-            ts = stamps[i] & 0xFFFFFFFFFFFF
-            ts_hi, ts_lo = ts >> 32, ts & 0xFFFFFFFF
+            ts = stamps[i] & _TS_MASK
+            ts_hi, ts_lo, w = ts >> 32, ts & 0xFFFFFFFF, windows[j]
             o = owners[j]
             if o >= 0:
-                out.append((o, b"".join((f[:12], _LEGO_TYPE,
-                                         shim(flags, pg, buckets[j], seq, ts_hi, ts_lo, flen),
-                                         f[12:]))))
-                out_ports.append(o)
-                out_lens.append(flen)
+                send([o], b"".join((f[:12], _LEGO_TYPE, shim(flags, pg, buckets[j], seq, ts_hi,
+                                                            ts_lo, flen, w, SHIM_KIND_FRAME),
+                                    f[12:])), flen)
             co = clones[j]
-            if co >= 0:
+            if co >= 0:  # one clone per pass: a mirrored frame carries no window mark
                 sess = sessions.get(co + CLONE_SESSION_BASE)
-                if sess is None:
-                    continue
+                if sess is not None:
+                    m = b"".join((f[:12], _LEGO_TYPE,
+                                  shim(flags | SHIM_MIRROR, mg, mbuckets[j], seq, ts_hi, ts_lo,
+                                       flen, w, SHIM_KIND_FRAME), f[12:]))
+                    send(sess.replicas, m[:sess.packet_length_bytes or None], flen)
+            elif j in marking and WINDOW_MARK_SESSION in sessions:
+                sess = sessions[WINDOW_MARK_SESSION]
                 m = b"".join((f[:12], _LEGO_TYPE,
-                              shim(flags | SHIM_MIRROR, mg, mbuckets[j], seq, ts_hi, ts_lo, flen),
-                              f[12:]))
-                if sess.packet_length_bytes:
-                    m = m[:sess.packet_length_bytes]
-                for rp in sess.replicas:
-                    out.append((rp, m))
-                    out_ports.append(rp)
-                    out_lens.append(flen)
+                              shim(flags, GROUP_NONE, 0, seq, ts_hi, ts_lo, flen, w,
+                                   SHIM_KIND_WINDOW), f[12:14]))  # cut to WINDOW_MARK_BYTES
+                send(sess.replicas, m[:sess.packet_length_bytes or None], flen, counted=False)
         if out_ports:
             self._count_out(np.asarray(out_ports, dtype=np.int64),
                             np.asarray(out_lens, dtype=np.int64))
         return out
+
+    def _windows(self, stamps: list[int]) -> tuple[list[int], list[int]]:
+        """Each frame's window under the window clock (in arrival order), and the
+        indices of the frames that opened one; all 0 and none without a clock."""
+        s = self.state
+        period = s.window_period_us
+        if not period:
+            return [0] * len(stamps), []
+        window, start = s.window, s.window_start_us
+        windows, opened = [], []
+        for j, ts in enumerate(stamps):
+            if window == 0 or ts > start + period:
+                window, start = window + 1, ts
+                opened.append(j)
+            windows.append(window)
+        s.window, s.window_start_us = window & 0xFFFFFFFF, start
+        return windows, opened
 
     def _event(self, event: int, n: int, lens: np.ndarray) -> None:
         ctr = self.state.counters[C_EVENT]
@@ -405,6 +463,8 @@ def apply_default(state: PipelineState, table: str, action: str, params: dict[st
         state.primary_group = params["primary"]
         state.mirror_group = params["mirror"]
         state.epoch = params.get("epoch", 0)
+    elif table == T_WINDOW_CLOCK:
+        state.window_period_us = params["period"]
     elif table == T_PORT_ROLE:
         role = {A_ROLE_TRAFFIC: ROLE_TRAFFIC, A_ROLE_FORWARD: ROLE_FORWARD,
                 A_ROLE_DROP: ROLE_DROP}[action]
@@ -419,6 +479,8 @@ def reset_default(state: PipelineState, table: str) -> None:
     if table == T_SPLIT_GROUP:
         state.primary_group, state.mirror_group = fresh.primary_group, fresh.mirror_group
         state.epoch = fresh.epoch
+    elif table == T_WINDOW_CLOCK:
+        state.window_period_us = fresh.window_period_us
     elif table == T_PORT_ROLE:
         state.default_role = fresh.default_role
 

@@ -10,8 +10,11 @@ spanning tree, VLAN and QinQ tags, truncated and malformed frames) goes through
 both, a third before each change. For every accepted input frame (its shim
 sequence number) the multiset of (egress port, frame bytes) must be equal, the
 shim's timestamp masked; then every P4Runtime read (entries, defaults, clone
-sessions, counters) must be equal. Marker ``bmv2``: skipped, with the reason,
-where ``simple_switch_grpc`` or the committed ``lego.json`` is missing.
+sessions, counters) must be equal. The same again under LUCID's plan (the
+symmetric Socket group and the window clock): bursts of frames a period apart, so
+that both switches open each window at the same frame, must give the same frames,
+windows and window marks. Marker ``bmv2``: skipped, with the reason, where
+``simple_switch_grpc`` or the committed ``lego.json`` is missing.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ class Switch:
                 self.out.append((port, data))
         sock.close()
 
-    def manager(self):
+    def manager(self, split=None, window_us: int = 0):
         from lego.control.granularity import plan_split
         from lego.control.p4rt_client import P4RuntimeClient
         from lego.control.switch_manager import SwitchManager
@@ -123,7 +126,8 @@ class Switch:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise
                 time.sleep(0.2)
-        plan = SwitchPlan.from_split(plan_split(state_groups("lego")), [TRAFFIC], [R1, R2])
+        plan = SwitchPlan.from_split(split or plan_split(state_groups("lego")), [TRAFFIC],
+                                     [R1, R2], window_us=window_us)
         return SwitchManager(self.client, plan)
 
     def send(self, frames: list[bytes], gap_s: float = 0.0005) -> None:
@@ -235,6 +239,49 @@ def test_software_target_equals_bmv2_frame_for_frame_and_read_for_read(tmp_path)
             r_b, r_s = (reads(m.client, p4info) for m in managers)
             bad = [k for k in r_b if r_b[k] != r_s.get(k)]
             assert not bad, f"reads differ: {bad}"
+        finally:
+            for s in switches:
+                s.stop()
+
+
+def test_window_clock_and_symmetric_split_agree_with_bmv2(tmp_path):
+    """LUCID's plan on both switches: bursts a window period apart (the first frame
+    of each opens a window on both), a scale-out between two of them."""
+    from lego import nfs
+
+    period_s, bursts = 0.8, 4
+    frames = corpus(seed=11)[:bursts * 120]
+    switches = []
+    with NetnsLab(4, prefix="wb") as lab_b, NetnsLab(4, prefix="ws") as lab_s:
+        try:
+            switches = [Switch(KINDS[0], lab_b, "127.0.0.1:50084", tmp_path / "a"),
+                        Switch(KINDS[1], lab_s, "127.0.0.1:50085", tmp_path / "b")]
+            managers = [s.manager(nfs.get("lucid").plan(), int(period_s * 1e6))
+                        for s in switches]
+            for m in managers:
+                m.sync()
+            for i in range(bursts):
+                if i == 2:
+                    for m in managers:
+                        m.scale_out(R3, now=time.monotonic())
+                sent = time.monotonic()
+                for s in switches:
+                    s.send(frames[i::bursts], gap_s=0.0002)
+                assert time.monotonic() - sent < period_s, "a burst outlasted the period"
+                time.sleep(1.5 * period_s)
+            for s in switches:
+                s.settle()
+            got = [per_input(s.out) for s in switches]
+            differ = sorted(k for k in set(got[0]) | set(got[1])
+                            if got[0].get(k) != got[1].get(k))
+            assert not differ, (f"{len(differ)} of {len(got[0])} inputs differ; first: "
+                                + "; ".join(describe(k, got[0].get(k), got[1].get(k))
+                                            for k in differ[:5]))
+            shims = [pl.strip_shim(f)[0] for c in got[1].values() for (_, f), n in c.items()
+                     if f[12:14] == ETHERTYPE_LEGO.to_bytes(2, "big")]
+            assert {s.window for s in shims} == set(range(1, bursts + 1))
+            marks = Counter(s.window for s in shims if s.mark)
+            assert marks == {1: 2, 2: 2, 3: 3, 4: 3}  # every replica port, R3 from window 3
         finally:
             for s in switches:
                 s.stop()

@@ -117,6 +117,35 @@ def test_shim_stripped_into_mirror_seq_and_switch_time(shared_data):
     assert np.array_equal(shim.epoch, np.arange(len(raw)) % 5)  # flags bits 1..7
     switch, _ = frames_to_batch(frames, timestamps="switch")
     assert np.array_equal(switch.ts, (5_000_000 + np.arange(len(raw))) / 1e6)
+    assert not shim.window.any() and not shim.mark.any() and shim.marked == 0
+
+
+def test_window_marks_are_no_packets_and_every_frame_keeps_its_window(shared_data):
+    """Frames carry the window clock's window; a window mark (Ethernet + shim, cut
+    by its clone session) is left out of the batch and reported as ``marked``."""
+    from lego.p4src.contract import SHIM_KIND_WINDOW, WINDOW_MARK_BYTES
+    from lego.switch.pipeline import shim_header
+
+    raw = next(open_trace(shared_data / "kitsune_mirai_first2000.pcap").raw_batches(100))
+    shimmed, windows = [], []
+    for i in range(len(raw)):
+        f = raw.frame(i)
+        w = 1 + i // 40
+        if i and i % 40 == 0:  # the frame that opens window w, and its mark
+            shimmed.append((f[:12] + b"\x88\xb5" + shim_header(
+                0, 0, 0, i, i, len(f), int.from_bytes(f[12:14], "big"), w,
+                SHIM_KIND_WINDOW) + f[14:])[:WINDOW_MARK_BYTES])
+        shimmed.append(f[:12] + b"\x88\xb5" + shim_header(
+            0, 7, i, i, i, len(f), int.from_bytes(f[12:14], "big"), w) + f[14:])
+        windows.append(w)
+    lens = np.array([len(f) for f in shimmed], dtype=np.uint32)
+    offs = np.concatenate([[0], np.cumsum(lens[:-1])]).astype(np.int64)
+    frames = Frames(np.frombuffer(b"".join(shimmed), np.uint8), offs, lens, lens,
+                    np.zeros(len(lens)), 1, np.arange(len(lens), dtype=np.uint64))
+    got, shim = frames_to_batch(frames)
+    assert np.array_equal(got.seq, np.arange(len(raw)))
+    assert shim.window.tolist() == windows and not shim.mark.any()
+    assert shim.marked == 3
 
 
 def _scores(batch, part, parts, seqs, rows):

@@ -1,11 +1,11 @@
 """The symmetric split groups: Algorithm 1 splits a bidirectional key on the
 dataplane's symmetric hash of that key (no mirror), the model hashes a packet and
-its reply into one bucket, and the controller refuses to install the groups that
-lego.p4 does not carry yet."""
+its reply into one bucket (the symmetric Socket group on the outer header), and
+the controller installs them."""
 
 import numpy as np
 import pytest
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
@@ -119,18 +119,29 @@ def test_ordering_leaves_the_records_alone():
     assert np.array_equal(rec, before)
 
 
-# ---------------------------------------------------------------- never on a switch
-def test_the_controller_refuses_to_install_the_symmetric_groups():
+def test_the_symmetric_socket_keys_an_icmp_error_by_its_outer_header():
+    """An ICMP error between two hosts is the hosts' ICMP flow (a bidirectional-flow
+    NF's key), not the datagram it quotes: it shares the echo's bucket under the
+    symmetric Socket group, while the directed Socket group hashes the quoted ports."""
+    quoted = IP(src="10.0.0.9", dst="10.0.0.2") / UDP(sport=5000, dport=53)
+    rec = _records(Ether() / IP(src="10.0.0.2", dst="10.0.0.9") / ICMP(type=3, code=3)
+                   / IP(bytes(quoted)[:28]),
+                   Ether() / IP(src="10.0.0.9", dst="10.0.0.2") / ICMP(type=8),
+                   Ether() / quoted)
+    assert rec[0, 40] != rec[0, 45]  # quoted: the record keeps Kitsune's key
+    sym = group_buckets(rec, pl.GROUP_SOCKET_SYM)
+    assert sym[0] == sym[1]
+    directed = group_buckets(rec, pl.GROUP_SOCKET)
+    assert directed[0] != directed[1]
+
+
+# ---------------------------------------------------------------- on the switch
+def test_the_controller_installs_the_symmetric_groups():
     plan = plan_split([FLOW], [CLOCK])
-    with pytest.raises(ConfigError, match="simulated only until lego.p4 carries them"):
-        split_groups(plan)
-    with pytest.raises(ConfigError, match="simulated only until lego.p4 carries them"):
-        SwitchPlan.from_split(plan, [0], [1, 2])
-    with pytest.raises(ConfigError, match="SOCKET_SYM: the symmetric groups"):
-        group_id(SplitGroup.SOCKET_SYM)
-    for groups in ((pl.GROUP_SOCKET_SYM, pl.GROUP_NONE),
-                   (pl.GROUP_SRCIP, pl.GROUP_SRCIP_DSTIP_SYM)):
-        with pytest.raises(ConfigError, match="simulated only"):
-            SwitchPlan((0,), (1,), groups)
-    assert group_id(SplitGroup.SOCKET) == pl.GROUP_SOCKET
-    assert not set(pl.SYMMETRIC_GROUPS) & set(pl.GROUP_NAMES)
+    assert split_groups(plan) == (pl.GROUP_SOCKET_SYM, pl.GROUP_NONE)
+    assert SwitchPlan.from_split(plan, [0], [1, 2]).groups == (pl.GROUP_SOCKET_SYM,
+                                                               pl.GROUP_NONE)
+    assert group_id(SplitGroup.SRC_IP_DST_IP_SYM) == pl.GROUP_SRCIP_DSTIP_SYM
+    assert set(pl.SYMMETRIC_GROUPS) <= set(pl.GROUP_NAMES)
+    with pytest.raises(ConfigError, match="groups must be lego.p4 group ids"):
+        SwitchPlan((0,), (1,), (8, pl.GROUP_NONE))

@@ -65,6 +65,24 @@ def test_forward_matches_spec_in_float64(n, h, k):
     assert np.allclose(m.forward(X), want, rtol=0, atol=1e-5)  # float32 GEMM
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_fragment_scores_the_same_bits_however_fragments_are_batched(dtype):
+    """Replicas score any share of the fragments, in batches of any size: each
+    fragment's probability must not depend on its neighbours (one GEMM over a block
+    rounds a row by where it sits)."""
+    m = random_model(10, 3, 64, seed=5)
+    X = fragments(700, 10, seed=9)
+    whole = m.forward(X, dtype=dtype)
+    for size in (1, 3, 13, 130, 699):
+        parts = np.concatenate([m.forward(X[s:s + size], dtype=dtype)
+                                for s in range(0, len(X), size)])
+        assert np.array_equal(parts.view(np.uint64), whole.view(np.uint64)), size
+    assert np.array_equal(m.forward(X, dtype=dtype, block=37).view(np.uint64),
+                          whole.view(np.uint64))
+    shuffled = np.random.default_rng(0).permutation(len(X))
+    assert np.array_equal(m.forward(X[shuffled], dtype=dtype), whole[shuffled])
+
+
 def test_forward_takes_read_only_float32_integer_and_strided_inputs():
     m = random_model(5, 3, 4)
     X = fragments(9, 5)

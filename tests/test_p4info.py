@@ -97,7 +97,9 @@ def test_source_parser_reads_the_program():
     assert prog.actions[pl.A_SET_GROUPS] == [("primary", 8), ("mirror", 8), ("epoch", 7)]
     assert prog.counters[pl.C_BUCKET] == (pl.N_BUCKETS, "BOTH")
     assert prog.counters[pl.C_PORT_OUT] == (pl.N_PORTS, "BOTH")
-    assert prog.registers == {"LegoIngress.seq_register": (1, 64)}
+    assert prog.registers == {"LegoIngress.seq_register": (1, 64),
+                              "LegoIngress.window_start_register": (1, 48),
+                              "LegoIngress.window_register": (1, 32)}
     assert "LegoIngress.derive_l2" not in prog.actions  # called directly, not in a table
     assert set(prog.counters) == set(pl.COUNTER_SIZES)
 
@@ -119,7 +121,13 @@ def test_pipeline_constants_match_the_program():
     for name, value in (("N_BUCKETS", pl.N_BUCKETS), ("CLONE_SESSION_BASE",
                                                       pl.CLONE_SESSION_BASE),
                         ("GROUP_SRCIP", pl.GROUP_SRCIP), ("GROUP_DSTIP", pl.GROUP_DSTIP),
-                        ("EVENT_MIRROR", pl.EVENT_MIRROR), ("ETHERTYPE_LEGO", 0x88B5)):
+                        ("EVENT_MIRROR", pl.EVENT_MIRROR), ("ETHERTYPE_LEGO", 0x88B5),
+                        ("GROUP_SRCIP_DSTIP_SYM", pl.GROUP_SRCIP_DSTIP_SYM),
+                        ("GROUP_SOCKET_SYM", pl.GROUP_SOCKET_SYM),
+                        ("EVENT_WINDOW", pl.EVENT_WINDOW),
+                        ("WINDOW_MARK_SESSION", pl.WINDOW_MARK_SESSION),
+                        ("WINDOW_MARK_BYTES", pl.WINDOW_MARK_BYTES),
+                        ("SHIM_KIND_WINDOW", pl.SHIM_KIND_WINDOW)):
         m = re.search(rf"const bit<\d+> {name}\s*=\s*(0x[0-9A-Fa-f]+|\d+);", text)
         assert m and int(m.group(1), 0) == value, name
 

@@ -161,7 +161,8 @@ def test_set_pipeline_rules(clients, server):
     info = load_p4info()
     c.insert(owner_entry(c, 3, 4))
     bad = load_p4info()
-    bad.tables[2].match_fields[0].bitwidth = 12
+    owners = next(t for t in bad.tables if t.preamble.name == pl.T_BUCKET_OWNER)
+    owners.match_fields[1].bitwidth = 12
     with pytest.raises(grpc.RpcError) as e:
         c.set_pipeline(bad)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -431,3 +431,37 @@ def test_cli_controller_syncs_once_and_a_rerun_writes_nothing(servers, capsys):
     assert main(["controller", "--switch", srv.grpc_addr, "--traffic-port", "1", "--replica",
                  "2", "--semantics", "kitsune", "--once"]) == 1
     assert "no exact split" in capsys.readouterr().err
+
+
+def test_a_window_clock_plan_installs_the_symmetric_split_the_period_and_the_marks(
+        servers, clients):
+    """LUCID's plan (symmetric Socket, the switch's window clock): a flow and its reply
+    reach one replica, every frame carries the window, the marks' session follows the
+    replica set through a scale-out and a scale-in, and a second sync writes nothing."""
+    from lego import nfs
+
+    srv = servers()
+    plan = SwitchPlan.from_split(nfs.get("lucid").plan(), [TRAFFIC], REPLICAS, window_us=1000)
+    mgr = SwitchManager(clients(srv.grpc_addr), plan, device_config=b"")
+    mgr.sync()
+    state = srv.service.pipeline.state
+    assert (state.primary_group, state.mirror_group) == (pl.GROUP_SOCKET_SYM, pl.GROUP_NONE)
+    assert state.window_period_us == 1000
+
+    def marks() -> tuple[list[int], int]:
+        s = state.clone_sessions[pl.WINDOW_MARK_SESSION]
+        return s.replicas, s.packet_length_bytes
+
+    assert marks() == ([R1, R2, R3], 0)  # lego.p4 cuts the marks itself
+    pairs = list(enumerate(zip(HOSTS, HOSTS[1:], strict=False)))
+    there = [udp_frame(a, b, 40000 + i, 53) for i, (a, b) in pairs]
+    back = [udp_frame(b, a, 53, 40000 + i) for i, (a, b) in pairs]
+    got = [(p, s) for p, s, _ in deliver(srv, there + back) if not s.mark]
+    ports = [p for p, _ in got]
+    assert ports[:len(there)] == ports[len(there):] and len(set(ports)) == 3
+    assert {s.window for _, s in got} == {1}
+    mgr.scale_out(R4, now=1.0)
+    assert marks()[0] == [R1, R2, R3, R4]
+    mgr.scale_in(R2, now=2.0)
+    assert marks()[0] == [R1, R3, R4]
+    assert mgr.sync().changes == 0

@@ -400,8 +400,9 @@ class LegoSystem:
 
         self.kill_controller()
         decl = nfs.get(self.nf)
-        plan = SwitchPlan.from_split(decl.plan(decl.pick(semantics=self.semantics)),
-                                     [self.topo.traffic.port], self.replica_ports)
+        options = decl.pick(semantics=self.semantics)
+        plan = SwitchPlan.from_split(decl.plan(options), [self.topo.traffic.port],
+                                     self.replica_ports, window_us=decl.window_us(options))
         moves = []
         with P4RuntimeClient(self.topo.switch.grpc_addr, self.topo.switch.device_id,
                              CONTROLLER_ELECTION_ID) as client:

@@ -11,7 +11,7 @@ ordered, so that a packet and its reply find one entry.
 """
 
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 import numpy as np
@@ -187,20 +187,27 @@ cdef class Extractor:
 
     def feed(self, const uint8_t[::1] buffer, const int64_t[::1] offsets,
              const uint32_t[::1] caplens, const double[::1] ts, const uint16_t[::1] linktypes,
-             const double[::1] windows=None, const int64_t[::1] index=None):
+             const double[::1] windows=None, const int64_t[::1] index=None,
+             int64_t[::1] flow_ids=None):
         """Take the next frames of the capture, in order. ``windows``: each frame's window
-        start as the switch stamped it (a replica sees only its share of the frames, so
-        it cannot keep the clock itself); ``index``: each frame's index in the capture
-        (default: counted from 0 over the frames fed)."""
+        as the switch stamped it, any increasing number (a replica sees only its share
+        of the frames, so it cannot keep the clock itself); ``index``: each frame's index
+        in the capture (default: counted from 0 over the frames fed); ``flow_ids``
+        (filled in): the flow each frame joined, -1 for a frame that is not IPv4."""
         cdef Py_ssize_t i, m = offsets.shape[0]
         cdef Pkt p
         cdef Flow *flow
         cdef const uint8_t *fr
         cdef bint stamped = windows is not None, indexed = index is not None
-        if (stamped and windows.shape[0] != m) or (indexed and index.shape[0] != m):
-            raise ValueError(f"feed: expected windows and index for each of the {m} frames")
+        cdef bint tell = flow_ids is not None
+        if ((stamped and windows.shape[0] != m) or (indexed and index.shape[0] != m)
+                or (tell and flow_ids.shape[0] != m)):
+            raise ValueError(f"feed: expected windows, index and flow_ids for each of the "
+                             f"{m} frames")
         check_frames(buffer, offsets, caplens, linktypes, ts)
         for i in range(m):
+            if tell:
+                flow_ids[i] = -1
             if stamped:
                 self.start, self.started = windows[i], True
             elif not self.started or ts[i] > self.start + self.t:
@@ -226,6 +233,8 @@ cdef class Extractor:
             p.f[4] = p.mask
             if not self.store(flow, &p, index[i] if indexed else self.frames_seen + i):
                 raise MemoryError()
+            if tell:
+                flow_ids[i] = flow.id
         self.frames_seen += m
 
     # ------------------------------------------------------------ dissection
@@ -535,6 +544,222 @@ cdef class Extractor:
         return (flow[order], window[order], first[order], npkts[order], raw,
                 np.array(self.keys, dtype=np.int64).reshape(-1, 5))
 
+    # ------------------------------------------------------------ live: windows and moves
+
+    def flow_keys(self):
+        """The flows' stored keys (src, sport, dst, dport, proto), by flow id."""
+        return np.array(self.keys, dtype=np.int64).reshape(-1, 5)
+
+    def pop_fragments(self, double before):
+        """The fragments of the windows before ``before`` (closed: every later frame is
+        stamped ``before`` or later), removed, in the order they opened: (flow id,
+        window, first frame, packets, raw features, the time column made relative).
+        The flows keep their state (stored direction, TCP base numbers, TLS)."""
+        cdef int64_t k, F = self.nfrag
+        cdef int64_t rows = self.n * NF
+        out = np.zeros(F, dtype=np.uint8)
+        cdef uint8_t[::1] take = out
+        for k in range(F):
+            take[k] = self.frag_window[k] < before
+        idx = np.flatnonzero(out)
+        raw = np.asarray(<double[:max(F, 1) * rows]>self.raw)[:F * rows].reshape(F, self.n, NF)[idx]
+        flow = np.asarray(<int64_t[:max(F, 1)]>self.frag_flow)[:F][idx]
+        window = np.asarray(<double[:max(F, 1)]>self.frag_window)[:F][idx]
+        first = np.asarray(<int64_t[:max(F, 1)]>self.frag_first)[:F][idx]
+        npkts = np.asarray(<int32_t[:max(F, 1)]>self.frag_n)[:F][idx].astype(np.int64)
+        if len(idx):
+            self.remove_fragments(take)
+        filled = np.arange(self.n)[None, :] < npkts[:, None]
+        t0 = np.where(filled, raw[:, :, 0], np.inf).min(axis=1) if len(idx) else np.zeros(0)
+        raw[:, :, 0] = np.where(filled, raw[:, :, 0] - t0[:, None], 0.0)
+        return flow, window, first, npkts, raw
+
+    cdef void remove_fragments(self, const uint8_t[::1] gone) noexcept:
+        """Drop the flagged fragments, keep the others in order, and point each flow
+        at its open fragment's new place."""
+        cdef int64_t k, j = 0, rows = self.n * NF, F = self.nfrag
+        cdef int64_t *moved = <int64_t *>calloc(max(F, 1), sizeof(int64_t))
+        for k in range(F):
+            if gone[k]:
+                moved[k] = -1
+                continue
+            moved[k] = j
+            if j != k:
+                memcpy(self.raw + j * rows, self.raw + k * rows, rows * sizeof(double))
+                self.frag_flow[j], self.frag_window[j] = self.frag_flow[k], self.frag_window[k]
+                self.frag_first[j], self.frag_n[j] = self.frag_first[k], self.frag_n[k]
+            j += 1
+        memset(self.raw + j * rows, 0, (F - j) * rows * sizeof(double))
+        self.nfrag = j
+        for k in range(self.cap):
+            if self.table[k].used and self.table[k].frag >= 0:
+                self.table[k].frag = moved[self.table[k].frag]
+        free(moved)
+
+    def export_flows(self, flow_ids) -> bytes:
+        """The state of these flows, in this order, as one blob for
+        :meth:`import_flows`: each one's entry, stored key, TLS and OpenFlow
+        conversations, and every fragment it has not yet handed out (the open one and
+        any of a closed window not yet popped). KeyError for an id not here."""
+        order = [int(i) for i in flow_ids]
+        wanted = set(order)
+        slots, frags = {}, {}
+        cdef int64_t k, d, rows = self.n * NF, fr
+        cdef Flow f
+        cdef TlsConv c
+        for k in range(self.cap):
+            if self.table[k].used and self.table[k].id in wanted:
+                slots[self.table[k].id] = k
+        for k in range(self.nfrag):
+            if self.frag_flow[k] in wanted:
+                frags.setdefault(self.frag_flow[k], []).append(k)
+        missing = wanted - slots.keys()
+        if missing:
+            raise KeyError(f"LUCID extractor: no flows {sorted(missing)[:5]}")
+        parts = []
+        for fid in order:
+            k = slots[fid]
+            f = self.table[k]
+            f.tls, f.of = NULL, NULL
+            parts.append((<char *>&f)[:sizeof(Flow)])
+            parts.append(np.asarray(self.keys[f.id], dtype=np.int64).tobytes())
+            parts.append(bytes([self.table[k].tls != NULL, self.table[k].of != NULL]))
+            if self.table[k].tls != NULL:
+                c = self.table[k].tls[0]
+                for d in range(2):
+                    c.dir[d].all = NULL
+                    if self.table[k].tls.dir[d].all == NULL:
+                        c.dir[d].all_cap = 0
+                parts.append((<char *>&c)[:sizeof(TlsConv)])
+                for d in range(2):
+                    if c.dir[d].all_cap:
+                        parts.append((<char *>self.table[k].tls.dir[d].all)[:c.dir[d].all_cap])
+            if self.table[k].of != NULL:
+                parts.append((<char *>self.table[k].of)[:sizeof(OpenFlowConv)])
+            mine = frags.get(fid, [])
+            parts.append(np.array([len(mine)], dtype=np.int64).tobytes())
+            for fr in mine:
+                parts.append(np.array([self.frag_window[fr]]).tobytes())
+                parts.append(np.array([self.frag_first[fr], self.frag_n[fr], fr == f.frag],
+                                      dtype=np.int64).tobytes())
+                parts.append((<char *>(self.raw + fr * rows))[:rows * sizeof(double)])
+        return b"".join(parts)
+
+    def import_flows(self, bytes blob):
+        """Flows from :meth:`export_flows` (of an extractor with the same n), each under
+        a new local id; a flow already here is left as it is. Returns (the new ids in
+        the blob's order, -1 for a skipped one)."""
+        cdef const uint8_t *b = blob
+        cdef Py_ssize_t at = 0, end = len(blob)
+        cdef int64_t d, fr, rows = self.n * NF
+        cdef Flow incoming
+        cdef Flow *f
+        cdef TlsConv *c
+        cdef bint has_tls, has_of
+        ids = []
+        while at < end:
+            _need(at, sizeof(Flow) + 42, end)
+            memcpy(&incoming, b + at, sizeof(Flow))
+            at += sizeof(Flow)
+            key = tuple(int(v) for v in np.frombuffer(blob[at:at + 40], dtype=np.int64))
+            at += 40
+            has_tls, has_of = b[at], b[at + 1]
+            at += 2
+            f = self.slot(incoming.k0, incoming.k1)
+            skip = f.used
+            if not skip:
+                if 2 * (self.count + 1) > self.cap:
+                    if not self.grow():
+                        raise MemoryError()
+                    f = self.slot(incoming.k0, incoming.k1)
+                f[0] = incoming
+                f.id, f.frag = self.count, -1
+                self.count += 1
+                self.keys.append(key)
+                ids.append(f.id)
+            else:
+                ids.append(-1)
+            if has_tls:
+                _need(at, sizeof(TlsConv), end)
+                c = <TlsConv *>calloc(1, sizeof(TlsConv))
+                if c == NULL:
+                    raise MemoryError()
+                memcpy(c, b + at, sizeof(TlsConv))
+                at += sizeof(TlsConv)
+                for d in range(2):
+                    c.dir[d].all = NULL
+                for d in range(2):
+                    if c.dir[d].all_cap:
+                        if c.dir[d].all_cap < 0 or at + c.dir[d].all_cap > end:
+                            tls_free(c)
+                            _need(at, max(c.dir[d].all_cap, 1), -1)
+                        c.dir[d].all = <uint8_t *>malloc(c.dir[d].all_cap)
+                        if c.dir[d].all == NULL:
+                            tls_free(c)
+                            raise MemoryError()
+                        memcpy(c.dir[d].all, b + at, c.dir[d].all_cap)
+                        at += c.dir[d].all_cap
+                if skip:
+                    tls_free(c)
+                else:
+                    f.tls = c
+            if has_of:
+                _need(at, sizeof(OpenFlowConv), end)
+                if not skip:
+                    f.of = <OpenFlowConv *>malloc(sizeof(OpenFlowConv))
+                    if f.of == NULL:
+                        raise MemoryError()
+                    memcpy(f.of, b + at, sizeof(OpenFlowConv))
+                at += sizeof(OpenFlowConv)
+            _need(at, 8, end)
+            nfr = np.frombuffer(blob[at:at + 8], dtype=np.int64)[0]
+            at += 8
+            for _ in range(nfr):
+                _need(at, 32 + rows * sizeof(double), end)
+                if not skip:
+                    if self.nfrag == self.frag_cap and not self.grow_fragments():
+                        raise MemoryError()
+                    fr = self.nfrag
+                    self.nfrag += 1
+                    memcpy(&self.frag_window[fr], b + at, 8)
+                    first, npkts, is_open = np.frombuffer(blob[at + 8:at + 32], dtype=np.int64)
+                    self.frag_first[fr], self.frag_n[fr] = first, npkts
+                    self.frag_flow[fr] = f.id
+                    memcpy(self.raw + fr * rows, b + at + 32, rows * sizeof(double))
+                    if is_open:
+                        f.frag, f.window = fr, self.frag_window[fr]
+                at += 32 + rows * sizeof(double)
+        return np.array(ids, dtype=np.int64)
+
+    def drop_flows(self, flow_ids) -> int:
+        """Forget these flows and their open fragments (after a move); returns how many
+        were here."""
+        gone = set(int(i) for i in flow_ids)
+        cdef int64_t k, dropped = 0
+        marks = np.zeros(max(self.nfrag, 1), dtype=np.uint8)
+        cdef uint8_t[::1] frag_gone = marks
+        cdef Flow *old = self.table
+        cdef Flow *f
+        for k in range(self.nfrag):
+            frag_gone[k] = self.frag_flow[k] in gone
+        self.table = <Flow *>calloc(self.cap, sizeof(Flow))
+        if self.table == NULL:
+            self.table = old
+            raise MemoryError()
+        for k in range(self.cap):
+            if not old[k].used:
+                continue
+            if old[k].id in gone:
+                tls_free(old[k].tls)
+                free(old[k].of)
+                dropped += 1
+                continue
+            f = self.slot(old[k].k0, old[k].k1)
+            f[0] = old[k]
+        free(old)
+        self.remove_fragments(frag_gone)
+        return dropped
+
 
 cdef enum:
     OF_HEAD = 512  # a message's bytes kept while it spans segments
@@ -662,6 +887,11 @@ def check_frames(buffer, offsets, caplens, linktypes, ts=None) -> None:
     if m and (np.asarray(offsets).min() < 0 or (np.asarray(offsets)
               + np.asarray(caplens, dtype=np.int64)).max() > len(buffer)):
         raise ValueError("LUCID extractor: a frame lies outside the buffer")
+
+
+cdef inline void _need(Py_ssize_t at, Py_ssize_t size, Py_ssize_t end) except *:
+    if end < 0 or at + size > end:
+        raise ValueError(f"LUCID extractor: a flow blob cut short (byte {at} of {end})")
 
 
 cdef bint regrow(void **block, size_t size) noexcept nogil:

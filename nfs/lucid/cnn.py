@@ -112,20 +112,26 @@ class LucidCNN:
 
     def forward(self, X: np.ndarray, *, dtype: type = np.float32,
                 block: int = BLOCK_WINDOWS) -> np.ndarray:
-        """Probability of attack of each fragment (F,), float64; ``dtype`` of the GEMM."""
+        """Probability of attack of each fragment (F,), float64; ``dtype`` of the
+        convolution. A fragment's probability has the same bits however the fragments
+        are batched (one product per fragment: stacked matmuls of one shape, where one
+        GEMM over a whole block rounds a row by where it sits), so that replicas fed
+        any share of the fragments give one instance's answers."""
         X = self.check_input(X, "LucidCNN.forward")
         F, P, d, k = len(X), self.n - self.h + 1, self.W.shape[0], self.k
         rows = max(1, block // P)
         W = self.W.astype(dtype, copy=False)
-        U, Z = np.empty((rows, P, d), dtype), np.empty((rows * P, k), dtype)
-        M, logit = np.empty((rows, k), dtype), np.empty(F)
+        w_out = np.ascontiguousarray(self.w_out[:, None])
+        U, Z = np.empty((rows, P, d), dtype), np.empty((rows, P, k), dtype)
+        M, logit = np.empty((rows, k), dtype), np.empty((F, 1, 1))
         for s in range(0, F, rows):
             c = min(rows, F - s)
             np.copyto(U[:c], _windows(X[s:s + c], self.h))
-            np.matmul(U[:c].reshape(c * P, d), W, out=Z[:c * P])
-            _max_over_positions(Z[:c * P].reshape(c, P, k), M[:c])
-            np.matmul(np.maximum(M[:c] + self.b, 0.0), self.w_out, out=logit[s:s + c])
-        return sigmoid(logit + self.b_out)
+            np.matmul(U[:c], W, out=Z[:c])
+            _max_over_positions(Z[:c], M[:c])
+            hidden = np.maximum(M[:c] + self.b, 0.0)[:, None, :]
+            np.matmul(hidden, w_out, out=logit[s:s + c])
+        return sigmoid(logit[:, 0, 0] + self.b_out)
 
     def predict(self, X: np.ndarray, *, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
         """(probability, decision = probability > 0.5) of each fragment."""

@@ -71,6 +71,7 @@ NF = NetworkFunction(
              "model": (str, None)},
     check=check,
     merge="window",
+    window_clock=lambda options: float(options["window"]),
     split_experiment=split_experiment,
     offline=offline,
     cli="lego.nfs.lucid.cli",

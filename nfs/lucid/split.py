@@ -61,11 +61,11 @@ def switch_clock(cap: Capture, t: float, n: int) -> np.ndarray:
 
 def as_sent(cap: Capture, batch):
     """The batch with each IPv4 frame's ports and protocol as its outer header has them.
-    LUCID keys a flow by the outer 5-tuple (an ICMP error is ICMP with ports 0, an IP
-    fragment has no ports); the symmetric Socket group must hash that key for the
-    split to be exact, where the key records of lego.p4 and its model carry an ICMP
-    error's quoted ports (Kitsune's rule). The symmetric groups are the simulator's
-    only until lego.p4 carries them, with this key."""
+    LUCID keys a flow by the outer 5-tuple (an ICMP error is ICMP with ports 0), as
+    lego.p4's symmetric Socket group hashes it (the switch's key records keep an
+    ICMP error's quoted ports for the directed groups, Kitsune's rule, and its outer
+    header beside them). A batch has no outer view of its own, so the simulator
+    gives it the outer header's columns."""
     from lego.ext.batch import Proto
 
     keys = new_extractor(1.0, 1).frame_keys(cap.buffer, cap.offsets, cap.caplens,
