@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from lego.bricks.source import Frames, PacketBatching, frames_to_batch
+from lego.bricks.source import Frames, PacketBatching
 from lego.ext.batch import PacketBatch
 
 
@@ -81,4 +81,4 @@ class FrameFeed(PacketBatching):
         ts = np.concatenate(times)
         offsets = np.concatenate([[0], np.cumsum(ln[:-1], dtype=np.int64)]).astype(np.int64)
         seq = np.arange(self.state.packets, self.state.packets + len(ln), dtype=np.uint64)
-        return frames_to_batch(Frames(b, offsets, ln, ln.copy(), ts, 1, seq), self.timestamps)
+        return self._decode(Frames(b, offsets, ln, ln.copy(), ts, 1, seq), self.timestamps)

@@ -7,7 +7,10 @@
 ``ts`` with ``timestamps = "switch"``), the assignment epoch as ``epoch`` and the
 window clock's window as ``window``. A window mark (a shim with no frame) is no
 packet: the highest window a batch's marks opened travels as its
-``meta["window_mark"]``, and a batch of marks alone is still sent. It
+``meta["window_mark"]``, and a batch of marks alone is still sent. With
+``frames`` (an NF whose packet field is :data:`lego.nfs.FRAME`, with its own
+dissector) a batch carries the frames' bytes instead of parsed columns
+(:func:`frame_arrays`). It
 is also the splitter of a key-routed edge: rows go to the feature-extractor
 replica that owns the source address, and a mirror copy to the owner of the
 destination (the same rule as the switch, DESIGN §7), so K extractor replicas
@@ -70,11 +73,12 @@ class ShimFields:
     epoch: np.ndarray  # uint8 assignment epochs (split_group's epoch; 0: no shim)
     window: np.ndarray  # uint32 windows of the switch's window clock (0: none)
     mark: np.ndarray  # bool: a window mark, not a frame
+    bucket: np.ndarray  # uint16 the owner bucket the switch split the frame by
     marked: int = 0  # the highest window the marks taken out of these frames opened
 
     def take(self, index) -> ShimFields:
         return ShimFields(self.ts_us[index], self.epoch[index], self.window[index],
-                          self.mark[index], self.marked)
+                          self.mark[index], self.bucket[index], self.marked)
 
 
 def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, ShimFields | None]:
@@ -103,6 +107,7 @@ def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, ShimFields | None]:
     ts_lo = np.ascontiguousarray(shim[:, 14:18]).view(">u4").ravel().astype(np.uint64)
     olen = np.ascontiguousarray(shim[:, 18:22]).view(">u4").ravel().astype(np.uint32)
     window = np.ascontiguousarray(shim[:, 22:26]).view(">u4").ravel().astype(np.uint32)
+    bucket = np.ascontiguousarray(shim[:, 2:4]).view(">u2").ravel().astype(np.uint16)
     macs = (o[:, None] + np.arange(12)).ravel()
     buf[macs + SHIM_LEN + 2] = buf[macs]  # MACs move up to sit before origEtherType
     offsets = off.copy()
@@ -122,8 +127,10 @@ def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, ShimFields | None]:
     windows[cand] = window
     mark = np.zeros(n, dtype=bool)
     mark[cand] = shim[:, 26] == SHIM_KIND_WINDOW
+    buckets = np.zeros(n, dtype=np.uint16)
+    buckets[cand] = bucket
     return (Frames(buf, offsets, caplens, origlens, f.ts, f.linktypes, seqs), mirror,
-            ShimFields(ts_us, epoch, windows, mark))
+            ShimFields(ts_us, epoch, windows, mark, buckets))
 
 
 def without_marks(f: Frames, mirror: np.ndarray, shim: ShimFields | None
@@ -155,6 +162,76 @@ def frames_to_batch(f: Frames, timestamps: str = "capture"
     batch.seq[:] = f.seq
     batch.mirror[:] = mirror
     return batch, shim
+
+
+@dataclass
+class FrameBatch:
+    """Frames as an NF with its own dissector reads them: ``arrays`` are a message's
+    (:func:`frame_arrays`), ``seq``, ``ts`` and ``mirror`` among them."""
+
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def seq(self) -> np.ndarray:
+        return self.arrays["seq"]
+
+    @seq.setter
+    def seq(self, value: np.ndarray) -> None:  # a repeated trace's shifted numbers
+        self.arrays["seq"] = value
+
+    @property
+    def ts(self) -> np.ndarray:
+        return self.arrays["ts"]
+
+    @ts.setter
+    def ts(self, value: np.ndarray) -> None:
+        self.arrays["ts"] = value
+
+    @property
+    def mirror(self) -> np.ndarray:
+        return self.arrays["mirror"]
+
+    def __len__(self) -> int:
+        return len(self.arrays["seq"])
+
+    def take(self, index) -> FrameBatch:
+        a = self.arrays
+        idx = np.arange(len(self))[index]
+        rows = {k: v[idx] for k, v in a.items() if k not in ("frames", "offset")}
+        buf, offsets = gather_frames(a["frames"], a["offset"][idx], a["caplen"][idx])
+        return FrameBatch({**rows, "offset": offsets, "frames": buf})
+
+
+def gather_frames(buffer: np.ndarray, offsets: np.ndarray, caplens: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The frames' bytes, back to back in a new buffer, and their offsets there."""
+    cap = caplens.astype(np.int64)
+    starts = np.zeros(len(cap), dtype=np.int64)
+    np.cumsum(cap[:-1], out=starts[1:])
+    at = np.repeat(np.asarray(offsets, dtype=np.int64) - starts, cap) + np.arange(int(cap.sum()))
+    return np.asarray(buffer)[at], starts
+
+
+def frame_arrays(f: Frames, timestamps: str = "capture") -> tuple[FrameBatch, ShimFields | None]:
+    """Strip shims, take the window marks out, and keep the frames whole: per frame
+    ``seq``, ``ts``, ``offset`` and ``caplen`` (into ``frames``, the bytes gathered),
+    ``linktype``, ``mirror``, and from a shim ``switch_ts_us``, ``epoch``, ``window``
+    and ``bucket``; ``frames`` last (a message's rows are its first array's)."""
+    f, mirror, shim = without_marks(*strip_shims(f))
+    n = len(f.offsets)
+    ts = np.asarray(f.ts, dtype=np.float64)
+    if timestamps == "switch" and shim is not None:
+        ts = np.where(shim.ts_us > 0, shim.ts_us / 1e6, ts)
+    buf, offsets = gather_frames(f.buffer, f.offsets, f.caplens)
+    arrays = {"seq": np.asarray(f.seq, dtype=np.uint64), "ts": ts, "offset": offsets,
+              "caplen": np.asarray(f.caplens, dtype=np.uint32),
+              "linktype": np.broadcast_to(np.asarray(f.linktypes, dtype=np.uint16), (n,)).copy(),
+              "mirror": mirror.astype(np.uint8)}
+    if shim is not None:
+        arrays.update(switch_ts_us=shim.ts_us, epoch=shim.epoch, window=shim.window,
+                      bucket=shim.bucket)
+    arrays["frames"] = buf
+    return FrameBatch(arrays), shim
 
 
 _K1, _K2, _K3, _K4 = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F),
@@ -211,7 +288,8 @@ class PacketBatching:
     wait to fill a batch); ``idle_s`` (interface: end after this long without
     packets); ``preload`` (trace: read and parse every pass before the run
     starts, so a throughput run measures the NF and not the trace parser, as the
-    monolith's does)."""
+    monolith's does); ``frames`` (send the frames' bytes, :func:`frame_arrays`,
+    not parsed columns)."""
 
     def __init__(self, options: dict[str, Any], brick_id: Any) -> None:
         self.trace = options.get("trace")
@@ -227,6 +305,8 @@ class PacketBatching:
         self.timestamps = options.get("timestamps", "switch" if self.interface else "capture")
         self.flush_s = float(options.get("flush_ms", 20)) / 1e3
         self.idle_s = options.get("idle_s")
+        self.frames = bool(options.get("frames", False))
+        self._decode = frame_arrays if self.frames else frames_to_batch
         self.src = str(brick_id)
         self.state = SourceState()
         self._preloaded = None
@@ -261,11 +341,14 @@ class PacketBatching:
             marked = shim.marked if shim is not None else 0
             if not len(batch) and not marked:
                 break
-            arrays = {name: getattr(batch, name) for name in PACKET_FIELDS}
-            if shim is not None:
-                arrays["switch_ts_us"] = shim.ts_us
-                arrays["epoch"] = shim.epoch
-                arrays["window"] = shim.window
+            if self.frames:
+                arrays = batch.arrays
+            else:
+                arrays = {name: getattr(batch, name) for name in PACKET_FIELDS}
+                if shim is not None:
+                    arrays["switch_ts_us"] = shim.ts_us
+                    arrays["epoch"] = shim.epoch
+                    arrays["window"] = shim.window
             seq0 = int(batch.seq.min()) if len(batch) else self.state.seq_end
             msg = Message(batch=self.state.batches, seq0=seq0,
                           seq1=int(batch.seq.max()) + 1 if len(batch) else seq0,
@@ -293,12 +376,15 @@ class PacketBatching:
             last_ts, n = 0.0, 0
             raw_batches = getattr(reader, "raw_batches", None)
             if raw_batches is not None:
-                parts = (frames_to_batch(Frames(r.buffer, r.offsets, r.caplens, r.origlens,
-                                                r.ts, r.linktypes,
-                                                np.arange(r.seq0, r.seq0 + len(r),
-                                                          dtype=np.uint64)),
-                                         self.timestamps)
+                parts = (self._decode(Frames(r.buffer, r.offsets, r.caplens, r.origlens,
+                                             r.ts, r.linktypes,
+                                             np.arange(r.seq0, r.seq0 + len(r),
+                                                       dtype=np.uint64)),
+                                      self.timestamps)
                          for r in raw_batches(self.size))
+            elif self.frames:
+                raise BrickError(f"{self.src}: {self.trace}: a text trace has no frames to "
+                                 "send (option 'frames'): give a pcap or pcapng")
             else:
                 parts = ((b, None) for b in reader.batches(self.size))
             for batch, shim in parts:
@@ -356,5 +442,5 @@ class PacketBatching:
         offsets = np.concatenate([[0], np.cumsum(lens[:-1], dtype=np.int64)]).astype(np.int64)
         buf = np.frombuffer(b"".join(frames), dtype=np.uint8)
         seq = np.arange(self.state.packets, self.state.packets + len(frames), dtype=np.uint64)
-        return frames_to_batch(Frames(buf, offsets, lens, lens.copy(), np.array(times), 1, seq),
-                               self.timestamps)
+        return self._decode(Frames(buf, offsets, lens, lens.copy(), np.array(times), 1, seq),
+                            self.timestamps)

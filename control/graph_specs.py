@@ -75,9 +75,6 @@ def nf_chain_of(nf, options: dict) -> Chain:
     """The chain of NF ``nf`` (a :class:`lego.nfs.NetworkFunction`) under ``options``."""
     from lego.bricks.catalog import brick_type
 
-    if nf.merge != "sequence":  # the sinks it supervises merge in switch sequence order
-        raise ConfigError(f"NF {nf.name!r}: merge {nf.merge!r}: the controller runs graphs "
-                          "whose sink merges by switch sequence")
     tmpl = nf.graph(source={"type": "packet_batching"}, options=options)
     bricks, edges = tmpl["bricks"], tmpl["edges"]
     order = [edges[0]["from"]] + [e["to"] for e in edges]
@@ -110,13 +107,16 @@ def graph_specs(cfg: Config, port: int, workdir: str, base: int, replicas: int,
                 standby: int) -> list[dict]:
     """Every brick of port ``port``'s graph (``replicas`` routed stateless replicas and
     ``standby`` warm ones) on a host whose work directory is ``workdir``."""
+    from lego import nfs
+
     g = cfg.graph
     chain = nf_chain(cfg)
     if cfg.nf["source"] == "feed":
         src_type, src_opts = "frame_feed", {"feed": f"ipc://{Path(workdir) / f'feed-{port}.sock'}"}
     else:
         src_type, src_opts = "packet_batching", {"interface": cfg.interface_of(port)}
-    src_opts.update(batch=g["batch"], flush_ms=g["flush_ms"])
+    src_opts.update(batch=g["batch"], flush_ms=g["flush_ms"],
+                    **nfs.get(cfg.nf["name"]).source_options())
     routed = list(range(replicas))
 
     def spec(node: str, type_: str, serial: int, upstream: int, options: dict) -> dict:

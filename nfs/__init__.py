@@ -60,6 +60,8 @@ class Instance(Protocol):
 
     def process(self, batch) -> tuple[np.ndarray, np.ndarray]: ...  # (seq, score) of
     # the batch's primaries; mirror copies (batch.mirror == 1) only update state
+    # optional: ``finish() -> (seq, score)``, what it holds at the end of the stream
+    # (an NF that answers per time window: the windows still open)
 
 
 class KeyedState(Protocol):
@@ -130,12 +132,17 @@ class NetworkFunction:
 
     def reference(self, batches: Iterable, model: str | Path | None,
                   options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One offline instance over ``batches`` (PacketBatch in switch order, mirrors
-        included): the (seq, score) of its primaries, in order."""
+        """One offline instance over ``batches`` (in switch order, mirrors included:
+        PacketBatch, or frames for an NF that reads them): the (seq, score) of its
+        outputs, in the order it gives them."""
         one = self.instance(model, self.resolve(options))
         seqs, scores = [], []
         for b in batches:
             seq, score = one.process(b)
+            seqs.append(seq)
+            scores.append(score)
+        if hasattr(one, "finish"):
+            seq, score = one.finish()
             seqs.append(seq)
             scores.append(score)
         if not seqs:
@@ -175,6 +182,11 @@ class NetworkFunction:
         from lego.control.granularity import plan_split
 
         return plan_split(self.state_groups(self.resolve(options)), self.global_state)
+
+    def source_options(self) -> dict[str, Any]:
+        """What the framework's source brick must send this NF: the frames' bytes
+        (``frames``) for an NF that reads them, else parsed columns."""
+        return {"frames": True} if FRAME in self.packet_fields else {}
 
     def window_us(self, options: Mapping[str, Any] | None = None) -> int:
         """The period of the switch's window clock for these options, in microseconds

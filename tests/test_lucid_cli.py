@@ -84,11 +84,16 @@ def test_the_offline_run_scores_every_fragment_with_a_given_model(small, tmp_pat
     assert 0.0 <= summary["accuracy"] <= 1.0
 
 
-def test_a_live_run_of_lucid_is_refused_before_anything_starts(tmp_path):
-    from lego import cli_run
+def test_an_nf_without_a_live_run_is_refused_before_anything_starts(tmp_path):
+    """The framework's check, on an NF that declares no model preparation."""
+    from dataclasses import replace
+
+    from lego import cli_run, nfs
     from lego.cli import build_parser
 
     args = build_parser().parse_args(["run", "--nf", "lucid", "--results", str(tmp_path)])
+    offline_only = replace(nfs.get("lucid"), train=None)
     with pytest.raises(ConfigError, match="'lucid' has no live run yet"):
-        cli_run.cmd_mininet(args)
+        cli_run._check_live(offline_only, args)
+    cli_run._check_live(nfs.get("lucid"), args)  # LUCID's own declaration passes
     assert not any(tmp_path.iterdir())  # nothing written, nothing started

@@ -50,10 +50,13 @@ class Calibration:
 def calibration_graph(trace: Path, model: Path, out: Path, semantics: str,
                       batch: int, flush_ms: int, nf: str | None = None) -> dict:
     """An NF host's graph (:func:`~lego.topo.agent.nf_graph`) read from ``trace``."""
+    from lego import nfs
+
     graph = nf_graph("calibration", "unused", model, out, semantics=semantics, batch=batch,
                      flush_ms=flush_ms, nf=nf)
     chain = [graph["edges"][0]["from"]] + [e["to"] for e in graph["edges"]]
-    graph["bricks"][chain[0]]["options"] = {"trace": str(trace), "batch": batch}
+    graph["bricks"][chain[0]]["options"] = {"trace": str(trace), "batch": batch,
+                                            **nfs.get(nf or nfs.DEFAULT).source_options()}
     graph["bricks"][chain[-1]]["options"]["write_scores"] = False
     return graph
 

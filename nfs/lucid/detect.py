@@ -11,8 +11,9 @@ order); a capture with neither is benign.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,44 @@ def generated_model(out: Path, seed: int, t: float, n: int):
 
     frags, y = generated_samples(out, seed, t, n)
     return train(frags.X, y, seed=0, window=t)[0]
+
+
+_PREPARED: dict[tuple[int, float, int], Any] = {}
+
+
+def _run_model(options: Mapping[str, Any], workdir: Path):
+    """The ``model`` option's CNN, else one trained on the generated trace of
+    :data:`TRAINING_SEED` (written in ``workdir``; trained once per process: a run
+    prepares it for its calibration, its replay and its offline figures)."""
+    from lego.nfs.lucid.cnn import LucidCNN
+
+    if options.get("model"):
+        return LucidCNN.load(options["model"])
+    key = (TRAINING_SEED, float(options["window"]), int(options["packets"]))
+    if key not in _PREPARED:
+        _PREPARED[key] = generated_model(workdir, *key)
+    return _PREPARED[key]
+
+
+def prepared_model(options: Mapping[str, Any], out: Path) -> Path:
+    """The model of a run (the NF's ``train``), saved to ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _run_model(options, out.parent).save(out)
+    return out
+
+
+def run_trace(trace: Path, options: Mapping[str, Any]
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One instance over a capture, LUCID's own clock: (first frame of each fragment,
+    probability, scored), in the order of the first frames."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lucid-train-") as tmp:
+        model = _run_model(options, Path(tmp))
+    frags = extract(trace, model.window, model.n)
+    prob = model.forward(frags.X)
+    order = np.argsort(frags.first_seen, kind="stable")
+    return frags.first_seen[order], prob[order], np.ones(len(order), dtype=bool)
 
 
 def figures(model, X: np.ndarray, y: np.ndarray) -> dict:
