@@ -32,10 +32,12 @@ bench: build
 	$(BIN)/python -m bench
 
 # The whole system in Mininet (root + Mininet), else one offline NF instance (says why).
-# Options: TRACE=file.pcap  TARGET=bmv2|soft  REPLICAS=N  CLI=1 (Mininet CLI during the run)
+# Options: NF=kitsune|lucid  NF_OPTIONS="window=1" (the NF's options)  TRACE=file.pcap
+#          TARGET=bmv2|soft  REPLICAS=N  CLI=1 (Mininet CLI during the run)
 #          SCALING=off (the same run with the controller's scaling policy disabled)
 run: build
-	$(BIN)/lego run --results $(RESULTS) $(if $(TRACE),--trace $(TRACE)) \
+	$(BIN)/lego run --results $(RESULTS) $(if $(NF),--nf $(NF)) \
+	  $(foreach o,$(NF_OPTIONS),--nf-option $(o)) $(if $(TRACE),--trace $(TRACE)) \
 	  $(if $(TARGET),--target $(TARGET)) $(if $(REPLICAS),--replicas $(REPLICAS)) \
 	  $(if $(filter 1,$(CLI)),--cli) $(if $(SCALING),--scaling $(SCALING))
 

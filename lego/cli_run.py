@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--results", type=Path, default=REPO / "results", metavar="DIR")
     p.add_argument("--nf", default=None, metavar="NAME",
                    help="the NF (lego.nfs.<NAME> or a module path; default: lego.nfs.DEFAULT)")
+    p.add_argument("--nf-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="one of the NF's options, e.g. window=1 for LUCID (repeatable)")
     p.add_argument("--semantics", default="lego",
                    help="the NF's feature semantics, where it has that option (default lego)")
     p.add_argument("--train-packets", type=positive_int, default=55_001, metavar="N",
@@ -113,7 +115,8 @@ def _check_live(nf, args: argparse.Namespace) -> None:
         raise ConfigError(f"run: NF {nf.name!r} has no live run yet (it declares no model "
                           f"preparation or offline reference); lego run --nf {nf.name} "
                           "--offline runs one instance")
-    nf_chain_of(nf, nf.pick(semantics=args.semantics))
+    nf_chain_of(nf, nf.pick(semantics=args.semantics,
+                            **nf.parse_options(getattr(args, "nf_option", []))))
 
 
 def cmd_mininet(args: argparse.Namespace) -> int:
@@ -133,6 +136,7 @@ def cmd_mininet(args: argparse.Namespace) -> int:
     opts = RunOptions(trace=trace, labels=labels, results=args.results, topo=topo,
                       target=target, target_why=why, semantics=args.semantics,
                       nf=args.nf or nfs.DEFAULT,
+                      nf_extra=nfs.get(args.nf or nfs.DEFAULT).parse_options(args.nf_option),
                       train_packets=args.train_packets, cli=args.cli, quiet=args.quiet,
                       synthetic=args.trace is None, scaling=args.scaling == "on",
                       sla_ms=args.sla_ms)
@@ -155,7 +159,7 @@ def cmd_offline(args: argparse.Namespace) -> int:
     nf = nfs.get(args.nf or nfs.DEFAULT)
     if nf.offline is None:
         raise ConfigError(f"run --offline: NF {nf.name!r} declares no offline run")
-    options = nf.pick(semantics=args.semantics)
+    options = nf.pick(semantics=args.semantics, **nf.parse_options(args.nf_option))
     console = Console()
     args.results.mkdir(parents=True, exist_ok=True)
     trace, labels = _trace_and_labels(args)

@@ -66,3 +66,18 @@ def labelled_detection(seq: np.ndarray, score: np.ndarray, scored: np.ndarray,
     n = int(seq.max()) + 1 if len(seq) else 0
     labels = load_labels(labels_file, n)[seq.astype(np.int64)]
     return detection_report(score[scored], labels[scored])
+
+
+def decision_report(decision: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """TPR, FPR, precision and F1 of yes/no decisions against 0/1 labels (NaN where a
+    denominator is empty)."""
+    d, y = np.asarray(decision, dtype=bool), np.asarray(labels, dtype=bool)
+    tp, fp = int((d & y).sum()), int((d & ~y).sum())
+    fn, tn = int((~d & y).sum()), int((~d & ~y).sum())
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b else float("nan")
+
+    return {"tpr": ratio(tp, tp + fn), "fpr": ratio(fp, fp + tn),
+            "precision": ratio(tp, tp + fp), "f1": ratio(2 * tp, 2 * tp + fp + fn),
+            "positives": tp + fn, "negatives": fp + tn}

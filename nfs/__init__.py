@@ -118,6 +118,12 @@ class NetworkFunction:
     #: --nf <name>``, the NF's own table of K replicas against one instance (None: the
     #: framework's per-packet table, lego.experiments.table2)
     split_experiment: Callable[..., list] | None = None
+    #: whether ``train`` reads the replayed trace's first packets (an unsupervised NF
+    #: that learns the network it guards); a run scores detection after them
+    prefix_training: bool = True
+    #: the score above which the NF decides "attack", where the NF fixes one (None:
+    #: the model's own threshold)
+    decision_threshold: float | None = None
     #: ``window_clock(options) -> seconds``: the period of the window clock the switch
     #: holds for this NF (its switch-held global state), None: no clock
     window_clock: Callable[[Mapping[str, Any]], float] | None = None
@@ -168,6 +174,24 @@ class NetworkFunction:
             out[k] = v
         if self.check is not None:
             self.check(out, where)
+        return out
+
+    def parse_options(self, pairs: Iterable[str], where: str = "--nf-option") -> dict[str, Any]:
+        """``KEY=VALUE`` strings (a command line's) -> options of this NF, each value
+        read as its declared type; ConfigError for an unknown key or a bad value."""
+        out: dict[str, Any] = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or key not in self.options:
+                raise ConfigError(f"{where} {pair!r}: expected KEY=VALUE with KEY one of "
+                                  f"{sorted(self.options)} ({self.name}'s options)")
+            kind = self.options[key][0]
+            try:
+                out[key] = kind(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where} {pair!r}: expected a {kind.__name__} for {key}, "
+                                  f"got {value!r}") from exc
+        self.resolve(out, where)  # the NF's own rules, before anything starts
         return out
 
     def pick(self, **given: Any) -> dict[str, Any]:

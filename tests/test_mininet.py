@@ -162,6 +162,11 @@ def test_the_drain_ends_when_all_is_scored_or_nothing_more_can_come():
     assert drained(st(900, 1000), 1000, 1, scaled_back=True, late=False) is None
     assert "100 of 1,000 packets still unscored" in drained(st(900, 1000), 1000, 1,
                                                             scaled_back=True, late=True)
+    # an NF deciding per window: a frame counts once a replica took it (its last
+    # windows are decided at the drain)
+    taken = {**st(3, 1000), "taken": 1000}
+    assert drained(taken, 1000, 1, scaled_back=True, late=False, per_packet=False) == ""
+    assert drained(taken, 1000, 1, scaled_back=True, late=False) is None
 
 
 # ---------------------------------------------------------------- Mininet
@@ -383,6 +388,44 @@ def test_make_run_scales_on_real_overload_holds_the_sla_and_detects_as_offline()
                  or k == "pacer_scheduling"}  # the replay's timing is what can set them apart
     assert abs(s["auc_live"] - s["auc_offline_original"]) <= 0.01, detection
     assert abs(s["tpr_1pct_live"] - s["tpr_1pct_offline_original"]) <= 0.03, detection
+
+
+@pytest.mark.mininet
+@pytest.mark.slow
+@pytest.mark.skipif(_why is not None, reason=f"mininet: {_why}")
+def test_make_run_of_lucid_splits_flows_by_the_switch_and_decides_as_one_instance():
+    """``make run NF=lucid``: the symmetric split and the switch's window clock behind
+    the same elastic run. Scale-outs on real overload move flows (not hosts) with
+    their open fragments, nothing is lost, every fragment is decided once and
+    bit-identically to one LUCID over the switch-stamped stream, windows close and
+    are decided, and live detection stays with one offline LUCID on the trace."""
+    import shutil
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    results = Path(tempfile.mkdtemp(prefix="lgluc-"))  # ipc socket paths must stay short
+    try:
+        done = subprocess.run([sys.executable, "-m", "lego", "run", "--quiet", "--nf", "lucid",
+                               "--target", "soft", "--results", str(results)],
+                              capture_output=True, text=True, timeout=480)
+        assert done.returncode == 0, done.stderr[-2000:]
+        s = json.loads((results / "summary.json").read_text())
+    finally:
+        shutil.rmtree(results, ignore_errors=True)
+    assert s["decides_per"].startswith("fragment"), s
+    assert s["zero_loss"] and s["bit_identical_to_offline"], s
+    assert s["offline_reference_packets"] == s["packets_scored"] > 1000, s
+    outs = [e for e in s["scaling_events"] if e["event"] == "scale-out"]
+    ins = [e for e in s["scaling_events"] if e["event"] == "scale-in"]
+    assert outs and all(e["utilisation"] >= e["high"] for e in outs), outs
+    assert ins and ins[-1]["t"] > outs[-1]["t"], s["scaling_events"]
+    assert sum(e["entries"] for e in s["scaling_events"]) > 0  # flows moved with state
+    assert s["state_lost_buckets"] == 0
+    assert s["windows_decided"] >= 2 and s["window_latency_ms_max"] > 0, s
+    figures = {k: s[k] for k in s if k.startswith(("tpr_", "fpr_", "f1_"))}
+    assert abs(s["tpr_live"] - s["tpr_offline_original"]) <= 0.02, figures
+    assert abs(s["fpr_live"] - s["fpr_offline_original"]) <= 0.01, figures
 
 
 class TestKillNode(LegoMininetTest):

@@ -16,7 +16,7 @@ from lego.experiments.elastic.report import (
     scaling_events,
     sla_figures,
 )
-from lego.experiments.elastic.results import lag_figures
+from lego.experiments.elastic.results import lag_figures, window_figures
 from lego.topo.status import event_text
 
 EVENTS = [
@@ -129,3 +129,26 @@ def test_replay_lag_is_measured_from_the_earliest_frame_against_the_trace_clock(
     # frames the replay did not send (the switch numbered more): no figure, not a wrong one
     assert lag_figures(np.arange(7), np.zeros(7), trace) is None
     assert lag_figures(np.zeros(0, np.int64), np.zeros(0), trace) is None
+
+
+def test_window_figures_time_each_window_by_its_last_fragment():
+    lat = {"window_latency": np.array([0.150, 0.420, 1.300]), "open_window_fragments": 7}
+    w = window_figures(lat, sla_ms=1000.0)
+    assert (w["windows_decided"], w["windows_within_sla_fraction"]) == (3, 0.667)
+    assert (w["window_latency_ms_p50"], w["window_latency_ms_max"]) == (420.0, 1300.0)
+    assert w["fragments_in_windows_open_at_the_end"] == 7
+    assert window_figures(None, 1000.0)["windows_decided"] == 0
+
+
+def test_nf_options_from_the_command_line_are_typed_and_checked():
+    import pytest
+
+    from lego import nfs
+    from lego.errors import ConfigError
+
+    lucid = nfs.get("lucid")
+    assert lucid.parse_options(["window=1", "packets=5"]) == {"window": 1.0, "packets": 5}
+    for bad, why in ((["windo=1"], "KEY one of"), (["window=x"], "expected a float"),
+                     (["window=-1"], "seconds > 0"), (["window"], "KEY=VALUE")):
+        with pytest.raises(ConfigError, match=why):
+            lucid.parse_options(bad)

@@ -29,14 +29,15 @@ STATUS_EVERY_S = 0.5
 
 def nf_graph(host: str, iface: str, model: Path, out: Path, *, semantics: str = "lego",
              uln: int = 1, batch: int = 1024, flush_ms: int = 50, idle_s: float = 8.0,
-             window: int = 64, nf: str | None = None) -> dict:
+             window: int = 64, nf: str | None = None,
+             nf_options: dict | None = None) -> dict:
     """The NF's brick graph (its template, :attr:`lego.nfs.NetworkFunction.graph`) of
     one NF host, reading its dataplane interface; ``uln`` stateless replicas."""
     from lego import nfs
     from lego.control.graph_specs import nf_chain_of
 
     decl = nfs.get(nf or nfs.DEFAULT)
-    options = decl.pick(semantics=semantics, model=str(model))
+    options = decl.pick(semantics=semantics, model=str(model), **(nf_options or {}))
     replicas = {nf_chain_of(decl, options).stateless: uln}
     graph = decl.graph(source={"type": "packet_batching",
                                "options": {"interface": iface, "batch": batch,

@@ -53,7 +53,8 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
                       scaling: dict[str, Any] | None = None,
                       graph: dict[str, Any] | None = None,
                       sla_ms: float = 100.0, ray_address: str = "",
-                      brick_dir: Path | None = None) -> dict[str, Any]:
+                      brick_dir: Path | None = None,
+                      nf_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The controller's config (pure): ``hosts`` are the NF hosts with a Ray node
     (``ray_address``: the head); the first ``topo.replicas`` of them own buckets at
     the start. Each host's bricks keep their sockets and logs in ``brick_dir``/host;
@@ -61,7 +62,7 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
     sc = {**SCALING, "max_replicas": len(hosts), **(scaling or {})}
     fe_initial = max(1, min(topo.replicas, len(hosts)))
     decl = nfs.get(nf or nfs.DEFAULT)
-    options = decl.pick(semantics=semantics, model=str(model))
+    options = decl.pick(semantics=semantics, model=str(model), **(nf_options or {}))
     if not decl.splits_exactly(options):
         sc["fe"] = False  # Algorithm 1 finds no exact split: one keyed replica
         fe_initial = 1

@@ -105,13 +105,15 @@ class LegoSystem:
                  semantics: str = "lego", nf: str | None = None, idle_s: float = 8.0,
                  batch: int = 1024,
                  scaling: dict | None = None, mode: str | None = None,
-                 sla_ms: float = 100.0, graph: dict | None = None) -> None:
+                 sla_ms: float = 100.0, graph: dict | None = None,
+                 nf_options: dict | None = None) -> None:
         self.topo = topo
         self.target = target
         self.workdir = Path(workdir)
         self.model = Path(model)
         self.semantics = semantics
         self.nf = nf or nfs.DEFAULT  # the NF (lego.nfs) its bricks run
+        self.nf_options = dict(nf_options or {})  # its options beyond semantics and model
         self.idle_s = idle_s
         self.batch = batch
         self.mode = mode or controller_mode()
@@ -172,7 +174,8 @@ class LegoSystem:
                                 semantics=self.semantics, nf=self.nf,
                                 election_id=CONTROLLER_ELECTION_ID, scaling=self.scaling,
                                 graph=self.graph, sla_ms=self.sla_ms,
-                                ray_address=self.ray.head, brick_dir=self.brick_dir())
+                                ray_address=self.ray.head, brick_dir=self.brick_dir(),
+                                nf_options=self.nf_options)
         self.config_path.write_text(tomli_w.dumps(cfg))
         return self.config_path
 
@@ -345,7 +348,8 @@ class LegoSystem:
         graph = wd / "graph.toml"
         graph.write_text(tomli_w.dumps(nf_graph(
             h.name, self.net.nf_iface(h.name), self.model, wd / "out",
-            semantics=self.semantics, idle_s=self.idle_s, batch=self.batch, nf=self.nf)))
+            semantics=self.semantics, idle_s=self.idle_s, batch=self.batch, nf=self.nf,
+            nf_options=self.nf_options)))
         argv = [sys.executable, "-m", "lego.topo.agent", str(graph), "--workdir", str(wd),
                 "--host", h.name, "--status", str(wd / "status.json")]
         self.agents[h.name] = self._popen(f"agent-{h.name}", argv, self.net.host(h.name))
@@ -400,7 +404,7 @@ class LegoSystem:
 
         self.kill_controller()
         decl = nfs.get(self.nf)
-        options = decl.pick(semantics=self.semantics)
+        options = decl.pick(semantics=self.semantics, **self.nf_options)
         plan = SwitchPlan.from_split(decl.plan(options), [self.topo.traffic.port],
                                      self.replica_ports, window_us=decl.window_us(options))
         moves = []

@@ -48,12 +48,13 @@ class Calibration:
 
 
 def calibration_graph(trace: Path, model: Path, out: Path, semantics: str,
-                      batch: int, flush_ms: int, nf: str | None = None) -> dict:
+                      batch: int, flush_ms: int, nf: str | None = None,
+                      nf_options: dict | None = None) -> dict:
     """An NF host's graph (:func:`~lego.topo.agent.nf_graph`) read from ``trace``."""
     from lego import nfs
 
     graph = nf_graph("calibration", "unused", model, out, semantics=semantics, batch=batch,
-                     flush_ms=flush_ms, nf=nf)
+                     flush_ms=flush_ms, nf=nf, nf_options=nf_options)
     chain = [graph["edges"][0]["from"]] + [e["to"] for e in graph["edges"]]
     graph["bricks"][chain[0]]["options"] = {"trace": str(trace), "batch": batch,
                                             **nfs.get(nf or nfs.DEFAULT).source_options()}
@@ -63,7 +64,7 @@ def calibration_graph(trace: Path, model: Path, out: Path, semantics: str,
 
 def calibrate(trace: Path, model: Path, cores: float, workdir: Path, *, packets: int = 8192,
               semantics: str = "lego", batch: int = 256, flush_ms: int = 20,
-              nf: str | None = None) -> Calibration:
+              nf: str | None = None, nf_options: dict | None = None) -> Calibration:
     """Measure one replica under ``cores`` of quota on the first ``packets`` of ``trace``."""
     from lego.ext.packets import open_trace, write_pcap
 
@@ -80,7 +81,7 @@ def calibrate(trace: Path, model: Path, cores: float, workdir: Path, *, packets:
     graph = workdir / "calibration.toml"
     graph.write_text(tomli_w.dumps(calibration_graph(head.resolve(), model.resolve(),
                                                      (workdir / "out").resolve(), semantics,
-                                                     batch, flush_ms, nf)))
+                                                     batch, flush_ms, nf, nf_options)))
     quota = CpuQuota("calibration", cores).create()
     try:
         argv = [sys.executable, "-m", "lego.experiments.elastic.calibrate", str(graph),

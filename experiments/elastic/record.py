@@ -92,9 +92,9 @@ class Recorders:
         return [path for _, path, _ in self.procs.values()]
 
 
-def _switch_batch(pcaps: list[Path]):
-    """The frames the NF hosts received (shims kept) as one batch, switch-stamped."""
-    from lego.bricks.source import Frames, frames_to_batch
+def _recorded(pcaps: list[Path]):
+    """Every frame the NF hosts' captures hold (shims and window marks kept)."""
+    from lego.bricks.source import Frames
     from lego.ext.packets import open_trace
 
     frames: list[bytes] = []
@@ -104,11 +104,42 @@ def _switch_batch(pcaps: list[Path]):
     lens = np.fromiter((len(x) for x in frames), dtype=np.uint32, count=len(frames))
     offsets = np.concatenate([[0], np.cumsum(lens[:-1], dtype=np.int64)]).astype(np.int64)
     buf = np.frombuffer(b"".join(frames), dtype=np.uint8)
-    batch, _ = frames_to_batch(Frames(buf, offsets, lens, lens.copy(),
-                                      np.zeros(len(frames)), 1,
-                                      np.arange(len(frames), dtype=np.uint64)), "switch")
+    return Frames(buf, offsets, lens, lens.copy(), np.zeros(len(frames)), 1,
+                  np.arange(len(frames), dtype=np.uint64))
+
+
+def _switch_batch(pcaps: list[Path]):
+    """The frames the NF hosts received (shims kept) as one batch, switch-stamped."""
+    from lego.bricks.source import frames_to_batch
+
+    batch, _ = frames_to_batch(_recorded(pcaps), "switch")
     prim = np.flatnonzero(batch.mirror == 0)
     return batch.take(prim[np.argsort(batch.seq[prim], kind="stable")])
+
+
+def switch_frames(pcaps: list[Path]):
+    """The same for an NF that reads frames: one frames batch
+    (:class:`~lego.bricks.source.FrameBatch`) in sequence order, window marks out,
+    each frame with its switch time, window and bucket."""
+    from lego.bricks.source import frame_arrays
+
+    batch, _ = frame_arrays(_recorded(pcaps), "switch")
+    prim = np.flatnonzero(batch.mirror == 0)
+    return batch.take(prim[np.argsort(batch.seq[prim], kind="stable")])
+
+
+def window_opens(pcaps: list[Path]) -> dict[int, float]:
+    """When each window of the switch's clock opened (switch time, seconds): the
+    earliest frame or window mark the NF hosts received stamped with it."""
+    from lego.bricks.source import strip_shims
+
+    _, _, shim = strip_shims(_recorded(pcaps))
+    if shim is None or not shim.window.any():
+        return {}
+    w, ts = shim.window.astype(np.int64), shim.ts_us / 1e6
+    order = np.lexsort((ts, w))
+    first = np.flatnonzero(np.diff(w[order], prepend=-1) != 0)
+    return {int(w[order][i]): float(ts[order][i]) for i in first if w[order][i] > 0}
 
 
 def ingress_times(pcaps: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -148,4 +179,8 @@ def offline_scores(pcaps: list[Path], model: Path, nf=None, options: dict | None
     from lego import nfs
 
     nf = nf or nfs.get(nfs.DEFAULT)
-    return nf.reference([_switch_batch(pcaps)], model, nf.resolve(options))
+    stream = switch_frames(pcaps) if nf.source_options().get("frames") else \
+        _switch_batch(pcaps)
+    seq, score = nf.reference([stream], model, nf.resolve(options))
+    order = np.argsort(seq, kind="stable")  # an NF deciding per window emits out of order
+    return seq[order], score[order]

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lego.experiments.elastic.record import capture_epoch_s, ingress_times, offline_scores
+from lego.experiments.elastic.record import (
+    capture_epoch_s,
+    ingress_times,
+    offline_scores,
+    switch_frames,
+    window_opens,
+)
 from lego.experiments.elastic.report import (
     core_seconds,
     event_sentence,
@@ -54,18 +60,59 @@ def switch_epoch_s(system) -> float | None:
     return int(m.group(1)) / 1e6 if m else None
 
 
-def packet_latency(system, pcaps: list[Path]) -> dict[str, np.ndarray] | None:
+def packet_latency(system, pcaps: list[Path], windows: bool = False
+                   ) -> dict[str, np.ndarray] | None:
     """Per scored packet: its switch ingress (wall clock, from the shim's timestamp)
-    and its latency to the decision that scored it (seconds)."""
+    and its latency to the decision that scored it (seconds). ``windows`` (an NF that
+    decides per time window): per decided fragment, the close of its window instead
+    (:func:`window_latency`)."""
     epoch = switch_epoch_s(system) or capture_epoch_s(pcaps)
     seq, _, _, decided = merge_scores(system, with_decided=True)
     if epoch is None or not len(seq):
         return None
+    if windows:
+        return window_latency(seq, decided, epoch, pcaps)
     iseq, its = ingress_times(pcaps)
     pos = np.searchsorted(iseq, seq)
     ok = (pos < len(iseq)) & (iseq[np.minimum(pos, len(iseq) - 1)] == seq)
     ingress = epoch + its[np.minimum(pos, len(iseq) - 1)]
     return {"seq": seq[ok], "ingress": ingress[ok], "latency": (decided - ingress)[ok]}
+
+
+def window_latency(seq: np.ndarray, decided: np.ndarray, epoch: float, pcaps: list[Path]
+                   ) -> dict[str, np.ndarray]:
+    """Per fragment (``seq``: its first frame): when its window closed, the switch
+    stamping the first frame of the next one (wall clock), and the time from there
+    to its decision. A window the stream ended in never closed: its fragments,
+    decided at the drain, are counted in ``open_window_fragments``, not timed."""
+    frames = switch_frames(pcaps)
+    pos = np.minimum(np.searchsorted(frames.seq, seq), max(len(frames) - 1, 0))
+    known = (frames.seq[pos] == seq) if len(frames) else np.zeros(len(seq), bool)
+    opens = window_opens(pcaps)
+    window = frames.arrays["window"][pos].astype(np.int64)
+    close = np.array([opens.get(int(w) + 1, np.nan) for w in window])
+    ok = known & np.isfinite(close)
+    ingress = epoch + close
+    latency = decided - ingress
+    ids, at = np.unique(window[ok], return_inverse=True)
+    last = np.full(len(ids), -np.inf)
+    np.maximum.at(last, at, latency[ok])  # a window is decided with its last fragment
+    return {"seq": seq[ok], "ingress": ingress[ok], "latency": latency[ok],
+            "windows": ids, "window_latency": last,
+            "open_window_fragments": int((known & ~np.isfinite(close)).sum())}
+
+
+def window_figures(lat: dict | None, sla_ms: float) -> dict:
+    """Per window (close at the switch -> its last decision): how many, the share
+    within the SLA, p50/p99/max (ms)."""
+    x = 1e3 * np.asarray((lat or {}).get("window_latency", []), dtype=np.float64)
+    if not len(x):
+        return {"windows_decided": 0, "windows_within_sla_fraction": None}
+    return {"windows_decided": int(len(x)),
+            "windows_within_sla_fraction": round(float(np.mean(x <= sla_ms)), 3),
+            **{f"window_latency_ms_{k}": round(float(np.percentile(x, q)), 1)
+               for k, q in (("p50", 50), ("p99", 99), ("max", 100))},
+            "fragments_in_windows_open_at_the_end": (lat or {}).get("open_window_fragments")}
 
 
 def replay_lag(pcaps: list[Path], replayed: Path) -> dict[str, float] | None:
@@ -116,8 +163,16 @@ def offline_original(opts: RunOptions, original: Path) -> dict:
 
     if opts.labels is None:
         return {}
+    from lego.metrics import decision_report, load_labels
+
     seq, score, scored = opts.decl.run(original, opts.nf_options, opts.train_packets)
-    return labelled_detection(seq, score, scored, opts.labels)
+    out = labelled_detection(seq, score, scored, opts.labels)
+    if opts.decl.decision_threshold is not None and len(seq):
+        labels = load_labels(opts.labels, int(seq.max()) + 1)[seq.astype(np.int64)]
+        decided = decision_report(score[scored] > opts.decl.decision_threshold,
+                                  labels[scored])
+        out.update({f"decisions_{k}": v for k, v in decided.items()})
+    return out
 
 
 def merge_scores(system, with_decided: bool = False) -> tuple:
@@ -148,7 +203,7 @@ def merge_scores(system, with_decided: bool = False) -> tuple:
 
 def write_results(system, replayer, opts: RunOptions, timeline: list[dict], start: float,
                   bad_logs: list[str], extra: dict | None = None) -> dict:
-    from lego.metrics import detection_report, load_labels
+    from lego.metrics import decision_report, detection_report, load_labels
 
     extra = extra or {}
     out = opts.results
@@ -208,19 +263,28 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
     lat = extra.get("latency")
     per_second = latency_per_second(lat, start, sla_ms / 1e3) if lat else []
     sla = sla_figures(per_second, sla_ms, peak)
+    windows = opts.decl.merge == "window"  # one decision per (flow, window) fragment
+    if windows:
+        sla.update(window_figures(lat, sla_ms), window_s=opts.nf_options.get("window"))
     _attach_seconds(timeline, per_second)
-    train_n = opts.train_packets
+    train_n = opts.train_packets if opts.decl.prefix_training else 0
     unique = int(len(np.unique(seq)))
     lost_rows = sum(d.get("lost_rows", 0) for d in decisions.values())
-    zero = (replayer.failed == 0 and switch_out == brick_in and unique == len(seq)
-            == replayer.sent and lost_rows == 0)
+    lost_batches = sum(d.get("lost_batches", 0) for d in decisions.values())
+    if windows:  # every frame reached a replica, every fragment was decided once
+        zero = (replayer.failed == 0 and switch_in == replayer.sent and switch_out == brick_in
+                and unique == len(seq) and lost_batches == 0)
+    else:
+        zero = (replayer.failed == 0 and switch_out == brick_in and unique == len(seq)
+                == replayer.sent and lost_rows == 0)
     ref = extra.get("reference", {})
-    live = {}
+    live, live_decisions = {}, {}
     if opts.labels is not None and len(seq):
         labels = load_labels(opts.labels, int(seq.max()) + 1)[seq]
         after = seq >= train_n
         if after.any() and 0 < labels[after].sum() < after.sum():
             live = detection_report(score[after], labels[after])
+            live_decisions = decision_report(alert[after], labels[after])
     off = extra.get("offline_original", {})
     nat = extra.get("offline_natural", {})
     lag = extra.get("replay_lag") or {}
@@ -241,6 +305,7 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         "mirrored": sw.get("events", {}).get("mirror", 0), "nf_hosts_received": brick_in,
         "lost_before_switch": replayer.sent - switch_in,
         "lost_switch_to_bricks": switch_out - brick_in, "packets_scored": int(len(seq)),
+        "decides_per": "fragment (flow, window)" if windows else "packet",
         "scored_once_each": unique == len(seq), "lost_sent_minus_scored":
             int(replayer.sent - unique), "lost_in_brick_graphs": lost_rows,
         "zero_loss": zero, "alerts": int(alert.sum()),
@@ -252,6 +317,8 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         "tpr_0_1pct_offline_original": _r(off.get("tpr@0.1%fpr")),
         "tpr_1pct_live": _r(live.get("tpr@1%fpr")),
         "tpr_1pct_offline_original": _r(off.get("tpr@1%fpr")),
+        **{f"{k}_live": _r(live_decisions.get(k)) for k in ("tpr", "fpr", "f1")},
+        **{f"{k}_offline_original": _r(off.get(f"decisions_{k}")) for k in ("tpr", "fpr", "f1")},
         "offline_original_trace": extra.get("reference_trace"),
         "auc_offline_natural_clock": _r(nat.get("auc")),
         "tpr_1pct_offline_natural_clock": _r(nat.get("tpr@1%fpr")),
@@ -267,7 +334,7 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         w = csv.DictWriter(f, fieldnames=["t", "packets", "p50_ms", "p99_ms", "within_sla"])
         w.writeheader()
         w.writerows(per_second)
-    plots = _plots(timeline, out, events, sla_ms, summary["machine_cores"])
+    plots = _plots(timeline, out, events, sla_ms, summary["machine_cores"], windows)
     (out / "summary.md").write_text(summary_markdown(summary, plots))
     return summary
 
@@ -290,18 +357,20 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
     if s["calibration"]:
         lines.append(f"- {s['calibration']}; peak offered {s['peak_offered_pps']:,} pkt/s "
                      f"({s['peak_offered_capacities']}x one replica)")
+    per_window = s.get("decides_per", "packet") != "packet"
     lines += [
         f"- scaling policy: {s['scaling_policy']}; most feature-extraction replicas: "
         f"{s['max_fe_replicas']}",
-        f"- zero loss: {yes_no(s['zero_loss'])} ({s['packets_sent']:,} sent, "
-        f"{s['switch_out']:,} frames to the NF hosts ({s['mirrored']:,} mirrors), "
-        f"{s['packets_scored']:,} scored, {s['lost_sent_minus_scored']:,} lost"
-        + (f", {s['lost_before_switch']:,} of them before the switch's ingress"
-           if s.get("lost_before_switch") else "") + ")",
-        f"- SLA p99 <= {s['sla_ms']:g} ms (switch ingress to decision): held in "
-        f"{_pct(s['seconds_within_sla_fraction_peak'])} of the {s['peak_seconds']} seconds at "
-        f"the peak (worst p99 {s['p99_latency_ms_peak']} ms), "
-        f"{_pct(s['seconds_within_sla_fraction'])} of all seconds",
+        *(_window_lines(s) if per_window else [
+            f"- zero loss: {yes_no(s['zero_loss'])} ({s['packets_sent']:,} sent, "
+            f"{s['switch_out']:,} frames to the NF hosts ({s['mirrored']:,} mirrors), "
+            f"{s['packets_scored']:,} scored, {s['lost_sent_minus_scored']:,} lost"
+            + (f", {s['lost_before_switch']:,} of them before the switch's ingress"
+               if s.get("lost_before_switch") else "") + ")",
+            f"- SLA p99 <= {s['sla_ms']:g} ms (switch ingress to decision): held in "
+            f"{_pct(s['seconds_within_sla_fraction_peak'])} of the {s['peak_seconds']} "
+            f"seconds at the peak (worst p99 {s['p99_latency_ms_peak']} ms), "
+            f"{_pct(s['seconds_within_sla_fraction'])} of all seconds"]),
         f"- core-seconds: {s['core_seconds']} allocated, against "
         f"{s['core_seconds_static_peak']} for a static allocation sized for the peak",
         *([f"- the machine ({s['machine_cores']} cores, shared by the switch, the "
@@ -315,6 +384,11 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
            f"processes (head, raylets, actors; not the bricks) took at most "
            f"{s['ray_pss_mib_peak']:,} MiB (PSS; their resident sets summed "
            f"{s['ray_rss_mib_peak']:,} MiB)"] if s.get("ray_nodes") else []),
+        *([f"- detection (decisions): live TPR {s['tpr_live']}, FPR {s['fpr_live']}, F1 "
+           f"{s['f1_live']}; one offline instance on the original trace: TPR "
+           f"{s['tpr_offline_original']}, FPR {s['fpr_offline_original']}, F1 "
+           f"{s['f1_offline_original']}"] if s.get("tpr_offline_original") is not None
+          else []),
         f"- detection after training: live AUC {s['auc_live']}, TPR {s['tpr_0_1pct_live']} at "
         f"0.1 % FPR, {s['tpr_1pct_live']} at 1 % FPR; one offline instance on the original "
         f"trace: AUC {s['auc_offline_original']}, TPR {s['tpr_0_1pct_offline_original']} / "
@@ -329,7 +403,7 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
           else []),
         f"- scores bit-identical to one offline instance on the switch-stamped stream: "
         f"{yes_no(bool(s['bit_identical_to_offline']))} "
-        f"({s['offline_reference_packets'] or 0:,} packets)",
+        f"({s['offline_reference_packets'] or 0:,} {'fragments' if per_window else 'packets'})",
         "", "## Scaling events (decided by the controller's policy)", ""]
     lines += [f"- {event_sentence(e)}" for e in s["scaling_events"]] or ["none"]
     lines += ["", "## Everything else", ""]
@@ -337,6 +411,24 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
               if k != "scaling_events"]
     lines += ["", *(f"![{p.stem}]({p.name})" for p in plots), ""]
     return "\n".join(lines)
+
+
+def _window_lines(s: dict) -> list[str]:
+    """summary.md's loss and SLA lines for an NF that decides per time window."""
+    return [
+        f"- zero loss: {yes_no(s['zero_loss'])} ({s['packets_sent']:,} sent, "
+        f"{s['switch_in']:,} into the switch, {s['switch_out']:,} frames to the NF hosts, "
+        f"{s['nf_hosts_received']:,} taken by their replicas; {s['packets_scored']:,} "
+        f"fragments of {s.get('window_s')} s windows decided, each once"
+        + (f"; lost in the brick graphs: {s['lost_in_brick_graphs']:,}"
+           if s.get("lost_in_brick_graphs") else "") + ")",
+        f"- SLA <= {s['sla_ms']:g} ms from a window's close at the switch to its last "
+        f"decision: held for {_pct(s.get('windows_within_sla_fraction'))} of the "
+        f"{s.get('windows_decided', 0)} windows that closed (p50 "
+        f"{s.get('window_latency_ms_p50')} ms, p99 {s.get('window_latency_ms_p99')} ms, max "
+        f"{s.get('window_latency_ms_max')} ms); the "
+        f"{s.get('fragments_in_windows_open_at_the_end') or 0:,} fragments of the windows "
+        "the stream ended in were decided at the drain"]
 
 
 def ray_figures(system, timeline: list[dict]) -> dict:
@@ -356,7 +448,7 @@ def _pct(x: float | None) -> str:
 
 
 def _plots(timeline: list[dict], out: Path, events: list[dict], sla_ms: float,
-           cores: int) -> list[Path]:
+           cores: int, per_window: bool = False) -> list[Path]:
     """timeline.png: offered load and throughput, p99 latency against the SLA, and
     replicas / cores (``cores``: the machine's, for its busy fraction), on one time
     axis ending when the run's scoring ended."""
@@ -380,7 +472,8 @@ def _plots(timeline: list[dict], out: Path, events: list[dict], sla_ms: float,
     a1.legend(fontsize=8)
     lat = [(r["t"], r["p99_ms"]) for r in rows if r.get("p99_ms") != ""]
     if lat:
-        a2.plot([x for x, _ in lat], [y for _, y in lat], label="p99 latency")
+        a2.plot([x for x, _ in lat], [y for _, y in lat], marker="o" if per_window else None,
+                label="window close to decision (p99)" if per_window else "p99 latency")
     a2.axhline(sla_ms, color="red", ls=":", label=f"SLA {sla_ms:g} ms")
     a2.set_yscale("log")
     a2.set_ylabel("ms")

@@ -17,7 +17,7 @@ import logging
 import shutil
 import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ class RunOptions:
     synthetic: bool = False  # the trace is the generated default (sized to the load)
     scaling: bool = True  # False: the same run with the scaling policy off
     sla_ms: float | None = None  # None: from the calibration
+    nf_extra: dict = field(default_factory=dict)  # the NF's options beyond semantics
 
     @property
     def decl(self):
@@ -74,7 +75,7 @@ class RunOptions:
 
     @property
     def nf_options(self) -> dict:
-        return self.decl.pick(semantics=self.semantics)
+        return self.decl.pick(semantics=self.semantics, **self.nf_extra)
 
 
 #: packets the calibration replica processes (its first ones are the trace's)
@@ -135,7 +136,7 @@ def size_load(opts: RunOptions, console: Console, work: Path
     model = opts.decl.train(opts.trace, cdir / "model.npz", opts.nf_options,
                             CALIBRATION_PACKETS)
     cal = calibrate(opts.trace, model, cores, cdir, packets=CALIBRATION_PACKETS,
-                    semantics=opts.semantics, nf=opts.nf)
+                    semantics=opts.semantics, nf=opts.nf, nf_options=opts.nf_extra)
     console.print(cal.line())
     rates = [max(1, round(x * cal.pps)) for x in tr.load]
     if not opts.synthetic:
@@ -202,11 +203,16 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
     sla_ms = opts.sla_ms or SLA_MS
     t0 = time.perf_counter()
     model = opts.decl.train(retimed, work / "model.npz", opts.nf_options, opts.train_packets)
-    console.print(f"trained {opts.nf}'s model offline on the first {opts.train_packets:,} "
-                  f"packets ({opts.semantics} features, the replay's timing) in "
-                  f"{time.perf_counter() - t0:.1f} s")
+    if opts.decl.prefix_training:
+        console.print(f"trained {opts.nf}'s model offline on the first "
+                      f"{opts.train_packets:,} packets ({opts.semantics} features, the "
+                      f"replay's timing) in {time.perf_counter() - t0:.1f} s")
+    else:
+        console.print(f"prepared {opts.nf}'s model ({model.name}, trained offline on its own "
+                      f"labelled data) in {time.perf_counter() - t0:.1f} s")
     system = LegoSystem(opts.topo, opts.target, work, model, semantics=opts.semantics, nf=opts.nf,
-                        scaling=None if opts.scaling else SCALING_OFF, sla_ms=sla_ms)
+                        scaling=None if opts.scaling else SCALING_OFF, sla_ms=sla_ms,
+                        nf_options=opts.nf_extra)
     run = {"calibration": cal, "sla_ms": sla_ms, "rates": rates, "segments": segments,
            "step_s": step_s}
     done = False
@@ -266,7 +272,8 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
             extra["recorded"] = {"want": want, "got": got}
             extra["reference"] = offline_reference(system, recorders.paths, opts)
             extra["reference_s"] = round(time.perf_counter() - t1, 1)
-            extra["latency"] = packet_latency(system, recorders.paths)
+            extra["latency"] = packet_latency(system, recorders.paths,
+                                              windows=opts.decl.merge == "window")
             extra["replay_lag"] = replay_lag(recorders.paths, retimed)
             extra["offline_original"] = offline_original(opts, reference)
             if reference != original:
@@ -292,13 +299,15 @@ RSS_EVERY = 4  # dashboard rounds between two reads of the Ray processes' memory
 
 
 def drained(st: dict, sent: int, traffic_port: int, scaled_back: bool,
-            late: bool) -> str | None:
+            late: bool, per_packet: bool = True) -> str | None:
     """After the replay (pure): None to keep waiting, "" when every packet is scored
     and the controller scaled back in (or ``late``: past the drain time), else why
     the run ends short. Frames that never entered the switch (its traffic port's
     ingress counter below ``sent``) will never be scored: once every frame that did
-    enter is, waiting longer tells nothing."""
-    scored = st["scores"]
+    enter is, waiting longer tells nothing. Without ``per_packet`` (an NF deciding
+    per time window, its last windows decided at the drain) a packet counts once
+    its replica took it."""
+    scored = st["scores"] if per_packet else st.get("taken", 0)
     entered = st["switch"].get("ports", {}).get(str(traffic_port), {}).get("in", sent)
     if scored >= sent:
         return "" if scaled_back or late else None
@@ -385,7 +394,8 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
                 if replayer.done():
                     drain_deadline = drain_deadline or time.monotonic() + opts.drain_s
                     why = drained(st, replayer.sent, traffic[0], row["replicas"] <= initial,
-                                  time.monotonic() > drain_deadline)
+                                  time.monotonic() > drain_deadline,
+                                  per_packet=opts.decl.merge != "window")
                     if why is not None:
                         if why:  # the summary counts the loss, the command ends with it
                             log.warning("end of the run: %s", why)

@@ -35,8 +35,6 @@ from lego.nfs.lucid.nf import FEATURES
 
 log = logging.getLogger(__name__)
 
-#: LUCID's decision rule: a fragment is malicious when its probability exceeds it
-THRESHOLD = 0.5
 N_FEATURES = len(FEATURES)
 
 
@@ -233,7 +231,9 @@ class Decision(SequenceMerge):
     row a fragment, keyed by the switch sequence number of its first frame."""
 
     def __init__(self, options: dict[str, Any], brick_id: Any) -> None:
-        super().__init__({"threshold": THRESHOLD, **options}, brick_id)
+        from lego.nfs.lucid.nf import NF
+
+        super().__init__({"threshold": NF.decision_threshold, **options}, brick_id)
 
 
 class Instance:
