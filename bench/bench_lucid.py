@@ -4,8 +4,8 @@
   80,000-packet trace, and the CIC SYN flood where ../shared/data is present), the
   window clock, dissection, flow table and fragments included, the fragments read
   out at the end; against the pure-Python specification on the same frames.
-- cnn: LUCID's CNN (n = 10, k = 64, h = 3) over 200,000 fragments (float32 GEMM
-  over the unfolded windows, as served), against the plain specification
+- cnn: LUCID's CNN (n = 10, k = 64, h = 3) over 200,000 fragments (float32, one
+  product per fragment over its unfolded windows, as served), against the plain specification
   (``forward_spec``) on a prefix.
 """
 
@@ -74,7 +74,7 @@ def cnn_rows(quick: bool) -> list[Row]:
     start = time.perf_counter()
     forward_spec(model, X[:prefix])
     spec = prefix / (time.perf_counter() - start)
-    return [Row("lucid cnn inference (n 10, k 64, float32 GEMM)", F, seconds,
+    return [Row("lucid cnn inference (n 10, k 64, float32)", F, seconds,
                 f"forward_spec, first {prefix} fragments", spec, CNN_TARGET_FPS)]
 
 

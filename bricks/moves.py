@@ -178,7 +178,7 @@ def _take(fq: Any, msg: Message, idx: np.ndarray, hold: bool,
     if first is not None:
         seq, x = np.concatenate([first.seq, seq]), np.concatenate([first.x, x])
     if not len(idx_held) and not moves.held:
-        return [msg.with_arrays({"seq": seq, "x": x})]
+        return [msg.with_arrays({"seq": seq, "x": x}, rows=len(seq))]
     moves.held.append(_Held(msg, idx_held, seq, x))
     moves.stats["rows_held"] += len(idx_held)
     return []
@@ -251,7 +251,7 @@ def release(fq: Any) -> list[Message]:
         seq = np.concatenate([h.seq, seq])
         x = np.concatenate([h.x, x])
         order = np.argsort(seq, kind="stable")
-        outs.append(h.msg.with_arrays({"seq": seq[order], "x": x[order]}))
+        outs.append(h.msg.with_arrays({"seq": seq[order], "x": x[order]}, rows=len(seq)))
     moves.held.clear()
     moves.blocked = None
     if hasattr(fq, "hold_state"):

@@ -101,11 +101,11 @@ class ShimFields:
     window: np.ndarray  # uint32 windows of the switch's window clock (0: none)
     mark: np.ndarray  # bool: a window mark, not a frame
     bucket: np.ndarray  # uint16 the owner bucket the switch split the frame by
-    marked: int = 0  # the highest window the marks taken out of these frames opened
+    mark_window: int = 0  # the highest window the marks taken out of these frames opened
 
     def take(self, index) -> ShimFields:
         return ShimFields(self.ts_us[index], self.epoch[index], self.window[index],
-                          self.mark[index], self.bucket[index], self.marked)
+                          self.mark[index], self.bucket[index], self.mark_window)
 
 
 def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, ShimFields | None]:
@@ -163,7 +163,7 @@ def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, ShimFields | None]:
 def without_marks(f: Frames, mirror: np.ndarray, shim: ShimFields | None
                   ) -> tuple[Frames, np.ndarray, ShimFields | None]:
     """The frames less the window marks among them; the highest window the marks
-    opened goes to the shim fields' ``marked``."""
+    opened goes to the shim fields' ``mark_window``."""
     if shim is None or not shim.mark.any():
         return f, mirror, shim
     keep = np.flatnonzero(~shim.mark)
@@ -171,7 +171,7 @@ def without_marks(f: Frames, mirror: np.ndarray, shim: ShimFields | None
     kept = Frames(f.buffer, f.offsets[keep], f.caplens[keep], f.origlens[keep], f.ts[keep], lt,
                   f.seq[keep])
     rest = shim.take(keep)
-    rest.marked = max(shim.marked, int(shim.window[shim.mark].max()))
+    rest.mark_window = max(shim.mark_window, int(shim.window[shim.mark].max()))
     return kept, mirror[keep], rest
 
 
@@ -370,7 +370,7 @@ class PacketBatching:
             if self.limit is not None and self.state.packets + len(batch) > int(self.limit):
                 batch = batch.take(slice(0, int(self.limit) - self.state.packets))
                 shim = None if shim is None else shim.take(slice(0, len(batch)))
-            marked = shim.marked if shim is not None else 0
+            marked = shim.mark_window if shim is not None else 0
             if not len(batch) and not marked:
                 break
             if self.frames:
@@ -380,7 +380,8 @@ class PacketBatching:
                 if shim is not None:
                     arrays["switch_ts_us"] = shim.ts_us
                     arrays["epoch"] = shim.epoch
-                    arrays["window"] = shim.window
+                    if shim.window.any():  # a switch clock: a parsed batch's NF may need it
+                        arrays["window"] = shim.window
             seq0 = int(batch.seq.min()) if len(batch) else self.state.seq_end
             msg = Message(batch=self.state.batches, seq0=seq0,
                           seq1=int(batch.seq.max()) + 1 if len(batch) else seq0,

@@ -100,6 +100,8 @@ class SwitchPlan:
         object.__setattr__(self, "traffic_ports", tuple(int(p) for p in self.traffic_ports))
         object.__setattr__(self, "replica_ports", tuple(int(p) for p in self.replica_ports))
         object.__setattr__(self, "forward", dict(self.forward))
+        if isinstance(self.window_us, np.integer):
+            object.__setattr__(self, "window_us", int(self.window_us))
         for p in self.traffic_ports:
             _check_port(p, "a traffic port")
         for p in self.replica_ports:  # its clone session must not be the window marks'
@@ -123,7 +125,8 @@ class SwitchPlan:
         if not 0 <= self.truncate <= 0xFFFF:
             raise ConfigError(f"switch plan: truncate must be in 0..65535 bytes, got "
                               f"{self.truncate}")
-        if not isinstance(self.window_us, int) or not 0 <= self.window_us <= MAX_WINDOW_US:
+        if isinstance(self.window_us, bool) or not isinstance(self.window_us, int | np.integer) \
+                or not 0 <= self.window_us <= MAX_WINDOW_US:
             raise ConfigError(f"switch plan: window_us must be an integer in "
                               f"0..{MAX_WINDOW_US} microseconds, got {self.window_us!r}")
 

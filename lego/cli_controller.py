@@ -79,6 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the NF whose state groups Algorithm 1 reads (default: lego.nfs.DEFAULT)")
     p.add_argument("--semantics", default="lego",
                    help="the NF's feature semantics, where it has that option (default lego)")
+    p.add_argument("--nf-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="one of the NF's options, e.g. window=1 for LUCID: its window "
+                   "clock's period (repeatable)")
     p.add_argument("--truncate", type=non_negative_int, default=0, metavar="BYTES",
                    help="truncate mirrored copies to BYTES (default 0: whole frames)")
     mode = p.add_mutually_exclusive_group()
@@ -179,7 +182,7 @@ def controller_config(args: argparse.Namespace) -> ControllerConfig:
     if len(forward) != len(args.forward):
         raise ConfigError(f"controller: a --forward IN port is given twice: {args.forward}")
     nf = nfs.get(args.nf or nfs.DEFAULT)
-    options = nf.pick(semantics=args.semantics)
+    options = nf.pick(**{**nf.parse_options(args.nf_option), "semantics": args.semantics})
     plan = SwitchPlan.from_split(nf.plan(options), args.traffic, args.replicas,
                                  forward=forward, truncate=args.truncate,
                                  window_us=nf.window_us(options))

@@ -115,8 +115,8 @@ def _check_live(nf, args: argparse.Namespace) -> None:
         raise ConfigError(f"run: NF {nf.name!r} has no live run yet (it declares no model "
                           f"preparation or offline reference); lego run --nf {nf.name} "
                           "--offline runs one instance")
-    nf_chain_of(nf, nf.pick(semantics=args.semantics,
-                            **nf.parse_options(getattr(args, "nf_option", []))))
+    nf_chain_of(nf, nf.pick(**{**nf.parse_options(getattr(args, "nf_option", [])),
+                               "semantics": args.semantics}))
 
 
 def cmd_mininet(args: argparse.Namespace) -> int:
@@ -145,6 +145,15 @@ def cmd_mininet(args: argparse.Namespace) -> int:
     console.print(head.strip(), markup=False, highlight=False)
     console.print(f"wrote {args.results}/alerts.jsonl, scores.csv, timeline.csv, latency.csv, "
                   "timeline.png, summary.md, summary.json, logs/")
+    if not summary["zero_loss"] and summary.get("decides_per", "packet") != "packet":
+        raise LegoError(
+            f"the run lost frames or fragments: {summary['packets_sent']:,} sent, "
+            f"{summary['switch_in']:,} into the switch, {summary['switch_out']:,} out, "
+            f"{summary['nf_hosts_received']:,} taken by the replicas; "
+            f"{summary['packets_scored']:,} fragments decided against "
+            f"{summary['offline_reference_packets']} offline, "
+            f"{summary['lost_in_brick_graphs']:,} batches lost in the brick graphs "
+            f"(see {args.results}/summary.md)")
     if not summary["zero_loss"]:  # the run's promise: every packet scored, once
         raise LegoError(
             f"the run lost packets: {summary['packets_sent']:,} sent, "
@@ -159,7 +168,7 @@ def cmd_offline(args: argparse.Namespace) -> int:
     nf = nfs.get(args.nf or nfs.DEFAULT)
     if nf.offline is None:
         raise ConfigError(f"run --offline: NF {nf.name!r} declares no offline run")
-    options = nf.pick(semantics=args.semantics, **nf.parse_options(args.nf_option))
+    options = nf.pick(**{**nf.parse_options(args.nf_option), "semantics": args.semantics})
     console = Console()
     args.results.mkdir(parents=True, exist_ok=True)
     trace, labels = _trace_and_labels(args)

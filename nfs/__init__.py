@@ -178,10 +178,14 @@ class NetworkFunction:
 
     def parse_options(self, pairs: Iterable[str], where: str = "--nf-option") -> dict[str, Any]:
         """``KEY=VALUE`` strings (a command line's) -> options of this NF, each value
-        read as its declared type; ConfigError for an unknown key or a bad value."""
+        read as its declared type; ConfigError for an unknown key or a bad value, and
+        for ``semantics``, which has its own flag. A ``model`` given so is the NF's
+        prepared model (a run copies it into its work directory)."""
         out: dict[str, Any] = {}
         for pair in pairs:
             key, sep, value = pair.partition("=")
+            if key == "semantics":
+                raise ConfigError(f"{where} {pair!r}: give the semantics with --semantics")
             if not sep or key not in self.options:
                 raise ConfigError(f"{where} {pair!r}: expected KEY=VALUE with KEY one of "
                                   f"{sorted(self.options)} ({self.name}'s options)")

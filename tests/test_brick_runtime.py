@@ -117,12 +117,12 @@ def test_shim_stripped_into_mirror_seq_and_switch_time(shared_data):
     assert np.array_equal(shim.epoch, np.arange(len(raw)) % 5)  # flags bits 1..7
     switch, _ = frames_to_batch(frames, timestamps="switch")
     assert np.array_equal(switch.ts, (5_000_000 + np.arange(len(raw))) / 1e6)
-    assert not shim.window.any() and not shim.mark.any() and shim.marked == 0
+    assert not shim.window.any() and not shim.mark.any() and shim.mark_window == 0
 
 
 def test_window_marks_are_no_packets_and_every_frame_keeps_its_window(shared_data):
     """Frames carry the window clock's window; a window mark (Ethernet + shim, cut
-    by its clone session) is left out of the batch and reported as ``marked``."""
+    by its clone session) is left out of the batch and reported as ``mark_window``."""
     from lego.p4src.contract import SHIM_KIND_WINDOW, WINDOW_MARK_BYTES
     from lego.switch.pipeline import shim_header
 
@@ -145,7 +145,7 @@ def test_window_marks_are_no_packets_and_every_frame_keeps_its_window(shared_dat
     got, shim = frames_to_batch(frames)
     assert np.array_equal(got.seq, np.arange(len(raw)))
     assert shim.window.tolist() == windows and not shim.mark.any()
-    assert shim.marked == 3
+    assert shim.mark_window == 3
 
 
 def _scores(batch, part, parts, seqs, rows):

@@ -71,7 +71,8 @@ def _concat(parts):
 
 def run_graph(trace: Path, model: Path, out: Path, work: Path, cnn: int = 2) -> tuple:
     data = LUCID.graph(source={"type": "packet_batching",
-                               "options": {"trace": str(trace), "batch": 500}},
+                               "options": {"trace": str(trace), "batch": 500,
+                                           **LUCID.source_options()}},
                        options={"window": T, "packets": N, "model": str(model)},
                        replicas={"cnn": cnn}, sink={"out": str(out), "window": 64})
     data["graph"].update(transport="ipc", hwm=4)
@@ -178,3 +179,70 @@ def test_flows_moved_by_bucket_between_extractors_stay_exact(data, tmp_path):
     seq = np.concatenate([m.arrays["seq"] for m in got])
     score = LucidCNN.load(model).forward(np.concatenate([m.arrays["x"] for m in got]))
     assert_equal((seq, score), reference([pcaps[PORTS[0]], pcaps[PORTS[1]]], model))
+
+
+def test_a_scale_in_through_the_move_protocol_holds_and_stays_exact(data, tmp_path):
+    """The controller's protocol on two extractors: the destination holds the moved
+    buckets, the source pauses, exports at the write and drops; the destination's
+    frames after the write wait (no window closes meanwhile), then the import
+    releases them: together, one instance's fragments and probabilities."""
+    from lego.bricks import moves
+
+    trace, model = data
+    pcaps = switch_ports(trace, tmp_path)
+    ports = [_concat(list(frames_of(pcaps[p]))) for p in PORTS[:2]]
+    both = _concat(ports)
+    cut = int(np.median(both.seq))
+    dst, src = (FlowWindows({"window": T, "packets": N}, f"fx/{i}") for i in range(2))
+    got: list[Message] = []
+
+    def feed(fx: FlowWindows, rows) -> None:
+        for lo in range(0, len(rows), 700):
+            got.extend(fx.handle(Message(batch=0, arrays=rows.take(slice(lo, lo + 700)).arrays)))
+
+    for fx, frames in zip((dst, src), ports, strict=True):
+        feed(fx, frames.take(frames.seq < cut))
+    moved = sorted({int(x) for x in ports[1].arrays["bucket"]})
+    assert moves.control(dst, {"op": "hold", "buckets": moved}, 0)[0]["ok"]
+    assert moves.control(src, {"op": "prepare"}, 0)[0]["ok"]
+    after = both.take(both.seq >= cut)
+    first, rest = after.take(slice(0, len(after) // 2)), after.take(slice(len(after) // 2, None))
+    before = len(got)
+    feed(dst, first)  # the moved buckets' frames are held; nothing closes while holding
+    assert sum(len(m.arrays["seq"]) for m in got[before:]) == 0
+    blob = tmp_path / "move.blob"
+    reply, outs = moves.control(src, {"op": "export", "buckets": moved, "exclude": [],
+                                      "after": src.moves.processed, "keep": [],
+                                      "path": str(blob)}, 0)
+    assert reply["ok"] and reply["entries"] > 10 and not (src.flow_bucket >= 0).any()
+    got.extend(outs)
+    reply, outs = moves.control(dst, {"op": "import", "paths": [str(blob)]}, 0)
+    assert reply["imported"] > 10 and reply["skipped"] == 0
+    assert outs  # the held batches, released
+    got.extend(outs)
+    feed(dst, rest)
+    for fx in (dst, src):
+        got.extend(fx.finish({"batches": 0}))
+    seq = np.concatenate([m.arrays["seq"] for m in got])
+    score = LucidCNN.load(model).forward(np.concatenate([m.arrays["x"] for m in got]))
+    assert_equal((seq, score), reference([pcaps[PORTS[0]], pcaps[PORTS[1]]], model))
+
+
+def test_a_window_mark_closes_a_window_with_no_frame_of_the_next(data, tmp_path):
+    """A replica that receives no frame of window 2 still closes window 1 when the
+    switch's mark for window 2 arrives: its fragments go out then, not at the end."""
+    trace, model = data
+    pcaps = switch_ports(trace, tmp_path)
+    frames = _concat(list(frames_of(pcaps[PORTS[0]])))
+    w = int(np.bincount(frames.arrays["window"]).argmax())  # this port's busiest window
+    last = frames.take(frames.arrays["window"] == w)
+    fx = FlowWindows({"window": T, "packets": N}, "fx/0")
+    fx.handle(Message(batch=0, arrays=frames.take(frames.arrays["window"] < w).arrays))
+    out = fx.handle(Message(batch=1, arrays=last.arrays))  # closes the windows before w
+    assert len(last) > 20 and not np.isin(out[0].arrays["seq"], last.seq).any()  # w is open
+    mark = Message(batch=2, arrays=last.take(slice(0, 0)).arrays,
+                   meta={"window_mark": w + 1})
+    out = fx.handle(mark)[0]
+    assert len(out.arrays["seq"]) > 0 and np.isin(out.arrays["seq"], last.seq).all()
+    assert out.rows == len(out.arrays["seq"])
+    assert sum(len(m.arrays["seq"]) for m in fx.finish({"batches": 3})) == 0

@@ -130,3 +130,7 @@ def test_a_blob_cut_short_is_refused_and_a_known_flow_is_skipped(synth):
         ex.export_flows([10**9])
     with pytest.raises(ValueError, match="cut short"):
         new_extractor(T, N).import_flows(blob[:-5])
+    with pytest.raises(ValueError, match="n=10 packets per fragment, this extractor keeps n=5"):
+        new_extractor(T, 5).import_flows(blob)
+    with pytest.raises(ValueError, match="not a flow blob"):
+        new_extractor(T, N).import_flows(b"x" * 64)

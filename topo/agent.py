@@ -37,12 +37,13 @@ def nf_graph(host: str, iface: str, model: Path, out: Path, *, semantics: str = 
     from lego.control.graph_specs import nf_chain_of
 
     decl = nfs.get(nf or nfs.DEFAULT)
-    options = decl.pick(semantics=semantics, model=str(model), **(nf_options or {}))
+    options = decl.pick(**{**(nf_options or {}), "semantics": semantics, "model": str(model)})
     replicas = {nf_chain_of(decl, options).stateless: uln}
     graph = decl.graph(source={"type": "packet_batching",
                                "options": {"interface": iface, "batch": batch,
                                            "flush_ms": flush_ms, "idle_s": idle_s,
-                                           "timestamps": "switch"}},
+                                           "timestamps": "switch",
+                                           **decl.source_options()}},
                        options=options, replicas=replicas,
                        sink={"out": str(out), "window": window}, name=f"{decl.name}-{host}")
     graph["graph"].update(transport="ipc", hwm=64)

@@ -62,7 +62,7 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
     sc = {**SCALING, "max_replicas": len(hosts), **(scaling or {})}
     fe_initial = max(1, min(topo.replicas, len(hosts)))
     decl = nfs.get(nf or nfs.DEFAULT)
-    options = decl.pick(semantics=semantics, model=str(model), **(nf_options or {}))
+    options = decl.pick(**{**(nf_options or {}), "semantics": semantics, "model": str(model)})
     if not decl.splits_exactly(options):
         sc["fe"] = False  # Algorithm 1 finds no exact split: one keyed replica
         fe_initial = 1

@@ -73,13 +73,16 @@ def controller_mode(repo: Path = REPO) -> str:
 
 def southbound_controller_argv(topo: Topology, replica_ports: list[int],
                                semantics: str = "lego", rebalance_every: float = 0.0,
-                               nf: str | None = None) -> list[str]:
+                               nf: str | None = None,
+                               nf_options: dict | None = None) -> list[str]:
     """``lego controller`` (southbound only) for this topology (pure)."""
     argv = [sys.executable, "-m", "lego", "controller", "--switch", topo.switch.grpc_addr,
             "--device-id", str(topo.switch.device_id),
             "--election-id", str(CONTROLLER_ELECTION_ID),
             "--traffic-port", str(topo.traffic.port), "--semantics", semantics,
             "--nf", nf or nfs.DEFAULT]
+    for key, value in (nf_options or {}).items():
+        argv += ["--nf-option", f"{key}={value}"]
     for p in replica_ports:
         argv += ["--replica", str(p)]
     # no rebalancing unless asked: a bucket move without its state move is inexact
@@ -294,7 +297,7 @@ class LegoSystem:
                 self.wait_controller(max(timeout, 120.0))
             return
         argv = southbound_controller_argv(self.topo, self.replica_ports, self.semantics,
-                                          nf=self.nf)
+                                          nf=self.nf, nf_options=self.nf_options)
         self.controller = p = self._popen("controller", argv)
         deadline = time.monotonic() + timeout
         while "controller: switch" not in p.log_path.read_text(errors="replace"):
@@ -404,7 +407,7 @@ class LegoSystem:
 
         self.kill_controller()
         decl = nfs.get(self.nf)
-        options = decl.pick(semantics=self.semantics, **self.nf_options)
+        options = decl.pick(**{**self.nf_options, "semantics": self.semantics})
         plan = SwitchPlan.from_split(decl.plan(options), [self.topo.traffic.port],
                                      self.replica_ports, window_us=decl.window_us(options))
         moves = []

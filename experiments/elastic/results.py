@@ -86,8 +86,12 @@ def window_latency(seq: np.ndarray, decided: np.ndarray, epoch: float, pcaps: li
     to its decision. A window the stream ended in never closed: its fragments,
     decided at the drain, are counted in ``open_window_fragments``, not timed."""
     frames = switch_frames(pcaps)
-    pos = np.minimum(np.searchsorted(frames.seq, seq), max(len(frames) - 1, 0))
-    known = (frames.seq[pos] == seq) if len(frames) else np.zeros(len(seq), bool)
+    if not len(frames) or "window" not in frames.arrays:
+        return {"seq": seq[:0], "ingress": np.zeros(0), "latency": np.zeros(0),
+                "windows": np.zeros(0, np.int64), "window_latency": np.zeros(0),
+                "open_window_fragments": 0}
+    pos = np.minimum(np.searchsorted(frames.seq, seq), len(frames) - 1)
+    known = frames.seq[pos] == seq
     opens = window_opens(pcaps)
     window = frames.arrays["window"][pos].astype(np.int64)
     close = np.array([opens.get(int(w) + 1, np.nan) for w in window])
@@ -271,13 +275,15 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
     unique = int(len(np.unique(seq)))
     lost_rows = sum(d.get("lost_rows", 0) for d in decisions.values())
     lost_batches = sum(d.get("lost_batches", 0) for d in decisions.values())
-    if windows:  # every frame reached a replica, every fragment was decided once
-        zero = (replayer.failed == 0 and switch_in == replayer.sent and switch_out == brick_in
-                and unique == len(seq) and lost_batches == 0)
+    ref = extra.get("reference", {})
+    mirrored = sw.get("events", {}).get("mirror", 0)
+    if windows:  # every frame to a replica and taken, every fragment decided once
+        zero = (replayer.failed == 0 and switch_in == replayer.sent
+                and switch_out == switch_in + mirrored == brick_in and unique == len(seq)
+                and lost_batches == 0 and (not ref or ref.get("packets") == len(seq)))
     else:
         zero = (replayer.failed == 0 and switch_out == brick_in and unique == len(seq)
                 == replayer.sent and lost_rows == 0)
-    ref = extra.get("reference", {})
     live, live_decisions = {}, {}
     if opts.labels is not None and len(seq):
         labels = load_labels(opts.labels, int(seq.max()) + 1)[seq]
@@ -302,12 +308,13 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         **{f"replay_lag_ms_{k}": lag.get(k) for k in ("p50", "p99", "max")},
         "packets_sent": replayer.sent, "tcpreplay_failed": replayer.failed,
         "switch_in": switch_in, "switch_out": switch_out,
-        "mirrored": sw.get("events", {}).get("mirror", 0), "nf_hosts_received": brick_in,
+        "mirrored": mirrored, "nf_hosts_received": brick_in,
         "lost_before_switch": replayer.sent - switch_in,
         "lost_switch_to_bricks": switch_out - brick_in, "packets_scored": int(len(seq)),
         "decides_per": "fragment (flow, window)" if windows else "packet",
         "scored_once_each": unique == len(seq), "lost_sent_minus_scored":
-            int(replayer.sent - unique), "lost_in_brick_graphs": lost_rows,
+            None if windows else int(replayer.sent - unique),
+        "lost_in_brick_graphs": lost_batches if windows else lost_rows,
         "zero_loss": zero, "alerts": int(alert.sum()),
         "alerts_after_training": int(alert[seq >= train_n].sum()),
         **sla, **core_seconds(timeline), **machine_figures(timeline, os.cpu_count() or 1),

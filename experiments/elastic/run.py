@@ -75,7 +75,7 @@ class RunOptions:
 
     @property
     def nf_options(self) -> dict:
-        return self.decl.pick(semantics=self.semantics, **self.nf_extra)
+        return self.decl.pick(**{**self.nf_extra, "semantics": self.semantics})
 
 
 #: packets the calibration replica processes (its first ones are the trace's)

@@ -567,18 +567,20 @@ cdef class Extractor:
         window = np.asarray(<double[:max(F, 1)]>self.frag_window)[:F][idx]
         first = np.asarray(<int64_t[:max(F, 1)]>self.frag_first)[:F][idx]
         npkts = np.asarray(<int32_t[:max(F, 1)]>self.frag_n)[:F][idx].astype(np.int64)
-        if len(idx):
-            self.remove_fragments(take)
+        if len(idx) and not self.remove_fragments(take):
+            raise MemoryError()
         filled = np.arange(self.n)[None, :] < npkts[:, None]
         t0 = np.where(filled, raw[:, :, 0], np.inf).min(axis=1) if len(idx) else np.zeros(0)
         raw[:, :, 0] = np.where(filled, raw[:, :, 0] - t0[:, None], 0.0)
         return flow, window, first, npkts, raw
 
-    cdef void remove_fragments(self, const uint8_t[::1] gone) noexcept:
+    cdef bint remove_fragments(self, const uint8_t[::1] gone) noexcept:
         """Drop the flagged fragments, keep the others in order, and point each flow
-        at its open fragment's new place."""
+        at its open fragment's new place; False (nothing changed) when out of memory."""
         cdef int64_t k, j = 0, rows = self.n * NF, F = self.nfrag
         cdef int64_t *moved = <int64_t *>calloc(max(F, 1), sizeof(int64_t))
+        if moved == NULL:
+            return False
         for k in range(F):
             if gone[k]:
                 moved[k] = -1
@@ -595,6 +597,7 @@ cdef class Extractor:
             if self.table[k].used and self.table[k].frag >= 0:
                 self.table[k].frag = moved[self.table[k].frag]
         free(moved)
+        return True
 
     def export_flows(self, flow_ids) -> bytes:
         """The state of these flows, in this order, as one blob for
@@ -616,7 +619,7 @@ cdef class Extractor:
         missing = wanted - slots.keys()
         if missing:
             raise KeyError(f"LUCID extractor: no flows {sorted(missing)[:5]}")
-        parts = []
+        parts = [_BLOB_MAGIC, np.array([self.n], dtype=np.int64).tobytes()]
         for fid in order:
             k = slots[fid]
             f = self.table[k]
@@ -650,12 +653,19 @@ cdef class Extractor:
         a new local id; a flow already here is left as it is. Returns (the new ids in
         the blob's order, -1 for a skipped one)."""
         cdef const uint8_t *b = blob
-        cdef Py_ssize_t at = 0, end = len(blob)
+        cdef Py_ssize_t at = 16, end = len(blob)
         cdef int64_t d, fr, rows = self.n * NF
         cdef Flow incoming
         cdef Flow *f
         cdef TlsConv *c
         cdef bint has_tls, has_of
+        _need(0, 16, end)
+        if blob[:8] != _BLOB_MAGIC:
+            raise ValueError("LUCID extractor: not a flow blob (export_flows writes them)")
+        blob_n = int(np.frombuffer(blob[8:16], dtype=np.int64)[0])
+        if blob_n != self.n:
+            raise ValueError(f"LUCID extractor: a flow blob of n={blob_n} packets per "
+                             f"fragment, this extractor keeps n={self.n}")
         ids = []
         while at < end:
             _need(at, sizeof(Flow) + 42, end)
@@ -673,6 +683,7 @@ cdef class Extractor:
                         raise MemoryError()
                     f = self.slot(incoming.k0, incoming.k1)
                 f[0] = incoming
+                f.tls, f.of = NULL, NULL  # the blob's pointers were the exporter's
                 f.id, f.frag = self.count, -1
                 self.count += 1
                 self.keys.append(key)
@@ -757,7 +768,8 @@ cdef class Extractor:
             f = self.slot(old[k].k0, old[k].k1)
             f[0] = old[k]
         free(old)
-        self.remove_fragments(frag_gone)
+        if not self.remove_fragments(frag_gone):
+            raise MemoryError()
         return dropped
 
 
@@ -887,6 +899,9 @@ def check_frames(buffer, offsets, caplens, linktypes, ts=None) -> None:
     if m and (np.asarray(offsets).min() < 0 or (np.asarray(offsets)
               + np.asarray(caplens, dtype=np.int64)).max() > len(buffer)):
         raise ValueError("LUCID extractor: a frame lies outside the buffer")
+
+
+_BLOB_MAGIC = b"LUCIDFL1"  # export_flows' blobs: this, then n, then the flows
 
 
 cdef inline void _need(Py_ssize_t at, Py_ssize_t size, Py_ssize_t end) except *:

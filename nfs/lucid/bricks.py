@@ -43,6 +43,7 @@ class WindowsState:
     frames: int = 0
     fragments: int = 0
     newest: float = -np.inf  # the newest window reached (a frame's, or a mark's)
+    unstamped: int = 0  # shimmed frames with no window (the switch's clock not set yet)
 
 
 class Windows:
@@ -54,7 +55,7 @@ class Windows:
         self.t, self.n = t, n
         self.ex = new_extractor(t, n)
         self.state = WindowsState()
-        self.none = np.zeros((0, n, N_FEATURES), dtype=np.float32)  # no fragment
+        self.no_fragments = np.zeros((0, n, N_FEATURES), dtype=np.float32)
 
     def feed(self, a: dict[str, np.ndarray], idx: np.ndarray, mark: int = 0
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -64,10 +65,14 @@ class Windows:
         idx = idx[a["mirror"][idx] == 0]
         ts = np.ascontiguousarray(a["ts"][idx])
         stamped = a.get("window")
-        if stamped is not None and (len(idx) == 0 or stamped[idx].all()):
-            windows = stamped[idx].astype(np.float64)
-        else:  # no switch clock: LUCID's own (exact for one instance of the whole stream)
+        if stamped is None:  # no switch: LUCID's own clock (one instance of a whole trace)
             windows = self.ex.clock(ts)
+        else:
+            windows = stamped[idx].astype(np.float64)
+            if len(windows) and not windows.all():  # stamped before the clock was set:
+                self.state.unstamped += int((windows == 0).sum())  # the window so far
+                windows = np.maximum.accumulate(
+                    np.concatenate(([max(self.state.newest, 0.0)], windows)))[1:]
         flows = np.empty(len(idx), dtype=np.int64)
         if len(idx):
             self.ex.feed(a["frames"], np.ascontiguousarray(a["offset"][idx]),
@@ -89,7 +94,7 @@ class Windows:
             self.state.newest if before is None else before)
         self.state.fragments += len(first)
         if not len(first):
-            return np.zeros(0, np.uint64), self.none
+            return np.zeros(0, np.uint64), self.no_fragments
         return first.astype(np.uint64), normalise(raw, npkts, self.t).astype(np.float32)
 
 
@@ -119,7 +124,7 @@ class FlowWindows:
             return moves.handle(self, msg)
         self.moves.processed += msg.n
         seq, x = self.rows(msg, np.arange(msg.n))
-        return [msg.with_arrays({"seq": seq, "x": x})]
+        return [msg.with_arrays({"seq": seq, "x": x}, rows=len(seq))]
 
     def rows(self, msg: Message, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feed rows ``idx``; out: the fragments of the windows now closed. While a move
@@ -132,7 +137,7 @@ class FlowWindows:
             known = flows >= 0
             self._set_buckets(flows[known], bucket[fed][known])
         if self.moves.holding or self.moves.held or self.moves.paused is not None:
-            return np.zeros(0, np.uint64), self.win.none
+            return np.zeros(0, np.uint64), self.win.no_fragments
         return self.win.closed()
 
     def finish(self, meta: dict[str, Any]) -> list[Message]:
@@ -151,7 +156,8 @@ class FlowWindows:
         return moves.control(self, cmd, packets_in)
 
     def report(self) -> dict[str, int]:
-        return {"flows": int((self.flow_bucket >= 0).sum()), "fragments": self.state.fragments}
+        return {"flows": int((self.flow_bucket >= 0).sum()), "fragments": self.state.fragments,
+                "unstamped_frames": self.state.unstamped}
 
     # ---------------------------------------------------------------- state by bucket
     def _set_buckets(self, flows: np.ndarray, buckets: np.ndarray) -> None:

@@ -74,15 +74,15 @@ def graph(*, source: Mapping[str, Any], options: Mapping[str, Any],
           replicas: Mapping[str, int] | None = None, sink: Mapping[str, Any] | None = None,
           name: str | None = None) -> dict:
     """The four-brick graph (graph-file layout): ``source`` the framework's source
-    brick, sending frames; ``options`` LUCID's (window, packets, model); ``replicas``
-    per node (the extractor's are the switch's ports: one per graph); ``sink`` the
-    decision's options."""
+    brick (its options with ``NF.source_options()``: frames); ``options`` LUCID's
+    (window, packets, model); ``replicas`` per node (the extractor's are the switch's
+    ports: one per graph); ``sink`` the decision's options."""
     replicas = dict(replicas or {})
     if replicas.get("fx", 1) != 1:
         raise ConfigError(f"lucid: the flow-window extractor runs one replica per graph (the "
                           f"switch splits flows over graphs), got {replicas['fx']}")
-    bricks: dict[str, dict[str, Any]] = {"src": {
-        "type": source["type"], "options": {**source.get("options", {}), "frames": True}}}
+    bricks: dict[str, dict[str, Any]] = {"src": {"type": source["type"],
+                                                 "options": dict(source.get("options", {}))}}
     for node, kind in NODES[1:]:
         bricks[node] = {"type": kind, "replicas": replicas.get(node, 1), "options": {}}
     bricks["dec"]["options"] = dict(sink or {})
