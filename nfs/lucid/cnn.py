@@ -116,7 +116,9 @@ class LucidCNN:
         convolution. A fragment's probability has the same bits however the fragments
         are batched (one product per fragment: stacked matmuls of one shape, where one
         GEMM over a whole block rounds a row by where it sits), so that replicas fed
-        any share of the fragments give one instance's answers."""
+        any share of the fragments give one instance's answers. That holds for a BLAS
+        whose small products do not depend on their operands' alignment (OpenBLAS
+        packs them; tests/test_lucid_cnn.py checks the one installed)."""
         X = self.check_input(X, "LucidCNN.forward")
         F, P, d, k = len(X), self.n - self.h + 1, self.W.shape[0], self.k
         rows = max(1, block // P)
