@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +53,21 @@ MERGES = ("sequence", "window")
 #: the packet field of an NF that reads each frame's bytes as captured (its own
 #: dissector), rather than PacketBatch columns
 FRAME = "frame"
+
+
+def chain_template(nodes: Sequence[tuple[str, str | None]], source: Mapping[str, Any],
+                   replicas: Mapping[str, int], sink: Mapping[str, Any] | None
+                   ) -> tuple[dict[str, dict[str, Any]], list[dict[str, str]]]:
+    """The bricks and edges of a chain graph template (graph-file layout): ``nodes``
+    (name, brick type) from the source, whose type and options ``source`` gives, to
+    the sink, whose options are ``sink``; ``replicas`` per node (default 1)."""
+    bricks: dict[str, dict[str, Any]] = {nodes[0][0]: {
+        "type": source["type"], "options": dict(source.get("options", {}))}}
+    for node, kind in nodes[1:]:
+        bricks[node] = {"type": kind, "replicas": replicas.get(node, 1), "options": {}}
+    bricks[nodes[-1][0]]["options"] = dict(sink or {})
+    order = [n for n, _ in nodes]
+    return bricks, [{"from": a, "to": b} for a, b in zip(order, order[1:], strict=False)]
 
 
 class Instance(Protocol):

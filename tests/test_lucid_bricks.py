@@ -149,25 +149,39 @@ def test_replicas_behind_the_switch_equal_one_instance(data, tmp_path):
     assert_equal((seq, score), reference(list(pcaps.values()), model))
 
 
-def test_flows_moved_by_bucket_between_extractors_stay_exact(data, tmp_path):
-    """Two extractors, each fed one port's frames of one switch; at a cut every bucket
-    of the second moves to the first (export, import, drop), and from the cut on the
-    first takes both ports' frames, in switch order: together they equal one
-    instance's fragments."""
+def _two_ports(data, tmp_path) -> tuple:
+    """The frames of two replica ports under LUCID's plan (each in switch order, and
+    both merged), a cut in the middle of the merged stream, two fresh extractors, the
+    outputs collected and a feeder (rows of a frames batch, 700 at a time)."""
     trace, model = data
     pcaps = switch_ports(trace, tmp_path)
     ports = [_concat(list(frames_of(pcaps[p]))) for p in PORTS[:2]]
     both = _concat(ports)
-    cut = int(np.median(both.seq))
-    a, b = (FlowWindows({"window": T, "packets": N}, f"fx/{i}") for i in range(2))
+    extractors = [FlowWindows({"window": T, "packets": N}, f"fx/{i}") for i in range(2)]
     got: list[Message] = []
 
     def feed(fx: FlowWindows, rows) -> None:
         for lo in range(0, len(rows), 700):
             got.extend(fx.handle(Message(batch=0, arrays=rows.take(slice(lo, lo + 700)).arrays)))
 
-    for fx, frames in zip((a, b), ports, strict=True):
+    cut = int(np.median(both.seq))
+    for fx, frames in zip(extractors, ports, strict=True):  # up to the cut, each its own
         feed(fx, frames.take(frames.seq < cut))
+    return pcaps, ports, both, cut, extractors, got, feed
+
+
+def _assert_outputs_exact(got: list[Message], pcaps: dict, model: Path) -> None:
+    seq = np.concatenate([m.arrays["seq"] for m in got])
+    score = LucidCNN.load(model).forward(np.concatenate([m.arrays["x"] for m in got]))
+    assert_equal((seq, score), reference([pcaps[PORTS[0]], pcaps[PORTS[1]]], model))
+
+
+def test_flows_moved_by_bucket_between_extractors_stay_exact(data, tmp_path):
+    """Two extractors, each fed one port's frames of one switch; at a cut every bucket
+    of the second moves to the first (export, import, drop), and from the cut on the
+    first takes both ports' frames, in switch order: together they equal one
+    instance's fragments."""
+    pcaps, ports, both, cut, (a, b), got, feed = _two_ports(data, tmp_path)
     moved = sorted({int(x) for x in ports[1].arrays["bucket"]})
     blob, entries = b.export_buckets(moved, [])
     assert entries > 10
@@ -176,9 +190,7 @@ def test_flows_moved_by_bucket_between_extractors_stay_exact(data, tmp_path):
     feed(a, both.take(both.seq >= cut))
     for fx in (a, b):
         got.extend(fx.finish({"batches": 0}))
-    seq = np.concatenate([m.arrays["seq"] for m in got])
-    score = LucidCNN.load(model).forward(np.concatenate([m.arrays["x"] for m in got]))
-    assert_equal((seq, score), reference([pcaps[PORTS[0]], pcaps[PORTS[1]]], model))
+    _assert_outputs_exact(got, pcaps, data[1])
 
 
 def test_a_scale_in_through_the_move_protocol_holds_and_stays_exact(data, tmp_path):
@@ -188,20 +200,7 @@ def test_a_scale_in_through_the_move_protocol_holds_and_stays_exact(data, tmp_pa
     releases them: together, one instance's fragments and probabilities."""
     from lego.bricks import moves
 
-    trace, model = data
-    pcaps = switch_ports(trace, tmp_path)
-    ports = [_concat(list(frames_of(pcaps[p]))) for p in PORTS[:2]]
-    both = _concat(ports)
-    cut = int(np.median(both.seq))
-    dst, src = (FlowWindows({"window": T, "packets": N}, f"fx/{i}") for i in range(2))
-    got: list[Message] = []
-
-    def feed(fx: FlowWindows, rows) -> None:
-        for lo in range(0, len(rows), 700):
-            got.extend(fx.handle(Message(batch=0, arrays=rows.take(slice(lo, lo + 700)).arrays)))
-
-    for fx, frames in zip((dst, src), ports, strict=True):
-        feed(fx, frames.take(frames.seq < cut))
+    pcaps, ports, both, cut, (dst, src), got, feed = _two_ports(data, tmp_path)
     moved = sorted({int(x) for x in ports[1].arrays["bucket"]})
     assert moves.control(dst, {"op": "hold", "buckets": moved}, 0)[0]["ok"]
     assert moves.control(src, {"op": "prepare"}, 0)[0]["ok"]
@@ -223,9 +222,7 @@ def test_a_scale_in_through_the_move_protocol_holds_and_stays_exact(data, tmp_pa
     feed(dst, rest)
     for fx in (dst, src):
         got.extend(fx.finish({"batches": 0}))
-    seq = np.concatenate([m.arrays["seq"] for m in got])
-    score = LucidCNN.load(model).forward(np.concatenate([m.arrays["x"] for m in got]))
-    assert_equal((seq, score), reference([pcaps[PORTS[0]], pcaps[PORTS[1]]], model))
+    _assert_outputs_exact(got, pcaps, data[1])
 
 
 def test_a_window_mark_closes_a_window_with_no_frame_of_the_next(data, tmp_path):

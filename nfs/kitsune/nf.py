@@ -20,7 +20,7 @@ import numpy as np
 
 from lego.bricks.catalog import BrickType
 from lego.errors import ConfigError
-from lego.nfs import NetworkFunction
+from lego.nfs import NetworkFunction, chain_template
 
 SEMANTICS = ("kitsune", "lego")
 #: the semantics when a config or graph names none (the bricks default to it too, so
@@ -68,13 +68,7 @@ def graph(*, source: Mapping[str, Any], options: Mapping[str, Any],
     brick (``{"type": ..., "options": ...}``), ``options`` Kitsune's (semantics,
     model), ``replicas`` per node, ``sink`` the decision's options."""
     replicas = dict(replicas or {})
-    bricks: dict[str, dict[str, Any]] = {"src": {"type": source["type"],
-                                                 "options": dict(source.get("options", {}))}}
-    for node, kind in NODES[1:]:
-        bricks[node] = {"type": kind, "replicas": replicas.get(node, 1), "options": {}}
-    bricks["dec"]["options"] = dict(sink or {})
-    order = [n for n, _ in NODES]
-    edges = [{"from": a, "to": b} for a, b in zip(order, order[1:], strict=False)]
+    bricks, edges = chain_template(NODES, source, replicas, sink)
     if replicas.get("fq", 1) > 1:
         edges[0]["route"] = "key"
     params = {"nf": "kitsune", "semantics": options.get("semantics", "lego")}

@@ -18,7 +18,7 @@ from typing import Any
 
 from lego.bricks.catalog import BrickType
 from lego.errors import ConfigError
-from lego.nfs import FRAME, NetworkFunction
+from lego.nfs import FRAME, NetworkFunction, chain_template
 
 #: LUCID's README example, 10t-10n: 10 s windows, at most 10 packets per fragment
 DEFAULT_WINDOW, DEFAULT_PACKETS = 10.0, 10
@@ -81,13 +81,7 @@ def graph(*, source: Mapping[str, Any], options: Mapping[str, Any],
     if replicas.get("fx", 1) != 1:
         raise ConfigError(f"lucid: the flow-window extractor runs one replica per graph (the "
                           f"switch splits flows over graphs), got {replicas['fx']}")
-    bricks: dict[str, dict[str, Any]] = {"src": {"type": source["type"],
-                                                 "options": dict(source.get("options", {}))}}
-    for node, kind in NODES[1:]:
-        bricks[node] = {"type": kind, "replicas": replicas.get(node, 1), "options": {}}
-    bricks["dec"]["options"] = dict(sink or {})
-    order = [n for n, _ in NODES]
-    edges = [{"from": a, "to": b} for a, b in zip(order, order[1:], strict=False)]
+    bricks, edges = chain_template(NODES, source, replicas, sink)
     params = {"nf": "lucid", "window": float(options.get("window", DEFAULT_WINDOW)),
               "packets": int(options.get("packets", DEFAULT_PACKETS))}
     if options.get("model"):
