@@ -51,6 +51,23 @@ def test_sla_figures_count_the_peak_seconds_apart():
     assert f["peak_seconds"] == 3 and f["seconds_within_sla_fraction_peak"] == 0.667
     assert f["p99_latency_ms_peak"] == 900 and f["seconds_within_sla_fraction"] == 0.833
     assert sla_figures([], 100.0, None)["seconds_within_sla_fraction"] is None
+    f = sla_figures(rows, 100.0, (2.05, 5.05), attack=(3.05, 6.05))  # the last three
+    assert (f["attack_seconds"], f["seconds_within_sla_fraction_attack"],
+            f["p99_latency_ms_attack"]) == (3, 1.0, 80)
+    assert sla_figures(rows, 100.0, None)["p99_latency_ms_attack"] is None
+
+
+def test_the_attack_spans_from_its_first_packets_step_to_the_replays_end(tmp_path):
+    from lego.experiments.elastic.results import attack_span
+    from lego.topo.traffic import Segment
+
+    segs = [Segment(i, 100 * i, 100, 25) for i in range(4)]  # 4 s steps of 100 packets
+    labels = tmp_path / "l.csv"
+    labels.write_text("\n".join(["0"] * 250 + ["1"] * 150) + "\n")
+    assert attack_span(labels, segs, 0.5, 4.0) == (8.5, 16.5)  # packet 250: the third step
+    labels.write_text("\n".join(["0"] * 400) + "\n")
+    assert attack_span(labels, segs, 0.5, 4.0) is None
+    assert attack_span(None, segs, 0.5, 4.0) is None
 
 
 def test_core_seconds_against_a_static_peak_allocation():

@@ -87,14 +87,18 @@ def _count(n: float, noun: str) -> str:
 
 
 def sla_figures(rows: list[dict[str, Any]], sla_ms: float,
-                peak: tuple[float, float] | None) -> dict[str, Any]:
-    """The SLA's figures from per-second rows (``t``, ``p99_ms``): every second and
-    the seconds inside ``peak`` (start, end, seconds since the replay began; a second
-    is inside when its middle is)."""
+                peak: tuple[float, float] | None,
+                attack: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The SLA's figures from per-second rows (``t``, ``p99_ms``): every second, the
+    seconds inside ``peak`` and those inside ``attack`` (each: start, end, seconds
+    since the replay began; a second is inside when its middle is)."""
     def frac(rs: list[dict[str, Any]]) -> float | None:
         return round(sum(r["p99_ms"] <= sla_ms for r in rs) / len(rs), 3) if rs else None
 
-    at_peak = [r for r in rows if peak and peak[0] <= r["t"] + 0.5 <= peak[1]]
+    def inside(span: tuple[float, float] | None) -> list[dict[str, Any]]:
+        return [r for r in rows if span and span[0] <= r["t"] + 0.5 <= span[1]]
+
+    at_peak, in_attack = inside(peak), inside(attack)
     return {
         "sla_ms": sla_ms,
         "seconds_within_sla_fraction": frac(rows),
@@ -102,6 +106,9 @@ def sla_figures(rows: list[dict[str, Any]], sla_ms: float,
         "p99_latency_ms_peak": max((r["p99_ms"] for r in at_peak), default=None),
         "p99_latency_ms_max": max((r["p99_ms"] for r in rows), default=None),
         "peak_seconds": len(at_peak),
+        "seconds_within_sla_fraction_attack": frac(in_attack),
+        "p99_latency_ms_attack": max((r["p99_ms"] for r in in_attack), default=None),
+        "attack_seconds": len(in_attack),
     }
 
 

@@ -266,7 +266,8 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
             peak = (t_replay + sg.index * step_s, t_replay + (sg.index + 1) * step_s)
     lat = extra.get("latency")
     per_second = latency_per_second(lat, start, sla_ms / 1e3) if lat else []
-    sla = sla_figures(per_second, sla_ms, peak)
+    attack = attack_span(opts.labels, segs, t_replay, step_s)
+    sla = sla_figures(per_second, sla_ms, peak, attack)
     windows = opts.decl.merge == "window"  # one decision per (flow, window) fragment
     if windows:
         sla.update(window_figures(lat, sla_ms), window_s=opts.nf_options.get("window"))
@@ -346,6 +347,22 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
     return summary
 
 
+def attack_span(labels: Path | None, segs: list, t_replay: float, step_s: float
+                ) -> tuple[float, float] | None:
+    """From the step holding the trace's first attack packet to the replay's end, in
+    seconds since the replay began (None without labels or attack)."""
+    from lego.metrics import load_labels
+
+    if labels is None or not segs or not step_s:
+        return None
+    first = np.flatnonzero(load_labels(labels))
+    ends = np.cumsum([sg.count for sg in segs])
+    if not len(first) or first[0] >= ends[-1]:
+        return None
+    step = int(np.searchsorted(ends, first[0], side="right"))
+    return t_replay + step * step_s, t_replay + len(segs) * step_s
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(float(x), 4)
 
@@ -377,7 +394,10 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
             f"- SLA p99 <= {s['sla_ms']:g} ms (switch ingress to decision): held in "
             f"{_pct(s['seconds_within_sla_fraction_peak'])} of the {s['peak_seconds']} "
             f"seconds at the peak (worst p99 {s['p99_latency_ms_peak']} ms), "
-            f"{_pct(s['seconds_within_sla_fraction'])} of all seconds"]),
+            f"{_pct(s['seconds_within_sla_fraction'])} of all seconds"
+            + (f", {_pct(s['seconds_within_sla_fraction_attack'])} of the "
+               f"{s['attack_seconds']} seconds of the attack (worst p99 "
+               f"{s['p99_latency_ms_attack']} ms)" if s.get("attack_seconds") else "")]),
         f"- core-seconds: {s['core_seconds']} allocated, against "
         f"{s['core_seconds_static_peak']} for a static allocation sized for the peak",
         *([f"- the machine ({s['machine_cores']} cores, shared by the switch, the "
