@@ -648,9 +648,56 @@ cdef class Extractor:
                 parts.append((<char *>(self.raw + fr * rows))[:rows * sizeof(double)])
         return b"".join(parts)
 
+    cdef void check_blob(self, bytes blob) except *:
+        """The whole blob's layout, before :meth:`import_flows` changes anything: its
+        magic and n, every length inside it, each fragment's packet count."""
+        cdef const uint8_t *b = blob
+        cdef Py_ssize_t at = 16, end = len(blob)
+        cdef int64_t d, k, nfr, npkts, rows = self.n * NF
+        cdef bint has_tls, has_of
+        cdef TlsConv c
+        _need(0, 16, end)
+        if blob[:8] != _BLOB_MAGIC:
+            raise ValueError("LUCID extractor: not a flow blob (export_flows writes them)")
+        blob_n = int(np.frombuffer(blob[8:16], dtype=np.int64)[0])
+        if blob_n != self.n:
+            raise ValueError(f"LUCID extractor: a flow blob of n={blob_n} packets per "
+                             f"fragment, this extractor keeps n={self.n}")
+        while at < end:
+            _need(at, sizeof(Flow) + 42, end)
+            at += sizeof(Flow) + 40
+            has_tls, has_of = b[at], b[at + 1]
+            at += 2
+            if has_tls:  # the conversation, then the bytes each direction kept
+                _need(at, sizeof(TlsConv), end)
+                memcpy(&c, b + at, sizeof(TlsConv))
+                at += sizeof(TlsConv)
+                for d in range(2):
+                    if c.dir[d].all_cap < 0:
+                        raise ValueError(f"LUCID extractor: a flow blob with a negative "
+                                         f"length at byte {at}")
+                    _need(at, c.dir[d].all_cap, end)
+                    at += c.dir[d].all_cap
+            if has_of:
+                _need(at, sizeof(OpenFlowConv), end)
+                at += sizeof(OpenFlowConv)
+            _need(at, 8, end)
+            nfr = np.frombuffer(blob[at:at + 8], dtype=np.int64)[0]
+            at += 8
+            if nfr < 0:
+                raise ValueError(f"LUCID extractor: a flow blob with {nfr} fragments")
+            for k in range(nfr):
+                _need(at, 32 + rows * sizeof(double), end)
+                npkts = np.frombuffer(blob[at + 16:at + 24], dtype=np.int64)[0]
+                if not 1 <= npkts <= self.n:
+                    raise ValueError(f"LUCID extractor: a fragment of {npkts} packets in a "
+                                     f"flow blob of n={self.n}")
+                at += 32 + rows * sizeof(double)
+
     def import_flows(self, bytes blob):
         """Flows from :meth:`export_flows` (of an extractor with the same n), each under
-        a new local id; a flow already here is left as it is. Returns (the new ids in
+        a new local id; a flow already here is left as it is. The whole blob is checked
+        first (:meth:`check_blob`): a bad one changes nothing. Returns (the new ids in
         the blob's order, -1 for a skipped one)."""
         cdef const uint8_t *b = blob
         cdef Py_ssize_t at = 16, end = len(blob)
@@ -659,13 +706,7 @@ cdef class Extractor:
         cdef Flow *f
         cdef TlsConv *c
         cdef bint has_tls, has_of
-        _need(0, 16, end)
-        if blob[:8] != _BLOB_MAGIC:
-            raise ValueError("LUCID extractor: not a flow blob (export_flows writes them)")
-        blob_n = int(np.frombuffer(blob[8:16], dtype=np.int64)[0])
-        if blob_n != self.n:
-            raise ValueError(f"LUCID extractor: a flow blob of n={blob_n} packets per "
-                             f"fragment, this extractor keeps n={self.n}")
+        self.check_blob(blob)
         ids = []
         while at < end:
             _need(at, sizeof(Flow) + 42, end)
