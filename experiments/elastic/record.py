@@ -92,7 +92,7 @@ class Recorders:
         return [path for _, path, _ in self.procs.values()]
 
 
-def _recorded(pcaps: list[Path]):
+def recorded_frames(pcaps: list[Path]):
     """Every frame the NF hosts' captures hold (shims and window marks kept)."""
     from lego.bricks.source import Frames
     from lego.ext.packets import open_trace
@@ -112,28 +112,29 @@ def _switch_batch(pcaps: list[Path]):
     """The frames the NF hosts received (shims kept) as one batch, switch-stamped."""
     from lego.bricks.source import frames_to_batch
 
-    batch, _ = frames_to_batch(_recorded(pcaps), "switch")
+    batch, _ = frames_to_batch(recorded_frames(pcaps), "switch")
     prim = np.flatnonzero(batch.mirror == 0)
     return batch.take(prim[np.argsort(batch.seq[prim], kind="stable")])
 
 
-def switch_frames(pcaps: list[Path]):
+def switch_frames(pcaps: list[Path], recorded=None):
     """The same for an NF that reads frames: one frames batch
     (:class:`~lego.bricks.source.FrameBatch`) in sequence order, window marks out,
-    each frame with its switch time, window and bucket."""
+    each frame with its switch time, window and bucket. ``recorded``: the captures'
+    frames (:func:`recorded_frames`) when the caller read them already."""
     from lego.bricks.source import frame_arrays
 
-    batch, _ = frame_arrays(_recorded(pcaps), "switch")
+    batch, _ = frame_arrays(recorded_frames(pcaps) if recorded is None else recorded, "switch")
     prim = np.flatnonzero(batch.mirror == 0)
     return batch.take(prim[np.argsort(batch.seq[prim], kind="stable")])
 
 
-def window_opens(pcaps: list[Path]) -> dict[int, float]:
+def window_opens(pcaps: list[Path], recorded=None) -> dict[int, float]:
     """When each window of the switch's clock opened (switch time, seconds): the
     earliest frame or window mark the NF hosts received stamped with it."""
     from lego.bricks.source import strip_shims
 
-    _, _, shim = strip_shims(_recorded(pcaps))
+    _, _, shim = strip_shims(recorded_frames(pcaps) if recorded is None else recorded)
     if shim is None or not shim.window.any():
         return {}
     w, ts = shim.window.astype(np.int64), shim.ts_us / 1e6

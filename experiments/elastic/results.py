@@ -21,6 +21,7 @@ from lego.experiments.elastic.record import (
     capture_epoch_s,
     ingress_times,
     offline_scores,
+    recorded_frames,
     switch_frames,
     window_opens,
 )
@@ -85,14 +86,15 @@ def window_latency(seq: np.ndarray, decided: np.ndarray, epoch: float, pcaps: li
     stamping the first frame of the next one (wall clock), and the time from there
     to its decision. A window the stream ended in never closed: its fragments,
     decided at the drain, are counted in ``open_window_fragments``, not timed."""
-    frames = switch_frames(pcaps)
+    recorded = recorded_frames(pcaps)  # read once: the frames, then the windows' openings
+    frames = switch_frames(pcaps, recorded)
     if not len(frames) or "window" not in frames.arrays:
         return {"seq": seq[:0], "ingress": np.zeros(0), "latency": np.zeros(0),
                 "windows": np.zeros(0, np.int64), "window_latency": np.zeros(0),
                 "open_window_fragments": 0}
     pos = np.minimum(np.searchsorted(frames.seq, seq), len(frames) - 1)
     known = frames.seq[pos] == seq
-    opens = window_opens(pcaps)
+    opens = window_opens(pcaps, recorded)
     window = frames.arrays["window"][pos].astype(np.int64)
     close = np.array([opens.get(int(w) + 1, np.nan) for w in window])
     ok = known & np.isfinite(close)
