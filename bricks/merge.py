@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,8 +244,16 @@ class SequenceMerge:
                    "source": {k: v for k, v in meta.items() if isinstance(v, int | float | str)}}
         if s.lost:
             log.warning("decision: %d batches (partly) lost: %s", len(s.lost), s.lost[:5])
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_whole(self.out / "summary.json", json.dumps(summary, indent=1))
         return []
+
+
+def write_whole(path: Path, text: str) -> None:
+    """``text`` to ``path`` by a rename: a reader waiting for the file (a test, the
+    run's report) never reads it half written."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def append_lines(path: Path, header: str | None = None):
