@@ -44,7 +44,7 @@ from lego.bricks.main import ONE_CORE_ENV
 from lego.bricks.northbound import LoadBoard
 from lego.bricks.runtime import BrickSpec
 from lego.bricks.transport import push_control
-from lego.cpu_quota import group_usage_s
+from lego.cpu_quota import group_usage_s, resize_own_group
 from lego.logs import log_tail
 
 WATCH_S = 0.05  # a brick's exit is noticed within this
@@ -180,6 +180,12 @@ class BrickActor:
                 "incarnation": self.incarnation, "state": self._state(),
                 "host_cpu": (time.time(), cpu) if cpu is not None else None,
                 "last_death": self.previous[-1] if self.previous else None}
+
+    def set_cores(self, cores: float) -> float:
+        """Resize this host's CPU quota (every brick on the host shares it): what a
+        node agent does for an in-place resize. Returns the cores now allowed."""
+        resize_own_group(cores)
+        return cores
 
     def send(self, command: dict) -> bool:
         """A control message, not acknowledged (False: the brick is gone or its queue

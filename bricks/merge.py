@@ -44,6 +44,17 @@ def alert_lines(seq: np.ndarray, score: np.ndarray) -> str:
                     for q, x in zip(seq.tolist(), score.tolist(), strict=True)])
 
 
+def score_lines(seq: np.ndarray, score: np.ndarray, alert: np.ndarray, decided: float) -> str:
+    """``seq,score,trained,alert,decided`` CSV lines: each score as its shortest repr
+    (it reads back to the same float). 0.4 µs a row against ``np.savetxt``'s 1.6
+    (256-row batches), in the decision brick's every batch."""
+    tail = f",{decided:.6f}\n"
+    return "".join([f"{q},{x!r},1,{a}{tail}" for q, x, a in
+                    zip(np.asarray(seq, dtype=np.int64).tolist(),
+                        np.asarray(score, dtype=np.float64).tolist(),
+                        np.asarray(alert, dtype=np.int8).tolist(), strict=True)])
+
+
 @dataclass
 class _Pending:
     parts: int
@@ -206,10 +217,7 @@ class SequenceMerge:
         s.rows += len(seq)
         s.alerts += int(alert.sum())
         if len(seq) and self.write_scores:  # decided: wall clock, for per-packet latency
-            table = np.column_stack([seq, score, np.ones(len(seq)), alert,
-                                     np.full(len(seq), time.time())])
-            np.savetxt(self._scores, table, fmt=["%d", "%.17g", "%d", "%d", "%.6f"],
-                       delimiter=",")
+            self._scores.write(score_lines(seq, score, alert, time.time()))
         if self.write_alerts and alert.any():
             self._alerts.write(alert_lines(seq[alert], score[alert]))
         self._scores.flush()  # a crash loses no released batch (a restart appends)

@@ -46,6 +46,7 @@ from lego.bricks.wire import Message, encode, epoch_start
 log = logging.getLogger(__name__)
 
 HOLD_S = 30.0  # longest a finished brick waits for its supervisor's `exit`
+_DONE = object()  # the end of a source's batches
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class Brick:
         self.packets_in = 0
         self.packets_out = 0
         self.busy_s = 0.0
+        self.logic_cpu_s = 0.0  # of which CPU (not wall: a quota can pause the process)
         #: called once, after the first data batch (the process's one-time warm-up)
         self.warm_hook: Callable[[], Any] | None = None
         self._batches_since = 0
@@ -242,7 +244,13 @@ class Brick:
         if self.stopping:
             return
         batch0 = epoch_start(self.spec.epoch)
-        for msg in self.logic.produce():
+        batches = self.logic.produce()
+        while True:
+            cpu = time.process_time()  # CPU, not wall: the source sleeps in its reads
+            msg = next(batches, _DONE)
+            self.logic_cpu_s += time.process_time() - cpu
+            if msg is _DONE:
+                break
             self._serve_control()
             if self.stopping:
                 return
@@ -295,12 +303,13 @@ class Brick:
                 else:
                     self.end_meta.setdefault(k, v)
             return
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         if not self.first_in:
             self.first_in = time.time()
         self.packets_in += rows_of(msg)
         outs = self.logic.handle(msg)
         dt = time.perf_counter() - t
+        self.logic_cpu_s += time.process_time() - cpu
         if self.warm_hook is not None:
             self.warm_hook, hook = None, self.warm_hook
             hook()
@@ -411,6 +420,7 @@ class Brick:
             dropped=sum(o.dropped for o in self.outlets.values()),
             dropped_rows=sum(o.dropped_rows for o in self.outlets.values()),
             cpu_s=time.process_time() - self._cpu0, busy_s=self.busy_s,
+            logic_cpu_s=self.logic_cpu_s,
             blocked_s=sum(o.blocked_s for o in self.outlets.values()),
             pps=(self.packets_in - self._packets_at_report) / span,
             batch_latency_ms=1e3 * self._busy_since / max(self._batches_since, 1),

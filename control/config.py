@@ -81,7 +81,8 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
     "nf": {"name": (str, nfs.DEFAULT), "results": (str, "results"),
            "source": (str, "interface"), "fe_initial": (int, 1)},
     "graph": {"batch": (int, 1024), "flush_ms": (int, 20), "hwm": (int, 8),
-              "window": (int, 256), "stateless": (int, 1), "write_scores": (bool, True)},
+              "window": (int, 256), "stateless": (int, 1), "write_scores": (bool, True),
+              "shm": (bool, False)},
     "sla": {"latency_ms": ((int, float), 100.0), "profile": (str, "")},
     "scaling": {"high": ((int, float), 0.8), "low": ((int, float), 0.3),
                 "dwell": ((int, float), 1.0), "cooldown": ((int, float), 2.0),
@@ -89,7 +90,8 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
                 "standby": (bool, True), "host_timeout": ((int, float), 0.7),
                 "fe": (bool, True), "fe_standby": (bool, True), "stateless": (bool, True),
                 "adopt_grace": ((int, float), 2.0), "rebalance_s": ((int, float), 5.0),
-                "rebalance_tolerance": ((int, float), 0.2)},
+                "rebalance_tolerance": ((int, float), 0.2), "resize": (bool, False),
+                "quota_budget": ((int, float), 0.0)},
     "placement": {"mode": (str, "graph")},
     "ray": {"address": (str, ""), "namespace": (str, "lego"), "workdir": (str, "/tmp/lego-bricks"),
             "max_restarts": (int, 3)},
@@ -240,6 +242,9 @@ def _rules(cfg: Config, base: Path | None) -> None:
                           f"low={cfg.scaling['low']} high={cfg.scaling['high']}")
     if cfg.ray["max_restarts"] < 0:
         raise ConfigError(f"{w}: [ray].max_restarts: expected >= 0")
+    if cfg.scaling["quota_budget"] < 0:
+        raise ConfigError(f"{w}: [scaling].quota_budget: expected >= 0 cores (0: the "
+                          "hosts' own cores, no room to resize)")
     if cfg.scaling["rebalance_s"] < 0 or cfg.scaling["rebalance_tolerance"] < 0:
         raise ConfigError(f"{w}: [scaling].rebalance_s and .rebalance_tolerance: expected >= 0")
     if cfg.graph["stateless"] < 1 or cfg.graph["batch"] < 1:

@@ -210,6 +210,7 @@ class ControllerCore(ElasticDecisions):
                 cmds += self._scale_uln(now, g)
         if self.cfg.scaling["fe"]:
             cmds += self._scale_fe(now)
+        cmds += self._resize(now)
         switch = sum(1 for c in cmds if c.kind.startswith("switch_"))
         self.switch_busy += switch
         if not switch:
@@ -367,7 +368,9 @@ class ControllerCore(ElasticDecisions):
                         "utilisation": round(b.util, 4),
                         "queue_depth": b.load.get("queue_depth", 0),
                         "pps": round(b.load.get("pps", 0.0), 1),
-                        "packets_in": b.load.get("packets_in", 0)}
+                        "packets_in": b.load.get("packets_in", 0),
+                        "cpu_s": round(b.load.get("cpu_s", 0.0), 4),
+                        "logic_cpu_s": round(b.load.get("logic_cpu_s", 0.0), 4)}
                        for b in sorted(self.bricks.values(), key=lambda b: b.id)],
             "switch": self.switch,
             "alerts": self.counters["retired_alerts"] + sum(d.get("alerts", 0) for d in decs),

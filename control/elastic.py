@@ -20,6 +20,21 @@ from lego.control.registry import BrickRec, Command, GraphRec, Registry, brick_n
 from lego.errors import ConfigError
 
 
+#: a hot host's quota grows at least by this factor (a saturated host's utilisation,
+#: about 1, hides how much more it needs)
+RESIZE_STEP = 1.5
+#: quotas are whole multiples of this (cores)
+RESIZE_GRAIN = 0.05
+
+
+def _round_up(cores: float) -> float:
+    return round(RESIZE_GRAIN * -(-round(cores / RESIZE_GRAIN, 4) // 1), 3)
+
+
+def _round_down(cores: float) -> float:
+    return round(RESIZE_GRAIN * (round(cores / RESIZE_GRAIN, 4) // 1), 3)
+
+
 class ElasticDecisions(Registry):
     """Scale-out, scale-in and rebalance over the registry."""
 
@@ -38,6 +53,13 @@ class ElasticDecisions(Registry):
         self.last_move_t: float | None = None
         self.next_rebalance = 0.0
         self.window_used = float("-inf")
+        # resize: each port's heaviest bucket's share of its load (last window), and
+        # per host: since when it has been hot / cold, its last resize, one under way
+        self.hot_share: dict[int, float] = {}
+        self.size_since: dict[str, tuple[str, float]] = {}
+        self.last_resize: dict[str, float] = {}
+        self.resizing: set[str] = set()
+        self.no_room: set[str] = set()  # hosts told "no capacity" in this hot spell
 
     def _keep_fe_standby(self, now: float, prefer: str | None = None) -> list[Command]:
         """Start a warm FE standby graph on a free port unless one exists (or FE
@@ -52,10 +74,14 @@ class ElasticDecisions(Registry):
 
     # ------------------------------------------------------------ rebalance
 
-    def on_bucket_loads(self, start: float, end: float, loads: dict[int, float]) -> None:
+    def on_bucket_loads(self, start: float, end: float, loads: dict[int, float],
+                        heaviest: dict[int, float] | None = None) -> None:
         """The FE replicas' loads (packets, mirrors weighted) over [start, end], by
-        switch port, under the assignment the switch held then."""
+        switch port, under the assignment the switch held then; ``heaviest``: the
+        load of each port's heaviest bucket."""
         self.bucket_window = (start, end, {int(p): float(v) for p, v in loads.items()})
+        self.hot_share = {int(p): float(h) / loads[p] for p, h in (heaviest or {}).items()
+                          if loads.get(p, 0) > 0}
 
     def on_switch_done(self, now: float, kind: str, moved: int = 0) -> None:
         """The I/O finished (or failed) a switch command: the cooldown starts now."""
@@ -190,6 +216,97 @@ class ElasticDecisions(Registry):
         if a.quota and sum(1 for h in self.live_graphs() if h.host == g.host) == 1:
             return a.util
         return self.bricks[brick_name(self.chain.keyed, g.port)].util
+
+    # ------------------------------------------------------------ resize (one host)
+
+    def _resize(self, now: float) -> list[Command]:
+        """A host's CPU quota up when its load cannot be split (its heaviest bucket
+        alone keeps it above the high watermark: no move or new replica can take it
+        off), while the quota budget has room; back down, never below the host's
+        own cores, when it is cold. A host with no live graph goes back at once."""
+        sc = self.cfg.scaling
+        if not sc["resize"]:
+            return []
+        cmds: list[Command] = []
+        live = self.live_graphs()
+        for host, a in self.hosts.items():
+            base = self.cfg.host(host).cores
+            mine = [g for g in live if g.host == host]
+            if host in self.resizing or not a.quota or not a.alive:
+                continue
+            if not mine:
+                if a.cores > base + 1e-9:
+                    cmds += self._resize_to(now, host, None, base, "no live graph")
+                continue
+            if len(mine) == 1:
+                cmds += self._resize_one(now, mine[0], base)
+        return cmds
+
+    def _resize_one(self, now: float, g: GraphRec, base: float) -> list[Command]:
+        sc, a = self.cfg.scaling, self.hosts[g.host]
+        share = self.hot_share.get(g.port, 0.0)
+        state = "hot" if a.util > sc["high"] and share * a.util > sc["high"] else \
+            "cold" if a.util < sc["low"] and a.cores > base + 1e-9 else ""
+        kind, since = self.size_since.get(g.host, ("", now))
+        if state != kind:
+            self.size_since[g.host] = (state, now)
+            self.no_room.discard(g.host)
+            return []
+        if not state or now - since < sc["dwell"] or \
+                now - self.last_resize.get(g.host, float("-inf")) < sc["cooldown"]:
+            return []
+        target = (sc["high"] + sc["low"]) / 2
+        held = f"{now - since:.1f} s"
+        if state == "hot":
+            want = a.cores * max(RESIZE_STEP, a.util / target)
+            room = self._quota_room(g.host)
+            cores = min(_round_up(want), _round_down(room))
+            if cores <= a.cores + 1e-9:
+                self.last_resize[g.host] = now
+                if g.host in self.no_room:
+                    return []
+                self.no_room.add(g.host)  # said once per hot spell
+                self.event(now, "no_capacity", brick=self.chain.keyed, port=g.port,
+                           host=g.host, reason=f"one bucket holds {share:.0%} of the load and "
+                           f"the quota budget ({sc['quota_budget']:g} cores) is spent")
+                return []
+            reason = (f"utilisation {a.util:.3f} > {sc['high']} for {held}, "
+                      f"one bucket {share:.0%} of its load")
+        else:
+            cores = max(base, _round_up(a.cores * a.util / target))
+            if cores >= a.cores - 1e-9:
+                return []
+            reason = f"utilisation {a.util:.3f} < {sc['low']} for {held}"
+        return self._resize_to(now, g.host, g.port, cores, reason)
+
+    def _resize_to(self, now: float, host: str, port: int | None, cores: float,
+                   reason: str) -> list[Command]:
+        a = self.hosts[host]
+        keyed = [b for b in self.bricks.values() if b.host == host and not b.retired
+                 and b.role == self.chain.keyed]
+        if not keyed:
+            return []
+        self.resizing.add(host)
+        self.last_resize[host] = now
+        self.size_since.pop(host, None)
+        self.event(now, "scale_up" if cores > a.cores else "scale_down",
+                   brick=self.chain.keyed, host=host, port=port if port is not None else -1,
+                   cores_before=a.cores, cores=cores, reason=reason, t_detect=now)
+        return [Command("resize", host, port if port is not None else -1,
+                        {"cores": cores, "brick": keyed[0].id})]
+
+    def _quota_room(self, host: str) -> float:
+        """The most cores ``host``'s quota may have: the budget less the others'."""
+        others = sum(a.cores for h, a in self.hosts.items() if h != host and a.alive)
+        return self.cfg.scaling["quota_budget"] - others
+
+    def on_resized(self, now: float, host: str, cores: float | None) -> None:
+        """The I/O resized ``host``'s quota to ``cores`` (None: it failed). Its
+        utilisation is measured afresh against the new quota."""
+        self.resizing.discard(host)
+        a = self.hosts.get(host)
+        if a is not None and cores is not None:
+            a.cores, a.cpu, a.util = cores, None, 0.0
 
     # ------------------------------------------------------------ FE (whole graphs)
 

@@ -264,6 +264,10 @@ class RayBricks:
     def send(self, brick: str, command: dict) -> bool:
         return bool(self._call(brick, "send", command))
 
+    def set_cores(self, brick: str, cores: float) -> float:
+        """Resize the CPU quota of ``brick``'s host (its actor writes the cgroup)."""
+        return float(self._call(brick, "set_cores", cores))
+
     def request(self, brick: str, command: dict, timeout: float = 5.0) -> dict:
         return self._call(brick, "request", command, timeout, timeout=timeout + 5.0)
 

@@ -26,7 +26,7 @@ EVENTS_KEPT = 200
 @dataclass(frozen=True)
 class Command:
     """One thing for the I/O edge to do. ``kind``: start_graph | start | control |
-    go | switch_scale_out | switch_scale_in | switch_rebalance | drain | event."""
+    go | switch_scale_out | switch_scale_in | switch_rebalance | drain | resize | event."""
 
     kind: str
     host: str = ""

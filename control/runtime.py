@@ -375,8 +375,10 @@ class ControllerRuntime:
             m = self.manager
             owners, replicas = m.owners, m.plan.replica_ports
             if began is not None and owners is not None and owners.shape == loads.shape:
+                heaviest = {p: float(loads[owners == p].max(initial=0.0)) for p in replicas}
                 with self.lock:
-                    self.core.on_bucket_loads(began, t1, replica_load(owners, loads, replicas))
+                    self.core.on_bucket_loads(began, t1, replica_load(owners, loads, replicas),
+                                              heaviest)
             began = t0
 
     def _reassign(self, port: int, out: bool) -> list:
@@ -512,6 +514,13 @@ class ControllerRuntime:
             moves = self._rebalance(float(c.args.get("tolerance", self.manager.tolerance)))
             with self.lock:
                 self.core.event(time.monotonic(), c.kind, port=c.port, buckets=len(moves))
+        elif c.kind == "resize":
+            cores = None
+            try:
+                cores = self.engine.set_cores(c.args["brick"], float(c.args["cores"]))
+            finally:
+                with self.lock:
+                    self.core.on_resized(time.monotonic(), c.host, cores)
         elif c.kind == "event":
             pass
         else:

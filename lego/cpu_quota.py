@@ -109,6 +109,12 @@ class CpuQuota:
                  self.quota_us, self.period_us, ", ".join(map(str, self.dirs)))
         return self
 
+    def resize(self, cores: float) -> None:
+        """A new quota for the group's processes, applied by the kernel at once (an
+        in-place resize: nothing restarts)."""
+        self.cores = cores
+        resize_group(self.dirs, cores, self.period_us)
+
     def env(self) -> dict[str, str]:
         """The environment that makes an agent's bricks join this group."""
         return {GROUP_ENV: os.pathsep.join(map(str, self.dirs))}
@@ -197,6 +203,36 @@ def join_group() -> bool:
     for d in dirs:
         (Path(d) / "cgroup.procs").write_text(str(os.getpid()))
     return bool(dirs)
+
+
+def resize_group(dirs: list[Path], cores: float, period_us: int = PERIOD_US) -> None:
+    """Write ``cores`` as the quota of the group in ``dirs`` (v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us``). LegoError when there is no such group or ``cores`` is
+    out of range."""
+    if not 0 < cores <= (os.cpu_count() or 1):
+        raise LegoError(f"CPU quota: expected 0 < cores <= {os.cpu_count()}, got {cores}")
+    quota = max(MIN_QUOTA_US, round(cores * period_us))
+    for d in dirs:
+        try:
+            if (d / "cpu.max").is_file():
+                (d / "cpu.max").write_text(f"{quota} {period_us}")
+                return
+            if (d / "cpu.cfs_quota_us").is_file():
+                (d / "cpu.cfs_period_us").write_text(str(period_us))
+                (d / "cpu.cfs_quota_us").write_text(str(quota))
+                return
+        except OSError as exc:
+            raise LegoError(f"CPU quota {d}: {exc}") from None
+    raise LegoError(f"CPU quota: no cgroup with a cpu quota in {', '.join(map(str, dirs))}")
+
+
+def resize_own_group(cores: float) -> None:
+    """Resize the group named by :data:`GROUP_ENV` (a host's agent resizing its own
+    host); LegoError when this process has none."""
+    dirs = [Path(d) for d in os.environ.get(GROUP_ENV, "").split(os.pathsep) if d]
+    if not dirs:
+        raise LegoError(f"no CPU quota group here ({GROUP_ENV} is not set)")
+    resize_group(dirs, cores)
 
 
 def group_usage_s() -> float | None:

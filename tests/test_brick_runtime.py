@@ -271,3 +271,18 @@ def test_feature_brick_state_moves_west_east_as_a_blob():
     assert not np.array_equal(a.arrays["x"], fresh.arrays["x"])
     with pytest.raises(StateTransferError, match="cannot be split"):
         FeatureQuantization({"semantics": "kitsune"}, None).export_buckets(np.arange(4))
+
+
+def test_score_lines_read_back_to_the_same_floats():
+    import io
+
+    from lego.bricks.merge import score_lines
+
+    rng = np.random.default_rng(3)
+    score = np.concatenate([rng.random(50), [0.0, 1e-300, 3.0e38, np.inf]])
+    seq = np.arange(len(score), dtype=np.uint64) + 2**40
+    alert = score > 0.5
+    back = np.loadtxt(io.StringIO(score_lines(seq, score, alert, 12.25)), delimiter=",")
+    assert (back[:, 0].astype(np.uint64) == seq).all()
+    assert (back[:, 1].view(np.uint64) == score.view(np.uint64)).all()
+    assert (back[:, 2] == 1).all() and (back[:, 3] == alert).all() and (back[:, 4] == 12.25).all()

@@ -480,3 +480,85 @@ def test_uln_overload_with_room_in_host_stays_in_host_in_either_mode():
         assert {c.host for c in cmds} == {"nf1"} and routed(core) == 2
         assert not any(c.kind.startswith("switch_") for c in cmds)
         assert not [e for e in core.events if e["kind"] == "placement_fallback"]
+
+
+RESIZE = {**QUOTA, "scaling": {**QUOTA["scaling"], "resize": True, "quota_budget": 0.6,
+                               "fe": False}}
+
+
+def quota_host_at(core, now, cpu, util, cores):
+    """nf1's heartbeat after ``util`` of its ``cores`` for 0.25 s; returns its new CPU."""
+    cpu += util * cores * 0.25
+    core.on_heartbeat(now, "nf2", "inc", [], (now, 0.0))
+    assert core.on_heartbeat(now, "nf1", "inc", [], (now, cpu))
+    return cpu
+
+
+def test_a_host_one_bucket_overloads_gets_a_larger_quota_then_its_own_back():
+    """A key that cannot be split (one bucket holds 90 % of the replica's load) keeps
+    the host over the watermark wherever it goes: its quota grows in place, within
+    the budget, and returns to the host's own cores when the load is gone."""
+    core = ControllerCore(config_from_dict(RESIZE))
+    for h in ("nf1", "nf2"):
+        core.on_host_joined(0.0, h, f"{h}:1", f"/tmp/{h}", 0.2, "inc", [])
+    core.start(0.0, [2])
+    now, cpu, cmds = 0.0, 0.0, []
+    while not cmds:
+        now += 0.25
+        assert now < 3
+        cpu = quota_host_at(core, now, cpu, 0.98, 0.2)
+        core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: 900.0})
+        cmds = core.tick(now)
+    assert [(c.kind, c.host, c.args["cores"]) for c in cmds] == [("resize", "nf1", 0.4)]
+    assert cmds[0].args["brick"] == "fq-2/0"
+    e = next(e for e in core.events if e["kind"] == "scale_up")
+    assert (e["cores_before"], e["cores"], e["host"]) == (0.2, 0.4, "nf1")
+    assert "one bucket 90% of its load" in e["reason"]
+    assert not core.tick(now + 0.25)  # one resize at a time
+    core.on_resized(now, "nf1", 0.4)
+    assert core.hosts["nf1"].cores == 0.4
+    # hot again: the budget (0.6 cores, nf2 holds 0.2) has no more room: said once
+    while not any(e["kind"] == "no_capacity" for e in core.events):
+        now += 0.25
+        assert now < 8
+        cpu = quota_host_at(core, now, cpu, 0.98, 0.4)
+        core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: 900.0})
+        assert not core.tick(now)
+    for _ in range(12):
+        now += 0.25
+        cpu = quota_host_at(core, now, cpu, 0.98, 0.4)
+        assert not core.tick(now)
+    assert sum(e["kind"] == "no_capacity" for e in core.events) == 1
+    # the load is gone: back to the host's own 0.2 cores, not lower
+    cmds = []
+    while not cmds:
+        now += 0.25
+        assert now < 16
+        cpu = quota_host_at(core, now, cpu, 0.05, 0.4)
+        cmds = core.tick(now)
+    assert [(c.kind, c.args["cores"]) for c in cmds] == [("resize", 0.2)]
+    assert next(e for e in core.events if e["kind"] == "scale_down")["cores_before"] == 0.4
+
+
+def test_a_load_many_buckets_share_is_not_resized_but_split():
+    """Over the watermark with no bucket dominant: moving buckets helps, so the
+    quota stays (FE scale-out is the answer); a failed resize frees the host."""
+    core = ControllerCore(config_from_dict(RESIZE))
+    for h in ("nf1", "nf2"):
+        core.on_host_joined(0.0, h, f"{h}:1", f"/tmp/{h}", 0.2, "inc", [])
+    core.start(0.0, [2])
+    now, cpu = 0.0, 0.0
+    for _ in range(16):
+        now += 0.25
+        cpu = quota_host_at(core, now, cpu, 0.98, 0.2)
+        core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: 40.0})
+        assert not core.tick(now)
+    core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: 900.0})
+    cmds = []
+    while not cmds:
+        now += 0.25
+        assert now < 8
+        cpu = quota_host_at(core, now, cpu, 0.98, 0.2)
+        cmds = core.tick(now)
+    core.on_resized(now, "nf1", None)  # the write failed: the quota is what it was
+    assert core.hosts["nf1"].cores == 0.2 and "nf1" not in core.resizing

@@ -45,6 +45,23 @@ def test_an_event_is_one_plain_sentence_with_its_move():
         assert not set("{['") & set(s), s
 
 
+def test_a_quota_resize_is_a_sentence_of_its_own():
+    events = EVENTS + [{"t": 140.0, "kind": "scale_up", "brick": "fq", "role": "keyed",
+                        "port": 3, "host": "nf2", "cores_before": 0.1, "cores": 0.2,
+                        "reason": "utilisation 0.981 > 0.75 for 0.5s, one bucket 91% of "
+                                  "its load"},
+                       {"t": 141.0, "kind": "state_moved", "buckets": 9, "entries": 9}]
+    rows = scaling_events(events, 100.0)
+    assert [r["event"] for r in rows] == ["scale-out", "scale-in", "scale-up"]
+    up = rows[-1]
+    assert (up["replicas_before"], up["replicas_after"], up["utilisation"]) == \
+        (None, None, 0.981)
+    assert up["buckets"] == 0  # a later move is not the resize's
+    assert event_sentence(up) == ("40.0 s: feature extraction on nf2: CPU quota 0.1 -> 0.2 "
+                                  "cores, in place (utilisation 0.981 > 0.75 for 0.5 s, one "
+                                  "bucket 91% of its load)")
+
+
 def test_sla_figures_count_the_peak_seconds_apart():
     rows = [{"t": t, "p99_ms": p} for t, p in enumerate([50, 60, 900, 80, 70, 40])]
     f = sla_figures(rows, 100.0, (2.05, 5.05))  # the replay starts a little after t = 0
@@ -169,3 +186,21 @@ def test_nf_options_from_the_command_line_are_typed_and_checked():
                      (["window=-1"], "seconds > 0"), (["window"], "KEY=VALUE")):
         with pytest.raises(ConfigError, match=why):
             lucid.parse_options(bad)
+
+
+def test_live_brick_costs_are_the_peaks_over_the_frames_busy_replicas_took():
+    from lego.experiments.elastic.results import live_brick_costs
+
+    def snap(t, k, standby_cpu):
+        return (t, {"src-2/0": ["source", 0.1 * k, 0.05 * k, 500 * k],
+                    "fq-2/0": ["keyed", 0.2 * k, 0.1 * k, 500 * k],
+                    "src-3/0": ["source", 0.05 * k, 0.0, 500 * k],
+                    "dec-3/0": ["sink", 0.05 * k, 0.0, 300 * k],
+                    "src-4/0": ["source", standby_cpu, 0.0, 0]})  # a standby: idle
+    snaps = [snap(0.0, 1, 0.1), snap(1.0, 2, 0.2), snap(2.0, 3, 0.3), snap(3.0, 4, 0.4)]
+    costs = live_brick_costs(snaps, (1.2, 3.5))  # from t = 1 to t = 3: 2,000 frames
+    assert costs == {"src": {"cpu_us_per_frame": 150.0, "logic_us_per_frame": 50.0},
+                     "fq": {"cpu_us_per_frame": 200.0, "logic_us_per_frame": 100.0},
+                     "dec": {"cpu_us_per_frame": 50.0, "logic_us_per_frame": 0.0}}
+    assert live_brick_costs(snaps, None) is None and live_brick_costs([], (0, 1)) is None
+    assert live_brick_costs(snaps, (5.0, 6.0)) is None  # no snapshot inside

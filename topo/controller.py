@@ -13,6 +13,8 @@ Both are pure; :class:`~lego.topo.system.LegoSystem` does the I/O.
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,12 @@ from lego.topo.topology import NFHostSpec, Topology
 SCALING: dict[str, Any] = {
     "high": 0.75, "low": 0.30, "dwell": 0.5, "cooldown": 2.0,
     "period": 0.25, "standby": False, "fe": True, "fe_standby": True, "stateless": False,
-    "host_timeout": 0.9, "adopt_grace": 15.0,
+    "host_timeout": 0.9, "adopt_grace": 15.0, "resize": True,
 }
+#: the NF hosts' quotas together may grow to this share of the machine's cores (a
+#: host whose load one bucket holds gets a larger quota, within it); the rest is the
+#: switch's, the pacer's, the controller's and Ray's
+QUOTA_BUDGET_SHARE = 0.5
 GRAPH: dict[str, Any] = {"batch": 256, "flush_ms": 20, "hwm": 16, "window": 256, "stateless": 1,
                          "write_scores": True}
 #: the sources' batching delay, as a fraction of the SLA: every flushed batch wakes
@@ -59,7 +65,10 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
     (``ray_address``: the head); the first ``topo.replicas`` of them own buckets at
     the start. Each host's bricks keep their sockets and logs in ``brick_dir``/host;
     their sources flush after :func:`sla_flush_ms` unless ``graph`` says otherwise."""
-    sc = {**SCALING, "max_replicas": len(hosts), **(scaling or {})}
+    own = sum(float(h.cores) for h in hosts)
+    sc = {**SCALING, "max_replicas": len(hosts),
+          "quota_budget": round(max(own, QUOTA_BUDGET_SHARE * (os.cpu_count() or 1)), 3),
+          **(scaling or {})}
     fe_initial = max(1, min(topo.replicas, len(hosts)))
     decl = nfs.get(nf or nfs.DEFAULT)
     options = decl.pick(**{**(nf_options or {}), "semantics": semantics, "model": str(model)})
@@ -113,7 +122,9 @@ def dashboard_status(ctl: dict[str, Any] | None, switch: dict[str, Any], now: fl
             "queue_depth": sum(r["queue_depth"] for r in reps),
             "pps": round(sum(r["pps"] for r in reps), 1),
             "packets_in": sum(r["packets_in"] for r in reps),
-            "ids": {r["id"]: r["packets_in"] for r in reps}, "state": state})
+            "ids": {r["id"]: r["packets_in"] for r in reps},
+            "cpu": {r["id"]: [r.get("cpu_s", 0.0), r.get("logic_cpu_s", 0.0), r["packets_in"]]
+                    for r in reps}, "state": state})
     sw = dict(switch)
     sw["replica_ports"] = list(ctl.get("switch", {}).get("replica_ports",
                                                          switch.get("replica_ports", [])))

@@ -22,7 +22,8 @@ from lego.topo.controller import SCALING
 #: the policy's "for 0.5s", written "for 0.5 s" in a sentence
 _SECONDS = re.compile(r"for ([0-9.]+)s\b")
 
-SCALE_KINDS = ("scale_out", "scale_in")
+SCALE_KINDS = ("scale_out", "scale_in", "scale_up", "scale_down")
+RESIZE_KINDS = ("scale_up", "scale_down")
 _UTIL = re.compile(r"utilisation (\d+(?:\.\d+)?)")
 
 
@@ -38,6 +39,8 @@ def scaling_events(events: list[dict[str, Any]], t0: float,
             continue
         to = int(e.get("replicas", 0))
         frm = to - 1 if e["kind"] == "scale_out" else to + 1
+        if e["kind"] in RESIZE_KINDS:  # one host's quota: the replicas stay
+            frm = to = None
         m = _UTIL.search(e.get("reason", ""))
         row = {"t": round(e["t"] - t0, 2), "event": e["kind"].replace("_", "-"),
                "brick": "feature extraction" if e.get("role") == "keyed" else
@@ -45,15 +48,17 @@ def scaling_events(events: list[dict[str, Any]], t0: float,
                "port": e.get("port"), "host": e.get("host", ""), "replicas_before": frm,
                "replicas_after": to, "utilisation": float(m.group(1)) if m else None,
                "high": sc["high"], "low": sc["low"], "buckets": 0, "entries": 0, "held": 0,
-               "seconds": 0.0, "lost_buckets": 0, "reason": e.get("reason", "")}
-        if e.get("role") == "keyed":
+               "seconds": 0.0, "lost_buckets": 0, "reason": e.get("reason", ""),
+               **({"cores_before": e.get("cores_before"), "cores_after": e.get("cores")}
+                  if e["kind"] in RESIZE_KINDS else {})}
+        if e.get("role") == "keyed" and e["kind"] not in RESIZE_KINDS:
             for f in events[i + 1:]:
                 if f["kind"] == "state_moved":
                     row.update(buckets=f.get("buckets", 0), entries=f.get("entries", 0),
                                held=f.get("held", 0), seconds=f.get("seconds", 0.0),
                                lost_buckets=f.get("lost_buckets", 0))
                     break
-                if f["kind"] in SCALE_KINDS and f.get("role") == "keyed":
+                if f["kind"] in ("scale_out", "scale_in") and f.get("role") == "keyed":
                     break
         rows.append(row)
     return rows
@@ -65,11 +70,16 @@ def _num(x: float) -> str:
 
 def event_sentence(e: dict[str, Any]) -> str:
     """``12.1 s: feature extraction 1 -> 2 replicas on nf2 (utilisation 0.83 > 0.75 for
-    1.0 s); 452 buckets, 27,944 entries moved in 0.25 s, 0 lost``."""
+    1.0 s); 452 buckets, 27,944 entries moved in 0.25 s, 0 lost``, or for a resize
+    ``40.2 s: feature extraction on nf3: CPU quota 0.1 -> 0.2 cores, in place (...)``."""
     where = f" on {e['host']}" if e.get("host") else f" (port {e['port']})" \
         if e.get("port") is not None else ""
-    text = (f"{e['t']:.1f} s: {e['brick']} {e['replicas_before']} -> {e['replicas_after']} "
-            f"replicas{where}")
+    if "cores_after" in e:
+        text = (f"{e['t']:.1f} s: {e['brick']}{where}: CPU quota {_num(e['cores_before'])} "
+                f"-> {_num(e['cores_after'])} cores, in place")
+    else:
+        text = (f"{e['t']:.1f} s: {e['brick']} {e['replicas_before']} -> "
+                f"{e['replicas_after']} replicas{where}")
     if e.get("reason"):  # the policy writes "for 0.5s"
         text += " (" + _SECONDS.sub(r"for \1 s", e["reason"]) + ")"
     if e.get("buckets"):

@@ -304,6 +304,10 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         **ray_figures(system, timeline),
         "capacity_one_replica_pps": round(cal.pps) if cal else None,
         "calibration": cal.line() if cal else None,
+        "calibration_bricks": {b.brick: {"cpu_us_per_packet": round(b.cpu_us, 2),
+                                         "logic_us_per_packet": round(b.logic_us, 2)}
+                               for b in cal.bricks} if cal else None,
+        "live_bricks_peak": live_brick_costs(extra.get("bricks_cpu") or [], peak),
         "replay_steps_pps": [sg.pps for sg in segs], "peak_offered_pps": peak_pps,
         "peak_offered_capacities": round(peak_pps / cal.pps, 2) if cal else None,
         "replay_seconds": round(sum(r.t_end - r.t_start for r in replayer.results), 1),
@@ -376,6 +380,42 @@ def _attach_seconds(timeline: list[dict], per_second: list[dict]) -> None:
         row["p99_ms"] = by_t.get(int(row["t"]), "")
 
 
+def live_brick_costs(snapshots: list[tuple[float, dict[str, list]]],
+                     window: tuple[float, float] | None
+                     ) -> dict[str, dict[str, float]] | None:
+    """What the live replicas' bricks cost over ``window`` (the peak step; seconds as
+    the timeline's ``t``), from the snapshots of each brick's (role, CPU s, logic CPU
+    s, frames in): CPU per frame their sources took, summed over the graphs whose
+    source took frames then (a standby's idle polling is not a frame's cost), and
+    of it the NF's logic: ``{"fq": {"cpu_us_per_frame", "logic_us_per_frame"}}``.
+    The bricks add up to one frame's cost to its replica."""
+    if not snapshots or window is None:
+        return None
+    before = [s for t, s in snapshots if t <= window[0]]
+    after = [s for t, s in snapshots if t <= window[1]]
+    if not before or len(after) <= len(before):
+        return None
+    a, b = before[-1], after[-1]
+
+    def delta(bid: str, i: int) -> float:
+        old = a.get(bid)
+        return b[bid][i] - (old[i] if old and old[i] <= b[bid][i] else 0.0)
+
+    port = {bid: bid.rpartition("/")[0].rpartition("-")[2] for bid in b}
+    busy = {port[bid] for bid, c in b.items() if c[0] == "source" and delta(bid, 3) > 0}
+    frames = sum(delta(bid, 3) for bid, c in b.items() if c[0] == "source" and port[bid] in busy)
+    if not frames:
+        return None
+    out: dict[str, list[float]] = {}
+    for bid in b:
+        if port[bid] in busy:
+            acc = out.setdefault(bid.rpartition("/")[0].rpartition("-")[0], [0.0, 0.0])
+            acc[0] += delta(bid, 1)
+            acc[1] += delta(bid, 2)
+    return {n: {"cpu_us_per_frame": round(1e6 * c / frames, 2),
+                "logic_us_per_frame": round(1e6 * lg / frames, 2)} for n, (c, lg) in out.items()}
+
+
 def summary_markdown(summary: dict, plots: list[Path]) -> str:
     """summary.md: the figures a person looks for first, then each event as a sentence."""
     s = summary
@@ -383,6 +423,17 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
     if s["calibration"]:
         lines.append(f"- {s['calibration']}; peak offered {s['peak_offered_pps']:,} pkt/s "
                      f"({s['peak_offered_capacities']}x one replica)")
+        if s.get("calibration_bricks"):
+            costs = ", ".join(f"{b} {c['cpu_us_per_packet']:.1f} ({c['logic_us_per_packet']:.1f} "
+                              "logic)" for b, c in s["calibration_bricks"].items())
+            lines.append(f"- the calibration's CPU per packet, brick by brick (µs): {costs}")
+    if s.get("live_bricks_peak"):
+        live = s["live_bricks_peak"]
+        costs = ", ".join(f"{b} {c['cpu_us_per_frame']:.1f} ({c['logic_us_per_frame']:.1f} "
+                          "logic)" for b, c in live.items())
+        total = sum(c["cpu_us_per_frame"] for c in live.values())
+        lines.append(f"- live at the peak, CPU per frame a replica took, brick by brick (µs): "
+                     f"{costs}; {total:.1f} in all")
     per_window = s.get("decides_per", "packet") != "packet"
     lines += [
         f"- scaling policy: {s['scaling_policy']}; most feature-extraction replicas: "

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 #: what ``SCALING=off`` changes: the same system, no policy
 SCALING_OFF: dict[str, Any] = {"fe": False, "stateless": False, "fe_standby": False,
-                               "rebalance_s": 0.0}
+                               "rebalance_s": 0.0, "resize": False}
 
 
 @dataclass
@@ -138,6 +138,7 @@ def size_load(opts: RunOptions, console: Console, work: Path
     cal = calibrate(opts.trace, model, cores, cdir, packets=CALIBRATION_PACKETS,
                     semantics=opts.semantics, nf=opts.nf, nf_options=opts.nf_extra)
     console.print(cal.line())
+    console.print(cal.breakdown())
     rates = [max(1, round(x * cal.pps)) for x in tr.load]
     if not opts.synthetic:
         return opts.trace, opts.labels, rates, cal
@@ -256,10 +257,11 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
             console.print("Mininet CLI (the replay runs meanwhile; `exit` to finish the run)")
             CLI(system.net.net)
         start = time.time()
-        _watch(system, replayer, opts, console, timeline, start, segments)
+        bricks_cpu: list[tuple[float, dict[str, list]]] = []
+        _watch(system, replayer, opts, console, timeline, start, segments, bricks_cpu)
         if replayer.error:
             raise LegoError(replayer.error)
-        extra: dict = {}
+        extra: dict = {"bricks_cpu": bricks_cpu}
         if system.mode == "controller":
             final = system.status()
             extra["final"] = final
@@ -341,9 +343,11 @@ def uln_replicas(status: dict[str, Any]) -> int:
 
 
 def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[dict],
-           start: float, segments: list[Segment]) -> None:
+           start: float, segments: list[Segment],
+           bricks_cpu: list[tuple[float, dict[str, list]]]) -> None:
     """Dashboard and timeline until the replay is done and scored (controller mode:
-    and the controller scaled back in, or ``drain_s``)."""
+    and the controller scaled back in, or ``drain_s``). ``bricks_cpu``: at each row's
+    ``t``, every brick's (role, CPU s, logic CPU s, frames in)."""
     from lego.experiments.elastic.dashboard import render
 
     traffic = [opts.topo.traffic.port]
@@ -383,6 +387,8 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
                 mem = system.ray.memory()
                 row["ray_pss_mib"] = round(mem["pss"] / 2**20)
                 row["ray_rss_mib"] = round(mem["rss"] / 2**20)
+            bricks_cpu.append((row["t"], {bid: [b["role"], *cpu] for b in st["bricks"]
+                                          for bid, cpu in b.get("cpu", {}).items()}))
             for b in st["bricks"]:
                 row[f"pps:{b['brick']}"] = b["pps"]
                 row[f"util:{b['brick']}"] = b["utilisation"]
@@ -421,6 +427,8 @@ def _cores(st: dict, topo: Topology, prev: tuple[float, float] | None) -> dict:
               and not g.get("draining")}
     cpu = sum(a.get("cpu_s") or 0.0 for a in st.get("hosts", []))
     used = (cpu - prev[1]) / (st["time"] - prev[0]) if prev and st["time"] > prev[0] else 0.0
-    return {"cores": round(sum(topo.nf(h).cores for h in owners if h in
-                               {n.name for n in topo.nf_hosts}), 3),
+    quota = {a["host"]: a.get("cores") for a in st.get("hosts", [])}  # resized ones too
+    nf_hosts = {n.name for n in topo.nf_hosts}
+    return {"cores": round(sum(quota.get(h) or topo.nf(h).cores for h in owners
+                               if h in nf_hosts), 3),
             "cpu_s": round(cpu, 3), "cores_used": round(max(0.0, used), 3)}
