@@ -82,7 +82,7 @@ class MoveState:
     split: _Held | None = None  # a paused batch cut at the export point: its first part
     stats: dict[str, int] = field(default_factory=lambda: {
         "holds": 0, "rows_held": 0, "exports": 0, "entries_exported": 0, "entries_dropped": 0,
-        "imports": 0, "entries_imported": 0, "entries_skipped": 0})
+        "imports": 0, "entries_imported": 0, "entries_skipped": 0, "frames_before": 0})
 
     @property
     def holding(self) -> bool:
@@ -146,6 +146,29 @@ def control(fq: Any, cmd: dict, packets_in: int) -> tuple[dict | None, list[Mess
     return {"ok": False, "error": f"unknown op {op!r}"}, []
 
 
+def catch_up(moves: MoveState, msg: Message) -> None:
+    """Before a batch is taken: count the port's frames from the source's count
+    before it (``taken0``) where that is ahead, so that a keyed brick restarted
+    mid-run counts the frames its predecessor took (or lost with it) too, and an
+    export's point (``after``) is reached rather than waited for in vain (a
+    scale-in after a restart got no answer)."""
+    taken0 = msg.meta.get("taken0")
+    if taken0 is not None and taken0 > moves.processed:
+        moves.stats["frames_before"] += int(taken0) - moves.processed
+        moves.processed = int(taken0)
+
+
+def count(fq: Any, msg: Message) -> None:
+    """A source's count message (``kind = "count"``, sent when the keyed brick after
+    it was restarted): the frames it took so far, in order with its batches, so a
+    successor that gets no batch before an export still knows where it stands."""
+    moves: MoveState = fq.moves
+    if moves.paused is not None:
+        moves.paused.append(msg)  # in its place in the queue
+    else:
+        catch_up(moves, msg)
+
+
 def handle(fq: Any, msg: Message) -> list[Message]:
     """A batch while a move is under way: queued by a paused source, else its rows
     are taken (:func:`_take`)."""
@@ -153,6 +176,7 @@ def handle(fq: Any, msg: Message) -> list[Message]:
     if moves.paused is not None:
         moves.paused.append(msg)
         return []
+    catch_up(moves, msg)
     return _take(fq, msg, np.arange(msg.n), hold=True)
 
 
@@ -196,6 +220,10 @@ def _advance(fq: Any, upto: int, epoch: int | None) -> tuple[list[Message], bool
     outs: list[Message] = []
     while moves.paused and moves.split is None:
         msg = moves.paused[0]
+        catch_up(moves, msg)
+        if msg.kind == "count":
+            moves.paused.pop(0)
+            continue
         cut = _first_of_epoch(msg, epoch)
         if cut is None:  # frames without epochs (e.g. a trace): by the count alone
             if moves.processed >= upto:
@@ -231,7 +259,9 @@ def _resume(fq: Any) -> list[Message]:
         queue.pop(0)
         outs += _take(fq, cut.msg, cut.held, hold=True, first=cut)
     for msg in queue:
-        outs += _take(fq, msg, np.arange(msg.n), hold=True)
+        catch_up(moves, msg)
+        if msg.kind != "count":
+            outs += _take(fq, msg, np.arange(msg.n), hold=True)
     return outs
 
 

@@ -293,6 +293,9 @@ class Brick:
     def _one(self, msg: Message) -> None:
         log.debug("%s: got %s batch %d part %d/%d from %s", self.id, msg.kind, msg.batch,
                   msg.part, msg.parts, msg.src)
+        if msg.kind == "count":  # a source's frame count (a keyed brick counts from it)
+            getattr(self.logic, "count", lambda m: None)(msg)
+            return
         if msg.kind == "end":
             self.ends += 1
             self.ended_from.append(msg.src)
@@ -357,6 +360,7 @@ class Brick:
                 if cmd.get("addresses") is not None:
                     reroute(outlet, cmd["addresses"], cmd.get("owner"),
                             retire=cmd.get("retire", ()), src=str(self.id))
+                    self._send_count(outlet)
                 else:
                     outlet.table.update(None, cmd.get("owner"))
             else:
@@ -379,6 +383,13 @@ class Brick:
             reply = {"ok": False, "error": f"unknown op {op!r}"}
         if reply is not None and "id" in cmd and hasattr(self.northbound, "ack"):
             self.northbound.ack(str(self.id), {**reply, "id": cmd["id"], "command": op})
+
+    def _send_count(self, outlet: Outlet) -> None:
+        """A source re-routed to its one next hop (restarted, it may hold no count):
+        the frames it took so far, in order with its batches (lego.bricks.moves)."""
+        if hasattr(self.logic, "produce") and len(outlet.socks) == 1:
+            outlet.send(0, Message(kind="count", src=str(self.id),
+                                   meta={"taken0": self.packets_in}), self._serve_control)
 
     def bind(self, address: str) -> dict:
         """Bind the input queue to one more address (idempotent): a ZeroMQ socket

@@ -287,6 +287,8 @@ def split_by_owner(msg: Message, owner: np.ndarray, k: int) -> list[Message]:
     src_owner = owner[address_buckets(a["src_family"], a["src_addr"])]
     dst_owner = owner[address_buckets(a["dst_family"], a["dst_addr"])]
     was_mirror = a["mirror"] != 0
+    meta = {key: v for key, v in msg.meta.items()  # the source's count is not a part's
+            if key != "taken0" or k == 1}
     parts = []
     for r in range(k):
         primary = ~was_mirror & (src_owner == r)
@@ -294,7 +296,7 @@ def split_by_owner(msg: Message, owner: np.ndarray, k: int) -> list[Message]:
         idx = np.flatnonzero(primary | copy)
         arrays = {name: arr[idx] for name, arr in a.items()}
         arrays["mirror"] = (~primary[idx]).astype(np.uint8)
-        parts.append(msg.with_arrays(arrays, part=r, parts=k))
+        parts.append(msg.with_arrays(arrays, part=r, parts=k, meta=meta))
     return parts
 
 
@@ -389,7 +391,10 @@ class PacketBatching:
                           seq1=int(batch.seq.max()) + 1 if len(batch) else seq0,
                           rows=int(np.count_nonzero(batch.mirror == 0)), src=self.src,
                           t0=time.time(), arrays=arrays,
-                          meta={"window_mark": marked} if marked else {})
+                          # the frames taken before: a keyed brick restarted mid-run
+                          # counts the port's frames from it (lego.bricks.moves)
+                          meta={"taken0": self.state.packets,
+                                **({"window_mark": marked} if marked else {})})
             self.state.batches += 1
             self.state.packets += len(batch)
             self.state.seq_end = max(self.state.seq_end, msg.seq1)

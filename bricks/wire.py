@@ -21,6 +21,9 @@ Frame 0 is a small JSON header; frames 1..n are the raw bytes of n numpy arrays
 - ``t0``: wall time the source read the batch (end-to-end latency).
 - ``kind = "end"``: the sender will send nothing more (``meta`` carries the
   source's totals); a brick finishes when every upstream sender has ended.
+- ``kind = "count"``: no rows; ``meta.taken0`` is the frames a source took so far,
+  sent to its one next hop when re-routed (a keyed brick restarted by Ray counts
+  the port's frames from it; :mod:`lego.bricks.moves`). Other bricks ignore it.
 
 Shared memory (same host, :mod:`lego.bricks.shm`): the header is the same
 plus ``"shm": {"seg": NAME, "size": BYTES, "slot": K, "ack": ADDRESS}`` and each
@@ -47,7 +50,7 @@ import numpy as np
 from lego.bricks.errors import WireError
 
 WIRE_VERSION = 1
-KINDS = ("data", "end")
+KINDS = ("data", "end", "count")
 #: the low bits of a batch id count the batches of one incarnation of the source
 EPOCH_BITS = 32
 

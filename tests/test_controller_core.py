@@ -494,21 +494,34 @@ def quota_host_at(core, now, cpu, util, cores):
     return cpu
 
 
-def test_a_host_one_bucket_overloads_gets_a_larger_quota_then_its_own_back():
-    """A key that cannot be split (one bucket holds 90 % of the replica's load) keeps
-    the host over the watermark wherever it goes: its quota grows in place, within
-    the budget, and returns to the host's own cores when the load is gone."""
+def resize_core():
     core = ControllerCore(config_from_dict(RESIZE))
     for h in ("nf1", "nf2"):
         core.on_host_joined(0.0, h, f"{h}:1", f"/tmp/{h}", 0.2, "inc", [])
     core.start(0.0, [2])
-    now, cpu, cmds = 0.0, 0.0, []
+    return core
+
+
+def rounds_until_commands(core, now, cpu, util, cores, deadline, heaviest=None):
+    """Quarter-second rounds of nf1 at ``util`` (its heaviest bucket's load of 1,000
+    given) until the core commands something: (now, cpu, commands)."""
+    cmds = []
     while not cmds:
         now += 0.25
-        assert now < 3
-        cpu = quota_host_at(core, now, cpu, 0.98, 0.2)
-        core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: 900.0})
+        assert now < deadline
+        cpu = quota_host_at(core, now, cpu, util, cores)
+        if heaviest is not None:
+            core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: heaviest})
         cmds = core.tick(now)
+    return now, cpu, cmds
+
+
+def test_a_host_one_bucket_overloads_gets_a_larger_quota_then_its_own_back():
+    """A key that cannot be split (one bucket holds 90 % of the replica's load) keeps
+    the host over the watermark wherever it goes: its quota grows in place, within
+    the budget, and returns to the host's own cores when the load is gone."""
+    core = resize_core()
+    now, cpu, cmds = rounds_until_commands(core, 0.0, 0.0, 0.98, 0.2, 3, heaviest=900.0)
     assert [(c.kind, c.host, c.args["cores"]) for c in cmds] == [("resize", "nf1", 0.4)]
     assert cmds[0].args["brick"] == "fq-2/0"
     e = next(e for e in core.events if e["kind"] == "scale_up")
@@ -518,24 +531,14 @@ def test_a_host_one_bucket_overloads_gets_a_larger_quota_then_its_own_back():
     core.on_resized(now, "nf1", 0.4)
     assert core.hosts["nf1"].cores == 0.4
     # hot again: the budget (0.6 cores, nf2 holds 0.2) has no more room: said once
-    while not any(e["kind"] == "no_capacity" for e in core.events):
+    for _ in range(28):
         now += 0.25
-        assert now < 8
         cpu = quota_host_at(core, now, cpu, 0.98, 0.4)
         core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: 900.0})
         assert not core.tick(now)
-    for _ in range(12):
-        now += 0.25
-        cpu = quota_host_at(core, now, cpu, 0.98, 0.4)
-        assert not core.tick(now)
     assert sum(e["kind"] == "no_capacity" for e in core.events) == 1
     # the load is gone: back to the host's own 0.2 cores, not lower
-    cmds = []
-    while not cmds:
-        now += 0.25
-        assert now < 16
-        cpu = quota_host_at(core, now, cpu, 0.05, 0.4)
-        cmds = core.tick(now)
+    now, cpu, cmds = rounds_until_commands(core, now, cpu, 0.05, 0.4, now + 4)
     assert [(c.kind, c.args["cores"]) for c in cmds] == [("resize", 0.2)]
     assert next(e for e in core.events if e["kind"] == "scale_down")["cores_before"] == 0.4
 
@@ -543,22 +546,13 @@ def test_a_host_one_bucket_overloads_gets_a_larger_quota_then_its_own_back():
 def test_a_load_many_buckets_share_is_not_resized_but_split():
     """Over the watermark with no bucket dominant: moving buckets helps, so the
     quota stays (FE scale-out is the answer); a failed resize frees the host."""
-    core = ControllerCore(config_from_dict(RESIZE))
-    for h in ("nf1", "nf2"):
-        core.on_host_joined(0.0, h, f"{h}:1", f"/tmp/{h}", 0.2, "inc", [])
-    core.start(0.0, [2])
+    core = resize_core()
     now, cpu = 0.0, 0.0
     for _ in range(16):
         now += 0.25
         cpu = quota_host_at(core, now, cpu, 0.98, 0.2)
         core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: 40.0})
         assert not core.tick(now)
-    core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: 900.0})
-    cmds = []
-    while not cmds:
-        now += 0.25
-        assert now < 8
-        cpu = quota_host_at(core, now, cpu, 0.98, 0.2)
-        cmds = core.tick(now)
+    now, cpu, cmds = rounds_until_commands(core, now, cpu, 0.98, 0.2, now + 4, heaviest=900.0)
     core.on_resized(now, "nf1", None)  # the write failed: the quota is what it was
     assert core.hosts["nf1"].cores == 0.2 and "nf1" not in core.resizing

@@ -104,6 +104,14 @@ def _scores(results: Path):
     return seq[order], score[order]
 
 
+def _scale_out_to_port_3(rt: ControllerRuntime) -> None:
+    """What the policy would command: a graph on port 3, then the switch's move."""
+    with rt.lock:
+        cmds = rt.core._add_graph(time.monotonic(), "nf1", 3, base=-1)
+    for c in cmds + [Command("switch_scale_out", "nf1", 3, {"transfer": True})]:
+        rt.commands.put(c)
+
+
 def test_fe_scale_out_and_in_with_live_state_moves_is_exact(system, trace_model):
     srv, rt, work, cfg = system
     tr, pcap, model = trace_model
@@ -111,11 +119,7 @@ def test_fe_scale_out_and_in_with_live_state_moves_is_exact(system, trace_model)
     drv = Driver(srv, tr, _feeds(work, "nf1", [2, 3]), traffic=TRAFFIC)
     try:
         drv.send(N // 3)
-        # scale out to port 3 while traffic flows (what the policy would command)
-        with rt.lock:
-            cmds = rt.core._add_graph(time.monotonic(), "nf1", 3, base=-1)
-        for c in cmds + [Command("switch_scale_out", "nf1", 3, {"transfer": True})]:
-            rt.commands.put(c)
+        _scale_out_to_port_3(rt)  # while traffic flows
         t = threading.Thread(target=drv.send, args=(2 * N // 3,),
                              kwargs={"pause": lambda: time.sleep(0.002)})
         t.start()
@@ -328,3 +332,51 @@ def test_brick_placement_puts_one_uln_on_another_host_over_tcp_exactly(trace_mod
             drv.close()
         rt.close(stop_bricks=True)
         srv.stop()
+
+
+def test_a_restarted_feature_extractor_answers_a_later_scale_out_and_scale_in(
+        system, trace_model):
+    """SIGKILL the feature extractor mid-traffic: Ray restarts it with empty state
+    and a frame count of 0. A scale-out from its port and then its scale-in must
+    still be answered: each export counts the port's frames from the source's count
+    carried by every batch, not from the restart (before, the scale-in's export
+    waited for frames that never came: "no answer within 10 s")."""
+    import os
+    import signal
+
+    srv, rt, work, cfg = system
+    tr, pcap, model = trace_model
+    wait_for(lambda: _running(rt, "fq-2/0"), 30, "graph of port 2")
+    drv = Driver(srv, tr, _feeds(work, "nf1", [2, 3]), traffic=TRAFFIC)
+    try:
+        drv.send(N // 4)
+        wait_for(lambda: rt.core.bricks["fq-2/0"].load.get("packets_in", 0) > 0, 30,
+                 "frames at the extractor")
+        os.kill(rt.engine._call("fq-2/0", "info")["pid"], signal.SIGKILL)
+        wait_for(lambda: any(e["kind"] == "brick_restart" and e["brick"] == "fq-2/0"
+                             for e in rt.core.events), 20, "the restart")
+        wait_for(lambda: _running(rt, "fq-2/0"), 30, "the new extractor")
+        # no frame since the restart: only the source's count tells it where it is
+        _scale_out_to_port_3(rt)
+        wait_for(lambda: any(e["kind"] == "switch_scale_out" for e in rt.core.events), 60,
+                 "scale-out")
+        drv.send(N // 2)  # (up to packet N / 2: send takes the trace's position)
+        rt.commands.put(Command("switch_scale_in", "nf1", 2, {"transfer": True}))
+        with rt.lock:
+            rt.core.graphs[2].draining = True
+        rt.commands.put(Command("drain", "nf1", 2, {"brick": "src-2/0"}))
+        wait_for(lambda: sum(e["kind"] == "state_moved" for e in rt.core.events) >= 2, 60,
+                 "scale-in")
+        assert rt.manager.plan.replica_ports == (3,)
+        drv.send(N)
+        drv.end([3])
+        wait_for(lambda: (work / "results" / "port-3" / "summary.json").exists(), 60,
+                 "summary of port 3")
+    finally:
+        drv.close()
+    failed = [e for e in rt.core.events if e["kind"] == "command_failed"]
+    assert not failed, failed
+    moved = [e for e in rt.core.events if e["kind"] == "state_moved"]
+    assert len(moved) == 2 and all(e["lost_buckets"] == 0 for e in moved), moved
+    s = json.loads((work / "results" / "port-3" / "summary.json").read_text())
+    assert s["rows"] > 0 and s["lost_batches"] == 0

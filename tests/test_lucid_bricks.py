@@ -243,3 +243,33 @@ def test_a_window_mark_closes_a_window_with_no_frame_of_the_next(data, tmp_path)
     assert len(out.arrays["seq"]) > 0 and np.isin(out.arrays["seq"], last.seq).all()
     assert out.rows == len(out.arrays["seq"])
     assert sum(len(m.arrays["seq"]) for m in fx.finish({"batches": 3})) == 0
+
+
+def test_a_restarted_extractor_counts_the_ports_frames_from_its_sources_count(data, tmp_path):
+    """A keyed brick restarted mid-run starts counting at 0, but the export's point
+    (``after``) is the port's frame count since the graph began. Each batch carries
+    the source's count before it (``taken0``): the successor counts from there, so
+    a later export (a scale-in) is reached, not deferred for frames that will never
+    come."""
+    from lego.bricks import moves
+
+    pcaps, ports, both, cut, _, got, _ = _two_ports(data, tmp_path)
+    frames = ports[1]
+    before = int((frames.seq < cut).sum())  # what the dead predecessor took
+    rest = frames.take(frames.seq >= cut)
+    successor = FlowWindows({"window": T, "packets": N}, "fx/1")
+    for lo in range(0, len(rest), 700):
+        part = rest.take(slice(lo, lo + 700))
+        successor.handle(Message(batch=lo, arrays=part.arrays, meta={"taken0": before + lo}))
+    assert successor.moves.processed == before + len(rest)
+    assert successor.moves.stats["frames_before"] == before
+    assert moves.control(successor, {"op": "prepare"}, 0)[0]["ok"]
+    reply, _ = moves.control(successor, {"op": "export", "buckets": [], "exclude": [],
+                                         "after": before + len(rest), "keep": [],
+                                         "path": str(tmp_path / "m.blob")}, 0)
+    assert reply is not None and reply["ok"]  # answered, not deferred
+    stale = FlowWindows({"window": T, "packets": N}, "fx/2")  # no count: waits in vain
+    stale.handle(Message(batch=0, arrays=rest.arrays))
+    assert moves.control(stale, {"op": "prepare"}, 0)[0]["ok"]
+    assert moves.control(stale, {"op": "export", "buckets": [], "exclude": [], "keep": [],
+                                 "after": before + len(rest), "path": "x"}, 0)[0] is None

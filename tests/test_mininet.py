@@ -371,6 +371,7 @@ def test_make_run_scales_on_real_overload_holds_the_sla_and_detects_as_offline()
     finally:
         shutil.rmtree(results, ignore_errors=True)
     assert s["zero_loss"] and s["bit_identical_to_offline"], s
+    assert s["failures"] == 0, s["faults"]  # a clean run: nothing died, failed or was lost
     for e in (e for e in s["scaling_events"] if e["replicas_after"] is not None):
         # the picture follows the switch's assignment
         seen = next((t for t, n in steps if t >= e["t"] and n == e["replicas_after"]), None)

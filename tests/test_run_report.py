@@ -204,3 +204,30 @@ def test_live_brick_costs_are_the_peaks_over_the_frames_busy_replicas_took():
                      "dec": {"cpu_us_per_frame": 50.0, "logic_us_per_frame": 0.0}}
     assert live_brick_costs(snaps, None) is None and live_brick_costs([], (0, 1)) is None
     assert live_brick_costs(snaps, (5.0, 6.0)) is None  # no snapshot inside
+
+
+def test_faults_are_sentences_and_events_from_several_reads_count_once():
+    from lego.experiments.elastic.report import fault_events, merge_events
+
+    first = [{"t": 110.0, "kind": "brick_died", "host": "nf1", "brick": "fq-2/0", "code": -9,
+              "what": "brick died: ..."},
+             {"t": 110.1, "kind": "brick_restart", "host": "nf1", "brick": "fq-2/0"}]
+    second = first[1:] + [
+        {"t": 110.1, "kind": "state_lost", "port": 2, "brick": "fq-2/0", "packets": 1234,
+         "reason": "keyed brick died"},
+        {"t": 125.5, "kind": "command_failed", "command": "switch_scale_in", "host": "nf4",
+         "port": 5, "error": "export_state fq-5/0: no answer within 10.0 s"},
+        {"t": 126.0, "kind": "scale_out", "brick": "fq", "port": 3, "replicas": 2}]
+    events = merge_events(first, second)
+    assert [e["kind"] for e in events] == ["brick_died", "brick_restart", "state_lost",
+                                           "command_failed", "scale_out"]
+    assert "what" not in events[0]
+    faults = fault_events(events, 100.0)
+    assert [f["sentence"] for f in faults] == [
+        "10.0 s: brick fq-2/0 on nf1 died (exit code -9)",
+        "10.1 s: Ray restarted brick fq-2/0 on nf1",
+        "10.1 s: the keyed state of port 2 lost (keyed brick died; 1,234 packets had built it)",
+        "25.5 s: command switch_scale_in on nf4 port 5 failed: export_state fq-5/0: no "
+        "answer within 10.0 s"]
+    assert [f["failure"] for f in faults] == [True, False, True, True]
+    assert faults[0]["code"] == -9 and faults[0]["t"] == 10.0

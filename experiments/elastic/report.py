@@ -89,6 +89,64 @@ def event_sentence(e: dict[str, Any]) -> str:
     return text
 
 
+#: the events a run reports as faults and failures (its first lines say how many)
+FAULT_KINDS = ("brick_died", "brick_restart", "host_lost", "host_back", "replica_lost",
+               "state_lost", "command_failed", "switch_recover", "switch_resync",
+               "no_capacity")
+#: of them, the ones that mean something went wrong (the rest: recovery, limits)
+FAILURES = ("brick_died", "host_lost", "replica_lost", "state_lost", "command_failed",
+            "switch_recover")
+
+
+def _fault_text(e: dict[str, Any]) -> str:
+    k = e["kind"]
+    if k == "brick_died":
+        return f"brick {e.get('brick')} on {e.get('host')} died (exit code {e.get('code')})"
+    if k == "brick_restart":
+        return f"Ray restarted brick {e.get('brick')} on {e.get('host')}"
+    if k == "host_lost":
+        why = "; ".join(f"{a} {b}" for a, b in e.items() if a not in ("t", "kind", "host"))
+        return f"host {e.get('host')} lost" + (f" ({why})" if why else "")
+    if k == "host_back":
+        return f"host {e.get('host')} answers again"
+    if k == "replica_lost":
+        return f"replica {e.get('brick')} lost with its host {e.get('host')}"
+    if k == "state_lost":
+        return (f"the keyed state of port {e.get('port')} lost ({e.get('reason')}; "
+                f"{_num(e.get('packets', 0))} packets had built it)")
+    if k == "command_failed":
+        return (f"command {e.get('command')} on {e.get('host')} port {e.get('port')} failed: "
+                f"{e.get('error')}")
+    if k == "switch_recover":
+        return f"the switch stopped answering ({e.get('reason')}); the controller reconnects"
+    if k == "switch_resync":
+        pushed = ", the pipeline pushed again" if e.get("pipeline_pushed") else ""
+        return f"the switch answers again: {_num(e.get('changes', 0))} table writes{pushed}"
+    return f"no capacity for {e.get('brick', '?')}: {e.get('reason')}"
+
+
+def merge_events(*lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events seen in several status reads (each holds the controller's newest 50),
+    once each, in time order."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for events in lists:
+        for e in events:
+            key = (e["t"], e["kind"], e.get("brick"), e.get("port"), e.get("host"))
+            seen.setdefault(key, {k: v for k, v in e.items() if k != "what"})
+    return sorted(seen.values(), key=lambda e: e["t"])
+
+
+def fault_events(events: list[dict[str, Any]], t0: float) -> list[dict[str, Any]]:
+    """The run's faults, failures and refusals, each with its time since ``t0``
+    (controller clock) and a sentence: ``23.1 s: brick fq-2/0 on nf1 died (exit
+    code -9)``."""
+    return [{"t": round(e["t"] - t0, 2), "kind": e["kind"],
+             "failure": e["kind"] in FAILURES,
+             "sentence": f"{e['t'] - t0:.1f} s: {_fault_text(e)}",
+             **{k: v for k, v in e.items() if k not in ("t", "kind", "what")}}
+            for e in events if e["kind"] in FAULT_KINDS]
+
+
 def _count(n: float, noun: str) -> str:
     """``1 bucket``, ``2 buckets``, ``1 entry``, ``27,944 entries``."""
     n = int(n)

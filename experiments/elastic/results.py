@@ -28,7 +28,9 @@ from lego.experiments.elastic.record import (
 from lego.experiments.elastic.report import (
     core_seconds,
     event_sentence,
+    fault_events,
     machine_figures,
+    merge_events,
     scaling_events,
     sla_figures,
 )
@@ -252,7 +254,9 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
                 decisions[host] = {}
     last = extra.get("last") or {}
     t0 = last.get("now", 0.0) - (system.last_wall - start) if last else 0.0
-    events = scaling_events(last.get("events", []), t0, system.config_scaling())
+    seen = merge_events(extra.get("events") or [], last.get("events", []))
+    events = scaling_events(seen, t0, system.config_scaling())
+    faults = fault_events(seen, t0)
     run = extra.get("run", {})
     cal = run.get("calibration")
     sla_ms = float(run.get("sla_ms", 100.0))
@@ -342,6 +346,8 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         "state_lost_buckets": last.get("counters", {}).get("state_lost_buckets", 0),
         "components_with_exceptions": bad_logs,
         "scaling_events": events,
+        "faults": faults,
+        "failures": sum(1 for f in faults if f["failure"]),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     with open(out / "latency.csv", "w", newline="") as f:
@@ -420,6 +426,14 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
     """summary.md: the figures a person looks for first, then each event as a sentence."""
     s = summary
     lines = ["# LEGO run summary", ""]
+    faults = s.get("faults") or []
+    if faults:  # a run that had any says so first
+        lines.append(f"- **faults and failures: {s.get('failures', 0)}** "
+                     f"({len(faults)} fault events with the recoveries and refusals; "
+                     "see Faults below)")
+    else:
+        lines.append("- faults and failures: none (no brick died, no host or state was "
+                     "lost, no command failed)")
     if s["calibration"]:
         lines.append(f"- {s['calibration']}; peak offered {s['peak_offered_pps']:,} pkt/s "
                      f"({s['peak_offered_capacities']}x one replica)")
@@ -486,9 +500,11 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
         f"({s['offline_reference_packets'] or 0:,} {'fragments' if per_window else 'packets'})",
         "", "## Scaling events (decided by the controller's policy)", ""]
     lines += [f"- {event_sentence(e)}" for e in s["scaling_events"]] or ["none"]
+    lines += ["", "## Faults (deaths, losses, failed commands, refusals, recoveries)", ""]
+    lines += [f"- {f['sentence']}" for f in faults] or ["none"]
     lines += ["", "## Everything else", ""]
     lines += [f"- {k}: {yes_no(v) if isinstance(v, bool) else v}" for k, v in s.items()
-              if k != "scaling_events"]
+              if k not in ("scaling_events", "faults")]
     lines += ["", *(f"![{p.stem}]({p.name})" for p in plots), ""]
     return "\n".join(lines)
 

@@ -30,7 +30,7 @@ from lego.cpu_quota import machine_cpu_s
 from lego.errors import LegoError
 from lego.experiments.elastic.calibrate import Calibration
 from lego.experiments.elastic.record import Recorders
-from lego.experiments.elastic.report import machine_busy
+from lego.experiments.elastic.report import machine_busy, merge_events
 from lego.experiments.elastic.results import (
     offline_original,
     offline_reference,
@@ -258,10 +258,11 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
             CLI(system.net.net)
         start = time.time()
         bricks_cpu: list[tuple[float, dict[str, list]]] = []
-        _watch(system, replayer, opts, console, timeline, start, segments, bricks_cpu)
+        events: list[dict] = []
+        _watch(system, replayer, opts, console, timeline, start, segments, bricks_cpu, events)
         if replayer.error:
             raise LegoError(replayer.error)
-        extra: dict = {"bricks_cpu": bricks_cpu}
+        extra: dict = {"bricks_cpu": bricks_cpu, "events": events}
         if system.mode == "controller":
             final = system.status()
             extra["final"] = final
@@ -344,10 +345,11 @@ def uln_replicas(status: dict[str, Any]) -> int:
 
 def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[dict],
            start: float, segments: list[Segment],
-           bricks_cpu: list[tuple[float, dict[str, list]]]) -> None:
+           bricks_cpu: list[tuple[float, dict[str, list]]], events: list[dict]) -> None:
     """Dashboard and timeline until the replay is done and scored (controller mode:
     and the controller scaled back in, or ``drain_s``). ``bricks_cpu``: at each row's
-    ``t``, every brick's (role, CPU s, logic CPU s, frames in)."""
+    ``t``, every brick's (role, CPU s, logic CPU s, frames in); ``events``: every
+    controller event seen (a status holds only the newest)."""
     from lego.experiments.elastic.dashboard import render
 
     traffic = [opts.topo.traffic.port]
@@ -389,6 +391,7 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
                 row["ray_rss_mib"] = round(mem["rss"] / 2**20)
             bricks_cpu.append((row["t"], {bid: [b["role"], *cpu] for b in st["bricks"]
                                           for bid, cpu in b.get("cpu", {}).items()}))
+            events[:] = merge_events(events, st.get("events", []))
             for b in st["bricks"]:
                 row[f"pps:{b['brick']}"] = b["pps"]
                 row[f"util:{b['brick']}"] = b["utilisation"]

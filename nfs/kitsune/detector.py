@@ -68,6 +68,7 @@ class FeatureQuantization:
         if self.moves.active:
             return moves.handle(self, msg)
         batch = PacketBatch(**{name: msg.arrays[name] for name in PACKET_FIELDS})
+        moves.catch_up(self.moves, msg)
         self.moves.processed += len(batch)
         primary = batch.mirror == 0
         out = None
@@ -85,6 +86,9 @@ class FeatureQuantization:
     # west-east moves driven by the controller (lego.bricks.moves)
     def control(self, cmd: dict, packets_in: int) -> tuple[dict | None, list[Message]]:
         return moves.control(self, cmd, packets_in)
+
+    def count(self, msg: Message) -> None:
+        moves.count(self, msg)
 
     def rows(self, msg: Message, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(seq, x) of the primaries among rows ``idx`` of a batch (mirrors update state)."""

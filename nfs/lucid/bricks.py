@@ -122,6 +122,7 @@ class FlowWindows:
     def handle(self, msg: Message) -> list[Message]:
         if self.moves.active:
             return moves.handle(self, msg)
+        moves.catch_up(self.moves, msg)
         self.moves.processed += msg.n
         seq, x = self.rows(msg, np.arange(msg.n))
         return [msg.with_arrays({"seq": seq, "x": x}, rows=len(seq))]
@@ -154,6 +155,9 @@ class FlowWindows:
 
     def control(self, cmd: dict[str, Any], packets_in: int):
         return moves.control(self, cmd, packets_in)
+
+    def count(self, msg: Message) -> None:
+        moves.count(self, msg)
 
     def report(self) -> dict[str, int]:
         return {"flows": int((self.flow_bucket >= 0).sum()), "fragments": self.state.fragments,
