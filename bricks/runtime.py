@@ -158,6 +158,7 @@ class Brick:
         self.packets_out = 0
         self.busy_s = 0.0
         self.logic_cpu_s = 0.0  # of which CPU (not wall: a quota can pause the process)
+        self._count_due: str | None = None  # a source owes this next hop its count
         #: called once, after the first data batch (the process's one-time warm-up)
         self.warm_hook: Callable[[], Any] | None = None
         self._batches_since = 0
@@ -246,15 +247,19 @@ class Brick:
         batch0 = epoch_start(self.spec.epoch)
         batches = self.logic.produce()
         while True:
-            cpu = time.process_time()  # CPU, not wall: the source sleeps in its reads
+            if self._count_due:  # between batches: never inside a send (see _control)
+                self._send_count(self.outlets[self._count_due])
+            cpu = time.thread_time()  # CPU, not wall: the source sleeps in its reads
             msg = next(batches, _DONE)
-            self.logic_cpu_s += time.process_time() - cpu
+            self.logic_cpu_s += time.thread_time() - cpu
             if msg is _DONE:
                 break
             self._serve_control()
             if self.stopping:
+                batches.close()
                 return
             if self.draining:
+                batches.close()  # its last counters (kernel drops) before the end meta
                 break
             if msg is None:  # nothing to send yet (a quiet interface)
                 self._maybe_report()
@@ -306,13 +311,13 @@ class Brick:
                 else:
                     self.end_meta.setdefault(k, v)
             return
-        t, cpu = time.perf_counter(), time.process_time()
+        t, cpu = time.perf_counter(), time.thread_time()
         if not self.first_in:
             self.first_in = time.time()
         self.packets_in += rows_of(msg)
         outs = self.logic.handle(msg)
         dt = time.perf_counter() - t
-        self.logic_cpu_s += time.process_time() - cpu
+        self.logic_cpu_s += time.thread_time() - cpu
         if self.warm_hook is not None:
             self.warm_hook, hook = None, self.warm_hook
             hook()
@@ -360,7 +365,10 @@ class Brick:
                 if cmd.get("addresses") is not None:
                     reroute(outlet, cmd["addresses"], cmd.get("owner"),
                             retire=cmd.get("retire", ()), src=str(self.id))
-                    self._send_count(outlet)
+                    if hasattr(self.logic, "produce"):
+                        # sent by the source's loop, not here: this can run inside a
+                        # blocked send, whose pending batch would then go twice
+                        self._count_due = cmd["target"]
                 else:
                     outlet.table.update(None, cmd.get("owner"))
             else:
@@ -386,8 +394,10 @@ class Brick:
 
     def _send_count(self, outlet: Outlet) -> None:
         """A source re-routed to its one next hop (restarted, it may hold no count):
-        the frames it took so far, in order with its batches (lego.bricks.moves)."""
-        if hasattr(self.logic, "produce") and len(outlet.socks) == 1:
+        the frames it has sent so far, in order with its batches (lego.bricks.moves).
+        A source that splits by key sends none: its count is no replica's."""
+        self._count_due = None
+        if len(outlet.socks) == 1:
             outlet.send(0, Message(kind="count", src=str(self.id),
                                    meta={"taken0": self.packets_in}), self._serve_control)
 

@@ -282,9 +282,13 @@ class ElasticDecisions(Registry):
     def _resize_to(self, now: float, host: str, port: int | None, cores: float,
                    reason: str) -> list[Command]:
         a = self.hosts[host]
-        keyed = [b for b in self.bricks.values() if b.host == host and not b.retired
-                 and b.role == self.chain.keyed]
-        if not keyed:
+        # the host's actor to write its cgroup: a brick not on its way out (a draining
+        # graph's exit), the keyed one first
+        draining = {g.port for g in self.graphs.values() if g.draining}
+        actors = sorted((b for b in self.bricks.values() if b.host == host and not b.retired
+                         and b.port not in draining),
+                        key=lambda b: (b.role != self.chain.keyed, b.id))
+        if not actors:
             return []
         self.resizing.add(host)
         self.last_resize[host] = now
@@ -293,7 +297,7 @@ class ElasticDecisions(Registry):
                    brick=self.chain.keyed, host=host, port=port if port is not None else -1,
                    cores_before=a.cores, cores=cores, reason=reason, t_detect=now)
         return [Command("resize", host, port if port is not None else -1,
-                        {"cores": cores, "brick": keyed[0].id})]
+                        {"cores": cores, "brick": actors[0].id})]
 
     def _quota_room(self, host: str) -> float:
         """The most cores ``host``'s quota may have: the budget less the others'."""
@@ -301,12 +305,12 @@ class ElasticDecisions(Registry):
         return self.cfg.scaling["quota_budget"] - others
 
     def on_resized(self, now: float, host: str, cores: float | None) -> None:
-        """The I/O resized ``host``'s quota to ``cores`` (None: it failed). Its
-        utilisation is measured afresh against the new quota."""
+        """The I/O resized ``host``'s quota to ``cores`` (None: it failed); its
+        utilisation is read against the new quota from now on."""
         self.resizing.discard(host)
         a = self.hosts.get(host)
-        if a is not None and cores is not None:
-            a.cores, a.cpu, a.util = cores, None, 0.0
+        if a is not None and cores is not None:  # the same CPU over the new quota
+            a.util, a.cores = a.util * a.cores / cores, cores
 
     # ------------------------------------------------------------ FE (whole graphs)
 
@@ -322,10 +326,15 @@ class ElasticDecisions(Registry):
         if d.action is Action.SCALE_OUT:
             return self._fe_scale_out(now, live[0].host, d.reason, len(fqs) + 1)
         victim = min(live, key=lambda g: (util[g.port], -g.port))
+        base = self.cfg.host(victim.host).cores
+        # a resized host's quota goes back while its bricks are there to write it
+        back = self._resize_to(now, victim.host, victim.port, base, "scaled in") \
+            if self.cfg.scaling["resize"] and self.hosts[victim.host].cores > base + 1e-9 \
+            and victim.host not in self.resizing else []
         victim.draining = True
         self.event(now, "scale_in", brick=self.chain.keyed, port=victim.port, replicas=len(fqs) - 1,
                    reason=d.reason)
-        return [Command("switch_scale_in", victim.host, victim.port, {"transfer": True}),
+        return back + [Command("switch_scale_in", victim.host, victim.port, {"transfer": True}),
                 Command("drain", victim.host, victim.port,
                         {"brick": brick_name(self.chain.source, victim.port)})]
 

@@ -527,9 +527,13 @@ def test_a_host_one_bucket_overloads_gets_a_larger_quota_then_its_own_back():
     e = next(e for e in core.events if e["kind"] == "scale_up")
     assert (e["cores_before"], e["cores"], e["host"]) == (0.2, 0.4, "nf1")
     assert "one bucket 90% of its load" in e["reason"]
-    assert not core.tick(now + 0.25)  # one resize at a time
+    for _ in range(16):  # past dwell and cooldown: still one resize at a time
+        now += 0.25
+        cpu = quota_host_at(core, now, cpu, 0.98, 0.2)
+        core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: 900.0})
+        assert not core.tick(now)
     core.on_resized(now, "nf1", 0.4)
-    assert core.hosts["nf1"].cores == 0.4
+    assert core.hosts["nf1"].cores == 0.4 and core.hosts["nf1"].util == pytest.approx(0.49)
     # hot again: the budget (0.6 cores, nf2 holds 0.2) has no more room: said once
     for _ in range(28):
         now += 0.25
@@ -543,9 +547,9 @@ def test_a_host_one_bucket_overloads_gets_a_larger_quota_then_its_own_back():
     assert next(e for e in core.events if e["kind"] == "scale_down")["cores_before"] == 0.4
 
 
-def test_a_load_many_buckets_share_is_not_resized_but_split():
-    """Over the watermark with no bucket dominant: moving buckets helps, so the
-    quota stays (FE scale-out is the answer); a failed resize frees the host."""
+def test_a_load_many_buckets_share_is_not_resized():
+    """Over the watermark with no bucket dominant, moving buckets helps (FE scale-out
+    and rebalance are the answer): the quota stays. A failed resize frees the host."""
     core = resize_core()
     now, cpu = 0.0, 0.0
     for _ in range(16):
@@ -554,5 +558,28 @@ def test_a_load_many_buckets_share_is_not_resized_but_split():
         core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: 40.0})
         assert not core.tick(now)
     now, cpu, cmds = rounds_until_commands(core, now, cpu, 0.98, 0.2, now + 4, heaviest=900.0)
+    assert [c.kind for c in cmds] == ["resize"]  # once one bucket holds the load
     core.on_resized(now, "nf1", None)  # the write failed: the quota is what it was
     assert core.hosts["nf1"].cores == 0.2 and "nf1" not in core.resizing
+
+
+def test_a_resized_host_scaled_in_gets_its_own_quota_back_before_its_graph_drains():
+    core = ControllerCore(config_from_dict({**RESIZE, "scaling": {**RESIZE["scaling"],
+                                                                   "fe": True}}))
+    for h in ("nf1", "nf2"):
+        core.on_host_joined(0.0, h, f"{h}:1", f"/tmp/{h}", 0.2, "inc", [])
+    core.start(0.0, [2, 3])
+    core.hosts["nf1"].cores = 0.4  # resized earlier
+    now, cpu1, cpu2, cmds = 0.0, 0.0, 0.0, []
+    while not cmds:
+        now += 0.25
+        assert now < 8
+        cpu1, cpu2 = cpu1 + 0.02 * 0.4 * 0.25, cpu2 + 0.1 * 0.2 * 0.25
+        core.on_heartbeat(now, "nf1", "inc", [], (now, cpu1))
+        core.on_heartbeat(now, "nf2", "inc", [], (now, cpu2))
+        for b in core.bricks.values():
+            b.load = b.load or {"now": now}
+        cmds = core.tick(now)
+    assert [(c.kind, c.host) for c in cmds[:3]] == [
+        ("resize", "nf1"), ("switch_scale_in", "nf1"), ("drain", "nf1")]
+    assert cmds[0].args["cores"] == 0.2 and cmds[0].args["brick"] == "fq-2/0"

@@ -14,42 +14,43 @@ from lego.cpu_quota import GROUP_ENV, CpuQuota, quota_support, resize_group, res
 from lego.errors import LegoError
 
 _why = quota_support()
-pytestmark = pytest.mark.skipif(_why is not None, reason=f"cgroups: {_why}")
-
-SPIN = "import time\nt = time.time() + 1.0\nwhile time.time() < t: pass\n"
+SPIN = "import time\nt = time.time() + 4.0\nwhile time.time() < t: pass\n"
 
 
-def _cpu_share(q: CpuQuota) -> float:
-    """The cores a busy process inside ``q`` got over one second."""
-    p = subprocess.Popen(q.wrap([sys.executable, "-c", SPIN]))
+def _share(q: CpuQuota, seconds: float = 0.8) -> float:
+    """The cores the group's processes got over the next ``seconds``."""
     before, t0 = q.used_s(), time.monotonic()
-    p.wait(10)
+    time.sleep(seconds)
     return (q.used_s() - before) / (time.monotonic() - t0)
 
 
-def test_a_resized_quota_caps_its_running_processes_at_the_new_cores():
+@pytest.mark.skipif(_why is not None, reason=f"cgroups: {_why}")
+def test_a_resize_caps_the_running_process_at_the_new_cores(monkeypatch):
     q = CpuQuota(f"test-{os.getpid()}", 0.1).create()
+    spinner = subprocess.Popen(q.wrap([sys.executable, "-c", SPIN]))
     try:
-        assert _cpu_share(q) <= 0.1 + 0.03
-        q.resize(0.3)
+        time.sleep(0.3)  # started and spinning
+        assert _share(q) <= 0.1 + 0.03
+        q.resize(0.3)  # the same process, now allowed three times as much
         if (q.dirs[0] / "cpu.max").is_file():
             assert (q.dirs[0] / "cpu.max").read_text().split() == ["6000", "20000"]
-        share = _cpu_share(q)
+        share = _share(q)
         assert 0.13 < share <= 0.3 + 0.03, share
-        os.environ[GROUP_ENV] = os.pathsep.join(map(str, q.dirs))
-        try:  # a host's agent resizes its own group by the environment it was given
-            resize_own_group(0.1)
-        finally:
-            del os.environ[GROUP_ENV]
-        assert _cpu_share(q) <= 0.1 + 0.03
+        # a host's agent resizes its own group by the environment it was given
+        monkeypatch.setenv(GROUP_ENV, os.pathsep.join(map(str, q.dirs)))
+        resize_own_group(0.1)
+        assert _share(q) <= 0.1 + 0.03
     finally:
+        spinner.kill()
+        spinner.wait()
         q.remove()
 
 
-def test_a_resize_without_a_group_or_out_of_range_is_a_clear_error(tmp_path):
+def test_a_resize_without_a_group_or_out_of_range_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(LegoError, match="no cgroup with a cpu quota"):
         resize_group([tmp_path], 0.5)
     with pytest.raises(LegoError, match="expected 0 < cores"):
         resize_group([tmp_path], 0.0)
+    monkeypatch.delenv(GROUP_ENV, raising=False)
     with pytest.raises(LegoError, match="is not set"):
         resize_own_group(0.5)

@@ -12,11 +12,11 @@ live graph is the source (a pcap file instead of the switch port).
 The bricks' loops alone are faster: the decision's last report (its summary
 written) comes at about a third of that time, and the processes' exit is the
 rest (under a 0.1-core quota five interpreters' exit took some 5 s of wall
-time). Both figures are printed; the ramp is sized from the first, because the
-live replica costs about twice the loops' CPU per packet: its source reads the
-switch port (5.5 µs a frame against 0.8 from a pcap), and a split replica also
-takes the mirrors of its hosts' packets (1.6 frames per scored packet at the
-peak); the run's summary measures it (``live_bricks_peak``).
+time). Both figures are printed; the ramp is sized from the first, because a
+split replica costs more per scored packet than the loops: it also takes the
+mirrors of its hosts' packets (1.58 frames per scored packet at a peak) and its
+source reads the switch port (5.5 µs a frame of logic against 0.8 from a pcap);
+the run's summary measures it (``live_bricks_peak``; docs/running.md).
 
 Each brick's cost per packet comes with it (:class:`BrickCost`, from the
 bricks' own last load reports): its CPU in its run loop, and the share of it
@@ -44,7 +44,8 @@ from lego.topo.agent import nf_graph
 
 @dataclass(frozen=True)
 class BrickCost:
-    """One brick's CPU per packet of the calibration (its run loop, from ``go``)."""
+    """One brick's CPU per packet of the calibration (from its start, model loaded,
+    to its last report)."""
 
     brick: str  # its node in the NF's graph (src, fq, ...)
     cpu_us: float  # CPU microseconds per packet

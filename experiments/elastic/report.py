@@ -131,7 +131,8 @@ def merge_events(*lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen: dict[tuple, dict[str, Any]] = {}
     for events in lists:
         for e in events:
-            key = (e["t"], e["kind"], e.get("brick"), e.get("port"), e.get("host"))
+            key = (e["t"], e["kind"], e.get("brick"), e.get("port"), e.get("host"),
+                   e.get("reason"), e.get("command"))
             seen.setdefault(key, {k: v for k, v in e.items() if k != "what"})
     return sorted(seen.values(), key=lambda e: e["t"])
 
