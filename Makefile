@@ -35,11 +35,13 @@ bench: build
 # Options: NF=kitsune|lucid  NF_OPTIONS="window=1" (the NF's options)  TRACE=file.pcap
 #          TARGET=bmv2|soft  REPLICAS=N  CLI=1 (Mininet CLI during the run)
 #          SCALING=off (the same run with the controller's scaling policy disabled)
+#          FAULTS="20:kill:fq@nf1 40:lose:nf3" (faults injected, seconds into the replay)
 run: build
 	$(BIN)/lego run --results $(RESULTS) $(if $(NF),--nf $(NF)) \
 	  $(foreach o,$(NF_OPTIONS),--nf-option $(o)) $(if $(TRACE),--trace $(TRACE)) \
 	  $(if $(TARGET),--target $(TARGET)) $(if $(REPLICAS),--replicas $(REPLICAS)) \
-	  $(if $(filter 1,$(CLI)),--cli) $(if $(SCALING),--scaling $(SCALING))
+	  $(if $(filter 1,$(CLI)),--cli) $(if $(SCALING),--scaling $(SCALING)) \
+	  $(if $(FAULTS),--faults "$(FAULTS)")
 
 # Compile lego.p4 for BMv2 (lego.json) and generate its p4info, where p4c exists; both
 # are committed, stamped with the source's sha256 (tests/test_p4info.py checks it).

@@ -57,6 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cli", action="store_true", help="open the Mininet CLI during the run")
     p.add_argument("--scaling", choices=("on", "off"), default="on",
                    help="off: the same run with the controller's scaling policy disabled")
+    p.add_argument("--faults", default="", metavar="SPEC",
+                   help="faults to inject, seconds into the replay: "
+                        "'20:kill:fq@nf1 40:lose:nf3' (kill:ROLE@HOST SIGKILLs that brick, "
+                        "lose:HOST kills the host's Ray node)")
     p.add_argument("--sla-ms", type=float, metavar="MS",
                    help="p99 latency target, switch ingress to decision (default: 1000)")
     p.set_defaults(func=cmd_run)
@@ -106,27 +110,30 @@ def _log_to_file(path: Path) -> None:
     root.setLevel(min(root.level, logging.INFO))
 
 
-def _check_live(nf, args: argparse.Namespace) -> None:
+def _check_live(nf, args: argparse.Namespace) -> list[str]:
     """Refuse, before anything starts, an NF the live run cannot carry: it needs model
-    preparation, an offline reference and a graph the controller runs."""
+    preparation, an offline reference and a graph the controller runs. Returns the
+    graph's nodes (the roles a fault may name)."""
     from lego.control.graph_specs import nf_chain_of
 
     if nf.train is None or nf.instance is None:
         raise ConfigError(f"run: NF {nf.name!r} has no live run yet (it declares no model "
                           f"preparation or offline reference); lego run --nf {nf.name} "
                           "--offline runs one instance")
-    nf_chain_of(nf, nf.pick(**{**nf.parse_options(getattr(args, "nf_option", [])),
-                               "semantics": args.semantics}))
+    return list(nf_chain_of(nf, nf.pick(**{**nf.parse_options(getattr(args, "nf_option", [])),
+                                           "semantics": args.semantics})).nodes)
 
 
 def cmd_mininet(args: argparse.Namespace) -> int:
+    from lego.experiments.elastic.faults import parse_faults
     from lego.experiments.elastic.run import RunOptions, run_mininet
     from lego.topo.switches import pick_target
     from lego.topo.topology import load_topology
 
     console = Console()
-    _check_live(nfs.get(args.nf or nfs.DEFAULT), args)
+    roles = _check_live(nfs.get(args.nf or nfs.DEFAULT), args)
     topo = load_topology(args.topo)
+    faults = parse_faults(args.faults, [h.name for h in topo.nf_hosts], roles)
     if args.replicas:
         topo = topo.with_replicas(args.replicas)
     target, why = pick_target(args.target or topo.switch.target)
@@ -139,7 +146,7 @@ def cmd_mininet(args: argparse.Namespace) -> int:
                       nf_extra=nfs.get(args.nf or nfs.DEFAULT).parse_options(args.nf_option),
                       train_packets=args.train_packets, cli=args.cli, quiet=args.quiet,
                       synthetic=args.trace is None, scaling=args.scaling == "on",
-                      sla_ms=args.sla_ms)
+                      sla_ms=args.sla_ms, faults=faults)
     summary = run_mininet(opts, console)
     head = (args.results / "summary.md").read_text().split("## Everything else")[0]
     console.print(head.strip(), markup=False, highlight=False)

@@ -347,6 +347,8 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         "components_with_exceptions": bad_logs,
         "scaling_events": events,
         "faults": faults,
+        "faults_injected": [{k: v for k, v in f.items() if k != "wall"}
+                            for f in extra.get("faults_injected") or []],
         "failures": sum(1 for f in faults if f["failure"]),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
@@ -354,7 +356,8 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         w = csv.DictWriter(f, fieldnames=["t", "packets", "p50_ms", "p99_ms", "within_sla"])
         w.writeheader()
         w.writerows(per_second)
-    plots = _plots(timeline, out, events, sla_ms, summary["machine_cores"], windows)
+    plots = _plots(timeline, out, events, sla_ms, summary["machine_cores"], windows,
+                   [f for f in faults if f["failure"]])
     (out / "summary.md").write_text(summary_markdown(summary, plots))
     return summary
 
@@ -501,10 +504,12 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
         "", "## Scaling events (decided by the controller's policy)", ""]
     lines += [f"- {event_sentence(e)}" for e in s["scaling_events"]] or ["none"]
     lines += ["", "## Faults (deaths, losses, failed commands, refusals, recoveries)", ""]
+    lines += [f"- injected {f['t_replay']:.1f} s into the replay: {f['spec']}: {f['result']}"
+              for f in s.get("faults_injected") or []]
     lines += [f"- {f['sentence']}" for f in faults] or ["none"]
     lines += ["", "## Everything else", ""]
     lines += [f"- {k}: {yes_no(v) if isinstance(v, bool) else v}" for k, v in s.items()
-              if k not in ("scaling_events", "faults")]
+              if k not in ("scaling_events", "faults", "faults_injected")]
     lines += ["", *(f"![{p.stem}]({p.name})" for p in plots), ""]
     return "\n".join(lines)
 
@@ -544,10 +549,10 @@ def _pct(x: float | None) -> str:
 
 
 def _plots(timeline: list[dict], out: Path, events: list[dict], sla_ms: float,
-           cores: int, per_window: bool = False) -> list[Path]:
+           cores: int, per_window: bool = False, faults: list[dict] = ()) -> list[Path]:
     """timeline.png: offered load and throughput, p99 latency against the SLA, and
     replicas / cores (``cores``: the machine's, for its busy fraction), on one time
-    axis ending when the run's scoring ended."""
+    axis ending when the run's scoring ended; a red line at each fault."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -585,6 +590,10 @@ def _plots(timeline: list[dict], out: Path, events: list[dict], sla_ms: float,
                 lw=0.6, color="black", label="of them at normal priority")
     for e in events:
         a3.axvline(e["t"], color="grey", lw=0.6, ls=":")
+    for i, f in enumerate(faults):  # a marker per fault, on every panel
+        for ax in fig.axes:
+            ax.axvline(f["t"], color="red", lw=0.8, ls="--",
+                       label="fault" if i == 0 and ax is a3 else None)
     a3.set_ylabel("replicas / cores")
     a3.set_xlabel("seconds since the replay began")
     a3.set_ylim(bottom=0)

@@ -29,6 +29,7 @@ from lego import nfs
 from lego.cpu_quota import machine_cpu_s
 from lego.errors import LegoError
 from lego.experiments.elastic.calibrate import Calibration
+from lego.experiments.elastic.faults import FaultInjector
 from lego.experiments.elastic.record import Recorders
 from lego.experiments.elastic.report import machine_busy, merge_events
 from lego.experiments.elastic.results import (
@@ -67,6 +68,7 @@ class RunOptions:
     scaling: bool = True  # False: the same run with the scaling policy off
     sla_ms: float | None = None  # None: from the calibration
     nf_extra: dict = field(default_factory=dict)  # the NF's options beyond semantics
+    faults: list = field(default_factory=list)  # faults.Fault to inject (FAULTS=...)
 
     @property
     def decl(self):
@@ -259,10 +261,13 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
         start = time.time()
         bricks_cpu: list[tuple[float, dict[str, list]]] = []
         events: list[dict] = []
-        _watch(system, replayer, opts, console, timeline, start, segments, bricks_cpu, events)
+        injector = FaultInjector(system, opts.faults, {h.name: h.port for h in opts.topo.nf_hosts})
+        _watch(system, replayer, opts, console, timeline, start, segments, bricks_cpu, events,
+               injector)
         if replayer.error:
             raise LegoError(replayer.error)
-        extra: dict = {"bricks_cpu": bricks_cpu, "events": events}
+        extra: dict = {"bricks_cpu": bricks_cpu, "events": events,
+                       "faults_injected": injector.done}
         if system.mode == "controller":
             final = system.status()
             extra["final"] = final
@@ -345,7 +350,8 @@ def uln_replicas(status: dict[str, Any]) -> int:
 
 def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[dict],
            start: float, segments: list[Segment],
-           bricks_cpu: list[tuple[float, dict[str, list]]], events: list[dict]) -> None:
+           bricks_cpu: list[tuple[float, dict[str, list]]], events: list[dict],
+           injector: FaultInjector | None = None) -> None:
     """Dashboard and timeline until the replay is done and scored (controller mode:
     and the controller scaled back in, or ``drain_s``). ``bricks_cpu``: at each row's
     ``t``, every brick's (role, CPU s, logic CPU s, frames in); ``events``: every
@@ -366,6 +372,8 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
             pin, pout = rates(prev, st, traffic)
             prev = st
             cur = replayer.current
+            if injector is not None and cur is not None and not replayer.done():
+                injector.tick(time.time() - cur.t_start)  # seconds into the replay
             seg = scheduled_step(segments, opts.topo.traffic.step_s,
                                  time.time() - cur.t_start) if cur else None
             if replayer.done():
