@@ -12,13 +12,14 @@ tells the whole policy (ULN, FE, rebalance, faults).
 
 from __future__ import annotations
 
+import math
+
 from lego.control.config import Config
 from lego.control.graph_specs import host_ip, remote_replica_spec, replica_spec, tcp_port
 from lego.control.policy_placement import Host, place_replica
 from lego.control.policy_scaling import Action, ScalingConfig, ScalingPolicy, brick_deadlines
 from lego.control.registry import BrickRec, Command, GraphRec, Registry, brick_name
 from lego.errors import ConfigError
-
 
 #: a hot host's quota grows at least by this factor (a saturated host's utilisation,
 #: about 1, hides how much more it needs)
@@ -27,12 +28,10 @@ RESIZE_STEP = 1.5
 RESIZE_GRAIN = 0.05
 
 
-def _round_up(cores: float) -> float:
-    return round(RESIZE_GRAIN * -(-round(cores / RESIZE_GRAIN, 4) // 1), 3)
-
-
-def _round_down(cores: float) -> float:
-    return round(RESIZE_GRAIN * (round(cores / RESIZE_GRAIN, 4) // 1), 3)
+def _on_grain(cores: float, rounding=math.ceil) -> float:
+    """``cores`` rounded to a whole number of grains (up, or ``math.floor``); the
+    float noise of ``cores / grain`` is taken off first."""
+    return round(RESIZE_GRAIN * rounding(round(cores / RESIZE_GRAIN, 4)), 3)
 
 
 class ElasticDecisions(Registry):
@@ -260,7 +259,7 @@ class ElasticDecisions(Registry):
         if state == "hot":
             want = a.cores * max(RESIZE_STEP, a.util / target)
             room = self._quota_room(g.host)
-            cores = min(_round_up(want), _round_down(room))
+            cores = min(_on_grain(want), _on_grain(room, math.floor))
             if cores <= a.cores + 1e-9:
                 self.last_resize[g.host] = now
                 if g.host in self.no_room:
@@ -273,7 +272,7 @@ class ElasticDecisions(Registry):
             reason = (f"utilisation {a.util:.3f} > {sc['high']} for {held}, "
                       f"one bucket {share:.0%} of its load")
         else:
-            cores = max(base, _round_up(a.cores * a.util / target))
+            cores = max(base, _on_grain(a.cores * a.util / target))
             if cores >= a.cores - 1e-9:
                 return []
             reason = f"utilisation {a.util:.3f} < {sc['low']} for {held}"

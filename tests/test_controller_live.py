@@ -104,6 +104,15 @@ def _scores(results: Path):
     return seq[order], score[order]
 
 
+def _driving_port_2(system, trace_model) -> tuple:
+    """Once port 2's graph runs: the runtime, work directory, trace, model and a
+    driver of frames to nf1's ports 2 and 3."""
+    srv, rt, work, _ = system
+    tr, pcap, model = trace_model
+    wait_for(lambda: _running(rt, "fq-2/0"), 30, "graph of port 2")
+    return rt, work, pcap, model, Driver(srv, tr, _feeds(work, "nf1", [2, 3]), traffic=TRAFFIC)
+
+
 def _scale_out_to_port_3(rt: ControllerRuntime) -> None:
     """What the policy would command: a graph on port 3, then the switch's move."""
     with rt.lock:
@@ -113,10 +122,7 @@ def _scale_out_to_port_3(rt: ControllerRuntime) -> None:
 
 
 def test_fe_scale_out_and_in_with_live_state_moves_is_exact(system, trace_model):
-    srv, rt, work, cfg = system
-    tr, pcap, model = trace_model
-    wait_for(lambda: _running(rt, "fq-2/0"), 30, "graph of port 2")
-    drv = Driver(srv, tr, _feeds(work, "nf1", [2, 3]), traffic=TRAFFIC)
+    rt, work, pcap, model, drv = _driving_port_2(system, trace_model)
     try:
         drv.send(N // 3)
         _scale_out_to_port_3(rt)  # while traffic flows
@@ -344,10 +350,7 @@ def test_a_restarted_feature_extractor_answers_a_later_scale_out_and_scale_in(
     import os
     import signal
 
-    srv, rt, work, cfg = system
-    tr, pcap, model = trace_model
-    wait_for(lambda: _running(rt, "fq-2/0"), 30, "graph of port 2")
-    drv = Driver(srv, tr, _feeds(work, "nf1", [2, 3]), traffic=TRAFFIC)
+    rt, work, pcap, model, drv = _driving_port_2(system, trace_model)
     try:
         drv.send(N // 4)
         wait_for(lambda: rt.core.bricks["fq-2/0"].load.get("packets_in", 0) > 0, 30,

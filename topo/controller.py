@@ -14,7 +14,6 @@ Both are pure; :class:`~lego.topo.system.LegoSystem` does the I/O.
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 from typing import Any
 

@@ -61,7 +61,6 @@ class Calibration:
     cores: float  # the quota (cores)
     packets: int
     seconds: float  # from go until every brick process exited
-    cpu_s: float  # CPU time the group used (all its processes, their exit included)
     bricks: tuple[BrickCost, ...] = ()
     loop_seconds: float = 0.0  # from go to the decision's last report
 
@@ -131,9 +130,7 @@ def calibrate(trace: Path, model: Path, cores: float, workdir: Path, *, packets:
         ready = proc.stdout.readline()  # the bricks started (outside the quota)
         if ready.strip() == "ready":
             quota.adopt(proc.pid)
-        cpu0 = quota.used_s()
         out, err = proc.communicate("go\n", timeout=300)
-        cpu = quota.used_s() - cpu0
         done = subprocess.CompletedProcess(argv, proc.returncode, ready + out, err)
     finally:
         quota.remove()
@@ -146,7 +143,7 @@ def calibrate(trace: Path, model: Path, cores: float, workdir: Path, *, packets:
     costs = tuple(BrickCost(b, 1e6 * c["cpu_s"] / n, 1e6 * c["logic_cpu_s"] / n)
                   for b, c in res["bricks"].items())
     return Calibration(pps=n / res["seconds"], cores=cores, packets=n,
-                       seconds=res["seconds"], cpu_s=cpu, bricks=costs,
+                       seconds=res["seconds"], bricks=costs,
                        loop_seconds=res["loop_seconds"])
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lego.control.registry import parse_name
 from lego.experiments.elastic.record import (
     capture_epoch_s,
     ingress_times,
@@ -410,7 +411,7 @@ def live_brick_costs(snapshots: list[tuple[float, dict[str, list]]],
         old = a.get(bid)
         return b[bid][i] - (old[i] if old and old[i] <= b[bid][i] else 0.0)
 
-    port = {bid: bid.rpartition("/")[0].rpartition("-")[2] for bid in b}
+    port = {bid: parse_name(bid)[1] for bid in b}
     busy = {port[bid] for bid, c in b.items() if c[0] == "source" and delta(bid, 3) > 0}
     frames = sum(delta(bid, 3) for bid, c in b.items() if c[0] == "source" and port[bid] in busy)
     if not frames:
@@ -418,7 +419,7 @@ def live_brick_costs(snapshots: list[tuple[float, dict[str, list]]],
     out: dict[str, list[float]] = {}
     for bid in b:
         if port[bid] in busy:
-            acc = out.setdefault(bid.rpartition("/")[0].rpartition("-")[0], [0.0, 0.0])
+            acc = out.setdefault(parse_name(bid)[0], [0.0, 0.0])
             acc[0] += delta(bid, 1)
             acc[1] += delta(bid, 2)
     return {n: {"cpu_us_per_frame": round(1e6 * c / frames, 2),
