@@ -11,7 +11,7 @@ REPLICAS ?=
 CLI     ?=
 SCALING ?=
 
-.PHONY: all setup build test bench run stop clean lint p4
+.PHONY: all setup build test bench run shell stop clean lint p4
 
 all: build
 
@@ -42,6 +42,13 @@ run: build
 	  $(if $(TARGET),--target $(TARGET)) $(if $(REPLICAS),--replicas $(REPLICAS)) \
 	  $(if $(filter 1,$(CLI)),--cli) $(if $(SCALING),--scaling $(SCALING)) \
 	  $(if $(FAULTS),--faults "$(FAULTS)")
+
+# p4runtime-shell on the running switch, as a backup client (reads; the controller
+# stays primary). Its own environment (.venv-shell): it pins an old protobuf.
+GRPC_ADDR ?= 127.0.0.1:9559
+shell: $(STAMP)
+	.venv-shell/bin/python -m p4runtime_sh --grpc-addr $(GRPC_ADDR) --device-id 0 \
+	  --election-id 0,1
 
 # Compile lego.p4 for BMv2 (lego.json) and generate its p4info, where p4c exists; both
 # are committed, stamped with the source's sha256 (tests/test_p4info.py checks it).

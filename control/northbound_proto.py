@@ -1,11 +1,9 @@
 """The generated northbound protobuf modules, built from ``control/proto/*.proto``.
 
-The Python is generated at build time with Debian's ``protoc`` and
-``grpc_python_plugin`` (``tools/setup-host`` runs :func:`generate`; grpcio-tools
-cannot be used: it needs protobuf >= 4 and the project pins protobuf 3.20 for
-p4runtime-shell). The generated files sit next to the ``.proto`` (gitignored).
-:func:`load` returns them, generating first when they are missing or older than
-the ``.proto`` and ``protoc`` is on PATH; otherwise the error says how to build.
+The Python is generated at build time with grpcio-tools' protoc, for the protobuf
+runtime installed (``tools/setup-host`` runs :func:`generate`). The generated
+files sit next to the ``.proto`` (gitignored). :func:`load` returns them,
+generating first when they are missing or older than the ``.proto``.
 
     python -m lego.control.northbound_proto     # (re)generate
 """
@@ -13,6 +11,7 @@ the ``.proto`` and ``protoc`` is on PATH; otherwise the error says how to build.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -37,21 +36,19 @@ def stale() -> bool:
 
 
 def generate() -> list[Path]:
-    """Run protoc + grpc_python_plugin; write the two modules next to the proto."""
-    protoc, plugin = shutil.which("protoc"), shutil.which("grpc_python_plugin")
-    if not protoc or not plugin:
+    """Run grpcio-tools' protoc; write the two modules next to the proto."""
+    if importlib.util.find_spec("grpc_tools") is None:
         raise ProtoBuildError(
-            "the northbound protos are not generated and protoc / grpc_python_plugin are not "
-            "on PATH: run tools/setup-host (apt packages protobuf-compiler and "
-            "protobuf-compiler-grpc), or `python -m lego.control.northbound_proto`")
+            "the northbound protos are not generated and grpcio-tools is not installed: "
+            "run tools/setup-host")
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src" / PACKAGE
         out = Path(tmp) / "out"
         src.mkdir(parents=True)
         out.mkdir()
         shutil.copy(PROTO, src / PROTO.name)
-        cmd = [protoc, f"-I{Path(tmp) / 'src'}", f"--python_out={out}", f"--grpc_out={out}",
-               f"--plugin=protoc-gen-grpc={plugin}", f"{PACKAGE}/{PROTO.name}"]
+        cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{Path(tmp) / 'src'}",
+               f"--python_out={out}", f"--grpc_python_out={out}", f"{PACKAGE}/{PROTO.name}"]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise ProtoBuildError(f"protoc failed ({res.returncode}): {res.stderr.strip()}")

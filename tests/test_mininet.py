@@ -616,7 +616,6 @@ class TestInspection(LegoMininetTest):
     pytestmark = mininet
 
     def test_p4runtime_shell_reads_the_running_switch(self, system):
-        pytest.importorskip("p4runtime_sh", reason="pip install -e '.[dev]'")
         from tests.support.p4rt import shell_reads
 
         out = shell_reads(system.topo.switch.grpc_addr)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -30,6 +29,7 @@ from lego.errors import ConfigError
 from lego.p4src.p4info import load_p4info
 from lego.polling import wait_for
 from lego.switch import pipeline as pl
+from tests.support.p4rt import shell_python
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -270,7 +270,6 @@ SHELL_SCRIPT = textwrap.dedent("""
 
 
 def test_p4runtime_shell_reads_the_controllers_tables_as_a_backup(servers, clients):
-    pytest.importorskip("p4runtime_sh", reason="pip install -e '.[dev]' installs p4runtime-shell")
     srv = servers()
     c = clients(srv.grpc_addr, election_id=10)
     c.connect()
@@ -278,7 +277,7 @@ def test_p4runtime_shell_reads_the_controllers_tables_as_a_backup(servers, clien
     n = c.names
     c.write([n.update(INSERT, owner_row(b, 2 + b % 3)) for b in range(6)]
             + [n.update(INSERT, CloneSpec(p + 1, (p,))) for p in (2, 3, 4)])
-    proc = subprocess.run([sys.executable, "-c", SHELL_SCRIPT, srv.grpc_addr],
+    proc = subprocess.run([shell_python(), "-c", SHELL_SCRIPT, srv.grpc_addr],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(next(ln for ln in proc.stdout.splitlines()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -17,8 +16,7 @@ import pytest
 from lego.p4src.p4info import load_p4info
 from lego.switch import pipeline as pl
 from lego.switch.server import P4RuntimeServer
-
-pytest.importorskip("p4runtime_sh", reason="pip install -e '.[dev]' installs p4runtime-shell")
+from tests.support.p4rt import shell_python
 
 TIMEOUT = 60
 
@@ -78,7 +76,7 @@ def server():
 
 
 def test_p4runtime_shell_api_lists_inserts_reads(server):
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, server.grpc_addr], capture_output=True,
+    proc = subprocess.run([shell_python(), "-c", SCRIPT, server.grpc_addr], capture_output=True,
                           text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
@@ -107,7 +105,7 @@ def test_p4runtime_shell_interactive(server):
         "exit",
     ]) + "\n"
     proc = subprocess.run(
-        [sys.executable, "-m", "p4runtime_sh", "--grpc-addr", server.grpc_addr,
+        [shell_python(), "-m", "p4runtime_sh", "--grpc-addr", server.grpc_addr,
          "--device-id", "0", "--election-id", "0,1"],
         input=commands, capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -303,7 +303,8 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
     nat = extra.get("offline_natural", {})
     lag = extra.get("replay_lag") or {}
     summary = {
-        "trace": str(opts.trace), "switch": opts.target_why, "semantics": opts.semantics,
+        "trace": str(opts.trace), "switch": opts.target_why, "nf": opts.nf,
+        "nf_options": {k: v for k, v in opts.nf_options.items() if k != "model"},
         "scaling_policy": yes_no(opts.scaling), "nf_hosts": system.nf_host_names,
         "nf_host_cores": {h.name: h.cores for h in opts.topo.nf_hosts},
         **ray_figures(system, timeline),

@@ -6,10 +6,23 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from lego.errors import LegoError
+
+#: p4runtime-shell's own environment (tools/setup-host; it pins protobuf < 3.21)
+SHELL_VENV = Path(__file__).resolve().parents[2] / ".venv-shell"
+
+
+def shell_python() -> str:
+    """The interpreter that runs p4runtime-shell; the test is skipped without it."""
+    python = SHELL_VENV / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"p4runtime-shell's environment {SHELL_VENV} is missing: tools/setup-host")
+    return str(python)
 
 #: the README's inspection recipe as a script: p4runtime-shell connects as a backup
 #: (election id 0,1) and prints what it reads as one JSON line
@@ -46,7 +59,7 @@ def shell_reads(grpc_addr: str, timeout: float = 60.0) -> dict[str, Any]:
     clone sessions, port counters, and
     whether its write was refused. A subprocess: the shell's client is one global
     and its stream thread is not a daemon."""
-    done = subprocess.run([sys.executable, "-c", _SHELL_READS, grpc_addr],
+    done = subprocess.run([shell_python(), "-c", _SHELL_READS, grpc_addr],
                           capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise LegoError(f"p4runtime-shell failed: {done.stderr[-1500:]}")
