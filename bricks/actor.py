@@ -221,11 +221,25 @@ class BrickActor:
 
     def export_state(self, command: dict, timeout: float = ACK_TIMEOUT_S) -> tuple[dict, bytes]:
         """The keyed state of ``command["buckets"]`` as a blob (the brick writes it to a
-        file in the work directory, the actor returns its bytes)."""
+        file in the work directory, the actor returns its bytes); ``command["op"]``
+        ``checkpoint``: all of it, with its position (lego.bricks.recovery)."""
         path = self.workdir / f"export-{uuid.uuid4().hex[:10]}.blob"
         try:
-            reply = self.request({**command, "op": "export", "path": str(path)}, timeout)
+            reply = self.request({"op": "export", **command, "path": str(path)}, timeout)
             return reply, (path.read_bytes() if reply.get("ok") else b"")
+        finally:
+            path.unlink(missing_ok=True)
+
+    def restore_state(self, blob: bytes | None, position: dict, timeout: float = ACK_TIMEOUT_S
+                      ) -> dict:
+        """A restarted keyed brick's state: a checkpoint's blob at its ``position``
+        (``{"position", "epoch"}``), or none (it goes on with empty state)."""
+        if blob is None:
+            return self.request({"op": "restore"}, timeout)
+        path = self.workdir / f"restore-{uuid.uuid4().hex[:10]}.blob"
+        try:
+            path.write_bytes(blob)
+            return self.request({"op": "restore", "path": str(path), **position}, timeout)
         finally:
             path.unlink(missing_ok=True)
 

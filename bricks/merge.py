@@ -136,6 +136,14 @@ class SequenceMerge:
         self._drain(until=None)
         return []
 
+    def control(self, cmd: dict[str, Any], packets_in: int) -> tuple[dict, list[Message]]:
+        """``progress``: the next batch it waits for (batches before it are written):
+        what a dead brick's upstream sends again from (lego.bricks.recovery)."""
+        if cmd.get("op") == "progress":
+            return {"ok": True, "next_batch": self.state.next_batch,
+                    "pending": len(self.state.pending)}, []
+        return {"ok": False, "error": f"unknown op {cmd.get('op')!r}"}, []
+
     def report(self) -> dict[str, int]:
         """Counters for the load report (the controller's status: alerts, scores)."""
         s = self.state

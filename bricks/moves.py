@@ -37,6 +37,8 @@ The control messages:
 - ``{"op": "import", "paths": [...]}`` (destination): import every blob, then
   process the held rows in sequence order and emit their batches; stop holding.
 - ``{"op": "cancel"}``: the switch write failed; process what is queued or held.
+- ``{"op": "checkpoint"}`` and ``{"op": "restore"}``: a dead brick's exact
+  recovery (:mod:`lego.bricks.recovery`).
 
 Buckets travel as lists of bucket numbers (the switch's owner buckets).
 """
@@ -50,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from lego.bricks import recovery
 from lego.bricks.wire import Message
 from lego.p4src.contract import N_BUCKETS
 
@@ -80,6 +83,7 @@ class MoveState:
     processed: int = 0  # packets taken so far (processed, or held by the closure rule)
     paused: list[Message] | None = None  # a source's queue between prepare and export
     split: _Held | None = None  # a paused batch cut at the export point: its first part
+    recovery: recovery.RecoveryState = field(default_factory=recovery.RecoveryState)
     stats: dict[str, int] = field(default_factory=lambda: {
         "holds": 0, "rows_held": 0, "exports": 0, "entries_exported": 0, "entries_dropped": 0,
         "imports": 0, "entries_imported": 0, "entries_skipped": 0, "frames_before": 0})
@@ -143,6 +147,10 @@ def control(fq: Any, cmd: dict, packets_in: int) -> tuple[dict | None, list[Mess
         return {"ok": True}, flush(fq)
     if op == "move_stats":
         return {"ok": True, **moves.stats, "holding": moves.holding}, []
+    if op == "checkpoint":
+        return recovery.checkpoint(fq, cmd), []
+    if op == "restore":
+        return recovery.restore(fq, cmd, fq.take_batch)
     return {"ok": False, "error": f"unknown op {op!r}"}, []
 
 
@@ -163,6 +171,8 @@ def count(fq: Any, msg: Message) -> None:
     it was restarted): the frames it took so far, in order with its batches, so a
     successor that gets no batch before an export still knows where it stands."""
     moves: MoveState = fq.moves
+    if moves.recovery.awaiting or moves.recovery.exact:
+        return  # restored from a checkpoint: it knows its place from the positions
     if moves.paused is not None:
         moves.paused.append(msg)  # in its place in the queue
     else:

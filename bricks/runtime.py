@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import zmq
 
+from lego.bricks import recovery
 from lego.bricks.northbound import HEARTBEAT_S, LoadReport, Northbound
 from lego.bricks.routing import RoutingTable, Splitter
 from lego.bricks.shm import socket_address
@@ -93,6 +94,10 @@ class BrickSpec:
     #: earlier incarnations of this brick (its supervisor restarted it): a source
     #: numbers its batches from this epoch (:data:`~lego.bricks.wire.EPOCH_BITS`)
     epoch: int = 0
+    #: a source: MiB of the batches it sent kept for a replay (0: none), and a
+    #: worker: of its output batches kept to be sent again (lego.bricks.recovery)
+    replay_log_mib: float = 0.0
+    output_log_mib: float = 0.0
 
     @property
     def id(self) -> BrickId:
@@ -169,6 +174,11 @@ class Brick:
         self._packets_at_report = 0
         self.first_in = 0.0  # wall clock of the first data batch (scale-out latency)
         self.inline: InlineReplica | None = None
+        # exact recovery (lego.bricks.recovery): what this brick sent, kept to send again
+        mib = spec.replay_log_mib or spec.output_log_mib
+        self.sent_log = recovery.SentLog(mib) if mib > 0 else None
+        self._again: list[Message] = []  # a replay or resend due, sent from the loop
+        self._ends_held: list[Message] = []  # source ends the logic cannot take yet
 
     # ------------------------------------------------------------ lifecycle
 
@@ -217,6 +227,7 @@ class Brick:
         while not self.exiting and not self.stopping and time.monotonic() < deadline:
             if self.control.sock.poll(int(HEARTBEAT_S * 1000)):
                 self._control(self.control.recv())
+            self._send_again()  # a replay asked for after the end
         if not self.exiting and not self.stopping:
             log.warning("%s: no exit from the supervisor within %.0f s; leaving", self.id, HOLD_S)
 
@@ -249,6 +260,7 @@ class Brick:
         while True:
             if self._count_due:  # between batches: never inside a send (see _control)
                 self._send_count(self.outlets[self._count_due])
+            self._send_again()
             cpu = time.thread_time()  # CPU, not wall: the source sleeps in its reads
             msg = next(batches, _DONE)
             self.logic_cpu_s += time.thread_time() - cpu
@@ -258,17 +270,17 @@ class Brick:
             if self.stopping:
                 batches.close()
                 return
+            if msg is not None:  # (one produced as the drain came is sent: it is counted)
+                msg.batch += batch0
+                self.packets_in += msg.n
+                if not self.first_in:
+                    self.first_in = time.time()
+                self._emit([msg])
+                if self.sent_log is not None:
+                    self.sent_log.append(msg)
             if self.draining:
                 batches.close()  # its last counters (kernel drops) before the end meta
                 break
-            if msg is None:  # nothing to send yet (a quiet interface)
-                self._maybe_report()
-                continue
-            msg.batch += batch0
-            self.packets_in += msg.n
-            if not self.first_in:
-                self.first_in = time.time()
-            self._emit([msg])
             self._maybe_report()
         meta = {**getattr(self.logic, "end_meta", lambda: {})(), "batch0": batch0}
         self._emit(self.logic.finish(meta))
@@ -287,6 +299,7 @@ class Brick:
             if self.inlet.sock in events:
                 self._one(self.inlet.recv())
             self._retry_deferred()
+            self._send_again()
             self._maybe_report()
         if self.stopping:
             return
@@ -302,6 +315,9 @@ class Brick:
             getattr(self.logic, "count", lambda m: None)(msg)
             return
         if msg.kind == "end":
+            if not getattr(self.logic, "end_ready", lambda meta: True)(msg.meta):
+                self._ends_held.append(msg)  # frames a replay owes come first
+                return
             self.ends += 1
             self.ended_from.append(msg.src)
             log.info("%s: end from %s (%d of %d)", self.id, msg.src, self.ends, self.spec.upstream)
@@ -333,6 +349,8 @@ class Brick:
         for msg in msgs:
             if msg.kind == "data":
                 self.packets_out += msg.n
+                if self.sent_log is not None and self.spec.output_log_mib > 0:
+                    self.sent_log.append(msg, copy=True)
         emit(self.outlets, msgs, getattr(self.logic, "split", None), self._serve_control,
              str(self.id), self.inline)
 
@@ -377,6 +395,8 @@ class Brick:
             reply = self.bind(cmd.get("address", ""))
         elif op == "add_upstream":  # a replica added upstream: wait for its end too
             self.spec.upstream += int(cmd.get("n", 1))
+        elif op in ("trim", "replay", "resend"):
+            reply = self._log_op(cmd)
         elif op == "upstream_dead":
             self.ends += 1
             self.dead_upstream.append(cmd.get("brick", "?"))
@@ -391,6 +411,43 @@ class Brick:
             reply = {"ok": False, "error": f"unknown op {op!r}"}
         if reply is not None and "id" in cmd and hasattr(self.northbound, "ack"):
             self.northbound.ack(str(self.id), {**reply, "id": cmd["id"], "command": op})
+
+    def _log_op(self, cmd: dict) -> dict:
+        """The sent log (lego.bricks.recovery): ``trim`` what a checkpoint covers
+        (``upto``: a position), ``replay`` the source batches from a position,
+        ``resend`` the output batches from a batch id. What goes again is sent from
+        the loop, between batches (this can run inside a blocked send)."""
+        log_ = self.sent_log
+        if log_ is None:
+            return {"ok": False, "error": f"{self.id} keeps no log of what it sent"}
+        op = cmd["op"]
+        if op == "trim":
+            upto = int(cmd["upto"])
+            return {"ok": True, "trimmed": log_.trim(
+                lambda m: recovery.position(m) + m.n > upto), **log_.report()}
+        if op == "replay":
+            msgs, first = recovery.replayable(log_, int(cmd["from"]))
+        else:
+            b = int(cmd["from_batch"])
+            msgs = log_.select(lambda m: m.batch >= b)
+            first = log_.entries[0][0].batch if log_.entries else None
+        self._again += msgs
+        return {"ok": True, "batches": len(msgs), "rows": sum(m.n for m in msgs),
+                "first": first, "epoch": self.spec.epoch, "sent": self.packets_in,
+                **log_.report()}
+
+    def _send_again(self) -> None:
+        """Send what a replay or resend asked for, in order, on every outgoing edge
+        (not counted as output again), then take any source end held for it."""
+        while self._again:
+            msg = self._again.pop(0)
+            for outlet in self.outlets.values():
+                for index, part in outlet.table.route(msg, getattr(self.logic, "split", None)):
+                    outlet.send(index, part, self._serve_control)
+        if self._ends_held and self.logic is not None:
+            held, self._ends_held = self._ends_held, []
+            for msg in held:
+                self._one(msg)
 
     def _send_count(self, outlet: Outlet) -> None:
         """A source re-routed to its one next hop (restarted, it may hold no count):

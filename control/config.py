@@ -53,6 +53,11 @@
     workdir = "/tmp/lego-bricks"   # each host's bricks' sockets and logs: workdir/<host>
     max_restarts = 3               # Ray restarts a dead brick this often
 
+    [recovery]                     # exact recovery of a dead brick (lego.bricks.recovery)
+    checkpoint_s = 1.0             # checkpoint each FE brick this often (0: never)
+    log_mib = 32.0                 # each source keeps what it sent since, up to this
+    output_log_mib = 16.0          # each FE brick keeps its last outputs, up to this
+
     [[hosts]]
     name = "nf1"
     ports = [2]                    # its dataplane switch port(s); each can own buckets
@@ -93,6 +98,8 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
                 "rebalance_tolerance": ((int, float), 0.2), "resize": (bool, False),
                 "quota_budget": ((int, float), 0.0)},
     "placement": {"mode": (str, "graph")},
+    "recovery": {"checkpoint_s": ((int, float), 0.0), "log_mib": ((int, float), 32.0),
+                 "output_log_mib": ((int, float), 16.0)},
     "ray": {"address": (str, ""), "namespace": (str, "lego"), "workdir": (str, "/tmp/lego-bricks"),
             "max_restarts": (int, 3)},
 }
@@ -118,6 +125,8 @@ class Config:
     scaling: dict[str, Any]
     placement: dict[str, Any]
     ray: dict[str, Any]
+    recovery: dict[str, Any] = field(default_factory=lambda: {
+        "checkpoint_s": 0.0, "log_mib": 32.0, "output_log_mib": 16.0})
     hosts: tuple[HostConfig, ...] = field(default_factory=tuple)
     where: str = "<config>"
 
@@ -247,6 +256,10 @@ def _rules(cfg: Config, base: Path | None) -> None:
                           "hosts' own cores, no room to resize)")
     if cfg.scaling["rebalance_s"] < 0 or cfg.scaling["rebalance_tolerance"] < 0:
         raise ConfigError(f"{w}: [scaling].rebalance_s and .rebalance_tolerance: expected >= 0")
+    r = cfg.recovery
+    if r["checkpoint_s"] < 0 or r["log_mib"] <= 0 or r["output_log_mib"] <= 0:
+        raise ConfigError(f"{w}: [recovery]: expected checkpoint_s >= 0 (0: off), log_mib "
+                          f"and output_log_mib > 0, got {r}")
     if cfg.graph["stateless"] < 1 or cfg.graph["batch"] < 1:
         raise ConfigError(f"{w}: [graph].stateless and .batch: expected >= 1")
     if cfg.nf["source"] == "interface":

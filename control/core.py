@@ -155,7 +155,8 @@ class ControllerCore(ElasticDecisions):
         cmds = [Command("start", host, b.port, {"specs": [b.spec]})]
         if b.role == self.chain.source:
             cmds.append(Command("go", host, b.port, {"brick": brick}))
-        if b.role == self.chain.keyed:
+        recover = self.cfg.recovery["checkpoint_s"] > 0
+        if b.role == self.chain.keyed and not recover:
             self.event(now, "state_lost", port=b.port, brick=brick,
                        packets=b.load.get("packets_in", 0), reason="keyed brick died")
         for up in self.bricks.values():  # re-route its upstream to the new process
@@ -168,7 +169,24 @@ class ControllerCore(ElasticDecisions):
                                                 "addresses": o["addresses"]}}))
         self.counters["bricks_restarted"] += 1
         self.event(now, "brick_restart", host=host, brick=brick)
+        if recover:  # after the re-route: the successor is where its upstream sends
+            cmds += self._recovery(now, host, b)
         return cmds
+
+    def _recovery(self, now: float, host: str, b: BrickRec) -> list[Command]:
+        """What rebuilds a dead brick's part of the stream (lego.bricks.recovery): a
+        keyed brick's state from its checkpoint and its source's log; the batches in
+        flight to a worker after the keyed brick, from the keyed brick's output log."""
+        c = self.chain
+        names = {role: brick_name(getattr(c, role), b.port)
+                 for role in ("source", "keyed", "sink")}
+        if b.role == c.keyed:
+            return [Command("recover", host, b.port, {"brick": b.id, "source": names["source"],
+                                                      "died": now})]
+        if b.role in (c.source, c.sink):
+            return []
+        return [Command("resend", host, b.port, {"brick": b.id, "keyed": names["keyed"],
+                                                 "sink": names["sink"], "died": now})]
 
     # ------------------------------------------------------------ rounds
 
@@ -218,9 +236,6 @@ class ControllerCore(ElasticDecisions):
         return cmds
 
     # ------------------------------------------------------------ hosts
-
-
-
 
     def _check_hosts(self, now: float) -> list[Command]:
         """Hosts unheard for ``host_timeout``, counted up to ``heard_until`` (the

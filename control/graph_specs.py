@@ -141,17 +141,24 @@ def graph_specs(cfg: Config, port: int, workdir: str, base: int, replicas: int,
                 if nxt else [],
                 "hwm": g["hwm"], "overflow": "block", "options": options, "cpus": None}
 
+    recover = cfg.recovery["checkpoint_s"] > 0
     specs = [spec(chain.source, src_type, 0, 0, src_opts)]
+    if recover:  # what it sent, kept until a checkpoint of the keyed brick covers it
+        specs[0]["replay_log_mib"] = cfg.recovery["log_mib"]
     for node in chain.nodes[1:]:
         opts = dict(chain.options[node])
         upstream = replicas if chain.upstream(node) == chain.stateless else 1
         if node == chain.keyed:
             opts["port_base"] = base
+            if recover:  # restarted, it waits for the controller's restore
+                opts["recover"] = True
         if node == chain.sink:
             opts.update(out=str(Path(cfg.nf["results"]) / f"port-{port}"),
                         window=g["window"], write_scores=g["write_scores"])
         serials = range(replicas + standby) if node == chain.stateless else [0]
         specs += [spec(node, chain.types[node], s, upstream, opts) for s in serials]
+        if recover and node == chain.keyed:  # its outputs, sent again when one after dies
+            specs[-1]["output_log_mib"] = cfg.recovery["output_log_mib"]
     return specs
 
 

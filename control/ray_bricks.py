@@ -277,6 +277,11 @@ class RayBricks:
     def import_state(self, brick: str, blobs: list[bytes], timeout: float = 10.0) -> dict:
         return self._call(brick, "import_state", blobs, timeout, timeout=timeout + 5.0)
 
+    def restore_state(self, brick: str, blob: bytes | None, position: dict,
+                      timeout: float = 10.0) -> dict:
+        return self._call(brick, "restore_state", blob, position, timeout,
+                          timeout=timeout + 5.0)
+
     # ------------------------------------------------------------ loads
 
     def poll(self, timeout: float = 1.0) -> dict[str, dict]:

@@ -125,6 +125,33 @@ def test_a_dead_brick_is_restarted_in_place_and_its_upstream_rerouted():
     assert cmds[1].args["brick"] == "fm-2/0"
 
 
+def test_with_recovery_a_dead_brick_is_rebuilt_after_its_upstream_is_rerouted():
+    """[recovery]: the keyed brick is restored from its checkpoint and its source's log
+    (no state_lost); a worker after it gets its batches in flight again; the specs
+    carry the logs."""
+    cfg = config_from_dict({**BASE, "recovery": {"checkpoint_s": 1.0}})
+    core = ControllerCore(cfg)
+    core.on_host_joined(0.0, "nf1", "nf1:1", "/tmp/nf1", 8, "inc", [])
+    cmds = core.start(0.0, [])
+    specs = {s["node"]: s for s in cmds[0].args["specs"]}
+    assert specs["src-2"]["replay_log_mib"] == 32.0 and specs["fq-2"]["output_log_mib"] == 16.0
+    assert specs["fq-2"]["options"]["recover"] is True
+    cmds = core.on_death(1.0, "nf1", "fq-2/0", -9)
+    assert [c.kind for c in cmds] == ["start", "control", "recover"]
+    assert cmds[1].args["brick"] == "src-2/0"
+    assert cmds[2].args == {"brick": "fq-2/0", "source": "src-2/0", "died": 1.0}
+    assert not [e for e in core.events if e["kind"] == "state_lost"]
+    cmds = core.on_death(2.0, "nf1", "uln-2/0", -9)
+    assert [c.kind for c in cmds] == ["start", "control", "resend"]
+    assert cmds[2].args == {"brick": "uln-2/0", "keyed": "fq-2/0", "sink": "dec-2/0",
+                            "died": 2.0}
+    assert {c.kind for c in core.on_death(3.0, "nf1", "dec-2/0", -9)} == {"start", "control"}
+    plain = core_with_graph()
+    assert [c.kind for c in plain.on_death(1.0, "nf1", "fq-2/0", -9)] == ["start", "control"]
+    assert [e["reason"] for e in plain.events if e["kind"] == "state_lost"] == [
+        "keyed brick died"]
+
+
 def test_a_restarted_source_and_decision_leave_what_they_reported_in_the_totals():
     """A restarted brick's successor counts from 0: what the dead source took and
     the dead decision scored (as last reported) stays in the status totals."""

@@ -43,7 +43,7 @@ def trace_model(tmp_path_factory):
 
 
 def _live_system(model: Path, fe_initial: int, *, mode: str, name: str, scaling: dict,
-                 hosts: list[dict]):
+                 hosts: list[dict], recovery: dict | None = None):
     """A scratch directory with the token, a started software target, and the
     controller's config: feed sources, small batches, one ULN per graph, the bricks
     in a namespace of their own on the local Ray cluster."""
@@ -61,6 +61,7 @@ def _live_system(model: Path, fe_initial: int, *, mode: str, name: str, scaling:
         "placement": {"mode": mode},
         "sla": {"latency_ms": 100.0},
         "ray": {"namespace": work.name, "workdir": str(work / "bricks")},
+        "recovery": recovery or {},
         "hosts": hosts,
     }, name)
     return work, srv, cfg
@@ -77,13 +78,16 @@ def _running(rt: ControllerRuntime, brick: str) -> bool:
 
 
 @pytest.fixture
-def system(trace_model, local_ray):
+def system(trace_model, local_ray, request):
+    """One graph on port 2 (nf1 also has port 3), no scaling policy; a test marked
+    ``recovery`` checkpoints its feature extractor every 0.5 s."""
     tr, pcap, model = trace_model
+    recovery = {"checkpoint_s": 0.5} if request.node.get_closest_marker("recovery") else {}
     work, srv, cfg = _live_system(
         model, 1, mode="graph", name="<live test>",
         scaling={"fe": False, "standby": False, "high": 0.99, "low": 0.0001, "dwell": 1000.0,
                  "adopt_grace": 0.3},
-        hosts=[{"name": "nf1", "ports": [2, 3], "cores": 16}])
+        hosts=[{"name": "nf1", "ports": [2, 3], "cores": 16}], recovery=recovery)
     rt = ControllerRuntime(cfg, TOKEN)
     try:
         rt.start()
@@ -383,3 +387,71 @@ def test_a_restarted_feature_extractor_answers_a_later_scale_out_and_scale_in(
     assert len(moved) == 2 and all(e["lost_buckets"] == 0 for e in moved), moved
     s = json.loads((work / "results" / "port-3" / "summary.json").read_text())
     assert s["rows"] > 0 and s["lost_batches"] == 0
+
+
+def _kill(rt: ControllerRuntime, brick: str, sig: int = 9) -> None:
+    import os
+
+    os.kill(rt.engine._call(brick, "info")["pid"], sig)
+
+
+def _event(rt: ControllerRuntime, kind: str, brick: str) -> dict | None:
+    return next((e for e in rt.core.events if e["kind"] == kind and e.get("brick") == brick),
+                None)
+
+
+@pytest.mark.recovery
+def test_killed_extractor_and_ensemble_are_recovered_exactly_then_scale_out_and_in(
+        system, trace_model):
+    """SIGKILL the feature extractor mid-traffic (its state rebuilt from its last
+    checkpoint and its source's log), then the ensemble (its batches in flight sent
+    again from the extractor's output log), then scale out from the port and back
+    in: every score equals the monolith's on the same stream, bit for bit, none lost."""
+    rt, work, pcap, model, drv = _driving_port_2(system, trace_model)
+    try:
+        drv.send(N // 4)
+        wait_for(lambda: rt.checkpoint_stats["taken"] >= 2, 30, "checkpoints")
+        drv.send(N // 3)  # frames after the checkpoint: the replay must rebuild them
+        _kill(rt, "fq-2/0")
+        drv.send(N // 2)  # while it is dead and restarting: queued, then in order
+        wait_for(lambda: _event(rt, "state_recovered", "fq-2/0"), 30, "the recovery")
+        rec = _event(rt, "state_recovered", "fq-2/0")
+        assert rec["entries"] > 0 and rec["batches"] > 0 and rec["seconds"] < 20
+        wait_for(lambda: _running(rt, "uln-2/0"), 30, "the ensemble")
+        _kill(rt, "uln-2/0", 19)  # SIGSTOP: batches queue at it, then die with it
+        drv.send(2 * N // 3)
+        wait_for(lambda: rt.core.bricks["fq-2/0"].load.get("packets_in", 0) >= N // 6, 30,
+                 "frames at the extractor")
+        _kill(rt, "uln-2/0")
+        wait_for(lambda: _event(rt, "batches_resent", "uln-2/0"), 30, "the resend")
+        assert _event(rt, "batches_resent", "uln-2/0")["batches"] > 0
+        wait_for(lambda: rt.checkpoint_stats["taken"] >= 6, 30, "checkpoints after")
+        _scale_out_to_port_3(rt)
+        wait_for(lambda: any(e["kind"] == "switch_scale_out" for e in rt.core.events), 60,
+                 "scale-out")
+        drv.send(5 * N // 6)
+        rt.commands.put(Command("switch_scale_in", "nf1", 2, {"transfer": True}))
+        with rt.lock:
+            rt.core.graphs[2].draining = True
+        rt.commands.put(Command("drain", "nf1", 2, {"brick": "src-2/0"}))
+        wait_for(lambda: sum(e["kind"] == "state_moved" for e in rt.core.events) >= 2, 60,
+                 "scale-in")
+        drv.send(N)
+        drv.end([3])
+        for p in (2, 3):
+            wait_for(lambda p=p: (work / "results" / f"port-{p}" / "summary.json").exists(),
+                     60, f"summary of port {p}")
+    finally:
+        drv.close()
+    kinds = [e["kind"] for e in rt.core.events]
+    assert "state_lost" not in kinds and "command_failed" not in kinds, rt.core.events
+    moved = [e for e in rt.core.events if e["kind"] == "state_moved"]
+    assert len(moved) == 2 and all(e["lost_buckets"] == 0 for e in moved), moved
+    seq, score = _scores(work / "results")
+    want_seq, want_score = monolith_scores(pcap, model, "lego")
+    assert len(seq) == len(want_seq) == N  # zero packets lost, none twice
+    assert np.array_equal(seq, want_seq)
+    assert np.array_equal(score.view(np.uint64), want_score.view(np.uint64))  # bit for bit
+    for p in (2, 3):
+        s = json.loads((work / "results" / f"port-{p}" / "summary.json").read_text())
+        assert s["lost_batches"] == 0

@@ -231,3 +231,16 @@ def test_faults_are_sentences_and_events_from_several_reads_count_once():
         "answer within 10.0 s"]
     assert [f["failure"] for f in faults] == [True, False, True, True]
     assert faults[0]["code"] == -9 and faults[0]["t"] == 10.0
+    recovered = fault_events([
+        {"t": 111.0, "kind": "state_recovered", "port": 2, "brick": "fq-2/0", "entries": 150,
+         "position": 1750, "checkpoint_age_s": 0.69, "batches": 6, "frames": 1500,
+         "seconds": 0.08},
+        {"t": 112.0, "kind": "batches_resent", "port": 2, "brick": "uln-2/0",
+         "sender": "fq-2/0", "batches": 1, "from_batch": 12, "seconds": 0.03}], 100.0)
+    assert [f["sentence"] for f in recovered] == [
+        "11.0 s: the keyed state of port 2 rebuilt in fq-2/0: its checkpoint (150 entries, "
+        "0.69 s old) + 6 batches (1,500 frames) replayed from its source's log, under way "
+        "0.08 s after the restart was seen",
+        "12.0 s: 1 batch in flight to uln-2/0 sent again by fq-2/0 (from batch 12), 0.03 s "
+        "after the restart was seen"]
+    assert [f["failure"] for f in recovered] == [False, False]

@@ -39,6 +39,9 @@ SCALING: dict[str, Any] = {
 QUOTA_BUDGET_SHARE = 0.5
 GRAPH: dict[str, Any] = {"batch": 256, "flush_ms": 20, "hwm": 16, "window": 256, "stateless": 1,
                          "write_scores": True}
+#: exact recovery of a dead brick: each FE brick checkpointed every second, each
+#: source keeping what it sent since (lego.bricks.recovery)
+RECOVERY: dict[str, Any] = {"checkpoint_s": 1.0, "log_mib": 32.0, "output_log_mib": 16.0}
 #: the sources' batching delay, as a fraction of the SLA: every flushed batch wakes
 #: each of a graph's five processes; at 20 ms a replica under a 0.1-core quota was
 #: busy 94 % at 0.4x the capacity it has with full batches (measured), so most of
@@ -84,6 +87,7 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
         "sla": {"latency_ms": float(sla_ms)},
         "scaling": sc,
         "placement": {"mode": "graph"},
+        "recovery": dict(RECOVERY),
         "ray": {"address": ray_address, "namespace": "lego",
                 **({"workdir": str(brick_dir)} if brick_dir else {})},
         "hosts": [{"name": h.name, "ports": [h.port], "interfaces": [f"{h.name}-eth0"],

@@ -91,8 +91,8 @@ def event_sentence(e: dict[str, Any]) -> str:
 
 #: the events a run reports as faults and failures (its first lines say how many)
 FAULT_KINDS = ("brick_died", "brick_restart", "host_lost", "host_back", "replica_lost",
-               "state_lost", "command_failed", "switch_recover", "switch_resync",
-               "no_capacity")
+               "state_lost", "state_recovered", "batches_resent", "command_failed",
+               "switch_recover", "switch_resync", "no_capacity")
 #: of them, the ones that mean something went wrong (the rest: recovery, limits)
 FAILURES = ("brick_died", "host_lost", "replica_lost", "state_lost", "command_failed",
             "switch_recover")
@@ -112,8 +112,18 @@ def _fault_text(e: dict[str, Any]) -> str:
     if k == "replica_lost":
         return f"replica {e.get('brick')} lost with its host {e.get('host')}"
     if k == "state_lost":
-        return (f"the keyed state of port {e.get('port')} lost ({e.get('reason')}; "
-                f"{_num(e.get('packets', 0))} packets had built it)")
+        built = f"; {_num(e['packets'])} packets had built it" if "packets" in e else ""
+        return f"the keyed state of port {e.get('port')} lost ({e.get('reason')}{built})"
+    if k == "state_recovered":
+        return (f"the keyed state of port {e.get('port')} rebuilt in {e.get('brick')}: its "
+                f"checkpoint ({_count(e.get('entries', 0), 'entry')}, "
+                f"{e.get('checkpoint_age_s')} s old) + {_count(e.get('batches', 0), 'batch')} "
+                f"({_count(e.get('frames', 0), 'frame')}) replayed from its source's log, "
+                f"under way {e.get('seconds')} s after the restart was seen")
+    if k == "batches_resent":
+        return (f"{_count(e.get('batches', 0), 'batch')} in flight to {e.get('brick')} sent "
+                f"again by {e.get('sender')} (from batch {e.get('from_batch')}), "
+                f"{e.get('seconds')} s after the restart was seen")
     if k == "command_failed":
         return (f"command {e.get('command')} on {e.get('host')} port {e.get('port')} failed: "
                 f"{e.get('error')}")
@@ -151,7 +161,8 @@ def fault_events(events: list[dict[str, Any]], t0: float) -> list[dict[str, Any]
 def _count(n: float, noun: str) -> str:
     """``1 bucket``, ``2 buckets``, ``1 entry``, ``27,944 entries``."""
     n = int(n)
-    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    plural = noun[:-1] + "ies" if noun.endswith("y") else \
+        noun + "es" if noun.endswith(("ch", "sh", "s")) else noun + "s"
     return f"{_num(n)} {noun if n == 1 else plural}"
 
 

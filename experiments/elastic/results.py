@@ -346,6 +346,7 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         "offline_reference_packets": ref.get("packets"),
         "state_moves": last.get("counters", {}).get("moves", 0),
         "state_lost_buckets": last.get("counters", {}).get("state_lost_buckets", 0),
+        "checkpoints": checkpoint_figures(last.get("checkpoints")),
         "components_with_exceptions": bad_logs,
         "scaling_events": events,
         "faults": faults,
@@ -425,6 +426,16 @@ def live_brick_costs(snapshots: list[tuple[float, dict[str, list]]],
             acc[1] += delta(bid, 2)
     return {n: {"cpu_us_per_frame": round(1e6 * c / frames, 2),
                 "logic_us_per_frame": round(1e6 * lg / frames, 2)} for n, (c, lg) in out.items()}
+
+
+def checkpoint_figures(stats: dict | None) -> dict | None:
+    """The controller's checkpoint counters -> the run's figures (None: none taken)."""
+    if not stats or not stats.get("taken"):
+        return None
+    return {"taken": stats["taken"], "busy": stats["busy"], "failed": stats["failed"],
+            "mean_ms": round(stats["ms_sum"] / stats["taken"], 1),
+            "max_ms": round(stats["ms_max"], 1), "max_kib": round(stats["bytes_max"] / 1024),
+            "max_entries": stats["entries_max"]}
 
 
 def summary_markdown(summary: dict, plots: list[Path]) -> str:
@@ -508,7 +519,14 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
     lines += ["", "## Faults (deaths, losses, failed commands, refusals, recoveries)", ""]
     lines += [f"- injected {f['t_replay']:.1f} s into the replay: {f['spec']}: {f['result']}"
               for f in s.get("faults_injected") or []]
-    lines += [f"- {f['sentence']}" for f in faults] or ["none"]
+    cp = s.get("checkpoints")
+    if cp and cp["taken"]:
+        lines.append(f"- checkpoints of the feature-extraction bricks (kept by the controller, "
+                     f"for an exact recovery): {cp['taken']:,} taken, {cp['mean_ms']} ms on "
+                     f"average and {cp['max_ms']} ms at most (export and transfer), the "
+                     f"largest {cp['max_kib']:,} KiB ({cp['max_entries']:,} entries); "
+                     f"{cp['busy']} skipped while a move was under way")
+    lines += [f"- {f['sentence']}" for f in faults] or ["- no fault"]
     lines += ["", "## Everything else", ""]
     lines += [f"- {k}: {yes_no(v) if isinstance(v, bool) else v}" for k, v in s.items()
               if k not in ("scaling_events", "faults", "faults_injected")]

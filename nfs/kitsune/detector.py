@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lego.bricks import moves
+from lego.bricks import moves, recovery
 from lego.bricks.errors import BrickError, StateTransferError
 from lego.bricks.merge import SequenceMerge
 from lego.bricks.source import PACKET_FIELDS
@@ -48,10 +48,14 @@ log = logging.getLogger(__name__)
 
 
 class FeatureQuantization:
-    """The feature extractor. Options: ``semantics`` (kitsune | lego). Emits
-    ``seq`` (uint64) and ``x`` (float64 rows x features) for the batch's primaries."""
+    """The feature extractor. Options: ``semantics`` (kitsune | lego); ``recover``
+    (restarted, wait for the controller's restore: :mod:`lego.bricks.recovery`).
+    Emits ``seq`` (uint64) and ``x`` (float64 rows x features) for the batch's
+    primaries."""
 
     def __init__(self, options: dict[str, Any], brick_id: Any) -> None:
+        self.name = str(brick_id)
+        self.recover = bool(options.get("recover", False))
         self.semantics = options.get("semantics") or DEFAULT_SEMANTICS
         self.state = make_extractor(self.semantics)
         self.width = len(self.state.feature_names())
@@ -65,6 +69,16 @@ class FeatureQuantization:
         self.lend = lend
 
     def handle(self, msg: Message) -> list[Message]:
+        return recovery.sequenced(self, msg, self.take_batch)
+
+    def resume(self) -> None:
+        if self.recover:
+            recovery.await_restore(self)
+
+    def end_ready(self, meta: dict[str, Any]) -> bool:
+        return recovery.end_ready(self, meta)
+
+    def take_batch(self, msg: Message) -> list[Message]:
         if self.moves.active:
             return moves.handle(self, msg)
         batch = PacketBatch(**{name: msg.arrays[name] for name in PACKET_FIELDS})

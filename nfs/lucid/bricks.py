@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from lego.bricks import moves
+from lego.bricks import moves, recovery
 from lego.bricks.errors import BrickError, StateTransferError
 from lego.bricks.merge import SequenceMerge
 from lego.bricks.wire import Message
@@ -108,11 +108,14 @@ def _options(options: dict[str, Any]) -> tuple[float, int]:
 
 class FlowWindows:
     """Keyed brick (:class:`lego.nfs.KeyedState`). Options: ``window`` (t, seconds),
-    ``packets`` (n). Outputs ``{"seq", "x"}``: the fragments of the windows closed
-    by a batch; at the end, those of the windows still open, in one more batch."""
+    ``packets`` (n), ``recover`` (restarted, wait for the controller's restore:
+    :mod:`lego.bricks.recovery`). Outputs ``{"seq", "x"}``: the fragments of the
+    windows closed by a batch; at the end, those of the windows still open, in one
+    more batch."""
 
     def __init__(self, options: dict[str, Any], brick_id: Any) -> None:
         self.name = str(brick_id)
+        self.recover = bool(options.get("recover", False))
         self.win = Windows(*_options(options))
         self.state = self.win.state
         self.moves = moves.MoveState()
@@ -120,6 +123,24 @@ class FlowWindows:
 
     # ---------------------------------------------------------------- the data path
     def handle(self, msg: Message) -> list[Message]:
+        return recovery.sequenced(self, msg, self.take_batch)
+
+    def resume(self) -> None:
+        if self.recover:
+            recovery.await_restore(self)
+
+    def end_ready(self, meta: dict[str, Any]) -> bool:
+        return recovery.end_ready(self, meta)
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """Beside the flows: the newest window reached (a mark may have set it)."""
+        return {"newest": self.state.newest if np.isfinite(self.state.newest) else None}
+
+    def restore_extra(self, extra: dict[str, Any]) -> None:
+        if extra.get("newest") is not None:
+            self.state.newest = float(extra["newest"])
+
+    def take_batch(self, msg: Message) -> list[Message]:
         if self.moves.active:
             return moves.handle(self, msg)
         moves.catch_up(self.moves, msg)
