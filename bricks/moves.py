@@ -151,6 +151,8 @@ def control(fq: Any, cmd: dict, packets_in: int) -> tuple[dict | None, list[Mess
         return recovery.checkpoint(fq, cmd), []
     if op == "restore":
         return recovery.restore(fq, cmd, fq.take_batch)
+    if op == "resync":
+        return recovery.resync(fq, fq.take_batch)
     return {"ok": False, "error": f"unknown op {op!r}"}, []
 
 
@@ -171,7 +173,7 @@ def count(fq: Any, msg: Message) -> None:
     it was restarted): the frames it took so far, in order with its batches, so a
     successor that gets no batch before an export still knows where it stands."""
     moves: MoveState = fq.moves
-    if moves.recovery.awaiting or moves.recovery.exact:
+    if moves.recovery.exact:
         return  # restored from a checkpoint: it knows its place from the positions
     if moves.paused is not None:
         moves.paused.append(msg)  # in its place in the queue

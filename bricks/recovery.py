@@ -251,6 +251,16 @@ def restore(fq: Any, cmd: dict, take) -> tuple[dict, list[Message]]:
             "position": r.next_pos}, outs
 
 
+def resync(fq: Any, take) -> tuple[dict, list[Message]]:
+    """The replay cannot cover the checkpoint's position (the log's start is gone, or
+    the source restarted): take what comes from the lowest position on, the gap
+    given up (the controller reports the loss)."""
+    r: RecoveryState = fq.moves.recovery
+    r.next_pos = r.epoch = None
+    r.exact = False
+    return {"ok": True, "queued": len(r.queue)}, _take_queue(fq, take, None)
+
+
 def end_ready(fq: Any, meta: dict) -> bool:
     """May the source's end be taken now? Not while the brick waits for its restore
     or for frames a replay still owes (the source's final count is in ``meta``)."""

@@ -628,10 +628,12 @@ class ControllerRuntime:
             lost = (f"the source's log does not reach back to the checkpoint (it starts at "
                     f"frame {replay.get('first')}, the checkpoint at {cp['position']})")
         now = time.monotonic()
-        with self.lock:
-            if lost:
+        if lost:  # the brick would wait for frames no log holds: it goes on from here
+            self.engine.request(brick, {"op": "resync"})
+            with self.lock:
                 self.core.event(now, "state_lost", port=c.port, brick=brick, reason=lost)
-                return
+            return
+        with self.lock:
             self.core.counters["states_recovered"] = \
                 self.core.counters.get("states_recovered", 0) + 1
             self.core.event(now, "state_recovered", port=c.port, brick=brick,

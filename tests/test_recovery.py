@@ -145,6 +145,21 @@ def test_a_checkpoint_is_refused_while_a_move_is_under_way(trace, tmp_path):
     assert not reply["ok"]  # no position yet
 
 
+def test_a_successor_whose_replay_cannot_cover_the_gap_goes_on_after_a_resync(trace, tmp_path):
+    msgs = source_batches(trace, False)
+    dead = kitsune()
+    dead.handle(msgs[0])
+    reply, _ = dead.control({"op": "checkpoint", "path": str(tmp_path / "cp")}, 0)
+    successor = kitsune()
+    recovery.await_restore(successor)
+    successor.control({"op": "restore", "path": str(tmp_path / "cp"), **{
+        k: reply[k] for k in ("position", "epoch", "extra")}}, 0)
+    assert successor.handle(msgs[3]) == []  # after a gap no log fills
+    done, outs = successor.control({"op": "resync"}, 0)
+    assert done == {"ok": True, "queued": 1} and [m.batch for m in outs] == [3]
+    assert [m.batch for m in successor.handle(msgs[4])] == [4]
+
+
 def test_a_successor_without_a_checkpoint_goes_on_from_what_comes(trace):
     msgs = source_batches(trace, False)
     fq = kitsune()
