@@ -426,6 +426,9 @@ class Brick:
             return {"ok": True, "trimmed": log_.trim(
                 lambda m: recovery.position(m) + m.n > upto), **log_.report()}
         if op == "replay":
+            if any(len(o.socks) > 1 for o in self.outlets.values()):
+                return {"ok": False, "error": f"{self.id} splits its batches over several "
+                        "keyed replicas: a replay would reach them all"}
             msgs, first = recovery.replayable(log_, int(cmd["from"]))
         else:
             b = int(cmd["from_batch"])

@@ -76,9 +76,7 @@ class LiveMoves:
             brick = self._fq(port)
             if brick is None:
                 continue
-            # its state changes: the checkpoint before is stale, a new one due after
-            self.rt.move_generation[port] = self.rt.move_generation.get(port, 0) + 1
-            self.rt.checkpoints.pop(port, None)
+            self.rt.recovery.moving(port)  # its checkpoint is stale from now
             reply = self.rt.engine.request(brick, cmd)
             if not reply.get("ok", True):
                 raise LegoError(f"{cmd['op']} on {brick}: {reply}")
@@ -91,12 +89,6 @@ class LiveMoves:
             if brick is not None:
                 self.rt.engine.request(brick, {"op": "cancel"})
         self._engaged = []
-
-    def _checkpoint_engaged(self) -> None:
-        """Each FE brick the move changed is due for a checkpoint now (the one before
-        would restore the old buckets: lego.bricks.recovery)."""
-        for port in self._engaged:
-            self.rt.checkpoint_due[port] = 0.0
 
     def on_buckets_moved(self, moves, seq_hint: dict[int, int]) -> None:
         t0 = time.monotonic()
@@ -141,7 +133,8 @@ class LiveMoves:
                 raise LegoError(f"import into {brick}: {reply}")
             record["held"] = record.get("held", 0) + self._rows_held(brick)
         record["seconds"] = round(time.monotonic() - t0, 4)
-        self._checkpoint_engaged()
+        for port in self._engaged:  # a new checkpoint of each brick the move changed
+            self.rt.recovery.moved(port)
         self.log.append(record)
         with self.rt.lock:
             self.rt.core.counters["moves"] += 1

@@ -86,6 +86,7 @@ from lego.control.live_moves import LiveMoves
 from lego.control.p4rt_client import P4RuntimeClient
 from lego.control.p4rt_errors import SwitchError, SwitchUnavailable
 from lego.control.ray_bricks import RayBricks
+from lego.control.recovery import Recovery
 from lego.control.registry import Command, brick_name, parse_name
 from lego.control.switch_manager import SwitchManager
 from lego.control.switch_rebalance import CounterDeltas, bucket_loads, plan_moves, replica_load
@@ -96,9 +97,6 @@ from lego.p4src import contract as pl
 log = logging.getLogger(__name__)
 
 LOADS_EVERY_S = 2.0  # per-bucket load window for scale-out/in (background reads)
-#: checkpoints take at most this share of the time: a port's next one is due after
-#: max([recovery].checkpoint_s, its last one's duration / this)
-CHECKPOINT_SHARE = 0.1
 WATCH_S = 0.25  # Ray's nodes and the bricks' loads read this often (the heartbeat)
 
 
@@ -135,15 +133,7 @@ class ControllerRuntime:
         self.executed: list[tuple[float, Command]] = []
         self.bucket_loads: np.ndarray | None = None  # the last window's, or None
         self.timeline: list[dict[str, Any]] = []
-        #: each port's newest checkpoint of its keyed brick (lego.bricks.recovery): kept
-        #: here, off the NF hosts, with what it cost
-        self.checkpoints: dict[int, dict[str, Any]] = {}
-        self.checkpoint_due: dict[int, float] = {}  # port -> when its next one is due
-        #: port -> state moves that engaged it: a checkpoint taken across one is stale
-        self.move_generation: dict[int, int] = {}
-        self.checkpoint_stats = {"taken": 0, "busy": 0, "failed": 0, "stale": 0,
-                                 "ms_sum": 0.0, "ms_max": 0.0, "bytes_max": 0,
-                                 "entries_max": 0}
+        self.recovery = Recovery(self)  # checkpoints, and a dead brick's part rebuilt
         self._checkpoint_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -207,7 +197,8 @@ class ControllerRuntime:
         self._loads_thread.start()
         if self.cfg.recovery["checkpoint_s"] > 0:
             self._checkpoint_thread = threading.Thread(
-                target=self._guarded(self._checkpoint_loop), name="checkpoints", daemon=True)
+                target=self._guarded(self.recovery.checkpoint_loop), name="checkpoints",
+                daemon=True)
             self._checkpoint_thread.start()
 
     def close(self, stop_bricks: bool = False) -> None:
@@ -540,124 +531,13 @@ class ControllerRuntime:
                 with self.lock:
                     self.core.on_resized(time.monotonic(), c.host, cores)
         elif c.kind == "recover":
-            self._recover(c)
+            self.recovery.recover(c)
         elif c.kind == "resend":
-            self._resend(c)
+            self.recovery.resend(c)
         elif c.kind == "event":
             pass
         else:
             raise LegoError(f"unknown command {c.kind!r}")
-
-    # ------------------------------------------------------------ recovery
-
-    def _checkpoint_loop(self) -> None:
-        """Off the command thread (a checkpoint of a large state under a small quota
-        takes a while): each live graph's keyed brick when its turn is due."""
-        every = self.cfg.recovery["checkpoint_s"]
-        chain = self.core.chain
-        while not self._stop.wait(0.1):
-            if self.frozen:
-                return
-            with self.lock:
-                ports = [g.port for g in self.core.live_graphs()]
-            for port in ports:
-                now = time.monotonic()
-                if now < self.checkpoint_due.get(port, 0.0):
-                    continue
-                ms = self.checkpoint(port, brick_name(chain.keyed, port),
-                                     brick_name(chain.source, port))
-                self.checkpoint_due[port] = time.monotonic() + max(
-                    every, (ms or 0.0) / 1e3 / CHECKPOINT_SHARE)
-
-    def checkpoint(self, port: int, brick: str, source: str) -> float | None:
-        """The keyed brick's whole state and its position, kept here; the source's log
-        trimmed to it; returns how long it took (ms; None: none taken). A brick in a
-        move (or not yet fed) answers busy, and one taken across a move is stale:
-        neither is kept."""
-        st = self.checkpoint_stats
-        generation = self.move_generation.get(port, 0)
-        t0 = time.monotonic()
-        try:
-            info, blob = self.engine.export_state(brick, {"op": "checkpoint"})
-        except LegoError as exc:
-            st["failed"] += 1
-            log.debug("checkpoint of %s: %s", brick, exc)
-            return None
-        if not info.get("ok"):
-            st["busy" if info.get("busy") else "failed"] += 1
-            return None
-        ms = 1e3 * (time.monotonic() - t0)
-        if self.move_generation.get(port, 0) != generation:
-            st["stale"] += 1
-            return ms
-        self.checkpoints[port] = {"brick": brick, "blob": blob, "t": t0, "ms": ms,
-                                  **{k: info.get(k) for k in ("position", "epoch", "entries",
-                                                              "extra")}}
-        st["taken"] += 1
-        st["ms_sum"] += ms
-        st["ms_max"] = max(st["ms_max"], ms)
-        st["bytes_max"] = max(st["bytes_max"], len(blob))
-        st["entries_max"] = max(st["entries_max"], int(info["entries"]))
-        self.engine.send(source, {"op": "trim", "upto": int(info["position"])})
-        return ms
-
-    def _recover(self, c: Command) -> None:
-        """A restarted keyed brick rebuilt: its port's checkpoint restored, then its
-        source's log replayed from the checkpoint's position; without a checkpoint
-        (or with the log's start gone) it goes on, and the loss is an event."""
-        brick, source = c.args["brick"], c.args["source"]
-        cp = self.checkpoints.get(c.port)
-        if cp is None:
-            self.engine.restore_state(brick, None, {})
-            with self.lock:
-                self.core.event(time.monotonic(), "state_lost", port=c.port, brick=brick,
-                                reason="keyed brick died before its first checkpoint")
-            return
-        reply = self.engine.restore_state(brick, cp["blob"], {
-            "position": cp["position"], "epoch": cp["epoch"], "extra": cp["extra"]})
-        if not reply.get("ok"):
-            raise LegoError(f"restore of {brick}: {reply}")
-        replay = self.engine.request(source, {"op": "replay", "from": cp["position"]})
-        lost = None
-        if not replay.get("ok"):
-            lost = f"the source keeps no log ({replay.get('error')})"
-        elif replay.get("epoch") != cp["epoch"]:
-            lost = "the source restarted since the checkpoint"
-        elif (replay["first"] if replay.get("first") is not None else replay["sent"]) > \
-                cp["position"]:  # (an empty log: nothing sent since the checkpoint, or lost)
-            lost = (f"the source's log does not reach back to the checkpoint (it starts at "
-                    f"frame {replay.get('first')}, the checkpoint at {cp['position']})")
-        now = time.monotonic()
-        if lost:  # the brick would wait for frames no log holds: it goes on from here
-            self.engine.request(brick, {"op": "resync"})
-            with self.lock:
-                self.core.event(now, "state_lost", port=c.port, brick=brick, reason=lost)
-            return
-        with self.lock:
-            self.core.counters["states_recovered"] = \
-                self.core.counters.get("states_recovered", 0) + 1
-            self.core.event(now, "state_recovered", port=c.port, brick=brick,
-                            entries=cp["entries"], position=cp["position"],
-                            checkpoint_age_s=round(now - cp["t"], 2),
-                            batches=replay.get("batches", 0), frames=replay.get("rows", 0),
-                            seconds=round(now - c.args["died"], 2))
-
-    def _resend(self, c: Command) -> None:
-        """A worker after the keyed brick died: the batches in flight to it (from the
-        decision's next batch on) go again from the keyed brick's output log."""
-        progress = self.engine.request(c.args["sink"], {"op": "progress"})
-        if not progress.get("ok"):
-            raise LegoError(f"progress of {c.args['sink']}: {progress}")
-        reply = self.engine.request(c.args["keyed"], {"op": "resend",
-                                                      "from_batch": progress["next_batch"]})
-        if not reply.get("ok"):
-            raise LegoError(f"resend from {c.args['keyed']}: {reply}")
-        now = time.monotonic()
-        with self.lock:
-            self.core.event(now, "batches_resent", port=c.port, brick=c.args["brick"],
-                            sender=c.args["keyed"], batches=reply["batches"],
-                            from_batch=progress["next_batch"],
-                            seconds=round(now - c.args["died"], 2))
 
     def _start(self, host: str, specs: list[dict]) -> None:
         """Brick actors on ``host``: pinned to their graph's switch port where the host
@@ -681,7 +561,7 @@ class ControllerRuntime:
         with self.lock:
             st = self.core.status(time.monotonic())
         st["moves"] = self.hooks.log[-20:]
-        st["checkpoints"] = dict(self.checkpoint_stats)
+        st["checkpoints"] = dict(self.recovery.stats)
         return st
 
 

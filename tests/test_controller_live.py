@@ -410,7 +410,7 @@ def test_killed_extractor_and_ensemble_are_recovered_exactly_then_scale_out_and_
     rt, work, pcap, model, drv = _driving_port_2(system, trace_model)
     try:
         drv.send(N // 4)
-        wait_for(lambda: rt.checkpoint_stats["taken"] >= 2, 30, "checkpoints")
+        wait_for(lambda: rt.recovery.stats["taken"] >= 2, 30, "checkpoints")
         drv.send(N // 3)  # frames after the checkpoint: the replay must rebuild them
         _kill(rt, "fq-2/0")
         drv.send(N // 2)  # while it is dead and restarting: queued, then in order
@@ -425,7 +425,7 @@ def test_killed_extractor_and_ensemble_are_recovered_exactly_then_scale_out_and_
         _kill(rt, "uln-2/0")
         wait_for(lambda: _event(rt, "batches_resent", "uln-2/0"), 30, "the resend")
         assert _event(rt, "batches_resent", "uln-2/0")["batches"] > 0
-        wait_for(lambda: rt.checkpoint_stats["taken"] >= 6, 30, "checkpoints after")
+        wait_for(lambda: rt.recovery.stats["taken"] >= 6, 30, "checkpoints after")
         _scale_out_to_port_3(rt)
         wait_for(lambda: any(e["kind"] == "switch_scale_out" for e in rt.core.events), 60,
                  "scale-out")
