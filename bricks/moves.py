@@ -97,6 +97,35 @@ class MoveState:
         return self.blocked is not None or self.paused is not None
 
 
+class KeyedBrick:
+    """The framework's half of a keyed brick's logic: the move protocol and exact
+    recovery (:mod:`lego.bricks.recovery`) around what the NF writes, its
+    ``take_batch(msg)`` (one batch, as it comes) and :class:`lego.nfs.KeyedState`.
+    A subclass sets ``moves`` (a :class:`MoveState`) and ``recover`` (the brick's
+    ``recover`` option: restarted, it waits for the controller's restore); it may
+    add ``checkpoint_extra()`` / ``restore_extra(extra)`` for what it keeps beside
+    its keyed state."""
+
+    moves: MoveState
+    recover: bool = False
+
+    def handle(self, msg: Message) -> list[Message]:
+        return recovery.sequenced(self, msg, self.take_batch)
+
+    def resume(self) -> None:
+        if self.recover:
+            recovery.await_restore(self)
+
+    def end_ready(self, meta: dict[str, Any]) -> bool:
+        return recovery.end_ready(self, meta)
+
+    def control(self, cmd: dict, packets_in: int) -> tuple[dict | None, list[Message]]:
+        return control(self, cmd, packets_in)
+
+    def count(self, msg: Message) -> None:
+        count(self, msg)
+
+
 def control(fq: Any, cmd: dict, packets_in: int) -> tuple[dict | None, list[Message]]:
     """One move control message -> (reply or None when deferred, messages to emit)."""
     moves: MoveState = fq.moves

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lego.bricks import moves, recovery
+from lego.bricks import moves
 from lego.bricks.errors import BrickError, StateTransferError
 from lego.bricks.merge import SequenceMerge
 from lego.bricks.source import PACKET_FIELDS
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- feature quantization
 
 
-class FeatureQuantization:
+class FeatureQuantization(moves.KeyedBrick):
     """The feature extractor. Options: ``semantics`` (kitsune | lego); ``recover``
     (restarted, wait for the controller's restore: :mod:`lego.bricks.recovery`).
     Emits ``seq`` (uint64) and ``x`` (float64 rows x features) for the batch's
@@ -68,16 +68,6 @@ class FeatureQuantization:
         the graph."""
         self.lend = lend
 
-    def handle(self, msg: Message) -> list[Message]:
-        return recovery.sequenced(self, msg, self.take_batch)
-
-    def resume(self) -> None:
-        if self.recover:
-            recovery.await_restore(self)
-
-    def end_ready(self, meta: dict[str, Any]) -> bool:
-        return recovery.end_ready(self, meta)
-
     def take_batch(self, msg: Message) -> list[Message]:
         if self.moves.active:
             return moves.handle(self, msg)
@@ -96,13 +86,6 @@ class FeatureQuantization:
 
     def finish(self, meta: dict[str, Any]) -> list[Message]:
         return moves.flush(self)  # a move cut short by the end: nothing stays queued
-
-    # west-east moves driven by the controller (lego.bricks.moves)
-    def control(self, cmd: dict, packets_in: int) -> tuple[dict | None, list[Message]]:
-        return moves.control(self, cmd, packets_in)
-
-    def count(self, msg: Message) -> None:
-        moves.count(self, msg)
 
     def rows(self, msg: Message, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(seq, x) of the primaries among rows ``idx`` of a batch (mirrors update state)."""

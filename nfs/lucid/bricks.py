@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from lego.bricks import moves, recovery
+from lego.bricks import moves
 from lego.bricks.errors import BrickError, StateTransferError
 from lego.bricks.merge import SequenceMerge
 from lego.bricks.wire import Message
@@ -106,7 +106,7 @@ def _options(options: dict[str, Any]) -> tuple[float, int]:
     return float(o["window"]), int(o["packets"])
 
 
-class FlowWindows:
+class FlowWindows(moves.KeyedBrick):
     """Keyed brick (:class:`lego.nfs.KeyedState`). Options: ``window`` (t, seconds),
     ``packets`` (n), ``recover`` (restarted, wait for the controller's restore:
     :mod:`lego.bricks.recovery`). Outputs ``{"seq", "x"}``: the fragments of the
@@ -122,16 +122,6 @@ class FlowWindows:
         self.flow_bucket = np.full(1024, -1, dtype=np.int32)  # flow id -> owner bucket
 
     # ---------------------------------------------------------------- the data path
-    def handle(self, msg: Message) -> list[Message]:
-        return recovery.sequenced(self, msg, self.take_batch)
-
-    def resume(self) -> None:
-        if self.recover:
-            recovery.await_restore(self)
-
-    def end_ready(self, meta: dict[str, Any]) -> bool:
-        return recovery.end_ready(self, meta)
-
     def checkpoint_extra(self) -> dict[str, Any]:
         """Beside the flows: the newest window reached (a mark may have set it)."""
         return {"newest": self.state.newest if np.isfinite(self.state.newest) else None}
@@ -173,12 +163,6 @@ class FlowWindows:
         outs.append(Message(batch=batch, seq0=end, seq1=end, rows=len(seq), src=self.name,
                             arrays={"seq": seq, "x": x}))
         return outs
-
-    def control(self, cmd: dict[str, Any], packets_in: int):
-        return moves.control(self, cmd, packets_in)
-
-    def count(self, msg: Message) -> None:
-        moves.count(self, msg)
 
     def report(self) -> dict[str, int]:
         return {"flows": int((self.flow_bucket >= 0).sum()), "fragments": self.state.fragments,

@@ -101,14 +101,16 @@ class Model:
 # ---------------------------------------------------------------- the bricks
 
 
-class HostCounter:
-    """Keyed brick: the host table, moved between replicas by owner bucket."""
+class HostCounter(moves.KeyedBrick):
+    """Keyed brick: the host table, moved between replicas by owner bucket (and
+    rebuilt exactly after a crash: lego.bricks.recovery)."""
 
     def __init__(self, options: dict[str, Any], brick_id: Any) -> None:
         self.state = HostTable()
         self.moves = moves.MoveState()
+        self.recover = bool(options.get("recover", False))
 
-    def handle(self, msg: Message) -> list[Message]:
+    def take_batch(self, msg: Message) -> list[Message]:
         if self.moves.active:
             return moves.handle(self, msg)
         self.moves.processed += msg.n  # the move protocol cuts at a packet count
@@ -117,9 +119,6 @@ class HostCounter:
 
     def finish(self, meta: dict[str, Any]) -> list[Message]:
         return moves.flush(self)
-
-    def control(self, cmd: dict, packets_in: int) -> tuple[dict | None, list[Message]]:
-        return moves.control(self, cmd, packets_in)
 
     # lego.nfs.KeyedState
     def rows(self, msg: Message, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
