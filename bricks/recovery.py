@@ -19,9 +19,10 @@ plus the packets logged upstream since, replayed in order.
   position (:func:`sequenced`), once each and in order: what the dead one's
   source re-sends from its log (``{"op": "replay", "from": N}``) and what it sends
   anew, whichever comes first; a frame before the position is a duplicate, a
-  batch after a gap waits for the gap. Without a checkpoint (``restore`` with no
-  path) it goes on from the next frame with empty state: the loss is the
-  controller's to report.
+  batch after a gap waits for the gap (in a brick never restored, frames a gap
+  skips are counted, never waited for: a link may drop). Without a
+  checkpoint (``restore`` with no path) it goes on from the next frame with
+  empty state: the loss is the controller's to report.
 - **The keyed brick's output log** (``BrickSpec.output_log_mib``): its last
   output batches, so that when a stateless brick after it dies, the batches in
   flight to it are sent again (``{"op": "resend", "from_batch": B}``, ``B`` the
@@ -125,12 +126,13 @@ class RecoveryState:
     next_pos: int | None = None  # the position after the last frame taken
     epoch: int | None = None  # the source incarnation positions count in
     awaiting: bool = False  # a successor that has not been restored yet
-    exact: bool = False  # restored from a checkpoint
+    exact: bool = False  # restored from a checkpoint: a gap waits for the replay
     await_since: float = 0.0
     queue: list[Message] = field(default_factory=list)  # waiting, or after a gap
     stats: dict[str, int] = field(default_factory=lambda: {
         "checkpoints": 0, "checkpoint_entries": 0, "restores": 0, "restored_entries": 0,
-        "frames_duplicate": 0, "batches_queued": 0, "restore_timeouts": 0})
+        "frames_duplicate": 0, "frames_skipped": 0, "batches_queued": 0,
+        "restore_timeouts": 0})
 
 
 def await_restore(fq: Any) -> None:
@@ -166,7 +168,7 @@ def _take_queue(fq: Any, take, msg: Message | None) -> list[Message]:
     progress = True
     while r.queue and progress:
         progress = False
-        r.queue.sort(key=lambda m: (position(m) is None, position(m) or 0))
+        r.queue.sort(key=lambda m: (position(m) is None, epoch_of(m.batch), position(m) or 0))
         for i, m in enumerate(r.queue):
             cut = _admit(r, m)
             if cut is None:  # after a gap: wait for it
@@ -189,7 +191,10 @@ def _admit(r: RecoveryState, m: Message) -> int | None:
     if r.next_pos is None or r.epoch is None or epoch != r.epoch:
         r.next_pos, r.epoch = pos, epoch  # the first batch, or a new source incarnation
     if pos > r.next_pos:
-        return None
+        if r.exact:  # the replay fills it (its links block: no other gap comes)
+            return None
+        r.stats["frames_skipped"] += pos - r.next_pos  # frames lost before the brick
+        r.next_pos = pos
     dup = min(m.n, r.next_pos - pos)
     r.stats["frames_duplicate"] += dup
     return dup

@@ -160,6 +160,15 @@ def test_a_successor_whose_replay_cannot_cover_the_gap_goes_on_after_a_resync(tr
     assert [m.batch for m in successor.handle(msgs[4])] == [4]
 
 
+def test_outside_a_recovery_a_gap_is_skipped_and_counted_never_waited_for(trace):
+    """A batch that never reaches the brick (dropped by a full link in a graph file
+    with ``overflow = "drop"``): the next one is taken at once."""
+    msgs = source_batches(trace, False)
+    fq = kitsune()
+    assert fq.handle(msgs[0]) and fq.handle(msgs[2])
+    assert fq.moves.recovery.stats["frames_skipped"] == msgs[1].n
+
+
 def test_a_successor_without_a_checkpoint_goes_on_from_what_comes(trace):
     msgs = source_batches(trace, False)
     fq = kitsune()
