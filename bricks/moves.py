@@ -307,9 +307,11 @@ def _resume(fq: Any) -> list[Message]:
 
 
 def flush(fq: Any) -> list[Message]:
-    """Process whatever a paused source queued or a destination held."""
+    """Process whatever a paused source queued or a destination held (and what a
+    restarted brick still queued: :func:`lego.bricks.recovery.drain`)."""
     moves: MoveState = fq.moves
-    outs = _resume(fq) if moves.paused is not None else []
+    outs = recovery.drain(fq, fq.take_batch) if hasattr(fq, "take_batch") else []
+    outs += _resume(fq) if moves.paused is not None else []
     return outs + (release(fq) if moves.holding or moves.held else [])
 
 

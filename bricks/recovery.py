@@ -128,6 +128,8 @@ class RecoveryState:
     awaiting: bool = False  # a successor that has not been restored yet
     exact: bool = False  # restored from a checkpoint: a gap waits for the replay
     await_since: float = 0.0
+    progress_at: float = 0.0  # when it last took a batch (a replay's pace)
+    last_batch: int | None = None  # the id of the last source batch it took
     queue: list[Message] = field(default_factory=list)  # waiting, or after a gap
     stats: dict[str, int] = field(default_factory=lambda: {
         "checkpoints": 0, "checkpoint_entries": 0, "restores": 0, "restored_entries": 0,
@@ -165,20 +167,19 @@ def _take_queue(fq: Any, take, msg: Message | None) -> list[Message]:
     if msg is not None:
         r.queue.append(msg)
     outs: list[Message] = []
-    progress = True
-    while r.queue and progress:
-        progress = False
+    if len(r.queue) > 1:
         r.queue.sort(key=lambda m: (position(m) is None, epoch_of(m.batch), position(m) or 0))
-        for i, m in enumerate(r.queue):
-            cut = _admit(r, m)
-            if cut is None:  # after a gap: wait for it
-                continue
-            r.queue.pop(i)
-            if cut == 0 or cut < m.n:  # (a window mark has no rows: taken, idempotent)
-                outs += take(m if cut == 0 else _tail(m, cut))
-                _advance(r, m)
-            progress = True
-            break
+    waiting: list[Message] = []
+    for m in r.queue:  # in position order: after a gap, the rest waits too
+        cut = None if waiting else _admit(r, m)
+        if cut is None:
+            waiting.append(m)
+        elif cut == 0 or cut < m.n:  # (a window mark has no rows: taken, idempotent)
+            outs += take(m if cut == 0 else _tail(m, cut))
+            _advance(r, m)
+    r.queue = waiting
+    if outs:
+        r.progress_at = time.monotonic()
     return outs
 
 
@@ -201,6 +202,7 @@ def _admit(r: RecoveryState, m: Message) -> int | None:
 
 
 def _advance(r: RecoveryState, m: Message) -> None:
+    r.last_batch = m.batch
     pos = position(m)
     if pos is not None:
         r.next_pos = max(r.next_pos or 0, pos + m.n)
@@ -224,21 +226,27 @@ def checkpoint(fq: Any, cmd: dict) -> dict:
         return {"ok": False, "busy": True, "error": "a move or a restore is under way"}
     if r.next_pos is None:
         return {"ok": False, "busy": True, "error": "no source batch taken yet"}
-    blob, entries = fq.export_buckets(np.arange(N_BUCKETS, dtype=np.int64),
-                                      np.zeros(0, dtype=np.int64))
+    try:
+        blob, entries = fq.export_buckets(np.arange(N_BUCKETS, dtype=np.int64),
+                                          np.zeros(0, dtype=np.int64))
+    except Exception as exc:  # noqa: BLE001 - e.g. a state with no buckets: no checkpoint
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     Path(cmd["path"]).write_bytes(blob)
     r.stats["checkpoints"] += 1
     r.stats["checkpoint_entries"] = entries
     # what the brick keeps beside its keyed state (LUCID: the newest window reached)
     extra = getattr(fq, "checkpoint_extra", dict)()
-    return {"ok": True, "position": r.next_pos, "epoch": r.epoch, "entries": entries,
-            "bytes": len(blob), "processed": moves.processed, "extra": extra}
+    return {"ok": True, "position": r.next_pos, "epoch": r.epoch, "batch": r.last_batch,
+            "entries": entries, "bytes": len(blob), "processed": moves.processed,
+            "extra": extra}
 
 
 def restore(fq: Any, cmd: dict, take) -> tuple[dict, list[Message]]:
     """A successor's state: the checkpoint at ``cmd["path"]`` (none: empty state), at
     position ``cmd["position"]``; then what it queued, in order."""
     r: RecoveryState = fq.moves.recovery
+    if not r.awaiting:  # it gave up waiting and went on: importing now would apply twice
+        return {"ok": False, "error": "not waiting for a restore (it went on without)"}, []
     imported = skipped = 0
     if cmd.get("path"):
         imported, skipped = fq.import_buckets(Path(cmd["path"]).read_bytes())
@@ -251,6 +259,7 @@ def restore(fq: Any, cmd: dict, take) -> tuple[dict, list[Message]]:
     r.stats["restores"] += 1
     queued = len(r.queue)
     r.awaiting = False
+    r.progress_at = time.monotonic()
     outs = _take_queue(fq, take, None)
     return {"ok": True, "imported": imported, "skipped": skipped, "queued": queued,
             "position": r.next_pos}, outs
@@ -276,5 +285,18 @@ def end_ready(fq: Any, meta: dict) -> bool:
     if final is None or r.next_pos is None or r.epoch is None or \
             epoch_of(int(meta.get("batch0", 0))) != r.epoch:
         return True
-    return r.next_pos >= int(final) or not r.queue and \
-        time.monotonic() - r.await_since >= AWAIT_RESTORE_S
+    # a replay that stalls this long (its log gone with a fault) does not hold the end
+    return r.next_pos >= int(final) or \
+        time.monotonic() - max(r.await_since, r.progress_at) >= AWAIT_RESTORE_S
+
+
+def drain(fq: Any, take) -> list[Message]:
+    """At the end: what a brick still queued (waiting for a restore or a gap that
+    never came) is taken now, gaps skipped and counted, rather than dropped."""
+    r: RecoveryState = fq.moves.recovery
+    if not r.queue:
+        return []
+    if r.awaiting:
+        r.stats["restore_timeouts"] += 1
+    r.awaiting = r.exact = False
+    return _take_queue(fq, take, None)

@@ -178,6 +178,7 @@ class Brick:
         mib = spec.replay_log_mib or spec.output_log_mib
         self.sent_log = recovery.SentLog(mib) if mib > 0 else None
         self._again: list[Message] = []  # a replay or resend due, sent from the loop
+        self._emitting = False  # inside a send (control is served while it blocks)
         self._ends_held: list[Message] = []  # source ends the logic cannot take yet
 
     # ------------------------------------------------------------ lifecycle
@@ -351,8 +352,12 @@ class Brick:
                 self.packets_out += msg.n
                 if self.sent_log is not None and self.spec.output_log_mib > 0:
                     self.sent_log.append(msg, copy=True)
-        emit(self.outlets, msgs, getattr(self.logic, "split", None), self._serve_control,
-             str(self.id), self.inline)
+        self._emitting = True
+        try:
+            emit(self.outlets, msgs, getattr(self.logic, "split", None), self._serve_control,
+                 str(self.id), self.inline)
+        finally:
+            self._emitting = False
 
     # ------------------------------------------------------------ control
 
@@ -397,6 +402,10 @@ class Brick:
             self.spec.upstream += int(cmd.get("n", 1))
         elif op in ("trim", "replay", "resend"):
             reply = self._log_op(cmd)
+        elif op == "checkpoint" and self._emitting:
+            # not inside a blocked send: the state would cover outputs not yet sent
+            self._deferred.append(cmd)
+            reply = None
         elif op == "upstream_dead":
             self.ends += 1
             self.dead_upstream.append(cmd.get("brick", "?"))
@@ -422,6 +431,8 @@ class Brick:
             return {"ok": False, "error": f"{self.id} keeps no log of what it sent"}
         op = cmd["op"]
         if op == "trim":
+            if cmd.get("epoch") is not None and int(cmd["epoch"]) != self.spec.epoch:
+                return {"ok": False, "error": "a checkpoint of another incarnation's frames"}
             upto = int(cmd["upto"])
             return {"ok": True, "trimmed": log_.trim(
                 lambda m: recovery.position(m) + m.n > upto), **log_.report()}

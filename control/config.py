@@ -166,6 +166,12 @@ class Config:
         return nfs.get(self.nf["name"]).splits_exactly(self.nf_options)
 
     @property
+    def recovers(self) -> bool:
+        """Exact recovery is on ([recovery].checkpoint_s) and the NF's keyed state can
+        be exported by bucket (its split is exact): a checkpoint is that export."""
+        return self.recovery["checkpoint_s"] > 0 and self.splits_exactly
+
+    @property
     def all_ports(self) -> list[int]:
         return [p for h in self.hosts for p in h.ports]
 

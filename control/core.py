@@ -155,7 +155,7 @@ class ControllerCore(ElasticDecisions):
         cmds = [Command("start", host, b.port, {"specs": [b.spec]})]
         if b.role == self.chain.source:
             cmds.append(Command("go", host, b.port, {"brick": brick}))
-        recover = self.cfg.recovery["checkpoint_s"] > 0
+        recover = self.cfg.recovers
         if b.role == self.chain.keyed and not recover:
             self.event(now, "state_lost", port=b.port, brick=brick,
                        packets=b.load.get("packets_in", 0), reason="keyed brick died")
@@ -182,7 +182,7 @@ class ControllerCore(ElasticDecisions):
                  for role in ("source", "keyed", "sink")}
         if b.role == c.keyed:
             return [Command("recover", host, b.port, {"brick": b.id, "source": names["source"],
-                                                      "died": now})]
+                                                      "sink": names["sink"], "died": now})]
         if b.role in (c.source, c.sink):
             return []
         return [Command("resend", host, b.port, {"brick": b.id, "keyed": names["keyed"],

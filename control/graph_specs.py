@@ -141,7 +141,7 @@ def graph_specs(cfg: Config, port: int, workdir: str, base: int, replicas: int,
                 if nxt else [],
                 "hwm": g["hwm"], "overflow": "block", "options": options, "cpus": None}
 
-    recover = cfg.recovery["checkpoint_s"] > 0
+    recover = cfg.recovers
     specs = [spec(chain.source, src_type, 0, 0, src_opts)]
     if recover:  # what it sent, kept until a checkpoint of the keyed brick covers it
         specs[0]["replay_log_mib"] = cfg.recovery["log_mib"]

@@ -88,6 +88,7 @@ class LiveMoves:
             brick = self._fq(port)
             if brick is not None:
                 self.rt.engine.request(brick, {"op": "cancel"})
+            self.rt.recovery.moved(port)
         self._engaged = []
 
     def on_buckets_moved(self, moves, seq_hint: dict[int, int]) -> None:

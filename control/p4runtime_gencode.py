@@ -72,7 +72,10 @@ def current(root: Path) -> bool:
     from google.protobuf import __version__
 
     stamp = root / "p4" / STAMP
-    return stamp.exists() and stamp.read_text().strip() == __version__
+    if not stamp.exists() or stamp.read_text().strip() != __version__:
+        return False
+    # a reinstall of p4runtime at the same protobuf leaves the stamp, not the modules
+    return all("AddSerializedFile" in (root / f"{name}_pb2.py").read_text() for name in PROTOS)
 
 
 def regenerate(root: Path | None = None) -> list[Path]:

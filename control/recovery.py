@@ -3,15 +3,18 @@
 - **Checkpoints** (:meth:`Recovery.checkpoint_loop`, a thread of its own: a large
   state under a small quota takes a while, and the command thread must not
   wait): each live graph's keyed brick, when its turn is due, exports its whole
-  state and its position; the blob is kept here, off the NF hosts, and the
-  source's log is trimmed to it. A port's next one is due after
+  state, its position and the last batch it took; the port's newest
+  :data:`KEEP` are kept here, off the NF hosts, and the source's log is trimmed
+  to the oldest of them. A port's next one is due after
   ``max([recovery].checkpoint_s, its last one's duration / CHECKPOINT_SHARE)``.
   A brick in a move answers busy; one taken across a move (a per-port move
   generation, bumped by :mod:`lego.control.live_moves`) is thrown away, and the
   port is due again once the move ends.
 - **A dead keyed brick** (command ``recover``, after its restart and the
-  re-route): its checkpoint restored, its source's log replayed from the
-  checkpoint's position. Without a checkpoint, or with a log that does not reach
+  re-route): the newest checkpoint whose outputs all reached the decision (its
+  last batch is before the one the decision waits for: outputs still queued in
+  the dead process died with it) is restored, and its source's log replayed
+  from the checkpoint's position. Without a checkpoint, or with a log that does not reach
   back to it, the brick goes on from what comes and the run reports
   ``state_lost``.
 - **A dead worker after it** (command ``resend``): the keyed brick sends its
@@ -21,6 +24,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: checkpoints take at most this share of the time
 CHECKPOINT_SHARE = 0.1
+#: checkpoints kept per port (a recovery takes the newest the decision has caught up with)
+KEEP = 4
 
 
 class Recovery:
@@ -41,8 +47,9 @@ class Recovery:
 
     def __init__(self, rt: ControllerRuntime) -> None:
         self.rt = rt
-        self.checkpoints: dict[int, dict[str, Any]] = {}  # port -> its newest
+        self.checkpoints: dict[int, list[dict[str, Any]]] = {}  # port -> newest last
         self.due: dict[int, float] = {}  # port -> when its next one is due
+        self._lock = threading.Lock()  # a move's generation against a checkpoint's store
         #: port -> state moves that engaged it: a checkpoint taken across one is stale
         self.move_generation: dict[int, int] = {}
         self.stats = {"taken": 0, "busy": 0, "failed": 0, "stale": 0, "ms_sum": 0.0,
@@ -51,9 +58,17 @@ class Recovery:
     # ------------------------------------------------------------ state moves
 
     def moving(self, port: int) -> None:
-        """A move engages ``port``'s keyed brick: its checkpoint is stale from now."""
-        self.move_generation[port] = self.move_generation.get(port, 0) + 1
-        self.checkpoints.pop(port, None)
+        """A move engages ``port``'s keyed brick: its checkpoints are stale from now."""
+        with self._lock:
+            self.move_generation[port] = self.move_generation.get(port, 0) + 1
+            self.checkpoints.pop(port, None)
+
+    def forget(self, port: int) -> None:
+        """A new graph on ``port``: nothing of an earlier one's applies."""
+        with self._lock:
+            self.move_generation[port] = self.move_generation.get(port, 0) + 1
+            self.checkpoints.pop(port, None)
+            self.due.pop(port, None)
 
     def moved(self, port: int) -> None:
         """The move ended: a new checkpoint of ``port`` is due at once."""
@@ -95,19 +110,24 @@ class Recovery:
             st["busy" if info.get("busy") else "failed"] += 1
             return None
         ms = 1e3 * (time.monotonic() - t0)
-        if self.move_generation.get(port, 0) != generation:
-            st["stale"] += 1
-            return ms
-        self.checkpoints[port] = {"brick": brick, "blob": blob, "t": t0, "ms": ms,
-                                  **{k: info.get(k) for k in ("position", "epoch", "entries",
-                                                              "extra")}}
+        with self._lock:
+            if self.move_generation.get(port, 0) != generation:
+                st["stale"] += 1
+                return ms
+            kept = self.checkpoints.setdefault(port, [])
+            kept.append({"brick": brick, "blob": blob, "t": t0, "ms": ms,
+                         **{k: info.get(k) for k in ("position", "epoch", "batch", "entries",
+                                                     "extra")}})
+            del kept[:-KEEP]
+            oldest = kept[0]
         st["taken"] += 1
         st["ms_sum"] += ms
         st["ms_max"] = max(st["ms_max"], ms)
         st["bytes_max"] = max(st["bytes_max"], len(blob))
         st["entries_max"] = max(st["entries_max"], int(info["entries"]))
-        try:
-            self.rt.engine.send(source, {"op": "trim", "upto": int(info["position"])})
+        try:  # to the oldest kept: a recovery may go back to it
+            self.rt.engine.send(source, {"op": "trim", "upto": int(oldest["position"]),
+                                         "epoch": oldest["epoch"]})
         except LegoError as exc:
             log.debug("trim of %s's log: %s", source, exc)
         return ms
@@ -119,17 +139,20 @@ class Recovery:
         source's log replayed from the checkpoint's position."""
         engine = self.rt.engine
         brick, source = c.args["brick"], c.args["source"]
-        cp = self.checkpoints.get(c.port)
+        cp = self._caught_up(c.port, c.args["sink"])
         if cp is None:
             engine.restore_state(brick, None, {})
             self._event("state_lost", port=c.port, brick=brick,
-                        reason="keyed brick died before its first checkpoint")
+                        reason="no checkpoint whose outputs all reached the decision")
             return
         reply = engine.restore_state(brick, cp["blob"], {
             "position": cp["position"], "epoch": cp["epoch"], "extra": cp["extra"]})
         if not reply.get("ok"):
             raise LegoError(f"restore of {brick}: {reply}")
-        replay = engine.request(source, {"op": "replay", "from": cp["position"]})
+        try:
+            replay = engine.request(source, {"op": "replay", "from": cp["position"]})
+        except LegoError as exc:
+            replay = {"ok": False, "error": str(exc)}
         lost = _not_covered(replay, cp)
         if lost:  # the brick would wait for frames no log holds: it goes on from here
             engine.request(brick, {"op": "resync"})
@@ -143,6 +166,22 @@ class Recovery:
                     position=cp["position"], checkpoint_age_s=round(now - cp["t"], 2),
                     batches=replay.get("batches", 0), frames=replay.get("rows", 0),
                     seconds=round(now - c.args["died"], 2))
+
+    def _caught_up(self, port: int, sink: str) -> dict[str, Any] | None:
+        """The newest checkpoint of ``port`` whose last batch the decision has written
+        (its next batch is later); the oldest kept when the decision cannot say."""
+        with self._lock:
+            kept = list(self.checkpoints.get(port, []))
+        if not kept:
+            return None
+        try:
+            progress = self.rt.engine.request(sink, {"op": "progress"})
+            nxt = int(progress["next_batch"])
+        except (LegoError, KeyError, TypeError) as exc:
+            log.warning("progress of %s: %s; the oldest checkpoint is used", sink, exc)
+            return kept[0]
+        done = [cp for cp in kept if cp["batch"] is not None and cp["batch"] < nxt]
+        return done[-1] if done else None
 
     def resend(self, c: Command) -> None:
         """A worker after the keyed brick died: the batches in flight to it (from the

@@ -195,7 +195,7 @@ class ControllerRuntime:
         self._loads_thread = threading.Thread(target=self._loads_loop, name="bucket-loads",
                                               daemon=True)
         self._loads_thread.start()
-        if self.cfg.recovery["checkpoint_s"] > 0:
+        if self.cfg.recovers:
             self._checkpoint_thread = threading.Thread(
                 target=self._guarded(self.recovery.checkpoint_loop), name="checkpoints",
                 daemon=True)
@@ -494,6 +494,7 @@ class ControllerRuntime:
 
     def _do(self, c: Command) -> None:
         if c.kind == "start_graph":
+            self.recovery.forget(c.port)
             base = self._port_out(c.port)
             specs = c.args["specs"]
             for s in specs:

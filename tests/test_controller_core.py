@@ -139,7 +139,8 @@ def test_with_recovery_a_dead_brick_is_rebuilt_after_its_upstream_is_rerouted():
     cmds = core.on_death(1.0, "nf1", "fq-2/0", -9)
     assert [c.kind for c in cmds] == ["start", "control", "recover"]
     assert cmds[1].args["brick"] == "src-2/0"
-    assert cmds[2].args == {"brick": "fq-2/0", "source": "src-2/0", "died": 1.0}
+    assert cmds[2].args == {"brick": "fq-2/0", "source": "src-2/0", "sink": "dec-2/0",
+                            "died": 1.0}
     assert not [e for e in core.events if e["kind"] == "state_lost"]
     cmds = core.on_death(2.0, "nf1", "uln-2/0", -9)
     assert [c.kind for c in cmds] == ["start", "control", "resend"]

@@ -561,8 +561,11 @@ class TestKillExtractor(LegoMininetTest):
             _scored_all(self, r)
             wait_for(lambda: _events(system, "scale_in", brick="fq"), 30,
                      "the policy to scale feature extraction in")
-            moved = wait_for(lambda: (lambda m: m if len(m) >= 2 else None)(
-                _events(system, "state_moved")), 30, "the scale-in's state move")
+            def both_moves() -> list[dict] | None:
+                moved = _events(system, "state_moved")
+                return moved if len(moved) >= 2 else None
+
+            moved = wait_for(both_moves, 30, "the scale-in's state move")
             assert all(m["lost_buckets"] == 0 for m in moved), moved
             assert not _events(system, "command_failed"), _events(system, "command_failed")
             _exact(self, rec, model, r.sent)

@@ -190,3 +190,30 @@ def test_the_log_keeps_its_bound_and_counts_what_it_dropped():
     assert first == 500 and len(msgs) == 5
     assert log.trim(lambda m: recovery.position(m) >= 700) == 2
     assert recovery.replayable(log, 750)[0][0].batch == 7
+
+
+def test_a_successor_that_went_on_refuses_a_late_restore_and_drains_at_the_end(trace,
+                                                                                tmp_path):
+    """No restore came: at its end the brick takes what it queued (never dropped); a
+    restore after it went on is refused (importing then would apply frames twice)."""
+    msgs = source_batches(trace, False)
+    dead = kitsune()
+    dead.handle(msgs[0])
+    reply, _ = dead.control({"op": "checkpoint", "path": str(tmp_path / "cp")}, 0)
+    fq = kitsune()
+    recovery.await_restore(fq)
+    assert fq.handle(msgs[1]) == [] and fq.handle(msgs[2]) == []
+    assert [m.batch for m in fq.finish({})] == [1, 2]
+    assert fq.moves.recovery.stats["restore_timeouts"] == 1
+    late, outs = fq.control({"op": "restore", "path": str(tmp_path / "cp"), **{
+        k: reply[k] for k in ("position", "epoch", "extra")}}, 0)
+    assert not late["ok"] and outs == []
+
+
+def test_a_state_without_buckets_answers_a_checkpoint_with_an_error(trace, tmp_path):
+    from lego.nfs.kitsune.detector import FeatureQuantization
+
+    fq = FeatureQuantization({"semantics": "kitsune"}, "fq/0")
+    fq.handle(source_batches(trace, False)[0])
+    reply, _ = fq.control({"op": "checkpoint", "path": str(tmp_path / "cp")}, 0)
+    assert not reply["ok"] and "StateTransferError" in reply["error"]

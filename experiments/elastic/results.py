@@ -525,7 +525,8 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
                      f"for an exact recovery): {cp['taken']:,} taken, {cp['mean_ms']} ms on "
                      f"average and {cp['max_ms']} ms at most (export and transfer), the "
                      f"largest {cp['max_kib']:,} KiB ({cp['max_entries']:,} entries); "
-                     f"{cp['busy']} skipped while a move was under way")
+                     f"{cp['busy']} skipped (a move or a restore under way, or no frame "
+                     "taken yet)")
     lines += [f"- {f['sentence']}" for f in faults] or ["- no fault"]
     lines += ["", "## Everything else", ""]
     lines += [f"- {k}: {yes_no(v) if isinstance(v, bool) else v}" for k, v in s.items()
