@@ -208,20 +208,21 @@ def _with_descendants(*marks: str) -> list[int]:
 
 # ---------------------------------------------------------------- a local Ray cluster
 
-#: what Ray raises when a node's raylet does not register within 30 s
-RAY_START_TIMEOUT = "timed out during startup"
+#: what Ray raises when a node's raylet does not register within 30 s, or its GCS
+#: server does not write its port file
+RAY_START_TIMEOUTS = ("timed out during startup", "Timed out waiting for file")
 
 
 def start_again_once(start: Callable[[], Any]) -> Any:
     """``start()``; if Ray's head timed out starting (once in about ten runs of the
-    suite here, its raylet never writing a log), kill the processes that attempt
-    left (this process's new children: Ray keeps no handle on a head that failed)
-    and start once more."""
+    suite here: its raylet never writing a log, or its GCS server never writing
+    its port), kill the processes that attempt left (this process's new children:
+    Ray keeps no handle on a head that failed) and start once more."""
     before = child_pids()
     try:
         return start()
     except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception
-        if RAY_START_TIMEOUT not in str(exc):
+        if not any(why in str(exc) for why in RAY_START_TIMEOUTS):
             raise
         for pid in child_pids() - before:
             try:
