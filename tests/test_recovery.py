@@ -107,6 +107,16 @@ def test_a_successor_restored_from_a_checkpoint_and_the_log_equals_one_brick(
     assert successor.moves.recovery.stats["frames_duplicate"] > 0
 
 
+def checkpoint_after_one_batch(msgs: list[Message], tmp_path: Path) -> dict:
+    """A Kitsune extractor's checkpoint after its first batch, as the restore that
+    carries it."""
+    dead = kitsune()
+    dead.handle(msgs[0])
+    reply, _ = dead.control({"op": "checkpoint", "path": str(tmp_path / "cp")}, 0)
+    return {"op": "restore", "path": str(tmp_path / "cp"),
+            **{k: reply[k] for k in ("position", "epoch", "extra")}}
+
+
 def _run(brick, msgs: list[Message]) -> list[Message]:
     out = [o for m in msgs for o in brick.handle(m)]
     return out + brick.finish({})
@@ -147,13 +157,10 @@ def test_a_checkpoint_is_refused_while_a_move_is_under_way(trace, tmp_path):
 
 def test_a_successor_whose_replay_cannot_cover_the_gap_goes_on_after_a_resync(trace, tmp_path):
     msgs = source_batches(trace, False)
-    dead = kitsune()
-    dead.handle(msgs[0])
-    reply, _ = dead.control({"op": "checkpoint", "path": str(tmp_path / "cp")}, 0)
+    restore = checkpoint_after_one_batch(msgs, tmp_path)
     successor = kitsune()
     recovery.await_restore(successor)
-    successor.control({"op": "restore", "path": str(tmp_path / "cp"), **{
-        k: reply[k] for k in ("position", "epoch", "extra")}}, 0)
+    successor.control(restore, 0)
     assert successor.handle(msgs[3]) == []  # after a gap no log fills
     done, outs = successor.control({"op": "resync"}, 0)
     assert done == {"ok": True, "queued": 1} and [m.batch for m in outs] == [3]
@@ -197,16 +204,13 @@ def test_a_successor_that_went_on_refuses_a_late_restore_and_drains_at_the_end(t
     """No restore came: at its end the brick takes what it queued (never dropped); a
     restore after it went on is refused (importing then would apply frames twice)."""
     msgs = source_batches(trace, False)
-    dead = kitsune()
-    dead.handle(msgs[0])
-    reply, _ = dead.control({"op": "checkpoint", "path": str(tmp_path / "cp")}, 0)
+    restore = checkpoint_after_one_batch(msgs, tmp_path)
     fq = kitsune()
     recovery.await_restore(fq)
     assert fq.handle(msgs[1]) == [] and fq.handle(msgs[2]) == []
     assert [m.batch for m in fq.finish({})] == [1, 2]
     assert fq.moves.recovery.stats["restore_timeouts"] == 1
-    late, outs = fq.control({"op": "restore", "path": str(tmp_path / "cp"), **{
-        k: reply[k] for k in ("position", "epoch", "extra")}}, 0)
+    late, outs = fq.control(restore, 0)
     assert not late["ok"] and outs == []
 
 
