@@ -71,7 +71,7 @@ def run(quick: bool) -> list[Row]:
 
     # checkpoint of the state the first half built, against building it
     brick = _brick()
-    build_s, first_outs = _take(brick, msgs[:half])
+    build_s, _ = _take(brick, msgs[:half])
     built = sum(m.n for m in msgs[:half])
     best, reply = float("inf"), {}
     for i in range(3 if quick else 10):
@@ -118,7 +118,6 @@ def run(quick: bool) -> list[Row]:
     base.baseline_pps = base.pps
     rows += [base, Row("source log: append each batch, trim at each checkpoint", packets,
                        log_s, "FE taking packets", base.pps)]
-    del first_outs
     return rows
 
 

@@ -137,6 +137,13 @@ class RecoveryState:
         "restore_timeouts": 0})
 
 
+def report(logic: Any) -> dict[str, dict[str, int]]:
+    """A keyed brick's recovery counters for its load report (``{}``: none counted)."""
+    r = getattr(getattr(logic, "moves", None), "recovery", None)
+    counted = {k: v for k, v in r.stats.items() if v} if r is not None else {}
+    return {"recovery": counted} if counted else {}
+
+
 def await_restore(fq: Any) -> None:
     """A restarted keyed brick: take nothing until the controller restores it."""
     r: RecoveryState = fq.moves.recovery

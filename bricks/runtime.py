@@ -518,7 +518,7 @@ class Brick:
             batch_latency_ms=1e3 * self._busy_since / max(self._batches_since, 1),
             e2e_latency_ms=1e3 * self._lat_sum / max(self._lat_n, 1),
             rss_mb=_rss_mb(), ended_from=list(self.ended_from),
-            extra={**getattr(self.logic, "report", dict)(),
+            extra={**getattr(self.logic, "report", dict)(), **recovery.report(self.logic),
                    **({"first_in": self.first_in} if self.first_in else {}),
                    **self._shm_kept(),
                    **({"inline": self.inline.report()} if self.inline else {})})

@@ -65,10 +65,8 @@ class Recovery:
 
     def forget(self, port: int) -> None:
         """A new graph on ``port``: nothing of an earlier one's applies."""
-        with self._lock:
-            self.move_generation[port] = self.move_generation.get(port, 0) + 1
-            self.checkpoints.pop(port, None)
-            self.due.pop(port, None)
+        self.moving(port)
+        self.due.pop(port, None)
 
     def moved(self, port: int) -> None:
         """The move ended: a new checkpoint of ``port`` is due at once."""

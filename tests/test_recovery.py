@@ -210,6 +210,7 @@ def test_a_successor_that_went_on_refuses_a_late_restore_and_drains_at_the_end(t
     assert fq.handle(msgs[1]) == [] and fq.handle(msgs[2]) == []
     assert [m.batch for m in fq.finish({})] == [1, 2]
     assert fq.moves.recovery.stats["restore_timeouts"] == 1
+    assert recovery.report(fq)["recovery"]["restore_timeouts"] == 1  # in its load report
     late, outs = fq.control(restore, 0)
     assert not late["ok"] and outs == []
 
