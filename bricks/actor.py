@@ -236,10 +236,16 @@ class BrickActor:
         (``{"position", "epoch"}``), or none (it goes on with empty state)."""
         if blob is None:
             return self.request({"op": "restore"}, timeout)
-        path = self.workdir / f"restore-{uuid.uuid4().hex[:10]}.blob"
+        return self.request_with_file({"op": "restore", **position}, blob, timeout)
+
+    def request_with_file(self, command: dict, blob: bytes,
+                          timeout: float = ACK_TIMEOUT_S) -> dict:
+        """A control message whose bytes travel in a file of the work directory
+        (``command["path"]``), removed once the brick answered."""
+        path = self.workdir / f"{command.get('op')}-{uuid.uuid4().hex[:10]}.blob"
         try:
             path.write_bytes(blob)
-            return self.request({"op": "restore", "path": str(path), **position}, timeout)
+            return self.request({**command, "path": str(path)}, timeout)
         finally:
             path.unlink(missing_ok=True)
 

@@ -147,7 +147,8 @@ class SequenceMerge:
     def report(self) -> dict[str, int]:
         """Counters for the load report (the controller's status: alerts, scores)."""
         s = self.state
-        return {"alerts": s.alerts, "scores": s.rows, "lost_batches": len(s.lost)}
+        return {"alerts": s.alerts, "scores": s.rows, "lost_batches": len(s.lost),
+                "next_batch": s.next_batch}
 
     def _drain(self, until: int | None) -> None:
         s = self.state

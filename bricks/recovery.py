@@ -130,6 +130,7 @@ class RecoveryState:
     await_since: float = 0.0
     progress_at: float = 0.0  # when it last took a batch (a replay's pace)
     last_batch: int | None = None  # the id of the last source batch it took
+    last_seq: int | None = None  # the switch sequence number of the last frame it took
     queue: list[Message] = field(default_factory=list)  # waiting, or after a gap
     stats: dict[str, int] = field(default_factory=lambda: {
         "checkpoints": 0, "checkpoint_entries": 0, "restores": 0, "restored_entries": 0,
@@ -181,7 +182,7 @@ def _take_queue(fq: Any, take, msg: Message | None) -> list[Message]:
         cut = None if waiting else _admit(r, m)
         if cut is None:
             waiting.append(m)
-        elif cut == 0 or cut < m.n:  # (a window mark has no rows: taken, idempotent)
+        elif cut == 0 or 0 < cut < m.n:
             outs += take(m if cut == 0 else _tail(m, cut))
             _advance(r, m)
     r.queue = waiting
@@ -191,7 +192,8 @@ def _take_queue(fq: Any, take, msg: Message | None) -> list[Message]:
 
 
 def _admit(r: RecoveryState, m: Message) -> int | None:
-    """Rows of ``m`` already taken (its duplicates), or None when it comes after a gap."""
+    """Rows of ``m`` already taken (its duplicates), or None when it comes after a gap
+    (-1: a batch of window marks alone, before the position of a restored brick)."""
     pos = position(m)
     if pos is None:  # not a source's batch: as it comes
         return 0
@@ -203,6 +205,9 @@ def _admit(r: RecoveryState, m: Message) -> int | None:
             return None
         r.stats["frames_skipped"] += pos - r.next_pos  # frames lost before the brick
         r.next_pos = pos
+    if not m.n and pos < r.next_pos:
+        return 0 if not r.exact else -1  # window marks before the position: a dropped
+        # duplicate where exact (taken later, they would close windows a replay refills)
     dup = min(m.n, r.next_pos - pos)
     r.stats["frames_duplicate"] += dup
     return dup
@@ -213,6 +218,8 @@ def _advance(r: RecoveryState, m: Message) -> None:
     pos = position(m)
     if pos is not None:
         r.next_pos = max(r.next_pos or 0, pos + m.n)
+        if m.n:  # (a port's frames come in switch order)
+            r.last_seq = max(r.last_seq or 0, m.seq1 - 1)
 
 
 def _tail(m: Message, cut: int) -> Message:
@@ -244,14 +251,19 @@ def checkpoint(fq: Any, cmd: dict) -> dict:
     # what the brick keeps beside its keyed state (LUCID: the newest window reached)
     extra = getattr(fq, "checkpoint_extra", dict)()
     return {"ok": True, "position": r.next_pos, "epoch": r.epoch, "batch": r.last_batch,
-            "entries": entries, "bytes": len(blob), "processed": moves.processed,
-            "extra": extra}
+            "last_seq": r.last_seq, "entries": entries, "bytes": len(blob),
+            "processed": moves.processed, "extra": extra}
 
 
 def restore(fq: Any, cmd: dict, take) -> tuple[dict, list[Message]]:
     """A successor's state: the checkpoint at ``cmd["path"]`` (none: empty state), at
     position ``cmd["position"]``; then what it queued, in order."""
     r: RecoveryState = fq.moves.recovery
+    adopt = bool(cmd.get("adopt"))  # a live brick taking a lost port's part (it owns none)
+    if adopt:
+        if fq.moves.active or fq.moves.held or r.queue:
+            return {"ok": False, "error": "a move or a restore is under way"}, []
+        r.awaiting = True
     if not r.awaiting:  # it gave up waiting and went on: importing now would apply twice
         return {"ok": False, "error": "not waiting for a restore (it went on without)"}, []
     imported = skipped = 0

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import zmq
 
 from lego.bricks import recovery
@@ -402,6 +403,8 @@ class Brick:
             self.spec.upstream += int(cmd.get("n", 1))
         elif op in ("trim", "replay", "resend"):
             reply = self._log_op(cmd)
+        elif op in ("pause_frames", "inject_frames") and hasattr(self.logic, "pause"):
+            reply = self._inject_op(cmd)
         elif op == "checkpoint" and self._emitting:
             # not inside a blocked send: the state would cover outputs not yet sent
             self._deferred.append(cmd)
@@ -449,6 +452,22 @@ class Brick:
         return {"ok": True, "batches": len(msgs), "rows": sum(m.n for m in msgs),
                 "first": first, "epoch": self.spec.epoch, "sent": self.packets_in,
                 **log_.report()}
+
+    def _inject_op(self, cmd: dict) -> dict:
+        """A lost port's frames ahead of this port's own (lego.control.recovery):
+        ``pause_frames`` (where they will start: a position in this source's
+        incarnation ``epoch``), then ``inject_frames`` (from the file at ``path``:
+        the frames back to back, their lengths in ``lens``)."""
+        if cmd["op"] == "pause_frames":
+            return {**self.logic.pause(), "epoch": self.spec.epoch}
+        data = Path(cmd["path"]).read_bytes()
+        lens = np.asarray(cmd["lens"], dtype=np.int64)
+        if int(lens.sum()) != len(data):
+            return {"ok": False, "error": f"{len(data)} bytes injected, the lengths say "
+                    f"{int(lens.sum())}"}
+        ends = np.cumsum(lens).tolist()
+        starts = [0, *ends[:-1]]
+        return self.logic.inject([data[a:b] for a, b in zip(starts, ends, strict=True)])
 
     def _send_again(self) -> None:
         """Send what a replay or resend asked for, in order, on every outgoing edge

@@ -48,6 +48,9 @@ PACKET_FIELDS = tuple(f.name for f in fields(PacketBatch))
 IDLE_WAIT_S = 0.02
 #: frames one read of the interface takes at most (one recvmmsg)
 READ_FRAMES = 256
+#: a paused interface source (a lost port's frames are due first) goes on without
+#: them after this long
+PAUSE_MAX_S = 15.0
 SHIM_LEN = SHIM_FIELDS_LEN  # shim fields between the 0x88B5 EtherType and the original one
 #: the interface socket's receive buffer. A source under a CPU quota sleeps up to a
 #: quota period (100 ms) while frames keep coming; the kernel's default (about 200
@@ -341,6 +344,9 @@ class PacketBatching:
         self.src = str(brick_id)
         self.state = SourceState()
         self._preloaded = None
+        # a lost port's frames, injected ahead of this port's own (lego.bricks.recovery)
+        self.paused_at: float | None = None
+        self._injected: list[bytes] | None = None
         if options.get("preload") and self.trace:
             self._preloaded = list(self._trace_batches())
             self.state = SourceState(counters=self.state.counters)
@@ -352,14 +358,33 @@ class PacketBatching:
                 "kernel_drops": self.state.counters.get("kernel_drops", 0)}
 
     def report(self) -> dict[str, int]:
-        """For the load report: frames the kernel dropped before this source read them."""
-        return {"kernel_drops": self.state.counters.get("kernel_drops", 0)}
+        """For the load report: frames the kernel dropped before this source read them,
+        and a lost port's frames injected here."""
+        c = self.state.counters
+        return {"kernel_drops": c.get("kernel_drops", 0),
+                **{k: c[k] for k in ("frames_injected", "pause_timeouts") if c.get(k)}}
 
     def finish(self, meta: dict[str, Any]) -> list[Message]:
         return []
 
     def handle(self, msg: Message) -> list[Message]:
         raise BrickError("packet_batching is a source: it takes no input")
+
+    # a lost port's frames, ahead of this port's own (lego.control.recovery)
+    def pause(self) -> dict[str, Any]:
+        """Send nothing more of this port's frames (keep reading them) until
+        :meth:`inject`; returns the frames sent so far: where the injected ones start."""
+        if not self.interface:
+            return {"ok": False, "error": "only an interface source takes injected frames"}
+        self.paused_at = time.monotonic()
+        return {"ok": True, "position": self.state.packets}
+
+    def inject(self, frames: list[bytes]) -> dict[str, Any]:
+        """Send ``frames`` (switch frames, shims on) next, then go on with this port's."""
+        if self.paused_at is None:
+            return {"ok": False, "error": "not paused"}
+        self._injected = list(frames)
+        return {"ok": True, "frames": len(frames)}
 
     split = staticmethod(split_by_owner)
 
@@ -479,6 +504,9 @@ class PacketBatching:
                     last_rx = now
                 elif self.idle_s is not None and now - last_rx > float(self.idle_s):
                     break
+                if self.paused_at is not None:
+                    yield from self._paused()
+                    continue
                 if pending and (len(pending) >= self.size or now - first >= self.flush_s):
                     counters["kernel_drops"] += kernel_drops(sock)
                     yield self._frames_batch(pending[:self.size], times[:self.size])
@@ -494,6 +522,27 @@ class PacketBatching:
                             "%d bytes, was full)", self.src, counters["kernel_drops"],
                             self.interface, counters["rcvbuf_bytes"])
             sock.close()
+
+    def _paused(self):
+        """While paused: the injected frames once they come, in batches, then this
+        port's again; nothing else (the runtime serves control meanwhile)."""
+        if self._injected is None:
+            if time.monotonic() - self.paused_at < PAUSE_MAX_S:
+                time.sleep(0.002)  # a batch is open past its flush time: no busy loop
+                yield None, None
+                return
+            log.warning("%s: no frames injected within %.0f s of the pause; going on",
+                        self.src, PAUSE_MAX_S)
+            self.state.counters["pause_timeouts"] = \
+                self.state.counters.get("pause_timeouts", 0) + 1
+            self._injected = []
+        frames, self._injected, self.paused_at = self._injected, None, None
+        self.state.counters["frames_injected"] = \
+            self.state.counters.get("frames_injected", 0) + len(frames)
+        now = time.time()
+        for i in range(0, len(frames), self.size):
+            part = frames[i:i + self.size]
+            yield self._frames_batch(part, [now] * len(part))
 
     def _frames_batch(self, frames: list[bytes], times: list[float]):
         lens = np.fromiter((len(x) for x in frames), dtype=np.uint32, count=len(frames))

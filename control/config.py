@@ -57,6 +57,10 @@
     checkpoint_s = 1.0             # checkpoint each FE brick this often (0: never)
     log_mib = 32.0                 # each source keeps what it sent since, up to this
     output_log_mib = 16.0          # each FE brick keeps its last outputs, up to this
+    frame_log = ""                 # the switch's frame log (lego.switch.framelog), e.g.
+                                   # "ipc:///tmp/lego/framelog.sock" ("": none): a lost
+                                   # host's state is rebuilt from it and a checkpoint
+    log_port = -1                  # the switch port behind it (-1: none)
 
     [[hosts]]
     name = "nf1"
@@ -99,7 +103,8 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
                 "quota_budget": ((int, float), 0.0)},
     "placement": {"mode": (str, "graph")},
     "recovery": {"checkpoint_s": ((int, float), 0.0), "log_mib": ((int, float), 32.0),
-                 "output_log_mib": ((int, float), 16.0)},
+                 "output_log_mib": ((int, float), 16.0), "frame_log": (str, ""),
+                 "log_port": (int, -1)},
     "ray": {"address": (str, ""), "namespace": (str, "lego"), "workdir": (str, "/tmp/lego-bricks"),
             "max_restarts": (int, 3)},
 }
@@ -126,7 +131,8 @@ class Config:
     placement: dict[str, Any]
     ray: dict[str, Any]
     recovery: dict[str, Any] = field(default_factory=lambda: {
-        "checkpoint_s": 0.0, "log_mib": 32.0, "output_log_mib": 16.0})
+        "checkpoint_s": 0.0, "log_mib": 32.0, "output_log_mib": 16.0, "frame_log": "",
+        "log_port": -1})
     hosts: tuple[HostConfig, ...] = field(default_factory=tuple)
     where: str = "<config>"
 
@@ -170,6 +176,11 @@ class Config:
         """Exact recovery is on ([recovery].checkpoint_s) and the NF's keyed state can
         be exported by bucket (its split is exact): a checkpoint is that export."""
         return self.recovery["checkpoint_s"] > 0 and self.splits_exactly
+
+    @property
+    def recovers_hosts(self) -> bool:
+        """A lost host's keyed state is rebuilt too: the switch keeps a frame log."""
+        return self.recovers and bool(self.recovery["frame_log"])
 
     @property
     def all_ports(self) -> list[int]:
@@ -266,6 +277,13 @@ def _rules(cfg: Config, base: Path | None) -> None:
     if r["checkpoint_s"] < 0 or r["log_mib"] <= 0 or r["output_log_mib"] <= 0:
         raise ConfigError(f"{w}: [recovery]: expected checkpoint_s >= 0 (0: off), log_mib "
                           f"and output_log_mib > 0, got {r}")
+    if bool(r["frame_log"]) != (r["log_port"] >= 0):
+        raise ConfigError(f"{w}: [recovery]: frame_log and log_port go together (the "
+                          f"frame log's address and its switch port), got frame_log="
+                          f"{r['frame_log']!r} log_port={r['log_port']}")
+    if r["log_port"] in ports or r["log_port"] in cfg.switch["traffic_ports"]:
+        raise ConfigError(f"{w}: [recovery].log_port: {r['log_port']} is an NF host's or "
+                          "a traffic port")
     if cfg.graph["stateless"] < 1 or cfg.graph["batch"] < 1:
         raise ConfigError(f"{w}: [graph].stateless and .batch: expected >= 1")
     if cfg.nf["source"] == "interface":

@@ -260,12 +260,18 @@ class ControllerCore(ElasticDecisions):
         return self._reassign_host(now, host)
 
     def _reassign_host(self, now: float, host: str) -> list[Command]:
-        """The host is gone: its ports' buckets go to live ports, their state is lost."""
+        """The host is gone: its ports' buckets go to live ports. With the switch's
+        frame log, each port's state is rebuilt on the warm standby (or a new graph)
+        from its last checkpoint and the log (``recover_port``); else it is lost."""
         cmds = []
         lost = [g for g in self.graphs.values() if g.host == host and not g.draining
                 and not g.standby]
         for g in lost:
             g.draining = True
+            recover = self._recover_port(now, g) if self.cfg.recovers_hosts else []
+            if recover:
+                cmds += recover
+                continue
             live = self.live_graphs()
             if not live:
                 spare = self.standby_graphs()
@@ -291,6 +297,33 @@ class ControllerCore(ElasticDecisions):
         for g in [g for g in self.graphs.values() if g.host == host]:
             self.graphs.pop(g.port, None)
         return cmds + self._keep_fe_standby(now)
+
+    def _recover_port(self, now: float, g) -> list[Command]:
+        """Lost port ``g``'s successor: the warm standby, else a new graph on a free
+        port (its start comes first); none: [] (its state is lost)."""
+        spare = [s for s in self.standby_graphs() if s.host != g.host]
+        cmds: list[Command] = []
+        if spare:
+            h, p = spare[0].host, spare[0].port
+            spare[0].standby = False
+        else:
+            free = [(h, p) for h, p in self.free_ports() if h != g.host]
+            if not free:
+                return []
+            h, p = free[0]
+            cmds += self._add_graph(now, h, p, base=-1)
+        c = self.chain
+        src = self.bricks.get(brick_name(c.source, g.port))
+        sink = self.bricks.get(brick_name(c.sink, g.port))
+        written = sink.load.get("extra", {}).get("next_batch") if sink else None
+        if sink is not None:
+            self._retire_counts(sink)  # what it wrote stays written
+        return cmds + [Command("recover_port", h, p, {
+            "lost_port": g.port, "lost_host": g.host, "died": now,
+            "keyed": brick_name(c.keyed, p), "source": brick_name(c.source, p),
+            # the dead port's frames counted once: up to its checkpoint, then the log's
+            "taken": src.load.get("packets_in", 0) if src else 0,
+            "written_before": written})]
 
     def _lose_remote_ulns(self, now: float, host: str) -> list[Command]:
         """ULN replicas on lost ``host`` of graphs on live hosts (brick placement):

@@ -37,6 +37,7 @@ class LiveMoves:
     def __init__(self, rt: ControllerRuntime) -> None:
         self.rt = rt
         self.transfer = True
+        self.rebuilt = False  # moves without a transfer whose state is rebuilt elsewhere
         self._before: np.ndarray | None = None
         self.log: list[dict[str, Any]] = []
         self._held_seen: dict[str, int] = {}  # FE brick -> rows it held, all moves
@@ -97,6 +98,9 @@ class LiveMoves:
         new = self.rt.manager.owners
         record: dict[str, Any] = {"buckets": len(moves), "transfers": 0, "entries": 0,
                                   "bytes": 0, "lost_buckets": 0}
+        gone = "rebuilt_buckets" if self.rebuilt else "lost_buckets"
+        if self.rebuilt:
+            record[gone] = 0
         blobs: dict[int, list[bytes]] = {}
         transfers = plan_move(np.where(old < 0, new, old), new)
         by_src: dict[int, list] = {}
@@ -105,7 +109,7 @@ class LiveMoves:
         for src, ts in by_src.items():
             brick = self._fq(src) if self.transfer else None
             if brick is None:
-                record["lost_buckets"] += int(sum(t.buckets.sum() for t in ts))
+                record[gone] += int(sum(t.buckets.sum() for t in ts))
                 continue
             base = self.rt.core.graphs[src].base
             after = max(0, seq_hint.get(src, 0) - base) if base >= 0 else 0

@@ -282,6 +282,11 @@ class RayBricks:
         return self._call(brick, "restore_state", blob, position, timeout,
                           timeout=timeout + 5.0)
 
+    def request_with_file(self, brick: str, command: dict, blob: bytes,
+                          timeout: float = 10.0) -> dict:
+        return self._call(brick, "request_with_file", command, blob, timeout,
+                          timeout=timeout + 5.0)
+
     # ------------------------------------------------------------ loads
 
     def poll(self, timeout: float = 1.0) -> dict[str, dict]:

@@ -19,6 +19,13 @@
   ``state_lost``.
 - **A dead worker after it** (command ``resend``): the keyed brick sends its
   outputs again from the batch the decision waits for.
+- **A lost host** (command ``recover_port``, with the switch's frame log,
+  :mod:`lego.switch.framelog`): the lost port's successor (the warm standby)
+  pauses its source, imports the newest checkpoint whose outputs the dead
+  decision reported written, takes the lost port's buckets at the switch, and
+  its source sends first the frames the log holds for the lost port since the
+  checkpoint (those the dead host never read included, up to the switch write),
+  then its own. The log is trimmed to the oldest checkpoint kept.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from lego.control.registry import Command, brick_name
 from lego.errors import LegoError
+from lego.switch.framelog import FrameLogClient
 
 if TYPE_CHECKING:  # the runtime owns this; imported for the annotation only
     from lego.control.runtime import ControllerRuntime
@@ -54,6 +62,8 @@ class Recovery:
         self.move_generation: dict[int, int] = {}
         self.stats = {"taken": 0, "busy": 0, "failed": 0, "stale": 0, "ms_sum": 0.0,
                       "ms_max": 0.0, "bytes_max": 0, "entries_max": 0}
+        addr = rt.cfg.recovery["frame_log"] if rt.cfg.recovers_hosts else ""
+        self.frame_log = FrameLogClient(addr) if addr else None
 
     # ------------------------------------------------------------ state moves
 
@@ -115,7 +125,7 @@ class Recovery:
             kept = self.checkpoints.setdefault(port, [])
             kept.append({"brick": brick, "blob": blob, "t": t0, "ms": ms,
                          **{k: info.get(k) for k in ("position", "epoch", "batch", "entries",
-                                                     "extra")}})
+                                                     "extra", "last_seq")}})
             del kept[:-KEEP]
             oldest = kept[0]
         st["taken"] += 1
@@ -128,7 +138,21 @@ class Recovery:
                                          "epoch": oldest["epoch"]})
         except LegoError as exc:
             log.debug("trim of %s's log: %s", source, exc)
+        self._trim_frame_log()
         return ms
+
+    def _trim_frame_log(self) -> None:
+        """The switch's frame log, to the oldest frame a kept checkpoint still needs."""
+        if self.frame_log is None:
+            return
+        with self._lock:
+            seqs = [kept[0]["last_seq"] for kept in self.checkpoints.values()
+                    if kept and kept[0].get("last_seq") is not None]
+        if seqs:
+            try:
+                self.frame_log.trim(min(seqs))
+            except LegoError as exc:
+                log.warning("frame log trim: %s", exc)
 
     # ------------------------------------------------------------ a dead brick
 
@@ -164,6 +188,79 @@ class Recovery:
                     position=cp["position"], checkpoint_age_s=round(now - cp["t"], 2),
                     batches=replay.get("batches", 0), frames=replay.get("rows", 0),
                     seconds=round(now - c.args["died"], 2))
+
+    def recover_port(self, c: Command) -> None:
+        """Lost port ``lost_port``'s buckets to port ``c.port``'s graph, its keyed
+        state rebuilt there from its checkpoint and the switch's frame log."""
+        lost = int(c.args["lost_port"])
+        with self._lock:  # kept until the log is read: they hold its trim back
+            kept = list(self.checkpoints.get(lost, []))
+        try:
+            self._recover_port(c, lost, kept)
+        finally:
+            with self._lock:
+                self.checkpoints.pop(lost, None)
+
+    def _recover_port(self, c: Command, lost: int, kept: list[dict[str, Any]]) -> None:
+        rt, engine = self.rt, self.rt.engine
+        written = c.args.get("written_before")
+        done = [cp for cp in kept if cp["batch"] is not None and cp.get("last_seq") is not None
+                and (written is None or cp["batch"] < int(written))]
+        cp = done[-1] if done else None
+        paused = None
+        if cp is not None:
+            paused = engine.request(c.args["source"], {"op": "pause_frames"})
+            if not paused.get("ok"):
+                log.warning("pause of %s: %s", c.args["source"], paused)
+                cp, paused = None, None
+        if cp is not None:
+            reply = engine.restore_state(c.args["keyed"], cp["blob"], {
+                "position": paused["position"], "epoch": paused["epoch"],
+                "extra": cp["extra"], "adopt": True})
+            if not reply.get("ok"):
+                log.warning("restore of %s: %s", c.args["keyed"], reply)
+                cp = None
+        buckets, epoch = rt.move_port(lost, c.port, rebuilt=cp is not None)
+        taken = int(c.args.get("taken", 0))
+        if cp is None:
+            if paused is not None:  # nothing to send first: its own frames again
+                engine.request_with_file(c.args["source"], {"op": "inject_frames",
+                                                            "lens": []}, b"")
+            self._event("state_lost", port=lost, host=c.args["lost_host"],
+                        reason="host lost, no checkpoint whose outputs its decision wrote",
+                        buckets=len(buckets))
+            self._count_taken(taken)
+            return
+        head, data = self.frame_log.frames(cp["last_seq"], buckets, epoch)
+        reply = engine.request_with_file(c.args["source"], {"op": "inject_frames",
+                                                            "lens": head["lens"]}, data)
+        if not reply.get("ok"):
+            raise LegoError(f"inject into {c.args['source']}: {reply}")
+        injected = head["frames"]
+        with rt.lock:
+            g = rt.core.graphs.get(c.port)
+            if g is not None and g.base >= 0:  # its count now has frames of another port
+                g.base -= injected
+        # the lost port's frames: up to the checkpoint it took them, then this port did
+        self._count_taken(int(cp["position"]))
+        if not head["covered"]:
+            self._event("state_lost", port=lost, host=c.args["lost_host"],
+                        reason=f"the frame log does not reach back to the checkpoint "
+                        f"(frame {cp['last_seq']}; it starts at {head.get('first_seq')})",
+                        buckets=len(buckets))
+            return
+        now = time.monotonic()
+        with rt.lock:
+            rt.core.counters["states_recovered"] = \
+                rt.core.counters.get("states_recovered", 0) + 1
+        self._event("state_recovered", port=lost, host=c.args["lost_host"], to_port=c.port,
+                    entries=cp["entries"], checkpoint_age_s=round(now - cp["t"], 2),
+                    frames=injected, from_frame_log=True, buckets=len(buckets),
+                    seconds=round(now - c.args["died"], 2))
+
+    def _count_taken(self, frames: int) -> None:
+        with self.rt.lock:
+            self.rt.core.counters["retired_taken"] += frames
 
     def _caught_up(self, port: int, sink: str) -> dict[str, Any] | None:
         """The newest checkpoint of ``port`` whose last batch the decision has written

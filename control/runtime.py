@@ -176,7 +176,9 @@ class ControllerRuntime:
                                      forward={int(k): v for k, v in
                                               self.cfg.switch["forward"].items()},
                                      truncate=self.cfg.switch["truncate"],
-                                     window_us=_window_us(self.cfg))
+                                     window_us=_window_us(self.cfg),
+                                     log_port=(self.cfg.recovery["log_port"]
+                                               if self.cfg.recovers_hosts else None))
         self.manager = SwitchManager(self.client, plan, hooks=self.hooks)
         # the hosts heartbeat while the first graphs start (seconds: new Ray workers)
         self._watch_thread = threading.Thread(target=self._guarded(self._watch_loop),
@@ -413,6 +415,32 @@ class ControllerRuntime:
             self.hooks.cancel()
             raise
 
+    def move_port(self, lost: int, to: int, rebuilt: bool) -> tuple[list[int], int]:
+        """Every bucket of replica ``lost`` (its host gone) to replica ``to``, without
+        a state transfer (``rebuilt``: its state is rebuilt at ``to``, not lost).
+        Returns the buckets and the assignment epoch that moved them."""
+        m = self.manager
+        if m.owners is None:
+            m.sync()
+        owners = m.owners.copy()
+        buckets = np.flatnonzero(owners == lost)
+        owners[buckets] = to
+        replicas = tuple(p for p in m.plan.replica_ports if p != lost)
+        replicas += () if to in replicas else (to,)
+        self.hooks.transfer, self.hooks.rebuilt = False, rebuilt
+        try:
+            m.apply(m.plan.with_replicas(replicas), owners)
+        except Exception:
+            self.hooks.cancel()
+            raise
+        finally:
+            self.hooks.transfer, self.hooks.rebuilt = True, False
+        with self.lock:
+            self.core.event(time.monotonic(), "port_taken_over", port=lost, to_port=to,
+                            buckets=len(buckets), rebuilt=rebuilt)
+            self.core.switch["replica_ports"] = list(m.plan.replica_ports)
+        return buckets.tolist(), m.epoch
+
     def _rebalance(self, tolerance: float) -> list:
         """Even the replicas' loads of the last window (none moved without one)."""
         m = self.manager
@@ -533,6 +561,8 @@ class ControllerRuntime:
                     self.core.on_resized(time.monotonic(), c.host, cores)
         elif c.kind == "recover":
             self.recovery.recover(c)
+        elif c.kind == "recover_port":
+            self.recovery.recover_port(c)
         elif c.kind == "resend":
             self.recovery.resend(c)
         elif c.kind == "event":

@@ -35,7 +35,7 @@ from lego.errors import ConfigError
 from lego.p4src import contract as pl
 
 MANAGED_TABLES = (pl.T_PORT_ROLE, pl.T_SPLIT_GROUP, pl.T_BUCKET_OWNER, pl.T_MIRROR_OWNER,
-                  pl.T_WINDOW_CLOCK)
+                  pl.T_WINDOW_CLOCK, pl.T_FRAME_LOG)
 MAX_PORT = 510  # 511 is BMv2's drop port
 MAX_WINDOW_US = (1 << 47) - 1  # the 48-bit register holds start + period
 
@@ -87,6 +87,8 @@ class SwitchPlan:
     ``groups``: (primary, mirror) ``lego.p4`` group ids. ``truncate``: clone
     length in bytes (0: whole frames). ``window_us``: the window clock's period in
     microseconds (0: no clock), for an NF whose global state the switch holds.
+    ``log_port``: the frame log's port (None: no log), where each frame sent to a
+    replica is copied, off the NF hosts, for a lost host's exact recovery.
     """
 
     traffic_ports: tuple[int, ...]
@@ -95,6 +97,7 @@ class SwitchPlan:
     forward: Mapping[int, int] = field(default_factory=dict)
     truncate: int = 0
     window_us: int = 0
+    log_port: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "traffic_ports", tuple(int(p) for p in self.traffic_ports))
@@ -109,6 +112,11 @@ class SwitchPlan:
         for a, b in self.forward.items():
             _check_port(a, "a forwarded port")
             _check_port(b, f"the forward target of port {a}")
+        if self.log_port is not None:
+            _check_port(self.log_port, "the frame log's port")
+            if self.log_port in (*self.traffic_ports, *self.replica_ports, *self.forward):
+                raise ConfigError(f"switch plan: the frame log's port {self.log_port} is "
+                                  "also a traffic, replica or forwarded port")
         if not self.replica_ports:
             raise ConfigError("switch plan: expected at least one replica port, got none")
         if len(set(self.replica_ports)) != len(self.replica_ports):
@@ -137,7 +145,7 @@ class SwitchPlan:
 
     def with_replicas(self, replica_ports: Iterable[int]) -> SwitchPlan:
         return SwitchPlan(self.traffic_ports, tuple(replica_ports), self.groups,
-                          self.forward, self.truncate, self.window_us)
+                          self.forward, self.truncate, self.window_us, self.log_port)
 
 
 @dataclass
@@ -211,10 +219,14 @@ def desired_state(plan: SwitchPlan, owners: np.ndarray, epoch: int = 0,
     s.defaults[pl.T_SPLIT_GROUP] = (pl.A_SET_GROUPS, pairs({"primary": primary,
                                                             "mirror": mirror, "epoch": epoch}))
     s.defaults.update(INITIAL_DEFAULTS)
+    log = () if plan.log_port is None else (plan.log_port,)  # the last replica of each
+    if log:
+        s.defaults[pl.T_FRAME_LOG] = (pl.A_LOG_FRAMES, ())
+        s.clone_sessions[pl.FRAME_LOG_SESSION] = CloneSpec(pl.FRAME_LOG_SESSION, log, 0)
     if plan.window_us:
         s.defaults[pl.T_WINDOW_CLOCK] = (pl.A_SET_WINDOW, pairs({"period": plan.window_us}))
-        s.clone_sessions[pl.WINDOW_MARK_SESSION] = CloneSpec(
-            pl.WINDOW_MARK_SESSION, tuple(sorted(plan.replica_ports)), 0)  # lego.p4 cuts marks
+        s.clone_sessions[pl.WINDOW_MARK_SESSION] = CloneSpec(  # lego.p4 cuts marks
+            pl.WINDOW_MARK_SESSION, (*sorted(plan.replica_ports), *log), 0)
     version = epoch & 1
     for v, assignment in ((version, owners), (1 - version, previous)):
         for b, port in enumerate(assignment.tolist()):
@@ -226,7 +238,7 @@ def desired_state(plan: SwitchPlan, owners: np.ndarray, epoch: int = 0,
                 (pl.A_MIRROR_TO, (("port", port),))
     for port in plan.replica_ports:
         sid = port + pl.CLONE_SESSION_BASE
-        s.clone_sessions[sid] = CloneSpec(sid, (port,), plan.truncate)
+        s.clone_sessions[sid] = CloneSpec(sid, (port, *log), plan.truncate)
     return s
 
 

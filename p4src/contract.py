@@ -56,7 +56,12 @@ ROLE_DROP, ROLE_TRAFFIC, ROLE_FORWARD = 0, 1, 2
 #: per pass: a frame that opens a window and is mirrored too carries no mark (the
 #: next frame or mark a replica receives closes the window for it)
 WINDOW_MARK_SESSION = 511
-MAX_REPLICA_PORT = WINDOW_MARK_SESSION - CLONE_SESSION_BASE - 1  # its session below the mark's
+#: the frame log (DESIGN §4): with ``frame_log`` set to ``log_frames``, each frame sent
+#: to a replica also goes, byte for byte, to one log port off the NF hosts: a
+#: primary through this E2E clone session, a mirror and a window mark as the last
+#: replica of their own sessions
+FRAME_LOG_SESSION = 510
+MAX_REPLICA_PORT = FRAME_LOG_SESSION - CLONE_SESSION_BASE - 1  # its session below the log's
 
 #: the shim between the Ethernet addresses and the original EtherType: EtherType
 #: 0x88B5, then flags (epoch << 1 | mirror), group, bucket, seq, ingress time (us),
@@ -74,6 +79,7 @@ T_SPLIT_GROUP = "LegoIngress.split_group"
 T_BUCKET_OWNER = "LegoIngress.bucket_owner"
 T_MIRROR_OWNER = "LegoIngress.mirror_owner"
 T_WINDOW_CLOCK = "LegoIngress.window_clock"
+T_FRAME_LOG = "LegoEgress.frame_log"
 A_ROLE_TRAFFIC = "LegoIngress.role_traffic"
 A_ROLE_FORWARD = "LegoIngress.role_forward"
 A_ROLE_DROP = "LegoIngress.role_drop"
@@ -83,6 +89,8 @@ A_UNOWNED = "LegoIngress.unowned"
 A_MIRROR_TO = "LegoIngress.mirror_to"
 A_MIRROR_UNOWNED = "LegoIngress.mirror_unowned"
 A_SET_WINDOW = "LegoIngress.set_window"
+A_LOG_FRAMES = "LegoEgress.log_frames"
+A_NO_FRAME_LOG = "LegoEgress.no_frame_log"
 #: each table's ``default_action`` in lego.p4: what a switch holds before any write
 #: and restores on a reset (BMv2 takes it from the JSON; p4c 1.2.4's P4Info has no
 #: ``initial_default_action``)
@@ -92,6 +100,7 @@ INITIAL_DEFAULTS: dict[str, tuple[str, dict[str, int]]] = {
     T_BUCKET_OWNER: (A_UNOWNED, {}),
     T_MIRROR_OWNER: (A_MIRROR_UNOWNED, {}),
     T_WINDOW_CLOCK: (A_SET_WINDOW, {"period": 0}),
+    T_FRAME_LOG: (A_NO_FRAME_LOG, {}),
 }
 C_BUCKET = "LegoIngress.bucket_counter"
 C_MIRROR_BUCKET = "LegoIngress.mirror_bucket_counter"

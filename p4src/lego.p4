@@ -43,6 +43,12 @@
  *   header that does not fit (or is bogus: IPv4 version/IHL, IPv6 version)
  *   stays invalid; the frame is classified by the headers that parsed and
  *   forwarded; a parser error is counted (EVENT_PARSER_ERROR).
+ * - Frame log (keyless egress table frame_log, off by default): each frame sent
+ *   to a replica also goes, byte for byte, to one log port, off the NF hosts, so
+ *   that a lost host's frames since its last checkpoint can be replayed. A
+ *   primary is cloned egress-to-egress to FRAME_LOG_SESSION; the controller adds
+ *   the log port as the last replica of each mirror session and of the window
+ *   mark session.
  * - Counter bytes are the frame's ingress length (BMv2 semantics); port_out_counter
  *   counts frames, not window marks.
  */
@@ -67,6 +73,7 @@ const bit<32> N_PORTS   = 512;
 const bit<32> N_EVENTS  = 8;
 const bit<32> CLONE_SESSION_BASE = 1;    /* clone session id = replica port + 1 */
 const bit<32> WINDOW_MARK_SESSION = 511; /* every replica port: window marks */
+const bit<32> FRAME_LOG_SESSION = 510;   /* the frame log's port: a copy of each primary */
 const bit<32> WINDOW_MARK_BYTES = 43;    /* a mark: Ethernet and shim */
 
 /* split groups, chosen by the controller (split_group.set_groups) */
@@ -113,6 +120,7 @@ const bit<32> EVENT_MIRROR       = 4;
 const bit<32> EVENT_FORWARD      = 5;
 const bit<32> EVENT_WINDOW       = 6;
 
+const bit<32> PKT_INSTANCE_TYPE_NORMAL = 0;
 const bit<32> PKT_INSTANCE_TYPE_INGRESS_CLONE = 1;
 const bit<8>  FL_MIRROR = 1;
 /* what an ingress clone is */
@@ -714,6 +722,19 @@ control LegoEgress(inout headers_t hdr, inout metadata_t meta,
                    inout standard_metadata_t standard_metadata) {
     counter(N_PORTS, CounterType.packets_and_bytes) port_out_counter;
 
+    /* the frame log: each primary, as its replica gets it, also to the log port
+     * (E2E clone session FRAME_LOG_SESSION); mirrors and window marks reach it as
+     * the last replica of their own clone sessions */
+    action log_frames() {
+        clone(CloneType.E2E, FRAME_LOG_SESSION);
+    }
+    action no_frame_log() { }
+    table frame_log {
+        actions = { @defaultonly log_frames; @defaultonly no_frame_log; }
+        default_action = no_frame_log();
+        size = 1;
+    }
+
     apply {
         bool is_clone = standard_metadata.instance_type == PKT_INSTANCE_TYPE_INGRESS_CLONE;
         /* frames only: a window mark is no frame (the port counts match the bricks') */
@@ -745,6 +766,9 @@ control LegoEgress(inout headers_t hdr, inout metadata_t meta,
             hdr.shim.origLen = meta.orig_len;
             hdr.shim.origEtherType = hdr.ethernet.etherType;
             hdr.ethernet.etherType = ETHERTYPE_LEGO;
+            if (!is_clone) {
+                frame_log.apply();  /* its E2E copy keeps this shim: role is reset */
+            }
         }
     }
 }

@@ -25,6 +25,11 @@ when its ingress time exceeds the window's start + period; its window goes in th
 shim, and a frame that opens one (and is not mirrored) is cloned as a window mark
 to the ports of clone session ``WINDOW_MARK_SESSION``.
 
+The frame log, as in ``lego.p4``: with ``frame_log``'s default ``log_frames``, a
+primary also goes, the same bytes, to the ports of clone session
+``FRAME_LOG_SESSION`` (BMv2's egress-to-egress clone); mirrors and window marks
+reach the log port as a replica of their own sessions.
+
 Decisions, as in ``lego.p4``: a frame from a port whose role is *drop* (also the
 default for an unconfigured port) is dropped; *forward* sends it unchanged to
 the port the role names (e.g. alerts from an NF host); *traffic* splits it. A
@@ -48,6 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lego.p4src.contract import (  # noqa: F401 (the model re-exports the contract)
+    A_LOG_FRAMES,
     A_MIRROR_TO,
     A_MIRROR_UNOWNED,
     A_ROLE_DROP,
@@ -72,6 +78,7 @@ from lego.p4src.contract import (  # noqa: F401 (the model re-exports the contra
     EVENT_RUNT,
     EVENT_UNOWNED,
     EVENT_WINDOW,
+    FRAME_LOG_SESSION,
     GROUP_DSTIP,
     GROUP_NAMES,
     GROUP_NONE,
@@ -97,6 +104,7 @@ from lego.p4src.contract import (  # noqa: F401 (the model re-exports the contra
     SYMMETRIC_GROUP_NAMES,
     SYMMETRIC_GROUPS,
     T_BUCKET_OWNER,
+    T_FRAME_LOG,
     T_MIRROR_OWNER,
     T_PORT_ROLE,
     T_SPLIT_GROUP,
@@ -238,6 +246,7 @@ class PipelineState:
     window_period_us: int = 0  # window_clock's period (0: no clock)
     window: int = 0  # the window registers: the current window (0: none yet) and its start
     window_start_us: int = 0
+    frame_log: bool = False  # frame_log's default action is log_frames
 
     @property
     def version(self) -> int:
@@ -251,7 +260,7 @@ class PipelineState:
             {k: CloneSession(list(v.replicas), v.packet_length_bytes)
              for k, v in self.clone_sessions.items()},
             self.seq, {k: v.copy() for k, v in self.counters.items()}, self.epoch,
-            self.window_period_us, self.window, self.window_start_us)
+            self.window_period_us, self.window, self.window_start_us, self.frame_log)
 
 
 @dataclass
@@ -360,6 +369,8 @@ class Pipeline:
         mbuckets = d.mirror_bucket.tolist()
         sessions = s.clone_sessions
         marking = set(opened)
+        log_sess = sessions.get(FRAME_LOG_SESSION) if s.frame_log else None
+        to_owner: dict[int, list[int]] = {}  # owner -> its egress ports (the log's too)
 
         def send(ports: list[int], frame: bytes, flen: int, counted: bool = True) -> None:
             for p in ports:
@@ -376,9 +387,11 @@ class Pipeline:
             ts_hi, ts_lo, w = ts >> 32, ts & 0xFFFFFFFF, windows[j]
             o = owners[j]
             if o >= 0:
-                send([o], b"".join((f[:12], _LEGO_TYPE, shim(flags, pg, buckets[j], seq, ts_hi,
-                                                            ts_lo, flen, w, SHIM_KIND_FRAME),
-                                    f[12:])), flen)
+                if o not in to_owner:
+                    to_owner[o] = [o] + (log_sess.replicas if log_sess else [])
+                send(to_owner[o], b"".join((f[:12], _LEGO_TYPE,
+                                            shim(flags, pg, buckets[j], seq, ts_hi, ts_lo,
+                                                 flen, w, SHIM_KIND_FRAME), f[12:])), flen)
             co = clones[j]
             if co >= 0:  # one clone per pass: a mirrored frame carries no window mark
                 sess = sessions.get(co + CLONE_SESSION_BASE)
@@ -465,6 +478,8 @@ def apply_default(state: PipelineState, table: str, action: str, params: dict[st
         state.epoch = params.get("epoch", 0)
     elif table == T_WINDOW_CLOCK:
         state.window_period_us = params["period"]
+    elif table == T_FRAME_LOG:
+        state.frame_log = action == A_LOG_FRAMES
     elif table == T_PORT_ROLE:
         role = {A_ROLE_TRAFFIC: ROLE_TRAFFIC, A_ROLE_FORWARD: ROLE_FORWARD,
                 A_ROLE_DROP: ROLE_DROP}[action]
@@ -481,6 +496,8 @@ def reset_default(state: PipelineState, table: str) -> None:
         state.epoch = fresh.epoch
     elif table == T_WINDOW_CLOCK:
         state.window_period_us = fresh.window_period_us
+    elif table == T_FRAME_LOG:
+        state.frame_log = fresh.frame_log
     elif table == T_PORT_ROLE:
         state.default_role = fresh.default_role
 

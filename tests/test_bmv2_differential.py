@@ -44,8 +44,8 @@ _why = (f"{BMV2_BINARY} is not on PATH (build BMv2 with PI to run)"
 pytestmark = [pytest.mark.bmv2, pytest.mark.slow,
               pytest.mark.skipif(_why is not None, reason=f"bmv2: {_why}")]
 
-TRAFFIC, R1, R2, R3 = 1, 2, 3, 4
-PORTS = (TRAFFIC, R1, R2, R3)
+TRAFFIC, R1, R2, R3, LOG = 1, 2, 3, 4, 5
+PORTS = (TRAFFIC, R1, R2, R3, LOG)
 KINDS = ("bmv2", "soft")
 MIRAI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitsune_mirai_first2000.pcap"
 SHIM_TS = slice(14 + 2 + 12, 14 + 2 + 18)  # the shim's 48-bit timestamp (after its type)
@@ -109,7 +109,7 @@ class Switch:
                 self.out.append((port, data))
         sock.close()
 
-    def manager(self, split=None, window_us: int = 0):
+    def manager(self, split=None, window_us: int = 0, log_port: int | None = None):
         from lego.control.granularity import plan_split
         from lego.control.p4rt_client import P4RuntimeClient
         from lego.control.switch_manager import SwitchManager
@@ -127,7 +127,7 @@ class Switch:
                     raise
                 time.sleep(0.2)
         plan = SwitchPlan.from_split(split or plan_split(state_groups("lego")), [TRAFFIC],
-                                     [R1, R2], window_us=window_us)
+                                     [R1, R2], window_us=window_us, log_port=log_port)
         return SwitchManager(self.client, plan)
 
     def send(self, frames: list[bytes], gap_s: float = 0.0005) -> None:
@@ -168,6 +168,20 @@ def per_input(out: list[tuple[int, bytes]]) -> dict[int, Counter]:
     return groups
 
 
+def assert_logged(out: list[tuple[int, bytes]]) -> None:
+    """The frame log's port got each frame sent to a replica, byte for byte, once
+    (a window mark, the same to every replica, once in all)."""
+    def logged_once(f: bytes) -> bool:
+        return pl.strip_shim(f)[0].mark
+
+    sent = Counter(f for p, f in out if p != LOG)
+    sent.update({f: 1 - n for f, n in sent.items() if logged_once(f)})
+    logged = Counter(f for p, f in out if p == LOG)
+    assert sum(sent.values()) > 0 and logged == sent, (
+        f"{sum(sent.values())} frames to replicas, {sum(logged.values())} to the log, "
+        f"{sum((sent - logged).values())} missing, {sum((logged - sent).values())} extra")
+
+
 def describe(seq: int, a: Counter | None, b: Counter | None) -> str:
     """One difference in a line: each switch's (port, length) outputs, and the first
     byte where their frames for one port part."""
@@ -191,6 +205,11 @@ def reads(client, p4info) -> dict[str, list[bytes]]:
 
     def read(name: str, entity: p4r.Entity) -> None:
         got = client.read([entity])
+        for e in got:  # a clone session's replicas, in instance order (BMv2: by port)
+            cs = e.packet_replication_engine_entry.clone_session_entry
+            reps = sorted(cs.replicas, key=lambda r: r.instance)
+            del cs.replicas[:]
+            cs.replicas.extend(reps)
         out[name] = sorted(e.SerializeToString(deterministic=True) for e in got)
 
     for t in p4info.tables:
@@ -212,11 +231,11 @@ def test_software_target_equals_bmv2_frame_for_frame_and_read_for_read(tmp_path)
     assert len(frames) >= 2000
     thirds = [frames[i::3] for i in range(3)]
     switches = []
-    with NetnsLab(4, prefix="lb") as lab_b, NetnsLab(4, prefix="ls") as lab_s:
+    with NetnsLab(5, prefix="lb") as lab_b, NetnsLab(5, prefix="ls") as lab_s:
         try:
             switches = [Switch(KINDS[0], lab_b, "127.0.0.1:50081", tmp_path / "a"),
                         Switch(KINDS[1], lab_s, "127.0.0.1:50082", tmp_path / "b")]
-            managers = [s.manager() for s in switches]
+            managers = [s.manager(log_port=LOG) for s in switches]
             for m in managers:
                 m.sync()
             steps = [lambda m: None, lambda m: m.scale_out(R3, now=time.monotonic()),
@@ -232,6 +251,8 @@ def test_software_target_equals_bmv2_frame_for_frame_and_read_for_read(tmp_path)
             differ = sorted(k for k in set(got[0]) | set(got[1])
                             if got[0].get(k) != got[1].get(k))
             assert len(got[1]) > 1500, f"only {len(got[1])} inputs came out of the target"
+            for sw in switches:  # (the mirrors through their sessions, primaries by E2E)
+                assert_logged([(p, f) for p, f in sw.out if f[12:14] == b"\x88\xb5"])
             assert not differ, (f"{len(differ)} of {len(got[0])} inputs differ; first: "
                                 + "; ".join(describe(k, got[0].get(k), got[1].get(k))
                                             for k in differ[:5]))
@@ -244,20 +265,22 @@ def test_software_target_equals_bmv2_frame_for_frame_and_read_for_read(tmp_path)
                 s.stop()
 
 
-def test_window_clock_and_symmetric_split_agree_with_bmv2(tmp_path):
+@pytest.mark.parametrize("log", [False, True], ids=["no-log", "frame-log"])
+def test_window_clock_and_symmetric_split_agree_with_bmv2(tmp_path, log):
     """LUCID's plan on both switches: bursts a window period apart (the first frame
-    of each opens a window on both), a scale-out between two of them."""
+    of each opens a window on both), a scale-out between two of them; with the
+    frame log, each frame and window mark a replica gets is at the log port too."""
     from lego import nfs
 
     period_s, bursts = 0.8, 4
     frames = corpus(seed=11)[:bursts * 120]
     switches = []
-    with NetnsLab(4, prefix="wb") as lab_b, NetnsLab(4, prefix="ws") as lab_s:
+    with NetnsLab(5, prefix="wb") as lab_b, NetnsLab(5, prefix="ws") as lab_s:
         try:
             switches = [Switch(KINDS[0], lab_b, "127.0.0.1:50084", tmp_path / "a"),
                         Switch(KINDS[1], lab_s, "127.0.0.1:50085", tmp_path / "b")]
-            managers = [s.manager(nfs.get("lucid").plan(), int(period_s * 1e6))
-                        for s in switches]
+            managers = [s.manager(nfs.get("lucid").plan(), int(period_s * 1e6),
+                                  LOG if log else None) for s in switches]
             for m in managers:
                 m.sync()
             for i in range(bursts):
@@ -277,11 +300,17 @@ def test_window_clock_and_symmetric_split_agree_with_bmv2(tmp_path):
             assert not differ, (f"{len(differ)} of {len(got[0])} inputs differ; first: "
                                 + "; ".join(describe(k, got[0].get(k), got[1].get(k))
                                             for k in differ[:5]))
-            shims = [pl.strip_shim(f)[0] for c in got[1].values() for (_, f), n in c.items()
-                     if f[12:14] == ETHERTYPE_LEGO.to_bytes(2, "big")]
+            shims = [pl.strip_shim(f)[0] for c in got[1].values() for (p, f), n in c.items()
+                     if f[12:14] == ETHERTYPE_LEGO.to_bytes(2, "big") and p != LOG]
             assert {s.window for s in shims} == set(range(1, bursts + 1))
             marks = Counter(s.window for s in shims if s.mark)
             assert marks == {1: 2, 2: 2, 3: 3, 4: 3}  # every replica port, R3 from window 3
+            for sw in switches:
+                out = [(p, f) for p, f in sw.out if f[12:14] == b"\x88\xb5"]
+                if log:
+                    assert_logged(out)
+                else:
+                    assert not any(p == LOG for p, _ in out)
         finally:
             for s in switches:
                 s.stop()
@@ -291,7 +320,7 @@ def test_p4runtime_shell_reads_bmv2_while_the_controller_is_primary(tmp_path):
     """The README's inspection recipe, unchanged, against BMv2."""
     from tests.support.p4rt import shell_reads
 
-    with NetnsLab(4, prefix="lp") as lab:
+    with NetnsLab(5, prefix="lp") as lab:
         sw = Switch(KINDS[0], lab, "127.0.0.1:50083", tmp_path)
         try:
             sw.manager().sync()  # the controller's install, as primary (election id 10)

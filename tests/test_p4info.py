@@ -159,12 +159,14 @@ def test_the_models_initial_defaults_are_lego_p4s():
     consts = {m.group(1): int(m.group(2), 0) for m in re.finditer(
         r"const\s+bit<\d+>\s+(\w+)\s*=\s*(0x[0-9a-fA-F]+|\d+)\s*;", text)}
     found = {}
+    egress = text.index("control LegoEgress")
     for t in re.finditer(r"\btable\s+(\w+)\s*\{(.*?)\n\s*\}", text, re.S):
         m = re.search(r"default_action\s*=\s*(\w+)\(([^)]*)\)", t.group(2))
         if m:
+            ctl = "LegoEgress" if t.start() > egress else "LegoIngress"
             args = [a.strip() for a in m.group(2).split(",") if a.strip()]
-            found[f"LegoIngress.{t.group(1)}"] = (
-                f"LegoIngress.{m.group(1)}", [consts[a] if a in consts else int(a, 0)
-                                              for a in args])
+            found[f"{ctl}.{t.group(1)}"] = (
+                f"{ctl}.{m.group(1)}", [consts[a] if a in consts else int(a, 0)
+                                        for a in args])
     want = {t: (a, list(p.values())) for t, (a, p) in pl.INITIAL_DEFAULTS.items()}
     assert found == want

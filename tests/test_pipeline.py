@@ -231,6 +231,32 @@ def test_clone_needs_its_session_and_is_truncated_and_replicated():
         assert shim.mirror and shim.orig_len == len(f)
 
 
+
+def test_the_frame_log_gets_every_frame_a_replica_gets_byte_for_byte():
+    """With ``log_frames``: a primary is copied to the log session's port, a mirror
+    and a window mark reach it through their own sessions (the controller adds the
+    log port to them); the copies are the replicas' bytes, counted at the log port."""
+    (f, bs, bd), (g, _, _) = _two_owner_frames()
+    log_port = 10
+    p = _window_pipeline(10, mirror=pl.GROUP_DSTIP)
+    pl.apply_default(p.state, pl.T_SPLIT_GROUP, pl.A_SET_GROUPS,
+                     {"primary": pl.GROUP_SRCIP, "mirror": pl.GROUP_DSTIP})
+    for sid, sess in list(p.state.clone_sessions.items()):
+        pl.set_clone_session(p.state, sid, sess.replicas + [log_port], 0)
+    assert [port for port, _ in p.process([f], TRAFFIC, 0)] == \
+        [owner_of(bs), owner_of(bd), log_port]  # off: the primary is not logged
+    pl.apply_default(p.state, pl.T_FRAME_LOG, pl.A_LOG_FRAMES, {})
+    pl.set_clone_session(p.state, pl.FRAME_LOG_SESSION, [log_port], 0)
+    out = p.process([f, g, g], TRAFFIC, [5, 30, 31])  # g at 30 opens a window: marks
+    to_log = sorted(d for port, d in out if port == log_port)
+    to_replicas = [d for port, d in out if port != log_port]
+    marks = {d for d in to_replicas if pl.strip_shim(d)[0].mark}
+    assert len(marks) == 1 and len(to_replicas) == 4 + 3  # f, its mirror, g twice; 3 marks
+    assert to_log == sorted([d for d in to_replicas if d not in marks] + list(marks))
+    assert p.state.counters[pl.C_PORT_OUT][log_port, 0] == 4 + 1  # frames, not marks
+    pl.reset_default(p.state, pl.T_FRAME_LOG)
+    assert not p.state.frame_log
+
 # ---------------------------------------------------------------- the window clock
 def _window_pipeline(period_us: int, mirror: int = pl.GROUP_NONE) -> pl.Pipeline:
     p = make_pipeline(pl.GROUP_SOCKET_SYM, mirror)

@@ -62,11 +62,13 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
                       graph: dict[str, Any] | None = None,
                       sla_ms: float = 100.0, ray_address: str = "",
                       brick_dir: Path | None = None,
-                      nf_options: dict[str, Any] | None = None) -> dict[str, Any]:
+                      nf_options: dict[str, Any] | None = None,
+                      frame_log: str = "") -> dict[str, Any]:
     """The controller's config (pure): ``hosts`` are the NF hosts with a Ray node
     (``ray_address``: the head); the first ``topo.replicas`` of them own buckets at
     the start. Each host's bricks keep their sockets and logs in ``brick_dir``/host;
-    their sources flush after :func:`sla_flush_ms` unless ``graph`` says otherwise."""
+    their sources flush after :func:`sla_flush_ms` unless ``graph`` says otherwise.
+    ``frame_log``: the address of the switch's frame log (a lost host's recovery)."""
     own = sum(float(h.cores) for h in hosts)
     sc = {**SCALING, "max_replicas": len(hosts),
           "quota_budget": round(max(own, QUOTA_BUDGET_SHARE * (os.cpu_count() or 1)), 3),
@@ -87,7 +89,8 @@ def controller_config(topo: Topology, hosts: list[NFHostSpec], *, model: Path, r
         "sla": {"latency_ms": float(sla_ms)},
         "scaling": sc,
         "placement": {"mode": "graph"},
-        "recovery": dict(RECOVERY),
+        "recovery": {**RECOVERY, **({"frame_log": frame_log, "log_port": topo.frame_log.port}
+                                    if frame_log and topo.frame_log else {})},
         "ray": {"address": ray_address, "namespace": "lego",
                 **({"workdir": str(brick_dir)} if brick_dir else {})},
         "hosts": [{"name": h.name, "ports": [h.port], "interfaces": [f"{h.name}-eth0"],

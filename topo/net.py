@@ -138,6 +138,9 @@ class LegoNet:
         for h in t.nf_hosts:
             host = net.addHost(h.name, ip=None)
             net.addLink(host, sw, port1=0, port2=h.port)
+        if t.frame_log is not None:  # the switch's frame log, off the NF hosts
+            net.addLink(net.addHost(t.frame_log.host, ip=None), sw, port1=0,
+                        port2=t.frame_log.port)
         net.build()
         self.state.netns_inodes = [i for i in (netns_inode(hh.pid) for hh in net.hosts) if i]
         self.state.save(self.state_path)

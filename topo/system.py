@@ -133,6 +133,7 @@ class LegoSystem:
         self.net = LegoNet(topo, target, self.workdir / "net")
         self.controller: Proc | None = None
         self.agents: dict[str, Proc] = {}  # graph-file bricks (southbound mode)
+        self.frame_log: Proc | None = None  # the switch's frame log (lego.switch.framelog)
         self.ray = None  # the RayCluster (controller mode)
         self.replica_ports: list[int] = [h.port for h in topo.active]
         self._monitor = None
@@ -149,6 +150,7 @@ class LegoSystem:
             if self.mode == "controller":
                 self.ray_hosts = hosts or list(self.topo.nf_hosts[:self.topo.replicas])
                 self.start_ray()
+                self.start_frame_log()
                 self.write_config()
                 self.start_controller()
                 return
@@ -178,7 +180,8 @@ class LegoSystem:
                                 election_id=CONTROLLER_ELECTION_ID, scaling=self.scaling,
                                 graph=self.graph, sla_ms=self.sla_ms,
                                 ray_address=self.ray.head, brick_dir=self.brick_dir(),
-                                nf_options=self.nf_options)
+                                nf_options=self.nf_options,
+                                frame_log=self.frame_log_address if self.frame_log else "")
         self.config_path.write_text(tomli_w.dumps(cfg))
         return self.config_path
 
@@ -331,6 +334,20 @@ class LegoSystem:
     def brick_dir(self, host: str | None = None) -> Path:
         """Where the bricks of ``host`` (on Ray) keep their sockets, specs and logs."""
         return self.workdir / "bricks" / host if host else self.workdir / "bricks"
+
+    @property
+    def frame_log_address(self) -> str:
+        return f"ipc://{self.workdir / 'framelog.sock'}"
+
+    def start_frame_log(self) -> None:
+        """The frame log's keeper on its host (the topology's ``[frame_log]``): every
+        frame the switch sends to an NF host, kept off them."""
+        fl = self.topo.frame_log
+        if fl is None:
+            return
+        argv = [sys.executable, "-m", "lego.switch.framelog", "--iface", f"{fl.host}-eth0",
+                "--bind", self.frame_log_address, "--mib", str(fl.mib)]
+        self.frame_log = self._popen("framelog", argv, self.net.host(fl.host))
 
     def start_ray(self) -> None:
         """The head, then one node per NF host, joined one at a time (timed)."""
@@ -491,10 +508,11 @@ class LegoSystem:
         if self._monitor is not None:
             self._monitor.close()
             self._monitor = None
-        for p in [*self.agents.values(), *([self.controller] if self.controller else [])]:
+        procs = [*self.agents.values(), *(p for p in (self.controller, self.frame_log) if p)]
+        for p in procs:
             if p.alive():
                 p.popen.terminate()
-        for p in [*self.agents.values(), *([self.controller] if self.controller else [])]:
+        for p in procs:
             try:
                 p.popen.wait(5)
             except subprocess.TimeoutExpired:

@@ -14,6 +14,7 @@ names the file and the key, the expected value and the one received.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -48,8 +49,9 @@ _TRAFFIC = {"host": (str, "tg"), "port": (int, 1), "mac": (str, "02:00:00:00:00:
 _NF = {"name": (str, None), "port": (int, None), "cores": ((int, float), 1.0),
        "mgmt_ip": (str, None)}
 _NF_DEFAULTS = {"replicas": (int, 1)}
+_FRAME_LOG = {"host": (str, "lg"), "port": (int, None), "mib": ((int, float), 64.0)}
 _TOP = {"switch": _SWITCH, "management": _MGMT, "traffic": _TRAFFIC,
-        "nf_defaults": _NF_DEFAULTS}
+        "nf_defaults": _NF_DEFAULTS, "frame_log": _FRAME_LOG}
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,16 @@ class NFHostSpec:
 
 
 @dataclass(frozen=True)
+class FrameLogSpec:
+    """The switch's frame log: a host on its own switch port, off the NF hosts, that
+    keeps a copy of every frame sent to a replica (lego.switch.framelog)."""
+
+    host: str
+    port: int
+    mib: float
+
+
+@dataclass(frozen=True)
 class Topology:
     switch: SwitchSpec
     management: ManagementSpec
@@ -110,6 +122,7 @@ class Topology:
     nf_hosts: tuple[NFHostSpec, ...]
     replicas: int  # NF hosts that own buckets at the start
     where: str = "<topology>"
+    frame_log: FrameLogSpec | None = None
 
     def nf(self, name: str) -> NFHostSpec:
         for h in self.nf_hosts:
@@ -124,27 +137,29 @@ class Topology:
         return self.nf_hosts[:self.replicas]
 
     def host_names(self) -> list[str]:
-        return [self.traffic.host, *(h.name for h in self.nf_hosts)]
+        log = [self.frame_log.host] if self.frame_log else []
+        return [self.traffic.host, *(h.name for h in self.nf_hosts), *log]
 
     def interface_names(self) -> list[str]:
         """Every interface this topology creates in the root namespace (cleanup)."""
         s = self.switch.name
         names = [f"{s}-eth{self.traffic.port}", *(f"{s}-eth{h.port}" for h in self.nf_hosts)]
+        names += [f"{s}-eth{self.frame_log.port}"] if self.frame_log else []
         names += [f"{self.management.bridge}", *(f"lgm-{h.name}" for h in self.nf_hosts)]
         return names
 
     def with_replicas(self, replicas: int) -> Topology:
         check_replicas(replicas, len(self.nf_hosts), f"{self.where}: replicas")
-        return Topology(self.switch, self.management, self.traffic, self.nf_hosts, replicas,
-                        self.where)
+        return dataclasses.replace(self, replicas=replicas)
 
     def with_target(self, target: str) -> Topology:
         if target not in TARGETS:
             raise TopologyError(f"{self.where}: switch.target: expected one of {TARGETS}, "
                                 f"got {target!r}")
-        sw = SwitchSpec(self.switch.name, target, self.switch.device_id, self.switch.grpc_addr)
-        return Topology(sw, self.management, self.traffic, self.nf_hosts, self.replicas,
-                        self.where)
+        return dataclasses.replace(self, switch=dataclasses.replace(self.switch, target=target))
+
+    def without_frame_log(self) -> Topology:
+        return dataclasses.replace(self, frame_log=None)
 
 
 # ---------------------------------------------------------------- parsing
@@ -231,18 +246,26 @@ def topology_from_dict(data: Mapping[str, Any], where: str = "<topology>") -> To
     if not _MAC.match(tr["mac"]):
         raise TopologyError(f"{where}: traffic.mac: expected aa:bb:cc:dd:ee:ff, "
                             f"got {tr['mac']!r}")
-    names = [sw["name"], tr["host"], *(n["name"] for n in nfs)]
+    fl = _typed(f"{where}: frame_log", data["frame_log"], _FRAME_LOG) \
+        if "frame_log" in data else None
+    if fl is not None and not 0 < fl["mib"] <= 4096:
+        raise TopologyError(f"{where}: frame_log.mib: expected MiB in (0, 4096], "
+                            f"got {fl['mib']}")
+    names = [sw["name"], tr["host"], *(n["name"] for n in nfs),
+             *([fl["host"]] if fl else [])]
     for i, name in enumerate(names):
-        key = "switch.name" if i == 0 else "traffic.host" if i == 1 else f"nf[{i - 2}].name"
+        key = "switch.name" if i == 0 else "traffic.host" if i == 1 else \
+            "frame_log.host" if fl and i == len(names) - 1 else f"nf[{i - 2}].name"
         if not _NAME.match(name):
             raise TopologyError(f"{where}: {key}: expected a lowercase name of 1-8 letters "
                                 f"and digits starting with a letter, got {name!r}")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise TopologyError(f"{where}: node name {dup[0]!r} is used twice")
-    ports = [tr["port"], *(n["port"] for n in nfs)]
+    ports = [tr["port"], *(n["port"] for n in nfs), *([fl["port"]] if fl else [])]
     for i, p in enumerate(ports):
-        key = "traffic.port" if i == 0 else f"nf[{i - 1}].port"
+        key = "traffic.port" if i == 0 else "frame_log.port" if fl and i == len(ports) - 1 \
+            else f"nf[{i - 1}].port"
         if not 1 <= p <= MAX_PORT:
             raise TopologyError(f"{where}: {key}: expected a switch port in 1..{MAX_PORT}, "
                                 f"got {p}")
@@ -273,4 +296,5 @@ def topology_from_dict(data: Mapping[str, Any], where: str = "<topology>") -> To
         TrafficSpec(tr["host"], tr["port"], tr["mac"], tr["profile"], tuple(pps),
                     tuple(float(x) for x in tr["load"]), float(tr["step_s"])),
         tuple(NFHostSpec(n["name"], n["port"], float(n["cores"]), n["mgmt_ip"]) for n in nfs),
-        nd["replicas"], where)
+        nd["replicas"], where,
+        FrameLogSpec(fl["host"], fl["port"], float(fl["mib"])) if fl else None)

@@ -114,6 +114,13 @@ def _fault_text(e: dict[str, Any]) -> str:
     if k == "state_lost":
         built = f"; {_num(e['packets'])} packets had built it" if "packets" in e else ""
         return f"the keyed state of port {e.get('port')} lost ({e.get('reason')}{built})"
+    if k == "state_recovered" and e.get("from_frame_log"):
+        return (f"the keyed state of port {e.get('port')} (lost with host {e.get('host')}) "
+                f"rebuilt on port {e.get('to_port')}: its checkpoint "
+                f"({_count(e.get('entries', 0), 'entry')}, {e.get('checkpoint_age_s')} s old) "
+                f"+ {_count(e.get('frames', 0), 'frame')} from the switch's frame log, "
+                f"{_count(e.get('buckets', 0), 'bucket')} moved, "
+                f"{e.get('seconds')} s after the host was lost")
     if k == "state_recovered":
         return (f"the keyed state of port {e.get('port')} rebuilt in {e.get('brick')}: its "
                 f"checkpoint ({_count(e.get('entries', 0), 'entry')}, "

@@ -43,12 +43,13 @@ if TYPE_CHECKING:  # the run's options, for annotations only (the run imports us
 
 def offline_reference(system, pcaps: list[Path], opts: RunOptions) -> dict:
     """One offline NF instance over the recorded, switch-stamped stream vs the run."""
-    seq, score, _ = merge_scores(system)
+    rescored: dict[str, int] = {}
+    seq, score, _ = merge_scores(system, stats=rescored)
     ref_seq, ref_score = offline_scores(pcaps, system.model, opts.decl, opts.nf_options)
     same_seq = len(seq) == len(ref_seq) and bool(np.array_equal(seq, ref_seq))
     return {"packets": int(len(ref_seq)), "same packets": same_seq,
-            "bit-identical": same_seq and bool(np.array_equal(score.view(np.uint64),
-                                                                ref_score.view(np.uint64))),
+            "bit-identical": same_seq and not rescored.get("rescored_differ")
+            and bool(np.array_equal(score.view(np.uint64), ref_score.view(np.uint64))),
             "max abs difference": float(np.max(np.abs(score - ref_score)))
             if same_seq and len(seq) else None}
 
@@ -184,9 +185,12 @@ def offline_original(opts: RunOptions, original: Path) -> dict:
     return out
 
 
-def merge_scores(system, with_decided: bool = False) -> tuple:
+def merge_scores(system, with_decided: bool = False, stats: dict | None = None) -> tuple:
     """Every decision brick's scores, in switch sequence order: (seq, score, alert),
-    plus the wall-clock time each was decided (``with_decided``)."""
+    plus the wall-clock time each was decided (``with_decided``). A packet two graphs
+    scored (a lost host's decision wrote it, then its successor's replay from a
+    checkpoint did again) is kept once; ``stats`` gets how many (``rescored``) and
+    how many of them differ in score or alert (``rescored_differ``: 0 when exact)."""
     seqs, scores, alerts, decided = [], [], [], []
     for d in system.score_dirs():
         path = d / "scores.csv"
@@ -207,6 +211,16 @@ def merge_scores(system, with_decided: bool = False) -> tuple:
     seq = np.concatenate(seqs)
     order = np.argsort(seq, kind="stable")
     out = tuple(np.concatenate(a)[order] for a in (seqs, scores, alerts, decided))
+    again = np.flatnonzero(out[0][1:] == out[0][:-1]) + 1  # (one decision writes once)
+    if stats is not None:
+        s, a = out[1], out[2]
+        stats["rescored"] = int(len(again))
+        stats["rescored_differ"] = int(np.count_nonzero(
+            (s[again] != s[again - 1]) | (a[again] != a[again - 1])))
+    if len(again):
+        keep = np.ones(len(out[0]), dtype=bool)
+        keep[again] = False
+        out = tuple(x[keep] for x in out)
     return out if with_decided else out[:3]
 
 
@@ -216,7 +230,8 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
 
     extra = extra or {}
     out = opts.results
-    seq, score, alert = merge_scores(system)
+    rescored: dict[str, int] = {}
+    seq, score, alert = merge_scores(system, stats=rescored)
     with open(out / "scores.csv", "w") as f:
         f.write("seq,score,alert\n")
         np.savetxt(f, np.column_stack([seq, score, alert]), fmt=["%d", "%.17g", "%d"],
@@ -328,7 +343,8 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         "scored_once_each": unique == len(seq), "lost_sent_minus_scored":
             None if windows else int(replayer.sent - unique),
         "lost_in_brick_graphs": lost_batches if windows else lost_rows,
-        "zero_loss": zero, "alerts": int(alert.sum()),
+        "zero_loss": zero, "rescored_after_recovery": rescored.get("rescored", 0),
+        "rescored_differ": rescored.get("rescored_differ", 0), "alerts": int(alert.sum()),
         "alerts_after_training": int(alert[seq >= train_n].sum()),
         **sla, **core_seconds(timeline), **machine_figures(timeline, os.cpu_count() or 1),
         "max_fe_replicas": max((r["replicas"] for r in timeline), default=0),

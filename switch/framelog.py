@@ -1,0 +1,310 @@
+"""The frame log: every frame the switch sends to a replica, kept off the NF hosts.
+
+With ``frame_log`` on (``lego.p4``), the switch copies each frame it sends to a
+replica port, byte for byte, to one log port: a primary by an egress-to-egress
+clone, a mirror and a window mark as the last replica of their clone sessions.
+A process on the host behind that port (:func:`serve`) keeps them, in the
+switch's order, bounded in bytes, and answers the controller over ZeroMQ
+(:class:`FrameLogClient`):
+
+- ``trim``: drop what every kept checkpoint already covers (sequence numbers up
+  to ``seq``);
+- ``frames``: the frames a lost port got after its checkpoint: those after
+  sequence number ``after`` whose shim bucket is one of the port's ``buckets``,
+  and the window marks, up to the switch write that moved the buckets away
+  (the first frame of assignment epoch ``cut_epoch``). It answers once that
+  frame was logged, or after ``quiet_s`` without any frame (no traffic: nothing
+  is in flight), and says whether the log still reaches back to ``after``.
+
+A frame's copy reaches the log port in the order the switch sent it (one egress
+queue), so every frame before the cut's first frame is in the log once that frame
+is. A lost host's frames since its last checkpoint, the ones it never read
+included, are therefore all here (:mod:`lego.control.recovery` replays them into
+the port's successor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from lego.errors import LegoError
+from lego.p4src.contract import LEGO_ETHERTYPE, SHIM_BYTES, SHIM_KIND_WINDOW
+
+log = logging.getLogger(__name__)
+
+#: epochs are 7 bits; a frame's epoch within this many after the cut's is after it
+EPOCH_AHEAD = 64
+#: frames one read of the log port takes at most (one recvmmsg)
+READ_FRAMES = 256
+
+
+@dataclass
+class Chunk:
+    """Frames logged together: their bytes back to back and their shim fields."""
+
+    buf: bytes
+    starts: np.ndarray  # int64 offsets into buf
+    lens: np.ndarray  # int64
+    seq: np.ndarray  # uint64
+    bucket: np.ndarray  # int64
+    epoch: np.ndarray  # int64 (7 bits)
+    mark: np.ndarray  # bool: a window mark
+
+    @classmethod
+    def of(cls, frames: list[bytes]) -> Chunk | None:
+        """The frames that carry a shim (others are not the switch's copies)."""
+        lens = np.fromiter((len(f) for f in frames), dtype=np.int64, count=len(frames))
+        starts = np.zeros(len(frames), dtype=np.int64)
+        np.cumsum(lens[:-1], out=starts[1:])
+        buf = b"".join(frames)
+        raw = np.frombuffer(buf, dtype=np.uint8)
+        ok = lens >= 14 + SHIM_BYTES
+        ok[ok] = ((raw[starts[ok] + 12].astype(np.int64) << 8) | raw[starts[ok] + 13]) \
+            == LEGO_ETHERTYPE
+        if not ok.all():
+            keep = np.flatnonzero(ok)
+            if not len(keep):
+                return None
+            buf = b"".join(frames[i] for i in keep)
+            raw = np.frombuffer(buf, dtype=np.uint8)
+            lens = lens[keep]
+            starts = np.zeros(len(keep), dtype=np.int64)
+            np.cumsum(lens[:-1], out=starts[1:])
+        shim = raw[(starts + 14)[:, None] + np.arange(SHIM_BYTES - 2)]
+        return cls(buf, starts, lens,
+                   np.ascontiguousarray(shim[:, 4:12]).view(">u8").ravel().astype(np.uint64),
+                   np.ascontiguousarray(shim[:, 2:4]).view(">u2").ravel().astype(np.int64),
+                   (shim[:, 0] >> 1).astype(np.int64), shim[:, 26] == SHIM_KIND_WINDOW)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.buf) + 48 * len(self.lens)
+
+    def frames(self, idx: np.ndarray) -> list[bytes]:
+        view = memoryview(self.buf)
+        return [bytes(view[s:s + n]) for s, n in zip(self.starts[idx].tolist(),
+                                                     self.lens[idx].tolist(), strict=True)]
+
+
+class FrameLog:
+    """The switch's copies, oldest first, at most ``mib`` MiB: the oldest go first,
+    counted. The highest sequence number gone (for the bound or a trim) is kept: a
+    replay from before it is not covered."""
+
+    def __init__(self, mib: float) -> None:
+        self.limit = int(mib * 2**20)
+        self.chunks: deque[Chunk] = deque()
+        self.bytes = 0
+        self.stats = {"logged_frames": 0, "logged_marks": 0, "dropped_for_bound": 0, "trimmed": 0,
+                      "peak_bytes": 0}
+        self.gone_upto: int | None = None  # highest seq dropped for the bound
+        self.last_add = time.monotonic()
+
+    def add(self, frames: list[bytes]) -> None:
+        chunk = Chunk.of(frames) if frames else None
+        if chunk is None:
+            return
+        self.chunks.append(chunk)
+        self.bytes += chunk.nbytes
+        self.last_add = time.monotonic()
+        self.stats["logged_frames"] += int((~chunk.mark).sum())
+        self.stats["logged_marks"] += int(chunk.mark.sum())
+        while self.bytes > self.limit and len(self.chunks) > 1:
+            self.stats["dropped_for_bound"] += self._drop_oldest()
+        self.stats["peak_bytes"] = max(self.stats["peak_bytes"], self.bytes)
+
+    def _drop_oldest(self) -> int:
+        gone = self.chunks.popleft()
+        self.bytes -= gone.nbytes
+        top = int(gone.seq.max())
+        self.gone_upto = top if self.gone_upto is None else max(self.gone_upto, top)
+        return len(gone.lens)
+
+    def trim(self, seq: int) -> int:
+        """Drop the chunks whose every frame is at or before ``seq``."""
+        n = 0
+        while self.chunks and int(self.chunks[0].seq.max()) <= seq:
+            n += self._drop_oldest()
+        self.stats["trimmed"] += n
+        return n
+
+    def select(self, after: int, buckets: np.ndarray, cut_epoch: int
+               ) -> tuple[list[bytes], bool]:
+        """The lost port's frames after ``after`` and before the cut, in order, and
+        whether the cut's first frame was seen."""
+        owned = np.zeros(1 << 16, dtype=bool)
+        owned[np.asarray(buckets, dtype=np.int64)] = True
+        out: list[bytes] = []
+        for c in self.chunks:
+            cut = ((c.epoch - cut_epoch) % 128) < EPOCH_AHEAD
+            end = int(np.argmax(cut)) if cut.any() else len(c.lens)
+            idx = np.flatnonzero((c.seq[:end] > np.uint64(after))
+                                 & (c.mark[:end] | owned[c.bucket[:end]]))
+            out += c.frames(idx)
+            if end < len(c.lens):
+                return out, True
+        return out, False
+
+    def covers(self, after: int) -> bool:
+        return self.gone_upto is None or self.gone_upto <= after
+
+    def report(self) -> dict[str, int]:
+        return {**self.stats, "bytes": self.bytes, "chunks": len(self.chunks),
+                "first_seq": int(self.chunks[0].seq.min()) if self.chunks else None}
+
+
+# ---------------------------------------------------------------- the process
+
+
+def serve(iface: str, bind: str, mib: float, quiet_s: float = 0.3,
+          stop: threading.Event | None = None) -> None:
+    """Log ``iface``'s frames and answer requests on ``bind`` until SIGTERM."""
+    import zmq
+
+    from lego.bricks.source import grow_receive_buffer
+    from lego.ext import require_built
+    from lego.ext.packets import packet_socket
+
+    afp = require_built("_afpacket")
+    flog = FrameLog(mib)
+    sock = packet_socket(iface)
+    grow_receive_buffer(sock)
+    reader = afp.BatchSocket(sock.fileno(), READ_FRAMES)
+    ctx = zmq.Context.instance()
+    rep = ctx.socket(zmq.REP)
+    rep.setsockopt(zmq.LINGER, 0)
+    rep.bind(bind)
+    poller = zmq.Poller()
+    poller.register(rep, zmq.POLLIN)
+    poller.register(sock.fileno(), zmq.POLLIN)
+    if stop is None:  # the process's own loop: SIGTERM ends it
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    pending: tuple[dict, float] | None = None  # a frames request waiting for its cut
+    log.info("frame log on %s (%.0f MiB), requests on %s", iface, mib, bind)
+    try:
+        while not stop.is_set():
+            ready = dict(poller.poll(50))
+            while True:
+                frames = reader.recv()
+                if not frames:
+                    break
+                flog.add(frames)
+            if pending is not None:
+                req, since = pending
+                if _answer_frames(rep, flog, req, since, quiet_s):
+                    pending = None
+            elif ready.get(rep):
+                req = json.loads(rep.recv())
+                if req.get("op") == "frames":
+                    if _answer_frames(rep, flog, req, time.monotonic(), quiet_s):
+                        continue
+                    pending = (req, time.monotonic())
+                else:
+                    rep.send(json.dumps(_request(flog, req)).encode())
+    finally:
+        rep.close()
+        sock.close()
+
+
+def _request(flog: FrameLog, req: dict) -> dict:
+    op = req.get("op")
+    if op == "trim":
+        return {"ok": True, "trimmed": flog.trim(int(req["seq"])), **flog.report()}
+    if op == "report":
+        return {"ok": True, **flog.report()}
+    return {"ok": False, "error": f"unknown op {op!r}"}
+
+
+def _answer_frames(rep, flog: FrameLog, req: dict, since: float, quiet_s: float) -> bool:
+    """Answer a ``frames`` request once its cut was logged, or the port has been quiet
+    for ``quiet_s`` (or the request's ``timeout_s`` passed); False: not yet."""
+    frames, cut_seen = flog.select(int(req["after"]), np.asarray(req["buckets"]),
+                                   int(req["cut_epoch"]))
+    now = time.monotonic()
+    quiet = now - max(flog.last_add, since) >= quiet_s
+    if not (cut_seen or quiet or now - since >= float(req.get("timeout_s", 5.0))):
+        return False
+    lens = [len(f) for f in frames]
+    head = {"ok": True, "frames": len(frames), "lens": lens, "cut_seen": cut_seen,
+            "covered": flog.covers(int(req["after"])), **flog.report()}
+    rep.send_multipart([json.dumps(head).encode(), b"".join(frames)])
+    return True
+
+
+class FrameLogClient:
+    """The controller's side: one request at a time (a lock), each with a deadline."""
+
+    def __init__(self, address: str, timeout_s: float = 10.0) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._sock = None
+
+    def _socket(self):
+        import zmq
+
+        if self._sock is None:
+            self._sock = zmq.Context.instance().socket(zmq.REQ)
+            self._sock.setsockopt(zmq.LINGER, 0)
+            self._sock.connect(self.address)
+        return self._sock
+
+    def _call(self, req: dict, timeout_s: float | None = None) -> list[bytes]:
+        with self._lock:
+            sock = self._socket()
+            sock.send(json.dumps(req).encode())
+            if not sock.poll(int(1e3 * (timeout_s or self.timeout_s))):
+                sock.close()  # a REQ socket without its reply cannot send again
+                self._sock = None
+                raise LegoError(f"frame log at {self.address}: no answer to "
+                                f"{req.get('op')} within {timeout_s or self.timeout_s:.1f} s")
+            return sock.recv_multipart()
+
+    def trim(self, seq: int) -> dict:
+        return json.loads(self._call({"op": "trim", "seq": int(seq)})[0])
+
+    def report(self) -> dict:
+        return json.loads(self._call({"op": "report"})[0])
+
+    def frames(self, after: int, buckets: list[int], cut_epoch: int,
+               timeout_s: float = 5.0) -> tuple[dict, bytes]:
+        """The lost port's frames (their bytes back to back; ``lens`` in the header)."""
+        parts = self._call({"op": "frames", "after": int(after), "buckets": list(buckets),
+                            "cut_epoch": int(cut_epoch), "timeout_s": timeout_s},
+                           timeout_s + self.timeout_s)
+        return json.loads(parts[0]), parts[1]
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lego.switch.framelog",
+                                 description="keep the switch's frame log (its log port)")
+    ap.add_argument("--iface", required=True, help="the interface behind the log port")
+    ap.add_argument("--bind", required=True, help="ZeroMQ address for the controller")
+    ap.add_argument("--mib", type=float, default=64.0, help="most MiB of frames kept")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s framelog %(message)s")
+    try:
+        serve(args.iface, args.bind, args.mib)
+    except OSError as exc:
+        print(f"framelog: {args.iface}: {exc.strerror or exc}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

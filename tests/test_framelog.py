@@ -1,0 +1,105 @@
+"""The switch's frame log (lego.switch.framelog): what it keeps and what it answers.
+
+The store alone: a lost port's frames after a checkpoint, by bucket, up to the
+switch write that moved them (the first frame of the new epoch), window marks
+included; trimmed to a checkpoint; bounded, with what the bound dropped making a
+replay from before it uncovered. Then the keeper as a process would run it: on
+a veth (root), answering a ZeroMQ client, a ``frames`` request waiting for its cut.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from lego.errors import LegoError
+from lego.switch import pipeline as pl
+from lego.switch.framelog import FrameLog, FrameLogClient, serve
+from lego.switch.netns import NetnsLab, netns_available
+
+
+def frame(seq: int, bucket: int, epoch: int = 0, mirror: bool = False, mark: bool = False,
+          payload: bytes = b"x" * 40) -> bytes:
+    flags = (epoch << 1) | int(mirror)
+    kind = pl.SHIM_KIND_WINDOW if mark else pl.SHIM_KIND_FRAME
+    shim = pl.shim_header(flags, pl.GROUP_SRCIP, 0 if mark else bucket, seq, 1000 + seq,
+                          60, 0x0800, window=1, kind=kind)
+    macs = bytes(range(12))
+    return macs + pl.LEGO_ETHERTYPE.to_bytes(2, "big") + shim + (b"" if mark else payload)
+
+
+def test_a_lost_ports_frames_after_its_checkpoint_up_to_the_cut():
+    flog = FrameLog(mib=8)
+    flog.add([frame(s, bucket=s % 4, epoch=3) for s in range(10)])  # buckets 0..3
+    flog.add([frame(10, 0, epoch=3, mark=True), frame(11, 1, epoch=3, mirror=True),
+              b"not a switch copy", frame(12, 1, epoch=4), frame(13, 0, epoch=4)])
+    got, cut = flog.select(after=4, buckets=np.array([0, 1]), cut_epoch=4)
+    seqs = [pl.strip_shim(f)[0].seq for f in got]
+    assert cut and seqs == [5, 8, 9, 10, 11]  # 0/1 buckets after 4, the mark, the mirror
+    assert got[-1] == frame(11, 1, epoch=3, mirror=True)  # byte for byte
+    got, cut = flog.select(after=4, buckets=np.array([0, 1]), cut_epoch=5)
+    assert not cut and len(got) == 7  # no frame of epoch 5 yet: everything so far
+    # an epoch within EPOCH_AHEAD after the cut's is after it too (a later move)
+    assert flog.select(after=0, buckets=np.array([1]), cut_epoch=2)[1]
+
+
+def test_trim_and_the_bound_say_what_a_replay_can_still_reach():
+    flog = FrameLog(mib=8)
+    for c in range(4):
+        flog.add([frame(10 * c + i, bucket=1) for i in range(10)])
+    assert flog.trim(9) == 10 and flog.trim(15) == 0  # whole chunks only
+    assert flog.covers(9) and flog.report()["first_seq"] == 10
+    small = FrameLog(mib=0.002)  # ~2 KiB: a few chunks
+    for c in range(20):
+        small.add([frame(10 * c + i, bucket=1) for i in range(10)])
+    assert small.stats["dropped_for_bound"] > 0 and small.bytes <= small.limit + 2048
+    first = small.report()["first_seq"]
+    assert not small.covers(first - 5) and small.covers(first - 1)
+
+
+@pytest.mark.skipif(netns_available() is not None, reason=f"{netns_available()}")
+def test_the_keeper_logs_an_interface_and_answers_once_the_cut_is_logged(tmp_path):
+    with NetnsLab(1, prefix="fl") as lab:
+        stop = threading.Event()
+        addr = f"ipc://{tmp_path}/framelog.sock"
+        keeper = threading.Thread(target=serve, args=(lab.switch_ifaces[0], addr, 8.0),
+                                  kwargs={"quiet_s": 2.0, "stop": stop}, daemon=True)
+        keeper.start()
+        client = FrameLogClient(addr, timeout_s=5.0)
+        try:
+            deadline = time.monotonic() + 10
+            while True:  # the keeper binds once its socket is open
+                try:
+                    client.report()
+                    break
+                except LegoError:
+                    if time.monotonic() > deadline:
+                        raise
+            tx = lab.host_socket(0)
+            for s in range(20):
+                tx.send(frame(s, bucket=s % 2, epoch=1))
+            result: dict = {}
+
+            def ask() -> None:
+                result["head"], result["data"] = client.frames(9, [0], cut_epoch=2,
+                                                               timeout_s=8.0)
+
+            asker = threading.Thread(target=ask)
+            t0 = time.monotonic()
+            asker.start()
+            time.sleep(0.5)
+            assert asker.is_alive()  # no frame of epoch 2 logged, and not quiet yet
+            tx.send(frame(20, bucket=0, epoch=2))
+            asker.join(10)
+            head = result["head"]
+            assert head["cut_seen"] and head["covered"] and time.monotonic() - t0 < 1.9
+            assert head["frames"] == 5 and sum(head["lens"]) == len(result["data"])
+            assert client.trim(15)["ok"]
+            tx.close()
+        finally:
+            stop.set()
+            keeper.join(5)
+            client.close()
