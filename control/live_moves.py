@@ -111,8 +111,8 @@ class LiveMoves:
             if brick is None:
                 record[gone] += int(sum(t.buckets.sum() for t in ts))
                 continue
-            base = self.rt.core.graphs[src].base
-            after = max(0, seq_hint.get(src, 0) - base) if base >= 0 else 0
+            g = self.rt.core.graphs[src]
+            after = max(0, seq_hint.get(src, 0) - g.base + g.adopted) if g.base >= 0 else 0
             for i, t in enumerate(ts):
                 cmd = {"buckets": np.flatnonzero(t.buckets).tolist(),
                        "exclude": np.flatnonzero(t.exclude).tolist(), "after": after,

@@ -239,8 +239,8 @@ class Recovery:
         injected = head["frames"]
         with rt.lock:
             g = rt.core.graphs.get(c.port)
-            if g is not None and g.base >= 0:  # its count now has frames of another port
-                g.base -= injected
+            if g is not None:  # its count now has frames of another port
+                g.adopted += injected
         # the lost port's frames: up to the checkpoint it took them, then this port did
         self._count_taken(int(cp["position"]))
         if not head["covered"]:

@@ -71,6 +71,9 @@ class GraphRec:
     draining: bool = False
     next_uln: int = 0
     standby: bool = False  # started, owns no buckets: the next FE scale-out's target
+    #: frames of a lost port its source sent first (lego.control.recovery): in its
+    #: count, not in the port's out-packet counter
+    adopted: int = 0
 
 
 def brick_name(role: str, port: int, serial: int = 0) -> str:
