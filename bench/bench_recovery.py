@@ -13,7 +13,13 @@ mixed traffic when ``../shared/data`` is absent), fed as the live source feeds i
   brick that never died; baseline: the same brick taking that half with its state
   already in place (the replay's own cost: the import is the difference);
 - ``source log``: a source appending its batches to its bounded log and trimming
-  it at each checkpoint; baseline: the brick taking those batches.
+  it at each checkpoint; baseline: the brick taking those batches;
+- ``import``: the restore's import of the checkpoint alone (entries), the fixed
+  part of a recovery's time; the rest is the replay above;
+- ``frame log``: the switch's frame log (:mod:`lego.switch.framelog`) keeping the
+  copies of every frame (the trace's frames with a shim, 256 a read) and then
+  selecting a lost port's frames after a checkpoint; baseline: the brick taking
+  the packets.
 """
 
 from __future__ import annotations
@@ -118,7 +124,42 @@ def run(quick: bool) -> list[Row]:
     base.baseline_pps = base.pps
     rows += [base, Row("source log: append each batch, trim at each checkpoint", packets,
                        log_s, "FE taking packets", base.pps)]
+
+    # the import alone: a recovery's time = this + the replay of the log since
+    fresh = _brick()
+    recovery.await_restore(fresh)
+    start = time.perf_counter()
+    fresh.control({"op": "restore", "path": str(work / "cp0"),
+                   "position": reply["position"], "epoch": reply["epoch"]}, 0)
+    import_s = time.perf_counter() - start
+    rows.append(Row(f"restore: import the checkpoint alone ({reply['entries']:,} entries)",
+                    reply["entries"], import_s, "FE taking packets", base.pps))
+    rows.append(_frame_log_row(packets, base.pps))
     return rows
+
+
+def _frame_log_row(packets: int, fe_pps: float) -> Row:
+    """The frame log keeping ``packets`` switch copies, then one selection."""
+    from lego.switch import pipeline as pl
+    from lego.switch.framelog import FrameLog
+    from lego.topo.traffic_synth import generate
+
+    frames = generate(1, packets, attack_start=0.6).frames
+    rng = np.random.default_rng(1)
+    buckets = rng.integers(0, pl.N_BUCKETS, len(frames)).tolist()
+    ether = pl.LEGO_ETHERTYPE.to_bytes(2, "big")
+    copies = [f[:12] + ether + pl.shim_header(0, pl.GROUP_SRCIP, b, i, i, len(f), 0x0800)
+              + f[12:] for i, (f, b) in enumerate(zip(frames, buckets, strict=True))]
+    flog = FrameLog(mib=256)
+    start = time.perf_counter()
+    for i in range(0, len(copies), 256):
+        flog.add(copies[i:i + 256])
+    got, _, _ = flog.select(len(copies) // 2, np.arange(pl.N_BUCKETS // 4), cut_epoch=1)
+    log_s = time.perf_counter() - start
+    assert 0 < len(got) < len(copies) // 2
+    return Row(f"frame log: keep every switch copy ({len(copies):,}), then a lost port's "
+               f"after a checkpoint ({len(got):,})", len(copies), log_s, "FE taking packets",
+               fe_pps)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -236,7 +236,7 @@ class Recovery:
                                                             "lens": head["lens"]}, data)
         if not reply.get("ok"):
             raise LegoError(f"inject into {c.args['source']}: {reply}")
-        injected = head["frames"]
+        injected = head["frames"] - head["marks"]  # (a source counts no window mark)
         with rt.lock:
             g = rt.core.graphs.get(c.port)
             if g is not None:  # its count now has frames of another port
@@ -255,7 +255,8 @@ class Recovery:
                 rt.core.counters.get("states_recovered", 0) + 1
         self._event("state_recovered", port=lost, host=c.args["lost_host"], to_port=c.port,
                     entries=cp["entries"], checkpoint_age_s=round(now - cp["t"], 2),
-                    frames=injected, from_frame_log=True, buckets=len(buckets),
+                    frames=injected, marks=head["marks"], from_frame_log=True,
+                    buckets=len(buckets),
                     seconds=round(now - c.args["died"], 2))
 
     def _count_taken(self, frames: int) -> None:

@@ -138,21 +138,24 @@ class FrameLog:
         return n
 
     def select(self, after: int, buckets: np.ndarray, cut_epoch: int
-               ) -> tuple[list[bytes], bool]:
-        """The lost port's frames after ``after`` and before the cut, in order, and
+               ) -> tuple[list[bytes], int, bool]:
+        """The lost port's frames after ``after`` and before the cut, in order; how
+        many of them are window marks (no frame: a port's counts leave them out);
         whether the cut's first frame was seen."""
         owned = np.zeros(1 << 16, dtype=bool)
         owned[np.asarray(buckets, dtype=np.int64)] = True
         out: list[bytes] = []
+        marks = 0
         for c in self.chunks:
             cut = ((c.epoch - cut_epoch) % 128) < EPOCH_AHEAD
             end = int(np.argmax(cut)) if cut.any() else len(c.lens)
             idx = np.flatnonzero((c.seq[:end] > np.uint64(after))
                                  & (c.mark[:end] | owned[c.bucket[:end]]))
             out += c.frames(idx)
+            marks += int(c.mark[idx].sum())
             if end < len(c.lens):
-                return out, True
-        return out, False
+                return out, marks, True
+        return out, marks, False
 
     def covers(self, after: int) -> bool:
         return self.gone_upto is None or self.gone_upto <= after
@@ -228,14 +231,15 @@ def _request(flog: FrameLog, req: dict) -> dict:
 def _answer_frames(rep, flog: FrameLog, req: dict, since: float, quiet_s: float) -> bool:
     """Answer a ``frames`` request once its cut was logged, or the port has been quiet
     for ``quiet_s`` (or the request's ``timeout_s`` passed); False: not yet."""
-    frames, cut_seen = flog.select(int(req["after"]), np.asarray(req["buckets"]),
-                                   int(req["cut_epoch"]))
+    frames, marks, cut_seen = flog.select(int(req["after"]), np.asarray(req["buckets"]),
+                                          int(req["cut_epoch"]))
     now = time.monotonic()
     quiet = now - max(flog.last_add, since) >= quiet_s
     if not (cut_seen or quiet or now - since >= float(req.get("timeout_s", 5.0))):
         return False
     lens = [len(f) for f in frames]
-    head = {"ok": True, "frames": len(frames), "lens": lens, "cut_seen": cut_seen,
+    head = {"ok": True, "frames": len(frames), "marks": marks, "lens": lens,
+            "cut_seen": cut_seen,
             "covered": flog.covers(int(req["after"])), **flog.report()}
     rep.send_multipart([json.dumps(head).encode(), b"".join(frames)])
     return True

@@ -36,14 +36,15 @@ def test_a_lost_ports_frames_after_its_checkpoint_up_to_the_cut():
     flog.add([frame(s, bucket=s % 4, epoch=3) for s in range(10)])  # buckets 0..3
     flog.add([frame(10, 0, epoch=3, mark=True), frame(11, 1, epoch=3, mirror=True),
               b"not a switch copy", frame(12, 1, epoch=4), frame(13, 0, epoch=4)])
-    got, cut = flog.select(after=4, buckets=np.array([0, 1]), cut_epoch=4)
+    got, marks, cut = flog.select(after=4, buckets=np.array([0, 1]), cut_epoch=4)
     seqs = [pl.strip_shim(f)[0].seq for f in got]
     assert cut and seqs == [5, 8, 9, 10, 11]  # 0/1 buckets after 4, the mark, the mirror
+    assert marks == 1
     assert got[-1] == frame(11, 1, epoch=3, mirror=True)  # byte for byte
-    got, cut = flog.select(after=4, buckets=np.array([0, 1]), cut_epoch=5)
+    got, _, cut = flog.select(after=4, buckets=np.array([0, 1]), cut_epoch=5)
     assert not cut and len(got) == 7  # no frame of epoch 5 yet: everything so far
     # an epoch within EPOCH_AHEAD after the cut's is after it too (a later move)
-    assert flog.select(after=0, buckets=np.array([1]), cut_epoch=2)[1]
+    assert flog.select(after=0, buckets=np.array([1]), cut_epoch=2)[2]
 
 
 def test_trim_and_the_bound_say_what_a_replay_can_still_reach():
@@ -96,7 +97,8 @@ def test_the_keeper_logs_an_interface_and_answers_once_the_cut_is_logged(tmp_pat
             asker.join(10)
             head = result["head"]
             assert head["cut_seen"] and head["covered"] and time.monotonic() - t0 < 1.9
-            assert head["frames"] == 5 and sum(head["lens"]) == len(result["data"])
+            assert head["frames"] == 5 and head["marks"] == 0
+            assert sum(head["lens"]) == len(result["data"])
             assert client.trim(15)["ok"]
             tx.close()
         finally:

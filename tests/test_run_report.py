@@ -236,11 +236,17 @@ def test_faults_are_sentences_and_events_from_several_reads_count_once():
          "position": 1750, "checkpoint_age_s": 0.69, "batches": 6, "frames": 1500,
          "seconds": 0.08},
         {"t": 112.0, "kind": "batches_resent", "port": 2, "brick": "uln-2/0",
-         "sender": "fq-2/0", "batches": 1, "from_batch": 12, "seconds": 0.03}], 100.0)
+         "sender": "fq-2/0", "batches": 1, "from_batch": 12, "seconds": 0.03},
+        {"t": 113.0, "kind": "state_recovered", "port": 3, "host": "nf2", "to_port": 5,
+         "entries": 316, "checkpoint_age_s": 1.4, "frames": 853, "marks": 2,
+         "from_frame_log": True, "buckets": 3, "seconds": 0.44}], 100.0)
     assert [f["sentence"] for f in recovered] == [
         "11.0 s: the keyed state of port 2 rebuilt in fq-2/0: its checkpoint (150 entries, "
         "0.69 s old) + 6 batches (1,500 frames) replayed from its source's log, under way "
         "0.08 s after the restart was seen",
         "12.0 s: 1 batch in flight to uln-2/0 sent again by fq-2/0 (from batch 12), 0.03 s "
-        "after the restart was seen"]
-    assert [f["failure"] for f in recovered] == [False, False]
+        "after the restart was seen",
+        "13.0 s: the keyed state of port 3 (lost with host nf2) rebuilt on port 5: its "
+        "checkpoint (316 entries, 1.4 s old) + 853 frames and 2 window marks from the "
+        "switch's frame log, 3 buckets moved, 0.44 s after the host was lost"]
+    assert [f["failure"] for f in recovered] == [False, False, False]

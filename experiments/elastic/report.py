@@ -118,7 +118,9 @@ def _fault_text(e: dict[str, Any]) -> str:
         return (f"the keyed state of port {e.get('port')} (lost with host {e.get('host')}) "
                 f"rebuilt on port {e.get('to_port')}: its checkpoint "
                 f"({_count(e.get('entries', 0), 'entry')}, {e.get('checkpoint_age_s')} s old) "
-                f"+ {_count(e.get('frames', 0), 'frame')} from the switch's frame log, "
+                f"+ {_count(e.get('frames', 0), 'frame')}"
+                f"{' and ' + _count(e['marks'], 'window mark') if e.get('marks') else ''}"
+                f" from the switch's frame log, "
                 f"{_count(e.get('buckets', 0), 'bucket')} moved, "
                 f"{e.get('seconds')} s after the host was lost")
     if k == "state_recovered":
