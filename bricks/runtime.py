@@ -466,7 +466,7 @@ class Brick:
             return {"ok": False, "error": f"{len(data)} bytes injected, the lengths say "
                     f"{int(lens.sum())}"}
         ends = np.cumsum(lens).tolist()
-        starts = [0, *ends[:-1]]
+        starts = [0, *ends][:len(ends)]
         return self.logic.inject([data[a:b] for a, b in zip(starts, ends, strict=True)])
 
     def _send_again(self) -> None:

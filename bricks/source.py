@@ -49,8 +49,9 @@ IDLE_WAIT_S = 0.02
 #: frames one read of the interface takes at most (one recvmmsg)
 READ_FRAMES = 256
 #: a paused interface source (a lost port's frames are due first) goes on without
-#: them after this long
-PAUSE_MAX_S = 15.0
+#: them after this long: longer than the controller's recovery may take (its
+#: requests time out first, and it then reports the state lost)
+PAUSE_MAX_S = 60.0
 SHIM_LEN = SHIM_FIELDS_LEN  # shim fields between the 0x88B5 EtherType and the original one
 #: the interface socket's receive buffer. A source under a CPU quota sleeps up to a
 #: quota period (100 ms) while frames keep coming; the kernel's default (about 200
@@ -537,12 +538,13 @@ class PacketBatching:
                 self.state.counters.get("pause_timeouts", 0) + 1
             self._injected = []
         frames, self._injected, self.paused_at = self._injected, None, None
-        self.state.counters["frames_injected"] = \
-            self.state.counters.get("frames_injected", 0) + len(frames)
         now = time.time()
+        c = self.state.counters
         for i in range(0, len(frames), self.size):
             part = frames[i:i + self.size]
-            yield self._frames_batch(part, [now] * len(part))
+            batch, shim = self._frames_batch(part, [now] * len(part))
+            c["frames_injected"] = c.get("frames_injected", 0) + len(batch)  # (no marks)
+            yield batch, shim
 
     def _frames_batch(self, frames: list[bytes], times: list[float]):
         lens = np.fromiter((len(x) for x in frames), dtype=np.uint32, count=len(frames))

@@ -281,9 +281,19 @@ def _rules(cfg: Config, base: Path | None) -> None:
         raise ConfigError(f"{w}: [recovery]: frame_log and log_port go together (the "
                           f"frame log's address and its switch port), got frame_log="
                           f"{r['frame_log']!r} log_port={r['log_port']}")
-    if r["log_port"] in ports or r["log_port"] in cfg.switch["traffic_ports"]:
-        raise ConfigError(f"{w}: [recovery].log_port: {r['log_port']} is an NF host's or "
-                          "a traffic port")
+    taken = {*ports, *cfg.switch["traffic_ports"], *(int(k) for k in cfg.switch["forward"]),
+             *cfg.switch["forward"].values()}
+    if r["log_port"] in taken:
+        raise ConfigError(f"{w}: [recovery].log_port: {r['log_port']} is an NF host's, a "
+                          "traffic or a forwarded port")
+    if r["frame_log"] and not cfg.recovers:
+        raise ConfigError(f"{w}: [recovery].frame_log: needs checkpoints (checkpoint_s > 0) "
+                          f"of an NF with an exact split, got checkpoint_s="
+                          f"{r['checkpoint_s']} for {cfg.nf['name']}")
+    if r["frame_log"] and cfg.nf["source"] != "interface":
+        raise ConfigError(f"{w}: [recovery].frame_log: the lost port's frames go to its "
+                          f"successor's interface source; [nf].source is "
+                          f"{cfg.nf['source']!r}")
     if cfg.graph["stateless"] < 1 or cfg.graph["batch"] < 1:
         raise ConfigError(f"{w}: [graph].stateless and .batch: expected >= 1")
     if cfg.nf["source"] == "interface":

@@ -272,21 +272,14 @@ class ControllerCore(ElasticDecisions):
             if recover:
                 cmds += recover
                 continue
-            live = self.live_graphs()
-            if not live:
-                spare = self.standby_graphs()
-                if spare:
-                    h, p = spare[0].host, spare[0].port
-                    spare[0].standby = False
-                else:
-                    free = self.free_ports()
-                    if not free:
-                        self.event(now, "no_capacity",
-                                   reason=f"no live port for {g.port}'s buckets")
-                        continue
-                    h, p = free[0]
-                    cmds += self._add_graph(now, h, p, base=-1)
-                cmds.append(Command("switch_scale_out", h, p, {"transfer": False}))
+            if not self.live_graphs():
+                taken = self._successor(now, g)
+                if taken is None:
+                    self.event(now, "no_capacity",
+                               reason=f"no live port for {g.port}'s buckets")
+                    continue
+                (h, p), start = taken
+                cmds += start + [Command("switch_scale_out", h, p, {"transfer": False})]
             cmds.append(Command("switch_scale_in", host, g.port, {"transfer": False}))
             fq = self.bricks.get(brick_name(self.chain.keyed, g.port))
             self.event(now, "state_lost", port=g.port, host=host, reason="host lost",
@@ -298,20 +291,27 @@ class ControllerCore(ElasticDecisions):
             self.graphs.pop(g.port, None)
         return cmds + self._keep_fe_standby(now)
 
-    def _recover_port(self, now: float, g) -> list[Command]:
-        """Lost port ``g``'s successor: the warm standby, else a new graph on a free
-        port (its start comes first); none: [] (its state is lost)."""
+    def _successor(self, now: float, g) -> tuple[tuple[str, int], list[Command]] | None:
+        """Where lost port ``g``'s buckets go when no live port takes them: the warm
+        standby, else a new graph on a free port (its start commands, to come
+        first); None: nowhere."""
         spare = [s for s in self.standby_graphs() if s.host != g.host]
-        cmds: list[Command] = []
         if spare:
-            h, p = spare[0].host, spare[0].port
             spare[0].standby = False
-        else:
-            free = [(h, p) for h, p in self.free_ports() if h != g.host]
-            if not free:
-                return []
-            h, p = free[0]
-            cmds += self._add_graph(now, h, p, base=-1)
+            return (spare[0].host, spare[0].port), []
+        free = [(h, p) for h, p in self.free_ports() if h != g.host]
+        if not free:
+            return None
+        h, p = free[0]
+        return (h, p), self._add_graph(now, h, p, base=-1)
+
+    def _recover_port(self, now: float, g) -> list[Command]:
+        """Lost port ``g``'s state rebuilt on its successor (:meth:`_successor`, its
+        start first); none: [] (its state is lost)."""
+        taken = self._successor(now, g)
+        if taken is None:
+            return []
+        (h, p), cmds = taken
         c = self.chain
         src = self.bricks.get(brick_name(c.source, g.port))
         sink = self.bricks.get(brick_name(c.sink, g.port))

@@ -181,9 +181,7 @@ class Recovery:
             self._event("state_lost", port=c.port, brick=brick, reason=lost)
             return
         now = time.monotonic()
-        with self.rt.lock:
-            counters = self.rt.core.counters
-            counters["states_recovered"] = counters.get("states_recovered", 0) + 1
+        self._recovered()
         self._event("state_recovered", port=c.port, brick=brick, entries=cp["entries"],
                     position=cp["position"], checkpoint_age_s=round(now - cp["t"], 2),
                     batches=replay.get("batches", 0), frames=replay.get("rows", 0),
@@ -198,66 +196,94 @@ class Recovery:
         try:
             self._recover_port(c, lost, kept)
         finally:
-            with self._lock:
-                self.checkpoints.pop(lost, None)
+            self.moving(lost)  # a checkpoint of it still under way is stale
+            self.due.pop(lost, None)
 
     def _recover_port(self, c: Command, lost: int, kept: list[dict[str, Any]]) -> None:
-        rt, engine = self.rt, self.rt.engine
-        written = c.args.get("written_before")
-        done = [cp for cp in kept if cp["batch"] is not None and cp.get("last_seq") is not None
-                and (written is None or cp["batch"] < int(written))]
-        cp = done[-1] if done else None
-        paused = None
-        if cp is not None:
-            paused = engine.request(c.args["source"], {"op": "pause_frames"})
-            if not paused.get("ok"):
-                log.warning("pause of %s: %s", c.args["source"], paused)
-                cp, paused = None, None
-        if cp is not None:
-            reply = engine.restore_state(c.args["keyed"], cp["blob"], {
+        """The steps in order; on any failure the buckets still move (without their
+        state), the successor goes on with its own frames, and the loss is reported."""
+        engine, source = self.rt.engine, c.args["source"]
+        done: list[str] = []  # the steps taken: what a failure has to undo
+        buckets: list[int] = []
+        try:
+            cp = self._written_checkpoint(kept, c.args.get("written_before"))
+            if not self.frame_log.covers(cp["last_seq"]):
+                raise _Unrecoverable("the frame log no longer reaches back to its checkpoint")
+            paused = _ok(engine.request(source, {"op": "pause_frames"}), "pause", source)
+            done.append("paused")
+            _ok(engine.restore_state(c.args["keyed"], cp["blob"], {
                 "position": paused["position"], "epoch": paused["epoch"],
-                "extra": cp["extra"], "adopt": True})
-            if not reply.get("ok"):
-                log.warning("restore of %s: %s", c.args["keyed"], reply)
-                cp = None
-        buckets, epoch = rt.move_port(lost, c.port, rebuilt=cp is not None)
-        taken = int(c.args.get("taken", 0))
-        if cp is None:
-            if paused is not None:  # nothing to send first: its own frames again
-                engine.request_with_file(c.args["source"], {"op": "inject_frames",
-                                                            "lens": []}, b"")
-            self._event("state_lost", port=lost, host=c.args["lost_host"],
-                        reason="host lost, no checkpoint whose outputs its decision wrote",
-                        buckets=len(buckets))
-            self._count_taken(taken)
+                "extra": cp["extra"], "adopt": True}), "restore", c.args["keyed"])
+            done.append("restored")
+            buckets, epoch = self.rt.move_port(lost, c.port, rebuilt=True)
+            done.append("moved")
+            head, data = self.frame_log.frames(cp["last_seq"], buckets, epoch)
+            if not head["covered"]:
+                raise _Unrecoverable("the frame log lost frames after its checkpoint")
+            _ok(engine.request_with_file(source, {"op": "inject_frames", "lens": head["lens"]},
+                                         data), "inject", source)
+        except (LegoError, _Unrecoverable) as exc:
+            self._port_lost(c, lost, done, buckets, str(exc))
             return
-        head, data = self.frame_log.frames(cp["last_seq"], buckets, epoch)
-        reply = engine.request_with_file(c.args["source"], {"op": "inject_frames",
-                                                            "lens": head["lens"]}, data)
-        if not reply.get("ok"):
-            raise LegoError(f"inject into {c.args['source']}: {reply}")
         injected = head["frames"] - head["marks"]  # (a source counts no window mark)
-        with rt.lock:
-            g = rt.core.graphs.get(c.port)
+        with self.rt.lock:
+            g = self.rt.core.graphs.get(c.port)
             if g is not None:  # its count now has frames of another port
                 g.adopted += injected
         # the lost port's frames: up to the checkpoint it took them, then this port did
         self._count_taken(int(cp["position"]))
-        if not head["covered"]:
-            self._event("state_lost", port=lost, host=c.args["lost_host"],
-                        reason=f"the frame log does not reach back to the checkpoint "
-                        f"(frame {cp['last_seq']}; it starts at {head.get('first_seq')})",
-                        buckets=len(buckets))
-            return
         now = time.monotonic()
-        with rt.lock:
-            rt.core.counters["states_recovered"] = \
-                rt.core.counters.get("states_recovered", 0) + 1
+        self._recovered()
         self._event("state_recovered", port=lost, host=c.args["lost_host"], to_port=c.port,
                     entries=cp["entries"], checkpoint_age_s=round(now - cp["t"], 2),
                     frames=injected, marks=head["marks"], from_frame_log=True,
-                    buckets=len(buckets),
-                    seconds=round(now - c.args["died"], 2))
+                    buckets=len(buckets), seconds=round(now - c.args["died"], 2))
+
+    @staticmethod
+    def _written_checkpoint(kept: list[dict[str, Any]], written: int | None
+                            ) -> dict[str, Any]:
+        """The newest checkpoint whose outputs the dead decision reported written
+        (its outputs still in the dead host's bricks died with it); the oldest kept
+        when it never reported."""
+        usable = [cp for cp in kept if cp["batch"] is not None
+                  and cp.get("last_seq") is not None]
+        if written is not None:
+            usable = [cp for cp in usable if cp["batch"] < int(written)]
+        elif usable:
+            usable = usable[:1]
+        if not usable:
+            raise _Unrecoverable("no checkpoint whose outputs its decision wrote")
+        return usable[-1]
+
+    def _port_lost(self, c: Command, lost: int, done: list[str], buckets: list[int],
+                   why: str) -> None:
+        """A lost port not rebuilt: its buckets move all the same, the successor takes
+        its own frames from the lowest position on, the loss is counted."""
+        engine = self.rt.engine
+        if "moved" not in done:
+            buckets, _ = self.rt.move_port(lost, c.port, rebuilt=False)
+        else:
+            with self.rt.lock:
+                self.rt.core.counters["state_lost_buckets"] += len(buckets)
+        for step, brick, cmd in (("restored", c.args["keyed"], {"op": "resync"}),
+                                 ("paused", c.args["source"], None)):
+            if step not in done:
+                continue
+            try:
+                if cmd is None:  # nothing to send first: its own frames again
+                    engine.request_with_file(brick, {"op": "inject_frames", "lens": []}, b"")
+                else:
+                    engine.request(brick, cmd)
+            except LegoError as exc:
+                log.warning("%s after a failed recovery: %s", brick, exc)
+        self._count_taken(int(c.args.get("taken", 0)))
+        self._event("state_lost", port=lost, host=c.args["lost_host"],
+                    reason=f"host lost: {why}", buckets=len(buckets))
+
+    def _recovered(self) -> None:
+        with self.rt.lock:
+            counters = self.rt.core.counters
+            counters["states_recovered"] = counters.get("states_recovered", 0) + 1
 
     def _count_taken(self, frames: int) -> None:
         with self.rt.lock:
@@ -298,6 +324,16 @@ class Recovery:
     def _event(self, kind: str, **fields: Any) -> None:
         with self.rt.lock:
             self.rt.core.event(time.monotonic(), kind, **fields)
+
+
+class _Unrecoverable(Exception):
+    """A lost port's state cannot be rebuilt (why, as a sentence)."""
+
+
+def _ok(reply: dict, what: str, brick: str) -> dict:
+    if not reply.get("ok"):
+        raise LegoError(f"{what} of {brick}: {reply.get('error', reply)}")
+    return reply
 
 
 def _not_covered(replay: dict, cp: dict) -> str | None:

@@ -436,9 +436,11 @@ class ControllerRuntime:
         finally:
             self.hooks.transfer, self.hooks.rebuilt = True, False
         with self.lock:
-            self.core.event(time.monotonic(), "port_taken_over", port=lost, to_port=to,
+            now = time.monotonic()
+            self.core.event(now, "port_taken_over", port=lost, to_port=to,
                             buckets=len(buckets), rebuilt=rebuilt)
             self.core.switch["replica_ports"] = list(m.plan.replica_ports)
+            self.core.on_switch_done(now, "port_taken_over")  # the cooldown starts now
         return buckets.tolist(), m.epoch
 
     def _rebalance(self, tolerance: float) -> list:

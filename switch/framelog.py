@@ -9,16 +9,19 @@ switch's order, bounded in bytes, and answers the controller over ZeroMQ
 
 - ``trim``: drop what every kept checkpoint already covers (sequence numbers up
   to ``seq``);
+- ``covers``: whether the log still holds every frame after sequence number
+  ``after`` (nothing dropped for the bound, by a trim or by the kernel since);
 - ``frames``: the frames a lost port got after its checkpoint: those after
   sequence number ``after`` whose shim bucket is one of the port's ``buckets``,
-  and the window marks, up to the switch write that moved the buckets away
-  (the first frame of assignment epoch ``cut_epoch``). It answers once that
-  frame was logged, or after ``quiet_s`` without any frame (no traffic: nothing
-  is in flight), and says whether the log still reaches back to ``after``.
+  and the window marks, split under an epoch before ``cut_epoch`` (the switch
+  write that moved the buckets away), in sequence order. It answers once a
+  frame of the cut's epoch was logged and ``grace_s`` passed (copies reach the
+  log port in nearly the switch's order: BMv2 makes a primary's copy in the
+  replica port's egress, after the mirrors' and marks' copies of later frames
+  may have left ingress), or after ``quiet_s`` without any frame (no traffic:
+  nothing in flight), and says whether the log still reaches back to ``after``.
 
-A frame's copy reaches the log port in the order the switch sent it (one egress
-queue), so every frame before the cut's first frame is in the log once that frame
-is. A lost host's frames since its last checkpoint, the ones it never read
+A lost host's frames since its last checkpoint, the ones it never read
 included, are therefore all here (:mod:`lego.control.recovery` replays them into
 the port's successor).
 """
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: epochs are 7 bits; a frame's epoch within this many after the cut's is after it
 EPOCH_AHEAD = 64
+#: after the cut's first frame, how long a primary's late copy may still come
+GRACE_S = 0.1
 #: frames one read of the log port takes at most (one recvmmsg)
 READ_FRAMES = 256
 
@@ -138,31 +143,55 @@ class FrameLog:
         return n
 
     def select(self, after: int, buckets: np.ndarray, cut_epoch: int
-               ) -> tuple[list[bytes], int, bool]:
-        """The lost port's frames after ``after`` and before the cut, in order; how
-        many of them are window marks (no frame: a port's counts leave them out);
-        whether the cut's first frame was seen."""
+               ) -> tuple[list[bytes], int]:
+        """The lost port's frames after ``after`` and before the cut, in sequence
+        order (a frame before the window mark of the same number), and how many of
+        them are window marks (no frame: a port's counts leave them out)."""
         owned = np.zeros(1 << 16, dtype=bool)
         owned[np.asarray(buckets, dtype=np.int64)] = True
-        out: list[bytes] = []
-        marks = 0
+        picked: list[tuple[np.ndarray, np.ndarray, list[bytes]]] = []
         for c in self.chunks:
-            cut = ((c.epoch - cut_epoch) % 128) < EPOCH_AHEAD
-            end = int(np.argmax(cut)) if cut.any() else len(c.lens)
-            idx = np.flatnonzero((c.seq[:end] > np.uint64(after))
-                                 & (c.mark[:end] | owned[c.bucket[:end]]))
-            out += c.frames(idx)
-            marks += int(c.mark[idx].sum())
-            if end < len(c.lens):
-                return out, marks, True
-        return out, marks, False
+            idx = np.flatnonzero(_recent(c, after) & ~_after_cut(c, cut_epoch)
+                                 & (c.mark | owned[c.bucket]))
+            if len(idx):
+                picked.append((c.seq[idx], c.mark[idx], c.frames(idx)))
+        if not picked:
+            return [], 0
+        seq = np.concatenate([p[0] for p in picked])
+        mark = np.concatenate([p[1] for p in picked])
+        frames = [f for p in picked for f in p[2]]
+        order = np.lexsort((mark, seq))
+        return [frames[i] for i in order.tolist()], int(mark.sum())
+
+    def cut_logged(self, after: int, cut_epoch: int) -> bool:
+        """Was a frame after ``after`` split under the cut's epoch (or a later) logged?"""
+        return any((_recent(c, after) & _after_cut(c, cut_epoch)).any()
+                   for c in reversed(self.chunks))
 
     def covers(self, after: int) -> bool:
         return self.gone_upto is None or self.gone_upto <= after
 
+    def lost_in_kernel(self, frames: int) -> None:
+        """The kernel dropped ``frames`` copies before they were read: every replay
+        from before the newest logged frame is incomplete."""
+        self.stats["kernel_drops"] = self.stats.get("kernel_drops", 0) + frames
+        if self.chunks:
+            top = int(self.chunks[-1].seq.max())
+            self.gone_upto = top if self.gone_upto is None else max(self.gone_upto, top)
+
     def report(self) -> dict[str, int]:
         return {**self.stats, "bytes": self.bytes, "chunks": len(self.chunks),
                 "first_seq": int(self.chunks[0].seq.min()) if self.chunks else None}
+
+
+def _recent(c: Chunk, after: int) -> np.ndarray:
+    """The frames after sequence number ``after`` (older ones' epochs may have
+    wrapped: only recent frames are tested against a cut)."""
+    return c.seq > np.uint64(after)
+
+
+def _after_cut(c: Chunk, cut_epoch: int) -> np.ndarray:
+    return ((c.epoch - cut_epoch) % 128) < EPOCH_AHEAD
 
 
 # ---------------------------------------------------------------- the process
@@ -173,7 +202,7 @@ def serve(iface: str, bind: str, mib: float, quiet_s: float = 0.3,
     """Log ``iface``'s frames and answer requests on ``bind`` until SIGTERM."""
     import zmq
 
-    from lego.bricks.source import grow_receive_buffer
+    from lego.bricks.source import grow_receive_buffer, kernel_drops
     from lego.ext import require_built
     from lego.ext.packets import packet_socket
 
@@ -202,6 +231,10 @@ def serve(iface: str, bind: str, mib: float, quiet_s: float = 0.3,
                 if not frames:
                     break
                 flog.add(frames)
+            dropped = kernel_drops(sock)
+            if dropped:
+                log.warning("the kernel dropped %d copies on %s", dropped, iface)
+                flog.lost_in_kernel(dropped)
             if pending is not None:
                 req, since = pending
                 if _answer_frames(rep, flog, req, since, quiet_s):
@@ -225,18 +258,24 @@ def _request(flog: FrameLog, req: dict) -> dict:
         return {"ok": True, "trimmed": flog.trim(int(req["seq"])), **flog.report()}
     if op == "report":
         return {"ok": True, **flog.report()}
+    if op == "covers":
+        return {"ok": True, "covered": flog.covers(int(req["after"])), **flog.report()}
     return {"ok": False, "error": f"unknown op {op!r}"}
 
 
 def _answer_frames(rep, flog: FrameLog, req: dict, since: float, quiet_s: float) -> bool:
     """Answer a ``frames`` request once its cut was logged, or the port has been quiet
     for ``quiet_s`` (or the request's ``timeout_s`` passed); False: not yet."""
-    frames, marks, cut_seen = flog.select(int(req["after"]), np.asarray(req["buckets"]),
-                                          int(req["cut_epoch"]))
     now = time.monotonic()
+    if "cut_at" not in req and flog.cut_logged(int(req["after"]), int(req["cut_epoch"])):
+        req["cut_at"] = now  # (kept across polls: the pending request is this dict)
+    cut_seen = "cut_at" in req
     quiet = now - max(flog.last_add, since) >= quiet_s
-    if not (cut_seen or quiet or now - since >= float(req.get("timeout_s", 5.0))):
+    if not ((cut_seen and now - req["cut_at"] >= GRACE_S) or quiet
+            or now - since >= float(req.get("timeout_s", 5.0))):
         return False
+    frames, marks = flog.select(int(req["after"]), np.asarray(req["buckets"]),
+                                int(req["cut_epoch"]))
     lens = [len(f) for f in frames]
     head = {"ok": True, "frames": len(frames), "marks": marks, "lens": lens,
             "cut_seen": cut_seen,
@@ -274,8 +313,11 @@ class FrameLogClient:
                                 f"{req.get('op')} within {timeout_s or self.timeout_s:.1f} s")
             return sock.recv_multipart()
 
-    def trim(self, seq: int) -> dict:
-        return json.loads(self._call({"op": "trim", "seq": int(seq)})[0])
+    def trim(self, seq: int, timeout_s: float = 1.0) -> dict:
+        return json.loads(self._call({"op": "trim", "seq": int(seq)}, timeout_s)[0])
+
+    def covers(self, after: int) -> bool:
+        return bool(json.loads(self._call({"op": "covers", "after": int(after)})[0])["covered"])
 
     def report(self) -> dict:
         return json.loads(self._call({"op": "report"})[0])

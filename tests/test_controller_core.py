@@ -295,6 +295,53 @@ def test_a_lost_hosts_buckets_go_to_the_standby_when_no_other_port_is_live():
     assert 4 not in core.graphs and core.counters["hosts_lost"] == 1
 
 
+def test_with_the_frame_log_a_lost_hosts_port_is_rebuilt_on_the_standby():
+    """[recovery].frame_log: a lost host's port goes to the warm standby with the
+    command that rebuilds its state (recover_port), carrying what the dead
+    decision reported written and the frames the dead source took; no state is
+    reported lost by the core (the runtime reports the outcome)."""
+    cfg = {**FE, "nf": {**FE["nf"], "source": "interface"},
+           "recovery": {"checkpoint_s": 1.0, "frame_log": "ipc:///tmp/x.sock", "log_port": 9},
+           "hosts": [{"name": "nf1", "ports": [2, 3], "interfaces": ["a", "b"], "cores": 8},
+                     {"name": "nf2", "ports": [4], "interfaces": ["c"], "cores": 8}]}
+    core = ControllerCore(config_from_dict(cfg))
+    for h in ("nf1", "nf2"):
+        core.on_host_joined(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
+    core.start(0.0, [4])
+    core.on_heartbeat(0.1, "nf2", "inc", [
+        {"brick": b.id, "now": 0.1, "busy_s": 0.0, "queue_depth": 0, "state": "running",
+         "packets_in": 700, "extra": {"next_batch": 12, "scores": 600} if b.role == "dec"
+         else {}} for b in core.bricks.values() if b.host == "nf2"])
+    now, cmds = 0.1, []
+    while not cmds:
+        now += 0.1
+        core.on_heartbeat(now, "nf1", "inc", [])
+        cmds = core.tick(now)
+    rec = [c for c in cmds if c.kind == "recover_port"]
+    assert [(c.host, c.port) for c in rec] == [("nf1", 2)] and not core.graphs[2].standby
+    assert rec[0].args["lost_port"] == 4 and rec[0].args["written_before"] == 12
+    assert rec[0].args["taken"] == 700 and rec[0].args["source"] == "src-2/0"
+    assert not [c for c in cmds if c.kind.startswith("switch_")]
+    assert core.counters["retired_scores"] == 600  # what the dead decision wrote
+    assert not [e for e in core.events if e["kind"] == "state_lost"]
+
+
+def test_a_frame_log_needs_checkpoints_an_interface_source_and_a_port_of_its_own():
+    base = {**FE, "nf": {**FE["nf"], "source": "interface"},
+            "hosts": [{"name": "nf1", "ports": [2], "interfaces": ["a"], "cores": 8}]}
+    log = {"frame_log": "ipc:///tmp/x.sock", "log_port": 9}
+    config_from_dict({**base, "recovery": {"checkpoint_s": 1.0, **log}})
+    for recovery, why in (({"checkpoint_s": 0.0, **log}, "needs checkpoints"),
+                          ({"checkpoint_s": 1.0, "frame_log": "ipc:///x"}, "go together"),
+                          ({"checkpoint_s": 1.0, **log, "log_port": 2}, "is an NF host"),
+                          ({"checkpoint_s": 1.0, **log, "log_port": 1}, "traffic")):
+        with pytest.raises(ConfigError, match=why):
+            config_from_dict({**base, "recovery": recovery})
+    with pytest.raises(ConfigError, match="interface source"):
+        config_from_dict({**base, "nf": {**base["nf"], "source": "feed"},
+                          "recovery": {"checkpoint_s": 1.0, **log}})
+
+
 def test_a_graph_whose_host_joins_after_the_start_is_started_then():
     core = ControllerCore(config_from_dict(BASE))
     assert core.start(0.0, [2]) == [] and core.pending == {2}

@@ -9,8 +9,10 @@ a veth (root), answering a ZeroMQ client, a ``frames`` request waiting for its c
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,15 +38,31 @@ def test_a_lost_ports_frames_after_its_checkpoint_up_to_the_cut():
     flog.add([frame(s, bucket=s % 4, epoch=3) for s in range(10)])  # buckets 0..3
     flog.add([frame(10, 0, epoch=3, mark=True), frame(11, 1, epoch=3, mirror=True),
               b"not a switch copy", frame(12, 1, epoch=4), frame(13, 0, epoch=4)])
-    got, marks, cut = flog.select(after=4, buckets=np.array([0, 1]), cut_epoch=4)
+    got, marks = flog.select(after=4, buckets=np.array([0, 1]), cut_epoch=4)
     seqs = [pl.strip_shim(f)[0].seq for f in got]
-    assert cut and seqs == [5, 8, 9, 10, 11]  # 0/1 buckets after 4, the mark, the mirror
-    assert marks == 1
+    assert seqs == [5, 8, 9, 10, 11] and marks == 1  # 0/1 after 4, the mark, the mirror
+    assert flog.cut_logged(after=4, cut_epoch=4)
     assert got[-1] == frame(11, 1, epoch=3, mirror=True)  # byte for byte
-    got, _, cut = flog.select(after=4, buckets=np.array([0, 1]), cut_epoch=5)
-    assert not cut and len(got) == 7  # no frame of epoch 5 yet: everything so far
+    got, _ = flog.select(after=4, buckets=np.array([0, 1]), cut_epoch=5)
+    assert not flog.cut_logged(4, 5) and len(got) == 7  # no epoch 5 yet: all so far
     # an epoch within EPOCH_AHEAD after the cut's is after it too (a later move)
-    assert flog.select(after=0, buckets=np.array([1]), cut_epoch=2)[2]
+    assert flog.cut_logged(after=0, cut_epoch=2)
+
+
+def test_copies_logged_out_of_order_come_back_in_switch_order():
+    """BMv2 makes a primary's copy in its replica port's egress: a mirror or a frame
+    of the next epoch can reach the log first. The selection is by sequence number
+    and epoch, not by where the cut's first frame was logged."""
+    flog = FrameLog(mib=8)
+    flog.add([frame(1, 0, epoch=3), frame(3, 0, epoch=3, mirror=True),
+              frame(4, 1, epoch=4)])  # the cut's first frame, logged before seq 2's copy
+    assert flog.cut_logged(after=0, cut_epoch=4) and not flog.cut_logged(4, cut_epoch=4)
+    flog.add([frame(2, 0, epoch=3), frame(2, 0, epoch=3, mark=True), frame(5, 0, epoch=4)])
+    got, marks = flog.select(after=0, buckets=np.array([0]), cut_epoch=4)
+    assert [(pl.strip_shim(f)[0].seq, pl.strip_shim(f)[0].mark) for f in got] == [
+        (1, False), (2, False), (2, True), (3, False)] and marks == 1
+    flog.lost_in_kernel(3)
+    assert not flog.covers(4) and flog.covers(5)
 
 
 def test_trim_and_the_bound_say_what_a_replay_can_still_reach():
@@ -59,6 +77,32 @@ def test_trim_and_the_bound_say_what_a_replay_can_still_reach():
     assert small.stats["dropped_for_bound"] > 0 and small.bytes <= small.limit + 2048
     first = small.report()["first_seq"]
     assert not small.covers(first - 5) and small.covers(first - 1)
+
+
+def test_a_paused_source_sends_the_injected_frames_first_even_none():
+    """The runtime's inject op with no frames (a failed recovery) unpauses the
+    source; with frames, they go out first, parsed as the port's own, counted
+    without their window marks."""
+    from types import SimpleNamespace
+
+    from lego.bricks.runtime import Brick
+    from lego.bricks.source import PacketBatching
+
+    src = PacketBatching({"interface": "lo"}, "src-5/0")
+    rt = SimpleNamespace(logic=src, spec=SimpleNamespace(epoch=2))
+    assert Brick._inject_op(rt, {"op": "pause_frames"}) == {
+        "ok": True, "position": 0, "epoch": 2}
+    empty = Path(tempfile.mkdtemp()) / "none"
+    empty.write_bytes(b"")
+    assert Brick._inject_op(rt, {"op": "inject_frames", "path": str(empty),
+                                        "lens": []})["ok"]
+    assert list(src._paused()) == [] and src.paused_at is None
+    src.pause()
+    frames = [frame(7, 1), frame(8, 1, mark=True), frame(9, 2)]
+    src.inject(frames)
+    out = list(src._paused())
+    assert len(out) == 1 and list(out[0][0].seq) == [7, 9]
+    assert src.state.counters["frames_injected"] == 2
 
 
 @pytest.mark.skipif(netns_available() is not None, reason=f"{netns_available()}")
@@ -97,6 +141,7 @@ def test_the_keeper_logs_an_interface_and_answers_once_the_cut_is_logged(tmp_pat
             asker.join(10)
             head = result["head"]
             assert head["cut_seen"] and head["covered"] and time.monotonic() - t0 < 1.9
+            assert client.covers(9)
             assert head["frames"] == 5 and head["marks"] == 0
             assert sum(head["lens"]) == len(result["data"])
             assert client.trim(15)["ok"]

@@ -82,7 +82,7 @@ def test_p4runtime_shell_api_lists_inserts_reads(server):
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
     out = json.loads(line[len("RESULT "):])
     assert out["tables"] == sorted([pl.T_PORT_ROLE, pl.T_SPLIT_GROUP, pl.T_BUCKET_OWNER,
-                                    pl.T_MIRROR_OWNER, pl.T_WINDOW_CLOCK])
+                                    pl.T_MIRROR_OWNER, pl.T_WINDOW_CLOCK, pl.T_FRAME_LOG])
     assert "ALREADY_EXISTS" in out["duplicate"]
     assert out["entries"] == [["05", "03"]]
     assert out["sessions"] == [4]

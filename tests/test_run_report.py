@@ -250,3 +250,36 @@ def test_faults_are_sentences_and_events_from_several_reads_count_once():
         "checkpoint (316 entries, 1.4 s old) + 853 frames and 2 window marks from the "
         "switch's frame log, 3 buckets moved, 0.44 s after the host was lost"]
     assert [f["failure"] for f in recovered] == [False, False, False]
+
+
+def test_merged_scores_fold_a_lost_hosts_rescoring_and_nothing_else(tmp_path):
+    """A packet a lost host's decision wrote (no summary: it died with its host) and
+    its successor wrote again is kept once, the successor's, and counted (and
+    compared bit for bit); two live decisions scoring one packet stay two rows."""
+    from types import SimpleNamespace
+
+    from lego.experiments.elastic.results import merge_scores
+
+    def decision(name, rows, summary=True):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "scores.csv").write_text("seq,score,trained,alert,decided\n" + "".join(
+            f"{s},{v!r},0,{int(v > 1)},0\n" for s, v in rows))
+        if summary:
+            (d / "summary.json").write_text("{}")
+        return d
+
+    dirs = [decision("port-2", [(0, 0.5), (3, 0.25)]),
+            decision("port-3", [(1, 0.125), (2, 2.5)], summary=False),  # lost
+            decision("port-5", [(2, 2.5), (4, 0.75)])]
+    stats: dict = {}
+    seq, score, alert = merge_scores(SimpleNamespace(score_dirs=lambda: dirs), stats=stats)
+    assert seq.tolist() == [0, 1, 2, 3, 4] and score[2] == 2.5 and alert.tolist()[2]
+    assert stats == {"rescored": 1, "rescored_differ": 0}
+    dirs.append(decision("port-6", [(2, 2.5000000000000004)]))  # a live double: kept
+    stats = {}
+    seq, _, _ = merge_scores(SimpleNamespace(score_dirs=lambda: dirs), stats=stats)
+    assert seq.tolist() == [0, 1, 2, 2, 3, 4] and stats["rescored"] == 1
+    (dirs[1] / "scores.csv").write_text("seq,score,trained,alert,decided\n2,2.4,0,1,0\n")
+    merge_scores(SimpleNamespace(score_dirs=lambda: dirs[:3]), stats=stats)
+    assert stats == {"rescored": 1, "rescored_differ": 1}

@@ -347,7 +347,13 @@ class LegoSystem:
             return
         argv = [sys.executable, "-m", "lego.switch.framelog", "--iface", f"{fl.host}-eth0",
                 "--bind", self.frame_log_address, "--mib", str(fl.mib)]
-        self.frame_log = self._popen("framelog", argv, self.net.host(fl.host))
+        self.frame_log = p = self._popen("framelog", argv, self.net.host(fl.host))
+        deadline = time.monotonic() + 30
+        while "requests on" not in p.log_path.read_text(errors="replace"):
+            if not p.alive() or time.monotonic() > deadline:
+                raise LegoError(f"the frame log did not start: {_last_error(p.log_path)}; "
+                                f"log {p.log_path}:\n{log_tail(p.log_path)}")
+            time.sleep(0.05)  # polling its log up to a deadline
 
     def start_ray(self) -> None:
         """The head, then one node per NF host, joined one at a time (timed)."""

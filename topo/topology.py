@@ -29,6 +29,8 @@ DEFAULT_TOPOLOGY = Path(__file__).resolve().with_name("default.toml")
 TARGETS = ("auto", "soft", "bmv2")
 PROFILES = ("ramp", "fixed", "capacity")
 MAX_PORT = 510
+#: an NF host's port: its clone session (port + 1) below the frame log's and the marks'
+MAX_NF_PORT = 508
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")  # + "-eth0" / "-mgmt" stays within IFNAMSIZ
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _ADDR = re.compile(r"^([\w.\-]+):(\d{1,5})$")
@@ -158,9 +160,6 @@ class Topology:
                                 f"got {target!r}")
         return dataclasses.replace(self, switch=dataclasses.replace(self.switch, target=target))
 
-    def without_frame_log(self) -> Topology:
-        return dataclasses.replace(self, frame_log=None)
-
 
 # ---------------------------------------------------------------- parsing
 
@@ -264,10 +263,12 @@ def topology_from_dict(data: Mapping[str, Any], where: str = "<topology>") -> To
         raise TopologyError(f"{where}: node name {dup[0]!r} is used twice")
     ports = [tr["port"], *(n["port"] for n in nfs), *([fl["port"]] if fl else [])]
     for i, p in enumerate(ports):
-        key = "traffic.port" if i == 0 else "frame_log.port" if fl and i == len(ports) - 1 \
-            else f"nf[{i - 1}].port"
-        if not 1 <= p <= MAX_PORT:
-            raise TopologyError(f"{where}: {key}: expected a switch port in 1..{MAX_PORT}, "
+        nf_port = 0 < i <= len(nfs)
+        key = "traffic.port" if i == 0 else f"nf[{i - 1}].port" if nf_port \
+            else "frame_log.port"
+        top = MAX_NF_PORT if nf_port else MAX_PORT
+        if not 1 <= p <= top:
+            raise TopologyError(f"{where}: {key}: expected a switch port in 1..{top}, "
                                 f"got {p}")
     dup_p = sorted({p for p in ports if ports.count(p) > 1})
     if dup_p:

@@ -187,11 +187,13 @@ def offline_original(opts: RunOptions, original: Path) -> dict:
 
 def merge_scores(system, with_decided: bool = False, stats: dict | None = None) -> tuple:
     """Every decision brick's scores, in switch sequence order: (seq, score, alert),
-    plus the wall-clock time each was decided (``with_decided``). A packet two graphs
-    scored (a lost host's decision wrote it, then its successor's replay from a
-    checkpoint did again) is kept once; ``stats`` gets how many (``rescored``) and
-    how many of them differ in score or alert (``rescored_differ``: 0 when exact)."""
-    seqs, scores, alerts, decided = [], [], [], []
+    plus the wall-clock time each was decided (``with_decided``). A packet a lost
+    host's decision wrote (its directory has no summary: it died with the host) and
+    its successor's replay from a checkpoint wrote again is kept once, the
+    successor's; ``stats`` gets how many (``rescored``) and how many of them
+    differ in score or alert, bit for bit (``rescored_differ``: 0 when exact). Any
+    other packet scored twice stays twice."""
+    seqs, scores, alerts, decided, lost = [], [], [], [], []
     for d in system.score_dirs():
         path = d / "scores.csv"
         if not path.is_file():
@@ -205,18 +207,20 @@ def merge_scores(system, with_decided: bool = False, stats: dict | None = None) 
             scores.append(t[:, 1])
             alerts.append(t[:, 3].astype(bool))
             decided.append(t[:, 4] if t.shape[1] > 4 else np.full(len(t), np.nan))
+            lost.append(np.full(len(t), not (d / "summary.json").is_file()))
     if not seqs:
         out = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool), np.zeros(0))
         return out if with_decided else out[:3]
-    seq = np.concatenate(seqs)
-    order = np.argsort(seq, kind="stable")
+    seq, from_lost = np.concatenate(seqs), np.concatenate(lost)
+    order = np.lexsort((~from_lost, seq))  # a packet's lost-host copy first
     out = tuple(np.concatenate(a)[order] for a in (seqs, scores, alerts, decided))
-    again = np.flatnonzero(out[0][1:] == out[0][:-1]) + 1  # (one decision writes once)
+    from_lost = from_lost[order]
+    again = np.flatnonzero((out[0][1:] == out[0][:-1]) & from_lost[:-1])  # the lost copies
     if stats is not None:
-        s, a = out[1], out[2]
+        s, a = out[1].view(np.uint64), out[2]
         stats["rescored"] = int(len(again))
         stats["rescored_differ"] = int(np.count_nonzero(
-            (s[again] != s[again - 1]) | (a[again] != a[again - 1])))
+            (s[again] != s[again + 1]) | (a[again] != a[again + 1])))
     if len(again):
         keep = np.ones(len(out[0]), dtype=bool)
         keep[again] = False
