@@ -213,6 +213,8 @@ class ControllerRuntime:
                 t.join(5.0)
         if stop_bricks:
             self.engine.kill_all()
+        if self.recovery.frame_log is not None:
+            self.recovery.frame_log.close()
         self.server.stop()
         if self.client is not None:
             self.client.close()
