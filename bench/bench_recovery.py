@@ -154,7 +154,7 @@ def _frame_log_row(packets: int, fe_pps: float) -> Row:
     start = time.perf_counter()
     for i in range(0, len(copies), 256):
         flog.add(copies[i:i + 256])
-    got, _, _ = flog.select(len(copies) // 2, np.arange(pl.N_BUCKETS // 4), cut_epoch=1)
+    got, _ = flog.select(len(copies) // 2, np.arange(pl.N_BUCKETS // 4), cut_epoch=1)
     log_s = time.perf_counter() - start
     assert 0 < len(got) < len(copies) // 2
     return Row(f"frame log: keep every switch copy ({len(copies):,}), then a lost port's "

@@ -150,3 +150,11 @@ def test_the_keeper_logs_an_interface_and_answers_once_the_cut_is_logged(tmp_pat
             stop.set()
             keeper.join(5)
             client.close()
+
+
+def test_the_benchmarks_frame_log_row_runs():
+    """make bench's frame-log row, small (it exercises the log as the bench does)."""
+    from bench.bench_recovery import _frame_log_row
+
+    row = _frame_log_row(3000, fe_pps=1.0)
+    assert row.packets == 3000 and row.seconds > 0
