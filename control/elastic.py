@@ -298,6 +298,24 @@ class ElasticDecisions(Registry):
         return [Command("resize", host, port if port is not None else -1,
                         {"cores": cores, "brick": actors[0].id})]
 
+    def _resize_answers(self, live: list[GraphRec], util: dict[int, float]) -> bool:
+        """Every FE replica over the high watermark is held there by one bucket and
+        its host's quota may still grow: the resize (:meth:`_resize`) is the answer,
+        not a scale-out. A new replica would not take that bucket's load off (it
+        cannot be split), and its state move would wait behind the saturated
+        replica's backlog for seconds (measured: 1.95 s, 3,269 packets held)."""
+        sc = self.cfg.scaling
+        over = [g for g in live if util[g.port] > sc["high"]]
+        if not sc["resize"] or not over:
+            return False
+        for g in over:
+            a = self.hosts[g.host]
+            share = self.hot_share.get(g.port, 0.0)
+            if not a.quota or share * util[g.port] <= sc["high"] or \
+                    _on_grain(self._quota_room(g.host), math.floor) <= a.cores + 1e-9:
+                return False
+        return True
+
     def _quota_room(self, host: str) -> float:
         """The most cores ``host``'s quota may have: the budget less the others'."""
         others = sum(a.cores for h, a in self.hosts.items() if h != host and a.alive)
@@ -323,6 +341,8 @@ class ElasticDecisions(Registry):
         if d is None:
             return []
         if d.action is Action.SCALE_OUT:
+            if self._resize_answers(live, util):
+                return []
             return self._fe_scale_out(now, live[0].host, d.reason, len(fqs) + 1)
         victim = min(live, key=lambda g: (util[g.port], -g.port))
         base = self.cfg.host(victim.host).cores

@@ -622,6 +622,35 @@ def test_a_host_one_bucket_overloads_gets_a_larger_quota_then_its_own_back():
     assert next(e for e in core.events if e["kind"] == "scale_down")["cores_before"] == 0.4
 
 
+def test_a_replica_one_bucket_holds_is_resized_not_scaled_out_while_the_budget_has_room():
+    """With FE scaling on: a replica over the watermark because of one bucket gets a
+    larger quota; no new replica (it could not take that bucket's load, and its
+    state move would wait behind the saturated one). Without room in the budget,
+    or with the load over many buckets, the scale-out happens as before."""
+    def first_commands(share, budget):
+        cfg = {**RESIZE, "scaling": {**RESIZE["scaling"], "fe": True, "fe_standby": True,
+                                     "quota_budget": budget}}
+        core = ControllerCore(config_from_dict(cfg))
+        for h in ("nf1", "nf2"):
+            core.on_host_joined(0.0, h, f"{h}:1", f"/tmp/{h}", 0.2, "inc", [])
+        core.start(0.0, [2])
+        now, cpu, kinds = 0.0, 0.0, []
+        while now < 4 and not {"resize", "switch_scale_out"} & set(kinds):
+            now += 0.25
+            cpu = quota_host_at(core, now, cpu, 0.98, 0.2)
+            core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: 1000.0 * share})
+            fq_load = {"brick": "fq-2/0", "now": now, "queue_depth": 0, "state": "running",
+                       "busy_s": 0.25 * now}
+            core.on_heartbeat(now, "nf1", "inc", [fq_load], (now, cpu))
+            kinds = [c.kind for c in core.tick(now)]
+        return kinds
+
+    assert "resize" in first_commands(0.9, 0.6)
+    assert "switch_scale_out" not in first_commands(0.9, 0.6)
+    assert "switch_scale_out" in first_commands(0.9, 0.4)  # nf2's 0.2 leaves no room
+    assert "switch_scale_out" in first_commands(0.3, 0.6)  # many buckets: split them
+
+
 def test_a_load_many_buckets_share_is_not_resized():
     """Over the watermark with no bucket dominant, moving buckets helps (FE scale-out
     and rebalance are the answer): the quota stays. A failed resize frees the host."""
