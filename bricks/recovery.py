@@ -260,11 +260,10 @@ def restore(fq: Any, cmd: dict, take) -> tuple[dict, list[Message]]:
     position ``cmd["position"]``; then what it queued, in order."""
     r: RecoveryState = fq.moves.recovery
     adopt = bool(cmd.get("adopt"))  # a live brick taking a lost port's part (it owns none)
-    if adopt:
-        if fq.moves.active or fq.moves.held or r.queue:
-            return {"ok": False, "error": "a move or a restore is under way"}, []
-        r.awaiting = True
-    if not r.awaiting:  # it gave up waiting and went on: importing now would apply twice
+    if adopt and (fq.moves.active or fq.moves.held or r.queue):
+        return {"ok": False, "error": "a move or a restore is under way"}, []
+    # a successor that gave up waiting went on: importing now would apply twice
+    if not (adopt or r.awaiting):
         return {"ok": False, "error": "not waiting for a restore (it went on without)"}, []
     imported = skipped = 0
     if cmd.get("path"):

@@ -114,6 +114,50 @@ class ShimFields:
                           self.mark[index], self.bucket[index], self.mark_window)
 
 
+@dataclass
+class ShimColumns:
+    """The shim's fields of some frames, one array each, as the switch wrote them."""
+
+    flags: np.ndarray  # uint8: epoch << 1 | mirror
+    bucket: np.ndarray  # uint16
+    seq: np.ndarray  # uint64
+    ts_us: np.ndarray  # uint64
+    orig_len: np.ndarray  # uint32
+    window: np.ndarray  # uint32
+    mark: np.ndarray  # bool: a window mark (SHIM_KIND_WINDOW)
+
+
+def packed_frames(frames: list[bytes]) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """The frames back to back, with each one's offset and length (int64)."""
+    lens = np.fromiter((len(f) for f in frames), dtype=np.int64, count=len(frames))
+    offsets = np.zeros(len(frames), dtype=np.int64)
+    np.cumsum(lens[:-1], out=offsets[1:])
+    return b"".join(frames), offsets, lens
+
+
+def carries_shim(buffer: np.ndarray, offsets: np.ndarray, caplens: np.ndarray) -> np.ndarray:
+    """bool per frame: long enough for Ethernet and the shim, EtherType 0x88B5."""
+    off = np.asarray(offsets, dtype=np.int64)
+    ok = np.asarray(caplens, dtype=np.int64) >= 14 + SHIM_LEN + 2
+    b = np.asarray(buffer)
+    ok[ok] = ((b[off[ok] + 12].astype(np.uint16) << 8) | b[off[ok] + 13]) == LEGO_ETHERTYPE
+    return ok
+
+
+def shim_columns(buffer: np.ndarray, offsets: np.ndarray) -> ShimColumns:
+    """The shims of the frames at ``offsets`` (each known to carry one)."""
+    shim = np.asarray(buffer)[(np.asarray(offsets, dtype=np.int64) + 14)[:, None]
+                              + np.arange(SHIM_LEN)]
+
+    def field(lo: int, hi: int, kind: str, dtype) -> np.ndarray:
+        return np.ascontiguousarray(shim[:, lo:hi]).view(kind).ravel().astype(dtype)
+
+    ts_hi, ts_lo = field(12, 14, ">u2", np.uint64), field(14, 18, ">u4", np.uint64)
+    return ShimColumns(shim[:, 0], field(2, 4, ">u2", np.uint16), field(4, 12, ">u8", np.uint64),
+                       (ts_hi << np.uint64(32)) | ts_lo, field(18, 22, ">u4", np.uint32),
+                       field(22, 26, ">u4", np.uint32), shim[:, 26] == SHIM_KIND_WINDOW)
+
+
 def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, ShimFields | None]:
     """Remove the LEGO shim from the frames that carry one (vectorised, one copy
     of the buffer). Returns the frames, the mirror flags and the other shim
@@ -124,23 +168,12 @@ def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, ShimFields | None]:
     off = f.offsets.astype(np.int64)
     cap = f.caplens.astype(np.int64)
     lt = np.broadcast_to(np.asarray(f.linktypes), (n,))
-    cand = np.flatnonzero((cap >= 14 + SHIM_LEN + 2) & (lt == 1))
-    if len(cand):
-        b = f.buffer
-        et = (b[off[cand] + 12].astype(np.uint16) << 8) | b[off[cand] + 13]
-        cand = cand[et == LEGO_ETHERTYPE]
+    cand = np.flatnonzero((lt == 1) & carries_shim(f.buffer, off, cap))
     if not len(cand):
         return f, mirror, None
     buf = np.array(f.buffer, dtype=np.uint8)  # writable copy
     o = off[cand]
-    shim = buf[(o + 14)[:, None] + np.arange(SHIM_LEN)]
-    flags = shim[:, 0]
-    seq = np.ascontiguousarray(shim[:, 4:12]).view(">u8").ravel().astype(np.uint64)
-    ts_hi = np.ascontiguousarray(shim[:, 12:14]).view(">u2").ravel().astype(np.uint64)
-    ts_lo = np.ascontiguousarray(shim[:, 14:18]).view(">u4").ravel().astype(np.uint64)
-    olen = np.ascontiguousarray(shim[:, 18:22]).view(">u4").ravel().astype(np.uint32)
-    window = np.ascontiguousarray(shim[:, 22:26]).view(">u4").ravel().astype(np.uint32)
-    bucket = np.ascontiguousarray(shim[:, 2:4]).view(">u2").ravel().astype(np.uint16)
+    sc = shim_columns(buf, o)
     macs = (o[:, None] + np.arange(12)).ravel()
     buf[macs + SHIM_LEN + 2] = buf[macs]  # MACs move up to sit before origEtherType
     offsets = off.copy()
@@ -149,19 +182,19 @@ def strip_shims(f: Frames) -> tuple[Frames, np.ndarray, ShimFields | None]:
     seqs = f.seq.astype(np.uint64).copy()
     offsets[cand] += SHIM_LEN + 2
     caplens[cand] -= SHIM_LEN + 2
-    origlens[cand] = olen
-    seqs[cand] = seq
-    mirror[cand] = (flags & SHIM_MIRROR).astype(np.uint8)
+    origlens[cand] = sc.orig_len
+    seqs[cand] = sc.seq
+    mirror[cand] = (sc.flags & SHIM_MIRROR).astype(np.uint8)
     ts_us = np.zeros(n, dtype=np.uint64)
-    ts_us[cand] = (ts_hi << np.uint64(32)) | ts_lo
+    ts_us[cand] = sc.ts_us
     epoch = np.zeros(n, dtype=np.uint8)
-    epoch[cand] = flags >> 1
+    epoch[cand] = sc.flags >> 1
     windows = np.zeros(n, dtype=np.uint32)
-    windows[cand] = window
+    windows[cand] = sc.window
     mark = np.zeros(n, dtype=bool)
-    mark[cand] = shim[:, 26] == SHIM_KIND_WINDOW
+    mark[cand] = sc.mark
     buckets = np.zeros(n, dtype=np.uint16)
-    buckets[cand] = bucket
+    buckets[cand] = sc.bucket
     return (Frames(buf, offsets, caplens, origlens, f.ts, f.linktypes, seqs), mirror,
             ShimFields(ts_us, epoch, windows, mark, buckets))
 
@@ -547,9 +580,9 @@ class PacketBatching:
             yield batch, shim
 
     def _frames_batch(self, frames: list[bytes], times: list[float]):
-        lens = np.fromiter((len(x) for x in frames), dtype=np.uint32, count=len(frames))
-        offsets = np.concatenate([[0], np.cumsum(lens[:-1], dtype=np.int64)]).astype(np.int64)
-        buf = np.frombuffer(b"".join(frames), dtype=np.uint8)
+        data, offsets, lens = packed_frames(frames)
+        lens = lens.astype(np.uint32)
+        buf = np.frombuffer(data, dtype=np.uint8)
         seq = np.arange(self.state.packets, self.state.packets + len(frames), dtype=np.uint64)
         return self._decode(Frames(buf, offsets, lens, lens.copy(), np.array(times), 1, seq),
                             self.timestamps)

@@ -244,7 +244,7 @@ class ElasticDecisions(Registry):
     def _resize_one(self, now: float, g: GraphRec, base: float) -> list[Command]:
         sc, a = self.cfg.scaling, self.hosts[g.host]
         share = self.hot_share.get(g.port, 0.0)
-        state = "hot" if a.util > sc["high"] and share * a.util > sc["high"] else \
+        state = "hot" if a.util > sc["high"] and self._one_bucket_holds(g, a.util) else \
             "cold" if a.util < sc["low"] and a.cores > base + 1e-9 else ""
         kind, since = self.size_since.get(g.host, ("", now))
         if state != kind:
@@ -306,15 +306,20 @@ class ElasticDecisions(Registry):
         replica's backlog for seconds (measured: 1.95 s, 3,269 packets held)."""
         sc = self.cfg.scaling
         over = [g for g in live if util[g.port] > sc["high"]]
-        if not sc["resize"] or not over:
-            return False
-        for g in over:
-            a = self.hosts[g.host]
-            share = self.hot_share.get(g.port, 0.0)
-            if not a.quota or share * util[g.port] <= sc["high"] or \
-                    _on_grain(self._quota_room(g.host), math.floor) <= a.cores + 1e-9:
-                return False
-        return True
+        return bool(sc["resize"] and over) and all(
+            self._resizable(g, live) and self._one_bucket_holds(g, util[g.port])
+            and _on_grain(self._quota_room(g.host), math.floor) > self.hosts[g.host].cores + 1e-9
+            for g in over)
+
+    def _resizable(self, g: GraphRec, live: list[GraphRec]) -> bool:
+        """``g``'s host is one :meth:`_resize` resizes: a quota, alive, ``g`` its only
+        live graph (one under way counts: it answers too)."""
+        a = self.hosts[g.host]
+        return bool(a.quota) and a.alive and sum(1 for h in live if h.host == g.host) == 1
+
+    def _one_bucket_holds(self, g: GraphRec, util: float) -> bool:
+        """Its heaviest bucket alone keeps ``g``'s host over the high watermark."""
+        return self.hot_share.get(g.port, 0.0) * util > self.cfg.scaling["high"]
 
     def _quota_room(self, host: str) -> float:
         """The most cores ``host``'s quota may have: the budget less the others'."""

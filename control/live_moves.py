@@ -96,11 +96,9 @@ class LiveMoves:
         t0 = time.monotonic()
         old = self._before
         new = self.rt.manager.owners
-        record: dict[str, Any] = {"buckets": len(moves), "transfers": 0, "entries": 0,
-                                  "bytes": 0, "lost_buckets": 0}
         gone = "rebuilt_buckets" if self.rebuilt else "lost_buckets"
-        if self.rebuilt:
-            record[gone] = 0
+        record: dict[str, Any] = {"buckets": len(moves), "transfers": 0, "entries": 0,
+                                  "bytes": 0, "lost_buckets": 0, gone: 0}
         blobs: dict[int, list[bytes]] = {}
         transfers = plan_move(np.where(old < 0, new, old), new)
         by_src: dict[int, list] = {}

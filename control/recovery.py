@@ -196,8 +196,7 @@ class Recovery:
         try:
             self._recover_port(c, lost, kept)
         finally:
-            self.moving(lost)  # a checkpoint of it still under way is stale
-            self.due.pop(lost, None)
+            self.forget(lost)  # (a checkpoint of it still under way is stale)
 
     def _recover_port(self, c: Command, lost: int, kept: list[dict[str, Any]]) -> None:
         """The steps in order; on any failure the buckets still move (without their
@@ -245,15 +244,10 @@ class Recovery:
         """The newest checkpoint whose outputs the dead decision reported written
         (its outputs still in the dead host's bricks died with it); the oldest kept
         when it never reported."""
-        usable = [cp for cp in kept if cp["batch"] is not None
-                  and cp.get("last_seq") is not None]
-        if written is not None:
-            usable = [cp for cp in usable if cp["batch"] < int(written)]
-        elif usable:
-            usable = usable[:1]
-        if not usable:
+        cp = _newest_written([cp for cp in kept if cp.get("last_seq") is not None], written)
+        if cp is None:
             raise _Unrecoverable("no checkpoint whose outputs its decision wrote")
-        return usable[-1]
+        return cp
 
     def _port_lost(self, c: Command, lost: int, done: list[str], buckets: list[int],
                    why: str) -> None:
@@ -265,17 +259,11 @@ class Recovery:
         else:
             with self.rt.lock:
                 self.rt.core.counters["state_lost_buckets"] += len(buckets)
-        for step, brick, cmd in (("restored", c.args["keyed"], {"op": "resync"}),
-                                 ("paused", c.args["source"], None)):
-            if step not in done:
-                continue
-            try:
-                if cmd is None:  # nothing to send first: its own frames again
-                    engine.request_with_file(brick, {"op": "inject_frames", "lens": []}, b"")
-                else:
-                    engine.request(brick, cmd)
-            except LegoError as exc:
-                log.warning("%s after a failed recovery: %s", brick, exc)
+        if "restored" in done:  # from the lowest position on, the gap given up
+            _tell(c.args["keyed"], lambda b: engine.request(b, {"op": "resync"}))
+        if "paused" in done:  # nothing to send first: its own frames again
+            _tell(c.args["source"], lambda b: engine.request_with_file(
+                b, {"op": "inject_frames", "lens": []}, b""))
         self._count_taken(int(c.args.get("taken", 0)))
         self._event("state_lost", port=lost, host=c.args["lost_host"],
                     reason=f"host lost: {why}", buckets=len(buckets))
@@ -301,9 +289,8 @@ class Recovery:
             nxt = int(progress["next_batch"])
         except (LegoError, KeyError, TypeError) as exc:
             log.warning("progress of %s: %s; the oldest checkpoint is used", sink, exc)
-            return kept[0]
-        done = [cp for cp in kept if cp["batch"] is not None and cp["batch"] < nxt]
-        return done[-1] if done else None
+            nxt = None
+        return _newest_written(kept, nxt)
 
     def resend(self, c: Command) -> None:
         """A worker after the keyed brick died: the batches in flight to it (from the
@@ -324,6 +311,24 @@ class Recovery:
     def _event(self, kind: str, **fields: Any) -> None:
         with self.rt.lock:
             self.rt.core.event(time.monotonic(), kind, **fields)
+
+
+def _newest_written(kept: list[dict[str, Any]], next_batch: int | None
+                    ) -> dict[str, Any] | None:
+    """The newest checkpoint whose last batch is before the decision's next one (its
+    outputs are written); the oldest kept when the decision's progress is unknown."""
+    if next_batch is None:
+        return kept[0] if kept else None
+    done = [cp for cp in kept if cp["batch"] is not None and cp["batch"] < int(next_batch)]
+    return done[-1] if done else None
+
+
+def _tell(brick: str, call) -> None:
+    """A best-effort command to ``brick`` (logged when it fails)."""
+    try:
+        call(brick)
+    except LegoError as exc:
+        log.warning("%s after a failed recovery: %s", brick, exc)
 
 
 class _Unrecoverable(Exception):

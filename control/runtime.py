@@ -411,8 +411,12 @@ class ControllerRuntime:
         if loads is None or loads.shape != m.owners.shape:
             loads = np.zeros(len(m.owners))
         new, moves = plan_moves(m.owners, loads, replicas, m.tolerance, m.max_moves)
+        return self._apply(m.plan.with_replicas(replicas), new, moves)
+
+    def _apply(self, plan, owners, moves=None) -> list:
+        """The switch manager's write; a failed one cancels the move's hooks."""
         try:
-            return m.apply(m.plan.with_replicas(replicas), new, moves)
+            return self.manager.apply(plan, owners, moves)
         except Exception:
             self.hooks.cancel()
             raise
@@ -431,10 +435,7 @@ class ControllerRuntime:
         replicas += () if to in replicas else (to,)
         self.hooks.transfer, self.hooks.rebuilt = False, rebuilt
         try:
-            m.apply(m.plan.with_replicas(replicas), owners)
-        except Exception:
-            self.hooks.cancel()
-            raise
+            self._apply(m.plan.with_replicas(replicas), owners)
         finally:
             self.hooks.transfer, self.hooks.rebuilt = True, False
         with self.lock:
@@ -455,11 +456,7 @@ class ControllerRuntime:
         new, moves = plan_moves(m.owners, loads, m.plan.replica_ports, tolerance, m.max_moves)
         if not moves:
             return []
-        try:
-            return m.apply(m.plan, new, moves)
-        except Exception:
-            self.hooks.cancel()
-            raise
+        return self._apply(m.plan, new, moves)
 
     def _read_switch(self) -> None:
         try:

@@ -120,7 +120,6 @@ const bit<32> EVENT_MIRROR       = 4;
 const bit<32> EVENT_FORWARD      = 5;
 const bit<32> EVENT_WINDOW       = 6;
 
-const bit<32> PKT_INSTANCE_TYPE_NORMAL = 0;
 const bit<32> PKT_INSTANCE_TYPE_INGRESS_CLONE = 1;
 const bit<8>  FL_MIRROR = 1;
 /* what an ingress clone is */

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lego.bricks.source import carries_shim, packed_frames, shim_columns
 from lego.errors import LegoError
-from lego.p4src.contract import LEGO_ETHERTYPE, SHIM_BYTES, SHIM_KIND_WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -67,28 +67,17 @@ class Chunk:
     @classmethod
     def of(cls, frames: list[bytes]) -> Chunk | None:
         """The frames that carry a shim (others are not the switch's copies)."""
-        lens = np.fromiter((len(f) for f in frames), dtype=np.int64, count=len(frames))
-        starts = np.zeros(len(frames), dtype=np.int64)
-        np.cumsum(lens[:-1], out=starts[1:])
-        buf = b"".join(frames)
+        buf, starts, lens = packed_frames(frames)
         raw = np.frombuffer(buf, dtype=np.uint8)
-        ok = lens >= 14 + SHIM_BYTES
-        ok[ok] = ((raw[starts[ok] + 12].astype(np.int64) << 8) | raw[starts[ok] + 13]) \
-            == LEGO_ETHERTYPE
+        ok = carries_shim(raw, starts, lens)
         if not ok.all():
-            keep = np.flatnonzero(ok)
-            if not len(keep):
+            if not ok.any():
                 return None
-            buf = b"".join(frames[i] for i in keep)
+            buf, starts, lens = packed_frames([f for f, k in zip(frames, ok, strict=True) if k])
             raw = np.frombuffer(buf, dtype=np.uint8)
-            lens = lens[keep]
-            starts = np.zeros(len(keep), dtype=np.int64)
-            np.cumsum(lens[:-1], out=starts[1:])
-        shim = raw[(starts + 14)[:, None] + np.arange(SHIM_BYTES - 2)]
-        return cls(buf, starts, lens,
-                   np.ascontiguousarray(shim[:, 4:12]).view(">u8").ravel().astype(np.uint64),
-                   np.ascontiguousarray(shim[:, 2:4]).view(">u2").ravel().astype(np.int64),
-                   (shim[:, 0] >> 1).astype(np.int64), shim[:, 26] == SHIM_KIND_WINDOW)
+        sc = shim_columns(raw, starts)
+        return cls(buf, starts, lens, sc.seq, sc.bucket.astype(np.int64),
+                   (sc.flags >> 1).astype(np.int64), sc.mark)
 
     @property
     def nbytes(self) -> int:
@@ -111,7 +100,7 @@ class FrameLog:
         self.bytes = 0
         self.stats = {"logged_frames": 0, "logged_marks": 0, "dropped_for_bound": 0, "trimmed": 0,
                       "peak_bytes": 0}
-        self.gone_upto: int | None = None  # highest seq dropped for the bound
+        self.gone_upto: int | None = None  # highest seq dropped (bound, trim, kernel)
         self.last_add = time.monotonic()
 
     def add(self, frames: list[bytes]) -> None:

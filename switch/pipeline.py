@@ -370,7 +370,6 @@ class Pipeline:
         sessions = s.clone_sessions
         marking = set(opened)
         log_sess = sessions.get(FRAME_LOG_SESSION) if s.frame_log else None
-        to_owner: dict[int, list[int]] = {}  # owner -> its egress ports (the log's too)
 
         def send(ports: list[int], frame: bytes, flen: int, counted: bool = True) -> None:
             for p in ports:
@@ -387,11 +386,11 @@ class Pipeline:
             ts_hi, ts_lo, w = ts >> 32, ts & 0xFFFFFFFF, windows[j]
             o = owners[j]
             if o >= 0:
-                if o not in to_owner:
-                    to_owner[o] = [o] + (log_sess.replicas if log_sess else [])
-                send(to_owner[o], b"".join((f[:12], _LEGO_TYPE,
-                                            shim(flags, pg, buckets[j], seq, ts_hi, ts_lo,
-                                                 flen, w, SHIM_KIND_FRAME), f[12:])), flen)
+                p = b"".join((f[:12], _LEGO_TYPE, shim(flags, pg, buckets[j], seq, ts_hi, ts_lo,
+                                                       flen, w, SHIM_KIND_FRAME), f[12:]))
+                send([o], p, flen)
+                if log_sess is not None:  # its E2E clone, as its replica got it
+                    send(log_sess.replicas, p[:log_sess.packet_length_bytes or None], flen)
             co = clones[j]
             if co >= 0:  # one clone per pass: a mirrored frame carries no window mark
                 sess = sessions.get(co + CLONE_SESSION_BASE)

@@ -215,6 +215,13 @@ def _taken(system, port: int) -> int:
             and e["port"] == port)
 
 
+def _wait_checkpoints(system, n: int, port: int, frames: int) -> None:
+    """Until the controller took ``n`` checkpoints and ``port``'s source ``frames``."""
+    wait_for(lambda: (system.controller_status() or {}).get("checkpoints", {}).get(
+        "taken", 0) >= n and _taken(system, port) > frames, 30,
+        f"{n} checkpoints and {frames} frames on port {port}")
+
+
 def _brick_pid(system, host: str, brick_file: str) -> int:
     """The pid of the brick process started from ``brick_file`` on ``host``."""
     spec = str(system.brick_dir(host) / brick_file)
@@ -495,8 +502,7 @@ class TestLoseNodeExactly(LegoMininetTest):
         rec = Recorders(system, list(self.AGENTS), self.tmp / "rec")
         try:
             r = self.replay(trace)
-            wait_for(lambda: (system.controller_status() or {}).get("checkpoints", {}).get(
-                "taken", 0) >= 4 and _taken(system, 3) > 1000, 30, "checkpoints of nf2's FE")
+            _wait_checkpoints(system, 4, port=3, frames=1000)
             assert system.ray.kill_node("nf2") > 0
             rebuilt = wait_for(
                 lambda: _events(system, "state_recovered", host="nf2"), 30,
@@ -595,8 +601,7 @@ class TestKillExtractor(LegoMininetTest):
         rec = Recorders(system, list(self.AGENTS), self.tmp / "rec")
         try:
             r = self.replay(trace)
-            wait_for(lambda: (system.controller_status() or {}).get("checkpoints", {}).get(
-                "taken", 0) >= 2 and _taken(system, 2) > 300, 30, "checkpoints of nf1's FE")
+            _wait_checkpoints(system, 2, port=2, frames=300)
             os.kill(_brick_pid(system, "nf1", "fq-2-0.json"), signal.SIGKILL)
             rebuilt = wait_for(
                 lambda: _events(system, "state_recovered", brick="fq-2/0"), 60,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lego.errors import ConfigError
+from lego.p4src.contract import MAX_REPLICA_PORT
 from lego.tables import read_toml, typed_table
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().with_name("default.toml")
@@ -30,7 +31,7 @@ TARGETS = ("auto", "soft", "bmv2")
 PROFILES = ("ramp", "fixed", "capacity")
 MAX_PORT = 510
 #: an NF host's port: its clone session (port + 1) below the frame log's and the marks'
-MAX_NF_PORT = 508
+MAX_NF_PORT = MAX_REPLICA_PORT
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")  # + "-eth0" / "-mgmt" stays within IFNAMSIZ
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _ADDR = re.compile(r"^([\w.\-]+):(\d{1,5})$")
