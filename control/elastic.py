@@ -21,6 +21,8 @@ from lego.control.policy_scaling import Action, ScalingConfig, ScalingPolicy, br
 from lego.control.registry import BrickRec, Command, GraphRec, Registry, brick_name
 from lego.errors import ConfigError
 
+#: the scaling policy's name for the FE replicas (whole graphs)
+FE = "fe"
 #: a hot host's quota grows at least by this factor (a saturated host's utilisation,
 #: about 1, hides how much more it needs)
 RESIZE_STEP = 1.5
@@ -83,9 +85,11 @@ class ElasticDecisions(Registry):
                           if loads.get(p, 0) > 0}
 
     def on_switch_done(self, now: float, kind: str, moved: int = 0) -> None:
-        """The I/O finished (or failed) a switch command: the cooldown starts now."""
+        """The I/O finished (or failed) a switch command: the rebalance's and the FE
+        policy's cooldowns start now."""
         self.switch_busy = max(0, self.switch_busy - 1)
         self.last_move_t = now
+        self.policy.hold(FE, now)
 
     def _rebalance(self, now: float) -> list[Command]:
         sc = self.cfg.scaling
@@ -341,8 +345,10 @@ class ElasticDecisions(Registry):
         fqs = [self.bricks.get(brick_name(self.chain.keyed, g.port)) for g in live]
         if not fqs or any(b is None or not b.load for b in fqs):
             return []
+        if self.switch_busy:  # a state move under way: its replicas' load is the move's
+            return []
         util = {g.port: self.fe_util(g) for g in live}
-        d = self.policy.observe("fe", now, list(util.values()))
+        d = self.policy.observe(FE, now, list(util.values()))
         if d is None:
             return []
         if d.action is Action.SCALE_OUT:

@@ -93,6 +93,15 @@ class ScalingPolicy:
                 f"utilisation {mean:.3f} < {c.low} for {now - s.below_since:.1f}s"))
         return None
 
+    def hold(self, brick_type: str, now: float) -> None:
+        """An action for ``brick_type`` took effect at ``now`` (a state move ended):
+        its cooldown and dwell start again. What its replicas showed during the
+        move measured the move (a state import at a small quota is seconds of
+        busy CPU), not the load they are left with."""
+        s = self._state.setdefault(brick_type, _TypeState())
+        s.last_decision = now
+        s.above_since = s.below_since = None
+
     @staticmethod
     def _decide(s: _TypeState, now: float, decision: Decision) -> Decision:
         s.last_decision = now

@@ -236,6 +236,37 @@ def test_fe_scale_out_promotes_the_warm_standby_graph_with_one_switch_command():
     assert sorted(g.port for g in core.live_graphs()) == [2, 3]
 
 
+def test_fe_policy_waits_for_a_state_move_and_cools_down_from_its_end():
+    """A scale-in's move loads the replica that imports the state (seconds of busy
+    CPU at a small quota): the FE policy judges nothing while a move is under way,
+    and its cooldown and dwell start again when the move ends, so the import does
+    not read as overload (a scale-out right after each scale-in)."""
+    core = ControllerCore(config_from_dict(FE))
+    for h in ("nf1", "nf2"):
+        core.on_host_joined(0.0, h, f"{h}:1", f"/tmp/{h}", 8, "inc", [])
+    core.start(0.0, [2])
+    now, out = 0.0, []
+    while not out:
+        now += 0.25
+        core.on_heartbeat(now, "nf2", "inc", [])
+        out = fq_beat(core, now, 0.95)
+    assert out[0].kind == "switch_scale_out" and core.switch_busy == 1
+    for _ in range(24):  # 6 s of a move under way with both replicas saturated
+        now += 0.25
+        core.on_heartbeat(now, "nf2", "inc", [])
+        assert not any(c.kind.startswith("switch_") for c in fq_beat(core, now, 0.99))
+    assert [e["kind"] for e in core.events].count("scale_out") == 1
+    core.on_switch_done(now, "switch_scale_out")
+    done, cmds = now, []
+    while not any(c.kind == "switch_scale_out" for c in cmds):
+        now += 0.25
+        assert now < done + 4
+        core.on_heartbeat(now, "nf2", "inc", [])
+        cmds = fq_beat(core, now, 0.99)
+    cfg = core.cfg.scaling  # the next one: a cooldown after the move, not the decision
+    assert now >= done + max(cfg["cooldown"], cfg["dwell"])
+
+
 QUOTA = {**FE, "hosts": [{"name": "nf1", "ports": [2], "cores": 0.2},
                          {"name": "nf2", "ports": [3], "cores": 0.2}]}
 
@@ -263,6 +294,7 @@ def test_under_a_cpu_quota_the_hosts_cpu_drives_fe_scaling_not_the_feature_brick
     assert out[0].kind == "switch_scale_out" and out[0].host == "nf2"
     e = next(e for e in core.events if e["kind"] == "scale_out")
     assert "utilisation 0.950 > 0.8" in e["reason"]
+    core.on_switch_done(now, "switch_scale_out")  # the I/O moved the state
     # both hosts nearly idle now: one replica goes
     cpu2, out = 0.0, []
     while not any(c.kind == "switch_scale_in" for c in out):

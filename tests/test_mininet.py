@@ -23,7 +23,7 @@ import pytest
 from lego.errors import ConfigError
 from lego.experiments.elastic.record import offline_scores
 from lego.experiments.elastic.run import SLA_MS as MAKE_RUN_SLA_MS
-from lego.experiments.elastic.run import drained, scheduled_step
+from lego.experiments.elastic.run import drained, scaled_back_to, scheduled_step
 from lego.polling import wait_for
 from lego.topo.pacer import due
 from lego.topo.switches import pick_target, realtime_refused, switch_argv
@@ -167,6 +167,27 @@ def test_the_drain_ends_when_all_is_scored_or_nothing_more_can_come():
     taken = {**st(3, 1000), "taken": 1000}
     assert drained(taken, 1000, 1, scaled_back=True, late=False, per_packet=False) == ""
     assert drained(taken, 1000, 1, scaled_back=True, late=False) is None
+
+
+
+def test_a_run_is_scaled_back_only_when_the_controller_and_the_switch_are():
+    def st(replica_ports, graphs, dead=()):
+        return {"switch": {"replica_ports": replica_ports},
+                "hosts": [{"host": h, "alive": h not in dead} for h in ("nf1", "nf2", "nf3")],
+                "graphs": [{"port": p, "host": h, "draining": d, "standby": s}
+                           for p, h, d, s in graphs]}
+
+    one = [(2, "nf1", False, False), (3, "nf2", False, True)]  # a warm standby
+    assert scaled_back_to(st([2], one), 1)
+    # a scale-out decided (the standby taken) before the switch writes its port
+    taken = [(2, "nf1", False, False), (3, "nf2", False, False)]
+    assert not scaled_back_to(st([2], taken), 1)
+    # a scale-in: the victim drains; the switch still lists it until the move ends
+    leaving = [(2, "nf1", True, False), (3, "nf2", False, False)]
+    assert not scaled_back_to(st([2, 3], leaving), 1)
+    assert scaled_back_to(st([3], leaving), 1)
+    # a graph on a lost host owns nothing
+    assert scaled_back_to(st([3], taken, dead=("nf1",)), 1)
 
 
 # ---------------------------------------------------------------- Mininet

@@ -327,6 +327,18 @@ def drained(st: dict, sent: int, traffic_port: int, scaled_back: bool,
     return None
 
 
+def scaled_back_to(st: dict, initial: int) -> bool:
+    """The controller is back to ``initial`` FE replicas (pure): in the switch's
+    replica ports and in its own graphs. A scale-out is an event (and a graph out
+    of standby) before the switch writes its port, a state move later: the
+    switch alone would call a run scaled back while it scales out."""
+    alive = {a["host"] for a in st.get("hosts", []) if a.get("alive")}
+    owning = [g for g in st.get("graphs", [])
+              if not g.get("draining") and not g.get("standby") and g.get("host") in alive]
+    return (len(st["switch"].get("replica_ports", [])) <= initial
+            and len(owning) <= initial)
+
+
 def rates(prev: dict | None, cur: dict, traffic_ports: list[int]) -> tuple[float, float]:
     """(packets/s into the switch on the traffic ports, packets/s out to the others)."""
     if not prev or not prev.get("switch", {}).get("ports") or not cur["switch"].get("ports"):
@@ -410,7 +422,7 @@ def _watch(system, replayer, opts: RunOptions, console: Console, timeline: list[
             if system.mode == "controller":
                 if replayer.done():
                     drain_deadline = drain_deadline or time.monotonic() + opts.drain_s
-                    why = drained(st, replayer.sent, traffic[0], row["replicas"] <= initial,
+                    why = drained(st, replayer.sent, traffic[0], scaled_back_to(st, initial),
                                   time.monotonic() > drain_deadline,
                                   per_packet=opts.decl.merge != "window")
                     if why is not None:
