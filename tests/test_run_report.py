@@ -4,6 +4,7 @@ machine's CPU (pure, but for reading /proc/stat)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -283,3 +284,37 @@ def test_merged_scores_fold_a_lost_hosts_rescoring_and_nothing_else(tmp_path):
     (dirs[1] / "scores.csv").write_text("seq,score,trained,alert,decided\n2,2.4,0,1,0\n")
     merge_scores(SimpleNamespace(score_dirs=lambda: dirs[:3]), stats=stats)
     assert stats == {"rescored": 1, "rescored_differ": 1}
+
+
+def test_the_calibration_measures_the_fused_replica_against_its_processes(tmp_path):
+    """The fused calibration graph is one process of the NF's five bricks (a chain
+    with the source at its head), and its figures read against the processes'."""
+    from lego import nfs
+    from lego.bricks.graph import CHAIN, graph_from_dict
+    from lego.experiments.elastic.calibrate import (
+        FUSED,
+        BrickCost,
+        Calibration,
+        calibration_graph,
+    )
+    from lego.experiments.elastic.results import fused_figures
+
+    for nf in nfs.builtin_names():
+        split = graph_from_dict(calibration_graph(tmp_path / "t.pcap", tmp_path / "m.npz",
+                                                  tmp_path / "out", "lego", 256, 20, nf))
+        fused = graph_from_dict(calibration_graph(tmp_path / "t.pcap", tmp_path / "m.npz",
+                                                  tmp_path / "out", "lego", 256, 20, nf,
+                                                  fused=True))
+        assert len(split.nodes) >= 4 and CHAIN not in {n.type for n in split.nodes.values()}
+        assert list(fused.nodes) == [FUSED] and fused.nodes[FUSED].type == CHAIN
+        members = [m["node"] for m in fused.nodes[FUSED].options["members"]]
+        assert members == list(split.nodes) and fused.role(FUSED) == "source"
+    five = Calibration(pps=1000.0, cores=0.1, packets=6000, seconds=6.0, loop_seconds=2.0,
+                       bricks=(BrickCost("src", 10.0, 2.0), BrickCost("fq", 15.0, 3.0)))
+    one = Calibration(pps=4000.0, cores=0.1, packets=6000, seconds=1.5, loop_seconds=0.5,
+                      bricks=(BrickCost(FUSED, 6.5, 6.0),))
+    assert fused_figures(five) == {}
+    f = fused_figures(replace(five, fused=one))
+    assert f["capacity_one_replica_fused_loop_pps"] == 12000
+    assert f["capacity_one_replica_loop_pps"] == 3000 and f["fused_cpu_us_per_packet"] == 6.5
+    assert "12,000 pkt/s the loop (4.0x the processes')" in f["calibration_fused"]

@@ -18,6 +18,11 @@ mirrors of its hosts' packets (1.58 frames per scored packet at a peak) and its
 source reads the switch port (5.5 µs a frame of logic against 0.8 from a pcap);
 the run's summary measures it (``live_bricks_peak``; docs/running.md).
 
+The same bricks are then measured fused: one process running them as a chain of
+function calls (:mod:`lego.bricks.chain`), under the same quota. The difference is
+what the process hops cost (``Calibration.fused_line``); the ramp is still sized
+from the processes, which is what the live replicas run.
+
 Each brick's cost per packet comes with it (:class:`BrickCost`, from the
 bricks' own last load reports): its CPU in its run loop, and the share of it
 spent in the NF's logic (the rest is the runtime: receiving, decoding,
@@ -32,7 +37,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import tomli_w
@@ -40,6 +45,9 @@ import tomli_w
 from lego.cpu_quota import CpuQuota
 from lego.errors import LegoError
 from lego.topo.agent import nf_graph
+
+#: the group (the process) of the fused calibration's bricks
+FUSED = "replica"
 
 
 @dataclass(frozen=True)
@@ -63,11 +71,19 @@ class Calibration:
     seconds: float  # from go until every brick process exited
     bricks: tuple[BrickCost, ...] = ()
     loop_seconds: float = 0.0  # from go to the decision's last report
+    #: the same bricks fused in one process (function calls, :mod:`lego.bricks.chain`)
+    #: under the same quota: what the processes' hops cost, measured
+    fused: Calibration | None = None
 
     @property
     def loop_pps(self) -> float:
         """Packets per second of the bricks' loops alone (their exit left out)."""
         return self.packets / self.loop_seconds if self.loop_seconds else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        """CPU microseconds per packet, every brick's together."""
+        return sum(b.cpu_us for b in self.bricks)
 
     def line(self) -> str:
         loops = (f"; the bricks' loops alone: {self.loop_pps:,.0f} pkt/s, done at "
@@ -79,17 +95,27 @@ class Calibration:
         """Where a packet's CPU goes, brick by brick (µs per packet)."""
         if not self.bricks:
             return ""
-        total = sum(b.cpu_us for b in self.bricks)
         logic = sum(b.logic_us for b in self.bricks)
         return (f"per brick, µs of CPU per packet: "
-                f"{', '.join(b.text() for b in self.bricks)}; bricks {total:.1f}, "
+                f"{', '.join(b.text() for b in self.bricks)}; bricks {self.cpu_us:.1f}, "
                 f"{logic:.1f} of it the NF's logic")
+
+    def fused_line(self) -> str:
+        """The fused replica against the five processes, both measured here."""
+        f = self.fused
+        if f is None or not f.loop_seconds:
+            return ""
+        return (f"the same bricks fused in one process (function calls): {f.pps:,.0f} pkt/s "
+                f"go to exit, {f.loop_pps:,.0f} pkt/s the loop ({f.loop_pps / self.loop_pps:.1f}x "
+                f"the processes'), {f.cpu_us:.1f} µs of CPU per packet; make run's replicas "
+                "run as processes, and the ramp is sized from those")
 
 
 def calibration_graph(trace: Path, model: Path, out: Path, semantics: str,
                       batch: int, flush_ms: int, nf: str | None = None,
-                      nf_options: dict | None = None) -> dict:
-    """An NF host's graph (:func:`~lego.topo.agent.nf_graph`) read from ``trace``."""
+                      nf_options: dict | None = None, fused: bool = False) -> dict:
+    """An NF host's graph (:func:`~lego.topo.agent.nf_graph`) read from ``trace``;
+    ``fused``: its bricks in one group (one process)."""
     from lego import nfs
 
     graph = nf_graph("calibration", "unused", model, out, semantics=semantics, batch=batch,
@@ -98,13 +124,19 @@ def calibration_graph(trace: Path, model: Path, out: Path, semantics: str,
     graph["bricks"][chain[0]]["options"] = {"trace": str(trace), "batch": batch,
                                             **nfs.get(nf or nfs.DEFAULT).source_options()}
     graph["bricks"][chain[-1]]["options"]["write_scores"] = False
+    if fused:  # one group: one process, the bricks as function calls (lego.bricks.chain)
+        for node in chain:
+            graph["bricks"][node]["group"] = FUSED
     return graph
 
 
 def calibrate(trace: Path, model: Path, cores: float, workdir: Path, *, packets: int = 8192,
               semantics: str = "lego", batch: int = 256, flush_ms: int = 20,
-              nf: str | None = None, nf_options: dict | None = None) -> Calibration:
-    """Measure one replica under ``cores`` of quota on the first ``packets`` of ``trace``."""
+              nf: str | None = None, nf_options: dict | None = None,
+              fused: bool = True) -> Calibration:
+    """Measure one replica under ``cores`` of quota on the first ``packets`` of
+    ``trace``: as the live graph runs it (a process per brick), and (``fused``) as
+    one process running the same bricks as function calls."""
     from lego.ext.packets import open_trace, write_pcap
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -117,14 +149,24 @@ def calibrate(trace: Path, model: Path, cores: float, workdir: Path, *, packets:
     frames, ts = frames[:packets], ts[:packets]
     head = workdir / "calibration.pcap"
     write_pcap(head, frames, ts)
-    graph = workdir / "calibration.toml"
-    graph.write_text(tomli_w.dumps(calibration_graph(head.resolve(), model.resolve(),
-                                                     (workdir / "out").resolve(), semantics,
-                                                     batch, flush_ms, nf, nf_options)))
+
+    def measure(name: str, fuse: bool) -> Calibration:
+        graph = workdir / f"{name}.toml"
+        graph.write_text(tomli_w.dumps(calibration_graph(
+            head.resolve(), model.resolve(), (workdir / "out").resolve(), semantics, batch,
+            flush_ms, nf, nf_options, fused=fuse)))
+        return _run_under_quota(graph, len(frames), cores, workdir / f"{name}-bricks")
+
+    cal = measure("calibration", False)
+    return replace(cal, fused=measure("fused", True)) if fused else cal
+
+
+def _run_under_quota(graph: Path, packets: int, cores: float, bricks: Path) -> Calibration:
+    """The graph file's bricks fed its trace inside a cgroup of ``cores``."""
     quota = CpuQuota("calibration", cores).create()
     try:
         argv = [sys.executable, "-m", "lego.experiments.elastic.calibrate", str(graph),
-                str(len(frames)), str(workdir / "bricks")]
+                str(packets), str(bricks)]
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         ready = proc.stdout.readline()  # the bricks started (outside the quota)

@@ -228,6 +228,18 @@ def merge_scores(system, with_decided: bool = False, stats: dict | None = None) 
     return out if with_decided else out[:3]
 
 
+def fused_figures(cal) -> dict:
+    """The calibration's fused replica (one process) against its five processes."""
+    f = cal.fused if cal is not None else None
+    if f is None or not f.loop_seconds or not cal.loop_seconds:
+        return {}
+    return {"calibration_fused": cal.fused_line(),
+            "capacity_one_replica_fused_pps": round(f.pps),
+            "capacity_one_replica_fused_loop_pps": round(f.loop_pps),
+            "capacity_one_replica_loop_pps": round(cal.loop_pps),
+            "fused_cpu_us_per_packet": round(f.cpu_us, 2)}
+
+
 def write_results(system, replayer, opts: RunOptions, timeline: list[dict], start: float,
                   bad_logs: list[str], extra: dict | None = None) -> dict:
     from lego.metrics import decision_report, detection_report, load_labels
@@ -332,6 +344,7 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         "calibration_bricks": {b.brick: {"cpu_us_per_packet": round(b.cpu_us, 2),
                                          "logic_us_per_packet": round(b.logic_us, 2)}
                                for b in cal.bricks} if cal else None,
+        **fused_figures(cal),
         "live_bricks_peak": live_brick_costs(extra.get("bricks_cpu") or [], peak),
         "replay_steps_pps": [sg.pps for sg in segs], "peak_offered_pps": peak_pps,
         "peak_offered_capacities": round(peak_pps / cal.pps, 2) if cal else None,
@@ -477,6 +490,8 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
             costs = ", ".join(f"{b} {c['cpu_us_per_packet']:.1f} ({c['logic_us_per_packet']:.1f} "
                               "logic)" for b, c in s["calibration_bricks"].items())
             lines.append(f"- the calibration's CPU per packet, brick by brick (µs): {costs}")
+        if s.get("calibration_fused"):
+            lines.append(f"- {s['calibration_fused']}")
     if s.get("live_bricks_peak"):
         live = s["live_bricks_peak"]
         costs = ", ".join(f"{b} {c['cpu_us_per_frame']:.1f} ({c['logic_us_per_frame']:.1f} "
