@@ -330,6 +330,26 @@ class ElasticDecisions(Registry):
         others = sum(a.cores for h, a in self.hosts.items() if h != host and a.alive)
         return self.cfg.scaling["quota_budget"] - others
 
+    def move_boost(self, hosts: list[str]) -> dict[str, float]:
+        """Quotas for ``hosts`` while a state move waits on them (pure; ``resize``
+        on): what the quota budget leaves, shared among them. An old owner exports
+        only once it has processed every packet the switch sent it before the
+        write, and the new owner holds the moved buckets' packets until then: a
+        saturated old owner's backlog (seconds under a 0.1-core quota) is the
+        move's time, and every held packet's wait. The hosts stay in ``resizing``
+        (no policy resize) until :meth:`on_resized` gives each its quota back."""
+        sc = self.cfg.scaling
+        mine = [h for h in dict.fromkeys(hosts) if h in self.hosts and self.hosts[h].quota
+                and self.hosts[h].alive and h not in self.resizing]
+        if not sc["resize"] or not mine:
+            return {}
+        used = sum(a.cores for a in self.hosts.values() if a.alive)
+        share = _on_grain((sc["quota_budget"] - used) / len(mine), math.floor)
+        if share <= 0:
+            return {}
+        self.resizing.update(mine)
+        return {h: round(self.hosts[h].cores + share, 3) for h in mine}
+
     def on_resized(self, now: float, host: str, cores: float | None) -> None:
         """The I/O resized ``host``'s quota to ``cores`` (None: it failed); its
         utilisation is read against the new quota from now on."""

@@ -18,7 +18,10 @@ protocol on the FE bricks through their Ray actors
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +29,8 @@ import numpy as np
 from lego.control.registry import brick_name
 from lego.control.state_move import plan_move
 from lego.errors import LegoError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the runtime owns the hooks; imported for the annotation only
     from lego.control.runtime import ControllerRuntime
@@ -104,6 +109,24 @@ class LiveMoves:
         by_src: dict[int, list] = {}
         for t in transfers:
             by_src.setdefault(t.src, []).append(t)
+        with self._boosted(list(by_src), record):
+            self._export(by_src, seq_hint, record, blobs, gone)
+        with self._boosted(sorted({m.new_port for m in moves}), record):
+            self._import(moves, record, blobs)
+        record["seconds"] = round(time.monotonic() - t0, 4)
+        for port in self._engaged:  # a new checkpoint of each brick the move changed
+            self.rt.recovery.moved(port)
+        self.log.append(record)
+        with self.rt.lock:
+            self.rt.core.counters["moves"] += 1
+            self.rt.core.counters["state_lost_buckets"] += record["lost_buckets"]
+            self.rt.core.event(time.monotonic(), "state_moved", **record)
+
+    def _export(self, by_src: dict[int, list], seq_hint: dict[int, int],
+                record: dict[str, Any], blobs: dict[int, list[bytes]], gone: str) -> None:
+        """Each old owner's transfers, exported once it has processed the packets the
+        switch sent it before the write."""
+        new = self.rt.manager.owners
         for src, ts in by_src.items():
             brick = self._fq(src) if self.transfer else None
             if brick is None:
@@ -127,6 +150,9 @@ class LiveMoves:
                 # where the source cut its stream: the write (by epoch), vs the count hint
                 record.setdefault("export_at", {})[src] = {"cut": info.get("exported_at"),
                                                            "hint": after}
+
+    def _import(self, moves, record: dict[str, Any], blobs: dict[int, list[bytes]]) -> None:
+        """Each new owner imports its blobs and releases the packets it held."""
         for dst in sorted({m.new_port for m in moves}):
             brick = self._fq(dst)
             if brick is None or not self.transfer:
@@ -135,11 +161,39 @@ class LiveMoves:
             if not reply.get("ok"):
                 raise LegoError(f"import into {brick}: {reply}")
             record["held"] = record.get("held", 0) + self._rows_held(brick)
-        record["seconds"] = round(time.monotonic() - t0, 4)
-        for port in self._engaged:  # a new checkpoint of each brick the move changed
-            self.rt.recovery.moved(port)
-        self.log.append(record)
+
+    @contextmanager
+    def _boosted(self, ports: list[int], record: dict[str, Any]) -> Iterator[None]:
+        """The hosts of ``ports``' FE bricks on a larger CPU quota while the move
+        waits on them (:meth:`ElasticDecisions.move_boost`), each given its own
+        back after, whatever happened. Nothing changes without ``[scaling].resize``."""
+        core = self.rt.core
+        bricks = {p: self._fq(p) for p in ports} if self.transfer else {}
         with self.rt.lock:
-            self.rt.core.counters["moves"] += 1
-            self.rt.core.counters["state_lost_buckets"] += record["lost_buckets"]
-            self.rt.core.event(time.monotonic(), "state_moved", **record)
+            hosts = {core.graphs[p].host: b for p, b in bricks.items() if b is not None}
+            before = {h: core.hosts[h].cores for h in hosts}
+            plan = core.move_boost(list(hosts))
+        raised: dict[str, float] = {}
+        try:
+            for host, cores in plan.items():
+                try:
+                    raised[host] = self.rt.engine.set_cores(hosts[host], cores)
+                except LegoError as exc:  # the move goes on at the quota it has
+                    log.warning("move boost of %s: %s", host, exc)
+            with self.rt.lock:
+                for host, cores in raised.items():  # its CPU read against the new quota
+                    a = core.hosts[host]
+                    a.util, a.cores = a.util * a.cores / cores, cores
+            if raised:
+                record.setdefault("boost", {}).update(raised)
+            yield
+        finally:
+            for host in plan:
+                back = None
+                try:
+                    back = self.rt.engine.set_cores(hosts[host], before[host]) \
+                        if host in raised else before[host]
+                except LegoError as exc:
+                    log.warning("quota of %s after a move: %s", host, exc)
+                with self.rt.lock:
+                    core.on_resized(time.monotonic(), host, back)

@@ -654,6 +654,34 @@ def test_a_host_one_bucket_overloads_gets_a_larger_quota_then_its_own_back():
     assert next(e for e in core.events if e["kind"] == "scale_down")["cores_before"] == 0.4
 
 
+def test_a_move_raises_the_quotas_it_waits_on_within_the_budget_and_blocks_resizes():
+    """While a state move waits on hosts (the old owners' backlogs, then the new
+    owners' imports), they share what the quota budget leaves; the policy resizes
+    none of them until each has its own quota back."""
+    core = resize_core()  # budget 0.6 cores: nf1 and nf2 hold 0.2 each
+    quota_host_at(core, 0.5, 0.0, 0.1, 0.2)  # their CPU read: both under a quota
+    assert core.move_boost(["nf1"]) == {"nf1": 0.4}
+    assert core.move_boost(["nf1"]) == {}  # under way already
+    for _ in range(16):  # hot with one bucket: no policy resize while it is boosted
+        now = 1.0 + _ * 0.25
+        quota_host_at(core, now, 0.0, 0.98, 0.2)
+        core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: 900.0})
+        assert not [c for c in core.tick(now) if c.kind == "resize"]
+    core.on_resized(5.0, "nf1", 0.2)
+    assert "nf1" not in core.resizing
+    assert core.move_boost(["nf1", "nf2", "nf1"]) == {"nf1": 0.3, "nf2": 0.3}  # shared
+    for h in ("nf1", "nf2"):
+        core.on_resized(6.0, h, 0.2)
+    core.hosts["nf2"].cores = 0.4  # a policy resize: no room left
+    assert core.move_boost(["nf1"]) == {}
+    off = ControllerCore(config_from_dict({**RESIZE, "scaling": {**RESIZE["scaling"],
+                                                                 "resize": False}}))
+    off.on_host_joined(0.0, "nf1", "nf1:1", "/tmp/nf1", 0.2, "inc", [])
+    off.on_heartbeat(0.5, "nf1", "inc", [], (0.5, 0.01))
+    # SCALING=off, or resize off: the quota stays
+    assert off.hosts["nf1"].quota and off.move_boost(["nf1"]) == {}
+
+
 def test_a_replica_one_bucket_holds_is_resized_not_scaled_out_while_the_budget_has_room():
     """With FE scaling on: a replica over the watermark because of one bucket gets a
     larger quota; no new replica (it could not take that bucket's load, and its

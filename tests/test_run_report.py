@@ -41,6 +41,9 @@ def test_an_event_is_one_plain_sentence_with_its_move():
                     "held, 0 buckets lost")
     one = event_sentence({**rows[0], "buckets": 1, "entries": 1, "held": 1})
     assert one.endswith("1 bucket, 1 entry moved in 0.25 s, 1 packet held, 0 buckets lost")
+    boosted = event_sentence({**rows[0], "boost": {"nf1": 0.45}})
+    assert boosted.endswith("0 buckets lost (CPU quota while the move waited on them: nf1 "
+                            "0.45 cores)")
     for r in rows:
         s = event_sentence(r)
         assert not set("{['") & set(s), s

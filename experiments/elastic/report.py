@@ -56,7 +56,8 @@ def scaling_events(events: list[dict[str, Any]], t0: float,
                 if f["kind"] == "state_moved":
                     row.update(buckets=f.get("buckets", 0), entries=f.get("entries", 0),
                                held=f.get("held", 0), seconds=f.get("seconds", 0.0),
-                               lost_buckets=f.get("lost_buckets", 0))
+                               lost_buckets=f.get("lost_buckets", 0),
+                               boost=f.get("boost", {}))
                     break
                 if f["kind"] in ("scale_out", "scale_in") and f.get("role") == "keyed":
                     break
@@ -86,6 +87,9 @@ def event_sentence(e: dict[str, Any]) -> str:
         text += (f"; {_count(e['buckets'], 'bucket')}, {_count(e['entries'], 'entry')} "
                  f"moved in {float(e['seconds']):.2f} s, {_count(e.get('held', 0), 'packet')} "
                  f"held, {_count(e.get('lost_buckets', 0), 'bucket')} lost")
+        if e.get("boost"):
+            text += (" (CPU quota while the move waited on them: " + ", ".join(
+                f"{h} {_num(c)} cores" for h, c in sorted(e["boost"].items())) + ")")
     return text
 
 
