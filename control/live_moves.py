@@ -168,9 +168,10 @@ class LiveMoves:
         waits on them (:meth:`ElasticDecisions.move_boost`), each given its own
         back after, whatever happened. Nothing changes without ``[scaling].resize``."""
         core = self.rt.core
-        bricks = {p: self._fq(p) for p in ports} if self.transfer else {}
-        with self.rt.lock:
-            hosts = {core.graphs[p].host: b for p, b in bricks.items() if b is not None}
+        with self.rt.lock:  # a host lost meanwhile takes its graphs: skipped
+            bricks = {p: self._fq(p) for p in ports} if self.transfer else {}
+            hosts = {core.graphs[p].host: b for p, b in bricks.items()
+                     if b is not None and p in core.graphs}
             before = {h: core.hosts[h].cores for h in hosts}
             plan = core.move_boost(list(hosts))
         raised: dict[str, float] = {}
@@ -188,12 +189,12 @@ class LiveMoves:
                 record.setdefault("boost", {}).update(raised)
             yield
         finally:
-            for host in plan:
+            for host in plan:  # a raise that failed may still have been written
                 back = None
                 try:
-                    back = self.rt.engine.set_cores(hosts[host], before[host]) \
-                        if host in raised else before[host]
+                    back = self.rt.engine.set_cores(hosts[host], before[host])
                 except LegoError as exc:
                     log.warning("quota of %s after a move: %s", host, exc)
+                    back = None if host in raised else before[host]
                 with self.rt.lock:
                     core.on_resized(time.monotonic(), host, back)

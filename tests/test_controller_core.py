@@ -662,11 +662,13 @@ def test_a_move_raises_the_quotas_it_waits_on_within_the_budget_and_blocks_resiz
     quota_host_at(core, 0.5, 0.0, 0.1, 0.2)  # their CPU read: both under a quota
     assert core.move_boost(["nf1"]) == {"nf1": 0.4}
     assert core.move_boost(["nf1"]) == {}  # under way already
-    for _ in range(16):  # hot with one bucket: no policy resize while it is boosted
-        now = 1.0 + _ * 0.25
-        quota_host_at(core, now, 0.0, 0.98, 0.2)
+    cpu = 0.0
+    for i in range(16):  # hot with one bucket: no policy resize while it is boosted
+        now = 1.0 + i * 0.25
+        cpu = quota_host_at(core, now, cpu, 0.98, 0.4)
         core.on_bucket_loads(now - 2, now, {2: 1000.0}, {2: 900.0})
         assert not [c for c in core.tick(now) if c.kind == "resize"]
+    assert core.hosts["nf1"].util > core.cfg.scaling["high"]  # it would be, unboosted
     core.on_resized(5.0, "nf1", 0.2)
     assert "nf1" not in core.resizing
     assert core.move_boost(["nf1", "nf2", "nf1"]) == {"nf1": 0.3, "nf2": 0.3}  # shared

@@ -169,7 +169,6 @@ def test_the_drain_ends_when_all_is_scored_or_nothing_more_can_come():
     assert drained(taken, 1000, 1, scaled_back=True, late=False) is None
 
 
-
 def test_a_run_is_scaled_back_only_when_the_controller_and_the_switch_are():
     def st(replica_ports, graphs, dead=()):
         return {"switch": {"replica_ports": replica_ports},

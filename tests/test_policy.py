@@ -83,12 +83,16 @@ def test_an_action_taking_effect_restarts_the_cooldown_and_the_dwell():
     p = ScalingPolicy(ScalingConfig(high=0.8, low=0.3, dwell=1.0, cooldown=2.0))
     assert p.observe("fe", 0.0, [0.1, 0.1]) is None
     assert p.observe("fe", 1.0, [0.1, 0.1]).action is Action.SCALE_IN
-    for t in (2.0, 2.5, 3.0, 3.5):  # the state import loads the replica left
-        p.observe("fe", t, [0.99])
-    p.hold("fe", 4.0)  # the move ended
-    assert p.observe("fe", 4.5, [0.99]) is None
+    p.observe("fe", 2.0, [0.99])  # the state import loads the replica left...
+    p.hold("fe", 4.0)  # ...until the move ends (nothing is judged meanwhile)
+    assert p.observe("fe", 4.0, [0.99]) is None
     assert p.observe("fe", 5.9, [0.99]) is None  # cooling down from the move's end
     assert p.observe("fe", 6.0, [0.99]).action is Action.SCALE_OUT
+    q = ScalingPolicy(ScalingConfig(high=0.8, low=0.3, dwell=1.0, cooldown=2.0))
+    q.observe("fe", 0.0, [0.1, 0.1])
+    q.observe("fe", 1.0, [0.1, 0.1])
+    q.observe("fe", 2.0, [0.99])  # without the hold: the import reads as overload
+    assert q.observe("fe", 3.0, [0.99]).action is Action.SCALE_OUT
 
 
 def test_a_dip_resets_the_dwell_clock():
