@@ -350,10 +350,13 @@ class ElasticDecisions(Registry):
         self.resizing.update(mine)
         return {h: round(self.hosts[h].cores + share, 3) for h in mine}
 
-    def on_resized(self, now: float, host: str, cores: float | None) -> None:
+    def on_resized(self, now: float, host: str, cores: float | None,
+                   settled: bool = True) -> None:
         """The I/O resized ``host``'s quota to ``cores`` (None: it failed); its
-        utilisation is read against the new quota from now on."""
-        self.resizing.discard(host)
+        utilisation is read against the new quota from now on. ``settled``: the
+        host leaves ``resizing`` (a move's boost keeps it until its quota is back)."""
+        if settled:
+            self.resizing.discard(host)
         a = self.hosts.get(host)
         if a is not None and cores is not None:  # the same CPU over the new quota
             a.util, a.cores = a.util * a.cores / cores, cores

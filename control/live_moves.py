@@ -182,15 +182,13 @@ class LiveMoves:
                 except LegoError as exc:  # the move goes on at the quota it has
                     log.warning("move boost of %s: %s", host, exc)
             with self.rt.lock:
-                for host, cores in raised.items():  # its CPU read against the new quota
-                    a = core.hosts[host]
-                    a.util, a.cores = a.util * a.cores / cores, cores
+                for host, cores in raised.items():
+                    core.on_resized(time.monotonic(), host, cores, settled=False)
             if raised:
                 record.setdefault("boost", {}).update(raised)
             yield
         finally:
             for host in plan:  # a raise that failed may still have been written
-                back = None
                 try:
                     back = self.rt.engine.set_cores(hosts[host], before[host])
                 except LegoError as exc:

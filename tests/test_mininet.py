@@ -227,6 +227,16 @@ def _events(system, kind: str, **match) -> list[dict]:
             and all(e.get(k) == v for k, v in match.items())]
 
 
+def _wait_recovered(system, timeout: float, what: str, **match) -> list[dict]:
+    """The ``state_recovered`` events matching ``match``, waited for; on a timeout
+    the controller's newest events say what happened instead."""
+    return wait_for(
+        lambda: _events(system, "state_recovered", **match), timeout,
+        lambda: f"{what}; events " + str([
+            (e["kind"], e.get("reason") or e.get("error") or e.get("brick"))
+            for e in (system.controller_status() or {}).get("events", [])][-12:]))
+
+
 def _taken(system, port: int) -> int:
     """The frames the source of ``port``'s graph took, live or drained and gone."""
     st = system.controller_status() or {}
@@ -524,11 +534,7 @@ class TestLoseNodeExactly(LegoMininetTest):
             r = self.replay(trace)
             _wait_checkpoints(system, 4, port=3, frames=1000)
             assert system.ray.kill_node("nf2") > 0
-            rebuilt = wait_for(
-                lambda: _events(system, "state_recovered", host="nf2"), 30,
-                lambda: "nf2's state rebuilt; events " + str([
-                    (e["kind"], e.get("reason") or e.get("error") or e.get("brick"))
-                    for e in (system.controller_status() or {}).get("events", [])][-12:]))
+            rebuilt = _wait_recovered(system, 30, "nf2's state rebuilt", host="nf2")
             e = rebuilt[0]
             assert e["from_frame_log"] and e["to_port"] == 4 and e["entries"] > 0, e
             assert e["frames"] > 0 and e["buckets"] > 0, e
@@ -623,11 +629,8 @@ class TestKillExtractor(LegoMininetTest):
             r = self.replay(trace)
             _wait_checkpoints(system, 2, port=2, frames=300)
             os.kill(_brick_pid(system, "nf1", "fq-2-0.json"), signal.SIGKILL)
-            rebuilt = wait_for(
-                lambda: _events(system, "state_recovered", brick="fq-2/0"), 60,
-                lambda: "the extractor's state rebuilt; events " + str([
-                    (e["kind"], e.get("reason") or e.get("error") or e.get("brick"))
-                    for e in (system.controller_status() or {}).get("events", [])][-12:]))
+            rebuilt = _wait_recovered(system, 60, "the extractor's state rebuilt",
+                                      brick="fq-2/0")
             assert rebuilt[0]["entries"] > 0, rebuilt
             assert not _events(system, "state_lost"), _events(system, "state_lost")
             wait_for(lambda: _events(system, "scale_out", brick="fq"), 60,
