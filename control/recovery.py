@@ -25,7 +25,8 @@
   decision reported written, takes the lost port's buckets at the switch, and
   its source sends first the frames the log holds for the lost port since the
   checkpoint (those the dead host never read included, up to the switch write),
-  then its own. The log is trimmed to the oldest checkpoint kept.
+  then its own. The log is trimmed to the oldest checkpoint kept, and not at
+  all while a live port has none yet (:func:`frame_log_floor`).
 """
 
 from __future__ import annotations
@@ -142,15 +143,17 @@ class Recovery:
         return ms
 
     def _trim_frame_log(self) -> None:
-        """The switch's frame log, to the oldest frame a kept checkpoint still needs."""
+        """The switch's frame log, to the oldest frame a live port's checkpoint still
+        needs (none while a live port has none yet: see :func:`frame_log_floor`)."""
         if self.frame_log is None:
             return
+        with self.rt.lock:
+            live = [g.port for g in self.rt.core.live_graphs()]
         with self._lock:
-            seqs = [kept[0]["last_seq"] for kept in self.checkpoints.values()
-                    if kept and kept[0].get("last_seq") is not None]
-        if seqs:
+            seq = frame_log_floor(self.checkpoints, live)
+        if seq is not None:
             try:
-                self.frame_log.trim(min(seqs))
+                self.frame_log.trim(seq)
             except LegoError as exc:
                 log.warning("frame log trim: %s", exc)
 
@@ -311,6 +314,23 @@ class Recovery:
     def _event(self, kind: str, **fields: Any) -> None:
         with self.rt.lock:
             self.rt.core.event(time.monotonic(), kind, **fields)
+
+
+def frame_log_floor(checkpoints: dict[int, list[dict[str, Any]]], live: list[int]
+                    ) -> int | None:
+    """The sequence number the frame log may be trimmed to: the oldest kept
+    checkpoint's of every port that has some (a lost one's until its recovery ends
+    included) or is live. None (no trim) while a live port has none yet: its first
+    one (after its start or a move) stands where its keyed brick is then, which may
+    lag behind the frames other ports' checkpoints already cover. (A live port
+    that never gets a frame holds the trim back: the log's bound drops the oldest.)"""
+    seqs = []
+    for port in set(live) | {p for p, kept in checkpoints.items() if kept}:
+        kept = checkpoints.get(port)
+        if not kept or kept[0].get("last_seq") is None:
+            return None
+        seqs.append(int(kept[0]["last_seq"]))
+    return min(seqs) if seqs else None
 
 
 def _newest_written(kept: list[dict[str, Any]], next_batch: int | None

@@ -158,3 +158,21 @@ def test_the_benchmarks_frame_log_row_runs():
 
     row = _frame_log_row(3000, fe_pps=1.0)
     assert row.packets == 3000 and row.seconds > 0
+
+
+def test_the_log_is_trimmed_only_to_what_every_ports_checkpoints_still_need():
+    """A live port without a checkpoint yet holds the trim back: its first one may
+    stand behind the others' (its brick lags), and must still be replayable; a lost
+    port's checkpoints hold it until its recovery forgets them."""
+    from lego.control.recovery import frame_log_floor
+
+    def cps(*seqs):
+        return [{"last_seq": s} for s in seqs]
+
+    assert frame_log_floor({2: cps(500, 900)}, live=[2, 3]) is None  # 3 has none yet
+    assert frame_log_floor({2: cps(500, 900), 3: cps(420)}, live=[2, 3]) == 420
+    assert frame_log_floor({2: cps(500), 3: cps(None, 700)}, live=[2, 3]) is None
+    # port 3's host is lost: not live, its checkpoints still count
+    assert frame_log_floor({2: cps(500, 900), 3: cps(420)}, live=[2]) == 420
+    assert frame_log_floor({2: cps(500, 900), 3: []}, live=[2]) == 500
+    assert frame_log_floor({}, live=[]) is None
