@@ -41,6 +41,7 @@ class LoadReport:
     cpu_s: float = 0.0  # process CPU time (user + system)
     busy_s: float = 0.0  # wall time spent handling batches
     logic_cpu_s: float = 0.0  # CPU time in the NF's logic (a source's: reading its input)
+    stages_cpu_s: dict[str, float] = field(default_factory=dict)  # lego.bricks.stages
     blocked_s: float = 0.0  # wall time blocked on a full next-hop queue
     pps: float = 0.0  # packets in per second since the previous report
     batch_latency_ms: float = 0.0  # mean handling time per batch since the last report

@@ -42,6 +42,7 @@ from lego.bricks import recovery
 from lego.bricks.northbound import HEARTBEAT_S, LoadReport, Northbound
 from lego.bricks.routing import RoutingTable, Splitter
 from lego.bricks.shm import socket_address
+from lego.bricks.stages import SOURCE_READ, StageClock
 from lego.bricks.transport import Control, Inlet, Outlet, rows_of
 from lego.bricks.wire import Message, encode, epoch_start
 
@@ -163,7 +164,7 @@ class Brick:
         self.packets_in = 0
         self.packets_out = 0
         self.busy_s = 0.0
-        self.logic_cpu_s = 0.0  # of which CPU (not wall: a quota can pause the process)
+        self.clock = StageClock()  # CPU per stage (reset once the brick is up)
         self._count_due: str | None = None  # a source owes this next hop its count
         #: called once, after the first data batch (the process's one-time warm-up)
         self.warm_hook: Callable[[], Any] | None = None
@@ -203,7 +204,7 @@ class Brick:
         self.northbound.register(str(self.id), os.getpid(), self.spec.inlet or "",
                                  self.spec.control)
         self._last_report = time.monotonic()
-        self._cpu0 = time.process_time()  # CPU from here on: not imports or model loading
+        self.clock = StageClock()  # CPU from here on: not imports or model loading
 
     def run(self, handler: Logic | None = None) -> None:
         """Process until the input ends (or ``stop``); the logic is the handler."""
@@ -263,9 +264,11 @@ class Brick:
             if self._count_due:  # between batches: never inside a send (see _control)
                 self._send_count(self.outlets[self._count_due])
             self._send_again()
-            cpu = time.thread_time()  # CPU, not wall: the source sleeps in its reads
-            msg = next(batches, _DONE)
-            self.logic_cpu_s += time.thread_time() - cpu
+            self.clock.enter("logic")  # CPU, not wall: the source sleeps in its reads
+            try:
+                msg = next(batches, _DONE)
+            finally:
+                self.clock.leave()
             if msg is _DONE:
                 break
             self._serve_control()
@@ -299,7 +302,12 @@ class Brick:
             if self.control.sock in events:
                 self._control(self.control.recv())
             if self.inlet.sock in events:
-                self._one(self.inlet.recv())
+                self.clock.enter("receive")
+                try:
+                    msg = self.inlet.recv()
+                finally:
+                    self.clock.leave()
+                self._one(msg)
             self._retry_deferred()
             self._send_again()
             self._maybe_report()
@@ -329,13 +337,16 @@ class Brick:
                 else:
                     self.end_meta.setdefault(k, v)
             return
-        t, cpu = time.perf_counter(), time.thread_time()
+        t = time.perf_counter()
         if not self.first_in:
             self.first_in = time.time()
         self.packets_in += rows_of(msg)
-        outs = self.logic.handle(msg)
+        self.clock.enter("logic")
+        try:
+            outs = self.logic.handle(msg)
+        finally:
+            self.clock.leave()
         dt = time.perf_counter() - t
-        self.logic_cpu_s += time.thread_time() - cpu
         if self.warm_hook is not None:
             self.warm_hook, hook = None, self.warm_hook
             hook()
@@ -354,10 +365,12 @@ class Brick:
                 if self.sent_log is not None and self.spec.output_log_mib > 0:
                     self.sent_log.append(msg, copy=True)
         self._emitting = True
+        self.clock.enter("send")
         try:
             emit(self.outlets, msgs, getattr(self.logic, "split", None), self._serve_control,
                  str(self.id), self.inline)
         finally:
+            self.clock.leave()
             self._emitting = False
 
     # ------------------------------------------------------------ control
@@ -367,6 +380,13 @@ class Brick:
             self._control(self.control.recv())
 
     def _control(self, cmd: dict) -> None:
+        self.clock.enter("control")
+        try:
+            self._control_op(cmd)
+        finally:
+            self.clock.leave()
+
+    def _control_op(self, cmd: dict) -> None:
         op = cmd.get("op")
         reply: dict | None = {"ok": True}
         if op == "go":
@@ -523,6 +543,7 @@ class Brick:
     def load(self) -> LoadReport:
         now = time.monotonic()
         span = max(now - self._last_report, 1e-9)
+        stages = self.clock.seconds(float(getattr(self.logic, SOURCE_READ, 0.0)))
         return LoadReport(
             brick=str(self.id), pid=os.getpid(), now=time.time(),
             batches_in=self.inlet.received if self.inlet else 0,
@@ -530,8 +551,9 @@ class Brick:
             sent={t: list(o.sent) for t, o in self.outlets.items()},
             dropped=sum(o.dropped for o in self.outlets.values()),
             dropped_rows=sum(o.dropped_rows for o in self.outlets.values()),
-            cpu_s=time.process_time() - self._cpu0, busy_s=self.busy_s,
-            logic_cpu_s=self.logic_cpu_s,
+            cpu_s=time.process_time() - self.clock.process0, busy_s=self.busy_s,
+            logic_cpu_s=stages["logic"] + stages["receive"] if self.inlet is None
+            else stages["logic"], stages_cpu_s=stages,
             blocked_s=sum(o.blocked_s for o in self.outlets.values()),
             pps=(self.packets_in - self._packets_at_report) / span,
             batch_latency_ms=1e3 * self._busy_since / max(self._batches_since, 1),
@@ -554,10 +576,14 @@ class Brick:
         return out
 
     def _report(self, final: bool = False) -> None:
-        report = self.load()
-        if final:
-            report.state = "done"
-        self.northbound.report(report)
+        self.clock.enter("report")
+        try:
+            report = self.load()
+            if final:
+                report.state = "done"
+            self.northbound.report(report)
+        finally:
+            self.clock.leave()
         self._last_report = time.monotonic()
         self._packets_at_report = self.packets_in
         self._batches_since = 0

@@ -377,6 +377,7 @@ class PacketBatching:
         self._decode = frame_arrays if self.frames else frames_to_batch
         self.src = str(brick_id)
         self.state = SourceState()
+        self.read_cpu_s = 0.0  # of produce's CPU: reading the port or the trace
         self._preloaded = None
         # a lost port's frames, injected ahead of this port's own (lego.bricks.recovery)
         self.paused_at: float | None = None
@@ -384,6 +385,7 @@ class PacketBatching:
         if options.get("preload") and self.trace:
             self._preloaded = list(self._trace_batches())
             self.state = SourceState(counters=self.state.counters)
+            self.read_cpu_s = 0.0  # read before the run: not the run's
 
     # the runtime asks a source for these
     def end_meta(self) -> dict[str, Any]:
@@ -480,7 +482,7 @@ class PacketBatching:
                                              np.arange(r.seq0, r.seq0 + len(r),
                                                        dtype=np.uint64)),
                                       self.timestamps)
-                         for r in raw_batches(self.size))
+                         for r in self._timed(raw_batches(self.size)))
             elif self.frames:
                 raise BrickError(f"{self.src}: {self.trace}: a text trace has no frames to "
                                  "send (option 'frames'): give a pcap or pcapng")
@@ -496,6 +498,16 @@ class PacketBatching:
             self.state.counters = dict(reader.counters)
             shift = last_ts + 1.0
             seq_shift += n
+
+    def _timed(self, it: Iterator) -> Iterator:
+        """``it``'s items, the CPU each took to read counted in :attr:`read_cpu_s`."""
+        while True:
+            t = time.thread_time()
+            item = next(it, None)
+            self.read_cpu_s += time.thread_time() - t
+            if item is None:
+                return
+            yield item
 
     def _interface_batches(self) -> Iterator[tuple[PacketBatch | None, np.ndarray | None]]:
         from lego.ext import require_built
@@ -514,6 +526,7 @@ class PacketBatching:
             first = last_rx = time.monotonic()
             full = False  # the last read took all it could: more are waiting
             while True:
+                t_read = time.thread_time()
                 if not pending:
                     # sleep in the kernel until a frame or the next turn of the
                     # runtime's control (a 1 ms nap polled 1,000 times a second: a
@@ -528,6 +541,7 @@ class PacketBatching:
                     if wait > 0:
                         time.sleep(wait)
                 frames = reader.recv()
+                self.read_cpu_s += time.thread_time() - t_read
                 full = len(frames) >= READ_FRAMES
                 now = time.monotonic()
                 if frames:

@@ -418,7 +418,8 @@ class ControllerCore(ElasticDecisions):
                         "pps": round(b.load.get("pps", 0.0), 1),
                         "packets_in": b.load.get("packets_in", 0),
                         "cpu_s": round(b.load.get("cpu_s", 0.0), 4),
-                        "logic_cpu_s": round(b.load.get("logic_cpu_s", 0.0), 4)}
+                        "logic_cpu_s": round(b.load.get("logic_cpu_s", 0.0), 4),
+                        "stages_cpu_s": b.load.get("stages_cpu_s", {})}
                        for b in sorted(self.bricks.values(), key=lambda b: b.id)],
             "switch": self.switch,
             "alerts": self.counters["retired_alerts"] + sum(d.get("alerts", 0) for d in decs),

@@ -286,3 +286,33 @@ def test_score_lines_read_back_to_the_same_floats():
     assert (back[:, 0].astype(np.uint64) == seq).all()
     assert (back[:, 1].view(np.uint64) == score.view(np.uint64)).all()
     assert (back[:, 2] == 1).all() and (back[:, 3] == alert).all() and (back[:, 4] == 12.25).all()
+
+
+def test_the_stage_clock_counts_nested_stages_once_and_adds_up_to_the_thread():
+    """A stage entered inside another pauses it; the source's reading moves from its
+    logic to receive; the stages add up to the process's CPU."""
+    import time as _time
+
+    from lego.bricks.stages import STAGES, StageClock
+
+    def spin(s: float) -> None:
+        end = _time.thread_time() + s
+        while _time.thread_time() < end:
+            pass
+
+    clock = StageClock()
+    clock.enter("send")
+    spin(0.02)
+    clock.enter("control")  # served while the send blocks
+    spin(0.03)
+    clock.leave()
+    clock.leave()
+    clock.enter("logic")
+    spin(0.04)
+    clock.leave()
+    st = clock.seconds(moved_to_receive=0.01)
+    assert list(st) == list(STAGES)
+    assert 0.018 < st["send"] < 0.03 and 0.028 < st["control"] < 0.04
+    assert 0.028 < st["logic"] < 0.04 and 0.0098 < st["receive"] < 0.0102
+    total = _time.process_time() - clock.process0
+    assert abs(sum(st.values()) - total) < 0.005

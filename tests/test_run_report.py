@@ -196,16 +196,21 @@ def test_live_brick_costs_are_the_peaks_over_the_frames_busy_replicas_took():
     from lego.experiments.elastic.results import live_brick_costs
 
     def snap(t, k, standby_cpu):
+        fq_stages = {"receive": 0.05 * k, "logic": 0.1 * k, "send": 0.05 * k}
         return (t, {"src-2/0": ["source", 0.1 * k, 0.05 * k, 500 * k],
-                    "fq-2/0": ["keyed", 0.2 * k, 0.1 * k, 500 * k],
+                    "fq-2/0": ["keyed", 0.2 * k, 0.1 * k, 500 * k, fq_stages],
                     "src-3/0": ["source", 0.05 * k, 0.0, 500 * k],
                     "dec-3/0": ["sink", 0.05 * k, 0.0, 300 * k],
                     "src-4/0": ["source", standby_cpu, 0.0, 0]})  # a standby: idle
     snaps = [snap(0.0, 1, 0.1), snap(1.0, 2, 0.2), snap(2.0, 3, 0.3), snap(3.0, 4, 0.4)]
     costs = live_brick_costs(snaps, (1.2, 3.5))  # from t = 1 to t = 3: 2,000 frames
-    assert costs == {"src": {"cpu_us_per_frame": 150.0, "logic_us_per_frame": 50.0},
-                     "fq": {"cpu_us_per_frame": 200.0, "logic_us_per_frame": 100.0},
-                     "dec": {"cpu_us_per_frame": 50.0, "logic_us_per_frame": 0.0}}
+    assert costs == {"src": {"cpu_us_per_frame": 150.0, "logic_us_per_frame": 50.0,
+                             "stages_us_per_frame": {}},
+                     "fq": {"cpu_us_per_frame": 200.0, "logic_us_per_frame": 100.0,
+                            "stages_us_per_frame": {"receive": 50.0, "logic": 100.0,
+                                                    "send": 50.0}},
+                     "dec": {"cpu_us_per_frame": 50.0, "logic_us_per_frame": 0.0,
+                             "stages_us_per_frame": {}}}
     assert live_brick_costs(snaps, None) is None and live_brick_costs([], (0, 1)) is None
     assert live_brick_costs(snaps, (5.0, 6.0)) is None  # no snapshot inside
 
@@ -313,7 +318,13 @@ def test_the_calibration_measures_the_fused_replica_against_its_processes(tmp_pa
         members = [m["node"] for m in fused.nodes[FUSED].options["members"]]
         assert members == list(split.nodes) and fused.role(FUSED) == "source"
     five = Calibration(pps=1000.0, cores=0.1, packets=6000, seconds=6.0, loop_seconds=2.0,
-                       bricks=(BrickCost("src", 10.0, 2.0), BrickCost("fq", 15.0, 3.0)))
+                       bricks=(BrickCost("src", 10.0, 2.0, {"receive": 1.0, "logic": 1.0,
+                                                            "send": 8.0}),
+                               BrickCost("fq", 15.0, 3.0, {"receive": 4.0, "logic": 3.0,
+                                                           "send": 8.0})))
+    assert five.stages() == {"receive": 5.0, "logic": 4.0, "send": 16.0}
+    assert five.stage_breakdown().endswith("receive 5.0, logic 4.0, send 16.0 (the "
+                                           "runtime's share 84%)")
     one = Calibration(pps=4000.0, cores=0.1, packets=6000, seconds=1.5, loop_seconds=0.5,
                       bricks=(BrickCost(FUSED, 6.5, 6.0),))
     assert fused_figures(five) == {}

@@ -129,7 +129,8 @@ def dashboard_status(ctl: dict[str, Any] | None, switch: dict[str, Any], now: fl
             "pps": round(sum(r["pps"] for r in reps), 1),
             "packets_in": sum(r["packets_in"] for r in reps),
             "ids": {r["id"]: r["packets_in"] for r in reps},
-            "cpu": {r["id"]: [r.get("cpu_s", 0.0), r.get("logic_cpu_s", 0.0), r["packets_in"]]
+            "cpu": {r["id"]: [r.get("cpu_s", 0.0), r.get("logic_cpu_s", 0.0), r["packets_in"],
+                              r.get("stages_cpu_s", {})]
                     for r in reps}, "state": state})
     sw = dict(switch)
     sw["replica_ports"] = list(ctl.get("switch", {}).get("replica_ports",

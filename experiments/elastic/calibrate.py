@@ -38,7 +38,7 @@ import logging
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import tomli_w
@@ -61,6 +61,8 @@ class BrickCost:
     brick: str  # its node in the NF's graph (src, fq, ...)
     cpu_us: float  # CPU microseconds per packet
     logic_us: float  # of which in the NF's logic (the brick's handle/produce)
+    #: all of it by stage (:data:`lego.bricks.stages.STAGES`), µs per packet
+    stages_us: dict[str, float] = field(default_factory=dict)
 
     def text(self) -> str:
         return f"{self.brick} {self.cpu_us:.1f} ({self.logic_us:.1f} logic)"
@@ -102,6 +104,24 @@ class Calibration:
         return (f"per brick, µs of CPU per packet: "
                 f"{', '.join(b.text() for b in self.bricks)}; bricks {self.cpu_us:.1f}, "
                 f"{logic:.1f} of it the NF's logic")
+
+    def stages(self) -> dict[str, float]:
+        """Every brick's CPU per packet by stage, summed (µs)."""
+        out: dict[str, float] = {}
+        for b in self.bricks:
+            for stage, us in b.stages_us.items():
+                out[stage] = out.get(stage, 0.0) + us
+        return out
+
+    def stage_breakdown(self) -> str:
+        """Where a packet's CPU goes, stage by stage, every brick's together."""
+        st = self.stages()
+        if not st:
+            return ""
+        runtime = sum(us for s, us in st.items() if s != "logic")
+        return (f"per stage, µs of CPU per packet, the bricks together: "
+                f"{', '.join(f'{s} {us:.1f}' for s, us in st.items())} "
+                f"(the runtime's share {runtime / max(sum(st.values()), 1e-9):.0%})")
 
     def fused_line(self) -> str:
         """The fused replica against the five processes, both measured here."""
@@ -191,7 +211,8 @@ def _run_under_quota(graph: Path, packets: int, cores: float, bricks: Path) -> C
                         f"{' / '.join(tail)}")
     res = json.loads(done.stdout.strip().splitlines()[-1])
     n = res["packets"]
-    costs = tuple(BrickCost(b, 1e6 * c["cpu_s"] / n, 1e6 * c["logic_cpu_s"] / n)
+    costs = tuple(BrickCost(b, 1e6 * c["cpu_s"] / n, 1e6 * c["logic_cpu_s"] / n,
+                            {s: 1e6 * v / n for s, v in c.get("stages_cpu_s", {}).items()})
                   for b, c in res["bricks"].items())
     return Calibration(pps=n / res["seconds"], cores=cores, packets=n,
                        seconds=res["seconds"], bricks=costs,
@@ -205,9 +226,12 @@ def _brick_costs(agent) -> dict[str, dict[str, float]]:
     costs: dict[str, dict[str, float]] = {}
     for name, p in agent.procs.items():
         last = agent.board.latest.get(name, {})
-        c = costs.setdefault(p.spec.node, {"cpu_s": 0.0, "logic_cpu_s": 0.0})
+        c = costs.setdefault(p.spec.node, {"cpu_s": 0.0, "logic_cpu_s": 0.0,
+                                           "stages_cpu_s": {}})
         c["cpu_s"] += last.get("cpu_s", 0.0)
         c["logic_cpu_s"] += last.get("logic_cpu_s", 0.0)
+        for stage, v in last.get("stages_cpu_s", {}).items():
+            c["stages_cpu_s"][stage] = c["stages_cpu_s"].get(stage, 0.0) + v
     return costs
 
 

@@ -342,8 +342,11 @@ def write_results(system, replayer, opts: RunOptions, timeline: list[dict], star
         "capacity_one_replica_pps": round(cal.pps) if cal else None,
         "calibration": cal.line() if cal else None,
         "calibration_bricks": {b.brick: {"cpu_us_per_packet": round(b.cpu_us, 2),
-                                         "logic_us_per_packet": round(b.logic_us, 2)}
+                                         "logic_us_per_packet": round(b.logic_us, 2),
+                                         "stages_us_per_packet": {
+                                             k: round(v, 2) for k, v in b.stages_us.items()}}
                                for b in cal.bricks} if cal else None,
+        "calibration_stages": cal.stage_breakdown() if cal else None,
         **fused_figures(cal),
         "live_bricks_peak": live_brick_costs(extra.get("bricks_cpu") or [], peak),
         "replay_steps_pps": [sg.pps for sg in segs], "peak_offered_pps": peak_pps,
@@ -430,9 +433,10 @@ def live_brick_costs(snapshots: list[tuple[float, dict[str, list]]],
                      ) -> dict[str, dict[str, float]] | None:
     """What the live replicas' bricks cost over ``window`` (the peak step; seconds as
     the timeline's ``t``), from the snapshots of each brick's (role, CPU s, logic CPU
-    s, frames in): CPU per frame their sources took, summed over the graphs whose
-    source took frames then (a standby's idle polling is not a frame's cost), and
-    of it the NF's logic: ``{"fq": {"cpu_us_per_frame", "logic_us_per_frame"}}``.
+    s, frames in, CPU s by stage): CPU per frame their sources took, summed over the
+    graphs whose source took frames then (a standby's idle polling is not a frame's
+    cost), of it the NF's logic, and all of it by stage (:mod:`lego.bricks.stages`):
+    ``{"fq": {"cpu_us_per_frame", "logic_us_per_frame", "stages_us_per_frame"}}``.
     The bricks add up to one frame's cost to its replica."""
     if not snapshots or window is None:
         return None
@@ -451,14 +455,20 @@ def live_brick_costs(snapshots: list[tuple[float, dict[str, list]]],
     frames = sum(delta(bid, 3) for bid, c in b.items() if c[0] == "source" and port[bid] in busy)
     if not frames:
         return None
-    out: dict[str, list[float]] = {}
+    out: dict[str, list] = {}
     for bid in b:
         if port[bid] in busy:
-            acc = out.setdefault(parse_name(bid)[0], [0.0, 0.0])
+            acc = out.setdefault(parse_name(bid)[0], [0.0, 0.0, {}])
             acc[0] += delta(bid, 1)
             acc[1] += delta(bid, 2)
+            old = a.get(bid)
+            was = old[4] if old and len(old) > 4 and old[1] <= b[bid][1] else {}
+            for stage, v in (b[bid][4] if len(b[bid]) > 4 else {}).items():
+                acc[2][stage] = acc[2].get(stage, 0.0) + v - was.get(stage, 0.0)
     return {n: {"cpu_us_per_frame": round(1e6 * c / frames, 2),
-                "logic_us_per_frame": round(1e6 * lg / frames, 2)} for n, (c, lg) in out.items()}
+                "logic_us_per_frame": round(1e6 * lg / frames, 2),
+                "stages_us_per_frame": {k: round(1e6 * v / frames, 2) for k, v in st.items()}}
+            for n, (c, lg, st) in out.items()}
 
 
 def checkpoint_figures(stats: dict | None) -> dict | None:
@@ -490,6 +500,8 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
             costs = ", ".join(f"{b} {c['cpu_us_per_packet']:.1f} ({c['logic_us_per_packet']:.1f} "
                               "logic)" for b, c in s["calibration_bricks"].items())
             lines.append(f"- the calibration's CPU per packet, brick by brick (µs): {costs}")
+        if s.get("calibration_stages"):
+            lines.append(f"- the calibration's {s['calibration_stages']}")
         if s.get("calibration_fused"):
             lines.append(f"- {s['calibration_fused']}")
     if s.get("live_bricks_peak"):
@@ -499,6 +511,13 @@ def summary_markdown(summary: dict, plots: list[Path]) -> str:
         total = sum(c["cpu_us_per_frame"] for c in live.values())
         lines.append(f"- live at the peak, CPU per frame a replica took, brick by brick (µs): "
                      f"{costs}; {total:.1f} in all")
+        stages: dict[str, float] = {}
+        for c in live.values():
+            for k, v in c.get("stages_us_per_frame", {}).items():
+                stages[k] = stages.get(k, 0.0) + v
+        if stages:
+            lines.append("- live at the peak, by stage, the bricks together (µs per frame): "
+                         + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     per_window = s.get("decides_per", "packet") != "packet"
     lines += [
         f"- scaling policy: {s['scaling_policy']}; most feature-extraction replicas: "

@@ -141,6 +141,7 @@ def size_load(opts: RunOptions, console: Console, work: Path
                     semantics=opts.semantics, nf=opts.nf, nf_options=opts.nf_extra)
     console.print(cal.line())
     console.print(cal.breakdown())
+    console.print(cal.stage_breakdown())
     if cal.fused is not None:
         console.print(cal.fused_line())
     rates = [max(1, round(x * cal.pps)) for x in tr.load]
