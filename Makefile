@@ -36,11 +36,13 @@ bench: build
 #          TARGET=bmv2|soft  REPLICAS=N  CLI=1 (Mininet CLI during the run)
 #          SCALING=off (the same run with the controller's scaling policy disabled)
 #          FAULTS="20:kill:fq@nf1 40:lose:nf3" (faults injected, seconds into the replay)
+#          FUSE=on (each replica's bricks in one process; the ramp sized from it)
 run: build
 	$(BIN)/lego run --results $(RESULTS) $(if $(NF),--nf $(NF)) \
 	  $(foreach o,$(NF_OPTIONS),--nf-option $(o)) $(if $(TRACE),--trace $(TRACE)) \
 	  $(if $(TARGET),--target $(TARGET)) $(if $(REPLICAS),--replicas $(REPLICAS)) \
 	  $(if $(filter 1,$(CLI)),--cli) $(if $(SCALING),--scaling $(SCALING)) \
+	  $(if $(FUSE),--fuse $(FUSE)) \
 	  $(if $(FAULTS),--faults "$(FAULTS)")
 
 # p4runtime-shell on the running switch, as a backup client (reads; the controller

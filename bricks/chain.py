@@ -17,12 +17,23 @@ member, so only bricks that may be replicated together are fused (the graph
 checks it).
 
 Each member keeps its own identity (``fm/0``), state and counters; the chain
-reports every member's CPU time in its load report (``extra.members_cpu_s``).
+reports every member's CPU time and the rows it took in its load report
+(``extra.members_cpu_s``, ``extra.members``). A control message naming a member
+(``"member": "fm"``) goes to that member; one naming none, to the first member
+that takes control messages.
+
+A graph of a live switch port runs fused this way (``[graph].fuse``,
+:mod:`lego.control.graph_specs`): a source chain whose head reads the port and
+whose tail is the decision. Its head's ``pause``/``inject`` (a lost port's
+frames replayed first) are the chain's, and it counts the frames its head took
+(:attr:`SourceChain.rows_taken`) and the wall time its members were busy
+(:attr:`SourceChain.busy_s`), which the runtime reports as the process's.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,6 +63,7 @@ class Chain:
         self.members = [make_logic(m["type"], m["options"], _Id(m["node"], serial))
                         for m in options["members"]]
         self.cpu_s = dict.fromkeys(self.names, 0.0)
+        self.rows_in = dict.fromkeys(self.names, 0)
         self.state = {n: getattr(m, "state", None) for n, m in zip(self.names, self.members,
                                                                    strict=True)}
         tail = self.members[-1]
@@ -76,6 +88,8 @@ class Chain:
         t = time.thread_time()
         out: list[Message] = []
         for msg in msgs:
+            if msg.kind == "data":
+                self.rows_in[self.names[i]] += msg.n
             out.extend(member.handle(msg))
         self.cpu_s[self.names[i]] += time.thread_time() - t
         return out
@@ -103,13 +117,30 @@ class Chain:
         return msgs
 
     def _control(self, cmd: dict, packets_in: int) -> tuple[dict | None, list[Message]]:
-        """A control message for a logic (e.g. a state move): the first member that
-        takes control messages answers; what it emits goes through the rest."""
+        """A control message for a logic (e.g. a state move): the member it names, or
+        the first that takes control messages, answers; what it emits goes through
+        the members after it."""
+        return self._control_member(cmd, self._through)
+
+    def _control_member(self, cmd: dict, then=None) -> tuple[dict | None, list[Message]]:
+        """The member ``cmd`` names (or the first that takes control messages)
+        answers; what it emits goes to ``then(next member, messages)`` (default:
+        :meth:`_queue`)."""
+        then = then or self._queue
+        named = cmd.get("member")
         for i, member in enumerate(self.members):
+            if named is not None and self.names[i] != named:
+                continue
             if hasattr(member, "control"):
-                reply, outs = member.control(cmd, packets_in)
-                return reply, self._through(i + 1, outs)
-        return {"ok": False, "error": "no member takes control messages"}, []
+                reply, outs = member.control(cmd, self.rows_in[self.names[i]])
+                return reply, then(i + 1, outs)
+            if named is not None:
+                break
+        return {"ok": False, "error": f"no member {'named ' + repr(named) + ' ' if named else ''}"
+                "takes control messages"}, []
+
+    def _queue(self, i: int, msgs: list[Message]) -> list[Message]:
+        return self._through(i, msgs)
 
     def report(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
@@ -117,17 +148,66 @@ class Chain:
             if hasattr(member, "report"):
                 extra.update(member.report())
         extra["members_cpu_s"] = {n: round(c, 6) for n, c in self.cpu_s.items()}
+        extra["members"] = {n: {"cpu_s": round(self.cpu_s[n], 6), "packets_in": self.rows_in[n]}
+                            for n in self.names}
         return extra
 
 
 class SourceChain(Chain):
-    """A chain whose first member is a source: it produces, the rest handle."""
+    """A chain whose first member is a source: it produces, the rest handle.
+
+    Its work is a queue of (member, message) steps taken one at a time, the
+    head's next batch only once the queue is empty (memory stays bounded by one
+    batch's outputs). Between two steps it yields to the runtime, which serves
+    control and reports: a long run of released batches (a move's import) or a
+    backlog never keeps a control message waiting longer than one member's one
+    batch. What a control message makes a member emit joins the queue."""
+
+    def __init__(self, options: dict[str, Any], brick_id: Any) -> None:
+        super().__init__(options, brick_id)
+        head = self.members[0]
+        self.busy_s = 0.0  # wall time the members after the head were at work
+        self.batch0 = 0  # the head's batch ids start here (its incarnation's epoch)
+        self._work: deque[tuple[int, Message]] = deque()
+        if hasattr(head, "pause"):  # a lost port's frames first (lego.bricks.recovery)
+            self.pause, self.inject = head.pause, head.inject
+
+    @property
+    def rows_taken(self) -> int:
+        """Frames (rows) the head produced: the process's intake."""
+        return self.rows_in[self.names[0]]
+
+    @property
+    def read_cpu_s(self) -> float:
+        """The head's CPU reading its input (lego.bricks.stages)."""
+        return float(getattr(self.members[0], "read_cpu_s", 0.0))
+
+    def _control(self, cmd: dict, packets_in: int) -> tuple[dict | None, list[Message]]:
+        return self._control_member(cmd)  # (what it emitted is queued: see _queue)
+
+    def _queue(self, i: int, msgs: list[Message]) -> list[Message]:
+        """Member ``i``'s inputs queued; what falls off the chain's end returned."""
+        if i >= len(self.members):
+            return msgs
+        self._work.extend((i, m) for m in msgs)
+        return []
+
+    def _work_step(self) -> list[Message]:
+        """One queued step: one member, one message; what leaves the chain."""
+        i, msg = self._work.popleft()
+        t = time.perf_counter()
+        outs = self._step(i, [msg])
+        self.busy_s += time.perf_counter() - t
+        return self._queue(i + 1, outs)
 
     def produce(self) -> Iterator[Message | None]:
         head = self.members[0]
         name = self.names[0]
         it = iter(head.produce())
         while True:
+            while self._work:
+                yield from self._work_step()
+                yield None  # the runtime serves control and reports between steps
             t = time.thread_time()
             msg = next(it, StopIteration)
             self.cpu_s[name] += time.thread_time() - t
@@ -136,10 +216,18 @@ class SourceChain(Chain):
             if msg is None:
                 yield None
                 continue
-            outs = self._through(1, [msg])
-            if not outs:
-                yield None  # lets the runtime serve control
-            yield from outs
+            msg.batch += self.batch0
+            if msg.kind == "data":
+                self.rows_in[name] += msg.n
+            self._queue(1, [msg])
+
+    def finish(self, meta: dict[str, Any]) -> list[Message]:
+        """The queued steps first (a drain can stop the production between two),
+        then every member's own finish."""
+        outs: list[Message] = []
+        while self._work:
+            outs += self._work_step()
+        return outs + super().finish(meta)
 
     def end_meta(self) -> dict[str, Any]:
         return getattr(self.members[0], "end_meta", dict)()

@@ -259,6 +259,11 @@ class Brick:
         if self.stopping:
             return
         batch0 = epoch_start(self.spec.epoch)
+        # a fused graph (lego.bricks.chain.SourceChain) numbers its head's batches and
+        # counts what its head took: what it yields is its tail's output
+        fused = hasattr(self.logic, "rows_taken")
+        if fused:
+            self.logic.batch0 = batch0
         batches = self.logic.produce()
         while True:
             if self._count_due:  # between batches: never inside a send (see _control)
@@ -272,14 +277,18 @@ class Brick:
             if msg is _DONE:
                 break
             self._serve_control()
+            self._retry_deferred()  # (a fused graph's keyed member defers exports too)
             if self.stopping:
                 batches.close()
                 return
-            if msg is not None:  # (one produced as the drain came is sent: it is counted)
+            if fused:
+                self.packets_in = self.logic.rows_taken
+            elif msg is not None:  # (one produced as the drain came is sent: it is counted)
                 msg.batch += batch0
                 self.packets_in += msg.n
-                if not self.first_in:
-                    self.first_in = time.time()
+            if self.packets_in and not self.first_in:
+                self.first_in = time.time()
+            if msg is not None:
                 self._emit([msg])
                 if self.sent_log is not None:
                     self.sent_log.append(msg)
@@ -405,7 +414,9 @@ class Brick:
                 outlet.kill(int(cmd["index"]))
         elif op == "route":
             outlet = self.outlets.get(cmd.get("target", ""))
-            if outlet is not None:
+            if outlet is None and cmd.get("target") in getattr(self.logic, "names", ()):
+                reply = {"ok": True, "fused": True}  # a hop inside this process: a call
+            elif outlet is not None:
                 if cmd.get("addresses") is not None:
                     reroute(outlet, cmd["addresses"], cmd.get("owner"),
                             retire=cmd.get("retire", ()), src=str(self.id))
@@ -551,7 +562,8 @@ class Brick:
             sent={t: list(o.sent) for t, o in self.outlets.items()},
             dropped=sum(o.dropped for o in self.outlets.values()),
             dropped_rows=sum(o.dropped_rows for o in self.outlets.values()),
-            cpu_s=time.process_time() - self.clock.process0, busy_s=self.busy_s,
+            cpu_s=time.process_time() - self.clock.process0,
+            busy_s=self.busy_s + float(getattr(self.logic, "busy_s", 0.0)),
             logic_cpu_s=stages["logic"] + stages["receive"] if self.inlet is None
             else stages["logic"], stages_cpu_s=stages,
             blocked_s=sum(o.blocked_s for o in self.outlets.values()),

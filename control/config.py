@@ -24,6 +24,7 @@
     hwm = 8
     window = 256
     stateless = 1                  # stateless replicas per graph at the start
+    fuse = false                   # a graph's bricks in one process (lego.bricks.chain)
 
     [sla]
     latency_ms = 100.0
@@ -91,7 +92,7 @@ _SECTIONS: dict[str, dict[str, tuple[Any, Any]]] = {
            "source": (str, "interface"), "fe_initial": (int, 1)},
     "graph": {"batch": (int, 1024), "flush_ms": (int, 20), "hwm": (int, 8),
               "window": (int, 256), "stateless": (int, 1), "write_scores": (bool, True),
-              "shm": (bool, False)},
+              "shm": (bool, False), "fuse": (bool, False)},
     "sla": {"latency_ms": ((int, float), 100.0), "profile": (str, "")},
     "scaling": {"high": ((int, float), 0.8), "low": ((int, float), 0.3),
                 "dwell": ((int, float), 1.0), "cooldown": ((int, float), 2.0),
@@ -296,6 +297,14 @@ def _rules(cfg: Config, base: Path | None) -> None:
                           f"{cfg.nf['source']!r}")
     if cfg.graph["stateless"] < 1 or cfg.graph["batch"] < 1:
         raise ConfigError(f"{w}: [graph].stateless and .batch: expected >= 1")
+    if cfg.graph["fuse"] and (cfg.graph["stateless"] != 1 or cfg.scaling["stateless"]
+                              or cfg.scaling["standby"] or cfg.placement["mode"] != "graph"):
+        raise ConfigError(f"{w}: [graph].fuse: a graph's bricks run as one process, so its "
+                          "stateless brick is not replicated alone: set [graph].stateless = 1, "
+                          "[scaling].stateless = false, [scaling].standby = false and "
+                          f"[placement].mode = \"graph\", got stateless={cfg.graph['stateless']}"
+                          f", scaling.stateless={cfg.scaling['stateless']}, standby="
+                          f"{cfg.scaling['standby']}, mode={cfg.placement['mode']!r}")
     if cfg.nf["source"] == "interface":
         for p in ports:
             cfg.interface_of(p)

@@ -365,7 +365,8 @@ class ControllerCore(ElasticDecisions):
     def _forget_drained(self, now: float) -> list[Command]:
         for g in [g for g in self.graphs.values() if g.draining]:
             bricks = self.graph_bricks(g.port)
-            if all(now - b.last_seen > 1.0 or b.load.get("state") == "done" for b in bricks):
+            if all(now - b.last_seen > 1.0 or b.load.get("state") in ("done", "exited")
+                   for b in bricks):  # (exited: told to, once its next hops were done)
                 taken = 0
                 for b in bricks:  # what it took, scored and alerted stays in the totals
                     taken += self._retire_counts(b)

@@ -13,6 +13,13 @@ directory. A stateless replica placed on another host (``[placement].mode =
 "brick"``) takes its batches and sends its outputs over tcp, on ports fixed per
 (graph port, serial) (:func:`tcp_port`): the controller's pure core cannot ask a
 remote host for a free one.
+
+With ``[graph].fuse`` the graph's bricks run as one process (:func:`fused_spec`,
+:mod:`lego.bricks.chain`): each brick spec still names its brick (the
+controller knows them one by one) and carries the process's name (``group``,
+``replica-PORT``); the cluster engine starts the process once and answers for
+its members. No hop leaves the process, so there is no source log to replay
+and no output log to resend: a dead process is a lost port.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ from lego.errors import ConfigError
 
 #: first tcp port of ``brick`` placement (below Linux's ephemeral range, 32768 on)
 TCP_BASE = 24000
+#: a fused graph's process: ``replica-PORT/0`` (:func:`fused_spec`)
+GROUP = "replica"
+#: the brick type of a fused graph (lego.bricks.chain; lego.bricks.graph.CHAIN)
+CHAIN = "chain"
 
 
 def tcp_port(port: int, serial: int) -> int:
@@ -142,8 +153,9 @@ def graph_specs(cfg: Config, port: int, workdir: str, base: int, replicas: int,
                 "hwm": g["hwm"], "overflow": "block", "options": options, "cpus": None}
 
     recover = cfg.recovers
+    fuse = g["fuse"]
     specs = [spec(chain.source, src_type, 0, 0, src_opts)]
-    if recover:  # what it sent, kept until a checkpoint of the keyed brick covers it
+    if recover and not fuse:  # what it sent, kept until a keyed checkpoint covers it
         specs[0]["replay_log_mib"] = cfg.recovery["log_mib"]
     for node in chain.nodes[1:]:
         opts = dict(chain.options[node])
@@ -157,9 +169,40 @@ def graph_specs(cfg: Config, port: int, workdir: str, base: int, replicas: int,
                         window=g["window"], write_scores=g["write_scores"])
         serials = range(replicas + standby) if node == chain.stateless else [0]
         specs += [spec(node, chain.types[node], s, upstream, opts) for s in serials]
-        if recover and node == chain.keyed:  # its outputs, sent again when one after dies
+        if recover and node == chain.keyed and not fuse:  # sent again when one after dies
             specs[-1]["output_log_mib"] = cfg.recovery["output_log_mib"]
+    if fuse:
+        for s in specs:
+            s["group"] = f"{GROUP}-{port}"
     return specs
+
+
+def fused_spec(members: list[dict], workdir: str) -> dict:
+    """The one process of a fused graph: its bricks' specs ``members`` (chain order,
+    the source first) as a source chain (:class:`lego.bricks.chain.SourceChain`);
+    each member's spec travels in it (a restarted controller reads them back)."""
+    head = members[0]
+    port = parse_port(head["node"])
+    return {"node": f"{GROUP}-{port}", "type": CHAIN, "serial": 0,
+            "control": _ipc(workdir, GROUP, port, 0, ctl=True), "report": "",
+            "inlet": None, "upstream": 0, "outlets": [], "hwm": head["hwm"],
+            "overflow": "block", "cpus": None,
+            "options": {"nf": next((m["options"]["nf"] for m in members
+                                    if m["options"].get("nf")), None),
+                        "members": [{"node": m["node"], "type": m["type"],
+                                     "options": m["options"], "spec": m} for m in members]}}
+
+
+def member_specs(spec: dict) -> list[dict]:
+    """The bricks' specs a fused graph's process spec carries ([] for any other)."""
+    if spec.get("type") != CHAIN:
+        return []
+    return [m["spec"] for m in spec["options"].get("members", []) if "spec" in m]
+
+
+def parse_port(node: str) -> int:
+    """The switch port of a graph node ``NODE-PORT``."""
+    return int(node.rpartition("-")[2])
 
 
 def node_of(spec: dict) -> str:

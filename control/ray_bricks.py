@@ -15,6 +15,12 @@ tells node membership; this class only reads what Ray knows:
 
 The data path never goes through Ray: bricks read the switch port with AF_PACKET
 and talk over shared memory or ZeroMQ, as in a graph file.
+
+A fused graph (brick specs with a ``group``, :func:`~lego.control.graph_specs.fused_spec`)
+is one actor and one process; each of its bricks is a name for that actor here
+(:attr:`RayBricks.process_of`): a command to a member names it (``"member"``),
+its loads are the process's split by member (:func:`member_load`), and the
+actor ends with its last member.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lego.control.graph_specs import fused_spec, member_specs
 from lego.errors import LegoError
 
 log = logging.getLogger(__name__)
@@ -128,6 +135,10 @@ class RayBricks:
     handles: dict[str, Any] = field(default_factory=dict)  # brick -> actor handle
     incarnations: dict[str, str] = field(default_factory=dict)
     restarted: list[dict] = field(default_factory=list)  # taken by the caller
+    #: a fused graph's brick -> its process's brick name (``replica-PORT/0``)
+    process_of: dict[str, str] = field(default_factory=dict)
+    #: a fused graph's process -> its bricks' specs (chain order)
+    fused: dict[str, list[dict]] = field(default_factory=dict)
     _actor_class: Any = None
 
     def connect(self) -> RayBricks:
@@ -184,10 +195,25 @@ class RayBricks:
                 log.warning("brick actor %s not adopted: %s", name, exc)
                 continue
             brick = name[len(PREFIX):]
+            members = member_specs(info["spec"])
+            if members:  # a fused graph: its bricks are what the controller knows
+                self.fused[brick] = members
+                for m in members:
+                    found.append(self._alias(brick, m, handle, info))
+                continue
             self.handles[brick] = handle
             self.incarnations[brick] = info["incarnation"]
             found.append(info)
         return found
+
+    def _alias(self, process: str, member: dict, handle: Any, info: dict) -> dict:
+        """``member`` (a brick spec) of fused process ``process``: a name for its
+        actor; returns the member's info."""
+        brick = f"{member['node']}/{member['serial']}"
+        self.handles[brick] = handle
+        self.process_of[brick] = process
+        self.incarnations[brick] = info["incarnation"]
+        return {**info, "id": brick, "type": member["type"], "spec": member}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -199,27 +225,59 @@ class RayBricks:
         as it is (Ray restarted it already)."""
         import ray
 
-        new = []
+        new: list[str] = []
+        groups: dict[str, list[dict]] = {}
         for s in specs:
-            brick = f"{s['node']}/{s['serial']}"
-            if self._alive(brick):
+            if s.get("group"):  # a fused graph's brick: its process is started once
+                groups.setdefault(f"{s['group']}/0", []).append(s)
                 continue
-            self.handles[brick] = self._actor_class.options(
-                name=brick_actor_name(brick), namespace=self.namespace, lifetime="detached",
-                max_restarts=self.max_restarts, max_task_retries=0, max_concurrency=16,
-                num_cpus=0, resources=placement(host, port),
-            ).remote(s, workdir, self.env)
-            new.append(brick)
+            brick = f"{s['node']}/{s['serial']}"
+            if not self._alive(brick):
+                self.handles[brick] = self._actor(brick, host, port, s, workdir)
+                new.append(brick)
+        for process, members in groups.items():
+            if self._alive(f"{members[0]['node']}/{members[0]['serial']}"):
+                continue  # Ray restarted it already
+            stored = self.fused.get(process, [])
+            if len(members) < len(stored):  # one member restarted: its whole graph
+                members = stored
+            self.fused[process] = members
+            handle = self._actor(process, host, port, fused_spec(members, workdir), workdir)
+            for m in members:
+                self._alias(process, m, handle, {"incarnation": ""})
+            new.append(f"{members[0]['node']}/{members[0]['serial']}")
         try:
             infos = ray.get([self.handles[b].ready.remote(timeout) for b in new],
                             timeout=timeout + 30.0)
         except Exception as exc:
             for b in new:  # none of this start stays half up
-                self.kill(b)
+                for m in self._members(b):
+                    self.kill(m)
             raise LegoError(f"start on {host}: {_reason(exc)}") from None
-        for info in infos:
-            self.incarnations[info["id"]] = info["incarnation"]
-        return infos
+        out = []
+        for b, info in zip(new, infos, strict=True):
+            process = self.process_of.get(b)
+            if process is None:
+                self.incarnations[info["id"]] = info["incarnation"]
+                out.append(info)
+                continue
+            out += [self._alias(process, m, self.handles[b], info)
+                    for m in self.fused[process]]
+        return out
+
+    def _actor(self, name: str, host: str, port: int | None, spec: dict, workdir: str) -> Any:
+        return self._actor_class.options(
+            name=brick_actor_name(name), namespace=self.namespace, lifetime="detached",
+            max_restarts=self.max_restarts, max_task_retries=0, max_concurrency=16,
+            num_cpus=0, resources=placement(host, port),
+        ).remote(spec, workdir, self.env)
+
+    def _members(self, brick: str) -> list[str]:
+        """The bricks sharing ``brick``'s process (itself alone where not fused)."""
+        process = self.process_of.get(brick)
+        if process is None:
+            return [brick]
+        return [b for b, p in self.process_of.items() if p == process]
 
     def _alive(self, brick: str) -> bool:
         import ray
@@ -233,11 +291,17 @@ class RayBricks:
             return False
 
     def kill(self, brick: str) -> None:
-        """End a brick's actor for good (no restart)."""
+        """End a brick's actor for good (no restart); a fused graph's with its last
+        member."""
         import ray
 
         h = self.handles.pop(brick, None)
         self.incarnations.pop(brick, None)
+        process = self.process_of.pop(brick, None)
+        if process is not None:
+            if process in self.process_of.values():
+                return  # its other members still run in it
+            self.fused.pop(process, None)
         if h is not None:
             try:
                 ray.kill(h, no_restart=True)
@@ -256,6 +320,8 @@ class RayBricks:
         h = self.handles.get(brick)
         if h is None:
             raise LegoError(f"{method} {brick}: no such brick")
+        if brick in self.process_of and args and isinstance(args[0], dict):
+            args = ({**args[0], "member": brick.rpartition("/")[0]}, *args[1:])
         try:
             return ray.get(getattr(h, method).remote(*args), timeout=timeout)
         except Exception as exc:
@@ -295,25 +361,55 @@ class RayBricks:
         appended to :attr:`restarted` with what ended the old one."""
         import ray
 
-        bricks = list(self.handles)
-        refs = {self.handles[b].load.remote(): b for b in bricks}
+        by_actor: dict[int, list[str]] = {}  # a fused graph's bricks share one read
+        for b in self.handles:
+            by_actor.setdefault(id(self.handles[b]), []).append(b)
+        refs = {self.handles[bs[0]].load.remote(): bs for bs in by_actor.values()}
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         out = {}
         for ref in ready:
-            brick = refs[ref]
             try:
-                load = ray.get(ref)
+                whole = ray.get(ref)
             except Exception:  # noqa: BLE001 - its actor died under the call
                 continue
-            old = self.incarnations.get(brick)
-            if old is not None and load["incarnation"] != old:
-                death = load.get("last_death") or {}
-                self.restarted.append({"brick": brick, "t": time.monotonic(),
-                                       "code": death.get("code", -1),
-                                       "error": death.get("error", "")})
-            self.incarnations[brick] = load["incarnation"]
-            out[brick] = load
+            for brick in refs[ref]:
+                load = whole if brick not in self.process_of else member_load(
+                    whole, brick, head=brick == self._members(brick)[0])
+                self._take_load(brick, load, out)
         return out
+
+    def _take_load(self, brick: str, load: dict, out: dict[str, dict]) -> None:
+        """``brick``'s load into ``out``; a new incarnation noted as a restart."""
+        old = self.incarnations.get(brick)
+        if old and load["incarnation"] != old:
+            death = load.get("last_death") or {}
+            self.restarted.append({"brick": brick, "t": time.monotonic(),
+                                   "code": death.get("code", -1),
+                                   "error": death.get("error", "")})
+        self.incarnations[brick] = load["incarnation"]
+        out[brick] = load
+
+
+def member_load(load: dict, brick: str, head: bool) -> dict:
+    """A fused graph's brick's share of its process's load: its own CPU and rows
+    (the chain's ``extra.members``), the process's busy time and state (they are
+    one replica's). The head (the source) also carries the runtime's CPU and the
+    stages, so the members' CPU adds up to the process's once."""
+    node = brick.rpartition("/")[0]
+    members = load.get("extra", {}).get("members", {})
+    own = members.get(node, {})
+    cpu = float(own.get("cpu_s", 0.0))
+    out = {**load, "brick": brick, "packets_in": int(own.get("packets_in", 0)),
+           "cpu_s": cpu, "logic_cpu_s": cpu, "stages_cpu_s": {}}
+    if head:
+        rest = float(load.get("cpu_s", 0.0)) - sum(float(m.get("cpu_s", 0.0))
+                                                  for m in members.values())
+        out["cpu_s"] = cpu + max(0.0, rest)
+        out["stages_cpu_s"] = load.get("stages_cpu_s", {})
+    taken = int(members.get(next(iter(members), ""), {}).get("packets_in", 0))
+    if "pps" in load and taken:
+        out["pps"] = load["pps"] * out["packets_in"] / taken
+    return out
 
 
 def _reason(exc: BaseException) -> str:

@@ -375,11 +375,15 @@ def test_source_chain_produces_through_its_members(monkeypatch):
                                     {"node": "t", "type": "split", "options": {"k": 5}}]},
                        type("Id", (), {"serial": 0})())
     got = list(chain.produce())
-    assert [None if m is None else int(m.arrays["v"][0]) for m in got] == [6, None, 7]
-    assert chain.end_meta() == {"batches": 2}
+    # one step at a time, the runtime served between two (None), the quiet one kept
+    assert [None if m is None else int(m.arrays["v"][0]) for m in got] == [
+        6, None, None, 7, None]
+    assert chain.end_meta() == {"batches": 2} and chain.rows_taken == 2
     assert len(chain.split(got[0], None, 3)) == 3  # the tail's splitter routes by key
-    reply, outs = chain.control({"op": "x"}, 42)  # answered by the member that takes it
-    assert reply == {"ok": True, "seen": 42} and [int(m.arrays["v"][0]) for m in outs] == [0]
+    reply, outs = chain.control({"op": "x"}, 42)  # answered by the member that takes it,
+    assert reply == {"ok": True, "seen": 2}  # told the rows it took; what the tail emits
+    assert [int(m.arrays["v"][0]) for m in outs] == [0]  # leaves the process
+    assert chain.control({"op": "x", "member": "s"}, 0)[0]["ok"] is False  # takes none
 
 
 # ---------------------------------------------------------------- crash cleanup

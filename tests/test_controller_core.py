@@ -193,6 +193,7 @@ def test_re_registration_rebuilds_the_registry_without_commands():
       "scaling": {"fe": True}}, "no exact split"),
     ({"bogus": {}}, "unknown section"),
     ({"switch": {"traffic_ports": [1], "colour": 1}}, "unknown key"),
+    ({"graph": {"fuse": True}}, r"fuse: .*\[scaling\].stateless = false"),
 ])
 def test_bad_configs_are_refused(patch, match):
     with pytest.raises(ConfigError, match=match):
@@ -749,3 +750,36 @@ def test_a_resized_host_scaled_in_gets_its_own_quota_back_before_its_graph_drain
     assert [(c.kind, c.host) for c in cmds[:3]] == [
         ("resize", "nf1"), ("switch_scale_in", "nf1"), ("drain", "nf1")]
     assert cmds[0].args["cores"] == 0.2 and cmds[0].args["brick"] == "fq-2/0"
+
+
+def test_a_fused_graph_is_one_process_whose_bricks_the_controller_still_knows():
+    """With [graph].fuse each brick spec names the graph's process; the process's
+    spec carries them (chain order, no logs: no hop leaves the process); its load
+    splits by member so that the members' CPU adds up to the process's once."""
+    from lego.control.graph_specs import fused_spec, member_specs
+    from lego.control.ray_bricks import member_load
+
+    cfg = config_from_dict({**BASE, "graph": {"fuse": True},
+                            "scaling": {**BASE["scaling"], "standby": False, "stateless": False},
+                            "recovery": {"checkpoint_s": 1.0}})
+    specs = graph_specs(cfg, 3, "/tmp/nf1", 0, 1, 0)
+    assert [s["node"] for s in specs] == ["src-3", "fq-3", "fm-3", "uln-3", "dec-3"]
+    assert {s["group"] for s in specs} == {"replica-3"}
+    assert not any(s.get("replay_log_mib") or s.get("output_log_mib") for s in specs)
+    proc = fused_spec(specs, "/tmp/nf1")
+    assert proc["node"] == "replica-3" and proc["type"] == "chain" and proc["inlet"] is None
+    assert proc["options"]["nf"] == "kitsune" and member_specs(proc) == specs
+    assert member_specs(specs[0]) == []
+    load = {"brick": "replica-3/0", "cpu_s": 1.0, "pps": 900.0, "busy_s": 0.4, "now": 5.0,
+            "stages_cpu_s": {"logic": 0.8}, "extra": {"members": {
+                "src-3": {"cpu_s": 0.1, "packets_in": 900}, "fq-3": {"cpu_s": 0.3,
+                                                                       "packets_in": 900},
+                "dec-3": {"cpu_s": 0.2, "packets_in": 450}}}}
+    src = member_load(load, "src-3/0", head=True)
+    fq = member_load(load, "fq-3/0", head=False)
+    dec = member_load(load, "dec-3/0", head=False)
+    assert (src["brick"], src["packets_in"], fq["packets_in"]) == ("src-3/0", 900, 900)
+    assert abs(src["cpu_s"] + fq["cpu_s"] + dec["cpu_s"] - 1.0) < 1e-9  # the runtime: head's
+    assert fq["cpu_s"] == fq["logic_cpu_s"] == 0.3 and fq["stages_cpu_s"] == {}
+    assert src["stages_cpu_s"] == {"logic": 0.8} and dec["pps"] == 450.0
+    assert fq["busy_s"] == 0.4  # one replica: its members are as busy as it

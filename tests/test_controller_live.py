@@ -43,7 +43,7 @@ def trace_model(tmp_path_factory):
 
 
 def _live_system(model: Path, fe_initial: int, *, mode: str, name: str, scaling: dict,
-                 hosts: list[dict], recovery: dict | None = None):
+                 hosts: list[dict], recovery: dict | None = None, fuse: bool = False):
     """A scratch directory with the token, a started software target, and the
     controller's config: feed sources, small batches, one ULN per graph, the bricks
     in a namespace of their own on the local Ray cluster."""
@@ -56,7 +56,7 @@ def _live_system(model: Path, fe_initial: int, *, mode: str, name: str, scaling:
         "northbound": {"bind": "127.0.0.1:0", "token_file": str(work / "token")},
         "nf": {"semantics": "lego", "model": str(model), "results": str(work / "results"),
                "source": "feed", "fe_initial": fe_initial},
-        "graph": {"batch": 256, "flush_ms": 10, "stateless": 1},
+        "graph": {"batch": 256, "flush_ms": 10, "stateless": 1, "fuse": fuse},
         "scaling": scaling,
         "placement": {"mode": mode},
         "sla": {"latency_ms": 100.0},
@@ -80,14 +80,16 @@ def _running(rt: ControllerRuntime, brick: str) -> bool:
 @pytest.fixture
 def system(trace_model, local_ray, request):
     """One graph on port 2 (nf1 also has port 3), no scaling policy; a test marked
-    ``recovery`` checkpoints its feature extractor every 0.5 s."""
+    ``recovery`` checkpoints its feature extractor every 0.5 s, one marked ``fused``
+    runs each graph as one process."""
     tr, pcap, model = trace_model
     recovery = {"checkpoint_s": 0.5} if request.node.get_closest_marker("recovery") else {}
+    fuse = request.node.get_closest_marker("fused") is not None
     work, srv, cfg = _live_system(
         model, 1, mode="graph", name="<live test>",
         scaling={"fe": False, "standby": False, "high": 0.99, "low": 0.0001, "dwell": 1000.0,
-                 "adopt_grace": 0.3},
-        hosts=[{"name": "nf1", "ports": [2, 3], "cores": 16}], recovery=recovery)
+                 "adopt_grace": 0.3, "stateless": not fuse},
+        hosts=[{"name": "nf1", "ports": [2, 3], "cores": 16}], recovery=recovery, fuse=fuse)
     rt = ControllerRuntime(cfg, TOKEN)
     try:
         rt.start()
@@ -157,30 +159,66 @@ def _assert_exact(work: Path, pcap: Path, model: Path) -> None:
 def test_fe_scale_out_and_in_with_live_state_moves_is_exact(system, trace_model):
     rt, work, pcap, model, drv = _driving_port_2(system, trace_model)
     try:
-        drv.send(N // 3)
-        _scale_out_to_port_3(rt)  # while traffic flows
-        t = threading.Thread(target=drv.send, args=(2 * N // 3,),
-                             kwargs={"pause": lambda: time.sleep(0.002)})
-        t.start()
-        wait_for(lambda: any(e["kind"] == "switch_scale_out" for e in rt.core.events), 60,
-                 "scale-out")
-        t.join()
-        assert 3 in rt.manager.plan.replica_ports
-        moved = [e for e in rt.core.events if e["kind"] == "state_moved"]
-        assert moved and moved[0]["entries"] > 0 and moved[0]["lost_buckets"] == 0
-        # scale in port 2: its buckets and state go to port 3, then its graph drains
-        _scale_in_port_2(rt)
-        t = threading.Thread(target=drv.send, args=(N,),
-                             kwargs={"pause": lambda: time.sleep(0.002)})
-        t.start()
-        wait_for(lambda: sum(e["kind"] == "state_moved" for e in rt.core.events) >= 2, 60,
-                 "scale-in")
-        t.join()
-        assert rt.manager.plan.replica_ports == (3,)
-        _end_on_port_3(drv, work)
+        _scale_out_and_in_while_driving(rt, work, drv)
     finally:
         drv.close()
     _assert_exact(work, pcap, model)
+
+
+def _scale_out_and_in_while_driving(rt: ControllerRuntime, work: Path, drv: Driver,
+                                    between=lambda: None) -> None:
+    """A third of the trace on port 2, a scale-out to port 3 as the next third flows,
+    (``between``), a scale-in of port 2 as the last does, the end on port 3."""
+    drv.send(N // 3)
+    _scale_out_to_port_3(rt)  # while traffic flows
+    t = threading.Thread(target=drv.send, args=(2 * N // 3,),
+                         kwargs={"pause": lambda: time.sleep(0.002)})
+    t.start()
+    wait_for(lambda: any(e["kind"] == "switch_scale_out" for e in rt.core.events), 60,
+             "scale-out")
+    t.join()
+    assert 3 in rt.manager.plan.replica_ports
+    moved = [e for e in rt.core.events if e["kind"] == "state_moved"]
+    assert moved and moved[0]["entries"] > 0 and moved[0]["lost_buckets"] == 0
+    between()
+    # scale in port 2: its buckets and state go to port 3, then its graph drains
+    _scale_in_port_2(rt)
+    t = threading.Thread(target=drv.send, args=(N,),
+                         kwargs={"pause": lambda: time.sleep(0.002)})
+    t.start()
+    wait_for(lambda: sum(e["kind"] == "state_moved" for e in rt.core.events) >= 2, 60,
+             "scale-in")
+    t.join()
+    assert rt.manager.plan.replica_ports == (3,)
+    _end_on_port_3(drv, work)
+
+
+@pytest.mark.fused
+@pytest.mark.recovery
+def test_fused_graphs_scale_out_and_in_with_live_state_moves_exactly(system, trace_model):
+    """Each graph is one process (its five bricks as function calls), the controller
+    still knows and commands its bricks one by one: the same moves, checkpoints
+    taken, the same exact scores."""
+    rt, work, pcap, model, drv = _driving_port_2(system, trace_model)
+    assert set(rt.engine.process_of) >= {"src-2/0", "fq-2/0", "dec-2/0"}
+    assert len({id(rt.engine.handles[b]) for b in rt.engine.process_of}) == 1  # one actor
+    try:
+        _scale_out_and_in_while_driving(rt, work, drv, between=lambda: wait_for(
+            lambda: rt.recovery.checkpoint(2, "fq-2/0", "src-2/0") is not None, 20,
+            "a checkpoint of port 2's keyed brick, inside its graph's process"))
+    finally:
+        drv.close()
+    _assert_exact(work, pcap, model)
+    assert rt.recovery.stats["taken"] > 0
+    wait_for(lambda: rt.core.bricks["fq-3/0"].load.get("state") in ("done", "exited"), 30,
+             "port 3's process's last load report")
+    bricks = {b["id"]: b for b in rt.status()["bricks"]}
+    fq, src = bricks["fq-3/0"], bricks["src-3/0"]  # the process's load, split by member
+    assert src["packets_in"] >= fq["packets_in"] > 0
+    assert fq["cpu_s"] > 0 and src["cpu_s"] > 0 and fq["cpu_s"] != src["cpu_s"]
+    # the drained graph's process ends with its last member
+    wait_for(lambda: "src-2/0" not in rt.engine.handles, 30, "port 2's process ended")
+    assert {p for p in rt.engine.process_of.values()} == {"replica-3/0"}
 
 
 def test_a_killed_brick_is_restarted_by_ray_and_rerouted(system):

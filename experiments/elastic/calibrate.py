@@ -79,6 +79,13 @@ class Calibration:
     #: the same bricks fused in one process (function calls, :mod:`lego.bricks.chain`)
     #: under the same quota: what the processes' hops cost, measured
     fused: Calibration | None = None
+    #: the live replicas run fused (``FUSE=on``): their capacity is :attr:`fused`'s
+    live_fused: bool = False
+
+    @property
+    def replica_pps(self) -> float:
+        """One live replica's capacity (go to exit): what the ramp is sized from."""
+        return self.fused.pps if self.live_fused and self.fused is not None else self.pps
 
     @property
     def loop_pps(self) -> float:
@@ -123,15 +130,18 @@ class Calibration:
                 f"{', '.join(f'{s} {us:.1f}' for s, us in st.items())} "
                 f"(the runtime's share {runtime / max(sum(st.values()), 1e-9):.0%})")
 
-    def fused_line(self) -> str:
-        """The fused replica against the five processes, both measured here."""
+    def fused_line(self, live: bool | None = None) -> str:
+        """The fused replica against the five processes, both measured here, and
+        which of them the live replicas run (``live``: fused; None: as set)."""
         f = self.fused
         if f is None or not f.loop_seconds:
             return ""
+        live = self.live_fused if live is None else live
         return (f"the same bricks fused in one process (function calls): {f.pps:,.0f} pkt/s "
                 f"go to exit, {f.loop_pps:,.0f} pkt/s the loop ({f.loop_pps / self.loop_pps:.1f}x "
-                f"the processes'), {f.cpu_us:.1f} µs of CPU per packet; make run's replicas "
-                "run as processes, and the ramp is sized from those")
+                f"the processes'), {f.cpu_us:.1f} µs of CPU per packet; the live replicas "
+                f"run {'fused (FUSE=on)' if live else 'as processes'}, and the ramp is sized "
+                "from those")
 
 
 def calibration_graph(trace: Path, model: Path, out: Path, semantics: str,

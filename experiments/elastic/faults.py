@@ -85,8 +85,12 @@ class FaultInjector:
             self.done.append(record)
 
     def _kill(self, fault: Fault) -> dict:
+        from lego.control.graph_specs import GROUP
+
+        # a fused graph's bricks are one process: killing one kills them all
+        node = GROUP if self.system.graph.get("fuse") else fault.role
         spec = str(self.system.brick_dir(fault.host) /
-                   f"{fault.role}-{self.ports[fault.host]}-0.json")
+                   f"{node}-{self.ports[fault.host]}-0.json")
         for pid in self.system.ray.node_pids(fault.host):
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")

@@ -66,6 +66,7 @@ class RunOptions:
     drain_s: float = 60.0
     synthetic: bool = False  # the trace is the generated default (sized to the load)
     scaling: bool = True  # False: the same run with the scaling policy off
+    fuse: bool = False  # each replica's bricks in one process ([graph].fuse)
     sla_ms: float | None = None  # None: from the calibration
     nf_extra: dict = field(default_factory=dict)  # the NF's options beyond semantics
     faults: list = field(default_factory=list)  # faults.Fault to inject (FAULTS=...)
@@ -143,8 +144,13 @@ def size_load(opts: RunOptions, console: Console, work: Path
     console.print(cal.breakdown())
     console.print(cal.stage_breakdown())
     if cal.fused is not None:
-        console.print(cal.fused_line())
-    rates = [max(1, round(x * cal.pps)) for x in tr.load]
+        console.print(cal.fused_line(live=opts.fuse))
+    if opts.fuse:  # the live replicas are the fused ones: the ramp is theirs
+        if cal.fused is None:
+            raise LegoError("FUSE=on: the fused calibration failed (see the log); the ramp "
+                            "has no replica to be sized from")
+        cal = replace(cal, live_fused=True)
+    rates = [max(1, round(x * cal.replica_pps)) for x in tr.load]
     if not opts.synthetic:
         return opts.trace, opts.labels, rates, cal
     train = opts.train_packets
@@ -218,6 +224,7 @@ def run_mininet(opts: RunOptions, console: Console) -> dict:
                       f"labelled data) in {time.perf_counter() - t0:.1f} s")
     system = LegoSystem(opts.topo, opts.target, work, model, semantics=opts.semantics, nf=opts.nf,
                         scaling=None if opts.scaling else SCALING_OFF, sla_ms=sla_ms,
+                        graph={"fuse": True} if opts.fuse else None,
                         nf_options=opts.nf_extra)
     run = {"calibration": cal, "sla_ms": sla_ms, "rates": rates, "segments": segments,
            "step_s": step_s}
