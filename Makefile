@@ -36,7 +36,8 @@ bench: build
 #          TARGET=bmv2|soft  REPLICAS=N  CLI=1 (Mininet CLI during the run)
 #          SCALING=off (the same run with the controller's scaling policy disabled)
 #          FAULTS="20:kill:fq@nf1 40:lose:nf3" (faults injected, seconds into the replay)
-#          FUSE=on (each replica's bricks in one process; the ramp sized from it)
+#          FUSE=off|on (default: on, off with FAULTS): a process per
+#          brick instead of one per replica; the ramp is sized from what runs
 run: build
 	$(BIN)/lego run --results $(RESULTS) $(if $(NF),--nf $(NF)) \
 	  $(foreach o,$(NF_OPTIONS),--nf-option $(o)) $(if $(TRACE),--trace $(TRACE)) \

@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from lego.bricks import recovery
 from lego.bricks.wire import Message
 
 
@@ -118,28 +119,23 @@ class Chain:
 
     def _control(self, cmd: dict, packets_in: int) -> tuple[dict | None, list[Message]]:
         """A control message for a logic (e.g. a state move): the member it names, or
-        the first that takes control messages, answers; what it emits goes through
-        the members after it."""
-        return self._control_member(cmd, self._through)
-
-    def _control_member(self, cmd: dict, then=None) -> tuple[dict | None, list[Message]]:
-        """The member ``cmd`` names (or the first that takes control messages)
-        answers; what it emits goes to ``then(next member, messages)`` (default:
-        :meth:`_queue`)."""
-        then = then or self._queue
+        the first that takes control messages, answers (told the rows it took, not
+        the process's ``packets_in``); what it emits goes to the members after it
+        (:meth:`_queue`)."""
         named = cmd.get("member")
         for i, member in enumerate(self.members):
             if named is not None and self.names[i] != named:
                 continue
             if hasattr(member, "control"):
                 reply, outs = member.control(cmd, self.rows_in[self.names[i]])
-                return reply, then(i + 1, outs)
+                return reply, self._queue(i + 1, outs)
             if named is not None:
                 break
         return {"ok": False, "error": f"no member {'named ' + repr(named) + ' ' if named else ''}"
                 "takes control messages"}, []
 
     def _queue(self, i: int, msgs: list[Message]) -> list[Message]:
+        """Messages for members ``i..``: here, through them at once."""
         return self._through(i, msgs)
 
     def report(self) -> dict[str, Any]:
@@ -147,6 +143,7 @@ class Chain:
         for member in self.members:
             if hasattr(member, "report"):
                 extra.update(member.report())
+            extra.update(recovery.report(member))  # (a keyed member's)
         extra["members_cpu_s"] = {n: round(c, 6) for n, c in self.cpu_s.items()}
         extra["members"] = {n: {"cpu_s": round(self.cpu_s[n], 6), "packets_in": self.rows_in[n]}
                             for n in self.names}
@@ -169,6 +166,8 @@ class SourceChain(Chain):
         self.busy_s = 0.0  # wall time the members after the head were at work
         self.batch0 = 0  # the head's batch ids start here (its incarnation's epoch)
         self._work: deque[tuple[int, Message]] = deque()
+        self._out: deque[Message] = deque()  # what left the chain, not yet yielded
+        self._resumed = False
         if hasattr(head, "pause"):  # a lost port's frames first (lego.bricks.recovery)
             self.pause, self.inject = head.pause, head.inject
 
@@ -182,8 +181,11 @@ class SourceChain(Chain):
         """The head's CPU reading its input (lego.bricks.stages)."""
         return float(getattr(self.members[0], "read_cpu_s", 0.0))
 
-    def _control(self, cmd: dict, packets_in: int) -> tuple[dict | None, list[Message]]:
-        return self._control_member(cmd)  # (what it emitted is queued: see _queue)
+    def _resume(self) -> None:
+        """The whole graph restarted: its members resume, and a decision among them
+        starts at the head's first batch (known once the runtime numbers them)."""
+        super()._resume()
+        self._resumed = True
 
     def _queue(self, i: int, msgs: list[Message]) -> list[Message]:
         """Member ``i``'s inputs queued; what falls off the chain's end returned."""
@@ -192,41 +194,52 @@ class SourceChain(Chain):
         self._work.extend((i, m) for m in msgs)
         return []
 
-    def _work_step(self) -> list[Message]:
-        """One queued step: one member, one message; what leaves the chain."""
+    def _work_step(self) -> None:
+        """One queued step: one member, one message (what leaves the chain joins
+        :attr:`_out`)."""
         i, msg = self._work.popleft()
         t = time.perf_counter()
         outs = self._step(i, [msg])
         self.busy_s += time.perf_counter() - t
-        return self._queue(i + 1, outs)
+        self._out.extend(self._queue(i + 1, outs))
 
     def produce(self) -> Iterator[Message | None]:
         head = self.members[0]
         name = self.names[0]
+        if self._resumed:
+            for member in self.members[1:]:
+                if hasattr(member, "resume_from"):
+                    member.resume_from(self.batch0)
         it = iter(head.produce())
-        while True:
-            while self._work:
-                yield from self._work_step()
-                yield None  # the runtime serves control and reports between steps
-            t = time.thread_time()
-            msg = next(it, StopIteration)
-            self.cpu_s[name] += time.thread_time() - t
-            if msg is StopIteration:
-                return
-            if msg is None:
-                yield None
-                continue
-            msg.batch += self.batch0
-            if msg.kind == "data":
-                self.rows_in[name] += msg.n
-            self._queue(1, [msg])
+        try:
+            while True:
+                while self._work or self._out:
+                    if not self._out:
+                        self._work_step()
+                    # the runtime serves control and reports between two steps
+                    yield self._out.popleft() if self._out else None
+                t = time.thread_time()
+                msg = next(it, StopIteration)
+                self.cpu_s[name] += time.thread_time() - t
+                if msg is StopIteration:
+                    return
+                if msg is None:
+                    yield None
+                    continue
+                msg.batch += self.batch0
+                if msg.kind == "data":
+                    self.rows_in[name] += msg.n
+                self._queue(1, [msg])
+        finally:
+            it.close()  # (the head's last counters, before its end_meta)
 
     def finish(self, meta: dict[str, Any]) -> list[Message]:
         """The queued steps first (a drain can stop the production between two),
         then every member's own finish."""
-        outs: list[Message] = []
         while self._work:
-            outs += self._work_step()
+            self._work_step()
+        outs = list(self._out)
+        self._out.clear()
         return outs + super().finish(meta)
 
     def end_meta(self) -> dict[str, Any]:

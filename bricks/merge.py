@@ -176,6 +176,11 @@ class SequenceMerge:
                 continue
             return
 
+    def resume_from(self, batch: int) -> None:
+        """A restarted decision whose upstream restarted with it (one fused process):
+        its first batch is known, its source's first (``batch``)."""
+        self._resume_at(batch)
+
     def _resume_at(self, batch: int) -> None:
         """A restarted decision's first batch is chosen: ``batch``."""
         s = self.state

@@ -143,11 +143,16 @@ class ControllerCore(ElasticDecisions):
         return True
 
     def on_death(self, now: float, host: str, brick: str, code: int) -> list[Command]:
+        """A brick Ray restarted. A fused graph's process (``[graph].fuse``) dies as
+        one, told as its source's death: every member restarts empty."""
         b = self.bricks.get(brick)
         self.event(now, "brick_died", host=host, brick=brick, code=code)
         if b is None or b.retired:
             return []
-        self._retire_counts(b)  # its successor counts from 0
+        fused = self.cfg.graph["fuse"]
+        died = self.graph_bricks(b.port) if fused else [b]
+        for m in died:
+            self._retire_counts(m)  # its successor counts from 0
         g = self.graphs.get(b.port)
         a = self.hosts.get(host)
         if g is None or g.draining or a is None or not a.alive:
@@ -155,10 +160,13 @@ class ControllerCore(ElasticDecisions):
         cmds = [Command("start", host, b.port, {"specs": [b.spec]})]
         if b.role == self.chain.source:
             cmds.append(Command("go", host, b.port, {"brick": brick}))
-        recover = self.cfg.recovers
-        if b.role == self.chain.keyed and not recover:
-            self.event(now, "state_lost", port=b.port, brick=brick,
-                       packets=b.load.get("packets_in", 0), reason="keyed brick died")
+        recover = self.cfg.recovers and not fused
+        keyed = next((m for m in died if m.role == self.chain.keyed), None)
+        if keyed is not None and not recover:
+            self.event(now, "state_lost", port=b.port, brick=keyed.id,
+                       packets=keyed.load.get("packets_in", 0),
+                       reason="its graph's process died (fused: no log to replay)" if fused
+                       else "keyed brick died")
         for up in self.bricks.values():  # re-route its upstream to the new process
             if up.host != host or not b.spec.get("inlet"):
                 continue

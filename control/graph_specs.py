@@ -19,7 +19,8 @@ With ``[graph].fuse`` the graph's bricks run as one process (:func:`fused_spec`,
 controller knows them one by one) and carries the process's name (``group``,
 ``replica-PORT``); the cluster engine starts the process once and answers for
 its members. No hop leaves the process, so there is no source log to replay
-and no output log to resend: a dead process is a lost port.
+and no output log to resend: a dead process restarts with empty state (its
+keyed state reported lost); its checkpoints serve a lost host's port.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def graph_specs(cfg: Config, port: int, workdir: str, base: int, replicas: int,
         upstream = replicas if chain.upstream(node) == chain.stateless else 1
         if node == chain.keyed:
             opts["port_base"] = base
-            if recover:  # restarted, it waits for the controller's restore
+            if recover and not fuse:  # restarted, it waits for the controller's restore
                 opts["recover"] = True
         if node == chain.sink:
             opts.update(out=str(Path(cfg.nf["results"]) / f"port-{port}"),

@@ -361,10 +361,12 @@ class RayBricks:
         appended to :attr:`restarted` with what ended the old one."""
         import ray
 
-        by_actor: dict[int, list[str]] = {}  # a fused graph's bricks share one read
-        for b in self.handles:
-            by_actor.setdefault(id(self.handles[b]), []).append(b)
-        refs = {self.handles[bs[0]].load.remote(): bs for bs in by_actor.values()}
+        # (snapshots: the command thread starts and the watch thread kills bricks)
+        handles, process_of = dict(self.handles), dict(self.process_of)
+        reads: dict[str, list[str]] = {}  # one read per actor: a fused graph's bricks
+        for b in handles:
+            reads.setdefault(process_of.get(b, b), []).append(b)
+        refs = {handles[bs[0]].load.remote(): bs for bs in reads.values()}
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
         out = {}
         for ref in ready:
@@ -372,16 +374,19 @@ class RayBricks:
                 whole = ray.get(ref)
             except Exception:  # noqa: BLE001 - its actor died under the call
                 continue
-            for brick in refs[ref]:
-                load = whole if brick not in self.process_of else member_load(
-                    whole, brick, head=brick == self._members(brick)[0])
-                self._take_load(brick, load, out)
+            bricks = refs[ref]
+            for i, brick in enumerate(bricks):
+                fused = brick in process_of
+                load = member_load(whole, brick) if fused else whole
+                # a fused graph's process is one death, told as its head's (its source)
+                self._take_load(brick, load, out, tell=not fused or i == 0)
         return out
 
-    def _take_load(self, brick: str, load: dict, out: dict[str, dict]) -> None:
-        """``brick``'s load into ``out``; a new incarnation noted as a restart."""
+    def _take_load(self, brick: str, load: dict, out: dict[str, dict], tell: bool) -> None:
+        """``brick``'s load into ``out``; a new incarnation noted as a restart
+        (``tell``: in :attr:`restarted`)."""
         old = self.incarnations.get(brick)
-        if old and load["incarnation"] != old:
+        if tell and old and load["incarnation"] != old:
             death = load.get("last_death") or {}
             self.restarted.append({"brick": brick, "t": time.monotonic(),
                                    "code": death.get("code", -1),
@@ -390,13 +395,15 @@ class RayBricks:
         out[brick] = load
 
 
-def member_load(load: dict, brick: str, head: bool) -> dict:
+def member_load(load: dict, brick: str) -> dict:
     """A fused graph's brick's share of its process's load: its own CPU and rows
-    (the chain's ``extra.members``), the process's busy time and state (they are
-    one replica's). The head (the source) also carries the runtime's CPU and the
-    stages, so the members' CPU adds up to the process's once."""
+    (the chain's ``extra.members``, in chain order), the process's busy time and
+    state (they are one replica's). The head (the source) also carries the
+    runtime's CPU and the stages, so the members' CPU adds up to the process's
+    once."""
     node = brick.rpartition("/")[0]
     members = load.get("extra", {}).get("members", {})
+    head = node == next(iter(members), None)
     own = members.get(node, {})
     cpu = float(own.get("cpu_s", 0.0))
     out = {**load, "brick": brick, "packets_in": int(own.get("packets_in", 0)),

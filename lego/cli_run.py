@@ -57,9 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cli", action="store_true", help="open the Mininet CLI during the run")
     p.add_argument("--scaling", choices=("on", "off"), default="on",
                    help="off: the same run with the controller's scaling policy disabled")
-    p.add_argument("--fuse", choices=("on", "off"), default="off",
-                   help="on: each replica's bricks run as one process (function calls; "
-                        "the ramp is sized from that replica's calibration)")
+    p.add_argument("--fuse", choices=("auto", "on", "off"), default="auto",
+                   help="on: each replica's bricks run as one process (function calls); "
+                        "off: a process per brick; auto (default): on, unless --faults "
+                        "is given (a killed brick's exact recovery replays the log of the "
+                        "process before it). The ramp is sized from what the replicas run")
     p.add_argument("--faults", default="", metavar="SPEC",
                    help="faults to inject, seconds into the replay: "
                         "'20:kill:fq@nf1 40:lose:nf3' (kill:ROLE@HOST SIGKILLs that brick, "
@@ -127,6 +129,14 @@ def _check_live(nf, args: argparse.Namespace) -> list[str]:
                                            "semantics": args.semantics})).nodes)
 
 
+def _fused(choice: str, faults: list) -> bool:
+    """Whether the replicas run fused: ``auto`` is yes without faults to inject (the
+    recoveries they exercise are measured with a process per brick)."""
+    if choice == "auto":
+        return not faults
+    return choice == "on"
+
+
 def cmd_mininet(args: argparse.Namespace) -> int:
     from lego.experiments.elastic.faults import parse_faults
     from lego.experiments.elastic.run import RunOptions, run_mininet
@@ -149,7 +159,7 @@ def cmd_mininet(args: argparse.Namespace) -> int:
                       nf_extra=nfs.get(args.nf or nfs.DEFAULT).parse_options(args.nf_option),
                       train_packets=args.train_packets, cli=args.cli, quiet=args.quiet,
                       synthetic=args.trace is None, scaling=args.scaling == "on",
-                      fuse=args.fuse == "on", sla_ms=args.sla_ms, faults=faults)
+                      fuse=_fused(args.fuse, faults), sla_ms=args.sla_ms, faults=faults)
     summary = run_mininet(opts, console)
     head = (args.results / "summary.md").read_text().split("## Everything else")[0]
     console.print(head.strip(), markup=False, highlight=False)

@@ -375,9 +375,9 @@ def test_source_chain_produces_through_its_members(monkeypatch):
                                     {"node": "t", "type": "split", "options": {"k": 5}}]},
                        type("Id", (), {"serial": 0})())
     got = list(chain.produce())
-    # one step at a time, the runtime served between two (None), the quiet one kept
-    assert [None if m is None else int(m.arrays["v"][0]) for m in got] == [
-        6, None, None, 7, None]
+    # one step at a time, the runtime served after each (an output, or None), the
+    # head's quiet turn kept
+    assert [None if m is None else int(m.arrays["v"][0]) for m in got] == [6, None, 7]
     assert chain.end_meta() == {"batches": 2} and chain.rows_taken == 2
     assert len(chain.split(got[0], None, 3)) == 3  # the tail's splitter routes by key
     reply, outs = chain.control({"op": "x"}, 42)  # answered by the member that takes it,
@@ -420,3 +420,30 @@ def test_agent_unlinks_a_crashed_runs_segments(shared_data, workdir):
         agent.stop()
     assert not (SHM_DIR / stray.name).exists()
     assert segment_names(run_id(workdir)) == []
+
+
+def test_a_source_chain_queues_a_members_control_output_and_finishes_its_queue(monkeypatch):
+    """What a middle member emits on a control message waits in the chain's queue
+    (the control answer does not wait for it); a drain between two steps leaves
+    queued work that finish() still runs through the members after."""
+    from lego.bricks import catalog
+
+    for name, cls, role in (("src", "_Src", "source"), ("mid", "_Split", "worker"),
+                            ("add", "_Add", "worker")):
+        monkeypatch.setitem(catalog.BRICK_TYPES, name, catalog.BrickType(
+            name, f"{__name__}:{cls}", role, "single"))
+    chain = make_chain({"members": [{"node": "s", "type": "src", "options": {}},
+                                    {"node": "m", "type": "mid", "options": {"k": 5}},
+                                    {"node": "a", "type": "add", "options": {"k": 100}}]},
+                       type("Id", (), {"serial": 0})())
+    reply, outs = chain.control({"op": "x", "member": "m"}, 0)
+    assert reply == {"ok": True, "seen": 0} and outs == []  # queued for member "a"
+    chain.batch0 = 1 << 20
+    produced = chain.produce()
+    first = next(produced)  # the queued control output goes first, through "a"
+    assert int(first.arrays["v"][0]) == 100
+    assert next(produced) is None  # the head's first batch through "m", then the runtime
+    produced.close()  # a drain: that batch still queued for "a"
+    out = chain.finish({})  # through "a", then each member's finish (its own 100 x k)
+    assert [int(m.arrays["v"][0]) for m in out] == [1 + 5 + 100, 500 + 100, 10000]
+    assert out[0].batch == 1 << 20 and chain.rows_taken == 1

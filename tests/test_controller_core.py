@@ -775,9 +775,9 @@ def test_a_fused_graph_is_one_process_whose_bricks_the_controller_still_knows():
                 "src-3": {"cpu_s": 0.1, "packets_in": 900}, "fq-3": {"cpu_s": 0.3,
                                                                        "packets_in": 900},
                 "dec-3": {"cpu_s": 0.2, "packets_in": 450}}}}
-    src = member_load(load, "src-3/0", head=True)
-    fq = member_load(load, "fq-3/0", head=False)
-    dec = member_load(load, "dec-3/0", head=False)
+    src = member_load(load, "src-3/0")  # the head: the first member
+    fq = member_load(load, "fq-3/0")
+    dec = member_load(load, "dec-3/0")
     assert (src["brick"], src["packets_in"], fq["packets_in"]) == ("src-3/0", 900, 900)
     assert abs(src["cpu_s"] + fq["cpu_s"] + dec["cpu_s"] - 1.0) < 1e-9  # the runtime: head's
     assert fq["cpu_s"] == fq["logic_cpu_s"] == 0.3 and fq["stages_cpu_s"] == {}

@@ -201,7 +201,7 @@ def test_fused_graphs_scale_out_and_in_with_live_state_moves_exactly(system, tra
     taken, the same exact scores."""
     rt, work, pcap, model, drv = _driving_port_2(system, trace_model)
     assert set(rt.engine.process_of) >= {"src-2/0", "fq-2/0", "dec-2/0"}
-    assert len({id(rt.engine.handles[b]) for b in rt.engine.process_of}) == 1  # one actor
+    assert _brick_actors(rt) == ["brick:replica-2/0"]  # one actor, one process
     try:
         _scale_out_and_in_while_driving(rt, work, drv, between=lambda: wait_for(
             lambda: rt.recovery.checkpoint(2, "fq-2/0", "src-2/0") is not None, 20,
@@ -219,6 +219,45 @@ def test_fused_graphs_scale_out_and_in_with_live_state_moves_exactly(system, tra
     # the drained graph's process ends with its last member
     wait_for(lambda: "src-2/0" not in rt.engine.handles, 30, "port 2's process ended")
     assert {p for p in rt.engine.process_of.values()} == {"replica-3/0"}
+
+
+def _brick_actors(rt: ControllerRuntime) -> list[str]:
+    """The named brick actors of this system's namespace, sorted."""
+    import ray
+
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["namespace"] == rt.engine.namespace and a["name"].startswith("brick:"))
+
+
+@pytest.mark.fused
+def test_a_killed_fused_graph_is_one_death_restarted_empty_and_scores_on(system, trace_model):
+    """SIGKILL a fused graph's process: one death (its source's), one restart, its
+    keyed state reported lost (no log inside one process), no failed command, and
+    the restarted process scores what comes after, its decision starting at once."""
+    import os
+    import signal
+
+    rt, work, pcap, model, drv = _driving_port_2(system, trace_model)
+    try:
+        drv.send(N // 3)
+        wait_for(lambda: rt.core.bricks["dec-2/0"].load.get("extra", {}).get("scores", 0)
+                 > 0, 30, "scores before the kill")
+        os.kill(rt.engine._call("src-2/0", "info")["pid"], signal.SIGKILL)
+        wait_for(lambda: any(e["kind"] == "state_lost" for e in rt.core.events), 20,
+                 "the death seen")
+        wait_for(lambda: rt.core.bricks["src-2/0"].load.get("state") == "running", 30,
+                 "the restarted process")
+        drv.send(2 * N // 3, pause=lambda: time.sleep(0.002))
+        wait_for(lambda: rt.core.bricks["dec-2/0"].load.get("extra", {}).get("scores", 0)
+                 > 0, 30, "scores after the restart")
+    finally:
+        drv.close()
+    died = [e for e in rt.core.events if e["kind"] == "brick_died"]
+    assert [e["brick"] for e in died] == ["src-2/0"] and died[0]["code"] == -signal.SIGKILL
+    lost = [e for e in rt.core.events if e["kind"] == "state_lost"]
+    assert [e["brick"] for e in lost] == ["fq-2/0"] and "fused" in lost[0]["reason"]
+    assert rt.core.counters["bricks_restarted"] == 1
+    assert not [e for e in rt.core.events if e["kind"] == "command_failed"]
 
 
 def test_a_killed_brick_is_restarted_by_ray_and_rerouted(system):

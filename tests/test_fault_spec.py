@@ -34,3 +34,13 @@ def test_a_bad_item_is_one_line_naming_it(spec, says):
     with pytest.raises(ConfigError, match=says) as e:
         parse_faults(f"10:kill:fq@nf1 {spec}", HOSTS, ROLES)
     assert spec in str(e.value) and "\n" not in str(e.value)
+
+
+def test_replicas_run_fused_unless_faults_are_injected_or_the_user_says():
+    """FUSE=auto: one process per replica, except with FAULTS (a killed brick's exact
+    recovery replays the log of the process before it); on and off as said."""
+    from lego.cli_run import _fused
+
+    kill, lose = Fault(12.0, "kill", "nf1", "fq"), Fault(30.0, "lose", "nf2")
+    assert _fused("auto", []) and not _fused("auto", [lose]) and not _fused("auto", [kill])
+    assert _fused("on", [kill]) and not _fused("off", [])

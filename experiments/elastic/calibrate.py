@@ -140,7 +140,7 @@ class Calibration:
         return (f"the same bricks fused in one process (function calls): {f.pps:,.0f} pkt/s "
                 f"go to exit, {f.loop_pps:,.0f} pkt/s the loop ({f.loop_pps / self.loop_pps:.1f}x "
                 f"the processes'), {f.cpu_us:.1f} µs of CPU per packet; the live replicas "
-                f"run {'fused (FUSE=on)' if live else 'as processes'}, and the ramp is sized "
+                f"run {'fused' if live else 'as processes (FUSE=off)'}, and the ramp is sized "
                 "from those")
 
 

@@ -66,7 +66,7 @@ class RunOptions:
     drain_s: float = 60.0
     synthetic: bool = False  # the trace is the generated default (sized to the load)
     scaling: bool = True  # False: the same run with the scaling policy off
-    fuse: bool = False  # each replica's bricks in one process ([graph].fuse)
+    fuse: bool = True  # each replica's bricks in one process ([graph].fuse)
     sla_ms: float | None = None  # None: from the calibration
     nf_extra: dict = field(default_factory=dict)  # the NF's options beyond semantics
     faults: list = field(default_factory=list)  # faults.Fault to inject (FAULTS=...)
