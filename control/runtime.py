@@ -96,10 +96,7 @@ from lego.p4src import contract as pl
 
 log = logging.getLogger(__name__)
 
-#: the per-bucket load window (background reads) for scale-out/in, the rebalance and
-#: the hot-bucket resize, which waits for a window that shows its one bucket: at 2 s
-#: the infection's host got its quota 2.7 s into a 4-s step (make run, 2026-12-08)
-LOADS_EVERY_S = 1.0
+LOADS_EVERY_S = 2.0  # per-bucket load window for scale-out/in (background reads)
 WATCH_S = 0.25  # Ray's nodes and the bricks' loads read this often (the heartbeat)
 
 
