@@ -269,11 +269,8 @@ class Brick:
             if self._count_due:  # between batches: never inside a send (see _control)
                 self._send_count(self.outlets[self._count_due])
             self._send_again()
-            self.clock.enter("logic")  # CPU, not wall: the source sleeps in its reads
-            try:
+            with self.clock.stage("logic"):  # CPU, not wall: the source sleeps in its reads
                 msg = next(batches, _DONE)
-            finally:
-                self.clock.leave()
             if msg is _DONE:
                 break
             self._serve_control()
@@ -311,11 +308,8 @@ class Brick:
             if self.control.sock in events:
                 self._control(self.control.recv())
             if self.inlet.sock in events:
-                self.clock.enter("receive")
-                try:
+                with self.clock.stage("receive"):
                     msg = self.inlet.recv()
-                finally:
-                    self.clock.leave()
                 self._one(msg)
             self._retry_deferred()
             self._send_again()
@@ -350,11 +344,8 @@ class Brick:
         if not self.first_in:
             self.first_in = time.time()
         self.packets_in += rows_of(msg)
-        self.clock.enter("logic")
-        try:
+        with self.clock.stage("logic"):
             outs = self.logic.handle(msg)
-        finally:
-            self.clock.leave()
         dt = time.perf_counter() - t
         if self.warm_hook is not None:
             self.warm_hook, hook = None, self.warm_hook
@@ -374,12 +365,11 @@ class Brick:
                 if self.sent_log is not None and self.spec.output_log_mib > 0:
                     self.sent_log.append(msg, copy=True)
         self._emitting = True
-        self.clock.enter("send")
         try:
-            emit(self.outlets, msgs, getattr(self.logic, "split", None), self._serve_control,
-                 str(self.id), self.inline)
+            with self.clock.stage("send"):
+                emit(self.outlets, msgs, getattr(self.logic, "split", None),
+                     self._serve_control, str(self.id), self.inline)
         finally:
-            self.clock.leave()
             self._emitting = False
 
     # ------------------------------------------------------------ control
@@ -389,11 +379,8 @@ class Brick:
             self._control(self.control.recv())
 
     def _control(self, cmd: dict) -> None:
-        self.clock.enter("control")
-        try:
+        with self.clock.stage("control"):
             self._control_op(cmd)
-        finally:
-            self.clock.leave()
 
     def _control_op(self, cmd: dict) -> None:
         op = cmd.get("op")
@@ -588,14 +575,11 @@ class Brick:
         return out
 
     def _report(self, final: bool = False) -> None:
-        self.clock.enter("report")
-        try:
+        with self.clock.stage("report"):
             report = self.load()
             if final:
                 report.state = "done"
             self.northbound.report(report)
-        finally:
-            self.clock.leave()
         self._last_report = time.monotonic()
         self._packets_at_report = self.packets_in
         self._batches_since = 0

@@ -51,6 +51,10 @@ class StageClock:
         self.cpu[self._stack.pop()] += now - self._t
         self._t = now
 
+    def stage(self, name: str) -> _Stage:
+        """``with clock.stage("send"): ...``: :meth:`enter` and :meth:`leave` around it."""
+        return _Stage(self, name)
+
     def seconds(self, moved_to_receive: float = 0.0) -> dict[str, float]:
         """Each stage's CPU seconds so far; ``moved_to_receive``: of ``logic``'s, the
         source's reading (it happens inside ``produce``)."""
@@ -65,3 +69,18 @@ class StageClock:
         out["loop"] = max(0.0, main - sum(out[s] for s in STAGES[:5]))
         out["threads"] = max(0.0, time.process_time() - self.process0 - main)
         return {s: round(v, 6) for s, v in out.items()}
+
+
+class _Stage:
+    """One stage as a context (a class, not a generator: a few per batch)."""
+
+    __slots__ = ("clock", "name")
+
+    def __init__(self, clock: StageClock, name: str) -> None:
+        self.clock, self.name = clock, name
+
+    def __enter__(self) -> None:
+        self.clock.enter(self.name)
+
+    def __exit__(self, *exc: object) -> None:
+        self.clock.leave()
